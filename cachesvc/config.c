@@ -1,0 +1,626 @@
+/*
+ * config.c: defaults, INI file, environment and flags, in that order.
+ *
+ * Every key is one line of SVC_CONFIG_KEYS: section, key, kind, field,
+ * bounds, default text and meaning. Defaults are applied by parsing their
+ * text through the same setter as every other source, so a default can never
+ * be a value the validator would refuse.
+ */
+#include "cachesvc/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+extern char **environ;
+
+enum cfg_kind {
+    K_INT,      /* int field, bounds min..max */
+    K_I64,      /* int64_t field, bounds min..max */
+    K_BOOL,     /* int field, 0 or 1 */
+    K_STR,      /* char[] field, validated by the key's checker */
+    K_LEVEL,    /* int field, a log level name */
+};
+
+typedef int (*cfg_check)(const char *v, char *why, size_t n);
+
+static int check_any(const char *v, char *why, size_t n);
+static int check_listen(const char *v, char *why, size_t n);
+static int check_store_url(const char *v, char *why, size_t n);
+static int check_redis_url(const char *v, char *why, size_t n);
+static int check_kafka(const char *v, char *why, size_t n);
+static int check_name(const char *v, char *why, size_t n);
+
+
+/* section, key, kind, field, min, max, checker, default, meaning */
+#define SVC_CONFIG_KEYS(X)                                                                                      \
+    X(server, listen, K_STR, listen, 0, 0, check_listen, "127.0.0.1:8080",                                   \
+      "address:port the HTTP API listens on")                                                                   \
+    X(server, workers, K_INT, workers, 0, 1024, check_any, "0",                                              \
+      "runtime worker threads; 0 = one per online CPU")                                                         \
+    X(server, admin_token, K_STR, admin_token, 0, 0, check_any, "",                                          \
+      "bearer token for admin routes; empty = admin routes answer 403")                                         \
+    X(server, max_connections, K_INT, max_connections, 1, 1000000, check_any, "10000",                       \
+      "open connections before new ones get 503 and close")                                                     \
+    X(server, idle_timeout_ms, K_INT, idle_timeout_ms, 1, 86400000, check_any, "60000",                      \
+      "keep-alive connections idle this long are closed")                                                       \
+    X(server, header_timeout_ms, K_INT, header_timeout_ms, 1, 600000, check_any, "10000",                    \
+      "a request's headers must arrive within this time")                                                       \
+    X(server, drain_timeout_ms, K_INT, drain_timeout_ms, 1, 600000, check_any, "10000",                      \
+      "on SIGTERM/SIGINT, in-flight requests get this long before exit")                                        \
+    X(store, url, K_STR, store_url, 0, 0, check_store_url, "sqlite:./cachesvc.db",                           \
+      "database: sqlite:<path> or postgresql://user@host:port/db")                                              \
+    X(store, batch_max, K_INT, store_batch_max, 1, 100000, check_any, "1024",                                \
+      "most decrements of one item decided in one transaction")                                                 \
+    X(store, queue_max, K_INT, store_queue_max, 1, 10000000, check_any, "4096",                              \
+      "decrements waiting per item before new ones get 429 Retry-After")                                        \
+    X(store, timeout_ms, K_INT, store_timeout_ms, 1, 600000, check_any, "5000",                              \
+      "deadline of one database operation; past it the answer is 503")                                          \
+    X(store, pool_size, K_INT, store_pool_size, 1, 1024, check_any, "4",                                     \
+      "database connections (PostgreSQL)")                                                                      \
+    X(redis, url, K_STR, redis_url, 0, 0, check_redis_url, "none",                                           \
+      "Redis Cluster seeds host:port[,host:port...]; none = no Redis tier")                                     \
+    X(redis, timeout_ms, K_INT, redis_timeout_ms, 1, 60000, check_any, "200",                                \
+      "deadline of one Redis request")                                                                          \
+    X(redis, connections, K_INT, redis_connections, 1, 64, check_any, "1",                                   \
+      "connections per Redis node")                                                                             \
+    X(redis, ttl_ms, K_INT, redis_ttl_ms, 0, INT_MAX, check_any, "3600000",                                  \
+      "expiry of the Redis copy of an item; 0 = none")                                                          \
+    X(redis, breaker_failures, K_INT, redis_breaker_failures, 1, 1000000, check_any, "5",                    \
+      "consecutive Redis failures that open the breaker (reads then skip Redis)")                               \
+    X(redis, breaker_probe_ms, K_INT, redis_breaker_probe_ms, 1, 3600000, check_any, "1000",                 \
+      "while the breaker is open, one read probes Redis this often")                                            \
+    X(kafka, brokers, K_STR, kafka_brokers, 0, 0, check_kafka, "embedded",                                   \
+      "Kafka bootstrap host:port list; embedded = in-process mock cluster")                                     \
+    X(kafka, topic, K_STR, kafka_topic, 0, 0, check_name, "stock-invalidations",                             \
+      "topic of invalidation events")                                                                           \
+    X(kafka, group, K_STR, kafka_group, 0, 0, check_name, "cachesvc-invalidator",                            \
+      "consumer group of the fleet's delay consumer")                                                           \
+    X(kafka, instance_id, K_STR, instance_id, 0, 0, check_any, "",                                           \
+      "names this instance's broadcast group; empty = host-pid")                                                \
+    X(kafka, invalidation_delay_ms, K_INT, invalidation_delay_ms, 0, 3600000, check_any, "500",              \
+      "Redis copies are deleted this long after a commit (run-time setting)")                                   \
+    X(kafka, delay_consumer, K_BOOL, relay_delay_consumer, 0, 1, check_any, "true",                          \
+      "run the delay consumer (Redis deletes) in this process")                                                 \
+    X(cache, capacity_mb, K_I64, cache_capacity_mb, 1, 1048576, check_any, "256",                            \
+      "memory bound of the local cache in MiB")                                                                 \
+    X(cache, shards, K_INT, cache_shards, 1, 65536, check_any, "64",                                         \
+      "local cache shards (rounded up to a power of two)")                                                      \
+    X(cache, local_ttl_ms, K_INT, local_ttl_ms, 1, 86400000, check_any, "2000",                              \
+      "local entries expire after this long (run-time setting)")                                                \
+    X(cache, floor_ttl_ms, K_INT, floor_ttl_ms, 1, 86400000, check_any, "60000",                             \
+      "how long an eviction's version floor is remembered")                                                     \
+    X(cache, fill_wait_ms, K_INT, fill_wait_ms, 1, 600000, check_any, "1000",                                \
+      "a read waits this long for another coroutine's fill of the same item")                                   \
+    X(log, level, K_LEVEL, log_level, 0, 0, check_any, "info",                                               \
+      "debug, info, warn or error (run-time setting)")
+
+typedef struct cfg_key {
+    const char *section, *key;
+    enum cfg_kind kind;
+    size_t off, size;
+    int64_t min, max;
+    cfg_check check;
+    const char *def, *help;
+} cfg_key;
+
+static const cfg_key cfg_keys[] = {
+#define X(sec, k, kind, fld, mn, mx, chk, def, help) \
+    {#sec, #k, kind, offsetof(svc_config, fld), sizeof(((svc_config *)0)->fld), (int64_t)(mn), (int64_t)(mx), chk, def, help},
+    SVC_CONFIG_KEYS(X)
+#undef X
+};
+#define N_KEYS (sizeof cfg_keys / sizeof cfg_keys[0])
+
+static void errf(char *err, size_t n, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void errf(char *err, size_t n, const char *fmt, ...)
+{
+    if (err == NULL || n == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, n, fmt, ap);
+    va_end(ap);
+}
+
+const char *svc_log_level_name(int level)
+{
+    switch (level) {
+    case SVC_LOG_DEBUG: return "debug";
+    case SVC_LOG_INFO: return "info";
+    case SVC_LOG_WARN: return "warn";
+    case SVC_LOG_ERROR: return "error";
+    }
+    return "?";
+}
+
+int svc_log_level_parse(const char *s)
+{
+    static const char *names[] = {"debug", "info", "warn", "error"};
+    for (int i = 0; i < 4; i++)
+        if (strcasecmp(s, names[i]) == 0)
+            return i;
+    if (strcasecmp(s, "warning") == 0)
+        return SVC_LOG_WARN;
+    return -EINVAL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Value checkers: return 0 or -EINVAL with a reason in why.                 */
+
+static int check_any(const char *v, char *why, size_t n)
+{
+    (void)v; (void)why; (void)n;
+    return 0;
+}
+
+/* Parses "host:port" with a numeric port 1..65535 (0 allowed: any free
+ * port, useful in tests). host may be empty (all addresses) or [v6]. */
+static int parse_hostport(const char *v, char *host, size_t hostlen, int *port)
+{
+    const char *colon = strrchr(v, ':');
+    if (colon == NULL || colon[1] == '\0')
+        return -EINVAL;
+    const char *h = v;
+    size_t hl = (size_t)(colon - v);
+    if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') {
+        h++;
+        hl -= 2;
+    }
+    if (hl >= hostlen)
+        return -EINVAL;
+    char *end;
+    errno = 0;
+    long p = strtol(colon + 1, &end, 10);
+    if (errno != 0 || *end != '\0' || p < 0 || p > 65535)
+        return -EINVAL;
+    if (host != NULL) {
+        memcpy(host, h, hl);
+        host[hl] = '\0';
+    }
+    if (port != NULL)
+        *port = (int)p;
+    return 0;
+}
+
+static int check_listen(const char *v, char *why, size_t n)
+{
+    char host[64];
+    if (parse_hostport(v, host, sizeof host, NULL) < 0) {
+        errf(why, n, "want host:port with a port 0..65535");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static int check_store_url(const char *v, char *why, size_t n)
+{
+    if (strncmp(v, "sqlite:", 7) == 0 && v[7] != '\0')
+        return 0;
+    if (strncmp(v, "postgresql://", 13) == 0 || strncmp(v, "postgres://", 11) == 0)
+        return 0;
+    errf(why, n, "want sqlite:<path> or postgresql://...");
+    return -EINVAL;
+}
+
+/* Checks a comma-separated list of host:port. */
+static int check_hostport_list(const char *v, char *why, size_t n)
+{
+    char item[SVC_CFG_STR];
+    const char *p = v;
+    if (*p == '\0')
+        goto bad;
+    while (*p != '\0') {
+        const char *c = strchr(p, ',');
+        size_t len = c ? (size_t)(c - p) : strlen(p);
+        if (len == 0 || len >= sizeof item)
+            goto bad;
+        memcpy(item, p, len);
+        item[len] = '\0';
+        int port = 0;
+        if (parse_hostport(item, NULL, 256, &port) < 0 || port == 0 || item[0] == ':')
+            goto bad;
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+    return 0;
+bad:
+    errf(why, n, "want host:port[,host:port...]");
+    return -EINVAL;
+}
+
+static int check_redis_url(const char *v, char *why, size_t n)
+{
+    if (strcmp(v, "none") == 0)
+        return 0;
+    const char *p = v;
+    if (strncmp(p, "redis://", 8) == 0)
+        p += 8;
+    if (check_hostport_list(p, why, n) == 0)
+        return 0;
+    errf(why, n, "want none or host:port[,host:port...]");
+    return -EINVAL;
+}
+
+static int check_kafka(const char *v, char *why, size_t n)
+{
+    if (strcmp(v, "embedded") == 0)
+        return 0;
+    if (check_hostport_list(v, why, n) == 0)
+        return 0;
+    errf(why, n, "want embedded or host:port[,host:port...]");
+    return -EINVAL;
+}
+
+static int check_name(const char *v, char *why, size_t n)
+{
+    if (*v == '\0')
+        goto bad;
+    for (const char *p = v; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '.' && *p != '_' && *p != '-')
+            goto bad;
+    return 0;
+bad:
+    errf(why, n, "want a non-empty name of [A-Za-z0-9._-]");
+    return -EINVAL;
+}
+
+/* ------------------------------------------------------------------------ */
+
+static const cfg_key *find_key(const char *section, const char *key)
+{
+    for (size_t i = 0; i < N_KEYS; i++)
+        if (strcasecmp(cfg_keys[i].section, section) == 0 &&
+            strcasecmp(cfg_keys[i].key, key) == 0)
+            return &cfg_keys[i];
+    return NULL;
+}
+
+static int parse_bool(const char *v)
+{
+    if (!strcasecmp(v, "1") || !strcasecmp(v, "true") || !strcasecmp(v, "yes") || !strcasecmp(v, "on"))
+        return 1;
+    if (!strcasecmp(v, "0") || !strcasecmp(v, "false") || !strcasecmp(v, "no") || !strcasecmp(v, "off"))
+        return 0;
+    return -EINVAL;
+}
+
+/* Stores value into the field of k. src names the source for errors. */
+static int set_key(svc_config *cfg, const cfg_key *k, const char *value,
+                   const char *src, char *err, size_t errlen)
+{
+    char *field = (char *)cfg + k->off;
+    char why[160] = "";
+    switch (k->kind) {
+    case K_INT:
+    case K_I64: {
+        char *end;
+        errno = 0;
+        long long x = strtoll(value, &end, 10);
+        if (errno != 0 || end == value || *end != '\0') {
+            snprintf(why, sizeof why, "not an integer");
+            goto bad;
+        }
+        if (x < k->min || x > k->max) {
+            snprintf(why, sizeof why, "not in %" PRId64 "..%" PRId64, k->min, k->max);
+            goto bad;
+        }
+        if (k->kind == K_INT)
+            *(int *)field = (int)x;
+        else
+            *(int64_t *)field = (int64_t)x;
+        return 0;
+    }
+    case K_BOOL: {
+        int b = parse_bool(value);
+        if (b < 0) {
+            snprintf(why, sizeof why, "want true or false");
+            goto bad;
+        }
+        *(int *)field = b;
+        return 0;
+    }
+    case K_LEVEL: {
+        int l = svc_log_level_parse(value);
+        if (l < 0) {
+            snprintf(why, sizeof why, "want debug, info, warn or error");
+            goto bad;
+        }
+        *(int *)field = l;
+        return 0;
+    }
+    case K_STR:
+        if (strlen(value) >= k->size) {
+            snprintf(why, sizeof why, "longer than %zu bytes", k->size - 1);
+            goto bad;
+        }
+        if (k->check(value, why, sizeof why) < 0)
+            goto bad;
+        memcpy(field, value, strlen(value) + 1);
+        return 0;
+    }
+bad:
+    errf(err, errlen, "config: %s.%s = \"%s\" (%s): %s", k->section, k->key,
+         value, src, why);
+    return -EINVAL;
+}
+
+void svc_config_defaults(svc_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    for (size_t i = 0; i < N_KEYS; i++) {
+        int rc = set_key(cfg, &cfg_keys[i], cfg_keys[i].def, "default", NULL, 0);
+        if (rc < 0) {
+            /* A default the validator refuses is a bug in SVC_CONFIG_KEYS. */
+            fprintf(stderr, "config: bad default for %s.%s\n", cfg_keys[i].section,
+                    cfg_keys[i].key);
+            abort();
+        }
+    }
+}
+
+/* Splits "section.key" (or "section_key" is not accepted: keys contain '_'). */
+static const cfg_key *find_dotted(const char *dotted)
+{
+    const char *dot = strchr(dotted, '.');
+    char sec[64];
+    if (dot == NULL || (size_t)(dot - dotted) >= sizeof sec)
+        return NULL;
+    memcpy(sec, dotted, (size_t)(dot - dotted));
+    sec[dot - dotted] = '\0';
+    return find_key(sec, dot + 1);
+}
+
+int svc_config_set(svc_config *cfg, const char *dotted_key, const char *value,
+                   char *err, size_t errlen)
+{
+    const cfg_key *k = find_dotted(dotted_key);
+    if (k == NULL) {
+        errf(err, errlen, "config: unknown key %s", dotted_key);
+        return -EINVAL;
+    }
+    return set_key(cfg, k, value, "set", err, errlen);
+}
+
+struct ini_ctx {
+    svc_config *cfg;
+    char *err;
+    size_t errlen;
+    int rc;
+    char src[SVC_CFG_STR + 16];
+};
+
+static int cfg_ini_handler(void *user, const char *section, const char *name, const char *value)
+{
+    struct ini_ctx *c = user;
+    if (c->rc < 0)
+        return 0;
+    const cfg_key *k = find_key(section, name);
+    if (k == NULL) {
+        errf(c->err, c->errlen, "config: unknown key %s.%s (%s)", section, name, c->src);
+        c->rc = -EINVAL;
+        return 0;
+    }
+    c->rc = set_key(c->cfg, k, value, c->src, c->err, c->errlen);
+    return c->rc == 0;
+}
+
+static int load_file(svc_config *cfg, const char *path, char *err, size_t errlen)
+{
+    struct ini_ctx c = {cfg, err, errlen, 0, ""};
+    snprintf(c.src, sizeof c.src, "file %s", path);
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        int e = errno;
+        errf(err, errlen, "config: cannot open %s: %s", path, strerror(e));
+        return e == ENOENT ? -ENOENT : -e;
+    }
+    int line = ini_parse_file(f, cfg_ini_handler, &c);
+    fclose(f);
+    if (c.rc < 0)
+        return c.rc;
+    if (line != 0) {
+        errf(err, errlen, "config: %s:%d: syntax error", path, line);
+        return -EINVAL;
+    }
+    if (strlen(path) >= sizeof cfg->path) {
+        errf(err, errlen, "config: path too long");
+        return -EINVAL;
+    }
+    snprintf(cfg->path, sizeof cfg->path, "%s", path);
+    return 0;
+}
+
+/* Builds CACHESVC_<SECTION>_<KEY> for k into buf. */
+static void env_name(const cfg_key *k, char *buf, size_t n)
+{
+    size_t o = (size_t)snprintf(buf, n, "CACHESVC_%s_%s", k->section, k->key);
+    for (size_t i = 0; i < o && i < n; i++)
+        buf[i] = (char)toupper((unsigned char)buf[i]);
+}
+
+static const char *env_get(char **envp, const char *name)
+{
+    size_t nl = strlen(name);
+    for (char **e = envp; e && *e; e++)
+        if (strncmp(*e, name, nl) == 0 && (*e)[nl] == '=')
+            return *e + nl + 1;
+    return NULL;
+}
+
+/* Finds the config file path among the flags; NULL if none. Returns -EINVAL
+ * for a -c without an argument. */
+static int flag_config_path(int argc, char **argv, const char **path, char *err, size_t errlen)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strncmp(a, "--config=", 9) == 0) {
+            *path = a + 9;
+        } else if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0) {
+            if (i + 1 >= argc) {
+                errf(err, errlen, "config: %s needs a file name", a);
+                return -EINVAL;
+            }
+            *path = argv[++i];
+        }
+    }
+    return 0;
+}
+
+int svc_config_load(svc_config *cfg, int argc, char **argv, char **envp,
+                    int *want_help, char *err, size_t errlen)
+{
+    int rc;
+    if (envp == NULL)
+        envp = environ;
+    if (want_help)
+        *want_help = 0;
+    if (err && errlen)
+        err[0] = '\0';
+    svc_config_defaults(cfg);
+
+    const char *path = env_get(envp, "CACHESVC_CONFIG");
+    if ((rc = flag_config_path(argc, argv, &path, err, errlen)) < 0)
+        return rc;
+    if (path != NULL && *path != '\0' && (rc = load_file(cfg, path, err, errlen)) < 0)
+        return rc;
+
+    for (size_t i = 0; i < N_KEYS; i++) {
+        char name[128];
+        env_name(&cfg_keys[i], name, sizeof name);
+        const char *v = env_get(envp, name);
+        if (v == NULL)
+            continue;
+        char src[160];
+        snprintf(src, sizeof src, "env %s", name);
+        if ((rc = set_key(cfg, &cfg_keys[i], v, src, err, errlen)) < 0)
+            return rc;
+    }
+
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            if (want_help)
+                *want_help = 1;
+            continue;
+        }
+        if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0) {
+            i++;
+            continue;
+        }
+        if (strncmp(a, "--config=", 9) == 0)
+            continue;
+        if (strncmp(a, "--", 2) != 0) {
+            errf(err, errlen, "config: unexpected argument \"%s\" (want --section.key=value)", a);
+            return -EINVAL;
+        }
+        char dotted[128];
+        const char *eq = strchr(a + 2, '=');
+        const char *value;
+        size_t kl = eq ? (size_t)(eq - (a + 2)) : strlen(a + 2);
+        if (kl >= sizeof dotted) {
+            errf(err, errlen, "config: unknown flag %s", a);
+            return -EINVAL;
+        }
+        memcpy(dotted, a + 2, kl);
+        dotted[kl] = '\0';
+        const cfg_key *k = find_dotted(dotted);
+        if (k == NULL) {
+            errf(err, errlen, "config: unknown flag --%s (see --help)", dotted);
+            return -EINVAL;
+        }
+        if (eq != NULL) {
+            value = eq + 1;
+        } else if (k->kind == K_BOOL && (i + 1 >= argc || strncmp(argv[i + 1], "-", 1) == 0)) {
+            value = "true";
+        } else if (i + 1 < argc) {
+            value = argv[++i];
+        } else {
+            errf(err, errlen, "config: flag --%s needs a value", dotted);
+            return -EINVAL;
+        }
+        char src[160];
+        snprintf(src, sizeof src, "flag --%s", dotted);
+        if ((rc = set_key(cfg, k, value, src, err, errlen)) < 0)
+            return rc;
+    }
+
+    /* Derived values. */
+    parse_hostport(cfg->listen, cfg->listen_host, sizeof cfg->listen_host, &cfg->listen_port);
+    if (cfg->workers == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        cfg->workers = n > 0 ? (int)n : 1;
+    }
+    if (cfg->instance_id[0] == '\0') {
+        char host[64] = "host";
+        gethostname(host, sizeof host - 1);
+        host[sizeof host - 1] = '\0';
+        snprintf(cfg->instance_id, sizeof cfg->instance_id, "%s-%ld", host, (long)getpid());
+    }
+    return 0;
+}
+
+void svc_config_help(FILE *out, const char *prog)
+{
+    fprintf(out,
+            "usage: %s [-c FILE | --config=FILE] [--section.key=value ...]\n"
+            "\n"
+            "cachesvc: flash-sale stock service. Settings come from defaults, then the\n"
+            "INI file (also CACHESVC_CONFIG), then CACHESVC_<SECTION>_<KEY> environment\n"
+            "variables, then flags; later sources win. SIGHUP re-reads them all and applies\n"
+            "the run-time settings; SIGTERM/SIGINT drain and exit.\n",
+            prog);
+    const char *sec = "";
+    for (size_t i = 0; i < N_KEYS; i++) {
+        const cfg_key *k = &cfg_keys[i];
+        if (strcmp(sec, k->section) != 0) {
+            sec = k->section;
+            fprintf(out, "\n[%s]\n", sec);
+        }
+        char env[128];
+        env_name(k, env, sizeof env);
+        fprintf(out, "  --%s.%s=%s\n", k->section, k->key,
+                k->kind == K_STR ? "TEXT" : k->kind == K_BOOL ? "BOOL"
+                : k->kind == K_LEVEL ? "LEVEL" : "N");
+        fprintf(out, "      %s\n", k->help);
+        fprintf(out, "      env %s, default \"%s\"", env, k->def);
+        if (k->kind == K_INT || k->kind == K_I64)
+            fprintf(out, ", range %" PRId64 "..%" PRId64, k->min, k->max);
+        fputc('\n', out);
+    }
+}
+
+void svc_config_dump(FILE *out, const svc_config *cfg)
+{
+    const char *sec = "";
+    for (size_t i = 0; i < N_KEYS; i++) {
+        const cfg_key *k = &cfg_keys[i];
+        const char *field = (const char *)cfg + k->off;
+        if (strcmp(sec, k->section) != 0) {
+            sec = k->section;
+            fprintf(out, "%s[%s]\n", i ? "\n" : "", sec);
+        }
+        fprintf(out, "%s = ", k->key);
+        switch (k->kind) {
+        case K_INT: fprintf(out, "%d\n", *(const int *)field); break;
+        case K_I64: fprintf(out, "%" PRId64 "\n", *(const int64_t *)field); break;
+        case K_BOOL: fprintf(out, "%s\n", *(const int *)field ? "true" : "false"); break;
+        case K_LEVEL: fprintf(out, "%s\n", svc_log_level_name(*(const int *)field)); break;
+        case K_STR:
+            if (strstr(k->key, "token") != NULL && field[0] != '\0')
+                fprintf(out, "***\n");
+            else
+                fprintf(out, "%s\n", field);
+            break;
+        }
+    }
+}

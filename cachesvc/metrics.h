@@ -1,0 +1,120 @@
+/*
+ * metrics.h: the service's Prometheus registry.
+ *
+ * Counters and histograms are declared once, as lines of SVC_COUNTERS and
+ * SVC_HISTOGRAMS (one line = one time series; lines of one family are
+ * adjacent). Updates go to a per-thread slot with relaxed atomics, so the
+ * hot path touches no shared cache line; a scrape sums the slots. Gauges and
+ * the components' own statistics are written at scrape time through
+ * svc_prom_* by whoever owns them.
+ *
+ * Every function here is callable from any thread or coroutine and never
+ * switches coroutines.
+ */
+#ifndef CACHESVC_METRICS_H
+#define CACHESVC_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* id, family name, labels, help (help is read from a family's first line) */
+#define SVC_COUNTERS(X)                                                                         \
+    X(READ_LOCAL, "cachesvc_reads_total", "tier=\"local\"", "Item reads by the tier that answered.") \
+    X(READ_REDIS, "cachesvc_reads_total", "tier=\"redis\"", "")                                 \
+    X(READ_DB, "cachesvc_reads_total", "tier=\"db\"", "")                                       \
+    X(READ_NOT_FOUND, "cachesvc_reads_total", "tier=\"none\"", "")                              \
+    X(READ_ERROR, "cachesvc_read_errors_total", "", "Item reads answered 503.")                 \
+    X(FILL_WAIT, "cachesvc_fill_waits_total", "result=\"filled\"",                              \
+      "Reads that waited for another coroutine's fill of the same item.")                       \
+    X(FILL_WAIT_TIMEOUT, "cachesvc_fill_waits_total", "result=\"timeout\"", "")                 \
+    X(LOCAL_FILL_REFUSED, "cachesvc_local_fills_refused_total", "",                             \
+      "Local fills refused by a version floor or a cancelled lease.")                           \
+    X(REDIS_ERROR, "cachesvc_redis_errors_total", "", "Redis requests that failed.")            \
+    X(REDIS_SKIPPED, "cachesvc_redis_skipped_total", "",                                        \
+      "Redis requests skipped because the breaker was open.")                                   \
+    X(REDIS_BREAKER_OPEN, "cachesvc_redis_breaker_opens_total", "",                             \
+      "Times the Redis breaker opened.")                                                        \
+    X(REDIS_STALE, "cachesvc_redis_stale_total", "",                                            \
+      "Redis copies older than the local version floor, read past.")                            \
+    X(DECR_OK, "cachesvc_decrements_total", "outcome=\"ok\"", "Decrements by outcome.")         \
+    X(DECR_REPLAYED, "cachesvc_decrements_total", "outcome=\"replayed\"", "")                   \
+    X(DECR_SOLD_OUT, "cachesvc_decrements_total", "outcome=\"sold_out\"", "")                   \
+    X(DECR_INSUFFICIENT, "cachesvc_decrements_total", "outcome=\"insufficient_stock\"", "")     \
+    X(DECR_LIMIT, "cachesvc_decrements_total", "outcome=\"limit_exceeded\"", "")                \
+    X(DECR_NOT_STARTED, "cachesvc_decrements_total", "outcome=\"sale_not_started\"", "")        \
+    X(DECR_NOT_FOUND, "cachesvc_decrements_total", "outcome=\"not_found\"", "")                 \
+    X(DECR_BAD_REQUEST, "cachesvc_decrements_total", "outcome=\"bad_request\"", "")             \
+    X(DECR_OVERLOADED, "cachesvc_decrements_total", "outcome=\"overloaded\"", "")               \
+    X(DECR_UNAVAILABLE, "cachesvc_decrements_total", "outcome=\"unavailable\"", "")             \
+    X(DECR_UNKNOWN, "cachesvc_decrements_total", "outcome=\"outcome_unknown\"", "")             \
+    X(DECR_FAST_REJECT, "cachesvc_fast_rejects_total", "",                                      \
+      "Decrements refused as sold out from the local cache, without the database.")             \
+    X(PUT_ITEM, "cachesvc_item_puts_total", "", "Items created or restocked.")                  \
+    X(RELOAD_OK, "cachesvc_reloads_total", "result=\"ok\"", "Configuration reloads (SIGHUP).")  \
+    X(RELOAD_ERROR, "cachesvc_reloads_total", "result=\"error\"", "")
+
+#define SVC_HIST_SECONDS 0   /* latency buckets, 50 us .. 10 s */
+#define SVC_HIST_COUNT 1     /* sizes, 1 .. 4096 in powers of two */
+
+/* id, family name, labels, bucket kind, help */
+#define SVC_HISTOGRAMS(X)                                                                       \
+    X(READ_LOCAL_S, "cachesvc_read_seconds", "tier=\"local\"", SVC_HIST_SECONDS,                \
+      "Item read latency by the tier that answered.")                                           \
+    X(READ_REDIS_S, "cachesvc_read_seconds", "tier=\"redis\"", SVC_HIST_SECONDS, "")            \
+    X(READ_DB_S, "cachesvc_read_seconds", "tier=\"db\"", SVC_HIST_SECONDS, "")                  \
+    X(DECR_S, "cachesvc_decrement_seconds", "", SVC_HIST_SECONDS,                               \
+      "Decrement latency, enqueue to answer (batch commit included).")                          \
+    X(REDIS_S, "cachesvc_redis_request_seconds", "", SVC_HIST_SECONDS,                          \
+      "Latency of the service's Redis requests.")
+
+enum svc_counter_id {
+#define X(id, name, labels, help) SVC_C_##id,
+    SVC_COUNTERS(X)
+#undef X
+    SVC_C__COUNT
+};
+
+enum svc_hist_id {
+#define X(id, name, labels, kind, help) SVC_H_##id,
+    SVC_HISTOGRAMS(X)
+#undef X
+    SVC_H__COUNT
+};
+
+void svc_metric_add(enum svc_counter_id id, uint64_t n);
+static inline void svc_metric_inc(enum svc_counter_id id) { svc_metric_add(id, 1); }
+/* Records v: nanoseconds for SVC_HIST_SECONDS histograms, a count otherwise. */
+void svc_hist_observe(enum svc_hist_id id, uint64_t v);
+/* Reads a counter (summed over slots). For tests and /readyz. */
+uint64_t svc_metric_get(enum svc_counter_id id);
+/* Reads a histogram's observation count. */
+uint64_t svc_hist_count(enum svc_hist_id id);
+
+/* A growable text buffer; the owner frees p with free(). */
+typedef struct svc_buf {
+    char *p;
+    size_t len, cap;
+    int oom;          /* set when an append failed; the text is then cut */
+} svc_buf;
+
+void svc_buf_printf(svc_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void svc_buf_append(svc_buf *b, const char *s, size_t n);
+void svc_buf_free(svc_buf *b);
+
+/* Writes every declared counter and histogram in Prometheus text format. */
+void svc_metrics_render(svc_buf *b);
+
+/* Writers for gauges and foreign counters at scrape time: one header per
+ * family, then its samples. labels may be NULL or "" for none. */
+void svc_prom_header(svc_buf *b, const char *name, const char *type, const char *help);
+void svc_prom_sample(svc_buf *b, const char *name, const char *labels, double v);
+void svc_prom_sample_u64(svc_buf *b, const char *name, const char *labels, uint64_t v);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CACHESVC_METRICS_H */

@@ -1,0 +1,223 @@
+/*
+ * Unit tests of cachesvc's configuration, metrics registry and logging.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "cachesvc/config.h"
+#include "cachesvc/log.h"
+#include "cachesvc/metrics.h"
+
+static char *empty_env[] = {NULL};
+
+static int load(svc_config *c, int argc, char **argv, char **envp, char *err)
+{
+    return svc_config_load(c, argc, argv, envp ? envp : empty_env, NULL, err, 256);
+}
+
+static void test_defaults(void **state)
+{
+    (void)state;
+    svc_config c;
+    char err[256];
+    char *argv[] = {"cachesvc", NULL};
+    assert_int_equal(load(&c, 1, argv, NULL, err), 0);
+    assert_string_equal(c.listen, "127.0.0.1:8080");
+    assert_string_equal(c.listen_host, "127.0.0.1");
+    assert_int_equal(c.listen_port, 8080);
+    assert_int_equal(c.workers, (int)sysconf(_SC_NPROCESSORS_ONLN));
+    assert_string_equal(c.store_url, "sqlite:./cachesvc.db");
+    assert_string_equal(c.redis_url, "none");
+    assert_string_equal(c.kafka_brokers, "embedded");
+    assert_int_equal(c.invalidation_delay_ms, 500);
+    assert_int_equal(c.log_level, SVC_LOG_INFO);
+    assert_true(c.relay_delay_consumer);
+    assert_true(c.instance_id[0] != '\0');
+}
+
+static char *write_tmp(const char *text)
+{
+    static char path[64];
+    strcpy(path, "/tmp/svc_cfg_XXXXXX");
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    return path;
+}
+
+static void test_precedence(void **state)
+{
+    (void)state;
+    svc_config c;
+    char err[256];
+    char *path = write_tmp("[kafka]\ninvalidation_delay_ms = 700\n[store]\nbatch_max=10\n"
+                           "[server]\nlisten = 127.0.0.1:25001 ; inline comment\n");
+    char flag[128];
+    snprintf(flag, sizeof flag, "--config=%s", path);
+    char *env[] = {"CACHESVC_KAFKA_INVALIDATION_DELAY_MS=800", "CACHESVC_BUILD=/x",
+                   "CACHESVC_LOG_LEVEL=debug", NULL};
+    char *argv[] = {"cachesvc", flag, "--kafka.invalidation_delay_ms=900", "--redis.url",
+                    "127.0.0.1:25100,127.0.0.1:25101", "--kafka.delay_consumer", NULL};
+    assert_int_equal(load(&c, 6, argv, env, err), 0);
+    assert_int_equal(c.invalidation_delay_ms, 900);     /* flag beats env beats file */
+    assert_int_equal(c.store_batch_max, 10);            /* file */
+    assert_int_equal(c.listen_port, 25001);
+    assert_int_equal(c.log_level, SVC_LOG_DEBUG);       /* env */
+    assert_string_equal(c.redis_url, "127.0.0.1:25100,127.0.0.1:25101");
+    assert_string_equal(c.path, path);
+
+    char *argv2[] = {"cachesvc", flag, NULL};
+    assert_int_equal(load(&c, 2, argv2, env, err), 0);
+    assert_int_equal(c.invalidation_delay_ms, 800);
+    unlink(path);
+}
+
+static void test_bad_values_name_the_key(void **state)
+{
+    (void)state;
+    svc_config c;
+    char err[256];
+    struct { const char *flag, *key; } cases[] = {
+        {"--store.batch_max=0", "store.batch_max"},
+        {"--store.batch_max=12x", "store.batch_max"},
+        {"--server.listen=nohost", "server.listen"},
+        {"--server.listen=1.2.3.4:70000", "server.listen"},
+        {"--store.url=mysql://x", "store.url"},
+        {"--redis.url=localhost", "redis.url"},
+        {"--kafka.brokers=", "kafka.brokers"},
+        {"--log.level=loud", "log.level"},
+        {"--kafka.delay_consumer=maybe", "kafka.delay_consumer"},
+        {"--nosuch.key=1", "nosuch.key"},
+        {"--kafka.topic=bad topic", "kafka.topic"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *argv[] = {"cachesvc", (char *)cases[i].flag, NULL};
+        assert_int_equal(load(&c, 2, argv, NULL, err), -EINVAL);
+        if (strstr(err, cases[i].key) == NULL)
+            fail_msg("error \"%s\" does not name %s", err, cases[i].key);
+    }
+    char *env[] = {"CACHESVC_STORE_QUEUE_MAX=-5", NULL};
+    char *argv[] = {"cachesvc", NULL};
+    assert_int_equal(load(&c, 1, argv, env, err), -EINVAL);
+    assert_non_null(strstr(err, "store.queue_max"));
+    assert_non_null(strstr(err, "CACHESVC_STORE_QUEUE_MAX"));
+
+    char *path = write_tmp("[cache]\nlocal_ttl_ms = 10\nbogus = 1\n");
+    char flag[128];
+    snprintf(flag, sizeof flag, "--config=%s", path);
+    char *argv2[] = {"cachesvc", flag, NULL};
+    assert_int_equal(load(&c, 2, argv2, NULL, err), -EINVAL);
+    assert_non_null(strstr(err, "cache.bogus"));
+    unlink(path);
+
+    char *argv3[] = {"cachesvc", "--config=/nonexistent/cachesvc.ini", NULL};
+    assert_int_equal(load(&c, 2, argv3, NULL, err), -ENOENT);
+    char *argv4[] = {"cachesvc", "positional", NULL};
+    assert_int_equal(load(&c, 2, argv4, NULL, err), -EINVAL);
+}
+
+static void test_help_and_dump(void **state)
+{
+    (void)state;
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    svc_config_help(f, "cachesvc");
+    fclose(f);
+    assert_non_null(strstr(buf, "--kafka.invalidation_delay_ms"));
+    assert_non_null(strstr(buf, "CACHESVC_KAFKA_INVALIDATION_DELAY_MS"));
+    assert_non_null(strstr(buf, "default \"500\""));
+    free(buf);
+
+    svc_config c;
+    svc_config_defaults(&c);
+    assert_int_equal(svc_config_set(&c, "server.admin_token", "s3cret", NULL, 0), 0);
+    f = open_memstream(&buf, &len);
+    svc_config_dump(f, &c);
+    fclose(f);
+    assert_null(strstr(buf, "s3cret"));
+    assert_non_null(strstr(buf, "[redis]\nurl = none"));
+    /* The dump is a valid config file that loads to the same values. */
+    char *path = write_tmp(buf);
+    free(buf);
+    char flag[128];
+    snprintf(flag, sizeof flag, "--config=%s", path);
+    char *argv[] = {"cachesvc", flag, "--help", NULL};
+    char err[256];
+    int help = 0;
+    assert_int_equal(svc_config_load(&c, 3, argv, empty_env, &help, err, sizeof err), 0);
+    assert_int_equal(help, 1);
+    unlink(path);
+}
+
+static void test_metrics_render(void **state)
+{
+    (void)state;
+    svc_metric_inc(SVC_C_READ_LOCAL);
+    svc_metric_add(SVC_C_DECR_OK, 41);
+    svc_metric_inc(SVC_C_DECR_OK);
+    svc_hist_observe(SVC_H_READ_LOCAL_S, 30000);     /* 30 us */
+    svc_hist_observe(SVC_H_READ_LOCAL_S, 2000000);   /* 2 ms */
+    assert_int_equal(svc_metric_get(SVC_C_DECR_OK), 42);
+    assert_int_equal(svc_hist_count(SVC_H_READ_LOCAL_S), 2);
+    svc_buf b = {0};
+    svc_metrics_render(&b);
+    assert_false(b.oom);
+    assert_non_null(strstr(b.p, "cachesvc_decrements_total{outcome=\"ok\"} 42\n"));
+    assert_non_null(strstr(b.p, "cachesvc_reads_total{tier=\"local\"} 1\n"));
+    assert_non_null(strstr(b.p, "cachesvc_read_seconds_bucket{tier=\"local\",le=\"5e-05\"} 1\n"));
+    assert_non_null(strstr(b.p, "cachesvc_read_seconds_bucket{tier=\"local\",le=\"+Inf\"} 2\n"));
+    assert_non_null(strstr(b.p, "cachesvc_read_seconds_count{tier=\"local\"} 2\n"));
+    /* One HELP per family. */
+    const char *p = b.p;
+    int helps = 0;
+    while ((p = strstr(p, "# HELP cachesvc_decrements_total ")) != NULL) {
+        helps++;
+        p++;
+    }
+    assert_int_equal(helps, 1);
+    svc_buf_free(&b);
+}
+
+static void test_log_format(void **state)
+{
+    (void)state;
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    svc_log_set_fd(fds[1]);
+    svc_log_set_level(SVC_LOG_WARN);
+    svc_log(SVC_LOG_INFO, NULL, "dropped", NULL);
+    svc_log(SVC_LOG_WARN, "r-17", "redis \"down\"", "node=%s errors=%d", "127.0.0.1:25100", 3);
+    svc_log_set_fd(2);
+    svc_log_set_level(SVC_LOG_INFO);
+    close(fds[1]);
+    char buf[512] = {0};
+    ssize_t n = read(fds[0], buf, sizeof buf - 1);
+    close(fds[0]);
+    assert_true(n > 0);
+    assert_null(strstr(buf, "dropped"));
+    assert_non_null(strstr(buf, " level=warn msg=\"redis \\\"down\\\"\" req=r-17 node=127.0.0.1:25100 errors=3\n"));
+    assert_int_equal(strncmp(buf, "ts=", 3), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_precedence),
+        cmocka_unit_test(test_bad_values_name_the_key),
+        cmocka_unit_test(test_help_and_dump),
+        cmocka_unit_test(test_metrics_render),
+        cmocka_unit_test(test_log_format),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
