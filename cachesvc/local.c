@@ -1,0 +1,127 @@
+/*
+ * local.c: the local tier over localcache/lc.h.
+ *
+ * Values are svc_entry structs copied in and out (32 bytes, no parsing on
+ * the hit path); the cache's version is the item's. Every store carries the
+ * run-time local TTL, the last line of defence should an invalidation be
+ * lost.
+ */
+#include "cachesvc/metrics.h"
+#include "cachesvc/service.h"
+
+#include <errno.h>
+#include <string.h>
+
+int svc__local_new(svc *s)
+{
+    lc_config c = {0};
+    unsigned shards = 1;
+    while (shards < (unsigned)s->cfg.cache_shards)
+        shards <<= 1;
+    c.shards = shards;
+    c.capacity_bytes = (size_t)s->cfg.cache_capacity_mb << 20;
+    c.max_value_bytes = 256;
+    c.floor_ttl_ms = (uint32_t)s->cfg.floor_ttl_ms;
+    c.default_ttl_ms = (uint32_t)s->cfg.local_ttl_ms;
+    c.lease_ttl_ms = (uint32_t)s->cfg.fill_wait_ms;
+    return lc_new(&c, &s->lc);
+}
+
+void svc__local_free(svc *s)
+{
+    if (s->lc != NULL)
+        lc_free(s->lc);
+    s->lc = NULL;
+}
+
+int svc__local_get(svc *s, const char *sku, svc_entry *e)
+{
+    size_t len = 0;
+    uint64_t ver = 0;
+    if (lc_get(s->lc, sku, strlen(sku), e, sizeof *e, &len, &ver) != 0 || len != sizeof *e)
+        return 0;
+    e->version = (int64_t)ver;
+    return 1;
+}
+
+int svc__local_lease(svc *s, const char *sku, lc_lease *l)
+{
+    return lc_lease_acquire(s->lc, sku, strlen(sku), l) == 0;
+}
+
+void svc__local_release(svc *s, lc_lease *l, int held)
+{
+    if (held && l != NULL)
+        lc_lease_release(s->lc, l);
+}
+
+static uint32_t ttl(svc *s)
+{
+    int64_t t = atomic_load_explicit(&s->local_ttl_ms, memory_order_relaxed);
+    return t > 0 && t < (int64_t)UINT32_MAX ? (uint32_t)t : LC_TTL_DEFAULT;
+}
+
+int svc__local_fill(svc *s, const char *sku, const lc_lease *l, int held,
+                    const svc_entry *e, int *below_floor)
+{
+    size_t klen = strlen(sku);
+    int r;
+    if (held && l != NULL)
+        r = lc_fill(s->lc, l, e, sizeof *e, (uint64_t)e->version, ttl(s));
+    else
+        r = lc_set_if_newer(s->lc, sku, klen, e, sizeof *e, (uint64_t)e->version, ttl(s));
+    if (below_floor != NULL)
+        *below_floor = 0;
+    if (r == 0)
+        return 1;
+    svc_metric_inc(SVC_C_LOCAL_FILL_REFUSED);
+    if (below_floor != NULL) {
+        /* -ESTALE means a cancelled lease or a floor above e: the cache
+         * tells which by the version it reports now (the value's on a hit,
+         * the floor on a miss). */
+        uint64_t known = 0;
+        svc_entry tmp;
+        lc_get(s->lc, sku, klen, &tmp, sizeof tmp, NULL, &known);
+        *below_floor = known > (uint64_t)e->version;
+    }
+    return 0;
+}
+
+void svc__local_evict(svc *s, const char *sku, int64_t floor)
+{
+    lc_evict(s->lc, sku, strlen(sku), floor > 0 ? (uint64_t)floor : 0);
+}
+
+void svc__local_metrics(svc *s, svc_buf *b)
+{
+    lc_stats st;
+    lc_stats_get(s->lc, &st);
+    static const struct { const char *name, *help; } counters[] = {
+#define X(f) {"cachesvc_local_" #f "_total", "Local cache: " #f " (localcache/lc.h)."},
+        LC_STATS_COUNTERS(X)
+#undef X
+    };
+    const uint64_t cv[] = {
+#define X(f) st.f,
+        LC_STATS_COUNTERS(X)
+#undef X
+    };
+    for (size_t i = 0; i < sizeof cv / sizeof cv[0]; i++) {
+        svc_prom_header(b, counters[i].name, "counter", counters[i].help);
+        svc_prom_sample_u64(b, counters[i].name, NULL, cv[i]);
+    }
+    static const struct { const char *name, *help; } gauges[] = {
+#define X(f) {"cachesvc_local_" #f, "Local cache gauge: " #f " (localcache/lc.h)."},
+        LC_STATS_GAUGES(X)
+#undef X
+    };
+    const uint64_t gv[] = {
+#define X(f) st.f,
+        LC_STATS_GAUGES(X)
+#undef X
+    };
+    for (size_t i = 0; i < sizeof gv / sizeof gv[0]; i++) {
+        svc_prom_header(b, gauges[i].name, "gauge", gauges[i].help);
+        svc_prom_sample_u64(b, gauges[i].name, NULL, gv[i]);
+    }
+}

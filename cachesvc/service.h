@@ -1,0 +1,144 @@
+/*
+ * service.h: the cachesvc service, internal to cachesvc/.
+ *
+ * struct svc is the composition root: it owns the store, the Redis client
+ * (NULL when redis.url is none), the local cache and the invalidator, and
+ * implements api/http_service.h over them. read_path.c answers item reads
+ * through the three tiers, write_path.c decrements and item writes,
+ * admission.c the Redis breaker, local.c the local tier, service.c the
+ * wiring, admin calls, metrics and readiness; main.c runs it all.
+ */
+#ifndef CACHESVC_SERVICE_H
+#define CACHESVC_SERVICE_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "api/http.h"
+#include "api/http_service.h"
+#include "cachesvc/config.h"
+#include "cachesvc/redis/rc.h"
+#include "cachesvc/store/store.h"
+#include "invalidator/inv.h"
+#include "localcache/lc.h"
+#include "runtime/rt.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* An item as every tier caches it. */
+typedef struct svc_entry {
+    int64_t stock;
+    int64_t version;
+    int64_t per_user_limit;
+    int64_t sale_starts_at_ms;
+} svc_entry;
+
+/* The Redis breaker (admission.c). While closed every read goes to Redis;
+ * after `threshold` consecutive failures it opens: reads skip Redis, and one
+ * read per probe interval tries it; a success closes it again. */
+typedef struct svc_breaker {
+    _Atomic int64_t failures;       /* consecutive */
+    _Atomic int64_t open_until_ns;  /* 0 = closed; else next probe time */
+    int threshold;
+    int64_t probe_ns;
+} svc_breaker;
+
+struct svc_flights;   /* read_path.c: one fill per item per instance */
+
+typedef struct svc {
+    svc_config cfg;              /* as loaded at start (reload keeps static
+                                  * settings, see svc_apply_runtime) */
+    store *st;
+    rc_cluster *rc;              /* NULL: no Redis tier */
+    lc_cache *lc;
+    inv *iv;                     /* NULL until started */
+    rt_co *connector;            /* retries rc_connect; joined at close */
+    struct svc_flights *flights;
+    svc_breaker breaker;
+    http_service api;
+
+    _Atomic int64_t local_ttl_ms;        /* run-time settings */
+    _Atomic int64_t invalidation_delay_ms;
+    _Atomic int puts_inflight;           /* item writes of this instance */
+    _Atomic int draining;
+    _Atomic int store_up;                /* last known, for /readyz */
+    _Atomic int64_t store_checked_ns;
+} svc;
+
+/* Opens every component in order (store, Redis, local cache, invalidator)
+ * for cfg, which is copied. Returns 0 with *out owned by the caller (free
+ * with svc_close), or a negative errno after logging which dependency
+ * failed; whatever was opened is closed again. Coroutines only. */
+int svc_open(const svc_config *cfg, svc **out);
+/* Stops the invalidator (draining the relay for up to drain_ms), then
+ * closes Redis, the store and the local cache and frees s. No request may
+ * be running. Coroutines only. */
+void svc_close(svc *s, int drain_ms);
+
+/* Applies the run-time settings of cfg (delay, local TTL, log level) and
+ * logs the static ones that differ from the running configuration (they
+ * need a restart). Any thread. */
+void svc_apply_runtime(svc *s, const svc_config *cfg);
+
+/* The api/http_service.h implementation (service.c, read_path.c,
+ * write_path.c). */
+int svc_get_item(void *ctx, const char *sku, http_item *out, http_tier *tier);
+int svc_decrement(void *ctx, const http_decrement_req *req, http_decrement_res *out);
+int svc_put_item(void *ctx, const http_put_item_req *req, http_item *out, int *created);
+
+/* Read path internals shared with the write path. */
+int svc__flights_new(struct svc_flights **out);
+void svc__flights_free(struct svc_flights *f);
+/* Makes reads that start from now on not join a fill already in flight
+ * for sku (it may carry a value read before a commit). Any coroutine. */
+void svc__flights_invalidate(svc *s, const char *sku);
+/* Reads sku from Redis and the database as a local miss does, filling the
+ * tiers above. Returns 0 with *e and *tier, HTTP_E_NOT_FOUND, or another
+ * negative code. */
+int svc__read_item(svc *s, const char *sku, svc_entry *e, http_tier *tier);
+
+/* The local tier (local.c). Values are svc_entry, versions the item's. */
+int svc__local_new(svc *s);
+void svc__local_free(svc *s);
+/* 1 and *e on a hit, 0 on a miss. Never parks. */
+int svc__local_get(svc *s, const char *sku, svc_entry *e);
+/* Takes sku's fill lease into *l. Returns 1 when held, 0 when none could
+ * be had (another holder, or a value appeared); the fill then goes through
+ * the version guard alone. */
+int svc__local_lease(svc *s, const char *sku, lc_lease *l);
+/* Gives an unused lease back (l may be NULL or not held). */
+void svc__local_release(svc *s, lc_lease *l, int held);
+/* Installs e, under l when held (else l may be NULL). Returns 1 stored, 0
+ * refused. *below_floor (may be NULL) is set when the refusal is because a
+ * version newer than e's is known (committed or cached). */
+int svc__local_fill(svc *s, const char *sku, const lc_lease *l, int held,
+                    const svc_entry *e, int *below_floor);
+/* Evicts sku leaving floor as the lowest version a later fill may carry. */
+void svc__local_evict(svc *s, const char *sku, int64_t floor);
+/* Appends the local cache's gauges and counters to b. */
+struct svc_buf;
+void svc__local_metrics(svc *s, struct svc_buf *b);
+
+/* The Redis breaker (admission.c). */
+void svc__breaker_init(svc_breaker *b, int threshold, int probe_ms);
+/* 1: call Redis now; 0: skip it (open and not this read's turn to probe). */
+int svc__breaker_allow(svc_breaker *b);
+void svc__breaker_result(svc_breaker *b, int ok);
+int svc__breaker_is_open(svc_breaker *b);
+/* True for the error codes that mean Redis itself is unwell. */
+int svc__redis_failed(int rc);
+
+/* The store's commit hook (write_path.c): local eviction down to the
+ * committed version, flights detached, the relay woken. */
+void svc__on_commit(void *ctx, const char *sku, int64_t stock, int64_t version,
+                    int64_t committed_at_ms);
+
+/* Maps a store errno to an api error code. */
+int svc__store_err(int err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CACHESVC_SERVICE_H */

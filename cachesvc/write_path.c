@@ -1,0 +1,171 @@
+/*
+ * write_path.c: decrements and item writes, database first.
+ *
+ * 1. A decrement without an idempotency key for an item the local cache
+ *    knows is sold out (and on sale) is refused at once, without the
+ *    database. With a key it always goes to the store: the key may be the
+ *    retry of an order that succeeded, whose original outcome must be
+ *    replayed.
+ * 2. Everything else goes to the item's batcher in the store, which decides
+ *    a batch in one transaction; a full queue answers 429 Retry-After.
+ * 3. After each commit (svc__on_commit, called by the store before any
+ *    request of the batch is answered) the local entry is replaced by the
+ *    committed row or evicted with the committed version as its floor, fills
+ *    in flight are detached, and the invalidator's relay is woken so the
+ *    other instances and Redis hear of it.
+ */
+#include "cachesvc/log.h"
+#include "cachesvc/metrics.h"
+#include "cachesvc/service.h"
+
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Called by the store after COMMIT of a batch that changed sku. */
+void svc__on_commit(void *ctx, const char *sku, int64_t stock, int64_t version,
+                    int64_t committed_at_ms)
+{
+    svc *s = ctx;
+    (void)committed_at_ms;
+    svc_entry old;
+    int had = svc__local_get(s, sku, &old);
+    /* When the cached copy is the committed state just before this batch
+     * and no item write of this instance is in flight, the batch changed
+     * only the stock: install the committed row itself, so reads keep
+     * hitting locally during a sale. Otherwise evict down to the floor. */
+    if (had && old.version == version - 1 &&
+        atomic_load_explicit(&s->puts_inflight, memory_order_acquire) == 0) {
+        svc_entry e = old;
+        e.stock = stock;
+        e.version = version;
+        svc__local_evict(s, sku, version);
+        svc__local_fill(s, sku, NULL, 0, &e, NULL);
+    } else {
+        svc__local_evict(s, sku, version);
+    }
+    svc__flights_invalidate(s, sku);
+    if (s->iv != NULL)
+        inv_notify(s->iv);
+}
+
+/* Answers from the local cache when it proves the decrement must fail.
+ * Returns 0 when it cannot tell, or the api error. */
+static int fast_reject(svc *s, const http_decrement_req *req)
+{
+    svc_entry e;
+    if (req->idempotency_key != NULL || !svc__local_get(s, req->sku, &e) || e.stock != 0)
+        return 0;
+    if (e.sale_starts_at_ms > 0 && wall_ms() < e.sale_starts_at_ms)
+        return 0;   /* the store answers sale_not_started */
+    svc_metric_inc(SVC_C_DECR_FAST_REJECT);
+    if (e.per_user_limit > 0 && req->qty > e.per_user_limit) {
+        svc_metric_inc(SVC_C_DECR_LIMIT);
+        return HTTP_E_LIMIT_EXCEEDED;
+    }
+    svc_metric_inc(SVC_C_DECR_SOLD_OUT);
+    return HTTP_E_SOLD_OUT;
+}
+
+int svc_decrement(void *ctx, const http_decrement_req *req, http_decrement_res *out)
+{
+    svc *s = ctx;
+    int64_t t0 = rt_now_ns();
+    int r = fast_reject(s, req);
+    if (r != 0)
+        return r;
+
+    store_decrement_result res;
+    r = store_decrement(s->st, req->sku, req->user_id, req->qty, req->idempotency_key,
+                        rt_deadline_ms(s->cfg.store_timeout_ms), &res);
+    svc_hist_observe(SVC_H_DECR_S, (uint64_t)(rt_now_ns() - t0));
+    if (r < 0) {
+        svc_metric_inc(SVC_C_DECR_BAD_REQUEST);
+        return r == -EINVAL ? HTTP_E_BAD_REQUEST : svc__store_err(r);
+    }
+    switch (res.outcome) {
+    case STORE_OK:
+    case STORE_REPLAYED:
+        out->order_id = res.order_id;
+        out->stock = res.stock;
+        out->version = res.version;
+        out->replayed = res.outcome == STORE_REPLAYED;
+        svc_metric_inc(res.outcome == STORE_OK ? SVC_C_DECR_OK : SVC_C_DECR_REPLAYED);
+        return 0;
+    case STORE_NOT_FOUND:
+        svc_metric_inc(SVC_C_DECR_NOT_FOUND);
+        return HTTP_E_NOT_FOUND;
+    case STORE_SOLD_OUT: {
+        svc_metric_inc(SVC_C_DECR_SOLD_OUT);
+        /* Make sure the local tier learns the item is sold out, so the next
+         * decrements are refused without the database. */
+        svc_entry e;
+        http_tier tier;
+        if (!svc__local_get(s, req->sku, &e))
+            svc__read_item(s, req->sku, &e, &tier);
+        return HTTP_E_SOLD_OUT;
+    }
+    case STORE_INSUFFICIENT_STOCK:
+        svc_metric_inc(SVC_C_DECR_INSUFFICIENT);
+        return HTTP_E_INSUFFICIENT_STOCK;
+    case STORE_LIMIT_EXCEEDED:
+        svc_metric_inc(SVC_C_DECR_LIMIT);
+        return HTTP_E_LIMIT_EXCEEDED;
+    case STORE_SALE_NOT_STARTED:
+        svc_metric_inc(SVC_C_DECR_NOT_STARTED);
+        return HTTP_E_SALE_NOT_STARTED;
+    case STORE_OVERLOADED:
+        svc_metric_inc(SVC_C_DECR_OVERLOADED);
+        out->retry_after_s = 1;
+        return HTTP_E_OVERLOADED;
+    case STORE_OUTCOME_UNKNOWN:
+        svc_metric_inc(SVC_C_DECR_UNKNOWN);
+        SVC_WARN(NULL, "decrement outcome unknown", "sku=%s", req->sku);
+        return HTTP_E_OUTCOME_UNKNOWN;
+    case STORE_UNAVAILABLE:
+    default:
+        svc_metric_inc(SVC_C_DECR_UNAVAILABLE);
+        return HTTP_E_UNAVAILABLE;
+    }
+}
+
+int svc_put_item(void *ctx, const http_put_item_req *req, http_item *out, int *created)
+{
+    svc *s = ctx;
+    store_put p = {
+        .stock = req->has_stock ? req->stock : -1,
+        .per_user_limit = req->has_per_user_limit ? req->per_user_limit : -1,
+        .sale_starts_at_ms = req->has_sale_starts_at_ms ? req->sale_starts_at_ms : -1,
+    };
+    store_item it;
+    int cr = 0;
+    atomic_fetch_add_explicit(&s->puts_inflight, 1, memory_order_acq_rel);
+    int r = store_put_item(s->st, req->sku, &p, rt_deadline_ms(s->cfg.store_timeout_ms),
+                           &it, &cr);
+    atomic_fetch_sub_explicit(&s->puts_inflight, 1, memory_order_acq_rel);
+    if (r < 0) {
+        if (r != -EINVAL)
+            SVC_WARN(NULL, "item write failed", "sku=%s err=\"%s\"", req->sku, store_strerror(r));
+        return svc__store_err(r);
+    }
+    svc_metric_inc(SVC_C_PUT_ITEM);
+    /* The writer holds the exact committed row: install it (the commit hook
+     * already evicted the old copy down to this version). */
+    svc_entry e = {it.stock, it.version, it.per_user_limit, it.sale_starts_at_ms};
+    svc__local_fill(s, req->sku, NULL, 0, &e, NULL);
+    snprintf(out->sku, sizeof out->sku, "%s", it.sku);
+    out->stock = it.stock;
+    out->version = it.version;
+    out->per_user_limit = it.per_user_limit;
+    out->sale_starts_at_ms = it.sale_starts_at_ms;
+    if (created != NULL)
+        *created = cr;
+    return 0;
+}
