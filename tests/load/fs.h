@@ -1,0 +1,341 @@
+/*
+ * fs.h: the flash-sale load tester's internal interfaces.
+ *
+ * The tester is split in two layers. The pure layer (fs_hist.c,
+ * fs_stale.c, fs_verify.c, fs_opts.c, fs_json.c, fs_report.c) knows nothing
+ * about the network or the runtime and is what the unit tests exercise. The
+ * driver layer (fs_client.c, fs_run.c, main.c) speaks HTTP/1.1 on the
+ * runtime and feeds the pure layer.
+ *
+ * Errors follow the project's convention: 0 or a count on success, a
+ * negative errno on failure.
+ */
+#ifndef CACHESVC_FS_H
+#define CACHESVC_FS_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define FS_MAX_TARGETS 16
+#define FS_MAX_WINDOWS 8
+#define FS_MAX_SWEEP 16
+#define FS_SKU_MAX 64
+
+/* ------------------------------------------------------------------------ */
+/* Log-linear histogram (HdrHistogram-like)                                  */
+
+/*
+ * Values (nanoseconds here, but any uint64) fall into buckets whose width
+ * doubles every octave; each octave holds 2^(sub_bits-1) linear sub-buckets,
+ * so a reported value is within 1 / 2^(sub_bits-1) of the true one
+ * (sub_bits = 10: 0.2 %). Values at or above 2^max_bits are clamped into the
+ * top bucket; the exact maximum and minimum are kept apart. Recording is
+ * lock-free (relaxed atomics) and callable from any thread; reading while
+ * others record gives a consistent-enough snapshot for progress lines.
+ */
+typedef struct fs_hist {
+    int sub_bits;
+    int max_bits;
+    size_t nbuckets;
+    _Atomic uint64_t *counts;
+    _Atomic uint64_t total;
+    _Atomic uint64_t sum;
+    _Atomic uint64_t max;
+    _Atomic uint64_t min;
+} fs_hist;
+
+/* Allocates the buckets; 2 <= sub_bits <= 16, sub_bits < max_bits <= 63.
+ * Returns 0, -EINVAL or -ENOMEM. The caller owns h and frees it with
+ * fs_hist_free(). */
+int fs_hist_init(fs_hist *h, int sub_bits, int max_bits);
+void fs_hist_free(fs_hist *h);
+void fs_hist_reset(fs_hist *h);
+void fs_hist_record(fs_hist *h, uint64_t v);
+void fs_hist_record_n(fs_hist *h, uint64_t v, uint64_t n);
+/* Adds every count of src into dst; both must have the same shape
+ * (-EINVAL otherwise). */
+int fs_hist_merge(fs_hist *dst, const fs_hist *src);
+uint64_t fs_hist_count(const fs_hist *h);
+uint64_t fs_hist_max(const fs_hist *h);
+uint64_t fs_hist_min(const fs_hist *h);   /* 0 when empty */
+double fs_hist_mean(const fs_hist *h);
+/* The value at percentile p (0..100): the highest value equivalent to the
+ * bucket holding the ceil(p% * count)-th smallest recording, capped at the
+ * exact maximum. 0 when empty. */
+uint64_t fs_hist_percentile(const fs_hist *h, double p);
+/* Bucket helpers, exposed for tests and for the percentile curve. */
+size_t fs_hist_index(const fs_hist *h, uint64_t v);
+uint64_t fs_hist_lowest(const fs_hist *h, size_t idx);
+uint64_t fs_hist_highest(const fs_hist *h, size_t idx);
+
+/* ------------------------------------------------------------------------ */
+/* Staleness tracker                                                         */
+
+/*
+ * Per item, the tracker keeps the committed versions the tester has seen
+ * and the monotonic time at which it first knew each one (a version is
+ * known once a decrement acknowledging it, an admin write returning it, or
+ * a read returning it has been received). Only the frontier is stored: a
+ * sequence with strictly increasing time and strictly increasing version.
+ *
+ * A read sent at t_sent that returned version r has staleness age
+ *   t_sent - (first time a version > r was known)
+ * when that time precedes t_sent, otherwise 0. The read is stale for
+ * window W when its age exceeds W: a version newer than the returned one
+ * had been committed more than W before the read was sent. Counts are kept
+ * per target (service instance) and per window.
+ *
+ * All calls are thread-safe (one mutex per item).
+ */
+typedef struct fs_stale_pt {
+    int64_t t;
+    int64_t v;
+} fs_stale_pt;
+
+typedef struct fs_stale_item {
+    pthread_mutex_t mu;
+    fs_stale_pt *pts;
+    size_t n, cap;
+} fs_stale_item;
+
+typedef struct fs_stale {
+    int nitems;
+    int ntargets;
+    int nwin;
+    int64_t win_ns[FS_MAX_WINDOWS];
+    fs_stale_item *items;
+    _Atomic uint64_t reads[FS_MAX_TARGETS];
+    _Atomic uint64_t stale[FS_MAX_TARGETS][FS_MAX_WINDOWS];
+    fs_hist age;   /* ages of stale (age > 0) reads, ns */
+} fs_stale;
+
+/* win_ms: nwin (<= FS_MAX_WINDOWS) windows in milliseconds, ascending.
+ * Returns 0, -EINVAL or -ENOMEM. */
+int fs_stale_init(fs_stale *s, int nitems, int ntargets, const int64_t *win_ms, int nwin);
+void fs_stale_free(fs_stale *s);
+/* Records that version v of item was known to be committed at time t. */
+void fs_stale_commit(fs_stale *s, int item, int64_t v, int64_t t);
+/* Evaluates a read of item answered by target, then records its version as
+ * committed at t_recv. Returns its staleness age in ns (0 = fresh). */
+int64_t fs_stale_read(fs_stale *s, int item, int target, int64_t v, int64_t t_sent, int64_t t_recv);
+uint64_t fs_stale_count(const fs_stale *s, int target, int win);   /* target -1: all */
+uint64_t fs_stale_reads(const fs_stale *s, int target);             /* target -1: all */
+
+/* ------------------------------------------------------------------------ */
+/* Verification                                                              */
+
+/* One audit as GET /admin/items/{sku}/audit?orders=true returns it. */
+typedef struct fs_audit {
+    int64_t stock, version, units_supplied, units_sold, orders;
+    int64_t max_user_qty, duplicate_idempotency_keys;
+    int has_order_ids;
+    int64_t *order_ids;   /* owned; sorted by fs_audit_parse */
+    size_t norder_ids;
+} fs_audit;
+
+/* An order the service acknowledged with 200. */
+typedef struct fs_ack {
+    int64_t order_id;
+    int32_t user;
+    int32_t qty;
+} fs_ack;
+
+typedef struct fs_verify_in {
+    const char *sku;
+    int64_t per_user_limit;    /* 0 = none */
+    const fs_audit *before;    /* after seeding, before the sale; NULL = empty */
+    const fs_audit *after;
+    fs_ack *acks;              /* sorted in place by fs_verify */
+    size_t nacks;
+    int64_t unknown_units;     /* units of buys whose outcome never became known */
+} fs_verify_in;
+
+/* Every field but passed counts violations; each must be 0. */
+typedef struct fs_verify_out {
+    int64_t oversold;          /* units sold beyond units supplied, or negative stock */
+    int64_t ledger_mismatch;   /* |units_supplied - units_sold - stock| */
+    int64_t lost;              /* acknowledged orders the database does not have */
+    int64_t duplicates;        /* duplicate idempotency keys + order ids acknowledged twice */
+    int64_t limit_violations;  /* users above the per-user limit */
+    int64_t phantom_units;     /* units sold that no acknowledged or in-doubt buy explains */
+    int64_t acked_units;
+    int64_t sold_units;        /* during the sale, from the audits */
+    int passed;
+} fs_verify_out;
+
+void fs_verify(const fs_verify_in *in, fs_verify_out *out);
+void fs_audit_free(fs_audit *a);
+/* Parses an audit JSON body. Returns 0 or -EINVAL (a field missing or not
+ * a number) / -ENOMEM. On success the caller owns a (fs_audit_free). */
+int fs_audit_parse(const char *body, size_t len, fs_audit *a);
+
+/* ------------------------------------------------------------------------ */
+/* Flat JSON field scanning for hot-path responses                            */
+
+/*
+ * The service's response bodies are flat objects whose strings never
+ * contain quotes or backslashes (docs/api.md restricts skus and user ids).
+ * These find a top-level "key": and read its value without building a tree.
+ * Return 0, or -ENOENT when the key is absent, -EINVAL when the value has
+ * the wrong type.
+ */
+int fs_json_int(const char *s, size_t n, const char *key, int64_t *out);
+int fs_json_bool(const char *s, size_t n, const char *key, int *out);
+int fs_json_str(const char *s, size_t n, const char *key, char *out, size_t outsz);
+
+/* ------------------------------------------------------------------------ */
+/* Options                                                                   */
+
+typedef struct fs_target {
+    char host[64];
+    int port;
+    char url[128];
+} fs_target;
+
+typedef struct fs_opts {
+    fs_target targets[FS_MAX_TARGETS];
+    int ntargets;
+    char **skus;               /* owned; nskus names */
+    int nskus;
+    int skus_generated;        /* names made from sku_prefix, fresh per round */
+    char sku_prefix[32];
+    int64_t stock;
+    int64_t per_user_limit;
+    int64_t sale_start_ms;     /* the sale opens this long after seeding */
+    int64_t users;
+    double skew;               /* Zipf exponent of buys and reads over items */
+    double read_ratio;
+    int64_t qty;
+    int connections;
+    double duration_s;         /* 0 = use requests */
+    int64_t requests;          /* 0 = use duration */
+    double rate;               /* total requests/s; 0 = closed loop */
+    char admin_token[256];
+    int64_t timeout_ms;
+    int retries;
+    int64_t windows_ms[FS_MAX_WINDOWS];
+    int nwindows;
+    int64_t sweep_ms[FS_MAX_SWEEP];
+    int nsweep;
+    int64_t settle_ms;         /* pause before the audit, for in-flight work */
+    char json_path[512];
+    char plot_path[512];
+    int workers;
+    uint64_t seed;
+    int no_seed;               /* items exist already: skip the PUTs */
+    int no_verify;
+    int quiet;                 /* no progress line */
+    int kv;                    /* name=value summary on stdout */
+} fs_opts;
+
+/* Fills defaults, then parses argv. Returns 0, 1 when --help was printed
+ * (to out), or -EINVAL after printing the reason to err. Whatever it
+ * returns, the caller owns o and releases it with fs_opts_free(). */
+int fs_opts_parse(fs_opts *o, int argc, char **argv, FILE *out, FILE *err);
+void fs_opts_free(fs_opts *o);
+/* Splits "http://host:port[/]" into t. Returns 0 or -EINVAL. */
+int fs_target_parse(fs_target *t, const char *url);
+/* Names the skus of a sweep round (round < 0: a single run). Returns 0 or
+ * -ENOMEM. */
+int fs_opts_name_skus(fs_opts *o, int round, const char *run_id);
+
+/* ------------------------------------------------------------------------ */
+/* Outcomes, results, report                                                 */
+
+/* Outcome of one request as the tester classifies it. X-macro: a new
+ * outcome is one line. ok marks the outcomes that are not errors. */
+#define FS_OUTCOMES(X)                                            \
+    X(OK, "200", 1)                                               \
+    X(REPLAYED, "200 replayed", 1)                                \
+    X(SOLD_OUT, "409 sold_out", 1)                                \
+    X(INSUFFICIENT, "409 insufficient_stock", 1)                  \
+    X(LIMIT, "409 limit_exceeded", 1)                             \
+    X(NOT_STARTED, "425 sale_not_started", 1)                     \
+    X(OVERLOADED, "429 overloaded", 1)                            \
+    X(NOT_FOUND, "404 not_found", 0)                              \
+    X(BAD_REQUEST, "400 bad_request", 0)                          \
+    X(UNAVAILABLE, "503 unavailable", 0)                          \
+    X(UNKNOWN, "503 outcome_unknown", 0)                          \
+    X(OTHER_4XX, "4xx other", 0)                                  \
+    X(OTHER_5XX, "5xx other", 0)                                  \
+    X(TIMEOUT, "timeout", 0)                                      \
+    X(CONN_ERROR, "connection error", 0)                          \
+    X(BAD_RESPONSE, "bad response", 0)
+
+typedef enum fs_outcome {
+#define FS_X(name, label, ok) FS_O_##name,
+    FS_OUTCOMES(FS_X)
+#undef FS_X
+    FS_O_COUNT
+} fs_outcome;
+
+const char *fs_outcome_label(fs_outcome o);
+int fs_outcome_ok(fs_outcome o);
+/* Classifies a status and the body's "error" code. */
+fs_outcome fs_outcome_classify(int status, const char *error_code, int replayed);
+
+enum { FS_ROUTE_GET = 0, FS_ROUTE_BUY = 1, FS_ROUTES = 2 };
+enum { FS_TIER_LOCAL = 0, FS_TIER_REDIS, FS_TIER_DB, FS_TIER_NONE, FS_TIERS };
+
+/* One second of the run, for the progress line and the plot. */
+typedef struct fs_slot {
+    _Atomic uint64_t requests;
+    _Atomic uint64_t errors;
+    _Atomic uint64_t sold;
+    _Atomic uint64_t sold_out;
+    fs_hist lat;                      /* coarse: sub_bits 6 */
+} fs_slot;
+
+/* Everything measured in one run (one round of a sweep). */
+typedef struct fs_result {
+    char label[64];                   /* "" or "delay=200ms" */
+    int64_t delay_ms;                 /* -1 when not a sweep round */
+    double elapsed_s;
+    fs_hist lat[FS_ROUTES];           /* ns, from intended send time */
+    fs_hist all;
+    _Atomic uint64_t outcomes[FS_ROUTES][FS_O_COUNT];
+    _Atomic uint64_t tiers[FS_MAX_TARGETS][FS_TIERS];
+    _Atomic uint64_t retries;
+    _Atomic uint64_t sold_units;
+    fs_stale stale;
+    _Atomic(fs_slot *) *slots;        /* per second; allocated lazily */
+    size_t nslots;
+    int64_t t0_ns;
+    /* verification, one per sku */
+    fs_verify_out *verify;            /* nverify, one per sku */
+    char (*verify_sku)[FS_SKU_MAX + 1];
+    int nverify;
+    int verified;                     /* 0 when --no-verify */
+    int verify_failed;
+} fs_result;
+
+int fs_result_init(fs_result *r, const fs_opts *o, size_t max_seconds);
+void fs_result_free(fs_result *r);
+/* The slot of second sec, allocated on first use (thread-safe); NULL past
+ * the end or when out of memory. */
+fs_slot *fs_result_slot(fs_result *r, size_t sec);
+uint64_t fs_result_requests(const fs_result *r);
+uint64_t fs_result_errors(const fs_result *r);
+double fs_result_rps(const fs_result *r);
+/* Hit ratio of Redis among reads that missed the local cache, and database
+ * reads per second, from the X-Cache headers. */
+double fs_result_redis_hit_ratio(const fs_result *r);
+double fs_result_db_reads_per_s(const fs_result *r);
+
+/* Human-readable report of one run. */
+void fs_report_text(FILE *f, const fs_opts *o, const fs_result *r);
+/* The operator's tuning table of a sweep. */
+void fs_report_sweep(FILE *f, const fs_opts *o, fs_result *const *rs, int n);
+/* name=value lines (the benchmark's interface). */
+void fs_report_kv(FILE *f, const fs_opts *o, fs_result *const *rs, int n);
+/* JSON summary of every run. Returns 0 or a negative errno. */
+int fs_report_json(const char *path, const fs_opts *o, fs_result *const *rs, int n);
+/* Renders the plot with gnuplot (one run: throughput and latency over
+ * time and the percentile curve; a sweep: stale reads and latency per
+ * delay). Returns 0, or a negative errno (-ENOENT when gnuplot is missing). */
+int fs_report_plot(const char *path, const fs_opts *o, fs_result *const *rs, int n);
+
+#endif /* CACHESVC_FS_H */

@@ -1,0 +1,575 @@
+/*
+ * fs_report.c: the text report, the sweep table, name=value lines, the
+ * JSON summary and the gnuplot rendering.
+ */
+#include "fs.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static const char *route_name[FS_ROUTES] = {"GET item", "POST buy"};
+static const char *route_key[FS_ROUTES] = {"get", "buy"};
+static const char *tier_name[FS_TIERS] = {"local", "redis", "db", "none"};
+
+static double ms(uint64_t ns)
+{
+    return (double)ns / 1e6;
+}
+
+/* "0ms", "100ms", "1s": the window's name in reports and kv keys. */
+static void window_name(char *buf, size_t n, int64_t w_ms)
+{
+    if (w_ms > 0 && w_ms % 1000 == 0)
+        snprintf(buf, n, "%llds", (long long)(w_ms / 1000));
+    else
+        snprintf(buf, n, "%lldms", (long long)w_ms);
+}
+
+static double nines(uint64_t stale, uint64_t reads)
+{
+    if (reads == 0)
+        return 0.0;
+    if (stale == 0)
+        return INFINITY;
+    return -log10((double)stale / (double)reads);
+}
+
+static uint64_t outcome(const fs_result *r, int route, int o)
+{
+    return atomic_load_explicit(&r->outcomes[route][o], memory_order_relaxed);
+}
+
+static uint64_t route_count(const fs_result *r, int route)
+{
+    uint64_t n = 0;
+    for (int o = 0; o < FS_O_COUNT; o++)
+        n += outcome(r, route, o);
+    return n;
+}
+
+static int verify_passed(const fs_result *r)
+{
+    return r->verified && !r->verify_failed;
+}
+
+static void lat_row(FILE *f, const char *name, const fs_hist *h, uint64_t count, double secs)
+{
+    fprintf(f, "  %-9s %9llu %9.0f %8.3f %8.3f %8.3f %8.3f %9.3f\n", name,
+            (unsigned long long)count, secs > 0 ? (double)count / secs : 0.0,
+            ms(fs_hist_percentile(h, 50)), ms(fs_hist_percentile(h, 90)),
+            ms(fs_hist_percentile(h, 99)), ms(fs_hist_percentile(h, 99.9)),
+            ms(fs_hist_max(h)));
+}
+
+void fs_report_text(FILE *f, const fs_opts *o, const fs_result *r)
+{
+    uint64_t total = fs_result_requests(r);
+    fprintf(f, "\n== flashsale%s%s ==\n", r->label[0] ? ": " : "", r->label);
+    fprintf(f, "%llu requests in %.2f s = %.0f requests/s (%s, %d connections, %d target%s)\n",
+            (unsigned long long)total, r->elapsed_s, fs_result_rps(r),
+            o->rate > 0 ? "open loop" : "closed loop", o->connections, o->ntargets,
+            o->ntargets > 1 ? "s" : "");
+    if (o->rate > 0)
+        fprintf(f, "open loop at %.0f requests/s: latency counted from the intended send time\n",
+                o->rate);
+    fprintf(f, "latency (ms)  %9s %9s %8s %8s %8s %8s %9s\n", "count", "rps", "p50", "p90",
+            "p99", "p99.9", "max");
+    for (int rt = 0; rt < FS_ROUTES; rt++)
+        lat_row(f, route_name[rt], &r->lat[rt], route_count(r, rt), r->elapsed_s);
+    lat_row(f, "all", &r->all, total, r->elapsed_s);
+
+    fprintf(f, "outcomes\n");
+    for (int rt = 0; rt < FS_ROUTES; rt++) {
+        fprintf(f, "  %-9s", route_name[rt]);
+        int any = 0;
+        for (int oc = 0; oc < FS_O_COUNT; oc++) {
+            uint64_t n = outcome(r, rt, oc);
+            if (n) {
+                fprintf(f, "%s %s: %llu", any ? "," : "", fs_outcome_label((fs_outcome)oc),
+                        (unsigned long long)n);
+                any = 1;
+            }
+        }
+        fprintf(f, "%s\n", any ? "" : " -");
+    }
+    fprintf(f, "  units sold (acknowledged): %llu; buy retries: %llu; errors: %llu\n",
+            (unsigned long long)atomic_load(&r->sold_units),
+            (unsigned long long)atomic_load(&r->retries),
+            (unsigned long long)fs_result_errors(r));
+
+    fprintf(f, "reads by tier (X-Cache)\n");
+    for (int t = 0; t < o->ntargets; t++) {
+        uint64_t n = 0;
+        for (int k = 0; k < FS_TIERS; k++)
+            n += atomic_load(&r->tiers[t][k]);
+        fprintf(f, "  %-24s", o->targets[t].url);
+        for (int k = 0; k < FS_TIERS; k++)
+            fprintf(f, " %s %5.1f%%", tier_name[k],
+                    n ? 100.0 * (double)atomic_load(&r->tiers[t][k]) / (double)n : 0.0);
+        fprintf(f, "\n");
+    }
+    fprintf(f, "  redis hit ratio (of local misses) %.3f, database reads %.1f/s\n",
+            fs_result_redis_hit_ratio(r), fs_result_db_reads_per_s(r));
+
+    fprintf(f, "stale reads: version older than one committed more than W before the read\n");
+    fprintf(f, "  %-24s %9s", "target", "reads");
+    for (int w = 0; w < r->stale.nwin; w++) {
+        char wn[32];
+        window_name(wn, sizeof(wn), o->windows_ms[w]);
+        fprintf(f, "   W=%-6s  nines", wn);
+    }
+    fprintf(f, "\n");
+    for (int t = -1; t < o->ntargets; t++) {
+        if (t < 0 && o->ntargets == 1)
+            continue;
+        uint64_t reads = fs_stale_reads(&r->stale, t);
+        fprintf(f, "  %-24s %9llu", t < 0 ? "all" : o->targets[t].url, (unsigned long long)reads);
+        for (int w = 0; w < r->stale.nwin; w++) {
+            uint64_t s = fs_stale_count(&r->stale, t, w);
+            fprintf(f, "   %8llu %6.2f", (unsigned long long)s, nines(s, reads));
+        }
+        fprintf(f, "\n");
+    }
+    if (fs_hist_count(&r->stale.age))
+        fprintf(f, "  age of stale reads (ms): p50 %.3f p99 %.3f max %.3f\n",
+                ms(fs_hist_percentile(&r->stale.age, 50)),
+                ms(fs_hist_percentile(&r->stale.age, 99)), ms(fs_hist_max(&r->stale.age)));
+
+    if (!r->verified) {
+        fprintf(f, "verification: skipped\n");
+        return;
+    }
+    fprintf(f, "verification (audit)\n");
+    for (int i = 0; i < r->nverify; i++) {
+        const fs_verify_out *v = &r->verify[i];
+        fprintf(f, "  %s: sold %lld, acknowledged %lld; oversold %lld, ledger %lld, lost %lld, "
+                   "duplicates %lld, limit violations %lld, unexplained %lld: %s\n",
+                r->verify_sku[i], (long long)v->sold_units, (long long)v->acked_units,
+                (long long)v->oversold, (long long)v->ledger_mismatch, (long long)v->lost,
+                (long long)v->duplicates, (long long)v->limit_violations,
+                (long long)v->phantom_units, v->passed ? "ok" : "FAILED");
+    }
+    fprintf(f, "verification: %s\n", verify_passed(r) ? "PASSED" : "FAILED");
+}
+
+static double sweep_stale_ratio(const fs_result *r, int w)
+{
+    uint64_t reads = fs_stale_reads(&r->stale, -1);
+    return reads ? (double)fs_stale_count(&r->stale, -1, w) / (double)reads : 0.0;
+}
+
+void fs_report_sweep(FILE *f, const fs_opts *o, fs_result *const *rs, int n)
+{
+    fprintf(f, "\n== invalidation delay sweep: the operator's tuning table ==\n");
+    fprintf(f, "%9s", "delay_ms");
+    for (int w = 0; w < o->nwindows; w++) {
+        char wn[32];
+        window_name(wn, sizeof(wn), o->windows_ms[w]);
+        fprintf(f, " stale>%-6s", wn);
+    }
+    fprintf(f, " %9s %11s %9s %8s %8s %7s\n", "redis_hit", "db_reads/s", "req/s", "p50_ms",
+            "p99_ms", "verify");
+    for (int i = 0; i < n; i++) {
+        const fs_result *r = rs[i];
+        fprintf(f, "%9lld", (long long)r->delay_ms);
+        for (int w = 0; w < o->nwindows; w++)
+            fprintf(f, " %5llu %5.2f%%", (unsigned long long)fs_stale_count(&r->stale, -1, w),
+                    100.0 * sweep_stale_ratio(r, w));
+        fprintf(f, " %9.3f %11.1f %9.0f %8.3f %8.3f %7s\n", fs_result_redis_hit_ratio(r),
+                fs_result_db_reads_per_s(r), fs_result_rps(r),
+                ms(fs_hist_percentile(&r->all, 50)), ms(fs_hist_percentile(&r->all, 99)),
+                !r->verified ? "skip" : verify_passed(r) ? "pass" : "FAIL");
+    }
+}
+
+static void kv_run(FILE *f, const fs_opts *o, const fs_result *r, const char *pfx)
+{
+    int64_t oversold = 0, lost = 0, dups = 0, limit = 0, phantom = 0, ledger = 0;
+    for (int i = 0; i < r->nverify; i++) {
+        oversold += r->verify[i].oversold;
+        lost += r->verify[i].lost;
+        dups += r->verify[i].duplicates;
+        limit += r->verify[i].limit_violations;
+        phantom += r->verify[i].phantom_units;
+        ledger += r->verify[i].ledger_mismatch;
+    }
+    fprintf(f, "%srequests=%llu\n", pfx, (unsigned long long)fs_result_requests(r));
+    fprintf(f, "%selapsed_s=%.3f\n", pfx, r->elapsed_s);
+    fprintf(f, "%srequests_per_s=%.0f\n", pfx, fs_result_rps(r));
+    fprintf(f, "%sp50_ms=%.3f\n", pfx, ms(fs_hist_percentile(&r->all, 50)));
+    fprintf(f, "%sp90_ms=%.3f\n", pfx, ms(fs_hist_percentile(&r->all, 90)));
+    fprintf(f, "%sp99_ms=%.3f\n", pfx, ms(fs_hist_percentile(&r->all, 99)));
+    fprintf(f, "%sp999_ms=%.3f\n", pfx, ms(fs_hist_percentile(&r->all, 99.9)));
+    fprintf(f, "%smax_ms=%.3f\n", pfx, ms(fs_hist_max(&r->all)));
+    for (int rt = 0; rt < FS_ROUTES; rt++) {
+        fprintf(f, "%s%s_requests=%llu\n", pfx, route_key[rt],
+                (unsigned long long)route_count(r, rt));
+        fprintf(f, "%s%s_p99_ms=%.3f\n", pfx, route_key[rt],
+                ms(fs_hist_percentile(&r->lat[rt], 99)));
+    }
+    fprintf(f, "%serrors=%llu\n", pfx, (unsigned long long)fs_result_errors(r));
+    fprintf(f, "%ssold=%llu\n", pfx, (unsigned long long)atomic_load(&r->sold_units));
+    fprintf(f, "%ssold_out_rejections=%llu\n", pfx,
+            (unsigned long long)outcome(r, FS_ROUTE_BUY, FS_O_SOLD_OUT));
+    if (r->verified) {
+        fprintf(f, "%soversold=%lld\n", pfx, (long long)oversold);
+        fprintf(f, "%slost=%lld\n", pfx, (long long)lost);
+        fprintf(f, "%sduplicates=%lld\n", pfx, (long long)dups);
+        fprintf(f, "%slimit_violations=%lld\n", pfx, (long long)limit);
+        fprintf(f, "%sunexplained_units=%lld\n", pfx, (long long)phantom);
+        fprintf(f, "%sledger_mismatch=%lld\n", pfx, (long long)ledger);
+    }
+    fprintf(f, "%sstale_reads=%llu\n", pfx, (unsigned long long)fs_stale_reads(&r->stale, -1));
+    for (int w = 0; w < r->stale.nwin; w++) {
+        char wn[32];
+        window_name(wn, sizeof(wn), o->windows_ms[w]);
+        fprintf(f, "%sstale_reads_over_%s=%llu\n", pfx, wn,
+                (unsigned long long)fs_stale_count(&r->stale, -1, w));
+    }
+    fprintf(f, "%sredis_hit_ratio=%.4f\n", pfx, fs_result_redis_hit_ratio(r));
+    fprintf(f, "%sdb_reads_per_s=%.1f\n", pfx, fs_result_db_reads_per_s(r));
+    fprintf(f, "%sverify=%s\n", pfx, !r->verified ? "skipped" : verify_passed(r) ? "pass" : "fail");
+}
+
+void fs_report_kv(FILE *f, const fs_opts *o, fs_result *const *rs, int n)
+{
+    for (int i = 0; i < n; i++) {
+        char pfx[48] = "";
+        if (rs[i]->delay_ms >= 0 && n > 1)
+            snprintf(pfx, sizeof(pfx), "delay_%lldms_", (long long)rs[i]->delay_ms);
+        kv_run(f, o, rs[i], pfx);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* JSON                                                                      */
+
+static cJSON *hist_json(const fs_hist *h)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "count", (double)fs_hist_count(h));
+    cJSON_AddNumberToObject(o, "mean_ms", fs_hist_mean(h) / 1e6);
+    cJSON_AddNumberToObject(o, "p50_ms", ms(fs_hist_percentile(h, 50)));
+    cJSON_AddNumberToObject(o, "p90_ms", ms(fs_hist_percentile(h, 90)));
+    cJSON_AddNumberToObject(o, "p99_ms", ms(fs_hist_percentile(h, 99)));
+    cJSON_AddNumberToObject(o, "p99_9_ms", ms(fs_hist_percentile(h, 99.9)));
+    cJSON_AddNumberToObject(o, "max_ms", ms(fs_hist_max(h)));
+    return o;
+}
+
+static cJSON *run_json(const fs_opts *o, const fs_result *r)
+{
+    cJSON *j = cJSON_CreateObject();
+    if (r->label[0])
+        cJSON_AddStringToObject(j, "label", r->label);
+    if (r->delay_ms >= 0)
+        cJSON_AddNumberToObject(j, "invalidation_delay_ms", (double)r->delay_ms);
+    cJSON_AddNumberToObject(j, "elapsed_s", r->elapsed_s);
+    cJSON_AddNumberToObject(j, "requests", (double)fs_result_requests(r));
+    cJSON_AddNumberToObject(j, "requests_per_s", fs_result_rps(r));
+    cJSON_AddNumberToObject(j, "errors", (double)fs_result_errors(r));
+    cJSON_AddNumberToObject(j, "units_sold", (double)atomic_load(&r->sold_units));
+    cJSON_AddNumberToObject(j, "retries", (double)atomic_load(&r->retries));
+
+    cJSON *lat = cJSON_AddObjectToObject(j, "latency");
+    for (int rt = 0; rt < FS_ROUTES; rt++)
+        cJSON_AddItemToObject(lat, route_key[rt], hist_json(&r->lat[rt]));
+    cJSON_AddItemToObject(lat, "all", hist_json(&r->all));
+
+    cJSON *oc = cJSON_AddObjectToObject(j, "outcomes");
+    for (int rt = 0; rt < FS_ROUTES; rt++) {
+        cJSON *m = cJSON_AddObjectToObject(oc, route_key[rt]);
+        for (int k = 0; k < FS_O_COUNT; k++)
+            if (outcome(r, rt, k))
+                cJSON_AddNumberToObject(m, fs_outcome_label((fs_outcome)k),
+                                        (double)outcome(r, rt, k));
+    }
+
+    cJSON *tiers = cJSON_AddObjectToObject(j, "reads_by_tier");
+    for (int k = 0; k < FS_TIERS; k++) {
+        uint64_t n = 0;
+        for (int t = 0; t < o->ntargets; t++)
+            n += atomic_load(&r->tiers[t][k]);
+        cJSON_AddNumberToObject(tiers, tier_name[k], (double)n);
+    }
+    cJSON_AddNumberToObject(j, "redis_hit_ratio", fs_result_redis_hit_ratio(r));
+    cJSON_AddNumberToObject(j, "db_reads_per_s", fs_result_db_reads_per_s(r));
+
+    cJSON *st = cJSON_AddObjectToObject(j, "staleness");
+    cJSON *wins = cJSON_AddArrayToObject(st, "windows_ms");
+    for (int w = 0; w < r->stale.nwin; w++)
+        cJSON_AddItemToArray(wins, cJSON_CreateNumber((double)o->windows_ms[w]));
+    cJSON *per = cJSON_AddArrayToObject(st, "targets");
+    for (int t = 0; t < o->ntargets; t++) {
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "target", o->targets[t].url);
+        cJSON_AddNumberToObject(e, "reads", (double)fs_stale_reads(&r->stale, t));
+        cJSON *arr = cJSON_AddArrayToObject(e, "stale");
+        for (int w = 0; w < r->stale.nwin; w++)
+            cJSON_AddItemToArray(arr, cJSON_CreateNumber((double)fs_stale_count(&r->stale, t, w)));
+        cJSON_AddItemToArray(per, e);
+    }
+    cJSON_AddItemToObject(st, "age_of_stale_reads", hist_json(&r->stale.age));
+
+    cJSON *v = cJSON_AddObjectToObject(j, "verification");
+    cJSON_AddBoolToObject(v, "performed", r->verified);
+    cJSON_AddBoolToObject(v, "passed", verify_passed(r));
+    cJSON *items = cJSON_AddArrayToObject(v, "items");
+    for (int i = 0; r->verified && i < r->nverify; i++) {
+        const fs_verify_out *x = &r->verify[i];
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "sku", r->verify_sku[i]);
+        cJSON_AddNumberToObject(e, "units_sold", (double)x->sold_units);
+        cJSON_AddNumberToObject(e, "acknowledged_units", (double)x->acked_units);
+        cJSON_AddNumberToObject(e, "oversold", (double)x->oversold);
+        cJSON_AddNumberToObject(e, "ledger_mismatch", (double)x->ledger_mismatch);
+        cJSON_AddNumberToObject(e, "lost", (double)x->lost);
+        cJSON_AddNumberToObject(e, "duplicates", (double)x->duplicates);
+        cJSON_AddNumberToObject(e, "limit_violations", (double)x->limit_violations);
+        cJSON_AddNumberToObject(e, "unexplained_units", (double)x->phantom_units);
+        cJSON_AddBoolToObject(e, "passed", x->passed);
+        cJSON_AddItemToArray(items, e);
+    }
+
+    cJSON *tl = cJSON_AddArrayToObject(j, "timeline");
+    for (size_t s = 0; s < r->nslots; s++) {
+        fs_slot *sl = atomic_load(&r->slots[s]);
+        if (sl == NULL)
+            continue;
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddNumberToObject(e, "second", (double)s);
+        cJSON_AddNumberToObject(e, "requests", (double)atomic_load(&sl->requests));
+        cJSON_AddNumberToObject(e, "errors", (double)atomic_load(&sl->errors));
+        cJSON_AddNumberToObject(e, "sold", (double)atomic_load(&sl->sold));
+        cJSON_AddNumberToObject(e, "p50_ms", ms(fs_hist_percentile(&sl->lat, 50)));
+        cJSON_AddNumberToObject(e, "p99_ms", ms(fs_hist_percentile(&sl->lat, 99)));
+        cJSON_AddItemToArray(tl, e);
+    }
+    return j;
+}
+
+int fs_report_json(const char *path, const fs_opts *o, fs_result *const *rs, int n)
+{
+    int rc = 0, passed = 1;
+    char *text = NULL;
+    FILE *f = NULL;
+    cJSON *root = cJSON_CreateObject();
+    if (root == NULL)
+        return -ENOMEM;
+    cJSON *cfg = cJSON_AddObjectToObject(root, "config");
+    cJSON *tg = cJSON_AddArrayToObject(cfg, "targets");
+    for (int t = 0; t < o->ntargets; t++)
+        cJSON_AddItemToArray(tg, cJSON_CreateString(o->targets[t].url));
+    cJSON_AddNumberToObject(cfg, "skus", o->nskus);
+    cJSON_AddNumberToObject(cfg, "stock", (double)o->stock);
+    cJSON_AddNumberToObject(cfg, "per_user_limit", (double)o->per_user_limit);
+    cJSON_AddNumberToObject(cfg, "users", (double)o->users);
+    cJSON_AddNumberToObject(cfg, "skew", o->skew);
+    cJSON_AddNumberToObject(cfg, "read_ratio", o->read_ratio);
+    cJSON_AddNumberToObject(cfg, "qty", (double)o->qty);
+    cJSON_AddNumberToObject(cfg, "connections", o->connections);
+    cJSON_AddNumberToObject(cfg, "requests", (double)o->requests);
+    cJSON_AddNumberToObject(cfg, "duration_s", o->duration_s);
+    cJSON_AddNumberToObject(cfg, "rate", o->rate);
+    cJSON_AddStringToObject(cfg, "mode", o->rate > 0 ? "open" : "closed");
+    cJSON *runs = cJSON_AddArrayToObject(root, "runs");
+    for (int i = 0; i < n; i++) {
+        cJSON_AddItemToArray(runs, run_json(o, rs[i]));
+        if (rs[i]->verified && !verify_passed(rs[i]))
+            passed = 0;
+    }
+    cJSON_AddBoolToObject(root, "passed", passed);
+    text = cJSON_Print(root);
+    if (text == NULL) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    if ((f = fopen(path, "w")) == NULL) {
+        rc = -errno;
+        goto out;
+    }
+    if (fputs(text, f) < 0 || fputc('\n', f) < 0)
+        rc = -EIO;
+out:
+    if (f && fclose(f) != 0 && rc == 0)
+        rc = -EIO;
+    free(text);
+    cJSON_Delete(root);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* gnuplot                                                                   */
+
+/* Writes the HdrHistogram-style percentile curve of h: x = 1/(1-p). */
+static void curve(FILE *f, const fs_hist *h)
+{
+    uint64_t n = fs_hist_count(h);
+    if (n == 0) {
+        fprintf(f, "1 0\n");
+        return;
+    }
+    for (int i = 0;; i++) {
+        double inv = pow(2.0, i / 4.0);   /* 1/(1-p) */
+        double p = 100.0 * (1.0 - 1.0 / inv);
+        fprintf(f, "%g %.4f\n", inv, ms(fs_hist_percentile(h, p)));
+        if (inv > (double)n)
+            break;
+    }
+    fprintf(f, "%g %.4f\n", (double)n * 2, ms(fs_hist_max(h)));
+}
+
+static int run_gnuplot(const char *script)
+{
+    pid_t pid = fork();
+    if (pid < 0)
+        return -errno;
+    if (pid == 0) {
+        int fd = open("/dev/null", O_WRONLY);
+        if (fd >= 0)
+            dup2(fd, 1);
+        execlp("gnuplot", "gnuplot", script, (char *)NULL);
+        _exit(127);
+    }
+    int st;
+    while (waitpid(pid, &st, 0) < 0)
+        if (errno != EINTR)
+            return -errno;
+    if (!WIFEXITED(st))
+        return -EIO;
+    if (WEXITSTATUS(st) == 127)
+        return -ENOENT;
+    return WEXITSTATUS(st) == 0 ? 0 : -EIO;
+}
+
+static int plot_run(FILE *sc, const char *dir, const fs_result *r, const char *path)
+{
+    char p[600];
+    snprintf(p, sizeof(p), "%s/timeline.dat", dir);
+    FILE *f = fopen(p, "w");
+    if (f == NULL)
+        return -errno;
+    for (size_t s = 0; s < r->nslots; s++) {
+        fs_slot *sl = atomic_load(&r->slots[s]);
+        if (sl == NULL)
+            continue;
+        fprintf(f, "%zu %llu %llu %.4f %.4f\n", s, (unsigned long long)atomic_load(&sl->requests),
+                (unsigned long long)atomic_load(&sl->errors),
+                ms(fs_hist_percentile(&sl->lat, 50)), ms(fs_hist_percentile(&sl->lat, 99)));
+    }
+    fclose(f);
+    for (int rt = 0; rt <= FS_ROUTES; rt++) {
+        snprintf(p, sizeof(p), "%s/curve%d.dat", dir, rt);
+        if ((f = fopen(p, "w")) == NULL)
+            return -errno;
+        curve(f, rt < FS_ROUTES ? &r->lat[rt] : &r->all);
+        fclose(f);
+    }
+    fprintf(sc,
+            "set terminal pngcairo size 1000,1100 font 'sans,10'\n"
+            "set output '%s'\n"
+            "set multiplot layout 3,1 title 'flashsale %s'\n"
+            "set grid\n"
+            "set xlabel 'second'\nset ylabel 'requests/s'\n"
+            "plot '%s/timeline.dat' using 1:2 with linespoints title 'requests/s', "
+            "'' using 1:3 with linespoints title 'errors/s'\n"
+            "set ylabel 'latency (ms)'\n"
+            "plot '%s/timeline.dat' using 1:4 with linespoints title 'p50', "
+            "'' using 1:5 with linespoints title 'p99'\n"
+            "set logscale x\nset xlabel 'percentile'\n"
+            "set xtics ('0%%' 1, '90%%' 10, '99%%' 100, '99.9%%' 1000, '99.99%%' 10000, "
+            "'99.999%%' 100000, '99.9999%%' 1000000)\n"
+            "plot '%s/curve0.dat' using 1:2 with lines title 'GET item', "
+            "'%s/curve1.dat' using 1:2 with lines title 'POST buy', "
+            "'%s/curve2.dat' using 1:2 with lines title 'all'\n"
+            "unset multiplot\n",
+            path, r->label, dir, dir, dir, dir, dir);
+    return 0;
+}
+
+static int plot_sweep(FILE *sc, const char *dir, const fs_opts *o, fs_result *const *rs, int n,
+                      const char *path)
+{
+    char p[600];
+    snprintf(p, sizeof(p), "%s/sweep.dat", dir);
+    FILE *f = fopen(p, "w");
+    if (f == NULL)
+        return -errno;
+    for (int i = 0; i < n; i++) {
+        const fs_result *r = rs[i];
+        fprintf(f, "%lld %.4f %.2f %.4f %.4f", (long long)r->delay_ms,
+                fs_result_redis_hit_ratio(r), fs_result_db_reads_per_s(r),
+                ms(fs_hist_percentile(&r->all, 50)), ms(fs_hist_percentile(&r->all, 99)));
+        for (int w = 0; w < o->nwindows; w++)
+            fprintf(f, " %.6f", 100.0 * sweep_stale_ratio(r, w));
+        fprintf(f, "\n");
+    }
+    fclose(f);
+    fprintf(sc,
+            "set terminal pngcairo size 1000,1100 font 'sans,10'\n"
+            "set output '%s'\n"
+            "set multiplot layout 3,1 title 'invalidation delay sweep'\n"
+            "set grid\nset xlabel 'invalidation delay (ms)'\n"
+            "set ylabel 'stale reads (%% of reads)'\n"
+            "plot ",
+            path);
+    for (int w = 0; w < o->nwindows; w++) {
+        char wn[32];
+        window_name(wn, sizeof(wn), o->windows_ms[w]);
+        fprintf(sc, "%s'%s/sweep.dat' using 1:%d with linespoints title 'W=%s'", w ? ", " : "",
+                dir, 6 + w, wn);
+    }
+    fprintf(sc,
+            "\nset ylabel 'redis hit ratio'\nset y2label 'database reads/s'\nset y2tics\n"
+            "plot '%s/sweep.dat' using 1:2 with linespoints title 'redis hit ratio', "
+            "'' using 1:3 axes x1y2 with linespoints title 'db reads/s'\n"
+            "unset y2tics\nunset y2label\nset ylabel 'latency (ms)'\n"
+            "plot '%s/sweep.dat' using 1:4 with linespoints title 'p50', "
+            "'' using 1:5 with linespoints title 'p99'\n"
+            "unset multiplot\n",
+            dir, dir);
+    return 0;
+}
+
+static void rm_dir(const char *dir)
+{
+    static const char *files[] = {"plot.gp", "timeline.dat", "curve0.dat", "curve1.dat",
+                                  "curve2.dat", "sweep.dat"};
+    char p[600];
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        snprintf(p, sizeof(p), "%s/%s", dir, files[i]);
+        unlink(p);
+    }
+    rmdir(dir);
+}
+
+int fs_report_plot(const char *path, const fs_opts *o, fs_result *const *rs, int n)
+{
+    char dir[] = "/tmp/flashsale-plot.XXXXXX", sp[600];
+    if (n < 1 || mkdtemp(dir) == NULL)
+        return n < 1 ? -EINVAL : -errno;
+    snprintf(sp, sizeof(sp), "%s/plot.gp", dir);
+    int rc;
+    FILE *sc = fopen(sp, "w");
+    if (sc == NULL) {
+        rc = -errno;
+        goto out;
+    }
+    if (n == 1)
+        rc = plot_run(sc, dir, rs[0], path);
+    else
+        rc = plot_sweep(sc, dir, o, rs, n, path);
+    if (fclose(sc) != 0 && rc == 0)
+        rc = -EIO;
+    if (rc == 0)
+        rc = run_gnuplot(sp);
+out:
+    rm_dir(dir);
+    return rc;
+}

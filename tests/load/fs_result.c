@@ -1,0 +1,179 @@
+/*
+ * fs_result.c: what one run measured: outcomes, latency histograms, the
+ * per-second timeline and the derived figures.
+ */
+#include "fs.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const struct {
+    const char *label;
+    int ok;
+} outcomes[FS_O_COUNT] = {
+#define FS_X(name, label, ok) {label, ok},
+    FS_OUTCOMES(FS_X)
+#undef FS_X
+};
+
+const char *fs_outcome_label(fs_outcome o)
+{
+    return o < FS_O_COUNT ? outcomes[o].label : "?";
+}
+
+int fs_outcome_ok(fs_outcome o)
+{
+    return o < FS_O_COUNT && outcomes[o].ok;
+}
+
+fs_outcome fs_outcome_classify(int status, const char *error_code, int replayed)
+{
+    const char *e = error_code ? error_code : "";
+    switch (status) {
+    case 200:
+    case 201:
+        return replayed ? FS_O_REPLAYED : FS_O_OK;
+    case 400:
+        return FS_O_BAD_REQUEST;
+    case 404:
+        return FS_O_NOT_FOUND;
+    case 409:
+        if (strcmp(e, "sold_out") == 0)
+            return FS_O_SOLD_OUT;
+        if (strcmp(e, "insufficient_stock") == 0)
+            return FS_O_INSUFFICIENT;
+        if (strcmp(e, "limit_exceeded") == 0)
+            return FS_O_LIMIT;
+        return FS_O_OTHER_4XX;
+    case 425:
+        return FS_O_NOT_STARTED;
+    case 429:
+        return FS_O_OVERLOADED;
+    case 503:
+        if (strcmp(e, "outcome_unknown") == 0)
+            return FS_O_UNKNOWN;
+        return FS_O_UNAVAILABLE;
+    default:
+        if (status >= 400 && status < 500)
+            return FS_O_OTHER_4XX;
+        if (status >= 500 && status < 600)
+            return FS_O_OTHER_5XX;
+        return FS_O_BAD_RESPONSE;
+    }
+}
+
+int fs_result_init(fs_result *r, const fs_opts *o, size_t max_seconds)
+{
+    int rc;
+    memset(r, 0, sizeof(*r));
+    r->delay_ms = -1;
+    for (int i = 0; i < FS_ROUTES; i++)
+        if ((rc = fs_hist_init(&r->lat[i], 9, 40)) < 0)
+            goto fail;
+    if ((rc = fs_hist_init(&r->all, 9, 40)) < 0)
+        goto fail;
+    if ((rc = fs_stale_init(&r->stale, o->nskus, o->ntargets, o->windows_ms, o->nwindows)) < 0)
+        goto fail;
+    r->nslots = max_seconds ? max_seconds : 1;
+    r->slots = calloc(r->nslots, sizeof(*r->slots));
+    r->verify = calloc((size_t)o->nskus, sizeof(*r->verify));
+    r->verify_sku = calloc((size_t)o->nskus, sizeof(*r->verify_sku));
+    if (r->slots == NULL || r->verify == NULL || r->verify_sku == NULL) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    return 0;
+fail:
+    fs_result_free(r);
+    return rc;
+}
+
+void fs_result_free(fs_result *r)
+{
+    for (int i = 0; i < FS_ROUTES; i++)
+        fs_hist_free(&r->lat[i]);
+    fs_hist_free(&r->all);
+    fs_stale_free(&r->stale);
+    if (r->slots) {
+        for (size_t i = 0; i < r->nslots; i++) {
+            fs_slot *s = atomic_load(&r->slots[i]);
+            if (s) {
+                fs_hist_free(&s->lat);
+                free(s);
+            }
+        }
+        free(r->slots);
+        r->slots = NULL;
+    }
+    free(r->verify);
+    free(r->verify_sku);
+    r->verify = NULL;
+    r->verify_sku = NULL;
+}
+
+fs_slot *fs_result_slot(fs_result *r, size_t sec)
+{
+    if (sec >= r->nslots)
+        return NULL;
+    fs_slot *s = atomic_load_explicit(&r->slots[sec], memory_order_acquire);
+    if (s)
+        return s;
+    fs_slot *mine = calloc(1, sizeof(*mine));
+    if (mine == NULL)
+        return NULL;
+    if (fs_hist_init(&mine->lat, 6, 40) < 0) {
+        free(mine);
+        return NULL;
+    }
+    fs_slot *expected = NULL;
+    if (atomic_compare_exchange_strong_explicit(&r->slots[sec], &expected, mine,
+                                                memory_order_acq_rel, memory_order_acquire))
+        return mine;
+    fs_hist_free(&mine->lat);
+    free(mine);
+    return expected;
+}
+
+uint64_t fs_result_requests(const fs_result *r)
+{
+    uint64_t n = 0;
+    for (int rt = 0; rt < FS_ROUTES; rt++)
+        for (int o = 0; o < FS_O_COUNT; o++)
+            n += atomic_load_explicit(&r->outcomes[rt][o], memory_order_relaxed);
+    return n;
+}
+
+uint64_t fs_result_errors(const fs_result *r)
+{
+    uint64_t n = 0;
+    for (int rt = 0; rt < FS_ROUTES; rt++)
+        for (int o = 0; o < FS_O_COUNT; o++)
+            if (!fs_outcome_ok((fs_outcome)o))
+                n += atomic_load_explicit(&r->outcomes[rt][o], memory_order_relaxed);
+    return n;
+}
+
+double fs_result_rps(const fs_result *r)
+{
+    return r->elapsed_s > 0 ? (double)fs_result_requests(r) / r->elapsed_s : 0.0;
+}
+
+static uint64_t tier_total(const fs_result *r, int tier)
+{
+    uint64_t n = 0;
+    for (int t = 0; t < FS_MAX_TARGETS; t++)
+        n += atomic_load_explicit(&r->tiers[t][tier], memory_order_relaxed);
+    return n;
+}
+
+double fs_result_redis_hit_ratio(const fs_result *r)
+{
+    uint64_t redis = tier_total(r, FS_TIER_REDIS), db = tier_total(r, FS_TIER_DB);
+    return redis + db ? (double)redis / (double)(redis + db) : 0.0;
+}
+
+double fs_result_db_reads_per_s(const fs_result *r)
+{
+    return r->elapsed_s > 0 ? (double)tier_total(r, FS_TIER_DB) / r->elapsed_s : 0.0;
+}
