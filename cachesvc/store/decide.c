@@ -1,0 +1,212 @@
+/*
+ * decide.c: the decrement rules, applied in arrival order as serial
+ * execution would. The batch transaction runs them between its reads (row
+ * lock, keys, purchases) and its writes; the unit tests run them one
+ * request at a time as the serial model.
+ */
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+
+#include "cachesvc/store/store_int.h"
+
+int64_t store__wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int is_id_char(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '.' || c == '_' || c == ':' || c == '-';
+}
+
+int store_valid_id(const char *s)
+{
+    size_t i;
+    if (s == NULL)
+        return 0;
+    for (i = 0; s[i] != '\0'; i++)
+        if (i >= STORE_SKU_MAX || !is_id_char((unsigned char)s[i]))
+            return 0;
+    return i > 0;
+}
+
+int store_valid_key(const char *s)
+{
+    size_t i;
+    if (s == NULL)
+        return 0;
+    for (i = 0; s[i] != '\0'; i++)
+        if (i >= STORE_KEY_MAX || (unsigned char)s[i] < 0x21 || (unsigned char)s[i] > 0x7e)
+            return 0;
+    return i > 0;
+}
+
+static const char *const outcome_names[STORE_OUTCOME_COUNT_] = {
+    [STORE_OK] = "ok",
+    [STORE_REPLAYED] = "replayed",
+    [STORE_NOT_FOUND] = "not_found",
+    [STORE_SOLD_OUT] = "sold_out",
+    [STORE_INSUFFICIENT_STOCK] = "insufficient_stock",
+    [STORE_LIMIT_EXCEEDED] = "limit_exceeded",
+    [STORE_SALE_NOT_STARTED] = "sale_not_started",
+    [STORE_OVERLOADED] = "overloaded",
+    [STORE_UNAVAILABLE] = "unavailable",
+    [STORE_OUTCOME_UNKNOWN] = "outcome_unknown",
+};
+
+const char *store_outcome_name(store_outcome o)
+{
+    if ((unsigned)o >= STORE_OUTCOME_COUNT_)
+        return "unknown";
+    return outcome_names[o];
+}
+
+/* Applies a put to the state. Returns 0 or -EINVAL. */
+static int decide_put(store__state *s, store__op *op)
+{
+    const store_put *p = &op->put;
+    op->created = !s->found;
+    if (!s->found && p->stock < 0)
+        return -EINVAL;
+    if (p->stock >= 0) {
+        if (s->found)
+            s->units_supplied += p->stock - s->stock;
+        else
+            s->units_supplied = p->stock;
+        s->stock = p->stock;
+    }
+    if (!s->found) {
+        s->per_user_limit = 0;
+        s->sale_starts_at_ms = 0;
+        s->found = 1;
+    }
+    if (p->per_user_limit >= 0)
+        s->per_user_limit = p->per_user_limit;
+    if (p->sale_starts_at_ms >= 0)
+        s->sale_starts_at_ms = p->sale_starts_at_ms;
+    return 0;
+}
+
+static int decide_decr(store__state *s, int64_t now_ms, store__op **ops, int i)
+{
+    store__op *op = ops[i];
+    int j;
+
+    /* A key decided earlier in this batch replays that order; a key the
+     * database knew replays the stored order. */
+    if (op->key != NULL) {
+        for (j = 0; j < i; j++) {
+            store__op *o = ops[j];
+            if (o->kind == STORE__DECR && o->outcome == STORE_OK && o->key != NULL &&
+                strcmp(o->key, op->key) == 0) {
+                op->replay_of = j;
+                return STORE_REPLAYED;
+            }
+        }
+        if (op->key_found)
+            return STORE_REPLAYED;
+    }
+    if (!s->found)
+        return STORE_NOT_FOUND;
+    if (now_ms < s->sale_starts_at_ms)
+        return STORE_SALE_NOT_STARTED;
+    if (s->per_user_limit > 0) {
+        int64_t bought = op->bought;
+        for (j = 0; j < i; j++) {
+            store__op *o = ops[j];
+            if (o->kind == STORE__DECR && o->outcome == STORE_OK &&
+                strcmp(o->user_id, op->user_id) == 0)
+                bought += o->qty;
+        }
+        if (bought + op->qty > s->per_user_limit)
+            return STORE_LIMIT_EXCEEDED;
+    }
+    if (s->stock == 0)
+        return STORE_SOLD_OUT;
+    if (s->stock < op->qty)
+        return STORE_INSUFFICIENT_STOCK;
+    s->stock -= op->qty;
+    return STORE_OK;
+}
+
+int store__decide(store__state *s, int64_t now_ms, store__op **ops, int n)
+{
+    int changed = 0;
+    for (int i = 0; i < n; i++) {
+        store__op *op = ops[i];
+        op->replay_of = -1;
+        op->created = 0;
+        if (op->kind == STORE__PUT) {
+            op->outcome = decide_put(s, op);
+            changed |= op->outcome == 0;
+        } else {
+            op->outcome = decide_decr(s, now_ms, ops, i);
+            changed |= op->outcome == STORE_OK;
+        }
+    }
+    return changed;
+}
+
+void store__finish(const store__state *s, store__op **ops, int n)
+{
+    for (int i = 0; i < n; i++) {
+        store__op *op = ops[i];
+        op->err = 0;
+        op->batch_size = n;
+        op->stock = s->found ? s->stock : 0;
+        op->version = s->found ? s->version : 0;
+        op->after = *s;
+        if (op->kind != STORE__DECR || op->outcome != STORE_REPLAYED)
+            continue;
+        if (op->replay_of >= 0) {
+            const store__op *o = ops[op->replay_of];
+            op->prior.order_id = o->order_id;
+            op->prior.qty = o->qty;
+            op->prior.stock = op->stock;
+            op->prior.version = op->version;
+            strcpy(op->prior.user_id, o->user_id);
+            op->prior.sku[0] = '\0';   /* the batch's sku: store.c fills it */
+        }
+    }
+}
+
+int store__purchase_deltas(store__op **ops, int n, const char **users, int64_t *qtys)
+{
+    int m = 0;
+    for (int i = 0; i < n; i++) {
+        store__op *op = ops[i];
+        int j;
+        if (op->kind != STORE__DECR || op->outcome != STORE_OK)
+            continue;
+        for (j = 0; j < m; j++)
+            if (strcmp(users[j], op->user_id) == 0)
+                break;
+        if (j == m) {
+            users[m] = op->user_id;
+            qtys[m++] = 0;
+        }
+        qtys[j] += op->qty;
+    }
+    return m;
+}
+
+int store__distinct_users(store__op **ops, int n, const char **users)
+{
+    int m = 0;
+    for (int i = 0; i < n; i++) {
+        store__op *op = ops[i];
+        int j;
+        if (op->kind != STORE__DECR)
+            continue;
+        for (j = 0; j < m; j++)
+            if (strcmp(users[j], op->user_id) == 0)
+                break;
+        if (j == m)
+            users[m++] = op->user_id;
+    }
+    return m;
+}

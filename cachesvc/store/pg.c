@@ -1,0 +1,1047 @@
+/*
+ * pg.c: the PostgreSQL backend. libpq in non-blocking mode on the
+ * runtime's netpoll (the connection's socket is registered with
+ * rt_fd_register and every wait is rt_wait_fd), pipeline mode so that the
+ * statements of one step travel in one round trip, and a fixed pool of
+ * connections opened lazily and reopened with exponential backoff.
+ *
+ * A batch is two round trips:
+ *   1. BEGIN; lock the item row (SELECT ... FOR UPDATE); look up the
+ *      batch's idempotency keys and its buyers' purchases; take order ids
+ *      from the orders sequence; Sync.
+ *   2. after deciding in memory: insert the orders, upsert the purchases,
+ *      write the item and one outbox row, COMMIT; Sync.
+ * A failure before round 2 was sent leaves nothing applied (-EIO or
+ * -ETIMEDOUT). A broken connection or timeout after round 2 was sent, with
+ * no error answered first, means COMMIT's outcome is unknown
+ * (-ECONNABORTED). A unique violation (the same idempotency key committed
+ * by another batch meanwhile) rolls back and reruns the batch, which then
+ * sees the key and replays it.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libpq-fe.h>
+
+#include "cachesvc/store/store_int.h"
+
+typedef struct pg_conn {
+    PGconn *c;
+    int fd;
+    int in_use;
+} pg_conn;
+
+typedef struct pg {
+    char *url;
+    int n;
+    pg_conn *conns;
+    rt_sem *sem;               /* free connection slots */
+    pthread_mutex_t mu;        /* conns[].in_use, backoff */
+    int64_t next_connect_ns;   /* no connect attempt before this */
+    int backoff_ms;
+} pg;
+
+/* ---- a growable string, for array literals -------------------------- */
+
+typedef struct sbuf {
+    char *p;
+    size_t len, cap;
+    int oom;
+} sbuf;
+
+static void sb_put(sbuf *b, const char *s, size_t n)
+{
+    if (b->oom)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 256;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (p == NULL) {
+            b->oom = 1;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void sb_str(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
+
+/* Appends s as a quoted element of a text[] literal (NULL for NULL). */
+static void sb_elem(sbuf *b, const char *s)
+{
+    if (b->len > 1)
+        sb_put(b, ",", 1);
+    if (s == NULL) {
+        sb_str(b, "NULL");
+        return;
+    }
+    sb_put(b, "\"", 1);
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            sb_put(b, "\\", 1);
+        sb_put(b, s, 1);
+    }
+    sb_put(b, "\"", 1);
+}
+
+static void sb_int(sbuf *b, int64_t v)
+{
+    char t[24];
+    if (b->len > 1)
+        sb_put(b, ",", 1);
+    snprintf(t, sizeof t, "%lld", (long long)v);
+    sb_str(b, t);
+}
+
+/* ---- connection I/O on the netpoll ----------------------------------- */
+
+static void conn_drop(pg_conn *pc)
+{
+    if (pc->c == NULL)
+        return;
+    if (pc->fd >= 0)
+        rt_fd_unregister(pc->fd);
+    PQfinish(pc->c);
+    pc->c = NULL;
+    pc->fd = -1;
+}
+
+/* Connects pc to url before deadline. Returns 0 or -EIO/-ETIMEDOUT/-ENOMEM. */
+static int conn_open(pg_conn *pc, const char *url, int64_t deadline)
+{
+    PGconn *c = PQconnectStart(url);
+    int fd = -1, rc;
+
+    if (c == NULL)
+        return -ENOMEM;
+    pc->c = c;
+    pc->fd = -1;
+    if (PQstatus(c) == CONNECTION_BAD) {
+        rc = -EIO;
+        goto fail;
+    }
+    for (;;) {
+        PostgresPollingStatusType ps = PQconnectPoll(c);
+        int nfd = PQsocket(c);
+        if (nfd != fd && nfd >= 0) {
+            if ((rc = rt_fd_register(nfd)) < 0)
+                goto fail;
+            fd = pc->fd = nfd;
+        }
+        if (ps == PGRES_POLLING_OK)
+            break;
+        if (ps == PGRES_POLLING_FAILED) {
+            rc = -EIO;
+            goto fail;
+        }
+        rc = rt_wait_fd(fd, ps == PGRES_POLLING_READING ? RT_READ : RT_WRITE, deadline);
+        if (rc < 0)
+            goto fail;
+    }
+    if (PQsetnonblocking(c, 1) != 0 || PQenterPipelineMode(c) != 1) {
+        rc = -EIO;
+        goto fail;
+    }
+    return 0;
+fail:
+    if (rc == -EIO)
+        fprintf(stderr, "store: postgresql connect: %s", PQerrorMessage(c));
+    conn_drop(pc);
+    return rc == -ECANCELED ? -EIO : rc;
+}
+
+/* Sends everything buffered. Returns 0 or a negative errno. */
+static int conn_flush(pg_conn *pc, int64_t deadline)
+{
+    for (;;) {
+        int r = PQflush(pc->c);
+        if (r == 0)
+            return 0;
+        if (r < 0)
+            return -EIO;
+        int ev = rt_wait_fd(pc->fd, RT_READ | RT_WRITE, deadline);
+        if (ev < 0)
+            return ev == -ECANCELED ? -EIO : ev;
+        if ((ev & RT_READ) && !PQconsumeInput(pc->c))
+            return -EIO;
+    }
+}
+
+/* The next result of the pipeline (NULL between queries). Returns 0 or a
+ * negative errno (the connection is then unusable). */
+static int conn_result(pg_conn *pc, int64_t deadline, PGresult **out)
+{
+    *out = NULL;
+    for (;;) {
+        if (!PQconsumeInput(pc->c))
+            return -EIO;
+        if (!PQisBusy(pc->c))
+            break;
+        int ev = rt_wait_fd(pc->fd, RT_READ, deadline);
+        if (ev < 0)
+            return ev == -ECANCELED ? -EIO : ev;
+    }
+    *out = PQgetResult(pc->c);
+    return 0;
+}
+
+/* Collects the results of n queries followed by a Sync into res[0..n-1]
+ * (the caller PQclears them). Returns 0 when the transport worked (check
+ * each result's status), or a negative errno; *first_err gets the index of
+ * the first query that failed with an SQL error, or -1. */
+static int conn_collect(pg_conn *pc, int64_t deadline, PGresult **res, int n, int *first_err)
+{
+    PGresult *r;
+    int rc;
+
+    *first_err = -1;
+    for (int i = 0; i < n; i++)
+        res[i] = NULL;
+    for (int i = 0; i < n; i++) {
+        if ((rc = conn_result(pc, deadline, &res[i])) < 0)
+            return rc;
+        if (res[i] == NULL)
+            return -EIO;
+        ExecStatusType s = PQresultStatus(res[i]);
+        if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK && *first_err < 0)
+            *first_err = i;
+        if (s == PGRES_FATAL_ERROR && PQstatus(pc->c) == CONNECTION_BAD)
+            return -EIO;
+        if ((rc = conn_result(pc, deadline, &r)) < 0)   /* the NULL after it */
+            return rc;
+        if (r != NULL) {
+            PQclear(r);
+            return -EIO;
+        }
+    }
+    if ((rc = conn_result(pc, deadline, &r)) < 0)
+        return rc;
+    if (r == NULL || PQresultStatus(r) != PGRES_PIPELINE_SYNC) {
+        PQclear(r);
+        return -EIO;
+    }
+    PQclear(r);
+    return 0;
+}
+
+static void clear_all(PGresult **res, int n)
+{
+    for (int i = 0; i < n; i++) {
+        PQclear(res[i]);
+        res[i] = NULL;
+    }
+}
+
+static int pq_send(pg_conn *pc, const char *sql, int nparams, const char *const *params)
+{
+    return PQsendQueryParams(pc->c, sql, nparams, NULL, params, NULL, NULL, 0) == 1 ? 0 : -EIO;
+}
+
+/* Sends ROLLBACK and waits for it; on failure the connection is dropped by
+ * the caller (it reports the error). */
+static int conn_rollback(pg_conn *pc, int64_t deadline)
+{
+    PGresult *res[1];
+    int fe, rc;
+    if (pq_send(pc, "ROLLBACK", 0, NULL) < 0 || PQpipelineSync(pc->c) != 1)
+        return -EIO;
+    if ((rc = conn_flush(pc, deadline)) < 0)
+        return rc;
+    rc = conn_collect(pc, deadline, res, 1, &fe);
+    clear_all(res, 1);
+    return rc < 0 ? rc : fe >= 0 ? -EIO : 0;
+}
+
+/* ---- the pool ----------------------------------------------------------- */
+
+/* Takes a connected slot. Returns it, or NULL with *err set: -ETIMEDOUT,
+ * -EIO (cannot connect, or within the reconnect backoff). */
+static pg_conn *pool_get(store *st, int64_t deadline, int *err)
+{
+    pg *p = st->impl;
+    pg_conn *pc = NULL;
+    int rc;
+
+    if ((rc = rt_sem_acquire(p->sem, deadline)) < 0) {
+        *err = rc;
+        return NULL;
+    }
+    pthread_mutex_lock(&p->mu);
+    for (int i = 0; i < p->n; i++)    /* prefer an open connection */
+        if (!p->conns[i].in_use && (pc == NULL || (pc->c == NULL && p->conns[i].c != NULL)))
+            pc = &p->conns[i];
+    pc->in_use = 1;
+    if (pc->c != NULL && PQstatus(pc->c) == CONNECTION_OK) {
+        pthread_mutex_unlock(&p->mu);
+        return pc;
+    }
+    if (rt_now_ns() < p->next_connect_ns) {
+        pthread_mutex_unlock(&p->mu);
+        rc = -EIO;
+        goto fail;
+    }
+    pthread_mutex_unlock(&p->mu);
+
+    conn_drop(pc);
+    rc = conn_open(pc, p->url, deadline);
+    pthread_mutex_lock(&p->mu);
+    if (rc < 0) {
+        p->next_connect_ns = rt_now_ns() + (int64_t)p->backoff_ms * 1000000;
+        p->backoff_ms *= 2;
+        if (p->backoff_ms > st->cfg.reconnect_max_ms)
+            p->backoff_ms = st->cfg.reconnect_max_ms;
+    } else {
+        p->backoff_ms = st->cfg.reconnect_min_ms;
+        p->next_connect_ns = 0;
+        STORE__STAT_ADD(st, reconnects, 1);
+    }
+    pthread_mutex_unlock(&p->mu);
+    if (rc == 0)
+        return pc;
+fail:
+    pthread_mutex_lock(&p->mu);
+    pc->in_use = 0;
+    pthread_mutex_unlock(&p->mu);
+    rt_sem_release(p->sem);
+    *err = rc == -ETIMEDOUT ? -ETIMEDOUT : -EIO;
+    return NULL;
+}
+
+/* Returns a slot; broken: close its connection first. */
+static void pool_put(store *st, pg_conn *pc, int broken)
+{
+    pg *p = st->impl;
+    if (broken || (pc->c != NULL && PQstatus(pc->c) != CONNECTION_OK))
+        conn_drop(pc);
+    pthread_mutex_lock(&p->mu);
+    pc->in_use = 0;
+    pthread_mutex_unlock(&p->mu);
+    rt_sem_release(p->sem);
+}
+
+static int64_t deadline_of(store *st)
+{
+    return rt_deadline_ms(st->cfg.timeout_ms);
+}
+
+static int64_t col_i64(PGresult *r, int row, int col)
+{
+    return PQgetisnull(r, row, col) ? 0 : strtoll(PQgetvalue(r, row, col), NULL, 10);
+}
+
+static void sql_error(const char *what, PGresult *r)
+{
+    fprintf(stderr, "store: postgresql %s: %s", what, r ? PQresultErrorMessage(r) : "no result\n");
+}
+
+/* ---- batch ---------------------------------------------------------------- */
+
+enum { Q_BEGIN, Q_ITEM, Q_KEYS, Q_BOUGHT, Q_IDS, Q_MAX };
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Reads n order ids from result r into ids[] (ascending). */
+static int take_ids(PGresult *r, int64_t *ids, int n)
+{
+    if (PQntuples(r) != n)
+        return -EIO;
+    for (int i = 0; i < n; i++)
+        ids[i] = col_i64(r, i, 0);
+    qsort(ids, (size_t)n, sizeof *ids, cmp_i64);
+    return 0;
+}
+
+typedef struct batch_ctx {
+    store *st;
+    pg_conn *pc;
+    const char *sku;
+    store__op **ops;
+    int n;
+    int64_t deadline;
+    const char **users;   /* n entries */
+    int64_t *qtys;        /* n entries */
+    int64_t *ids;         /* n entries */
+    int nids;
+} batch_ctx;
+
+/* Round 1. Returns 0 with the state in *s0, or a negative errno (the
+ * transaction is then rolled back or the connection broken). */
+static int batch_read(batch_ctx *b, store__state *s0, int ids_wanted)
+{
+    pg_conn *pc = b->pc;
+    PGresult *res[Q_MAX] = {0};
+    int idx[Q_MAX], nq = 0, fe, rc, nkeys = 0, nusers;
+    sbuf keys = {0}, users = {0};
+    char nbuf[16];
+    const char *p[2];
+
+    for (int i = 0; i < Q_MAX; i++)
+        idx[i] = -1;
+    sb_str(&keys, "{");
+    sb_str(&users, "{");
+    for (int i = 0; i < b->n; i++)
+        if (b->ops[i]->kind == STORE__DECR && b->ops[i]->key != NULL) {
+            sb_elem(&keys, b->ops[i]->key);
+            nkeys++;
+        }
+    nusers = store__distinct_users(b->ops, b->n, b->users);
+    for (int i = 0; i < nusers; i++)
+        sb_elem(&users, b->users[i]);
+    sb_str(&keys, "}");
+    sb_str(&users, "}");
+    if (keys.oom || users.oom) {
+        rc = -ENOMEM;
+        goto out;
+    }
+
+    rc = -EIO;
+    idx[Q_BEGIN] = nq++;
+    if (pq_send(pc, "BEGIN", 0, NULL) < 0)
+        goto out;
+    idx[Q_ITEM] = nq++;
+    p[0] = b->sku;
+    if (pq_send(pc, "SELECT stock, version, per_user_limit, sale_starts_at_ms, units_supplied"
+                 " FROM items WHERE sku = $1 FOR UPDATE", 1, p) < 0)
+        goto out;
+    if (nkeys > 0) {
+        idx[Q_KEYS] = nq++;
+        p[0] = keys.p;
+        if (pq_send(pc, "SELECT idempotency_key, order_id, sku, user_id, qty, stock_after,"
+                     " version_after FROM orders WHERE idempotency_key = ANY($1::text[])",
+                 1, p) < 0)
+            goto out;
+    }
+    if (nusers > 0) {
+        idx[Q_BOUGHT] = nq++;
+        p[0] = b->sku;
+        p[1] = users.p;
+        if (pq_send(pc, "SELECT user_id, qty FROM purchases WHERE sku = $1"
+                     " AND user_id = ANY($2::text[])", 2, p) < 0)
+            goto out;
+    }
+    if (ids_wanted > 0) {
+        idx[Q_IDS] = nq++;
+        snprintf(nbuf, sizeof nbuf, "%d", ids_wanted);
+        p[0] = nbuf;
+        if (pq_send(pc, "SELECT nextval('orders_order_id_seq') FROM generate_series(1, $1::int)",
+                 1, p) < 0)
+            goto out;
+    }
+    if (PQpipelineSync(pc->c) != 1)
+        goto out;
+    if ((rc = conn_flush(pc, b->deadline)) < 0)
+        goto out;
+    if ((rc = conn_collect(pc, b->deadline, res, nq, &fe)) < 0)
+        goto out;
+    if (fe >= 0) {
+        sql_error("batch read", res[fe]);
+        conn_rollback(pc, b->deadline);
+        rc = -EIO;
+        goto out;
+    }
+
+    memset(s0, 0, sizeof *s0);
+    PGresult *r = res[idx[Q_ITEM]];
+    if (PQntuples(r) == 1) {
+        s0->found = 1;
+        s0->stock = col_i64(r, 0, 0);
+        s0->version = col_i64(r, 0, 1);
+        s0->per_user_limit = col_i64(r, 0, 2);
+        s0->sale_starts_at_ms = col_i64(r, 0, 3);
+        s0->units_supplied = col_i64(r, 0, 4);
+    }
+    for (int i = 0; i < b->n; i++) {
+        b->ops[i]->key_found = 0;
+        b->ops[i]->bought = 0;
+    }
+    if (idx[Q_KEYS] >= 0) {
+        r = res[idx[Q_KEYS]];
+        for (int row = 0; row < PQntuples(r); row++) {
+            const char *k = PQgetvalue(r, row, 0);
+            for (int i = 0; i < b->n; i++) {
+                store__op *op = b->ops[i];
+                if (op->kind != STORE__DECR || op->key == NULL || strcmp(op->key, k) != 0)
+                    continue;
+                op->key_found = 1;
+                op->prior.order_id = col_i64(r, row, 1);
+                snprintf(op->prior.sku, sizeof op->prior.sku, "%s", PQgetvalue(r, row, 2));
+                snprintf(op->prior.user_id, sizeof op->prior.user_id, "%s", PQgetvalue(r, row, 3));
+                op->prior.qty = col_i64(r, row, 4);
+                op->prior.stock = col_i64(r, row, 5);
+                op->prior.version = col_i64(r, row, 6);
+            }
+        }
+    }
+    if (idx[Q_BOUGHT] >= 0) {
+        r = res[idx[Q_BOUGHT]];
+        for (int row = 0; row < PQntuples(r); row++) {
+            const char *u = PQgetvalue(r, row, 0);
+            int64_t q = col_i64(r, row, 1);
+            for (int i = 0; i < b->n; i++)
+                if (b->ops[i]->kind == STORE__DECR && strcmp(b->ops[i]->user_id, u) == 0)
+                    b->ops[i]->bought = q;
+        }
+    }
+    b->nids = 0;
+    if (idx[Q_IDS] >= 0) {
+        if ((rc = take_ids(res[idx[Q_IDS]], b->ids, ids_wanted)) < 0)
+            goto out;
+        b->nids = ids_wanted;
+    }
+    rc = 0;
+out:
+    clear_all(res, Q_MAX);
+    free(keys.p);
+    free(users.p);
+    return rc;
+}
+
+/* Takes more order ids inside the open transaction (a restock in the batch
+ * can make more orders than the first guess). */
+static int batch_more_ids(batch_ctx *b, int total)
+{
+    PGresult *res[1] = {0};
+    char nbuf[16];
+    const char *p[1] = {nbuf};
+    int fe, rc, extra = total - b->nids;
+
+    snprintf(nbuf, sizeof nbuf, "%d", extra);
+    if (pq_send(b->pc, "SELECT nextval('orders_order_id_seq') FROM generate_series(1, $1::int)", 1,
+             p) < 0 || PQpipelineSync(b->pc->c) != 1)
+        return -EIO;
+    if ((rc = conn_flush(b->pc, b->deadline)) < 0)
+        return rc;
+    if ((rc = conn_collect(b->pc, b->deadline, res, 1, &fe)) == 0) {
+        if (fe >= 0)
+            rc = -EIO;
+        else if ((rc = take_ids(res[0], b->ids + b->nids, extra)) == 0)
+            b->nids = total;
+    }
+    clear_all(res, 1);
+    return rc;
+}
+
+enum { W_ORDERS, W_PURCHASES, W_ITEM, W_OUTBOX, W_COMMIT, W_MAX };
+
+/* Round 2. Returns 0 (committed), -EEXIST (unique violation: rolled back,
+ * rerun), -EIO (an SQL error: rolled back), -ECONNABORTED (unknown). */
+static int batch_write(batch_ctx *b, const store__state *s0, const store__batch_result *r)
+{
+    pg_conn *pc = b->pc;
+    const store__state *s = &r->state;
+    PGresult *res[W_MAX] = {0};
+    sbuf oid = {0}, ouser = {0}, oqty = {0}, okey = {0}, puser = {0}, pqty = {0};
+    char v_stock[24], v_version[24], v_now[24], v_limit[24], v_sale[24], v_supplied[24];
+    const char *p[8];
+    int rc = -EIO, fe, m, k = 0;
+
+    sb_str(&oid, "{");
+    sb_str(&ouser, "{");
+    sb_str(&oqty, "{");
+    sb_str(&okey, "{");
+    for (int i = 0; i < b->n; i++) {
+        store__op *op = b->ops[i];
+        if (op->kind != STORE__DECR || op->outcome != STORE_OK)
+            continue;
+        op->order_id = b->ids[k++];
+        sb_int(&oid, op->order_id);
+        sb_elem(&ouser, op->user_id);
+        sb_int(&oqty, op->qty);
+        sb_elem(&okey, op->key);
+    }
+    sb_str(&oid, "}");
+    sb_str(&ouser, "}");
+    sb_str(&oqty, "}");
+    sb_str(&okey, "}");
+    m = store__purchase_deltas(b->ops, b->n, b->users, b->qtys);
+    sb_str(&puser, "{");
+    sb_str(&pqty, "{");
+    for (int j = 0; j < m; j++) {
+        sb_elem(&puser, b->users[j]);
+        sb_int(&pqty, b->qtys[j]);
+    }
+    sb_str(&puser, "}");
+    sb_str(&pqty, "}");
+    if (oid.oom || ouser.oom || oqty.oom || okey.oom || puser.oom || pqty.oom) {
+        /* Nothing sent yet: roll back and report. */
+        rc = conn_rollback(pc, b->deadline) < 0 ? -EIO : -ENOMEM;
+        goto out;
+    }
+    snprintf(v_stock, sizeof v_stock, "%lld", (long long)s->stock);
+    snprintf(v_version, sizeof v_version, "%lld", (long long)s->version);
+    snprintf(v_now, sizeof v_now, "%lld", (long long)r->committed_at_ms);
+    snprintf(v_limit, sizeof v_limit, "%lld", (long long)s->per_user_limit);
+    snprintf(v_sale, sizeof v_sale, "%lld", (long long)s->sale_starts_at_ms);
+    snprintf(v_supplied, sizeof v_supplied, "%lld", (long long)s->units_supplied);
+
+    int nq = 0;
+    if (k > 0) {
+        p[0] = b->sku; p[1] = v_now; p[2] = v_stock; p[3] = v_version;
+        p[4] = oid.p; p[5] = ouser.p; p[6] = oqty.p; p[7] = okey.p;
+        if (pq_send(pc, "INSERT INTO orders (order_id, sku, user_id, qty, idempotency_key,"
+                     " created_at_ms, stock_after, version_after)"
+                     " SELECT o, $1, u, q, k, $2, $3, $4 FROM unnest($5::bigint[],"
+                     " $6::text[], $7::bigint[], $8::text[]) AS t(o, u, q, k)", 8, p) < 0)
+            goto sent;
+        nq++;
+    }
+    if (m > 0) {
+        p[0] = b->sku; p[1] = puser.p; p[2] = pqty.p;
+        if (pq_send(pc, "INSERT INTO purchases (sku, user_id, qty)"
+                     " SELECT $1, u, q FROM unnest($2::text[], $3::bigint[]) AS t(u, q)"
+                     " ON CONFLICT (sku, user_id) DO UPDATE"
+                     " SET qty = purchases.qty + EXCLUDED.qty", 3, p) < 0)
+            goto sent;
+        nq++;
+    }
+    p[0] = b->sku; p[1] = v_stock; p[2] = v_version; p[3] = v_limit; p[4] = v_sale;
+    p[5] = v_supplied; p[6] = v_now;
+    if (pq_send(pc, s0->found
+                     ? "UPDATE items SET stock = $2, version = $3, per_user_limit = $4,"
+                       " sale_starts_at_ms = $5, units_supplied = $6, updated_at_ms = $7"
+                       " WHERE sku = $1"
+                     : "INSERT INTO items (sku, stock, version, per_user_limit,"
+                       " sale_starts_at_ms, units_supplied, updated_at_ms)"
+                       " VALUES ($1, $2, $3, $4, $5, $6, $7)", 7, p) < 0)
+        goto sent;
+    nq++;
+    p[0] = b->sku; p[1] = v_version; p[2] = v_now;
+    if (pq_send(pc, "INSERT INTO outbox (sku, version, committed_at_ms) VALUES ($1, $2, $3)", 3,
+             p) < 0)
+        goto sent;
+    nq++;
+    if (pq_send(pc, "COMMIT", 0, NULL) < 0)
+        goto sent;
+    nq++;
+    if (PQpipelineSync(pc->c) != 1)
+        goto sent;
+    if ((rc = conn_flush(pc, b->deadline)) < 0)
+        goto sent;
+    rc = conn_collect(pc, b->deadline, res, nq, &fe);
+    if (rc == 0 && fe < 0) {
+        /* COMMIT answered; a COMMIT of a failed transaction answers
+         * ROLLBACK, which fe would have caught through the failed statement. */
+        if (strcmp(PQcmdStatus(res[nq - 1]), "COMMIT") == 0)
+            goto out;
+        rc = -EIO;
+        goto out;
+    }
+    if (rc == 0) {
+        /* An SQL error: the transaction is aborted and nothing applied. */
+        const char *state = PQresultErrorField(res[fe], PG_DIAG_SQLSTATE);
+        int unique = state != NULL && strcmp(state, "23505") == 0;
+        if (!unique)
+            sql_error("batch write", res[fe]);
+        if (fe == nq - 1) {   /* COMMIT itself failed: rolled back by the server */
+            rc = -EIO;
+            goto out;
+        }
+        rc = conn_rollback(pc, b->deadline) < 0 ? -EIO : unique ? -EEXIST : -EIO;
+        goto out;
+    }
+    /* The transport failed after the writes went out: did an SQL error
+     * arrive first? Then nothing was applied. */
+    for (int i = 0; i < nq; i++)
+        if (res[i] != NULL && PQresultStatus(res[i]) != PGRES_COMMAND_OK &&
+            PQresultStatus(res[i]) != PGRES_TUPLES_OK &&
+            PQresultErrorField(res[i], PG_DIAG_SQLSTATE) != NULL &&
+            strncmp(PQresultErrorField(res[i], PG_DIAG_SQLSTATE), "08", 2) != 0 &&
+            strncmp(PQresultErrorField(res[i], PG_DIAG_SQLSTATE), "57", 2) != 0) {
+            rc = -EIO;
+            goto out;
+        }
+sent:
+    rc = -ECONNABORTED;
+out:
+    clear_all(res, W_MAX);
+    free(oid.p); free(ouser.p); free(oqty.p); free(okey.p); free(puser.p); free(pqty.p);
+    return rc;
+}
+
+static int pg_batch(store *st, const char *sku, store__op **ops, int n, store__batch_result *r)
+{
+    batch_ctx b = {.st = st, .sku = sku, .ops = ops, .n = n, .deadline = deadline_of(st)};
+    store__state s0;
+    int rc = 0, ndecr = 0, norders, attempt, broken = 0;
+
+    for (int i = 0; i < n; i++)
+        ndecr += ops[i]->kind == STORE__DECR;
+    b.users = malloc(sizeof *b.users * (size_t)n);
+    b.qtys = malloc(sizeof *b.qtys * (size_t)n);
+    b.ids = malloc(sizeof *b.ids * (size_t)n);
+    if (b.users == NULL || b.qtys == NULL || b.ids == NULL) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    if ((b.pc = pool_get(st, b.deadline, &rc)) == NULL)
+        goto out;
+    for (attempt = 0; attempt < 4; attempt++) {
+        if (attempt > 0)
+            STORE__STAT_ADD(st, retries, 1);
+        if ((rc = batch_read(&b, &s0, ndecr)) < 0) {
+            broken = rc != -ENOMEM;
+            break;
+        }
+        r->state = s0;
+        r->committed_at_ms = store__wall_ms();
+        r->changed = store__decide(&r->state, r->committed_at_ms, ops, n);
+        if (!r->changed) {
+            rc = conn_rollback(b.pc, b.deadline);
+            broken = rc < 0;
+            /* The decisions were made under the lock; the rollback only
+             * releases it, so its failure does not change them. */
+            rc = 0;
+            break;
+        }
+        r->state.version = s0.version + 1;
+        norders = 0;
+        for (int i = 0; i < n; i++)
+            norders += ops[i]->kind == STORE__DECR && ops[i]->outcome == STORE_OK;
+        if (norders > b.nids && (rc = batch_more_ids(&b, norders)) < 0) {
+            broken = 1;
+            break;
+        }
+        rc = batch_write(&b, &s0, r);
+        if (rc == -EEXIST)
+            continue;
+        broken = rc == -ECONNABORTED || (rc == -EIO && PQstatus(b.pc->c) != CONNECTION_OK);
+        break;
+    }
+    if (rc == -EEXIST)
+        rc = -EIO;
+    pool_put(st, b.pc, broken);
+out:
+    free(b.users);
+    free(b.qtys);
+    free(b.ids);
+    return rc;
+}
+
+/* ---- reads and outbox ------------------------------------------------------ */
+
+/* Runs one statement (in its own implicit transaction) and returns its
+ * result in *out (caller PQclears). Returns 0 or a negative errno. */
+static int run1(store *st, const char *sql, int np, const char *const *params, PGresult **out)
+{
+    int64_t dl = deadline_of(st);
+    pg_conn *pc;
+    int rc, fe;
+
+    *out = NULL;
+    if ((pc = pool_get(st, dl, &rc)) == NULL)
+        return rc;
+    if (pq_send(pc, sql, np, params) < 0 || PQpipelineSync(pc->c) != 1) {
+        rc = -EIO;
+        goto out;
+    }
+    if ((rc = conn_flush(pc, dl)) < 0 || (rc = conn_collect(pc, dl, out, 1, &fe)) < 0)
+        goto out;
+    if (fe >= 0) {
+        sql_error("query", *out);
+        rc = -EIO;
+    }
+out:
+    pool_put(st, pc, rc < 0 && rc != -EIO ? 1 : rc < 0 && PQstatus(pc->c) != CONNECTION_OK);
+    if (rc < 0) {
+        PQclear(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
+static void fill_item(store_item *it, const char *sku, PGresult *r)
+{
+    memset(it, 0, sizeof *it);
+    snprintf(it->sku, sizeof it->sku, "%s", sku);
+    it->stock = col_i64(r, 0, 0);
+    it->version = col_i64(r, 0, 1);
+    it->per_user_limit = col_i64(r, 0, 2);
+    it->sale_starts_at_ms = col_i64(r, 0, 3);
+    it->units_supplied = col_i64(r, 0, 4);
+}
+
+#define ITEM_COLS "stock, version, per_user_limit, sale_starts_at_ms, units_supplied"
+
+static int pg_get_item(store *st, const char *sku, store_item *out)
+{
+    PGresult *r;
+    const char *p[1] = {sku};
+    int rc = run1(st, "SELECT " ITEM_COLS " FROM items WHERE sku = $1", 1, p, &r);
+    if (rc < 0)
+        return rc;
+    if (PQntuples(r) != 1)
+        rc = -ENOENT;
+    else
+        fill_item(out, sku, r);
+    PQclear(r);
+    return rc;
+}
+
+enum { A_BEGIN, A_ITEM, A_ORDERS, A_MAXUSER, A_DUPS, A_IDS, A_COMMIT, A_MAX };
+
+static int pg_audit(store *st, const char *sku, int with_orders, store_audit_result *out)
+{
+    int64_t dl = deadline_of(st);
+    PGresult *res[A_MAX] = {0};
+    const char *p[1] = {sku};
+    pg_conn *pc;
+    int rc, fe, nq = 0;
+
+    if ((pc = pool_get(st, dl, &rc)) == NULL)
+        return rc;
+    rc = -EIO;
+    if (pq_send(pc, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL) < 0 ||
+        pq_send(pc, "SELECT " ITEM_COLS " FROM items WHERE sku = $1", 1, p) < 0 ||
+        pq_send(pc, "SELECT count(*), coalesce(sum(qty), 0) FROM orders WHERE sku = $1", 1, p) < 0 ||
+        pq_send(pc, "SELECT coalesce(max(q), 0) FROM (SELECT sum(qty) AS q FROM orders"
+                 " WHERE sku = $1 GROUP BY user_id) t", 1, p) < 0 ||
+        pq_send(pc, "SELECT count(*) FROM (SELECT idempotency_key FROM orders WHERE sku = $1"
+                 " AND idempotency_key IS NOT NULL GROUP BY idempotency_key"
+                 " HAVING count(*) > 1) t", 1, p) < 0)
+        goto out;
+    nq = 5;
+    if (with_orders) {
+        if (pq_send(pc, "SELECT order_id FROM orders WHERE sku = $1 ORDER BY order_id", 1, p) < 0)
+            goto out;
+        nq++;
+    }
+    if (pq_send(pc, "COMMIT", 0, NULL) < 0 || PQpipelineSync(pc->c) != 1)
+        goto out;
+    nq++;
+    if ((rc = conn_flush(pc, dl)) < 0 || (rc = conn_collect(pc, dl, res, nq, &fe)) < 0)
+        goto out;
+    if (fe >= 0) {
+        sql_error("audit", res[fe]);
+        rc = -EIO;
+        goto out;
+    }
+    if (PQntuples(res[A_ITEM]) != 1) {
+        rc = -ENOENT;
+        goto out;
+    }
+    fill_item(&out->item, sku, res[A_ITEM]);
+    out->orders = col_i64(res[A_ORDERS], 0, 0);
+    out->units_sold = col_i64(res[A_ORDERS], 0, 1);
+    out->max_user_qty = col_i64(res[A_MAXUSER], 0, 0);
+    out->duplicate_idempotency_keys = col_i64(res[A_DUPS], 0, 0);
+    if (with_orders) {
+        int nt = PQntuples(res[A_IDS]);
+        if ((out->order_ids = malloc(sizeof *out->order_ids * (size_t)(nt + 1))) == NULL) {
+            rc = -ENOMEM;
+            goto out;
+        }
+        for (int i = 0; i < nt; i++)
+            out->order_ids[i] = col_i64(res[A_IDS], i, 0);
+        out->n_order_ids = (size_t)nt;
+    }
+    rc = 0;
+out:
+    clear_all(res, A_MAX);
+    pool_put(st, pc, rc == -ETIMEDOUT || PQstatus(pc->c) != CONNECTION_OK);
+    return rc;
+}
+
+static int pg_outbox_fetch(store *st, int64_t after_id, size_t max, store_outbox_row *rows)
+{
+    PGresult *r;
+    char a[24], m[24];
+    const char *p[2] = {a, m};
+    int rc, nt;
+
+    snprintf(a, sizeof a, "%lld", (long long)after_id);
+    snprintf(m, sizeof m, "%zu", max);
+    rc = run1(st, "SELECT id, sku, version, committed_at_ms FROM outbox WHERE id > $1"
+                  " ORDER BY id LIMIT $2", 2, p, &r);
+    if (rc < 0)
+        return rc;
+    nt = PQntuples(r);
+    for (int i = 0; i < nt; i++) {
+        rows[i].id = col_i64(r, i, 0);
+        snprintf(rows[i].sku, sizeof rows[i].sku, "%s", PQgetvalue(r, i, 1));
+        rows[i].version = col_i64(r, i, 2);
+        rows[i].committed_at_ms = col_i64(r, i, 3);
+    }
+    PQclear(r);
+    return nt;
+}
+
+static int pg_outbox_delete(store *st, const int64_t *ids, size_t n)
+{
+    sbuf b = {0};
+    PGresult *r;
+    const char *p[1];
+    int rc;
+
+    sb_str(&b, "{");
+    for (size_t i = 0; i < n; i++)
+        sb_int(&b, ids[i]);
+    sb_str(&b, "}");
+    if (b.oom) {
+        free(b.p);
+        return -ENOMEM;
+    }
+    p[0] = b.p;
+    rc = run1(st, "DELETE FROM outbox WHERE id = ANY($1::bigint[])", 1, p, &r);
+    PQclear(r);
+    free(b.p);
+    return rc;
+}
+
+static int pg_ping(store *st)
+{
+    PGresult *r;
+    int rc = run1(st, "SELECT 1", 0, NULL, &r);
+    PQclear(r);
+    return rc;
+}
+
+/* ---- migrations, open, close ------------------------------------------------ */
+
+/* Runs sql (several statements allowed) outside pipeline mode on a fresh
+ * connection. Returns 0 or -EIO; *out (if not NULL) gets the last result. */
+static int simple_exec(pg_conn *pc, const char *sql, int64_t dl, PGresult **out)
+{
+    PGresult *r, *last = NULL;
+    int rc = 0;
+
+    if (PQsendQuery(pc->c, sql) != 1)
+        return -EIO;
+    if ((rc = conn_flush(pc, dl)) < 0)
+        return rc;
+    for (;;) {
+        if ((rc = conn_result(pc, dl, &r)) < 0)
+            break;
+        if (r == NULL)
+            break;
+        if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK) {
+            sql_error("migration", r);
+            rc = -EIO;
+        }
+        PQclear(last);
+        last = r;
+    }
+    if (out != NULL && rc == 0)
+        *out = last;
+    else
+        PQclear(last);
+    return rc;
+}
+
+static int migrate(store *st, pg_conn *pc)
+{
+    int64_t dl = rt_deadline_ms(st->cfg.timeout_ms * 4);
+    PGresult *r = NULL;
+    char sql[160];
+    int rc, have;
+
+    if (PQexitPipelineMode(pc->c) != 1)
+        return -EIO;
+    if ((rc = simple_exec(pc, "SELECT pg_advisory_lock(72630401)", dl, NULL)) < 0)
+        return rc;
+    if ((rc = simple_exec(pc, "CREATE TABLE IF NOT EXISTS schema_version ("
+                              " version INTEGER PRIMARY KEY, applied_at_ms BIGINT NOT NULL);"
+                              "SELECT coalesce(max(version), 0) FROM schema_version",
+                          dl, &r)) < 0)
+        goto unlock;
+    have = (int)col_i64(r, 0, 0);
+    PQclear(r);
+    if (have > store__schema_version()) {
+        fprintf(stderr, "store: database schema version %d is newer than this build's %d\n",
+                have, store__schema_version());
+        rc = -EIO;
+        goto unlock;
+    }
+    for (int v = have + 1; v <= store__schema_version(); v++) {
+        if ((rc = simple_exec(pc, "BEGIN", dl, NULL)) < 0 ||
+            (rc = simple_exec(pc, store__migration(STORE__PG, v), dl, NULL)) < 0)
+            break;
+        snprintf(sql, sizeof sql, "INSERT INTO schema_version VALUES (%d, %lld); COMMIT", v,
+                 (long long)store__wall_ms());
+        if ((rc = simple_exec(pc, sql, dl, NULL)) < 0)
+            break;
+    }
+    if (rc < 0)
+        simple_exec(pc, "ROLLBACK", dl, NULL);
+unlock:
+    if (simple_exec(pc, "SELECT pg_advisory_unlock(72630401)", dl, NULL) < 0 && rc == 0)
+        rc = -EIO;
+    if (rc == 0 && PQenterPipelineMode(pc->c) != 1)
+        rc = -EIO;
+    return rc;
+}
+
+static void pg_free(pg *p)
+{
+    if (p == NULL)
+        return;
+    for (int i = 0; p->conns != NULL && i < p->n; i++)
+        conn_drop(&p->conns[i]);
+    free(p->conns);
+    if (p->sem != NULL)
+        rt_sem_free(p->sem);
+    pthread_mutex_destroy(&p->mu);
+    free(p->url);
+    free(p);
+}
+
+static void pg_close(store *st)
+{
+    pg_free(st->impl);
+    st->impl = NULL;
+}
+
+static const store__backend pg_backend = {
+    .name = "postgresql",
+    .batch = pg_batch,
+    .get_item = pg_get_item,
+    .audit = pg_audit,
+    .outbox_fetch = pg_outbox_fetch,
+    .outbox_delete = pg_outbox_delete,
+    .ping = pg_ping,
+    .close = pg_close,
+};
+
+int store__pg_open(store *st, const char *url)
+{
+    pg *p = calloc(1, sizeof *p);
+    int rc;
+
+    if (p == NULL)
+        return -ENOMEM;
+    pthread_mutex_init(&p->mu, NULL);
+    p->n = st->cfg.pool_size;
+    p->backoff_ms = st->cfg.reconnect_min_ms;
+    if ((p->url = strdup(url)) == NULL || (p->conns = calloc((size_t)p->n, sizeof *p->conns)) == NULL ||
+        (p->sem = rt_sem_new(p->n)) == NULL) {
+        pg_free(p);
+        return -ENOMEM;
+    }
+    for (int i = 0; i < p->n; i++)
+        p->conns[i].fd = -1;
+    st->impl = p;
+    if ((rc = conn_open(&p->conns[0], url, deadline_of(st))) < 0) {
+        rc = rc == -ENOMEM ? rc : -EIO;
+        goto fail;
+    }
+    STORE__STAT_ADD(st, reconnects, 1);
+    if ((rc = migrate(st, &p->conns[0])) < 0)
+        goto fail;
+    st->be = &pg_backend;
+    return 0;
+fail:
+    pg_free(p);
+    st->impl = NULL;
+    return rc < 0 && rc != -ENOMEM ? -EIO : rc;
+}

@@ -1,0 +1,94 @@
+/*
+ * schema.c: the versioned schema migrations, one entry per version and
+ * dialect. store_open() applies every version above the one recorded in
+ * schema_version, each in its own transaction; entries are never edited
+ * once released, only appended.
+ */
+#include <stddef.h>
+
+#include "cachesvc/store/store_int.h"
+
+/* Version 1: items, orders, per-user purchases, outbox. */
+static const char sqlite_v1[] =
+    "CREATE TABLE items ("
+    " sku TEXT PRIMARY KEY,"
+    " stock INTEGER NOT NULL CHECK (stock >= 0),"
+    " version INTEGER NOT NULL CHECK (version >= 0),"
+    " per_user_limit INTEGER NOT NULL DEFAULT 0 CHECK (per_user_limit >= 0),"
+    " sale_starts_at_ms INTEGER NOT NULL DEFAULT 0,"
+    " units_supplied INTEGER NOT NULL DEFAULT 0,"
+    " updated_at_ms INTEGER NOT NULL DEFAULT 0"
+    ") WITHOUT ROWID;"
+    "CREATE TABLE orders ("
+    " order_id INTEGER PRIMARY KEY,"
+    " sku TEXT NOT NULL,"
+    " user_id TEXT NOT NULL,"
+    " qty INTEGER NOT NULL CHECK (qty > 0),"
+    " idempotency_key TEXT UNIQUE,"
+    " created_at_ms INTEGER NOT NULL,"
+    " stock_after INTEGER NOT NULL,"
+    " version_after INTEGER NOT NULL"
+    ");"
+    "CREATE INDEX orders_sku ON orders (sku, order_id);"
+    "CREATE TABLE purchases ("
+    " sku TEXT NOT NULL,"
+    " user_id TEXT NOT NULL,"
+    " qty INTEGER NOT NULL CHECK (qty >= 0),"
+    " PRIMARY KEY (sku, user_id)"
+    ") WITHOUT ROWID;"
+    "CREATE TABLE outbox ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " sku TEXT NOT NULL,"
+    " version INTEGER NOT NULL,"
+    " committed_at_ms INTEGER NOT NULL"
+    ");";
+
+static const char pg_v1[] =
+    "CREATE TABLE items ("
+    " sku TEXT PRIMARY KEY,"
+    " stock BIGINT NOT NULL CHECK (stock >= 0),"
+    " version BIGINT NOT NULL CHECK (version >= 0),"
+    " per_user_limit BIGINT NOT NULL DEFAULT 0 CHECK (per_user_limit >= 0),"
+    " sale_starts_at_ms BIGINT NOT NULL DEFAULT 0,"
+    " units_supplied BIGINT NOT NULL DEFAULT 0,"
+    " updated_at_ms BIGINT NOT NULL DEFAULT 0"
+    ");"
+    "CREATE TABLE orders ("
+    " order_id BIGSERIAL PRIMARY KEY,"
+    " sku TEXT NOT NULL,"
+    " user_id TEXT NOT NULL,"
+    " qty BIGINT NOT NULL CHECK (qty > 0),"
+    " idempotency_key TEXT UNIQUE,"
+    " created_at_ms BIGINT NOT NULL,"
+    " stock_after BIGINT NOT NULL,"
+    " version_after BIGINT NOT NULL"
+    ");"
+    "CREATE INDEX orders_sku ON orders (sku, order_id);"
+    "CREATE TABLE purchases ("
+    " sku TEXT NOT NULL,"
+    " user_id TEXT NOT NULL,"
+    " qty BIGINT NOT NULL CHECK (qty >= 0),"
+    " PRIMARY KEY (sku, user_id)"
+    ");"
+    "CREATE TABLE outbox ("
+    " id BIGSERIAL PRIMARY KEY,"
+    " sku TEXT NOT NULL,"
+    " version BIGINT NOT NULL,"
+    " committed_at_ms BIGINT NOT NULL"
+    ");";
+
+static const char *const migrations[][2] = {
+    {sqlite_v1, pg_v1},
+};
+
+int store__schema_version(void)
+{
+    return (int)(sizeof migrations / sizeof migrations[0]);
+}
+
+const char *store__migration(int dialect, int v)
+{
+    if (v < 1 || v > store__schema_version() || (dialect != STORE__SQLITE && dialect != STORE__PG))
+        return NULL;
+    return migrations[v - 1][dialect];
+}

@@ -1,0 +1,662 @@
+/*
+ * sqlite.c: the embedded SQLite backend. WAL journal, synchronous=FULL (a
+ * commit is durable when it returns). Two connections: the writer runs the
+ * batch transactions (BEGIN IMMEDIATE takes the database's write lock for
+ * the whole batch), outbox deletes and migrations; the reader serves item
+ * reads, audits and outbox fetches from WAL snapshots without waiting for
+ * the writer. Each connection has a mutex and is used by one thread at a
+ * time. Every call runs on the runtime's blocking offload (rt_blocking), or
+ * inline when the caller is not a coroutine (tools, unit tests).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sqlite3.h>
+
+#include "cachesvc/store/store_int.h"
+
+enum {
+    W_BEGIN, W_COMMIT, W_ROLLBACK, W_SEL_ITEM, W_SEL_KEY, W_SEL_BOUGHT, W_INS_ORDER,
+    W_UPS_PURCHASE, W_UPD_ITEM, W_INS_ITEM, W_INS_OUTBOX, W_DEL_OUTBOX, W_NSTMT
+};
+static const char *const w_sql[W_NSTMT] = {
+    [W_BEGIN] = "BEGIN IMMEDIATE",
+    [W_COMMIT] = "COMMIT",
+    [W_ROLLBACK] = "ROLLBACK",
+    [W_SEL_ITEM] = "SELECT stock, version, per_user_limit, sale_starts_at_ms, units_supplied"
+                   " FROM items WHERE sku = ?1",
+    [W_SEL_KEY] = "SELECT order_id, sku, user_id, qty, stock_after, version_after"
+                  " FROM orders WHERE idempotency_key = ?1",
+    [W_SEL_BOUGHT] = "SELECT qty FROM purchases WHERE sku = ?1 AND user_id = ?2",
+    [W_INS_ORDER] = "INSERT INTO orders (sku, user_id, qty, idempotency_key, created_at_ms,"
+                    " stock_after, version_after) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    [W_UPS_PURCHASE] = "INSERT INTO purchases (sku, user_id, qty) VALUES (?1, ?2, ?3)"
+                       " ON CONFLICT (sku, user_id) DO UPDATE SET qty = qty + excluded.qty",
+    [W_UPD_ITEM] = "UPDATE items SET stock = ?2, version = ?3, per_user_limit = ?4,"
+                   " sale_starts_at_ms = ?5, units_supplied = ?6, updated_at_ms = ?7"
+                   " WHERE sku = ?1",
+    [W_INS_ITEM] = "INSERT INTO items (sku, stock, version, per_user_limit, sale_starts_at_ms,"
+                   " units_supplied, updated_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    [W_INS_OUTBOX] = "INSERT INTO outbox (sku, version, committed_at_ms) VALUES (?1, ?2, ?3)",
+    [W_DEL_OUTBOX] = "DELETE FROM outbox WHERE id = ?1",
+};
+
+enum {
+    R_BEGIN, R_COMMIT, R_SEL_ITEM, R_AUDIT_ORDERS, R_AUDIT_MAXUSER, R_AUDIT_DUPKEYS,
+    R_AUDIT_IDS, R_OUTBOX, R_PING, R_NSTMT
+};
+static const char *const r_sql[R_NSTMT] = {
+    [R_BEGIN] = "BEGIN",
+    [R_COMMIT] = "COMMIT",
+    [R_SEL_ITEM] = "SELECT stock, version, per_user_limit, sale_starts_at_ms, units_supplied"
+                   " FROM items WHERE sku = ?1",
+    [R_AUDIT_ORDERS] = "SELECT count(*), coalesce(sum(qty), 0) FROM orders WHERE sku = ?1",
+    [R_AUDIT_MAXUSER] = "SELECT coalesce(max(q), 0) FROM"
+                        " (SELECT sum(qty) AS q FROM orders WHERE sku = ?1 GROUP BY user_id)",
+    [R_AUDIT_DUPKEYS] = "SELECT count(*) FROM (SELECT idempotency_key FROM orders WHERE sku = ?1"
+                        " AND idempotency_key IS NOT NULL GROUP BY idempotency_key"
+                        " HAVING count(*) > 1)",
+    [R_AUDIT_IDS] = "SELECT order_id FROM orders WHERE sku = ?1 ORDER BY order_id",
+    [R_OUTBOX] = "SELECT id, sku, version, committed_at_ms FROM outbox WHERE id > ?1"
+                 " ORDER BY id LIMIT ?2",
+    [R_PING] = "SELECT 1",
+};
+
+typedef struct sq_conn {
+    sqlite3 *db;
+    pthread_mutex_t mu;
+} sq_conn;
+
+typedef struct sq {
+    sq_conn w;
+    sq_conn r;
+    sqlite3_stmt *wst[W_NSTMT];
+    sqlite3_stmt *rst[R_NSTMT];
+} sq;
+
+/* Runs fn on the blocking pool when called from a coroutine, else inline. */
+static intptr_t offload(intptr_t (*fn)(void *), void *arg)
+{
+    if (rt_self() != NULL)
+        return rt_blocking(fn, arg);
+    return fn(arg);
+}
+
+static int sq_err(sqlite3 *db, const char *what)
+{
+    fprintf(stderr, "store: sqlite %s: %s\n", what, sqlite3_errmsg(db));
+    return -EIO;
+}
+
+/* Steps a statement expected to finish without rows. */
+static int step_done(sqlite3 *db, sqlite3_stmt *s, const char *what)
+{
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE)
+        return rc == SQLITE_BUSY ? (sq_err(db, what), -ETIMEDOUT) : sq_err(db, what);
+    return 0;
+}
+
+static void bind_text(sqlite3_stmt *s, int i, const char *t)
+{
+    if (t == NULL)
+        sqlite3_bind_null(s, i);
+    else
+        sqlite3_bind_text(s, i, t, -1, SQLITE_STATIC);
+}
+
+static void copy_col(char *dst, size_t cap, sqlite3_stmt *s, int col)
+{
+    const unsigned char *t = sqlite3_column_text(s, col);
+    snprintf(dst, cap, "%s", t ? (const char *)t : "");
+}
+
+/* Reads sku's row with stmt s into *state. Returns 0 (state->found tells)
+ * or a negative errno. */
+static int read_item(sqlite3 *db, sqlite3_stmt *s, const char *sku, store__state *state)
+{
+    int rc;
+    memset(state, 0, sizeof *state);
+    bind_text(s, 1, sku);
+    rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        state->found = 1;
+        state->stock = sqlite3_column_int64(s, 0);
+        state->version = sqlite3_column_int64(s, 1);
+        state->per_user_limit = sqlite3_column_int64(s, 2);
+        state->sale_starts_at_ms = sqlite3_column_int64(s, 3);
+        state->units_supplied = sqlite3_column_int64(s, 4);
+        rc = SQLITE_DONE;
+    }
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE)
+        return rc == SQLITE_BUSY ? -ETIMEDOUT : sq_err(db, "read item");
+    return 0;
+}
+
+/* ---- batch ---------------------------------------------------------- */
+
+typedef struct batch_args {
+    store *st;
+    const char *sku;
+    store__op **ops;
+    int n;
+    store__batch_result *r;
+} batch_args;
+
+/* The reads of the batch: idempotency keys and the buyers' purchases. */
+static int batch_reads(sq *q, const char *sku, store__op **ops, int n)
+{
+    sqlite3 *db = q->w.db;
+    for (int i = 0; i < n; i++) {
+        store__op *op = ops[i];
+        sqlite3_stmt *s;
+        int rc;
+        op->key_found = 0;
+        op->bought = 0;
+        if (op->kind != STORE__DECR)
+            continue;
+        if (op->key != NULL) {
+            s = q->wst[W_SEL_KEY];
+            bind_text(s, 1, op->key);
+            rc = sqlite3_step(s);
+            if (rc == SQLITE_ROW) {
+                op->key_found = 1;
+                op->prior.order_id = sqlite3_column_int64(s, 0);
+                copy_col(op->prior.sku, sizeof op->prior.sku, s, 1);
+                copy_col(op->prior.user_id, sizeof op->prior.user_id, s, 2);
+                op->prior.qty = sqlite3_column_int64(s, 3);
+                op->prior.stock = sqlite3_column_int64(s, 4);
+                op->prior.version = sqlite3_column_int64(s, 5);
+                rc = SQLITE_DONE;
+            }
+            sqlite3_reset(s);
+            if (rc != SQLITE_DONE)
+                return sq_err(db, "read key");
+        }
+        s = q->wst[W_SEL_BOUGHT];
+        bind_text(s, 1, sku);
+        bind_text(s, 2, op->user_id);
+        rc = sqlite3_step(s);
+        if (rc == SQLITE_ROW) {
+            op->bought = sqlite3_column_int64(s, 0);
+            rc = SQLITE_DONE;
+        }
+        sqlite3_reset(s);
+        if (rc != SQLITE_DONE)
+            return sq_err(db, "read purchases");
+    }
+    return 0;
+}
+
+static int batch_writes(sq *q, const char *sku, store__op **ops, int n, const store__state *s0,
+                        store__batch_result *r)
+{
+    sqlite3 *db = q->w.db;
+    const store__state *s = &r->state;
+    int64_t now = r->committed_at_ms;
+    sqlite3_stmt *t;
+    int rc, m;
+    const char **users = malloc(sizeof *users * (size_t)n);
+    int64_t *qtys = malloc(sizeof *qtys * (size_t)n);
+
+    if (users == NULL || qtys == NULL) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    t = q->wst[W_INS_ORDER];
+    for (int i = 0; i < n; i++) {
+        store__op *op = ops[i];
+        if (op->kind != STORE__DECR || op->outcome != STORE_OK)
+            continue;
+        bind_text(t, 1, sku);
+        bind_text(t, 2, op->user_id);
+        sqlite3_bind_int64(t, 3, op->qty);
+        bind_text(t, 4, op->key);
+        sqlite3_bind_int64(t, 5, now);
+        sqlite3_bind_int64(t, 6, s->stock);
+        sqlite3_bind_int64(t, 7, s->version);
+        if ((rc = step_done(db, t, "insert order")) < 0)
+            goto out;
+        op->order_id = sqlite3_last_insert_rowid(db);
+    }
+    m = store__purchase_deltas(ops, n, users, qtys);
+    t = q->wst[W_UPS_PURCHASE];
+    for (int j = 0; j < m; j++) {
+        bind_text(t, 1, sku);
+        bind_text(t, 2, users[j]);
+        sqlite3_bind_int64(t, 3, qtys[j]);
+        if ((rc = step_done(db, t, "upsert purchase")) < 0)
+            goto out;
+    }
+    t = q->wst[s0->found ? W_UPD_ITEM : W_INS_ITEM];
+    bind_text(t, 1, sku);
+    sqlite3_bind_int64(t, 2, s->stock);
+    sqlite3_bind_int64(t, 3, s->version);
+    sqlite3_bind_int64(t, 4, s->per_user_limit);
+    sqlite3_bind_int64(t, 5, s->sale_starts_at_ms);
+    sqlite3_bind_int64(t, 6, s->units_supplied);
+    sqlite3_bind_int64(t, 7, now);
+    if ((rc = step_done(db, t, "write item")) < 0)
+        goto out;
+    t = q->wst[W_INS_OUTBOX];
+    bind_text(t, 1, sku);
+    sqlite3_bind_int64(t, 2, s->version);
+    sqlite3_bind_int64(t, 3, now);
+    rc = step_done(db, t, "insert outbox");
+out:
+    free(users);
+    free(qtys);
+    return rc;
+}
+
+static intptr_t batch_blocking(void *arg)
+{
+    batch_args *a = arg;
+    sq *q = a->st->impl;
+    sqlite3 *db = q->w.db;
+    store__state s0;
+    int rc;
+
+    pthread_mutex_lock(&q->w.mu);
+    if ((rc = step_done(db, q->wst[W_BEGIN], "begin")) < 0)
+        goto out;
+    if ((rc = read_item(db, q->wst[W_SEL_ITEM], a->sku, &s0)) < 0)
+        goto rollback;
+    if ((rc = batch_reads(q, a->sku, a->ops, a->n)) < 0)
+        goto rollback;
+    a->r->state = s0;
+    a->r->committed_at_ms = store__wall_ms();
+    a->r->changed = store__decide(&a->r->state, a->r->committed_at_ms, a->ops, a->n);
+    if (!a->r->changed)
+        goto rollback_ok;
+    a->r->state.version = s0.version + 1;
+    if ((rc = batch_writes(q, a->sku, a->ops, a->n, &s0, a->r)) < 0)
+        goto rollback;
+    if ((rc = step_done(db, q->wst[W_COMMIT], "commit")) < 0)
+        goto rollback;
+    goto out;
+rollback_ok:
+    rc = 0;
+rollback:
+    if (sqlite3_get_autocommit(db) == 0)
+        step_done(db, q->wst[W_ROLLBACK], "rollback");
+out:
+    pthread_mutex_unlock(&q->w.mu);
+    return rc;
+}
+
+static int sq_batch(store *st, const char *sku, store__op **ops, int n, store__batch_result *r)
+{
+    batch_args a = {st, sku, ops, n, r};
+    return (int)offload(batch_blocking, &a);
+}
+
+/* ---- reads ---------------------------------------------------------- */
+
+typedef struct read_args {
+    store *st;
+    const char *sku;
+    void *out;
+    int with_orders;
+    int64_t after_id;
+    size_t max;
+    const int64_t *ids;
+} read_args;
+
+static intptr_t get_blocking(void *arg)
+{
+    read_args *a = arg;
+    sq *q = a->st->impl;
+    store__state s;
+    store_item *it = a->out;
+    int rc;
+
+    pthread_mutex_lock(&q->r.mu);
+    rc = read_item(q->r.db, q->rst[R_SEL_ITEM], a->sku, &s);
+    pthread_mutex_unlock(&q->r.mu);
+    if (rc < 0)
+        return rc;
+    if (!s.found)
+        return -ENOENT;
+    memset(it, 0, sizeof *it);
+    snprintf(it->sku, sizeof it->sku, "%s", a->sku);
+    it->stock = s.stock;
+    it->version = s.version;
+    it->per_user_limit = s.per_user_limit;
+    it->sale_starts_at_ms = s.sale_starts_at_ms;
+    it->units_supplied = s.units_supplied;
+    return 0;
+}
+
+static int sq_get_item(store *st, const char *sku, store_item *out)
+{
+    read_args a = {.st = st, .sku = sku, .out = out};
+    return (int)offload(get_blocking, &a);
+}
+
+/* Steps s (bound to sku) expecting one row; copies ncol int64 columns. */
+static int one_row(sqlite3 *db, sqlite3_stmt *s, const char *sku, int64_t *v, int ncol)
+{
+    int rc;
+    bind_text(s, 1, sku);
+    rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        for (int i = 0; i < ncol; i++)
+            v[i] = sqlite3_column_int64(s, i);
+        rc = SQLITE_DONE;
+    }
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE ? 0 : sq_err(db, "audit");
+}
+
+static intptr_t audit_blocking(void *arg)
+{
+    read_args *a = arg;
+    sq *q = a->st->impl;
+    sqlite3 *db = q->r.db;
+    store_audit_result *au = a->out;
+    store__state s;
+    int64_t v[2];
+    int rc;
+
+    pthread_mutex_lock(&q->r.mu);
+    if ((rc = step_done(db, q->rst[R_BEGIN], "begin")) < 0)
+        goto out_unlocked_tx;
+    if ((rc = read_item(db, q->rst[R_SEL_ITEM], a->sku, &s)) < 0)
+        goto out;
+    if (!s.found) {
+        rc = -ENOENT;
+        goto out;
+    }
+    snprintf(au->item.sku, sizeof au->item.sku, "%s", a->sku);
+    au->item.stock = s.stock;
+    au->item.version = s.version;
+    au->item.per_user_limit = s.per_user_limit;
+    au->item.sale_starts_at_ms = s.sale_starts_at_ms;
+    au->item.units_supplied = s.units_supplied;
+    if ((rc = one_row(db, q->rst[R_AUDIT_ORDERS], a->sku, v, 2)) < 0)
+        goto out;
+    au->orders = v[0];
+    au->units_sold = v[1];
+    if ((rc = one_row(db, q->rst[R_AUDIT_MAXUSER], a->sku, v, 1)) < 0)
+        goto out;
+    au->max_user_qty = v[0];
+    if ((rc = one_row(db, q->rst[R_AUDIT_DUPKEYS], a->sku, v, 1)) < 0)
+        goto out;
+    au->duplicate_idempotency_keys = v[0];
+    if (a->with_orders) {
+        sqlite3_stmt *t = q->rst[R_AUDIT_IDS];
+        size_t cap = (size_t)au->orders + 1;
+        if ((au->order_ids = malloc(sizeof *au->order_ids * cap)) == NULL) {
+            rc = -ENOMEM;
+            goto out;
+        }
+        bind_text(t, 1, a->sku);
+        while ((rc = sqlite3_step(t)) == SQLITE_ROW && au->n_order_ids < cap)
+            au->order_ids[au->n_order_ids++] = sqlite3_column_int64(t, 0);
+        sqlite3_reset(t);
+        rc = rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : sq_err(db, "audit ids");
+    }
+out:
+    step_done(db, q->rst[R_COMMIT], "commit");
+out_unlocked_tx:
+    pthread_mutex_unlock(&q->r.mu);
+    if (rc < 0)
+        store_audit_free(au);
+    return rc;
+}
+
+static int sq_audit(store *st, const char *sku, int with_orders, store_audit_result *out)
+{
+    read_args a = {.st = st, .sku = sku, .out = out, .with_orders = with_orders};
+    return (int)offload(audit_blocking, &a);
+}
+
+static intptr_t outbox_fetch_blocking(void *arg)
+{
+    read_args *a = arg;
+    sq *q = a->st->impl;
+    sqlite3_stmt *s = q->rst[R_OUTBOX];
+    store_outbox_row *rows = a->out;
+    size_t n = 0;
+    int rc;
+
+    pthread_mutex_lock(&q->r.mu);
+    sqlite3_bind_int64(s, 1, a->after_id);
+    sqlite3_bind_int64(s, 2, (sqlite3_int64)a->max);
+    while (n < a->max && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        rows[n].id = sqlite3_column_int64(s, 0);
+        copy_col(rows[n].sku, sizeof rows[n].sku, s, 1);
+        rows[n].version = sqlite3_column_int64(s, 2);
+        rows[n].committed_at_ms = sqlite3_column_int64(s, 3);
+        n++;
+    }
+    if (n == a->max)
+        rc = SQLITE_DONE;
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE)
+        rc = sq_err(q->r.db, "outbox fetch");
+    else
+        rc = (int)n;
+    pthread_mutex_unlock(&q->r.mu);
+    return rc;
+}
+
+static int sq_outbox_fetch(store *st, int64_t after_id, size_t max, store_outbox_row *rows)
+{
+    read_args a = {.st = st, .out = rows, .after_id = after_id, .max = max};
+    return (int)offload(outbox_fetch_blocking, &a);
+}
+
+static intptr_t outbox_delete_blocking(void *arg)
+{
+    read_args *a = arg;
+    sq *q = a->st->impl;
+    sqlite3 *db = q->w.db;
+    int rc;
+
+    pthread_mutex_lock(&q->w.mu);
+    if ((rc = step_done(db, q->wst[W_BEGIN], "begin")) < 0)
+        goto out;
+    for (size_t i = 0; i < a->max && rc == 0; i++) {
+        sqlite3_bind_int64(q->wst[W_DEL_OUTBOX], 1, a->ids[i]);
+        rc = step_done(db, q->wst[W_DEL_OUTBOX], "outbox delete");
+    }
+    if (rc == 0)
+        rc = step_done(db, q->wst[W_COMMIT], "commit");
+    if (rc < 0 && sqlite3_get_autocommit(db) == 0)
+        step_done(db, q->wst[W_ROLLBACK], "rollback");
+out:
+    pthread_mutex_unlock(&q->w.mu);
+    return rc;
+}
+
+static int sq_outbox_delete(store *st, const int64_t *ids, size_t n)
+{
+    read_args a = {.st = st, .ids = ids, .max = n};
+    return (int)offload(outbox_delete_blocking, &a);
+}
+
+static intptr_t ping_blocking(void *arg)
+{
+    sq *q = ((store *)arg)->impl;
+    sqlite3_stmt *s = q->rst[R_PING];
+    int rc;
+    pthread_mutex_lock(&q->r.mu);
+    rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    pthread_mutex_unlock(&q->r.mu);
+    return rc == SQLITE_ROW ? 0 : -EIO;
+}
+
+static int sq_ping(store *st)
+{
+    return (int)offload(ping_blocking, st);
+}
+
+/* ---- open / close ---------------------------------------------------- */
+
+static void conn_close(sq_conn *c, sqlite3_stmt **stmts, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (stmts[i] != NULL)
+            sqlite3_finalize(stmts[i]);
+    if (c->db != NULL)
+        sqlite3_close(c->db);
+    c->db = NULL;
+    pthread_mutex_destroy(&c->mu);
+}
+
+static int conn_open(sq_conn *c, const char *path, int timeout_ms)
+{
+    char *err = NULL;
+    if (sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+                        SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+        fprintf(stderr, "store: sqlite open %s: %s\n", path,
+                c->db ? sqlite3_errmsg(c->db) : "out of memory");
+        return -EIO;
+    }
+    sqlite3_busy_timeout(c->db, timeout_ms);
+    if (sqlite3_exec(c->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;",
+                     NULL, NULL, &err) != SQLITE_OK) {
+        fprintf(stderr, "store: sqlite pragmas: %s\n", err ? err : "?");
+        sqlite3_free(err);
+        return -EIO;
+    }
+    return 0;
+}
+
+static int prepare_all(sqlite3 *db, sqlite3_stmt **stmts, const char *const *sql, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (sqlite3_prepare_v3(db, sql[i], -1, SQLITE_PREPARE_PERSISTENT, &stmts[i], NULL) !=
+            SQLITE_OK)
+            return sq_err(db, sql[i]);
+    return 0;
+}
+
+/* Applies the migrations above the recorded version, each in a
+ * transaction that holds the write lock. */
+static int migrate(sqlite3 *db)
+{
+    char *err = NULL;
+    char sql[128];
+    int rc = 0, have = 0;
+    sqlite3_stmt *s = NULL;
+
+    if (sqlite3_exec(db, "CREATE TABLE IF NOT EXISTS schema_version ("
+                         " version INTEGER PRIMARY KEY, applied_at_ms INTEGER NOT NULL)",
+                     NULL, NULL, &err) != SQLITE_OK)
+        goto fail;
+    if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, &err) != SQLITE_OK)
+        goto fail;
+    if (sqlite3_prepare_v2(db, "SELECT coalesce(max(version), 0) FROM schema_version", -1, &s,
+                           NULL) != SQLITE_OK || sqlite3_step(s) != SQLITE_ROW) {
+        rc = sq_err(db, "schema_version");
+        sqlite3_finalize(s);
+        goto rollback;
+    }
+    have = sqlite3_column_int(s, 0);
+    sqlite3_finalize(s);
+    if (have > store__schema_version()) {
+        fprintf(stderr, "store: database schema version %d is newer than this build's %d\n",
+                have, store__schema_version());
+        rc = -EIO;
+        goto rollback;
+    }
+    for (int v = have + 1; v <= store__schema_version(); v++) {
+        if (sqlite3_exec(db, store__migration(STORE__SQLITE, v), NULL, NULL, &err) != SQLITE_OK)
+            goto fail_tx;
+        snprintf(sql, sizeof sql, "INSERT INTO schema_version VALUES (%d, %lld)", v,
+                 (long long)store__wall_ms());
+        if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK)
+            goto fail_tx;
+    }
+    if (sqlite3_exec(db, "COMMIT", NULL, NULL, &err) != SQLITE_OK)
+        goto fail_tx;
+    return 0;
+fail_tx:
+    fprintf(stderr, "store: sqlite migration: %s\n", err ? err : "?");
+    sqlite3_free(err);
+    rc = -EIO;
+rollback:
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    return rc;
+fail:
+    fprintf(stderr, "store: sqlite migration: %s\n", err ? err : "?");
+    sqlite3_free(err);
+    return -EIO;
+}
+
+static void sq_free(sq *q)
+{
+    conn_close(&q->r, q->rst, R_NSTMT);
+    conn_close(&q->w, q->wst, W_NSTMT);
+    free(q);
+}
+
+typedef struct open_args {
+    store *st;
+    const char *path;
+} open_args;
+
+static intptr_t open_blocking(void *arg)
+{
+    open_args *a = arg;
+    sq *q = calloc(1, sizeof *q);
+    int rc;
+
+    if (q == NULL)
+        return -ENOMEM;
+    pthread_mutex_init(&q->w.mu, NULL);
+    pthread_mutex_init(&q->r.mu, NULL);
+    if ((rc = conn_open(&q->w, a->path, a->st->cfg.timeout_ms)) < 0 ||
+        (rc = migrate(q->w.db)) < 0 ||
+        (rc = prepare_all(q->w.db, q->wst, w_sql, W_NSTMT)) < 0 ||
+        (rc = conn_open(&q->r, a->path, a->st->cfg.timeout_ms)) < 0 ||
+        (rc = prepare_all(q->r.db, q->rst, r_sql, R_NSTMT)) < 0) {
+        sq_free(q);
+        return rc;
+    }
+    a->st->impl = q;
+    return 0;
+}
+
+static intptr_t close_blocking(void *arg)
+{
+    sq_free(((store *)arg)->impl);
+    return 0;
+}
+
+static void sq_close(store *st)
+{
+    offload(close_blocking, st);
+    st->impl = NULL;
+}
+
+static const store__backend sqlite_backend = {
+    .name = "sqlite",
+    .batch = sq_batch,
+    .get_item = sq_get_item,
+    .audit = sq_audit,
+    .outbox_fetch = sq_outbox_fetch,
+    .outbox_delete = sq_outbox_delete,
+    .ping = sq_ping,
+    .close = sq_close,
+};
+
+int store__sqlite_open(store *st, const char *path)
+{
+    open_args a = {st, path};
+    int rc;
+    if (path[0] == '\0')
+        return -EINVAL;
+    if ((rc = (int)offload(open_blocking, &a)) < 0)
+        return rc;
+    st->be = &sqlite_backend;
+    return 0;
+}

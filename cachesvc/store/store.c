@@ -1,0 +1,482 @@
+/*
+ * store.c: the store's public calls, URL dispatch and the per-item batcher.
+ *
+ * The batcher. Each sku with requests in flight has a batcher: a FIFO of
+ * ops (each on its caller's stack) and one leader. The caller that finds no
+ * batcher creates it and leads: it takes up to batch_max queued ops (its
+ * own first) into one backend transaction, answers them all, and hands the
+ * lead to the op now at the head of the queue, or frees the batcher when
+ * the queue is empty. So a batch starts as soon as the previous one
+ * committed, holding whatever queued meanwhile, and no coroutine is spawned
+ * per batch. All queue state is under st->lock, a plain mutex held only for
+ * a few pointer moves and event signals, never across a switching call.
+ * Signals are sent under the lock so that a waiter which sees its op done
+ * (under the lock) knows nobody touches its event any more.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cachesvc/store/store_int.h"
+
+enum { OP_QUEUED = 1, OP_TAKEN = 2, OP_DONE = 3 };
+
+struct store__batcher {
+    store__batcher *next;        /* hash chain */
+    store__op *head, *tail;
+    int qlen;
+    char sku[STORE_SKU_MAX + 1];
+};
+
+const double store_batch_bucket_le[STORE_BATCH_BUCKETS] = {
+    1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 1e300};
+const double store_latency_bucket_le[STORE_LATENCY_BUCKETS] = {
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+    0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 1e300};
+
+const char *store_strerror(int err)
+{
+    switch (err) {
+    case 0: return "success";
+    case -EINVAL: return "invalid argument";
+    case -ENOENT: return "no such item";
+    case -EBUSY: return "the item's queue is full";
+    case -EIO: return "database unavailable; nothing applied";
+    case -ETIMEDOUT: return "database timed out; nothing applied";
+    case -ECONNABORTED: return "connection lost during commit; outcome unknown";
+    case -ENOMEM: return "out of memory";
+    default: return "unknown store error";
+    }
+}
+
+static unsigned sku_hash(const char *s)
+{
+    unsigned h = 2166136261u;
+    while (*s)
+        h = (h ^ (unsigned char)*s++) * 16777619u;
+    return h % STORE__NBUCKETS;
+}
+
+static void cfg_defaults(store_config *c)
+{
+    if (c->pool_size <= 0) c->pool_size = 4;
+    if (c->batch_max <= 0) c->batch_max = 256;
+    if (c->queue_max <= 0) c->queue_max = 4096;
+    if (c->timeout_ms <= 0) c->timeout_ms = 5000;
+    if (c->reconnect_min_ms <= 0) c->reconnect_min_ms = 50;
+    if (c->reconnect_max_ms <= 0) c->reconnect_max_ms = 2000;
+    if (c->reconnect_max_ms < c->reconnect_min_ms) c->reconnect_max_ms = c->reconnect_min_ms;
+}
+
+int store_open(const char *url, const store_config *cfg, store **out)
+{
+    store *st;
+    int rc;
+
+    *out = NULL;
+    if (url == NULL)
+        return -EINVAL;
+    if ((st = calloc(1, sizeof *st)) == NULL)
+        return -ENOMEM;
+    if (cfg != NULL)
+        st->cfg = *cfg;
+    cfg_defaults(&st->cfg);
+    pthread_mutex_init(&st->lock, NULL);
+    if (strncmp(url, "sqlite:", 7) == 0)
+        rc = store__sqlite_open(st, url + 7);
+    else if (strncmp(url, "postgresql://", 13) == 0 || strncmp(url, "postgres://", 11) == 0)
+        rc = store__pg_open(st, url);
+    else
+        rc = -EINVAL;
+    if (rc < 0) {
+        pthread_mutex_destroy(&st->lock);
+        free(st);
+        return rc;
+    }
+    *out = st;
+    return 0;
+}
+
+void store_close(store *st)
+{
+    if (st == NULL)
+        return;
+    st->be->close(st);
+    for (int i = 0; i < STORE__NBUCKETS; i++) {
+        store__batcher *b = st->buckets[i], *n;
+        for (; b != NULL; b = n) {   /* empty unless a caller broke the contract */
+            n = b->next;
+            free(b);
+        }
+    }
+    pthread_mutex_destroy(&st->lock);
+    free(st);
+}
+
+static void hist_add(uint64_t *buckets, const double *le, int nb, double v)
+{
+    int i = 0;
+    while (i < nb - 1 && v > le[i])
+        i++;
+    __atomic_fetch_add(&buckets[i], 1, __ATOMIC_RELAXED);
+}
+
+/* Finds or creates sku's batcher. Call with st->lock held. */
+static store__batcher *do_batcher_get(store *st, const char *sku, int *created)
+{
+    unsigned h = sku_hash(sku);
+    store__batcher *b;
+    for (b = st->buckets[h]; b != NULL; b = b->next)
+        if (strcmp(b->sku, sku) == 0) {
+            *created = 0;
+            return b;
+        }
+    if ((b = calloc(1, sizeof *b)) == NULL)
+        return NULL;
+    strcpy(b->sku, sku);
+    b->next = st->buckets[h];
+    st->buckets[h] = b;
+    *created = 1;
+    return b;
+}
+
+static void do_batcher_remove(store *st, store__batcher *b)
+{
+    store__batcher **pp = &st->buckets[sku_hash(b->sku)];
+    while (*pp != b)
+        pp = &(*pp)->next;
+    *pp = b->next;
+    free(b);
+}
+
+/* Runs one batch as the leader of b, whose queue head is self. Answers
+ * every op of the batch and passes the lead on. */
+static void lead_batch(store *st, store__batcher *b, store__op *self)
+{
+    store__op *ops_small[64], **ops = ops_small;
+    store__batch_result r;
+    int n = 0, rc, i;
+    int64_t t0;
+
+    if (st->cfg.batch_max > 64 && (ops = malloc(sizeof *ops * st->cfg.batch_max)) == NULL)
+        ops = ops_small;   /* degrade to batches of 64 */
+    int cap = ops == ops_small ? (st->cfg.batch_max < 64 ? st->cfg.batch_max : 64) : st->cfg.batch_max;
+
+    pthread_mutex_lock(&st->lock);
+    if (b->head != self) {   /* cannot happen: the lead goes to the head */
+        pthread_mutex_unlock(&st->lock);
+        fprintf(stderr, "store: batcher lead is not at the queue head\n");
+        abort();
+    }
+    while (n < cap && b->head != NULL) {
+        store__op *op = b->head;
+        b->head = op->next;
+        if (b->head == NULL)
+            b->tail = NULL;
+        b->qlen--;
+        op->state = OP_TAKEN;
+        op->next = NULL;
+        ops[n++] = op;
+    }
+    __atomic_fetch_sub(&st->stats.queued, (uint64_t)n, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&st->lock);
+
+    memset(&r, 0, sizeof r);
+    t0 = rt_now_ns();
+    rc = st->be->batch(st, b->sku, ops, n, &r);
+    double dt = (double)(rt_now_ns() - t0) / 1e9;
+
+    STORE__STAT_ADD(st, batches, 1);
+    STORE__STAT_ADD(st, batched_requests, (uint64_t)n);
+    STORE__STAT_ADD(st, batch_size_sum, (uint64_t)n);
+    hist_add(st->stats.batch_size_bucket, store_batch_bucket_le, STORE_BATCH_BUCKETS, n);
+    hist_add(st->stats.latency_bucket, store_latency_bucket_le, STORE_LATENCY_BUCKETS, dt);
+    {   /* a double sum, updated with a CAS loop on its bits */
+        uint64_t old, upd;
+        double d;
+        __atomic_load((uint64_t *)&st->stats.latency_sum_s, &old, __ATOMIC_RELAXED);
+        do {
+            memcpy(&d, &old, sizeof d);
+            d += dt;
+            memcpy(&upd, &d, sizeof d);
+        } while (!__atomic_compare_exchange((uint64_t *)&st->stats.latency_sum_s, &old, &upd, 0,
+                                            __ATOMIC_RELAXED, __ATOMIC_RELAXED));
+    }
+
+    if (rc == 0) {
+        store__finish(&r.state, ops, n);
+        for (i = 0; i < n; i++) {
+            store__op *op = ops[i];
+            if (op->kind != STORE__DECR)
+                continue;
+            if (op->outcome == STORE_OK)
+                STORE__STAT_ADD(st, orders, 1);
+            else if (op->outcome == STORE_REPLAYED) {
+                STORE__STAT_ADD(st, replays, 1);
+                if (op->replay_of >= 0)
+                    strcpy(op->prior.sku, b->sku);
+            } else
+                STORE__STAT_ADD(st, rejects, 1);
+        }
+        if (r.changed) {
+            STORE__STAT_ADD(st, commits, 1);
+            if (st->cfg.on_commit != NULL)
+                st->cfg.on_commit(st->cfg.on_commit_ctx, b->sku, r.state.stock, r.state.version,
+                                  r.committed_at_ms);
+        }
+    } else {
+        if (rc == -ECONNABORTED)
+            STORE__STAT_ADD(st, unknown_outcomes, 1);
+        else
+            STORE__STAT_ADD(st, errors, 1);
+        for (i = 0; i < n; i++) {
+            ops[i]->err = rc;
+            ops[i]->batch_size = n;
+        }
+    }
+
+    pthread_mutex_lock(&st->lock);
+    for (i = 0; i < n; i++) {
+        ops[i]->state = OP_DONE;
+        if (ops[i] != self)
+            rt_event_signal(ops[i]->ev);
+    }
+    if (b->head != NULL) {
+        b->head->lead = 1;
+        rt_event_signal(b->head->ev);
+    } else {
+        do_batcher_remove(st, b);
+    }
+    pthread_mutex_unlock(&st->lock);
+    if (ops != ops_small)
+        free(ops);
+}
+
+/* Queues op on sku's batcher and parks until it is answered. Returns 0
+ * (op answered: op->err and op->outcome tell), -EBUSY (queue full, nothing
+ * queued), -ETIMEDOUT (deadline passed while queued, removed), -ENOMEM. */
+static int submit(store *st, const char *sku, store__op *op, int64_t deadline)
+{
+    store__batcher *b;
+    int created, rc;
+
+    op->state = OP_QUEUED;
+    op->lead = 0;
+    op->next = NULL;
+    if ((op->ev = rt_event_new()) == NULL)
+        return -ENOMEM;
+
+    pthread_mutex_lock(&st->lock);
+    if ((b = do_batcher_get(st, sku, &created)) == NULL) {
+        pthread_mutex_unlock(&st->lock);
+        rt_event_free(op->ev);
+        return -ENOMEM;
+    }
+    if (b->qlen >= st->cfg.queue_max) {
+        pthread_mutex_unlock(&st->lock);
+        rt_event_free(op->ev);
+        STORE__STAT_ADD(st, overloaded, 1);
+        return -EBUSY;
+    }
+    if (b->tail != NULL)
+        b->tail->next = op;
+    else
+        b->head = op;
+    b->tail = op;
+    b->qlen++;
+    op->seq = ++st->next_seq;
+    op->lead = created;     /* a new batcher has no leader: this op leads */
+    STORE__STAT_ADD(st, queued, 1);
+    pthread_mutex_unlock(&st->lock);
+
+    if (op->lead) {
+        lead_batch(st, b, op);
+        rt_event_free(op->ev);
+        return 0;
+    }
+
+    int64_t dl = deadline;
+    for (;;) {
+        int w = rt_event_wait(op->ev, dl);
+        pthread_mutex_lock(&st->lock);
+        if (op->state == OP_DONE) {
+            pthread_mutex_unlock(&st->lock);
+            rc = 0;
+            break;
+        }
+        if (op->lead) {
+            pthread_mutex_unlock(&st->lock);
+            lead_batch(st, b, op);
+            rc = 0;
+            break;
+        }
+        if (w == -ETIMEDOUT && op->state == OP_QUEUED) {
+            /* Unlink op; it is not the head's leader (lead is 0). */
+            store__op **pp = &b->head, *prev = NULL;
+            while (*pp != op) {
+                prev = *pp;
+                pp = &(*pp)->next;
+            }
+            *pp = op->next;
+            if (b->tail == op)
+                b->tail = prev;
+            b->qlen--;
+            __atomic_fetch_sub(&st->stats.queued, 1, __ATOMIC_RELAXED);
+            pthread_mutex_unlock(&st->lock);
+            rc = -ETIMEDOUT;
+            break;
+        }
+        if (op->state == OP_TAKEN)
+            dl = RT_NO_DEADLINE;   /* in a transaction: its own timeout applies */
+        pthread_mutex_unlock(&st->lock);
+    }
+    rt_event_free(op->ev);
+    return rc;
+}
+
+int store_decrement(store *st, const char *sku, const char *user_id, int64_t qty,
+                    const char *key, int64_t deadline, store_decrement_result *out)
+{
+    store__op op;
+    int rc;
+
+    memset(out, 0, sizeof *out);
+    if (!store_valid_id(sku) || !store_valid_id(user_id) || qty < 1 || qty > STORE_QTY_MAX ||
+        (key != NULL && !store_valid_key(key)))
+        return -EINVAL;
+    memset(&op, 0, sizeof op);
+    op.kind = STORE__DECR;
+    op.user_id = user_id;
+    op.qty = qty;
+    op.key = key;
+    rc = submit(st, sku, &op, deadline);
+    out->seq = op.seq;
+    out->batch_size = op.batch_size;
+    if (rc == -EBUSY) {
+        out->outcome = STORE_OVERLOADED;
+        return 0;
+    }
+    if (rc == -ETIMEDOUT) {
+        out->outcome = STORE_UNAVAILABLE;
+        return 0;
+    }
+    if (rc < 0)
+        return rc;
+    if (op.err == -ECONNABORTED) {
+        out->outcome = STORE_OUTCOME_UNKNOWN;
+        return 0;
+    }
+    if (op.err < 0) {
+        out->outcome = STORE_UNAVAILABLE;
+        return 0;
+    }
+    out->outcome = (store_outcome)op.outcome;
+    out->stock = op.stock;
+    out->version = op.version;
+    if (op.outcome == STORE_OK) {
+        out->order_id = op.order_id;
+        out->qty = qty;
+        strcpy(out->user_id, user_id);
+        strcpy(out->sku, sku);
+    } else if (op.outcome == STORE_REPLAYED) {
+        out->order_id = op.prior.order_id;
+        out->qty = op.prior.qty;
+        strcpy(out->user_id, op.prior.user_id);
+        strcpy(out->sku, op.prior.sku[0] ? op.prior.sku : sku);
+        out->stock = op.prior.stock;
+        out->version = op.prior.version;
+    }
+    return 0;
+}
+
+int store_put_item(store *st, const char *sku, const store_put *p, int64_t deadline,
+                   store_item *out, int *created)
+{
+    store__op op;
+    int rc;
+
+    if (created != NULL)
+        *created = 0;
+    if (!store_valid_id(sku) || p == NULL)
+        return -EINVAL;
+    memset(&op, 0, sizeof op);
+    op.kind = STORE__PUT;
+    op.put = *p;
+    rc = submit(st, sku, &op, deadline);
+    if (rc < 0)
+        return rc;
+    if (op.err < 0)
+        return op.err;
+    if (op.outcome < 0)
+        return op.outcome;
+    if (out != NULL) {
+        memset(out, 0, sizeof *out);
+        strcpy(out->sku, sku);
+        out->stock = op.after.stock;
+        out->version = op.after.version;
+        out->per_user_limit = op.after.per_user_limit;
+        out->sale_starts_at_ms = op.after.sale_starts_at_ms;
+        out->units_supplied = op.after.units_supplied;
+    }
+    if (created != NULL)
+        *created = op.created;
+    return 0;
+}
+
+static int count_error(store *st, int rc)
+{
+    if (rc < 0 && rc != -ENOENT && rc != -EINVAL)
+        STORE__STAT_ADD(st, errors, 1);
+    return rc;
+}
+
+int store_get_item(store *st, const char *sku, store_item *out)
+{
+    if (!store_valid_id(sku))
+        return -EINVAL;
+    return count_error(st, st->be->get_item(st, sku, out));
+}
+
+int store_audit(store *st, const char *sku, int with_orders, store_audit_result *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!store_valid_id(sku))
+        return -EINVAL;
+    return count_error(st, st->be->audit(st, sku, with_orders, out));
+}
+
+void store_audit_free(store_audit_result *a)
+{
+    if (a == NULL)
+        return;
+    free(a->order_ids);
+    a->order_ids = NULL;
+    a->n_order_ids = 0;
+}
+
+int store_outbox_fetch(store *st, int64_t after_id, size_t max, store_outbox_row *rows)
+{
+    if (max == 0)
+        return 0;
+    return count_error(st, st->be->outbox_fetch(st, after_id, max, rows));
+}
+
+int store_outbox_delete(store *st, const int64_t *ids, size_t n)
+{
+    if (n == 0)
+        return 0;
+    return count_error(st, st->be->outbox_delete(st, ids, n));
+}
+
+int store_ping(store *st)
+{
+    return st->be->ping(st);
+}
+
+void store_stats_get(store *st, store_stats *out)
+{
+    uint64_t *src = (uint64_t *)&st->stats, *dst = (uint64_t *)out;
+    for (size_t i = 0; i < sizeof *out / sizeof(uint64_t); i++)
+        dst[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
+}

@@ -1,0 +1,147 @@
+/*
+ * store_int.h: the store's internals, shared by store.c (API, batcher),
+ * decide.c (the serial decision rules), schema.c (migrations), sqlite.c and
+ * pg.c (backends). Not for other folders.
+ */
+#ifndef CACHESVC_STORE_INT_H
+#define CACHESVC_STORE_INT_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "cachesvc/store/store.h"
+#include "runtime/rt.h"
+
+enum { STORE__DECR = 1, STORE__PUT = 2 };
+
+/* The item row as the batch transaction locked it and then changed it. */
+typedef struct store__state {
+    int found;
+    int64_t stock;
+    int64_t version;
+    int64_t per_user_limit;
+    int64_t sale_starts_at_ms;
+    int64_t units_supplied;
+} store__state;
+
+/* An order found by its idempotency key before the batch ran. */
+typedef struct store__order {
+    int64_t order_id;
+    char sku[STORE_SKU_MAX + 1];
+    char user_id[STORE_SKU_MAX + 1];
+    int64_t qty;
+    int64_t stock;     /* the item after the order's batch */
+    int64_t version;
+} store__order;
+
+/* One queued request: a decrement or a put. It lives on the stack of the
+ * coroutine that made the request, which stays parked until the request is
+ * answered; the batcher links it into its queue through next. */
+typedef struct store__op {
+    int kind;
+    /* Inputs (owned by the caller). */
+    const char *user_id;
+    int64_t qty;
+    const char *key;
+    store_put put;
+    /* Filled by the backend before store__decide(). */
+    int key_found;
+    store__order prior;
+    int64_t bought;      /* the user's purchased qty before this batch */
+    /* The decision. For a decrement a store_outcome; for a put 0 or
+     * -EINVAL. replay_of is the index in the batch of the earlier request
+     * whose order this one replays, or -1. */
+    int outcome;
+    int replay_of;
+    int created;         /* put: the item did not exist */
+    int64_t order_id;    /* new orders: set by the backend when inserted */
+    /* Answer, filled after the batch. */
+    int err;             /* 0, or the batch's failure (negative errno) */
+    int64_t stock;       /* the item after the batch */
+    int64_t version;
+    store__state after;  /* puts: the whole item after the batch */
+    int batch_size;
+    /* Batcher bookkeeping (store.c). */
+    struct store__op *next;
+    rt_event *ev;
+    int state;
+    int lead;
+    uint64_t seq;
+} store__op;
+
+
+/* Decides ops[0..n-1] in order against *s exactly as serial execution would
+ * (replay, not found, sale start, per-user limit, stock), updating *s
+ * (stock, settings, found) but not its version. Requires the backend to have
+ * filled key_found/prior and bought for every decrement. Returns 1 when
+ * something changed (an order or a put), else 0. */
+int store__decide(store__state *s, int64_t now_ms, store__op **ops, int n);
+
+/* After a commit: fills every op's answer (stock, version, batch size, the
+ * order ids of in-batch replays) from the final state s. */
+void store__finish(const store__state *s, store__op **ops, int n);
+
+/* Aggregates the batch's new orders per user: fills users[] (pointers into
+ * the ops) and qtys[] with one entry per distinct buyer and returns the
+ * count. users and qtys have room for n entries. */
+int store__purchase_deltas(store__op **ops, int n, const char **users, int64_t *qtys);
+
+/* The distinct buyers of the batch's decrements, in first-seen order;
+ * users[] has room for n. Returns the count. */
+int store__distinct_users(store__op **ops, int n, const char **users);
+
+/* Wall-clock milliseconds. */
+int64_t store__wall_ms(void);
+
+/* What a batch transaction reports. */
+typedef struct store__batch_result {
+    store__state state;     /* final: committed values */
+    int changed;
+    int64_t committed_at_ms;
+} store__batch_result;
+
+/* A backend. Every function is called from a coroutine and returns 0 or a
+ * negative errno as store.h lists. batch() runs one transaction for the
+ * ops of one sku (see store.h), calling store__decide between its reads and
+ * writes and setting order_id on the new orders; on -EIO/-ETIMEDOUT nothing
+ * was applied, on -ECONNABORTED the outcome is unknown. */
+typedef struct store__backend {
+    const char *name;
+    int (*batch)(store *st, const char *sku, store__op **ops, int n, store__batch_result *r);
+    int (*get_item)(store *st, const char *sku, store_item *out);
+    int (*audit)(store *st, const char *sku, int with_orders, store_audit_result *out);
+    int (*outbox_fetch)(store *st, int64_t after_id, size_t max, store_outbox_row *rows);
+    int (*outbox_delete)(store *st, const int64_t *ids, size_t n);
+    int (*ping)(store *st);
+    void (*close)(store *st);
+} store__backend;
+
+typedef struct store__batcher store__batcher;
+
+#define STORE__NBUCKETS 1024
+
+struct store {
+    const store__backend *be;
+    void *impl;                 /* the backend's state */
+    store_config cfg;
+    pthread_mutex_t lock;       /* batchers map and queues; never held
+                                 * across a switching call */
+    store__batcher *buckets[STORE__NBUCKETS];
+    uint64_t next_seq;
+    store_stats stats;          /* updated with __atomic builtins */
+};
+
+#define STORE__STAT_ADD(st, f, n) __atomic_fetch_add(&(st)->stats.f, (n), __ATOMIC_RELAXED)
+
+/* Backends' open functions: parse the part of the url after the scheme,
+ * connect, migrate, set st->be and st->impl. */
+int store__sqlite_open(store *st, const char *path);
+int store__pg_open(store *st, const char *url);
+
+/* Migrations: the statements of version v for a dialect, NULL past the
+ * last one. */
+enum { STORE__SQLITE = 0, STORE__PG = 1 };
+const char *store__migration(int dialect, int v);
+int store__schema_version(void);
+
+#endif /* CACHESVC_STORE_INT_H */
