@@ -609,7 +609,8 @@ void svc_config_dump(FILE *out, const svc_config *cfg)
             sec = k->section;
             fprintf(out, "%s[%s]\n", i ? "\n" : "", sec);
         }
-        fprintf(out, "%s = ", k->key);
+        fprintf(out, "; %s (default %s%s%s)\n%s = ", k->help, k->def[0] ? "" : "\"",
+                k->def, k->def[0] ? "" : "\"", k->key);
         switch (k->kind) {
         case K_INT: fprintf(out, "%d\n", *(const int *)field); break;
         case K_I64: fprintf(out, "%" PRId64 "\n", *(const int64_t *)field); break;

@@ -145,7 +145,8 @@ static void test_help_and_dump(void **state)
     svc_config_dump(f, &c);
     fclose(f);
     assert_null(strstr(buf, "s3cret"));
-    assert_non_null(strstr(buf, "[redis]\nurl = none"));
+    assert_non_null(strstr(buf, "[redis]\n"));
+    assert_non_null(strstr(buf, "\nurl = none\n"));
     /* The dump is a valid config file that loads to the same values. */
     char *path = write_tmp(buf);
     free(buf);
