@@ -1,0 +1,205 @@
+/*
+ * rc.h: the Redis Cluster client of cachesvc.
+ *
+ * One rc_cluster talks to a Redis Cluster (or, transparently, to one plain
+ * Redis server). It keeps the slot map learned from CLUSTER SLOTS, routes
+ * every command to the node that serves its key's slot, and pipelines
+ * automatically: per node connection a writer coroutine gathers the requests
+ * that coroutines queued into one write (bounded batch), and a reader
+ * coroutine matches the replies in order. MOVED fixes the slot at once and
+ * schedules a throttled background refresh of the map; ASK sends ASKING and
+ * the command to the named node once; TRYAGAIN, CLUSTERDOWN and LOADING are
+ * retried after a jittered backoff; a node that stops answering is marked
+ * down, its connection is closed, and the map is refreshed from the other
+ * nodes until the cluster is whole again.
+ *
+ * Every request has a deadline; no caller waits past it, whatever the
+ * nodes do. Deadlines are absolute rt_now_ns() values (runtime/rt.h); 0 means
+ * "now + the configured command timeout".
+ *
+ * Threads. Every function here is for coroutines of the runtime (they park
+ * the caller, never the worker), except rc_new, rc_strerror, rc_keyslot,
+ * rc_item_key, rc_reply_free and rc_stats, which are callable from any thread.
+ * One rc_cluster is shared by any number of coroutines on any workers.
+ *
+ * Errors. Functions return 0 (or a count) on success and one of the negative
+ * RC_E* codes below on failure; rc_strerror() names them. They are negative
+ * errno values, so rt_strerror() and strerror(-err) also work.
+ */
+#ifndef CACHESVC_RC_H
+#define CACHESVC_RC_H
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <hiredis/hiredis.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct rc_cluster rc_cluster;
+
+/* A reply is hiredis's redisReply: type is one of RC_REPLY_*, str/len hold
+ * strings, status and error text, integer integers, element/elements
+ * arrays. Free one with rc_reply_free(). */
+typedef redisReply rc_reply;
+#define RC_REPLY_STRING  REDIS_REPLY_STRING
+#define RC_REPLY_ARRAY   REDIS_REPLY_ARRAY
+#define RC_REPLY_INTEGER REDIS_REPLY_INTEGER
+#define RC_REPLY_NIL     REDIS_REPLY_NIL
+#define RC_REPLY_STATUS  REDIS_REPLY_STATUS
+#define RC_REPLY_ERROR   REDIS_REPLY_ERROR
+
+/* Error codes. */
+#define RC_EINVAL     (-EINVAL)       /* bad argument or configuration */
+#define RC_ENOMEM     (-ENOMEM)
+#define RC_ETIMEDOUT  (-ETIMEDOUT)    /* the request's deadline passed */
+#define RC_ECONN      (-ECONNRESET)   /* connection lost after the command was
+                                       * sent: its outcome is unknown */
+#define RC_EDOWN      (-EHOSTDOWN)    /* the node is down or unreachable; the
+                                       * command was not sent */
+#define RC_EUNAVAIL   (-EHOSTUNREACH) /* no node serves the slot (cluster not
+                                       * whole, or not connected yet) */
+#define RC_ESERVER    (-EREMOTEIO)    /* Redis answered with an error reply */
+#define RC_EPROTO     (-EPROTO)       /* the server sent a malformed reply */
+#define RC_EREDIRECT  (-ELOOP)        /* more redirects than max_redirects */
+#define RC_ECANCELED  (-ECANCELED)    /* the client is shutting down */
+#define RC_ENOSPC     (-ENOSPC)       /* the caller's buffer is too small */
+#define RC_EBADVALUE  (-EBADMSG)      /* a cached value is not "<version>|..." */
+
+/* Returns a static description of an RC_E* code (or any negative errno). */
+const char *rc_strerror(int err);
+
+typedef struct rc_config {
+    const char *seeds;        /* "host:port,host:port,..." (copied); IPv6 as
+                               * "[::1]:6379"; names are resolved */
+    int conns_per_node;       /* pipelined connections per node; 0 = 1 */
+    int connect_timeout_ms;   /* 0 = 1000 */
+    int command_timeout_ms;   /* default deadline of a request, and the age
+                               * at which an unanswered request declares its
+                               * connection dead; 0 = 1000 */
+    int replica_reads;        /* nonzero: GET and rc_get_versioned read from
+                               * replicas (READONLY), masters as fallback */
+    int max_redirects;        /* MOVED/ASK hops per request; 0 = 5 */
+    int max_batch;            /* requests per pipelined write; 0 = 512 */
+    int refresh_cooldown_ms;  /* minimum gap between slot map refreshes;
+                               * 0 = 100 */
+    int refresh_interval_ms;  /* periodic refresh while healthy; 0 = 30000,
+                               * -1 = only on demand */
+} rc_config;
+
+/* Creates a client for cfg. Does no I/O and starts no coroutine; call
+ * rc_connect() next. Returns NULL on a bad configuration (no seeds, a seed
+ * that is not host:port) or out of memory. The caller owns the client and
+ * frees it with rc_free(). Callable from any thread. */
+rc_cluster *rc_new(const rc_config *cfg);
+
+/* Learns the slot map from the first seed (or known node) that answers
+ * CLUSTER SLOTS, detects a standalone server, loads the versioned scripts
+ * on every master (SCRIPT LOAD), and starts the background refresher.
+ * Returns 0, RC_ETIMEDOUT if no seed answered before deadline, or another
+ * RC_E* code. May be called again (it then only refreshes). */
+int rc_connect(rc_cluster *c, int64_t deadline);
+
+/* Refreshes the slot map now (synchronously), bypassing the cooldown.
+ * Returns 0 or an RC_E* code; the old map stays in use on failure. */
+int rc_refresh(rc_cluster *c, int64_t deadline);
+
+/* Stops the client: every connection is closed, requests still queued fail
+ * with RC_ECANCELED, the client's coroutines are joined, memory is freed.
+ * No other call on c may be running or follow. Call from a coroutine. */
+void rc_free(rc_cluster *c);
+
+/* Runs one command: argv[0] is the command name, argvlen[i] the length of
+ * argv[i] (argvlen NULL: strlen). The key (argv[1] for most commands, the
+ * first key of EVAL/EVALSHA) picks the node; keyless commands go to some
+ * master. MGET, DEL, UNLINK, EXISTS and TOUCH with keys in several slots are
+ * split by slot and their replies combined. Redirects, retries and failover
+ * are handled inside, within deadline.
+ *
+ * Returns 0 and sets *out to the reply (the caller owns it, frees it with
+ * rc_reply_free); RC_ESERVER if Redis answered with an error, *out then
+ * holds that error reply (its str is the text); or another RC_E* code with
+ * *out set to NULL. out may be NULL when the reply is not wanted.
+ * Commands are retried after a lost connection only when they are
+ * idempotent (reads, SET, DEL, the versioned scripts); others then fail
+ * with RC_ECONN. */
+int rc_command(rc_cluster *c, int argc, const char **argv,
+               const size_t *argvlen, int64_t deadline, rc_reply **out);
+
+/* Frees a reply from rc_command (NULL is fine). */
+void rc_reply_free(rc_reply *r);
+
+/* The cluster hash slot (0..16383) of a key, hash tags ({...}) honoured. */
+unsigned rc_keyslot(const char *key, size_t len);
+
+/* ------------------------------------------------------------------------ */
+/* Versioned cached items.                                                   */
+/*                                                                           */
+/* An item's Redis key is "stock:{<sku>}" and its value the string          */
+/* "<version>|<payload>": the version in decimal (uint64, no leading zeros),*/
+/* '|', then the payload bytes.                                              */
+
+/* Writes "stock:{<sku>}" and a NUL into dst. Returns the key's length, or
+ * RC_ENOSPC if cap is too small (cap >= skulen + 9 always suffices). */
+int rc_item_key(char *dst, size_t cap, const char *sku, size_t skulen);
+
+/* Reads a versioned value. Returns 1 and sets *version, copies the payload
+ * into buf and its length into *len; 0 if the key is absent; RC_ENOSPC if
+ * the payload is longer than cap (*len then tells the size needed);
+ * RC_EBADVALUE if the value is not "<version>|..."; or another RC_E*.
+ * Reads a replica when replica_reads is configured. */
+int rc_get_versioned(rc_cluster *c, const char *key, size_t keylen,
+                     uint64_t *version, char *buf, size_t cap, size_t *len,
+                     int64_t deadline);
+
+/* Writes "<version>|<payload>" with a time to live of px_ms (<= 0: none)
+ * only if the key is absent or holds a lower version; an equal or higher
+ * version is kept. Returns 1 written, 0 refused, or an RC_E* code. Runs a
+ * Lua script by EVALSHA, falling back to EVAL on NOSCRIPT. */
+int rc_fill_if_newer(rc_cluster *c, const char *key, size_t keylen,
+                     uint64_t version, const void *payload, size_t len,
+                     int64_t px_ms, int64_t deadline);
+
+/* Deletes the key only if its version is <= version (a value that does not
+ * parse counts as older). Returns 1 deleted, 0 kept or absent, or an RC_E*
+ * code. EVALSHA with EVAL fallback, like rc_fill_if_newer. */
+int rc_delete_if_not_newer(rc_cluster *c, const char *key, size_t keylen,
+                           uint64_t version, int64_t deadline);
+
+/* ------------------------------------------------------------------------ */
+/* Counters for metrics. The list is declared once here (X macro): each    */
+/* entry is X(name, help). All are monotonic counters except inflight.      */
+
+#define RC_NODE_COUNTERS(X)                                                    \
+    X(inflight,  "requests written to the node and not yet answered (gauge)") \
+    X(batches,   "pipelined writes to the node")                              \
+    X(commands,  "commands written to the node")                              \
+    X(moved,     "MOVED redirections received from the node")                 \
+    X(ask,       "ASK redirections received from the node")                   \
+    X(retries,   "requests retried after an error from or about the node")    \
+    X(errors,    "connection failures, timeouts and malformed replies")       \
+    X(refreshes, "slot map refreshes answered by the node")
+
+typedef struct rc_node_stats {
+    char addr[64];            /* "host:port" */
+    int master;               /* 1 if it served slots at the last refresh */
+    int up;                   /* 0 while marked down */
+#define RC__X(name, help) uint64_t name;
+    RC_NODE_COUNTERS(RC__X)
+#undef RC__X
+} rc_node_stats;
+
+/* Copies the counters of up to max nodes into out and returns the number of
+ * nodes known (which may exceed max). Callable from any thread. */
+int rc_stats(rc_cluster *c, rc_node_stats *out, int max);
+
+/* Slot map refreshes done so far (successful ones). Any thread. */
+uint64_t rc_refresh_count(rc_cluster *c);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CACHESVC_RC_H */
