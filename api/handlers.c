@@ -1,0 +1,535 @@
+/*
+ * handlers.c: routes a complete request and answers it: admin auth, input
+ * validation, JSON bodies (cJSON in, direct formatting out), the service
+ * call and the mapping of its result to a status and the error envelope.
+ */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "api/http_int.h"
+
+#define JSON "application/json"
+
+int http__valid_ident(const char *s, size_t n, size_t max)
+{
+    if (n == 0 || n > max)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+              (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' ||
+              ch == ':' || ch == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+/* The value of header name (lower case) in the current request, or NULL. */
+static const char *header(const http_conn *c, const char *name, size_t *len)
+{
+    size_t n = strlen(name);
+    for (int i = 0; i < c->req.nhdr; i++) {
+        const http__hdr *h = &c->req.hdr[i];
+        if (h->name_len == n &&
+            strncasecmp(c->in + c->req_start + h->name_off, name, n) == 0) {
+            *len = h->val_len;
+            return c->in + c->req_start + h->val_off;
+        }
+    }
+    return NULL;
+}
+
+static void reply_json(http_conn *c, int route, int status,
+                       const char *extra, size_t extra_len)
+{
+    http__reply(c, route, status, JSON, extra, extra_len, c->body.data,
+                c->body.len);
+}
+
+/* Answers a service error; retry_after_s is used with HTTP_E_OVERLOADED. */
+static void reply_err(http_conn *c, int route, int err, int64_t retry_after_s)
+{
+    char extra[48];
+    const char *ex = NULL;
+    if (err == HTTP_E_OVERLOADED) {
+        ex = extra;
+        snprintf(extra, sizeof extra, "Retry-After: %lld\r\n",
+                 (long long)(retry_after_s > 0 ? retry_after_s : 1));
+    }
+    http__reply_error(c, route, http_error_status(err), http_error_code(err),
+                      http_strerror(err), ex);
+}
+
+static void bad_request(http_conn *c, int route, const char *detail)
+{
+    http__reply_error(c, route, 400, "bad_request", detail, NULL);
+}
+
+/* ------------------------------------------------------------------------ */
+/* JSON helpers                                                              */
+
+static int json_item(http_buf *b, const http_item *it)
+{
+    int rc = http_buf_puts(b, "{\"sku\":");
+    rc |= http_buf_json_str(b, it->sku, strlen(it->sku));
+    rc |= http_buf_puts(b, ",\"stock\":");
+    rc |= http_buf_i64(b, it->stock);
+    rc |= http_buf_puts(b, ",\"version\":");
+    rc |= http_buf_i64(b, it->version);
+    rc |= http_buf_puts(b, ",\"per_user_limit\":");
+    rc |= http_buf_i64(b, it->per_user_limit);
+    rc |= http_buf_puts(b, ",\"sale_starts_at_ms\":");
+    rc |= http_buf_i64(b, it->sale_starts_at_ms);
+    rc |= http_buf_puts(b, "}");
+    return rc < 0 ? -ENOMEM : 0;
+}
+
+/* Reads an integer field in [lo, hi]. Returns 1 when present and valid,
+ * 0 when absent, -1 when present but not an integer in range. */
+static int json_int(const cJSON *obj, const char *name, int64_t lo,
+                    int64_t hi, int64_t *out)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
+    if (v == NULL)
+        return 0;
+    if (!cJSON_IsNumber(v))
+        return -1;
+    double d = v->valuedouble;
+    if (!isfinite(d) || d != floor(d) || d < (double)lo || d > (double)hi ||
+        d > 9007199254740992.0)
+        return -1;
+    *out = (int64_t)d;
+    return 1;
+}
+
+static cJSON *parse_body(http_conn *c)
+{
+    if (c->req.body_len == 0)
+        return NULL;
+    cJSON *j = cJSON_ParseWithLength(c->in + c->req_start + c->req.body_off,
+                                     c->req.body_len);
+    if (j && !cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        return NULL;
+    }
+    return j;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Handlers                                                                  */
+
+static const char *tier_name(http_tier t)
+{
+    switch (t) {
+    case HTTP_TIER_REDIS: return "X-Cache: redis\r\n";
+    case HTTP_TIER_DB:    return "X-Cache: db\r\n";
+    default:              return "X-Cache: local\r\n";
+    }
+}
+
+static void h_get_item(http_conn *c, const char *sku)
+{
+    const http_service *s = c->srv->svc;
+    http_item it;
+    http_tier tier = HTTP_TIER_LOCAL;
+    int rc = s->get_item(s->ctx, sku, &it, &tier);
+    if (rc < 0) {
+        reply_err(c, HTTP__R_GET_ITEM, rc, 0);
+        return;
+    }
+    c->body.len = 0;
+    if (json_item(&c->body, &it) < 0) {
+        c->closing = 1;
+        return;
+    }
+    const char *x = tier_name(tier);
+    reply_json(c, HTTP__R_GET_ITEM, 200, x, strlen(x));
+}
+
+static void h_decrement(http_conn *c, const char *sku)
+{
+    const int R = HTTP__R_DECREMENT;
+    const http_service *s = c->srv->svc;
+    char user[HTTP_USER_MAX + 1], key[HTTP_IDEM_KEY_MAX + 1];
+    http_decrement_req req = {.sku = sku, .user_id = user};
+    size_t klen;
+    const char *k = header(c, "idempotency-key", &klen);
+    if (k) {
+        if (klen == 0 || klen > HTTP_IDEM_KEY_MAX) {
+            bad_request(c, R, "Idempotency-Key must be 1-128 printable ASCII bytes");
+            return;
+        }
+        for (size_t i = 0; i < klen; i++)
+            if (k[i] < 0x20 || k[i] > 0x7e) {
+                bad_request(c, R, "Idempotency-Key must be 1-128 printable ASCII bytes");
+                return;
+            }
+        memcpy(key, k, klen);
+        key[klen] = 0;
+        req.idempotency_key = key;
+    }
+    cJSON *j = parse_body(c);
+    if (j == NULL) {
+        bad_request(c, R, "the body must be a JSON object {\"user_id\",\"qty\"}");
+        return;
+    }
+    const cJSON *u = cJSON_GetObjectItemCaseSensitive(j, "user_id");
+    if (!cJSON_IsString(u) ||
+        !http__valid_ident(u->valuestring, strlen(u->valuestring), HTTP_USER_MAX)) {
+        cJSON_Delete(j);
+        bad_request(c, R, "user_id must be 1-64 bytes of [A-Za-z0-9._:-]");
+        return;
+    }
+    strcpy(user, u->valuestring);
+    int q = json_int(j, "qty", 1, HTTP_QTY_MAX, &req.qty);
+    cJSON_Delete(j);
+    if (q != 1) {
+        bad_request(c, R, "qty must be an integer from 1 to 1000000");
+        return;
+    }
+    http_decrement_res res;
+    memset(&res, 0, sizeof res);
+    int rc = s->decrement(s->ctx, &req, &res);
+    if (rc < 0) {
+        reply_err(c, R, rc, res.retry_after_s);
+        return;
+    }
+    http_buf *b = &c->body;
+    b->len = 0;
+    int e = http_buf_puts(b, "{\"order_id\":");
+    e |= http_buf_i64(b, res.order_id);
+    e |= http_buf_puts(b, ",\"sku\":");
+    e |= http_buf_json_str(b, sku, strlen(sku));
+    e |= http_buf_puts(b, ",\"user_id\":");
+    e |= http_buf_json_str(b, user, strlen(user));
+    e |= http_buf_puts(b, ",\"qty\":");
+    e |= http_buf_i64(b, req.qty);
+    e |= http_buf_puts(b, ",\"stock\":");
+    e |= http_buf_i64(b, res.stock);
+    e |= http_buf_puts(b, ",\"version\":");
+    e |= http_buf_i64(b, res.version);
+    e |= http_buf_puts(b, res.replayed ? ",\"replayed\":true}" : ",\"replayed\":false}");
+    if (e < 0) {
+        c->closing = 1;
+        return;
+    }
+    reply_json(c, R, 200, NULL, 0);
+}
+
+static void h_put_item(http_conn *c, const char *sku)
+{
+    const int R = HTTP__R_PUT_ITEM;
+    const http_service *s = c->srv->svc;
+    http_put_item_req req = {.sku = sku};
+    cJSON *j = parse_body(c);
+    if (j == NULL) {
+        bad_request(c, R, "the body must be a JSON object");
+        return;
+    }
+    int a = json_int(j, "stock", 0, INT64_MAX, &req.stock);
+    int b = json_int(j, "per_user_limit", 0, INT64_MAX, &req.per_user_limit);
+    int d = json_int(j, "sale_starts_at_ms", 0, INT64_MAX, &req.sale_starts_at_ms);
+    cJSON_Delete(j);
+    if (a < 0 || b < 0 || d < 0) {
+        bad_request(c, R, "stock, per_user_limit and sale_starts_at_ms must be "
+                          "non-negative integers");
+        return;
+    }
+    req.has_stock = a;
+    req.has_per_user_limit = b;
+    req.has_sale_starts_at_ms = d;
+    http_item it;
+    int created = 0;
+    int rc = s->put_item(s->ctx, &req, &it, &created);
+    if (rc < 0) {
+        reply_err(c, R, rc, 0);
+        return;
+    }
+    c->body.len = 0;
+    if (json_item(&c->body, &it) < 0) {
+        c->closing = 1;
+        return;
+    }
+    reply_json(c, R, created ? 201 : 200, NULL, 0);
+}
+
+static int query_flag(const char *q, size_t qlen, const char *name)
+{
+    size_t n = strlen(name);
+    const char *end = q + qlen;
+    while (q < end) {
+        const char *amp = memchr(q, '&', (size_t)(end - q));
+        const char *e = amp ? amp : end;
+        if ((size_t)(e - q) == n + 5 && memcmp(q, name, n) == 0 &&
+            memcmp(q + n, "=true", 5) == 0)
+            return 1;
+        if ((size_t)(e - q) == n + 2 && memcmp(q, name, n) == 0 &&
+            memcmp(q + n, "=1", 2) == 0)
+            return 1;
+        q = amp ? amp + 1 : end;
+    }
+    return 0;
+}
+
+static void h_audit(http_conn *c, const char *sku, const char *q, size_t qlen)
+{
+    const int R = HTTP__R_AUDIT;
+    const http_service *s = c->srv->svc;
+    int with_orders = query_flag(q, qlen, "orders");
+    http_audit a;
+    memset(&a, 0, sizeof a);
+    int rc = s->audit(s->ctx, sku, with_orders, &a);
+    if (rc < 0) {
+        free(a.order_ids);
+        reply_err(c, R, rc, 0);
+        return;
+    }
+    http_buf *b = &c->body;
+    b->len = 0;
+    int e = http_buf_puts(b, "{\"sku\":");
+    e |= http_buf_json_str(b, sku, strlen(sku));
+    e |= http_buf_printf(b,
+        ",\"stock\":%lld,\"version\":%lld,\"units_supplied\":%lld,"
+        "\"units_sold\":%lld,\"orders\":%lld,\"max_user_qty\":%lld,"
+        "\"duplicate_idempotency_keys\":%lld",
+        (long long)a.stock, (long long)a.version, (long long)a.units_supplied,
+        (long long)a.units_sold, (long long)a.orders,
+        (long long)a.max_user_qty, (long long)a.duplicate_idempotency_keys);
+    if (with_orders) {
+        e |= http_buf_puts(b, ",\"order_ids\":[");
+        for (size_t i = 0; i < a.n_order_ids; i++) {
+            if (i)
+                e |= http_buf_puts(b, ",");
+            e |= http_buf_i64(b, a.order_ids[i]);
+        }
+        e |= http_buf_puts(b, "]");
+    }
+    e |= http_buf_puts(b, "}");
+    free(a.order_ids);
+    if (e < 0) {
+        c->closing = 1;
+        return;
+    }
+    reply_json(c, R, 200, NULL, 0);
+}
+
+static void reply_config(http_conn *c, int route, const http_config_values *v)
+{
+    http_buf *b = &c->body;
+    b->len = 0;
+    int e = http_buf_printf(b,
+        "{\"invalidation_delay_ms\":%lld,\"local_ttl_ms\":%lld,\"log_level\":",
+        (long long)v->invalidation_delay_ms, (long long)v->local_ttl_ms);
+    e |= http_buf_json_str(b, v->log_level, strlen(v->log_level));
+    e |= http_buf_puts(b, "}");
+    if (e < 0) {
+        c->closing = 1;
+        return;
+    }
+    reply_json(c, route, 200, NULL, 0);
+}
+
+static void h_get_config(http_conn *c)
+{
+    const http_service *s = c->srv->svc;
+    http_config_values v;
+    memset(&v, 0, sizeof v);
+    int rc = s->get_config(s->ctx, &v);
+    if (rc < 0)
+        reply_err(c, HTTP__R_GET_CONFIG, rc, 0);
+    else
+        reply_config(c, HTTP__R_GET_CONFIG, &v);
+}
+
+static void h_put_config(http_conn *c)
+{
+    const int R = HTTP__R_PUT_CONFIG;
+    const http_service *s = c->srv->svc;
+    http_config_update upd;
+    memset(&upd, 0, sizeof upd);
+    char level[HTTP_LOG_LEVEL_MAX + 1];
+    cJSON *j = parse_body(c);
+    if (j == NULL) {
+        bad_request(c, R, "the body must be a JSON object");
+        return;
+    }
+    int a = json_int(j, "invalidation_delay_ms", 0, INT64_MAX / 2,
+                     &upd.invalidation_delay_ms);
+    int b = json_int(j, "local_ttl_ms", 0, INT64_MAX / 2, &upd.local_ttl_ms);
+    const cJSON *l = cJSON_GetObjectItemCaseSensitive(j, "log_level");
+    int lok = 1;
+    if (l) {
+        lok = cJSON_IsString(l) &&
+              (!strcmp(l->valuestring, "debug") || !strcmp(l->valuestring, "info") ||
+               !strcmp(l->valuestring, "warn") || !strcmp(l->valuestring, "error"));
+        if (lok) {
+            strcpy(level, l->valuestring);
+            upd.log_level = level;
+        }
+    }
+    cJSON_Delete(j);
+    if (a < 0 || b < 0 || !lok) {
+        bad_request(c, R, "invalidation_delay_ms and local_ttl_ms must be "
+                          "non-negative integers, log_level one of "
+                          "debug|info|warn|error");
+        return;
+    }
+    upd.has_invalidation_delay_ms = a;
+    upd.has_local_ttl_ms = b;
+    http_config_values v;
+    memset(&v, 0, sizeof v);
+    int rc = s->put_config(s->ctx, &upd, &v);
+    if (rc < 0)
+        reply_err(c, R, rc, 0);
+    else
+        reply_config(c, R, &v);
+}
+
+static void h_metrics(http_conn *c)
+{
+    const http_service *s = c->srv->svc;
+    http_buf *b = &c->body;
+    b->len = 0;
+    int rc = 0;
+    if (s->metrics)
+        rc = s->metrics(s->ctx, b);
+    if (rc == 0)
+        rc = http_metrics_append(c->srv, b);
+    if (rc < 0) {
+        reply_err(c, HTTP__R_METRICS, rc, 0);
+        return;
+    }
+    http__reply(c, HTTP__R_METRICS, 200, "text/plain; version=0.0.4", NULL,
+                0, b->data, b->len);
+}
+
+static const char *dep_name(http_dep_state s)
+{
+    return s == HTTP_DEP_UP ? "up" : s == HTTP_DEP_NONE ? "none" : "down";
+}
+
+static void h_readyz(http_conn *c)
+{
+    const http_service *s = c->srv->svc;
+    http_readiness r = {HTTP_DEP_UP, HTTP_DEP_NONE, HTTP_DEP_NONE};
+    int rc = s->ready ? s->ready(s->ctx, &r) : 0;
+    if (rc < 0) {
+        reply_err(c, HTTP__R_READYZ, rc, 0);
+        return;
+    }
+    int ok = r.store != HTTP_DEP_DOWN && r.redis != HTTP_DEP_DOWN &&
+             r.kafka != HTTP_DEP_DOWN;
+    c->body.len = 0;
+    if (http_buf_printf(&c->body,
+            "{\"status\":\"%s\",\"store\":\"%s\",\"redis\":\"%s\",\"kafka\":\"%s\"}",
+            ok ? "ready" : "not_ready", dep_name(r.store), dep_name(r.redis),
+            dep_name(r.kafka)) < 0) {
+        c->closing = 1;
+        return;
+    }
+    reply_json(c, HTTP__R_READYZ, ok ? 200 : 503, NULL, 0);
+}
+
+/* ------------------------------------------------------------------------ */
+
+/* Checks the admin token. Returns 1 when the request may go on; otherwise
+ * the 401/403 answer has been written. */
+static int admin_ok(http_conn *c, int route)
+{
+    const http_server *srv = c->srv;
+    if (srv->token == NULL) {
+        http__reply_error(c, route, 403, "forbidden",
+            "admin routes are disabled because no admin token is configured; "
+            "set [server] admin_token (CACHESVC_SERVER_ADMIN_TOKEN, "
+            "--server.admin_token) and send Authorization: Bearer <token>",
+            NULL);
+        return 0;
+    }
+    size_t len;
+    const char *v = header(c, "authorization", &len);
+    if (v && len > 7 && strncasecmp(v, "Bearer ", 7) == 0 &&
+        http_consttime_eq(v + 7, len - 7, srv->token, srv->token_len))
+        return 1;
+    http__reply_error(c, route, 401, "unauthorized",
+                      v ? "invalid admin token" : "missing admin token",
+                      "WWW-Authenticate: Bearer realm=\"cachesvc\"\r\n");
+    return 0;
+}
+
+static int has_impl(const http_service *s, int route)
+{
+    switch (route) {
+    case HTTP__R_GET_ITEM:   return s->get_item != NULL;
+    case HTTP__R_PUT_ITEM:   return s->put_item != NULL;
+    case HTTP__R_DECREMENT:  return s->decrement != NULL;
+    case HTTP__R_AUDIT:      return s->audit != NULL;
+    case HTTP__R_GET_CONFIG: return s->get_config != NULL;
+    case HTTP__R_PUT_CONFIG: return s->put_config != NULL;
+    default:                 return 1;
+    }
+}
+
+void http__dispatch(http_conn *c)
+{
+    const char *url = c->in + c->req_start + c->req.url_off;
+    size_t ulen = c->req.url_len;
+    const char *qm = memchr(url, '?', ulen);
+    size_t plen = qm ? (size_t)(qm - url) : ulen;
+    const char *q = qm ? qm + 1 : url + ulen;
+    size_t qlen = qm ? ulen - plen - 1 : 0;
+
+    if (plen == 0 || url[0] != '/') {
+        bad_request(c, HTTP__R_NONE, "the request target must be an absolute path");
+        return;
+    }
+    http__match m;
+    http__route_match(c->parser.method, url, plen, &m);
+    if (m.status == 404) {
+        http__reply_error(c, HTTP__R_NONE, 404, "not_found", "no such route", NULL);
+        return;
+    }
+    if (m.status == 405) {
+        char allow[80];
+        snprintf(allow, sizeof allow, "Allow: %s\r\n", m.allow);
+        http__reply_error(c, HTTP__R_NONE, 405, "method_not_allowed",
+                          "the route does not answer this method", allow);
+        return;
+    }
+    int r = m.route;
+    if (http__routes[r].admin && !admin_ok(c, r))
+        return;
+    if (!has_impl(c->srv->svc, r)) {
+        http__reply_error(c, r, 501, "not_implemented",
+                          "the service does not implement this route", NULL);
+        return;
+    }
+    char sku[HTTP_SKU_MAX + 1];
+    if (m.nparams > 0) {
+        if (!http__valid_ident(m.param[0], m.param_len[0], HTTP_SKU_MAX)) {
+            bad_request(c, r, "sku must be 1-64 bytes of [A-Za-z0-9._:-]");
+            return;
+        }
+        memcpy(sku, m.param[0], m.param_len[0]);
+        sku[m.param_len[0]] = 0;
+    }
+    switch (r) {
+    case HTTP__R_GET_ITEM:   h_get_item(c, sku); break;
+    case HTTP__R_DECREMENT:  h_decrement(c, sku); break;
+    case HTTP__R_PUT_ITEM:   h_put_item(c, sku); break;
+    case HTTP__R_AUDIT:      h_audit(c, sku, q, qlen); break;
+    case HTTP__R_GET_CONFIG: h_get_config(c); break;
+    case HTTP__R_PUT_CONFIG: h_put_config(c); break;
+    case HTTP__R_METRICS:    h_metrics(c); break;
+    case HTTP__R_HEALTHZ:
+        c->body.len = 0;
+        http_buf_puts(&c->body, "{\"status\":\"ok\"}");
+        reply_json(c, r, 200, NULL, 0);
+        break;
+    case HTTP__R_READYZ:     h_readyz(c); break;
+    }
+}

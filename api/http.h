@@ -1,0 +1,137 @@
+/*
+ * http.h: the cachesvc HTTP/1.1 server (api/).
+ *
+ * One coroutine per connection on the runtime (runtime/rt.h): it reads into a
+ * buffer, parses every complete request in it with http-parser, appends all
+ * responses to one output buffer and writes them with one call. Keep-alive,
+ * pipelining, Content-Length bodies, Expect: 100-continue, HEAD and
+ * Connection: close are supported; chunked request bodies are answered 411.
+ *
+ * The routes and JSON shapes are those of docs/api.md and api/openapi.yaml;
+ * the server calls the typed service interface of api/http_service.h, so the
+ * service never sees JSON, status codes or headers.
+ *
+ * Errors follow the project convention: 0 (or a count) on success, a
+ * negative errno or a negative HTTP_E_* code on failure; http_strerror()
+ * names either.
+ */
+#ifndef CACHESVC_HTTP_H
+#define CACHESVC_HTTP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Growable byte buffer. The owner frees it with http_buf_free(); the      */
+/* append calls return 0 or -ENOMEM (the buffer is unchanged on failure).   */
+
+typedef struct http_buf {
+    char *data;    /* owned; NULL until the first append */
+    size_t len;
+    size_t cap;
+} http_buf;
+
+int http_buf_reserve(http_buf *b, size_t extra);
+int http_buf_append(http_buf *b, const void *p, size_t n);
+int http_buf_puts(http_buf *b, const char *s);
+int http_buf_printf(http_buf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+int http_buf_i64(http_buf *b, int64_t v);
+/* Appends s as a JSON string literal, quotes included. */
+int http_buf_json_str(http_buf *b, const char *s, size_t n);
+void http_buf_free(http_buf *b);
+
+/* ------------------------------------------------------------------------ */
+/* Error codes a service returns; each maps to one status and one `error`  */
+/* code of docs/api.md. Any other negative value (an errno) answers 503    */
+/* `unavailable` for -ETIMEDOUT/-ECONNREFUSED/-ECONNRESET/-EPIPE/-ENOMEM   */
+/* and 500 `internal` otherwise.                                             */
+
+enum {
+    HTTP_E_BAD_REQUEST = -10001,        /* 400 bad_request */
+    HTTP_E_NOT_FOUND = -10002,          /* 404 not_found */
+    HTTP_E_SOLD_OUT = -10003,           /* 409 sold_out */
+    HTTP_E_INSUFFICIENT_STOCK = -10004, /* 409 insufficient_stock */
+    HTTP_E_LIMIT_EXCEEDED = -10005,     /* 409 limit_exceeded */
+    HTTP_E_SALE_NOT_STARTED = -10006,   /* 425 sale_not_started */
+    HTTP_E_OVERLOADED = -10007,         /* 429 overloaded + Retry-After */
+    HTTP_E_UNAVAILABLE = -10008,        /* 503 unavailable */
+    HTTP_E_OUTCOME_UNKNOWN = -10009,    /* 503 outcome_unknown */
+    HTTP_E_CONFLICT = -10010,           /* 409 conflict (generic) */
+};
+
+/* A static description of err (negative HTTP_E_* or negative errno). */
+const char *http_strerror(int err);
+/* The status and envelope code that err is answered with. */
+int http_error_status(int err);
+const char *http_error_code(int err);
+
+/* ------------------------------------------------------------------------ */
+/* Server                                                                    */
+
+typedef struct http_server http_server;
+struct http_service;
+
+typedef struct http_server_config {
+    const char *host;            /* numeric address; NULL = "127.0.0.1" */
+    int port;                    /* 0 = pick one (see http_server_port) */
+    int acceptors;               /* SO_REUSEPORT listeners; 0 = rt_workers() */
+    int backlog;                 /* 0 = 1024 */
+    const char *admin_token;     /* Bearer token for admin routes; NULL or
+                                  * "" = admin routes answer 403. Copied. */
+    size_t max_uri;              /* request line/URI bytes; 0 = 2048 -> 414 */
+    size_t max_headers;          /* header section bytes; 0 = 8192 -> 431 */
+    size_t max_body;             /* body bytes; 0 = 65536 -> 413 */
+    int max_conns;               /* open connections; 0 = 10000; beyond it
+                                  * new ones get 503 and close */
+    int64_t idle_timeout_ms;     /* keep-alive idle; 0 = 60000 */
+    int64_t header_timeout_ms;   /* first byte to end of headers; 0 = 10000 */
+    int64_t body_timeout_ms;     /* end of headers to end of body; 0 = 10000 */
+    int64_t write_timeout_ms;    /* one flush of responses; 0 = 10000 */
+    size_t read_buf;             /* initial read buffer; 0 = 16384 */
+    size_t max_pipeline_out;     /* output bytes buffered before a flush in
+                                  * the middle of a pipelined batch;
+                                  * 0 = 262144 */
+} http_server_config;
+
+/* Fills cfg with the defaults above (every field explicit). */
+void http_server_config_defaults(http_server_config *cfg);
+
+/* Starts listening and serving svc with cfg. Both are used until
+ * http_server_stop() returns: svc (and its ctx) must outlive the server; cfg
+ * is copied. *out is owned by the caller and released by http_server_stop.
+ * Call from a coroutine. Returns 0 or a negative errno (-EADDRINUSE, ...). */
+int http_server_start(const http_server_config *cfg,
+                      const struct http_service *svc, http_server **out);
+
+/* The port the server listens on (useful with port 0). Any thread. */
+int http_server_port(const http_server *srv);
+
+/* Graceful stop: stops accepting, closes idle keep-alive connections, lets
+ * requests in flight finish and their responses be written (with
+ * Connection: close) until deadline (absolute rt_now_ns() time); then shuts
+ * the remaining sockets down and waits for their coroutines to leave
+ * (handlers inside the service are not interrupted). Frees srv. Returns 0,
+ * or -ETIMEDOUT if connections had to be cut at the deadline. Call from a
+ * coroutine, once. */
+int http_server_stop(http_server *srv, int64_t deadline);
+
+/* Appends the server's own metrics as Prometheus text: per-route request
+ * counters by status code, per-route latency histograms, connection
+ * gauges and counters. srv may be NULL (counters are process-wide; every
+ * server in the process adds to the same ones). Any thread. Returns 0 or
+ * -ENOMEM. */
+int http_metrics_append(const http_server *srv, http_buf *out);
+
+/* Constant-time comparison of two byte strings (time depends on the
+ * lengths only). Returns 1 when equal. */
+int http_consttime_eq(const void *a, size_t alen, const void *b, size_t blen);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CACHESVC_HTTP_H */

@@ -1,0 +1,190 @@
+/*
+ * http_int.h: internals shared by api/'s own files. Not for other folders.
+ */
+#ifndef CACHESVC_HTTP_INT_H
+#define CACHESVC_HTTP_INT_H
+
+#include <http_parser.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "api/http.h"
+#include "api/http_service.h"
+
+/* ------------------------------------------------------------------------ */
+/* Routes. The router's table is the single list of routes; the openapi    */
+/* test compares it with api/openapi.yaml.                                  */
+
+#define HTTP__ROUTES(X)                                                      \
+    X(GET_ITEM, "GET", "/v1/items/{sku}", 0)                                 \
+    X(PUT_ITEM, "PUT", "/v1/items/{sku}", 1)                                 \
+    X(DECREMENT, "POST", "/v1/items/{sku}/decrement", 0)                     \
+    X(AUDIT, "GET", "/admin/items/{sku}/audit", 1)                           \
+    X(GET_CONFIG, "GET", "/admin/config", 1)                                 \
+    X(PUT_CONFIG, "PUT", "/admin/config", 1)                                 \
+    X(METRICS, "GET", "/metrics", 0)                                         \
+    X(HEALTHZ, "GET", "/healthz", 0)                                         \
+    X(READYZ, "GET", "/readyz", 0)
+
+enum {
+#define X(id, m, p, admin) HTTP__R_##id,
+    HTTP__ROUTES(X)
+#undef X
+    HTTP__R_NONE,        /* no route: 404, 405, parse and limit errors */
+    HTTP__R_COUNT
+};
+
+typedef struct http__route {
+    const char *method;   /* GET routes also answer HEAD */
+    const char *pattern;  /* segments; {name} captures one segment */
+    int admin;
+} http__route;
+
+extern const http__route http__routes[HTTP__R_NONE];
+
+#define HTTP__MAX_PARAMS 2
+typedef struct http__match {
+    int route;            /* HTTP__R_*; HTTP__R_NONE with status 404/405 */
+    int status;           /* 0 when matched */
+    char allow[48];       /* with 405: the Allow header value */
+    const char *param[HTTP__MAX_PARAMS];   /* into the path; not NUL-ended */
+    size_t param_len[HTTP__MAX_PARAMS];
+    int nparams;
+} http__match;
+
+/* Matches method (http_parser enum) and path (no query) to a route. */
+void http__route_match(int method, const char *path, size_t len,
+                       http__match *m);
+
+/* ------------------------------------------------------------------------ */
+/* Requests and connections                                                  */
+
+#define HTTP__MAX_HDRS 64
+
+typedef struct http__hdr {
+    uint32_t name_off, name_len, val_off, val_len;   /* from req_start */
+} http__hdr;
+
+typedef struct http__req {
+    uint32_t url_off, url_len;
+    uint32_t body_off, body_len;
+    uint32_t hdr_begin;          /* offset of the first header byte */
+    int nhdr;
+    int last_was_value;
+    int headers_done;
+    int done;                    /* message complete */
+    int expect_continue;         /* Expect: 100-continue seen */
+    int continue_sent;
+    int err_status;              /* limit hit in a callback */
+    http__hdr hdr[HTTP__MAX_HDRS];
+} http__req;
+
+enum { HTTP__MORE = 0, HTTP__FLUSH = 1, HTTP__CLOSE = 2 };
+
+typedef struct http_conn http_conn;
+struct http_conn {
+    http_server *srv;
+    int fd;
+    uint64_t id;                 /* for X-Request-Id */
+    uint64_t seq;
+    http_parser parser;
+    char *in;                    /* owned read buffer */
+    size_t in_len, in_cap;
+    size_t req_start;            /* offset of the current request */
+    size_t parsed;               /* bytes handed to the parser */
+    http__req req;
+    http_buf out;                /* owned response bytes not yet written */
+    http_buf body;               /* owned scratch for one response body */
+    int closing;                 /* answer with Connection: close, then close */
+    int64_t t_read;              /* rt_now_ns() of the last read */
+    /* Server bookkeeping (server.c). */
+    http_conn *prev, *next;
+    _Atomic int idle;            /* parked waiting for a new request */
+};
+
+struct http_server {
+    http_server_config cfg;      /* copy; admin_token points at token */
+    const http_service *svc;
+    char *token;                 /* owned copy of cfg.admin_token or NULL */
+    size_t token_len;
+    /* Runtime side (server.c). */
+    int port;
+    int nlisten;
+    int *lfd;
+    struct rt_co **acceptors;
+    struct rt_wg *conns_wg;
+    pthread_mutex_t lock;        /* guards the list; never held across a
+                                  * switching call */
+    http_conn *conns;
+    _Atomic int nconns;
+    _Atomic int draining;
+    _Atomic uint64_t next_conn_id;
+};
+
+/* Copies cfg (with defaults filled) and svc into srv, without any runtime
+ * calls. Returns 0 or -ENOMEM. http__server_fini releases what it took. */
+int http__server_init(http_server *srv, const http_server_config *cfg,
+                      const http_service *svc);
+void http__server_fini(http_server *srv);
+
+/* Prepares c for srv (buffers allocated lazily). */
+int http__conn_init(http_conn *c, http_server *srv);
+void http__conn_fini(http_conn *c);
+/* Returns where the next read goes, growing the buffer as needed;
+ * *room gets the free bytes. NULL on -ENOMEM. */
+char *http__conn_read_ptr(http_conn *c, size_t *room);
+/* Parses the bytes in c->in, answers every complete request into c->out.
+ * Returns HTTP__MORE (needs more input), HTTP__FLUSH (flush c->out and call
+ * again without reading) or HTTP__CLOSE (flush c->out, then close). */
+int http__conn_process(http_conn *c);
+/* True when bytes of an unfinished request are buffered. */
+int http__conn_in_request(const http_conn *c);
+/* True when the current request's headers are complete. */
+int http__conn_headers_done(const http_conn *c);
+
+/* Appends a full error response (envelope, headers) for status/code. */
+void http__reply_error(http_conn *c, int route, int status, const char *code,
+                       const char *detail, const char *extra_hdrs);
+
+/* Handles one complete request (handlers.c). */
+void http__dispatch(http_conn *c);
+
+/* Response writing (response.c). */
+void http__reply(http_conn *c, int route, int status, const char *ctype,
+                 const char *extra_hdrs, size_t extra_len, const char *body,
+                 size_t body_len);
+const char *http__reason(int status);
+
+/* ------------------------------------------------------------------------ */
+/* Metrics (metrics.c)                                                       */
+
+typedef int (*http__worker_id_fn)(void);
+extern _Atomic(http__worker_id_fn) http__worker_id;
+void http__metrics_request(int route, int status, int64_t latency_ns);
+#define HTTP__CONN_COUNTERS(X)                                               \
+    X(accepted, "http_connections_accepted_total",                          \
+      "Connections accepted")                                               \
+    X(rejected, "http_connections_rejected_total",                          \
+      "Connections answered 503 and closed at the connection cap")          \
+    X(timeouts, "http_connections_timed_out_total",                         \
+      "Connections closed by the idle, header, body or write deadline")     \
+    X(parse_errors, "http_parse_errors_total",                               \
+      "Requests rejected as malformed or over a limit")
+enum {
+#define X(id, name, help) HTTP__C_##id,
+    HTTP__CONN_COUNTERS(X)
+#undef X
+    HTTP__C_COUNT
+};
+void http__metrics_count(int counter);
+void http__metrics_conns(int delta);
+
+/* Request-id and Date helpers (response.c). */
+size_t http__fmt_u64_hex(char *dst, uint64_t v);
+size_t http__fmt_i64(char *dst, int64_t v);
+
+/* Validation (handlers.c). */
+int http__valid_ident(const char *s, size_t n, size_t max);
+
+#endif /* CACHESVC_HTTP_INT_H */

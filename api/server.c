@@ -1,0 +1,315 @@
+/*
+ * server.c: the server on the runtime. One SO_REUSEPORT listener and one
+ * accepting coroutine per worker, one coroutine per connection, graceful
+ * stop.
+ *
+ * A connection's coroutine loops: flush the responses it has, read with the
+ * deadline that applies (idle between requests, header deadline while a
+ * request's headers arrive, body deadline after them), then let
+ * http__conn_process() answer every complete request in the buffer. It owns
+ * its http_conn and frees it on its way out.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "api/http_int.h"
+#include "runtime/rt.h"
+
+static void conn_link(http_server *srv, http_conn *c)
+{
+    pthread_mutex_lock(&srv->lock);
+    c->prev = NULL;
+    c->next = srv->conns;
+    if (srv->conns)
+        srv->conns->prev = c;
+    srv->conns = c;
+    pthread_mutex_unlock(&srv->lock);
+}
+
+static void conn_unlink(http_server *srv, http_conn *c)
+{
+    pthread_mutex_lock(&srv->lock);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        srv->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    pthread_mutex_unlock(&srv->lock);
+}
+
+/* Writes c->out. Returns 0 or a negative errno. */
+static int flush(http_conn *c)
+{
+    if (c->out.len == 0)
+        return 0;
+    ssize_t n = rt_write(c->fd, c->out.data, c->out.len,
+                         rt_deadline_ms(c->srv->cfg.write_timeout_ms));
+    c->out.len = 0;
+    if (n == -ETIMEDOUT)
+        http__metrics_count(HTTP__C_timeouts);
+    return n < 0 ? (int)n : 0;
+}
+
+static void conn_main(void *arg)
+{
+    http_conn *c = arg;
+    http_server *srv = c->srv;
+    const http_server_config *cfg = &srv->cfg;
+    int64_t req_deadline = 0;
+    int phase = 0;   /* 0 between requests, 1 headers, 2 body */
+
+    for (;;) {
+        int st = http__conn_process(c);
+        if (flush(c) < 0 || st == HTTP__CLOSE)
+            break;
+        if (st == HTTP__FLUSH)
+            continue;
+        /* Pick the deadline: a request's headers (and then its body) must
+         * arrive within their deadline from its first byte; between
+         * requests the idle timeout applies. */
+        int64_t deadline;
+        int idle = !http__conn_in_request(c);
+        if (idle) {
+            phase = 0;
+            if (atomic_load_explicit(&srv->draining, memory_order_acquire))
+                break;
+            deadline = rt_deadline_ms(cfg->idle_timeout_ms);
+        } else {
+            if (phase == 0) {
+                phase = 1;
+                req_deadline = rt_deadline_ms(cfg->header_timeout_ms);
+            }
+            if (phase == 1 && http__conn_headers_done(c)) {
+                phase = 2;
+                req_deadline = rt_deadline_ms(cfg->body_timeout_ms);
+            }
+            deadline = req_deadline;
+        }
+        size_t room;
+        char *p = http__conn_read_ptr(c, &room);
+        if (p == NULL)
+            break;
+        atomic_store_explicit(&c->idle, idle, memory_order_release);
+        /* A stop that started before idle was published may have missed
+         * this connection: look again. */
+        if (idle && atomic_load_explicit(&srv->draining, memory_order_acquire))
+            break;
+        ssize_t n = rt_read(c->fd, p, room, deadline);
+        atomic_store_explicit(&c->idle, 0, memory_order_release);
+        if (n <= 0) {
+            if (n == -ETIMEDOUT) {
+                http__metrics_count(HTTP__C_timeouts);
+                /* A request that stalled mid-way gets a 408 when possible. */
+                if (!idle) {
+                    c->closing = 1;
+                    http__reply_error(c, HTTP__R_NONE, 408, "request_timeout",
+                                      "the request did not arrive in time",
+                                      NULL);
+                    flush(c);
+                }
+            }
+            break;
+        }
+        c->in_len += (size_t)n;
+        c->t_read = rt_now_ns();
+    }
+    conn_unlink(srv, c);
+    rt_close(c->fd);
+    http__conn_fini(c);
+    free(c);
+    atomic_fetch_sub_explicit(&srv->nconns, 1, memory_order_relaxed);
+    http__metrics_conns(-1);
+    rt_wg_done(srv->conns_wg);
+}
+
+static const char overload_503[] =
+    "HTTP/1.1 503 Service Unavailable\r\nServer: cachesvc\r\n"
+    "Content-Type: application/json\r\nContent-Length: 72\r\n"
+    "X-Request-Id: overload\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
+    "{\"error\":\"unavailable\",\"detail\":\"too many connections; retry later\"}";
+
+typedef struct acceptor_arg {
+    http_server *srv;
+    int lfd;
+} acceptor_arg;
+
+static void acceptor_main(void *arg)
+{
+    acceptor_arg *a = arg;
+    http_server *srv = a->srv;
+    int lfd = a->lfd;
+    free(a);
+    for (;;) {
+        int fd = rt_accept(lfd, NULL, NULL, RT_NO_DEADLINE);
+        if (fd < 0) {
+            if (fd == -ECANCELED || fd == -EBADF || fd == -EINVAL ||
+                atomic_load(&srv->draining))
+                return;
+            /* -EMFILE and friends: back off instead of spinning. */
+            rt_sleep(10);
+            continue;
+        }
+        http__metrics_count(HTTP__C_accepted);
+        if (atomic_load_explicit(&srv->draining, memory_order_acquire)) {
+            rt_close(fd);
+            continue;
+        }
+        if (atomic_load_explicit(&srv->nconns, memory_order_relaxed) >=
+            srv->cfg.max_conns) {
+            http__metrics_count(HTTP__C_rejected);
+            /* Best effort: the socket buffer of a new connection is empty. */
+            ssize_t w = send(fd, overload_503, sizeof overload_503 - 1,
+                             MSG_DONTWAIT | MSG_NOSIGNAL);
+            (void)w;
+            rt_close(fd);
+            continue;
+        }
+        http_conn *c = malloc(sizeof *c);
+        if (c == NULL) {
+            rt_close(fd);
+            continue;
+        }
+        http__conn_init(c, srv);
+        c->fd = fd;
+        c->id = atomic_fetch_add_explicit(&srv->next_conn_id, 1,
+                                          memory_order_relaxed);
+        atomic_fetch_add_explicit(&srv->nconns, 1, memory_order_relaxed);
+        http__metrics_conns(1);
+        rt_wg_add(srv->conns_wg, 1);
+        conn_link(srv, c);
+        rt_spawn_opts o = {.name = "http-conn"};
+        if (rt_spawn_ex(NULL, conn_main, c, &o) < 0) {
+            conn_unlink(srv, c);
+            rt_close(fd);
+            http__conn_fini(c);
+            free(c);
+            atomic_fetch_sub(&srv->nconns, 1);
+            http__metrics_conns(-1);
+            rt_wg_done(srv->conns_wg);
+        }
+    }
+}
+
+/* Frees a server whose acceptors and connections are all gone. */
+static void server_free(http_server *srv)
+{
+    if (srv->conns_wg)
+        rt_wg_free(srv->conns_wg);
+    free(srv->lfd);
+    free(srv->acceptors);
+    http__server_fini(srv);
+    free(srv);
+}
+
+int http_server_start(const http_server_config *cfg,
+                      const http_service *svc, http_server **out)
+{
+    int rc;
+    http_server *srv = calloc(1, sizeof *srv);
+    if (srv == NULL)
+        return -ENOMEM;
+    if ((rc = http__server_init(srv, cfg, svc)) < 0) {
+        free(srv);
+        return rc;
+    }
+    atomic_store(&http__worker_id, rt_worker_id);
+    srv->nlisten = cfg->acceptors > 0 ? cfg->acceptors : rt_workers();
+    if (srv->nlisten < 1)
+        srv->nlisten = 1;
+    srv->lfd = calloc((size_t)srv->nlisten, sizeof *srv->lfd);
+    srv->acceptors = calloc((size_t)srv->nlisten, sizeof *srv->acceptors);
+    srv->conns_wg = rt_wg_new();
+    if (!srv->lfd || !srv->acceptors || !srv->conns_wg) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    for (int i = 0; i < srv->nlisten; i++)
+        srv->lfd[i] = -1;
+    /* The first listener picks the port when 0 was asked; the others join
+     * it through SO_REUSEPORT so the kernel spreads connections. */
+    for (int i = 0; i < srv->nlisten; i++) {
+        int fd = rt_listen_tcp(srv->cfg.host, srv->port, srv->cfg.backlog, 1);
+        if (fd < 0) {
+            rc = fd;
+            goto fail;
+        }
+        srv->lfd[i] = fd;
+        if (i == 0)
+            srv->port = rt_local_port(fd);
+    }
+    for (int i = 0; i < srv->nlisten; i++) {
+        acceptor_arg *a = malloc(sizeof *a);
+        if (a == NULL) {
+            rc = -ENOMEM;
+            goto fail;
+        }
+        a->srv = srv;
+        a->lfd = srv->lfd[i];
+        rt_spawn_opts o = {.name = "http-accept", .joinable = 1};
+        if ((rc = rt_spawn_ex(&srv->acceptors[i], acceptor_main, a, &o)) < 0) {
+            free(a);
+            srv->acceptors[i] = NULL;
+            goto fail;
+        }
+    }
+    *out = srv;
+    return 0;
+fail:
+    atomic_store(&srv->draining, 1);
+    for (int i = 0; srv->lfd && i < srv->nlisten; i++)
+        if (srv->lfd[i] >= 0)
+            rt_close(srv->lfd[i]);
+    for (int i = 0; srv->acceptors && i < srv->nlisten; i++)
+        if (srv->acceptors[i])
+            rt_join(srv->acceptors[i]);
+    server_free(srv);
+    return rc;
+}
+
+int http_server_port(const http_server *srv)
+{
+    return srv->port;
+}
+
+/* Shuts down the sockets of connections (only idle ones unless all). */
+static void shut_conns(http_server *srv, int all)
+{
+    pthread_mutex_lock(&srv->lock);
+    for (http_conn *c = srv->conns; c; c = c->next)
+        if (all || atomic_load_explicit(&c->idle, memory_order_acquire))
+            shutdown(c->fd, all ? SHUT_RDWR : SHUT_RD);
+    pthread_mutex_unlock(&srv->lock);
+}
+
+int http_server_stop(http_server *srv, int64_t deadline)
+{
+    int rc = 0;
+    atomic_store_explicit(&srv->draining, 1, memory_order_release);
+    for (int i = 0; i < srv->nlisten; i++)
+        rt_close(srv->lfd[i]);
+    for (int i = 0; i < srv->nlisten; i++)
+        rt_join(srv->acceptors[i]);
+    /* Idle keep-alive connections see end of file and leave; busy ones
+     * finish their batch, answer with Connection: close and leave. Poll
+     * for stragglers that turned idle after the first pass. */
+    for (;;) {
+        shut_conns(srv, 0);
+        int64_t step = rt_now_ns() + 50 * 1000000LL;
+        if (step > deadline)
+            step = deadline;
+        if (rt_wg_wait(srv->conns_wg, step) == 0)
+            break;
+        if (rt_now_ns() >= deadline) {
+            rc = -ETIMEDOUT;
+            shut_conns(srv, 1);
+            rt_wg_wait(srv->conns_wg, RT_NO_DEADLINE);
+            break;
+        }
+    }
+    server_free(srv);
+    return rc;
+}

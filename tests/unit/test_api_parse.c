@@ -1,0 +1,642 @@
+/*
+ * test_api_parse.c: api/'s request handling without sockets: parsing,
+ * limits, pipelining order, keep-alive, router, auth, the JSON routes and
+ * the error mapping, and the contract check against api/openapi.yaml.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "api/http_int.h"
+#include "api/memservice.h"
+
+typedef struct fixture {
+    http_service *svc;
+    http_server srv;
+    http_conn c;
+    http_buf all;        /* every byte written to the "socket" */
+    int state;
+} fixture;
+
+static fixture *fx_new(const char *token, void (*tune)(http_server_config *))
+{
+    fixture *f = calloc(1, sizeof *f);
+    assert_non_null(f);
+    f->svc = http_memservice_new();
+    assert_non_null(f->svc);
+    assert_int_equal(http_memservice_put(f->svc, "hot", 100, 0, 0), 0);
+    assert_int_equal(http_memservice_put(f->svc, "lim", 100, 2, 0), 0);
+    assert_int_equal(http_memservice_put(f->svc, "later", 100, 0, 4102444800000LL), 0);
+    http_server_config cfg;
+    http_server_config_defaults(&cfg);
+    cfg.admin_token = token;
+    if (tune)
+        tune(&cfg);
+    assert_int_equal(http__server_init(&f->srv, &cfg, f->svc), 0);
+    http__conn_init(&f->c, &f->srv);
+    f->c.id = 7;
+    return f;
+}
+
+static void fx_free(fixture *f)
+{
+    http__conn_fini(&f->c);
+    http__server_fini(&f->srv);
+    http_memservice_free(f->svc);
+    http_buf_free(&f->all);
+    free(f);
+}
+
+/* Feeds data in chunks of `chunk` bytes (0 = all at once), as reads would
+ * deliver it, collecting the output. Returns the output as a C string owned
+ * by f (valid until the next feed). */
+static const char *feed(fixture *f, const char *data, size_t len, size_t chunk)
+{
+    f->all.len = 0;
+    size_t pos = 0;
+    if (chunk == 0)
+        chunk = len ? len : 1;
+    f->state = HTTP__MORE;
+    while (pos < len) {
+        size_t room;
+        char *p = http__conn_read_ptr(&f->c, &room);
+        assert_non_null(p);
+        size_t n = len - pos < chunk ? len - pos : chunk;
+        if (n > room)
+            n = room;
+        memcpy(p, data + pos, n);
+        f->c.in_len += n;
+        pos += n;
+        do {
+            f->state = http__conn_process(&f->c);
+            http_buf_append(&f->all, f->c.out.data, f->c.out.len);
+            f->c.out.len = 0;
+        } while (f->state == HTTP__FLUSH);
+        if (f->state == HTTP__CLOSE)
+            break;
+    }
+    http_buf_append(&f->all, "", 1);
+    return f->all.data;
+}
+
+static const char *feeds(fixture *f, const char *s)
+{
+    return feed(f, s, strlen(s), 0);
+}
+
+static int count(const char *hay, const char *needle)
+{
+    int n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)) != NULL; p++)
+        n++;
+    return n;
+}
+
+static void test_get_item(void **st)
+{
+    (void)st;
+    fixture *f = fx_new(NULL, NULL);
+    const char *o = feeds(f, "GET /v1/items/hot HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_int_equal(f->state, HTTP__MORE);
+    assert_non_null(strstr(o, "HTTP/1.1 200 OK\r\n"));
+    assert_non_null(strstr(o, "\r\nX-Cache: local\r\n"));
+    assert_non_null(strstr(o, "\r\nX-Request-Id: 7-0\r\n"));
+    assert_non_null(strstr(o, "\r\nContent-Type: application/json\r\n"));
+    assert_non_null(strstr(o, "\r\n\r\n{\"sku\":\"hot\",\"stock\":100,\"version\":1,"
+                              "\"per_user_limit\":0,\"sale_starts_at_ms\":0}"));
+    assert_null(strstr(o, "Connection:"));
+    fx_free(f);
+}
+
+static void test_keepalive_reuse(void **st)
+{
+    (void)st;
+    fixture *f = fx_new(NULL, NULL);
+    for (int i = 0; i < 5; i++) {
+        const char *o = feeds(f, "GET /healthz HTTP/1.1\r\n\r\n");
+        assert_int_equal(f->state, HTTP__MORE);
+        assert_non_null(strstr(o, "{\"status\":\"ok\"}"));
+        char id[32];
+        snprintf(id, sizeof id, "X-Request-Id: 7-%x\r\n", i);
+        assert_non_null(strstr(o, id));
+    }
+    assert_int_equal(f->c.in_len, 0);
+    fx_free(f);
+}
+
+static const char pipeline[] =
+    "GET /v1/items/hot HTTP/1.1\r\n\r\n"
+    "GET /v1/items/nope HTTP/1.1\r\n\r\n"
+    "POST /v1/items/hot/decrement HTTP/1.1\r\nContent-Length: 26\r\n\r\n"
+    "{\"user_id\":\"u1\",\"qty\":3}  "
+    "GET /healthz HTTP/1.1\r\n\r\n"
+    "GET /v1/items/hot HTTP/1.1\r\n\r\n";
+
+static void check_pipeline(const char *o)
+{
+    const char *a = strstr(o, "\"stock\":100");
+    const char *b = strstr(o, "404 Not Found");
+    const char *c = strstr(o, "\"order_id\":1,");
+    const char *d = strstr(o, "{\"status\":\"ok\"}");
+    const char *e = strstr(o, "\"stock\":97,\"version\":2,\"per_user_limit\"");
+    assert_true(a && b && c && d && e);
+    assert_true(a < b && b < c && c < d && d < e);
+    assert_int_equal(count(o, "HTTP/1.1 "), 5);
+}
+
+static void test_pipelining_order(void **st)
+{
+    (void)st;
+    fixture *f = fx_new(NULL, NULL);
+    check_pipeline(feed(f, pipeline, sizeof pipeline - 1, 0));
+    assert_int_equal(f->state, HTTP__MORE);
+    fx_free(f);
+}
+
+static void test_pipelining_bytewise(void **st)
+{
+    (void)st;
+    for (size_t chunk = 1; chunk < 40; chunk += 7) {
+        fixture *f = fx_new(NULL, NULL);
+        check_pipeline(feed(f, pipeline, sizeof pipeline - 1, chunk));
+        fx_free(f);
+    }
+}
+
+static void small_pipeline_out(http_server_config *c)
+{
+    c->max_pipeline_out = 300;
+}
+
+static void test_pipeline_flush_bound(void **st)
+{
+    (void)st;
+    fixture *f = fx_new(NULL, small_pipeline_out);
+    http_buf in = {0};
+    for (int i = 0; i < 50; i++)
+        http_buf_puts(&in, "GET /healthz HTTP/1.1\r\n\r\n");
+    size_t room;
+    char *p = http__conn_read_ptr(&f->c, &room);
+    assert_true(room >= in.len);
+    memcpy(p, in.data, in.len);
+    f->c.in_len = in.len;
+    int flushes = 0, answered = 0;
+    for (;;) {
+        int s = http__conn_process(&f->c);
+        assert_true(f->c.out.len < 300 + 400);
+        answered += count(f->c.out.len ? (http_buf_append(&f->c.out, "", 1),
+                                          f->c.out.data) : "", "200 OK");
+        f->c.out.len = 0;
+        if (s != HTTP__FLUSH)
+            break;
+        flushes++;
+    }
+    assert_int_equal(answered, 50);
+    assert_true(flushes > 5);
+    http_buf_free(&in);
+    fx_free(f);
+}
+
+static void test_uri_limit(void **st)
+{
+    (void)st;
+    fixture *f = fx_new(NULL, NULL);
+    http_buf b = {0};
+    http_buf_puts(&b, "GET /v1/items/");
+    for (int i = 0; i < 2100; i++)
+        http_buf_puts(&b, "a");
+    http_buf_puts(&b, " HTTP/1.1\r\n\r\n");
+    const char *o = feed(f, b.data, b.len, 0);
+    assert_int_equal(f->state, HTTP__CLOSE);
+    assert_non_null(strstr(o, "HTTP/1.1 414 URI Too Long\r\n"));
+    assert_non_null(strstr(o, "{\"error\":\"uri_too_long\""));
+    assert_non_null(strstr(o, "Connection: close\r\n"));
+    fx_free(f);
+    /* The same arriving in small pieces. */
+    f = fx_new(NULL, NULL);
+    o = feed(f, b.data, b.len, 100);
+    assert_non_null(strstr(o, "414"));
+    fx_free(f);
+    http_buf_free(&b);
+}
+
+static void test_header_limit(void **st)
+{
+    (void)st;
+    for (size_t chunk = 0; chunk <= 500; chunk += 500) {
+        fixture *f = fx_new(NULL, NULL);
+        http_buf b = {0};
+        http_buf_puts(&b, "GET /healthz HTTP/1.1\r\nX-Big: ");
+        for (int i = 0; i < 9000; i++)
+            http_buf_puts(&b, "a");
+        http_buf_puts(&b, "\r\n\r\n");
+        const char *o = feed(f, b.data, b.len, chunk);
+        assert_int_equal(f->state, HTTP__CLOSE);
+        assert_non_null(strstr(o, "HTTP/1.1 431 "));
+        assert_non_null(strstr(o, "headers_too_large"));
+        http_buf_free(&b);
+        fx_free(f);
+    }
+    /* Many small headers add up. */
+    fixture *f = fx_new(NULL, NULL);
+    http_buf b = {0};
+    http_buf_puts(&b, "GET /healthz HTTP/1.1\r\n");
+    for (int i = 0; i < 100; i++)
+        http_buf_printf(&b, "X-H%d: v\r\n", i);
+    http_buf_puts(&b, "\r\n");
+    assert_non_null(strstr(feed(f, b.data, b.len, 0), "HTTP/1.1 431 "));
+    http_buf_free(&b);
+    fx_free(f);
+    /* Just under the limit passes. */
+    f = fx_new(NULL, NULL);
+    b = (http_buf){0};
+    http_buf_puts(&b, "GET /healthz HTTP/1.1\r\nX-Big: ");
+    for (int i = 0; i < 8000; i++)
+        http_buf_puts(&b, "a");
+    http_buf_puts(&b, "\r\n\r\n");
+    assert_non_null(strstr(feed(f, b.data, b.len, 0), "200 OK"));
+    http_buf_free(&b);
+    fx_free(f);
+}
+
+static void test_body_limit(void **st)
+{
+    (void)st;
+    fixture *f = fx_new(NULL, NULL);
+    const char *o = feeds(f, "POST /v1/items/hot/decrement HTTP/1.1\r\n"
+                             "Content-Length: 70000\r\n\r\n{");
+    assert_int_equal(f->state, HTTP__CLOSE);
+    assert_non_null(strstr(o, "HTTP/1.1 413 Payload Too Large\r\n"));
+    fx_free(f);
+}
+
+static void test_chunked(void **st)
+{
+    (void)st;
+    fixture *f = fx_new(NULL, NULL);
+    const char *o = feeds(f, "POST /v1/items/hot/decrement HTTP/1.1\r\n"
+                             "Transfer-Encoding: chunked\r\n\r\n"
+                             "5\r\nhello\r\n0\r\n\r\n");
+    assert_int_equal(f->state, HTTP__CLOSE);
+    assert_non_null(strstr(o, "HTTP/1.1 411 Length Required\r\n"));
+    fx_free(f);
+}
+
+static void test_malformed(void **st)
+{
+    (void)st;
+    const char *bad[] = {
+        "GARBAGE\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost x\r\n\r\n",
+        "GET /healthz HTTP/9.9x\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\nContent-Length: abc\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        "\x01\x02\x03",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        fixture *f = fx_new(NULL, NULL);
+        const char *o = feeds(f, bad[i]);
+        assert_int_equal(f->state, HTTP__CLOSE);
+        assert_non_null(strstr(o, "HTTP/1.1 400 Bad Request\r\n"));
+        assert_non_null(strstr(o, "\"error\":\"bad_request\""));
+        fx_free(f);
+    }
+}
+
+static void test_head(void **st)
+{
+    (void)st;
+    fixture *f = fx_new(NULL, NULL);
+    const char *o = feeds(f, "HEAD /v1/items/hot HTTP/1.1\r\n\r\n");
+    assert_non_null(strstr(o, "HTTP/1.1 200 OK\r\n"));
+    assert_non_null(strstr(o, "Content-Length: 78\r\n"));
+    size_t len = strlen(o);
+    assert_true(len >= 4 && strcmp(o + len - 4, "\r\n\r\n") == 0);
+    fx_free(f);
+}
+
+static void test_connection_close(void **st)
+{
+    (void)st;
+    fixture *f = fx_new(NULL, NULL);
+    const char *o = feeds(f, "GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n"
+                             "GET /healthz HTTP/1.1\r\n\r\n");
+    assert_int_equal(f->state, HTTP__CLOSE);
+    assert_int_equal(count(o, "HTTP/1.1 200"), 1);
+    assert_non_null(strstr(o, "Connection: close\r\n"));
+    fx_free(f);
+
+    f = fx_new(NULL, NULL);
+    o = feeds(f, "GET /healthz HTTP/1.0\r\n\r\n");
+    assert_int_equal(f->state, HTTP__CLOSE);
+    fx_free(f);
+
+    f = fx_new(NULL, NULL);
+    o = feeds(f, "GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    assert_int_equal(f->state, HTTP__MORE);
+    assert_non_null(strstr(o, "Connection: keep-alive\r\n"));
+    fx_free(f);
+}
+
+static void test_expect_continue(void **st)
+{
+    (void)st;
+    fixture *f = fx_new(NULL, NULL);
+    const char *o = feeds(f, "POST /v1/items/hot/decrement HTTP/1.1\r\n"
+                             "Expect: 100-continue\r\nContent-Length: 23\r\n\r\n");
+    assert_int_equal(f->state, HTTP__MORE);
+    assert_string_equal(o, "HTTP/1.1 100 Continue\r\n\r\n");
+    o = feeds(f, "{\"user_id\":\"u\",\"qty\":1}");
+    assert_non_null(strstr(o, "HTTP/1.1 200 OK\r\n"));
+    assert_null(strstr(o, "100 Continue"));
+    fx_free(f);
+
+    f = fx_new(NULL, NULL);
+    o = feeds(f, "GET /healthz HTTP/1.1\r\nExpect: teapot\r\n\r\n");
+    assert_non_null(strstr(o, "HTTP/1.1 417 "));
+    fx_free(f);
+}
+
+static void test_router(void **st)
+{
+    (void)st;
+    http__match m;
+    http__route_match(HTTP_GET, "/v1/items/abc", 13, &m);
+    assert_int_equal(m.route, HTTP__R_GET_ITEM);
+    assert_int_equal(m.nparams, 1);
+    assert_int_equal(m.param_len[0], 3);
+    assert_memory_equal(m.param[0], "abc", 3);
+    http__route_match(HTTP_HEAD, "/v1/items/abc", 13, &m);
+    assert_int_equal(m.route, HTTP__R_GET_ITEM);
+    http__route_match(HTTP_POST, "/v1/items/x/decrement", 21, &m);
+    assert_int_equal(m.route, HTTP__R_DECREMENT);
+    http__route_match(HTTP_GET, "/admin/items/x/audit", 20, &m);
+    assert_int_equal(m.route, HTTP__R_AUDIT);
+    http__route_match(HTTP_GET, "/v1/items/", 10, &m);
+    assert_int_equal(m.status, 404);
+    http__route_match(HTTP_GET, "/v1/items/a/b", 13, &m);
+    assert_int_equal(m.status, 404);
+    http__route_match(HTTP_GET, "/nope", 5, &m);
+    assert_int_equal(m.status, 404);
+    http__route_match(HTTP_DELETE, "/v1/items/abc", 13, &m);
+    assert_int_equal(m.status, 405);
+    assert_string_equal(m.allow, "GET, HEAD, PUT");
+    http__route_match(HTTP_GET, "/v1/items/abc/decrement", 23, &m);
+    assert_int_equal(m.status, 405);
+    assert_string_equal(m.allow, "POST");
+
+    fixture *f = fx_new(NULL, NULL);
+    const char *o = feeds(f, "DELETE /admin/config HTTP/1.1\r\n\r\n");
+    assert_non_null(strstr(o, "HTTP/1.1 405 Method Not Allowed\r\n"));
+    assert_non_null(strstr(o, "Allow: GET, HEAD, PUT\r\n"));
+    assert_non_null(strstr(o, "\"error\":\"method_not_allowed\""));
+    o = feeds(f, "GET /v1/items/bad%20sku HTTP/1.1\r\n\r\n");
+    assert_non_null(strstr(o, "HTTP/1.1 400 "));
+    o = feeds(f, "GET /nothing/here HTTP/1.1\r\n\r\n");
+    assert_non_null(strstr(o, "HTTP/1.1 404 "));
+    assert_non_null(strstr(o, "\"error\":\"not_found\""));
+    fx_free(f);
+}
+
+static void test_auth(void **st)
+{
+    (void)st;
+    fixture *f = fx_new(NULL, NULL);
+    const char *o = feeds(f, "GET /admin/config HTTP/1.1\r\n\r\n");
+    assert_non_null(strstr(o, "HTTP/1.1 403 Forbidden\r\n"));
+    assert_non_null(strstr(o, "admin_token"));
+    fx_free(f);
+
+    f = fx_new("s3cret", NULL);
+    o = feeds(f, "GET /admin/config HTTP/1.1\r\n\r\n");
+    assert_non_null(strstr(o, "HTTP/1.1 401 Unauthorized\r\n"));
+    assert_non_null(strstr(o, "WWW-Authenticate: Bearer"));
+    o = feeds(f, "GET /admin/config HTTP/1.1\r\nAuthorization: Bearer s3cres\r\n\r\n");
+    assert_non_null(strstr(o, "HTTP/1.1 401 "));
+    o = feeds(f, "GET /admin/config HTTP/1.1\r\nAuthorization: Bearer s3cret1\r\n\r\n");
+    assert_non_null(strstr(o, "HTTP/1.1 401 "));
+    o = feeds(f, "GET /admin/config HTTP/1.1\r\nAuthorization: Basic s3cret\r\n\r\n");
+    assert_non_null(strstr(o, "HTTP/1.1 401 "));
+    o = feeds(f, "GET /admin/config HTTP/1.1\r\nAuthorization: Bearer s3cret\r\n\r\n");
+    assert_non_null(strstr(o, "HTTP/1.1 200 OK\r\n"));
+    assert_non_null(strstr(o, "{\"invalidation_delay_ms\":500,\"local_ttl_ms\":2000,"
+                              "\"log_level\":\"info\"}"));
+    o = feeds(f, "PUT /admin/config HTTP/1.1\r\nAuthorization: Bearer s3cret\r\n"
+                 "Content-Length: 50\r\n\r\n"
+                 "{\"invalidation_delay_ms\":900,\"log_level\":\"debug\"} ");
+    assert_non_null(strstr(o, "{\"invalidation_delay_ms\":900,\"local_ttl_ms\":2000,"
+                              "\"log_level\":\"debug\"}"));
+    o = feeds(f, "PUT /admin/config HTTP/1.1\r\nAuthorization: Bearer s3cret\r\n"
+                 "Content-Length: 22\r\n\r\n{\"log_level\":\"loud\"}  ");
+    assert_non_null(strstr(o, "HTTP/1.1 400 "));
+    fx_free(f);
+
+    assert_true(http_consttime_eq("abc", 3, "abc", 3));
+    assert_false(http_consttime_eq("abd", 3, "abc", 3));
+    assert_false(http_consttime_eq("ab", 2, "abc", 3));
+    assert_false(http_consttime_eq("abcd", 4, "abc", 3));
+    assert_true(http_consttime_eq("", 0, "", 0));
+}
+
+static const char *post(fixture *f, const char *sku, const char *body,
+                        const char *key)
+{
+    char req[1024];
+    snprintf(req, sizeof req,
+             "POST /v1/items/%s/decrement HTTP/1.1\r\n%s%s%sContent-Length: %zu\r\n\r\n%s",
+             sku, key ? "Idempotency-Key: " : "", key ? key : "", key ? "\r\n" : "",
+             strlen(body), body);
+    return feeds(f, req);
+}
+
+static void test_decrement_codes(void **st)
+{
+    (void)st;
+    fixture *f = fx_new(NULL, NULL);
+    const char *o;
+    o = post(f, "hot", "{\"user_id\":\"u1\",\"qty\":2}", "k1");
+    assert_non_null(strstr(o, "{\"order_id\":1,\"sku\":\"hot\",\"user_id\":\"u1\","
+                              "\"qty\":2,\"stock\":98,\"version\":2,\"replayed\":false}"));
+    o = post(f, "hot", "{\"user_id\":\"u1\",\"qty\":2}", "k1");
+    assert_non_null(strstr(o, "\"order_id\":1,"));
+    assert_non_null(strstr(o, "\"replayed\":true}"));
+    o = post(f, "hot", "{\"user_id\":\"u1\",\"qty\":99}", NULL);
+    assert_non_null(strstr(o, "HTTP/1.1 409 Conflict"));
+    assert_non_null(strstr(o, "\"error\":\"insufficient_stock\""));
+    o = post(f, "hot", "{\"user_id\":\"u1\",\"qty\":98}", NULL);
+    assert_non_null(strstr(o, "200 OK"));
+    o = post(f, "hot", "{\"user_id\":\"u1\",\"qty\":1}", NULL);
+    assert_non_null(strstr(o, "\"error\":\"sold_out\""));
+    o = post(f, "lim", "{\"user_id\":\"u1\",\"qty\":3}", NULL);
+    assert_non_null(strstr(o, "\"error\":\"limit_exceeded\""));
+    o = post(f, "later", "{\"user_id\":\"u1\",\"qty\":1}", NULL);
+    assert_non_null(strstr(o, "HTTP/1.1 425 Too Early"));
+    assert_non_null(strstr(o, "\"error\":\"sale_not_started\""));
+    o = post(f, "nope", "{\"user_id\":\"u1\",\"qty\":1}", NULL);
+    assert_non_null(strstr(o, "HTTP/1.1 404 "));
+    const char *bad[] = {"{", "[]", "{\"user_id\":\"u1\"}", "{\"user_id\":\"u1\",\"qty\":0}",
+                         "{\"user_id\":\"u1\",\"qty\":1000001}", "{\"user_id\":\"u1\",\"qty\":1.5}",
+                         "{\"user_id\":\"u 1\",\"qty\":1}", "{\"user_id\":5,\"qty\":1}",
+                         "{\"user_id\":\"u1\",\"qty\":\"1\"}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        o = post(f, "lim", bad[i], NULL);
+        assert_non_null(strstr(o, "HTTP/1.1 400 "));
+        assert_non_null(strstr(o, "\"error\":\"bad_request\""));
+    }
+    o = feeds(f, "POST /v1/items/lim/decrement HTTP/1.1\r\n\r\n");
+    assert_non_null(strstr(o, "HTTP/1.1 400 "));
+
+    struct { int err; const char *line, *code; } map[] = {
+        {HTTP_E_OVERLOADED, "HTTP/1.1 429 ", "overloaded"},
+        {HTTP_E_UNAVAILABLE, "HTTP/1.1 503 ", "unavailable"},
+        {HTTP_E_OUTCOME_UNKNOWN, "HTTP/1.1 503 ", "outcome_unknown"},
+        {-ETIMEDOUT, "HTTP/1.1 503 ", "unavailable"},
+        {-EINVAL, "HTTP/1.1 500 ", "internal"},
+    };
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
+        http_memservice_fail(f->svc, map[i].err);
+        o = post(f, "lim", "{\"user_id\":\"u1\",\"qty\":1}", NULL);
+        assert_non_null(strstr(o, map[i].line));
+        char code[64];
+        snprintf(code, sizeof code, "\"error\":\"%s\"", map[i].code);
+        assert_non_null(strstr(o, code));
+        if (map[i].err == HTTP_E_OVERLOADED)
+            assert_non_null(strstr(o, "Retry-After: 1\r\n"));
+    }
+    o = feeds(f, "GET /readyz HTTP/1.1\r\n\r\n");
+    assert_non_null(strstr(o, "HTTP/1.1 503 "));
+    assert_non_null(strstr(o, "\"status\":\"not_ready\""));
+    http_memservice_fail(f->svc, 0);
+    o = feeds(f, "GET /readyz HTTP/1.1\r\n\r\n");
+    assert_non_null(strstr(o, "{\"status\":\"ready\",\"store\":\"up\",\"redis\":\"none\","
+                              "\"kafka\":\"none\"}"));
+    fx_free(f);
+}
+
+static void test_admin_items(void **st)
+{
+    (void)st;
+    fixture *f = fx_new("t", NULL);
+    const char *o;
+    o = feeds(f, "PUT /v1/items/new1 HTTP/1.1\r\nAuthorization: Bearer t\r\n"
+                 "Content-Length: 14\r\n\r\n{\"stock\":10}  ");
+    assert_non_null(strstr(o, "HTTP/1.1 201 Created\r\n"));
+    assert_non_null(strstr(o, "{\"sku\":\"new1\",\"stock\":10,\"version\":1,"));
+    o = feeds(f, "PUT /v1/items/new2 HTTP/1.1\r\nAuthorization: Bearer t\r\n"
+                 "Content-Length: 22\r\n\r\n{\"per_user_limit\":1}  ");
+    assert_non_null(strstr(o, "HTTP/1.1 400 "));
+    o = feeds(f, "PUT /v1/items/new1 HTTP/1.1\r\nAuthorization: Bearer t\r\n"
+                 "Content-Length: 14\r\n\r\n{\"stock\":-1}  ");
+    assert_non_null(strstr(o, "HTTP/1.1 400 "));
+    post(f, "new1", "{\"user_id\":\"a\",\"qty\":2}", NULL);
+    post(f, "new1", "{\"user_id\":\"b\",\"qty\":3}", NULL);
+    o = feeds(f, "PUT /v1/items/new1 HTTP/1.1\r\nAuthorization: Bearer t\r\n"
+                 "Content-Length: 12\r\n\r\n{\"stock\":20}");
+    assert_non_null(strstr(o, "HTTP/1.1 200 OK\r\n"));
+    o = feeds(f, "GET /admin/items/new1/audit?orders=true HTTP/1.1\r\n"
+                 "Authorization: Bearer t\r\n\r\n");
+    assert_non_null(strstr(o, "{\"sku\":\"new1\",\"stock\":20,\"version\":4,"
+                              "\"units_supplied\":25,\"units_sold\":5,\"orders\":2,"
+                              "\"max_user_qty\":3,\"duplicate_idempotency_keys\":0,"
+                              "\"order_ids\":[1,2]}"));
+    o = feeds(f, "GET /admin/items/new1/audit HTTP/1.1\r\nAuthorization: Bearer t\r\n\r\n");
+    assert_null(strstr(o, "order_ids"));
+    o = feeds(f, "GET /metrics HTTP/1.1\r\n\r\n");
+    assert_non_null(strstr(o, "Content-Type: text/plain; version=0.0.4\r\n"));
+    assert_non_null(strstr(o, "memservice_items 4\n"));
+    assert_non_null(strstr(o, "http_requests_total{route=\"/v1/items/{sku}\",method=\"PUT\",code=\"201\"}"));
+    assert_non_null(strstr(o, "http_request_duration_seconds_bucket{route=\"/admin/items/{sku}/audit\""));
+    assert_non_null(strstr(o, "http_connections_open"));
+    o = feeds(f, "GET /healthz HTTP/1.1\r\nX-Request-Id: abc-123\r\n\r\n");
+    assert_non_null(strstr(o, "X-Request-Id: abc-123\r\n"));
+    fx_free(f);
+}
+
+/* Every route of the router is in api/openapi.yaml and vice versa. */
+static void test_openapi_contract(void **st)
+{
+    (void)st;
+    const char *src = getenv("CACHESVC_SOURCE_DIR");
+    char path[1024];
+    snprintf(path, sizeof path, "%s/api/openapi.yaml", src ? src : ".");
+    FILE *fp = fopen(path, "r");
+    assert_non_null(fp);
+    char line[512], cur[256] = "";
+    int in_paths = 0, found[HTTP__R_NONE] = {0}, spec_ops = 0;
+    while (fgets(line, sizeof line, fp)) {
+        line[strcspn(line, "\r\n")] = 0;
+        if (strcmp(line, "paths:") == 0) {
+            in_paths = 1;
+            continue;
+        }
+        if (in_paths && line[0] != ' ' && line[0] != 0 && line[0] != '#')
+            in_paths = 0;
+        if (!in_paths)
+            continue;
+        if (strncmp(line, "  /", 3) == 0 && line[strlen(line) - 1] == ':') {
+            snprintf(cur, sizeof cur, "%.*s", (int)strlen(line) - 3, line + 2);
+            continue;
+        }
+        static const char *methods[] = {"get", "put", "post", "delete", "patch", "head"};
+        for (size_t k = 0; k < 6; k++) {
+            char want[32];
+            snprintf(want, sizeof want, "    %s:", methods[k]);
+            if (strcmp(line, want) != 0)
+                continue;
+            char up[8];
+            size_t n = strlen(methods[k]);
+            for (size_t i = 0; i <= n; i++)
+                up[i] = (char)(methods[k][i] >= 'a' ? methods[k][i] - 32 : methods[k][i]);
+            int hit = 0;
+            for (int r = 0; r < HTTP__R_NONE; r++)
+                if (strcmp(http__routes[r].pattern, cur) == 0 &&
+                    (strcmp(http__routes[r].method, up) == 0 ||
+                     (strcmp(up, "HEAD") == 0 && strcmp(http__routes[r].method, "GET") == 0))) {
+                    if (strcmp(up, "HEAD") != 0)
+                        found[r]++;
+                    hit = 1;
+                }
+            if (!hit)
+                fail_msg("openapi.yaml has %s %s, the router does not", up, cur);
+            spec_ops++;
+        }
+    }
+    fclose(fp);
+    for (int r = 0; r < HTTP__R_NONE; r++)
+        if (found[r] != 1)
+            fail_msg("router has %s %s, openapi.yaml lists it %d times",
+                     http__routes[r].method, http__routes[r].pattern, found[r]);
+    assert_true(spec_ops >= HTTP__R_NONE);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_get_item),
+        cmocka_unit_test(test_keepalive_reuse),
+        cmocka_unit_test(test_pipelining_order),
+        cmocka_unit_test(test_pipelining_bytewise),
+        cmocka_unit_test(test_pipeline_flush_bound),
+        cmocka_unit_test(test_uri_limit),
+        cmocka_unit_test(test_header_limit),
+        cmocka_unit_test(test_body_limit),
+        cmocka_unit_test(test_chunked),
+        cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_head),
+        cmocka_unit_test(test_connection_close),
+        cmocka_unit_test(test_expect_continue),
+        cmocka_unit_test(test_router),
+        cmocka_unit_test(test_auth),
+        cmocka_unit_test(test_decrement_codes),
+        cmocka_unit_test(test_admin_items),
+        cmocka_unit_test(test_openapi_contract),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
