@@ -2,9 +2,12 @@
  * decide.c: the decrement rules, applied in arrival order as serial
  * execution would. The batch transaction runs them between its reads (row
  * lock, keys, purchases) and its writes; the unit tests run them one
- * request at a time as the serial model.
+ * request at a time as the serial model. Also the store's other pure
+ * helpers (validation, names), which need neither runtime nor database.
  */
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -21,6 +24,17 @@ static int is_id_char(unsigned char c)
 {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
            c == '.' || c == '_' || c == ':' || c == '-';
+}
+
+void store__state_to_item(const store__state *s, const char *sku, store_item *it)
+{
+    memset(it, 0, sizeof *it);
+    snprintf(it->sku, sizeof it->sku, "%s", sku);
+    it->stock = s->stock;
+    it->version = s->version;
+    it->per_user_limit = s->per_user_limit;
+    it->sale_starts_at_ms = s->sale_starts_at_ms;
+    it->units_supplied = s->units_supplied;
 }
 
 int store_valid_id(const char *s)
@@ -63,6 +77,30 @@ const char *store_outcome_name(store_outcome o)
     if ((unsigned)o >= STORE_OUTCOME_COUNT_)
         return "unknown";
     return outcome_names[o];
+}
+
+const char *store_strerror(int err)
+{
+    switch (err) {
+    case 0: return "success";
+    case -EINVAL: return "invalid argument";
+    case -ENOENT: return "no such item";
+    case -EBUSY: return "the item's queue is full";
+    case -EIO: return "database unavailable; nothing applied";
+    case -ETIMEDOUT: return "database timed out; nothing applied";
+    case -ECONNABORTED: return "connection lost during commit; outcome unknown";
+    case -ENOMEM: return "out of memory";
+    default: return "unknown store error";
+    }
+}
+
+void store_audit_free(store_audit_result *a)
+{
+    if (a == NULL)
+        return;
+    free(a->order_ids);
+    a->order_ids = NULL;
+    a->n_order_ids = 0;
 }
 
 /* Applies a put to the state. Returns 0 or -EINVAL. */

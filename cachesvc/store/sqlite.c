@@ -322,13 +322,7 @@ static intptr_t get_blocking(void *arg)
         return rc;
     if (!s.found)
         return -ENOENT;
-    memset(it, 0, sizeof *it);
-    snprintf(it->sku, sizeof it->sku, "%s", a->sku);
-    it->stock = s.stock;
-    it->version = s.version;
-    it->per_user_limit = s.per_user_limit;
-    it->sale_starts_at_ms = s.sale_starts_at_ms;
-    it->units_supplied = s.units_supplied;
+    store__state_to_item(&s, a->sku, it);
     return 0;
 }
 
@@ -372,12 +366,7 @@ static intptr_t audit_blocking(void *arg)
         rc = -ENOENT;
         goto out;
     }
-    snprintf(au->item.sku, sizeof au->item.sku, "%s", a->sku);
-    au->item.stock = s.stock;
-    au->item.version = s.version;
-    au->item.per_user_limit = s.per_user_limit;
-    au->item.sale_starts_at_ms = s.sale_starts_at_ms;
-    au->item.units_supplied = s.units_supplied;
+    store__state_to_item(&s, a->sku, &au->item);
     if ((rc = one_row(db, q->rst[R_AUDIT_ORDERS], a->sku, v, 2)) < 0)
         goto out;
     au->orders = v[0];

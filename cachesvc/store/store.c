@@ -35,21 +35,6 @@ const double store_latency_bucket_le[STORE_LATENCY_BUCKETS] = {
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
     0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 1e300};
 
-const char *store_strerror(int err)
-{
-    switch (err) {
-    case 0: return "success";
-    case -EINVAL: return "invalid argument";
-    case -ENOENT: return "no such item";
-    case -EBUSY: return "the item's queue is full";
-    case -EIO: return "database unavailable; nothing applied";
-    case -ETIMEDOUT: return "database timed out; nothing applied";
-    case -ECONNABORTED: return "connection lost during commit; outcome unknown";
-    case -ENOMEM: return "out of memory";
-    default: return "unknown store error";
-    }
-}
-
 static unsigned sku_hash(const char *s)
 {
     unsigned h = 2166136261u;
@@ -410,15 +395,8 @@ int store_put_item(store *st, const char *sku, const store_put *p, int64_t deadl
         return op.err;
     if (op.outcome < 0)
         return op.outcome;
-    if (out != NULL) {
-        memset(out, 0, sizeof *out);
-        strcpy(out->sku, sku);
-        out->stock = op.after.stock;
-        out->version = op.after.version;
-        out->per_user_limit = op.after.per_user_limit;
-        out->sale_starts_at_ms = op.after.sale_starts_at_ms;
-        out->units_supplied = op.after.units_supplied;
-    }
+    if (out != NULL)
+        store__state_to_item(&op.after, sku, out);
     if (created != NULL)
         *created = op.created;
     return 0;
@@ -444,15 +422,6 @@ int store_audit(store *st, const char *sku, int with_orders, store_audit_result 
     if (!store_valid_id(sku))
         return -EINVAL;
     return count_error(st, st->be->audit(st, sku, with_orders, out));
-}
-
-void store_audit_free(store_audit_result *a)
-{
-    if (a == NULL)
-        return;
-    free(a->order_ids);
-    a->order_ids = NULL;
-    a->n_order_ids = 0;
 }
 
 int store_outbox_fetch(store *st, int64_t after_id, size_t max, store_outbox_row *rows)

@@ -90,6 +90,9 @@ int store__purchase_deltas(store__op **ops, int n, const char **users, int64_t *
  * users[] has room for n. Returns the count. */
 int store__distinct_users(store__op **ops, int n, const char **users);
 
+/* Copies the state of sku into *it. */
+void store__state_to_item(const store__state *s, const char *sku, store_item *it);
+
 /* Wall-clock milliseconds. */
 int64_t store__wall_ms(void);
 

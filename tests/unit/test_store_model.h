@@ -1,0 +1,205 @@
+/*
+ * test_store_model.h: the serial model of the store, shared by the store's
+ * unit and integration tests. A randomized request sequence (decrements
+ * with random users, qty and idempotency keys; restocks that change the
+ * per-user limit) is decided one request at a time against an in-memory
+ * item, its orders by key and its purchases by user. The real store's
+ * outcomes, in arrival order, must equal the model's exactly, and every
+ * replay must return the order its key created.
+ *
+ * Header-only (static functions): include it in one test file per
+ * executable, after cmocka.h and store_int.h.
+ */
+#ifndef TEST_STORE_MODEL_H
+#define TEST_STORE_MODEL_H
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct tsm_spec {
+    int kind;              /* STORE__DECR or STORE__PUT */
+    char user[16];
+    int64_t qty;
+    char key[16];
+    int has_key;
+    store_put put;
+} tsm_spec;
+
+typedef struct tsm_ops {
+    int n;
+    tsm_spec *v;
+    store__op *ops;        /* the model's decided ops, index = arrival */
+} tsm_ops;
+
+typedef struct tsm_model {
+    store__state s;
+    int nkeys;
+    char (*keys)[16];
+    int *key_order;        /* index of the op whose order holds the key */
+    int nusers;
+    char (*users)[16];
+    int64_t *bought;
+    int64_t sold;
+    int64_t norders;
+    int cap;
+} tsm_model;
+
+/* Fills o (a fresh op) from spec sp; strings point into sp. */
+static void tsm_op_from(store__op *o, tsm_spec *sp)
+{
+    memset(o, 0, sizeof *o);
+    o->kind = sp->kind;
+    o->user_id = sp->user;
+    o->qty = sp->qty;
+    o->key = sp->has_key ? sp->key : NULL;
+    o->put = sp->put;
+}
+
+/* Resets real (for a backend run) from model op m: same inputs. */
+static void tsm_reset(store__op *real, const store__op *m)
+{
+    memset(real, 0, sizeof *real);
+    real->kind = m->kind;
+    real->user_id = m->user_id;
+    real->qty = m->qty;
+    real->key = m->key;
+    real->put = m->put;
+}
+
+/* Generates n requests: the first creates the item with initial_stock;
+ * about 2% are puts (restock 0..40, limit one of 0,2,3,5); decrements
+ * draw users from nusers, qty 1..3, and a key from nkeys half of the time. */
+static void tsm_generate(tsm_ops *o, int n, int nusers, int nkeys, int64_t initial_stock,
+                         unsigned *seed)
+{
+    static const int64_t limits[] = {0, 2, 3, 5};
+    o->n = n;
+    o->v = calloc((size_t)n, sizeof *o->v);
+    o->ops = calloc((size_t)n, sizeof *o->ops);
+    for (int i = 0; i < n; i++) {
+        tsm_spec *sp = &o->v[i];
+        unsigned r = (unsigned)rand_r(seed);
+        if (i == 0 || r % 50 == 0) {
+            sp->kind = STORE__PUT;
+            sp->put.stock = i == 0 ? initial_stock : (int64_t)(rand_r(seed) % 41);
+            sp->put.per_user_limit = limits[rand_r(seed) % 4];
+            sp->put.sale_starts_at_ms = -1;
+        } else {
+            sp->kind = STORE__DECR;
+            snprintf(sp->user, sizeof sp->user, "u%d", rand_r(seed) % nusers);
+            sp->qty = 1 + rand_r(seed) % 3;
+            if (rand_r(seed) % 2 == 0) {
+                sp->has_key = 1;
+                snprintf(sp->key, sizeof sp->key, "k%d", rand_r(seed) % nkeys);
+            }
+        }
+        tsm_op_from(&o->ops[i], sp);
+        o->ops[i].seq = (uint64_t)i;
+    }
+}
+
+static void tsm_free(tsm_ops *o)
+{
+    free(o->v);
+    free(o->ops);
+}
+
+static void tsm_model_init(tsm_model *m)
+{
+    memset(m, 0, sizeof *m);
+    m->cap = 4096;
+    m->keys = calloc((size_t)m->cap, sizeof *m->keys);
+    m->key_order = calloc((size_t)m->cap, sizeof *m->key_order);
+    m->users = calloc((size_t)m->cap, sizeof *m->users);
+    m->bought = calloc((size_t)m->cap, sizeof *m->bought);
+}
+
+static void tsm_model_free(tsm_model *m)
+{
+    free(m->keys);
+    free(m->key_order);
+    free(m->users);
+    free(m->bought);
+}
+
+/* Decides op (index idx in arrival order) against the model. For a replay
+ * the model's op->prior.order_id is the index of the original order. */
+static void tsm_model_apply(tsm_model *m, store__op *op, int64_t now_ms)
+{
+    int ui = -1, ki = -1;
+    int idx = (int)op->seq;
+    if (op->kind == STORE__DECR) {
+        for (int i = 0; i < m->nusers; i++)
+            if (strcmp(m->users[i], op->user_id) == 0)
+                ui = i;
+        if (ui < 0) {
+            ui = m->nusers++;
+            snprintf(m->users[ui], sizeof m->users[ui], "%s", op->user_id);
+        }
+        op->bought = m->bought[ui];
+        op->key_found = 0;
+        if (op->key != NULL)
+            for (int i = 0; i < m->nkeys; i++)
+                if (strcmp(m->keys[i], op->key) == 0) {
+                    ki = i;
+                    op->key_found = 1;
+                    op->prior.order_id = m->key_order[i];
+                }
+    }
+    if (store__decide(&m->s, now_ms, &op, 1))
+        m->s.version++;
+    if (op->kind == STORE__DECR && op->outcome == STORE_OK) {
+        m->bought[ui] += op->qty;
+        m->sold += op->qty;
+        m->norders++;
+        op->order_id = idx;
+        if (op->key != NULL && ki < 0) {
+            snprintf(m->keys[m->nkeys], sizeof m->keys[0], "%s", op->key);
+            m->key_order[m->nkeys++] = idx;
+        }
+    }
+}
+
+/* The real run's answer to request i: outcome (a store_outcome for a
+ * decrement; 0 or a negative errno for a put) and the order id (OK: its
+ * own; REPLAYED: the original's). */
+typedef struct tsm_real {
+    int outcome;
+    int64_t order_id;
+} tsm_real;
+
+/* Asserts that the real answers equal the model's, request by request. */
+static void tsm_compare_real(const tsm_ops *o, const tsm_real *real)
+{
+    for (int i = 0; i < o->n; i++) {
+        const store__op *m = &o->ops[i];
+        if (m->outcome != real[i].outcome)
+            fprintf(stderr, "request %d (%s user %s qty %lld key %s): model %d, store %d\n", i,
+                    m->kind == STORE__PUT ? "put" : "decrement", m->user_id ? m->user_id : "-",
+                    (long long)m->qty, m->key ? m->key : "-", m->outcome, real[i].outcome);
+        assert_int_equal(m->outcome, real[i].outcome);
+        if (m->kind == STORE__DECR && m->outcome == STORE_REPLAYED)
+            assert_int_equal(real[i].order_id, real[m->prior.order_id].order_id);
+        if (m->kind == STORE__DECR && m->outcome == STORE_OK)
+            assert_true(real[i].order_id > 0);
+    }
+}
+
+/* For backend-level runs: compares the model with ops decided by the
+ * backend (after store__finish). */
+static void tsm_compare(const tsm_model *m, const store__op *model_ops, const store__op *real,
+                        int n)
+{
+    tsm_ops o = {.n = n, .ops = (store__op *)model_ops};
+    tsm_real *r = calloc((size_t)n, sizeof *r);
+    (void)m;
+    for (int i = 0; i < n; i++) {
+        r[i].outcome = real[i].outcome;
+        r[i].order_id = real[i].outcome == STORE_REPLAYED ? real[i].prior.order_id
+                                                          : real[i].order_id;
+    }
+    tsm_compare_real(&o, r);
+    free(r);
+}
+
+#endif /* TEST_STORE_MODEL_H */
