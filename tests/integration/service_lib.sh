@@ -1,0 +1,96 @@
+# service_lib.sh: helpers for the cachesvc integration tests (sourced).
+#
+# Expects CACHESVC_BIN (the binary), SERVICE_CLIENT (service_client) and
+# SRC (the source tree) in the environment; CMake sets them. Every test
+# works in a fresh temporary directory and stops what it started on exit,
+# failure included. Ports: 25000-25999 only.
+set -uo pipefail
+
+: "${CACHESVC_BIN:?}" "${SRC:?}"
+T=$(mktemp -d /tmp/svc-test.XXXXXX)
+SVC_PIDS=()
+CLEANUPS=()
+FAILS=0
+
+cleanup() {
+  local p
+  for p in "${SVC_PIDS[@]}"; do
+    kill -TERM "$p" 2>/dev/null
+  done
+  for p in "${SVC_PIDS[@]}"; do
+    for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.05; done
+    kill -KILL "$p" 2>/dev/null
+  done
+  local c
+  for c in "${CLEANUPS[@]}"; do eval "$c" >/dev/null 2>&1; done
+  if [ "$FAILS" -ne 0 ] || [ -n "${KEEP_LOGS:-}" ]; then
+    for f in "$T"/*.log; do [ -f "$f" ] && { echo "---- $f (tail)"; tail -25 "$f"; }; done
+  fi
+  rm -rf "$T"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+
+fail() { echo "FAIL: $*"; FAILS=$((FAILS + 1)); }
+ok() { echo "ok: $*"; }
+check() {   # check "what" <command...>: passes when the command succeeds
+  local what=$1; shift
+  if "$@"; then ok "$what"; else fail "$what"; fi
+}
+finish() {
+  if [ "$FAILS" -ne 0 ]; then echo "$FAILS check(s) failed"; exit 1; fi
+  echo "all checks passed"; exit 0
+}
+
+# start_svc NAME PORT [flags...]: starts the binary with its log in
+# $T/NAME.log and waits for /healthz. Sets LAST_PID.
+start_svc() {
+  local name=$1 port=$2; shift 2
+  "$CACHESVC_BIN" --server.listen=127.0.0.1:"$port" --server.admin_token=secret \
+    --server.workers=2 "$@" >"$T/$name.log" 2>&1 &
+  LAST_PID=$!
+  SVC_PIDS+=("$LAST_PID")
+  local i
+  for i in $(seq 1 200); do
+    if curl -sf "http://127.0.0.1:$port/healthz" >/dev/null 2>&1; then return 0; fi
+    kill -0 "$LAST_PID" 2>/dev/null || { echo "service $name exited during start:"; tail -20 "$T/$name.log"; return 1; }
+    sleep 0.05
+  done
+  echo "service $name did not answer /healthz"; return 1
+}
+
+# stop_svc PID [signal]: signals and waits; echoes the exit status.
+stop_svc() {
+  local pid=$1 sig=${2:-TERM}
+  kill -"$sig" "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null
+  echo $?
+}
+
+# req METHOD URL [BODY] [extra curl args...]: sets CODE, BODY and HDRS.
+req() {
+  local m=$1 url=$2 body=${3:-}; shift 3 2>/dev/null || shift $#
+  local args=(-s -X "$m" -D "$T/hdrs" -o "$T/body" -w '%{http_code}' --max-time 20)
+  [ -n "$body" ] && args+=(-H 'Content-Type: application/json' --data-binary "$body")
+  CODE=$(curl "${args[@]}" "$@" "$url")
+  BODY=$(cat "$T/body" 2>/dev/null)
+  HDRS=$(cat "$T/hdrs" 2>/dev/null)
+}
+ADMIN=(-H "Authorization: Bearer secret")
+
+# expect CODE [substring of body]: checks the last req.
+expect() {
+  local want=$1 sub=${2:-} what=${3:-"$want $2"}
+  if [ "$CODE" = "$want" ] && { [ -z "$sub" ] || [[ "$BODY" == *"$sub"* ]]; }; then
+    ok "$what"
+  else
+    fail "$what: got $CODE $BODY"
+  fi
+}
+
+json_num() {   # json_num KEY <<< json: the integer value of "KEY"
+  sed -n "s/.*\"$1\":\(-\{0,1\}[0-9]*\).*/\1/p"
+}
+header() {     # header NAME: the value of a header of the last req
+  printf '%s\n' "$HDRS" | tr -d '\r' | sed -n "s/^$1: //Ip" | head -1
+}

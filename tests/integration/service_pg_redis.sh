@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The binary with PostgreSQL, a local Redis Cluster and cachesvc-devbroker:
+# the three read tiers, the delayed Redis delete, Redis down (the breaker:
+# reads keep being served), the database down (503, readiness) and back.
+. "$(dirname "$0")/service_lib.sh"
+: "${DEVBROKER:?cachesvc-devbroker not built}"
+P=25100; RP=25110; PGP=25120
+U=http://127.0.0.1:$P
+
+PG=$("$SRC/scripts/postgres" up --dir "$T/pg" --port $PGP | tail -1) || { fail "postgres up"; finish; }
+CLEANUPS+=("'$SRC/scripts/postgres' down --dir '$T/pg'")
+SEEDS=$("$SRC/scripts/redis-cluster" up --dir "$T/redis" --port $RP | tail -1) || { fail "redis-cluster up"; finish; }
+CLEANUPS+=("'$SRC/scripts/redis-cluster' down --dir '$T/redis'")
+"$DEVBROKER" >"$T/broker.out" 2>"$T/broker.log" &
+BPID=$!; CLEANUPS+=("kill $BPID")
+for i in $(seq 1 100); do [ -s "$T/broker.out" ] && break; sleep 0.05; done
+BROKERS=$(head -1 "$T/broker.out")
+echo "pg=$PG redis=$SEEDS brokers=$BROKERS"
+
+rget() { redis-cli -c -h 127.0.0.1 -p $RP GET "stock:{$1}" 2>/dev/null; }
+start_svc a $P --store.url="$PG" --redis.url="$SEEDS" --kafka.brokers="$BROKERS" \
+  --kafka.invalidation_delay_ms=300 --cache.local_ttl_ms=300 --redis.breaker_probe_ms=300 \
+  --redis.timeout_ms=100 --kafka.instance_id=a || exit 1
+for i in $(seq 1 100); do req GET $U/readyz; [ "$CODE" = 200 ] && break; sleep 0.1; done
+expect 200 '"redis":"up"' "readyz: all up"
+
+req PUT $U/v1/items/hot '{"stock":1000}' "${ADMIN[@]}"; expect 201 "" "create"
+v0=$(json_num version <<<"$BODY")
+sleep 0.4   # local TTL passes
+req GET $U/v1/items/hot; expect 200 "\"version\":$v0" "read"
+check "X-Cache db (Redis empty)" [ "$(header X-Cache)" = db ]
+check "Redis filled with the version" grep -q "^$v0|1000|" <<<"$(rget hot)"
+req GET $U/v1/items/hot; check "X-Cache local" [ "$(header X-Cache)" = local ]
+sleep 0.4
+req GET $U/v1/items/hot; check "X-Cache redis after the local TTL" [ "$(header X-Cache)" = redis ]
+
+req POST $U/v1/items/hot/decrement '{"user_id":"u1","qty":1}'; expect 200 "" "decrement"
+v1=$(json_num version <<<"$BODY")
+req GET $U/v1/items/hot; expect 200 "\"version\":$v1" "read-your-writes"
+sleep 1.0   # delay 300 ms + margin
+r=$(rget hot); rv=${r%%|*}
+check "Redis holds no older version after delay + margin (got '$r')" [ -z "$r" -o "${rv:-0}" -ge "$v1" ]
+
+# Redis down: reads keep being served, the breaker opens, readiness says so.
+"$SRC/scripts/redis-cluster" down --dir "$T/redis" >/dev/null 2>&1
+sleep 0.4
+t0=$(date +%s%N)
+for i in $(seq 1 20); do req GET $U/v1/items/hot; [ "$CODE" = 200 ] || break; sleep 0.05; done
+expect 200 "\"version\":$v1" "reads served with Redis down"
+req POST $U/v1/items/hot/decrement '{"user_id":"u2","qty":1}'; expect 200 "" "decrements with Redis down"
+req GET $U/readyz; expect 503 '"redis":"down"' "readyz names redis"
+check "breaker opened" grep -q '^cachesvc_redis_breaker_opens_total [1-9]' <(curl -s $U/metrics)
+
+# Database down: 503, nothing applied; back up: recovery.
+req GET "$U/admin/items/hot/audit" "" "${ADMIN[@]}"; sold0=$(json_num units_sold <<<"$BODY")
+"$SRC/scripts/postgres" kill --dir "$T/pg" >/dev/null 2>&1
+req POST $U/v1/items/hot/decrement '{"user_id":"u3","qty":1}' -H 'Idempotency-Key: pgdown-1'
+expect 503 "" "503 with the database down"
+check "503 code is unavailable or outcome_unknown" grep -Eq '"(unavailable|outcome_unknown)"' <<<"$BODY"
+req GET $U/readyz; expect 503 '"store":"down"' "readyz names the store"
+"$SRC/scripts/postgres" up --dir "$T/pg" --port $PGP >/dev/null 2>&1 || fail "postgres restart"
+for i in $(seq 1 100); do
+  req POST $U/v1/items/hot/decrement '{"user_id":"u3","qty":1}' -H 'Idempotency-Key: pgdown-1'
+  [ "$CODE" = 200 ] && break; sleep 0.1
+done
+expect 200 "" "the retry with the same key succeeds after recovery"
+req GET "$U/admin/items/hot/audit" "" "${ADMIN[@]}"
+check "exactly one unit sold by the retried key" [ "$(json_num units_sold <<<"$BODY")" = $((sold0 + 1)) ]
+finish
