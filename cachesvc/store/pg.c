@@ -23,9 +23,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/socket.h>
+
 #include <libpq-fe.h>
 
 #include "cachesvc/store/store_int.h"
+
+int store__fault_break_after_commit;
 
 typedef struct pg_conn {
     PGconn *c;
@@ -114,6 +118,13 @@ static void conn_drop(pg_conn *pc)
     pc->fd = -1;
 }
 
+/* Server notices (e.g. "already exists, skipping") are not errors. */
+static void quiet_notice(void *arg, const char *msg)
+{
+    (void)arg;
+    (void)msg;
+}
+
 /* Connects pc to url before deadline. Returns 0 or -EIO/-ETIMEDOUT/-ENOMEM. */
 static int conn_open(pg_conn *pc, const char *url, int64_t deadline)
 {
@@ -146,6 +157,7 @@ static int conn_open(pg_conn *pc, const char *url, int64_t deadline)
         if (rc < 0)
             goto fail;
     }
+    PQsetNoticeProcessor(c, quiet_notice, NULL);
     if (PQsetnonblocking(c, 1) != 0 || PQenterPipelineMode(c) != 1) {
         rc = -EIO;
         goto fail;
@@ -629,6 +641,9 @@ static int batch_write(batch_ctx *b, const store__state *s0, const store__batch_
         goto sent;
     if ((rc = conn_flush(pc, b->deadline)) < 0)
         goto sent;
+    if (__atomic_load_n(&store__fault_break_after_commit, __ATOMIC_RELAXED) > 0 &&
+        __atomic_sub_fetch(&store__fault_break_after_commit, 1, __ATOMIC_RELAXED) >= 0)
+        shutdown(pc->fd, SHUT_RDWR);
     rc = conn_collect(pc, b->deadline, res, nq, &fe);
     if (rc == 0 && fe < 0) {
         /* COMMIT answered; a COMMIT of a failed transaction answers

@@ -141,6 +141,12 @@ struct store {
 int store__sqlite_open(store *st, const char *path);
 int store__pg_open(store *st, const char *url);
 
+/* Fault injection for tests (SQLite's way): while positive, each
+ * PostgreSQL batch that sends its COMMIT decrements it and then breaks its
+ * connection before reading the answer, so the outcome is unknown to the
+ * caller. Zero in production. */
+extern int store__fault_break_after_commit;
+
 /* Migrations: the statements of version v for a dialect, NULL past the
  * last one. */
 enum { STORE__SQLITE = 0, STORE__PG = 1 };

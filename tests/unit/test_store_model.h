@@ -202,4 +202,93 @@ static void tsm_compare(const tsm_model *m, const store__op *model_ops, const st
     free(r);
 }
 
+/* Runs ops[0..n-1] through the backend in batches of random size, the way
+ * store.c does (store__finish after each successful batch). */
+static void tsm_run_batches(store *st, const char *sku, store__op *ops, int n, unsigned *seed,
+                            int max_batch)
+{
+    store__op **p = malloc(sizeof *p * (size_t)max_batch);
+    for (int i = 0; i < n;) {
+        int k = 1 + (int)(rand_r(seed) % (unsigned)max_batch);
+        if (k > n - i)
+            k = n - i;
+        for (int j = 0; j < k; j++)
+            p[j] = &ops[i + j];
+        store__batch_result r;
+        memset(&r, 0, sizeof r);
+        assert_int_equal(st->be->batch(st, sku, p, k, &r), 0);
+        store__finish(&r.state, p, k);
+        i += k;
+    }
+    free(p);
+}
+
+/* Runs a randomized sequence of n requests through st's backend in random
+ * batches of 1-64 and checks it against the serial model, then the audit
+ * invariants and the outbox (one row per changing batch, versions rising),
+ * which it drains. */
+static void tsm_backend_model_test(store *st, const char *sku, int n, unsigned seed)
+{
+    tsm_ops ops;
+    tsm_model model;
+
+    tsm_generate(&ops, n, 20, 60, 40, &seed);
+    tsm_model_init(&model);
+    int seen[STORE_OUTCOME_COUNT_] = {0};
+    for (int i = 0; i < n; i++) {
+        tsm_model_apply(&model, &ops.ops[i], 2000);
+        if (ops.ops[i].kind == STORE__DECR)
+            seen[ops.ops[i].outcome]++;
+    }
+    /* The mix reaches every rule the model has. */
+    for (int o = STORE_OK; o <= STORE_LIMIT_EXCEEDED; o++)
+        if (o != STORE_NOT_FOUND)
+            assert_true(seen[o] > 0);
+
+    store__op *real = calloc((size_t)n, sizeof *real);
+    for (int i = 0; i < n; i++)
+        tsm_reset(&real[i], &ops.ops[i]);
+    tsm_run_batches(st, sku, real, n, &seed, 64);
+    tsm_compare(&model, ops.ops, real, n);
+
+    store_audit_result au;
+    assert_int_equal(st->be->audit(st, sku, 1, &au), 0);
+    assert_int_equal(au.item.stock, model.s.stock);
+    assert_int_equal(au.item.units_supplied - au.units_sold, au.item.stock);
+    assert_int_equal(au.units_sold, model.sold);
+    assert_int_equal(au.orders, model.norders);
+    assert_int_equal(au.duplicate_idempotency_keys, 0);
+    assert_int_equal((int64_t)au.n_order_ids, au.orders);
+    for (size_t i = 1; i < au.n_order_ids; i++)
+        assert_true(au.order_ids[i - 1] < au.order_ids[i]);
+    store_audit_free(&au);
+
+    /* One outbox row per batch that changed the item, versions ascending. */
+    store_outbox_row rows[64];
+    int64_t after = 0, last_version = 0, total = 0;
+    int got;
+    while ((got = st->be->outbox_fetch(st, after, 64, rows)) > 0) {
+        for (int i = 0; i < got; i++) {
+            assert_string_equal(rows[i].sku, sku);
+            assert_true(rows[i].version > last_version);
+            last_version = rows[i].version;
+            after = rows[i].id;
+        }
+        total += got;
+        int64_t ids[64];
+        for (int i = 0; i < got; i++)
+            ids[i] = rows[i].id;
+        assert_int_equal(st->be->outbox_delete(st, ids, (size_t)got), 0);
+    }
+    assert_int_equal(got, 0);
+    store_item it;
+    assert_int_equal(st->be->get_item(st, sku, &it), 0);
+    assert_int_equal(total, it.version);
+    assert_int_equal(st->be->outbox_fetch(st, 0, 64, rows), 0);
+
+    free(real);
+    tsm_free(&ops);
+    tsm_model_free(&model);
+}
+
 #endif /* TEST_STORE_MODEL_H */

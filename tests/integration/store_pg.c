@@ -1,0 +1,259 @@
+/*
+ * store_pg.c: the PostgreSQL store against a real server started by
+ * scripts/postgres in a temp dir on 127.0.0.1:23100 (stopped at the end,
+ * also on failure). Runs single-threaded on the runtime stand-in
+ * (tests/unit/test_store_rtstub.c): the serial model through random batch
+ * transactions, the API calls, a connection broken during COMMIT (outcome
+ * unknown, then a safe retry with the same key) and the server stopped and
+ * restarted under the store.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "cachesvc/store/store_int.h"
+#include "tests/unit/test_store_model.h"
+
+#define PORT 23100
+
+static char dir[256];
+static char url[256];
+
+static int pg_cmd(const char *what)
+{
+    char cmd[1024];
+    FILE *f;
+    char line[256];
+    if (strcmp(what, "up") == 0)
+        snprintf(cmd, sizeof cmd, "%s/scripts/postgres up --dir %s --port %d", STORE_SOURCE_DIR,
+                 dir, PORT);
+    else
+        snprintf(cmd, sizeof cmd, "%s/scripts/postgres %s --dir %s", STORE_SOURCE_DIR, what, dir);
+    if ((f = popen(cmd, "r")) == NULL)
+        return -1;
+    while (fgets(line, sizeof line, f) != NULL)
+        if (strncmp(line, "postgresql://", 13) == 0) {
+            line[strcspn(line, "\n")] = '\0';
+            snprintf(url, sizeof url, "%s", line);
+        }
+    return pclose(f) == 0 ? 0 : -1;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(dir, sizeof dir, "/tmp/store_pg.XXXXXX");
+    if (mkdtemp(dir) == NULL)
+        return -1;
+    return pg_cmd("up");
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    char cmd[300];
+    pg_cmd("down");
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static store *open_pg(void)
+{
+    store *st = NULL;
+    store_config cfg = {.pool_size = 1, .timeout_ms = 5000, .reconnect_min_ms = 20,
+                        .reconnect_max_ms = 200};
+    assert_int_equal(store_open(url, &cfg, &st), 0);
+    return st;
+}
+
+static void test_pg_open_twice(void **state)
+{
+    (void)state;
+    store *st = open_pg();
+    store_close(st);
+    st = open_pg();   /* migrations already applied: nothing to do */
+    assert_int_equal(store_ping(st), 0);
+    store_item it;
+    assert_int_equal(store_get_item(st, "nothing", &it), -ENOENT);
+    store_close(st);
+}
+
+static void test_pg_model(void **state)
+{
+    (void)state;
+    store *st = open_pg();
+    tsm_backend_model_test(st, "model", 3000, 777);
+    store_close(st);
+}
+
+static void test_pg_api(void **state)
+{
+    (void)state;
+    store *st = open_pg();
+    store_item it;
+    store_decrement_result r;
+    int created = -1;
+    const char *key = "k\"{,}\\'x";
+
+    store_put p = {.stock = -1, .per_user_limit = -1, .sale_starts_at_ms = -1};
+    assert_int_equal(store_put_item(st, "api", &p, RT_NO_DEADLINE, &it, &created), -EINVAL);
+    p.stock = 3;
+    p.per_user_limit = 2;
+    assert_int_equal(store_put_item(st, "api", &p, RT_NO_DEADLINE, &it, &created), 0);
+    assert_int_equal(created, 1);
+    assert_int_equal(it.stock, 3);
+    assert_int_equal(it.version, 1);
+    assert_int_equal(it.units_supplied, 3);
+
+    assert_int_equal(store_decrement(st, "api", "u1", 2, key, RT_NO_DEADLINE, &r), 0);
+    assert_int_equal(r.outcome, STORE_OK);
+    assert_int_equal(r.stock, 1);
+    assert_int_equal(r.version, 2);
+    int64_t order = r.order_id;
+    assert_true(order > 0);
+
+    assert_int_equal(store_decrement(st, "api", "u1", 1, NULL, RT_NO_DEADLINE, &r), 0);
+    assert_int_equal(r.outcome, STORE_LIMIT_EXCEEDED);
+    assert_int_equal(r.version, 2);
+    assert_int_equal(store_decrement(st, "api", "u2", 2, NULL, RT_NO_DEADLINE, &r), 0);
+    assert_int_equal(r.outcome, STORE_INSUFFICIENT_STOCK);
+    assert_int_equal(store_decrement(st, "api", "u3", 1, key, RT_NO_DEADLINE, &r), 0);
+    assert_int_equal(r.outcome, STORE_REPLAYED);
+    assert_int_equal(r.order_id, order);
+    assert_string_equal(r.user_id, "u1");
+    assert_int_equal(r.qty, 2);
+    assert_int_equal(r.stock, 1);
+    assert_int_equal(r.version, 2);
+    assert_int_equal(store_decrement(st, "none", "u1", 1, NULL, RT_NO_DEADLINE, &r), 0);
+    assert_int_equal(r.outcome, STORE_NOT_FOUND);
+    assert_int_equal(store_decrement(st, "api", "bad user", 1, NULL, RT_NO_DEADLINE, &r),
+                     -EINVAL);
+    assert_int_equal(store_decrement(st, "api", "u1", 0, NULL, RT_NO_DEADLINE, &r), -EINVAL);
+
+    /* Sale start in the future, then a restock. */
+    p.stock = 10;
+    p.per_user_limit = 0;
+    p.sale_starts_at_ms = store__wall_ms() + 3600 * 1000;
+    assert_int_equal(store_put_item(st, "api", &p, RT_NO_DEADLINE, &it, &created), 0);
+    assert_int_equal(created, 0);
+    assert_int_equal(it.units_supplied, 12);
+    assert_int_equal(store_decrement(st, "api", "u4", 1, NULL, RT_NO_DEADLINE, &r), 0);
+    assert_int_equal(r.outcome, STORE_SALE_NOT_STARTED);
+    p.stock = -1;
+    p.sale_starts_at_ms = 0;
+    assert_int_equal(store_put_item(st, "api", &p, RT_NO_DEADLINE, &it, NULL), 0);
+    for (int i = 0; i < 10; i++) {
+        assert_int_equal(store_decrement(st, "api", "u5", 1, NULL, RT_NO_DEADLINE, &r), 0);
+        assert_int_equal(r.outcome, STORE_OK);
+    }
+    assert_int_equal(store_decrement(st, "api", "u5", 1, NULL, RT_NO_DEADLINE, &r), 0);
+    assert_int_equal(r.outcome, STORE_SOLD_OUT);
+
+    store_audit_result au;
+    assert_int_equal(store_audit(st, "api", 1, &au), 0);
+    assert_int_equal(au.item.stock, 0);
+    assert_int_equal(au.units_sold, 12);
+    assert_int_equal(au.orders, 11);
+    assert_int_equal(au.max_user_qty, 10);
+    assert_int_equal(au.n_order_ids, 11);
+    assert_int_equal(au.order_ids[0], order);
+    store_audit_free(&au);
+    assert_int_equal(store_audit(st, "none", 0, &au), -ENOENT);
+
+    store_stats stats;
+    store_stats_get(st, &stats);
+    assert_true(stats.batches >= 17);
+    assert_int_equal(stats.orders, 11);
+    assert_int_equal(stats.replays, 1);
+    store_close(st);
+}
+
+static void test_pg_unknown_outcome(void **state)
+{
+    (void)state;
+    store *st = open_pg();
+    store_decrement_result r;
+    store_put p = {.stock = 5, .per_user_limit = -1, .sale_starts_at_ms = -1};
+    assert_int_equal(store_put_item(st, "unk", &p, RT_NO_DEADLINE, NULL, NULL), 0);
+
+    store__fault_break_after_commit = 1;
+    assert_int_equal(store_decrement(st, "unk", "u1", 2, "retry-me", RT_NO_DEADLINE, &r), 0);
+    assert_int_equal(r.outcome, STORE_OUTCOME_UNKNOWN);
+    assert_int_equal(store__fault_break_after_commit, 0);
+    /* The retry with the same key is safe: it either replays the order
+     * the broken COMMIT made or makes it now; never two. */
+    assert_int_equal(store_decrement(st, "unk", "u1", 2, "retry-me", RT_NO_DEADLINE, &r), 0);
+    assert_true(r.outcome == STORE_REPLAYED || r.outcome == STORE_OK);
+    assert_int_equal(store_decrement(st, "unk", "u1", 2, "retry-me", RT_NO_DEADLINE, &r), 0);
+    assert_int_equal(r.outcome, STORE_REPLAYED);
+
+    store_audit_result au;
+    assert_int_equal(store_audit(st, "unk", 0, &au), 0);
+    assert_int_equal(au.orders, 1);
+    assert_int_equal(au.units_sold, 2);
+    assert_int_equal(au.item.stock, 3);
+    store_audit_free(&au);
+    store_stats stats;
+    store_stats_get(st, &stats);
+    assert_int_equal(stats.unknown_outcomes, 1);
+    store_close(st);
+}
+
+static void test_pg_down_up(void **state)
+{
+    (void)state;
+    store *st = open_pg();
+    store_decrement_result r;
+    store_put p = {.stock = 100, .per_user_limit = -1, .sale_starts_at_ms = -1};
+    assert_int_equal(store_put_item(st, "down", &p, RT_NO_DEADLINE, NULL, NULL), 0);
+    assert_int_equal(store_decrement(st, "down", "u1", 1, NULL, RT_NO_DEADLINE, &r), 0);
+    assert_int_equal(r.outcome, STORE_OK);
+
+    assert_int_equal(pg_cmd("down"), 0);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(store_decrement(st, "down", "u1", 1, NULL, RT_NO_DEADLINE, &r), 0);
+        assert_int_equal(r.outcome, STORE_UNAVAILABLE);
+    }
+    store_item it;
+    assert_true(store_get_item(st, "down", &it) == -EIO);
+    assert_int_equal(store_ping(st), -EIO);
+    assert_int_equal(pg_cmd("up"), 0);
+
+    /* Recovery: the reconnect backoff is at most 200 ms here. */
+    int ok = 0;
+    for (int i = 0; i < 100 && !ok; i++) {
+        assert_int_equal(store_decrement(st, "down", "u1", 1, NULL, RT_NO_DEADLINE, &r), 0);
+        ok = r.outcome == STORE_OK;
+        if (!ok) {
+            assert_int_equal(r.outcome, STORE_UNAVAILABLE);
+            usleep(50 * 1000);
+        }
+    }
+    assert_true(ok);
+    store_audit_result au;
+    assert_int_equal(store_audit(st, "down", 0, &au), 0);
+    assert_int_equal(au.units_sold, 2);
+    assert_int_equal(au.item.stock, 98);
+    store_audit_free(&au);
+    store_close(st);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_pg_open_twice),
+        cmocka_unit_test(test_pg_model),
+        cmocka_unit_test(test_pg_api),
+        cmocka_unit_test(test_pg_unknown_outcome),
+        cmocka_unit_test(test_pg_down_up),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
