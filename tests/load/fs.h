@@ -338,4 +338,42 @@ int fs_report_json(const char *path, const fs_opts *o, fs_result *const *rs, int
  * delay). Returns 0, or a negative errno (-ENOENT when gnuplot is missing). */
 int fs_report_plot(const char *path, const fs_opts *o, fs_result *const *rs, int n);
 
+/* ------------------------------------------------------------------------ */
+/* Driver: HTTP/1.1 keep-alive client on the runtime (fs_client.c)           */
+
+/* A response as fs_conn_request returns it. body points into the
+ * connection's buffer and stays valid until the next call on it. */
+typedef struct fs_http_resp {
+    int status;
+    int tier;            /* FS_TIER_* from X-Cache */
+    const char *body;
+    size_t body_len;
+} fs_http_resp;
+
+typedef struct fs_conn fs_conn;
+
+/* A connection to t, dialled lazily by the first request and re-dialled
+ * after a failure. The caller owns it (fs_conn_free). NULL on ENOMEM.
+ * One coroutine at a time may use a connection. */
+fs_conn *fs_conn_new(const fs_target *t);
+void fs_conn_free(fs_conn *c);
+/* Sends one request and reads its response. extra_headers is "" or
+ * complete "Name: value\r\n" lines. Returns 0, or a negative errno:
+ * -ETIMEDOUT, -ECONNREFUSED, -ECONNRESET / -EPIPE (the connection broke),
+ * -EPROTO (a response that is not HTTP/1.1); the connection is then closed
+ * and the next request dials again. *t_sent is set to when the first
+ * byte was written (monotonic ns). */
+int fs_conn_request(fs_conn *c, const char *method, const char *path, const char *extra_headers,
+                    const char *body, size_t body_len, int64_t deadline, int64_t *t_sent,
+                    fs_http_resp *out);
+/* Closes the socket (the next request dials again). */
+void fs_conn_close(fs_conn *c);
+
+/* Driver: one run of the scenario (fs_run.c). Set by SIGINT: stop early. */
+extern atomic_int fs_interrupted;
+/* Runs every round (one, or one per --sweep-delay value), prints the
+ * reports and returns the exit status: 0 every check passed, 1 a check
+ * failed, 2 setup failed. Call from a coroutine. */
+int fs_run_all(fs_opts *o);
+
 #endif /* CACHESVC_FS_H */

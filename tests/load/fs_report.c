@@ -37,6 +37,8 @@ static double nines(uint64_t stale, uint64_t reads)
         return 0.0;
     if (stale == 0)
         return INFINITY;
+    if (stale >= reads)
+        return 0.0;
     return -log10((double)stale / (double)reads);
 }
 
@@ -225,7 +227,7 @@ static void kv_run(FILE *f, const fs_opts *o, const fs_result *r, const char *pf
         fprintf(f, "%sunexplained_units=%lld\n", pfx, (long long)phantom);
         fprintf(f, "%sledger_mismatch=%lld\n", pfx, (long long)ledger);
     }
-    fprintf(f, "%sstale_reads=%llu\n", pfx, (unsigned long long)fs_stale_reads(&r->stale, -1));
+    fprintf(f, "%sreads_checked=%llu\n", pfx, (unsigned long long)fs_stale_reads(&r->stale, -1));
     for (int w = 0; w < r->stale.nwin; w++) {
         char wn[32];
         window_name(wn, sizeof(wn), o->windows_ms[w]);
@@ -459,8 +461,11 @@ static int plot_run(FILE *sc, const char *dir, const fs_result *r, const char *p
         fs_slot *sl = atomic_load(&r->slots[s]);
         if (sl == NULL)
             continue;
-        fprintf(f, "%zu %llu %llu %.4f %.4f\n", s, (unsigned long long)atomic_load(&sl->requests),
-                (unsigned long long)atomic_load(&sl->errors),
+        /* The last second is partial: scale it to a rate. */
+        double span = r->elapsed_s - (double)s;
+        span = span > 1.0 ? 1.0 : span < 0.05 ? 0.05 : span;
+        fprintf(f, "%zu %.0f %.0f %.4f %.4f\n", s, (double)atomic_load(&sl->requests) / span,
+                (double)atomic_load(&sl->errors) / span,
                 ms(fs_hist_percentile(&sl->lat, 50)), ms(fs_hist_percentile(&sl->lat, 99)));
     }
     fclose(f);
@@ -482,9 +487,9 @@ static int plot_run(FILE *sc, const char *dir, const fs_result *r, const char *p
             "set ylabel 'latency (ms)'\n"
             "plot '%s/timeline.dat' using 1:4 with linespoints title 'p50', "
             "'' using 1:5 with linespoints title 'p99'\n"
-            "set logscale x\nset xlabel 'percentile'\n"
-            "set xtics ('0%%' 1, '90%%' 10, '99%%' 100, '99.9%%' 1000, '99.99%%' 10000, "
-            "'99.999%%' 100000, '99.9999%%' 1000000)\n"
+            "set logscale x\nset xlabel 'percentile (%%)'\n"
+            "set xtics ('0' 1, '90' 10, '99' 100, '99.9' 1000, '99.99' 10000, "
+            "'99.999' 100000, '99.9999' 1000000)\n"
             "plot '%s/curve0.dat' using 1:2 with lines title 'GET item', "
             "'%s/curve1.dat' using 1:2 with lines title 'POST buy', "
             "'%s/curve2.dat' using 1:2 with lines title 'all'\n"

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# flashsale against flashsale-fake (the API of docs/api.md in memory):
+#   - a clean sale passes verification; JSON summary and plot are written;
+#   - each deliberately wrong audit makes it fail (exit 1);
+#   - unknown outcomes are retried with the same idempotency key and pass;
+#   - an open-loop sweep of the invalidation delay counts stale reads where
+#     the fake serves stale data, and none where it does not;
+#   - bad usage and an unreachable target exit 2.
+# Usage: flashsale_fake.sh FLASHSALE FLASHSALE_FAKE   (ports 26100-26149)
+set -uo pipefail
+FS=$1
+FAKE=$2
+dir=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+fail() { echo "FAIL: $*"; exit 1; }
+
+# start_fake PORT [fake options...]: starts a fake and waits until it listens.
+start_fake() {
+  local port=$1; shift
+  "$FAKE" --port "$port" --admin-token tok "$@" >"$dir/fake-$port.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 100); do
+    grep -q "^listening" "$dir/fake-$port.log" 2>/dev/null && return 0
+    sleep 0.05
+  done
+  fail "fake on $port did not start: $(cat "$dir/fake-$port.log")"
+}
+
+kv() { sed -n "s/^$1=//p" "$2" | tail -1; }
+
+# 1. A clean sale, two targets that are the same fake, JSON and plot.
+start_fake 26101
+"$FS" --targets http://127.0.0.1:26101,http://localhost:26101 --admin-token tok \
+  --skus 2 --stock 200 --users 500 --requests 3000 --connections 16 --workers 2 \
+  --quiet --kv --json "$dir/s.json" --plot "$dir/s.png" >"$dir/clean.out" 2>&1
+rc=$?
+cat "$dir/clean.out"
+[ $rc -eq 0 ] || fail "clean sale exited $rc"
+[ "$(kv verify "$dir/clean.out")" = pass ] || fail "clean sale: verify != pass"
+[ "$(kv oversold "$dir/clean.out")" = 0 ] || fail "clean sale: oversold"
+[ "$(kv lost "$dir/clean.out")" = 0 ] || fail "clean sale: lost"
+[ "$(kv requests "$dir/clean.out")" = 3000 ] || fail "clean sale: not 3000 requests"
+sold=$(kv sold "$dir/clean.out")
+[ "$sold" -gt 0 ] && [ "$sold" -le 400 ] || fail "clean sale: sold $sold"
+grep -Eq '"passed":[[:space:]]*true' "$dir/s.json" || fail "JSON summary lacks passed: true"
+if command -v gnuplot >/dev/null; then
+  [ -s "$dir/s.png" ] || fail "no plot written"
+fi
+grep -q "http://localhost:26101\|http://127.0.0.1:26101" "$dir/clean.out" || fail "no per-target rows"
+
+# 2. Each wrong audit fails verification with exit status 1.
+port=26110
+for mode in oversell lost dup limit ledger; do
+  start_fake $port --wrong-audit $mode
+  "$FS" --targets http://127.0.0.1:$port --admin-token tok --stock 50 --users 200 \
+    --requests 400 --connections 4 --workers 2 --quiet --kv >"$dir/wrong-$mode.out" 2>&1
+  rc=$?
+  [ $rc -eq 1 ] || { cat "$dir/wrong-$mode.out"; fail "wrong audit '$mode': exit $rc, want 1"; }
+  [ "$(kv verify "$dir/wrong-$mode.out")" = fail ] || fail "wrong audit '$mode': verify != fail"
+  echo "wrong audit '$mode': detected"
+  port=$((port + 1))
+done
+
+# 3. Unknown outcomes are retried with the same key and then pass.
+start_fake 26120 --unknown-every 7
+"$FS" --targets http://127.0.0.1:26120 --admin-token tok --stock 300 --users 1000 \
+  --requests 2000 --connections 8 --workers 2 --read-ratio 0.2 --quiet --kv \
+  --json "$dir/u.json" >"$dir/unknown.out" 2>&1
+rc=$?
+[ $rc -eq 0 ] || { cat "$dir/unknown.out"; fail "unknown outcomes: exit $rc"; }
+grep -Eq '"retries":[[:space:]]*[1-9]' "$dir/u.json" || fail "unknown outcomes: no retries"
+grep -q '"200 replayed"' "$dir/u.json" || fail "unknown outcomes: no replayed answers"
+
+# 4. Open-loop sweep: delay 0 is never stale, 300 ms is stale within 1 s.
+start_fake 26130
+"$FS" --targets http://127.0.0.1:26130 --admin-token tok --stock 1000000 \
+  --per-user-limit 0 --users 10000 --read-ratio 0.7 --rate 2000 --duration 1.5 \
+  --connections 8 --workers 2 --stale-windows 0,100,1000 --sweep-delay 0,300 \
+  --quiet --kv --plot "$dir/sweep.png" >"$dir/sweep.out" 2>&1
+rc=$?
+cat "$dir/sweep.out"
+[ $rc -eq 0 ] || fail "sweep: exit $rc"
+[ "$(kv delay_0ms_stale_reads_over_0ms "$dir/sweep.out")" = 0 ] || fail "sweep: stale reads at delay 0"
+s300=$(kv delay_300ms_stale_reads_over_100ms "$dir/sweep.out")
+[ -n "$s300" ] && [ "$s300" -gt 0 ] || fail "sweep: no stale reads over 100 ms at delay 300"
+[ "$(kv delay_300ms_stale_reads_over_1s "$dir/sweep.out")" = 0 ] || fail "sweep: stale over 1 s at delay 300"
+r300=$(kv delay_300ms_requests "$dir/sweep.out")
+[ "$r300" -ge 2700 ] && [ "$r300" -le 3000 ] || fail "sweep: open loop sent $r300 requests, want ~3000"
+grep -q "operator's tuning table" "$dir/sweep.out" || fail "sweep: no table"
+
+# 5. Bad usage exits 2; so does a target nobody listens on.
+"$FS" --read-ratio 2 >/dev/null 2>&1; rc=$?
+[ $rc -eq 2 ] || fail "bad usage: exit $rc, want 2"
+"$FS" --targets http://127.0.0.1:26149 --admin-token tok --requests 10 --quiet \
+  --timeout 1000 >/dev/null 2>&1; rc=$?
+[ $rc -eq 2 ] || fail "unreachable target: exit $rc, want 2"
+echo "PASS"

@@ -1,0 +1,244 @@
+/*
+ * fs_client.c: a minimal HTTP/1.1 keep-alive client on the runtime, one
+ * request in flight per connection, responses parsed with http-parser.
+ */
+#include "fs.h"
+
+#include <errno.h>
+#include <http_parser.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "runtime/rt.h"
+
+struct fs_conn {
+    fs_target t;
+    int fd;
+    http_parser p;
+    char *head;          /* request line and headers */
+    size_t head_cap;
+    char *body;          /* response body */
+    size_t body_len, body_cap;
+    char field[32];
+    size_t field_len;
+    int hdr_xcache;      /* header parse state, see on_header_field */
+    char xcache[16];
+    size_t xcache_len;
+    int done;
+    int keep_alive;
+    int oom;
+    char rbuf[16384];
+};
+
+fs_conn *fs_conn_new(const fs_target *t)
+{
+    fs_conn *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->t = *t;
+    c->fd = -1;
+    return c;
+}
+
+void fs_conn_close(fs_conn *c)
+{
+    if (c->fd >= 0) {
+        rt_close(c->fd);
+        c->fd = -1;
+    }
+}
+
+void fs_conn_free(fs_conn *c)
+{
+    if (c == NULL)
+        return;
+    fs_conn_close(c);
+    free(c->head);
+    free(c->body);
+    free(c);
+}
+
+/* Header state in hdr_xcache: 0 while reading a field name, 1 inside an
+ * X-Cache value, 2 inside another value. A field callback after a value
+ * starts the next header. */
+static int on_header_field(http_parser *p, const char *at, size_t n)
+{
+    fs_conn *c = p->data;
+    if (c->hdr_xcache != 0) {
+        c->field_len = 0;
+        c->hdr_xcache = 0;
+    }
+    size_t room = sizeof(c->field) - 1 - c->field_len;
+    size_t k = n < room ? n : room;
+    memcpy(c->field + c->field_len, at, k);
+    c->field_len += k;
+    c->field[c->field_len] = '\0';
+    return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t n)
+{
+    fs_conn *c = p->data;
+    if (c->hdr_xcache == 0)
+        c->hdr_xcache = strcasecmp(c->field, "x-cache") == 0 ? 1 : 2;
+    if (c->hdr_xcache == 1) {
+        size_t room = sizeof(c->xcache) - 1 - c->xcache_len;
+        size_t k = n < room ? n : room;
+        memcpy(c->xcache + c->xcache_len, at, k);
+        c->xcache_len += k;
+        c->xcache[c->xcache_len] = '\0';
+    }
+    return 0;
+}
+
+static int on_headers_complete(http_parser *p)
+{
+    fs_conn *c = p->data;
+    c->hdr_xcache = 0;
+    c->field_len = 0;
+    return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t n)
+{
+    fs_conn *c = p->data;
+    if (c->body_len + n + 1 > c->body_cap) {
+        size_t cap = c->body_cap ? c->body_cap : 4096;
+        while (cap < c->body_len + n + 1)
+            cap *= 2;
+        char *b = realloc(c->body, cap);
+        if (b == NULL) {
+            c->oom = 1;
+            return 1;
+        }
+        c->body = b;
+        c->body_cap = cap;
+    }
+    memcpy(c->body + c->body_len, at, n);
+    c->body_len += n;
+    c->body[c->body_len] = '\0';
+    return 0;
+}
+
+static int on_message_complete(http_parser *p)
+{
+    fs_conn *c = p->data;
+    c->done = 1;
+    c->keep_alive = http_should_keep_alive(p);
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+static const http_parser_settings settings = {
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+static int tier_of(const char *x)
+{
+    if (strcasecmp(x, "local") == 0)
+        return FS_TIER_LOCAL;
+    if (strcasecmp(x, "redis") == 0)
+        return FS_TIER_REDIS;
+    if (strcasecmp(x, "db") == 0)
+        return FS_TIER_DB;
+    return FS_TIER_NONE;
+}
+
+static int build_head(fs_conn *c, const char *method, const char *path, const char *extra,
+                      size_t body_len, size_t *out_len)
+{
+    for (;;) {
+        int n;
+        if (body_len > 0 || strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0)
+            n = snprintf(c->head, c->head_cap,
+                         "%s %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
+                         "Content-Length: %zu\r\n%s\r\n",
+                         method, path, c->t.host, c->t.port, body_len, extra);
+        else
+            n = snprintf(c->head, c->head_cap, "%s %s HTTP/1.1\r\nHost: %s:%d\r\n%s\r\n", method,
+                         path, c->t.host, c->t.port, extra);
+        if (n < 0)
+            return -EINVAL;
+        if ((size_t)n < c->head_cap) {
+            *out_len = (size_t)n;
+            return 0;
+        }
+        size_t cap = (size_t)n + 256;
+        char *h = realloc(c->head, cap);
+        if (h == NULL)
+            return -ENOMEM;
+        c->head = h;
+        c->head_cap = cap;
+    }
+}
+
+int fs_conn_request(fs_conn *c, const char *method, const char *path, const char *extra_headers,
+                    const char *body, size_t body_len, int64_t deadline, int64_t *t_sent,
+                    fs_http_resp *out)
+{
+    size_t head_len;
+    int rc = build_head(c, method, path, extra_headers ? extra_headers : "", body_len, &head_len);
+    if (rc < 0)
+        return rc;
+    if (c->fd < 0) {
+        int fd = rt_dial_tcp(c->t.host, c->t.port, deadline);
+        if (fd < 0)
+            return fd;
+        c->fd = fd;
+    }
+    http_parser_init(&c->p, HTTP_RESPONSE);
+    c->p.data = c;
+    c->body_len = 0;
+    c->done = 0;
+    c->oom = 0;
+    c->keep_alive = 0;
+    c->hdr_xcache = 0;
+    c->field_len = 0;
+    c->xcache_len = 0;
+    c->xcache[0] = '\0';
+
+    struct iovec iov[2] = {{c->head, head_len}, {(void *)body, body_len}};
+    *t_sent = rt_now_ns();
+    ssize_t w = rt_writev(c->fd, iov, body_len ? 2 : 1, deadline);
+    if (w < 0) {
+        rc = (int)w;
+        goto fail;
+    }
+    while (!c->done) {
+        ssize_t n = rt_read(c->fd, c->rbuf, sizeof(c->rbuf), deadline);
+        if (n < 0) {
+            rc = (int)n;
+            goto fail;
+        }
+        http_parser_execute(&c->p, &settings, c->rbuf, (size_t)n);   /* n == 0: EOF */
+        if (c->oom) {
+            rc = -ENOMEM;
+            goto fail;
+        }
+        if (c->done)
+            break;
+        if (HTTP_PARSER_ERRNO(&c->p) != HPE_OK) {
+            rc = -EPROTO;
+            goto fail;
+        }
+        if (n == 0) {
+            rc = -ECONNRESET;
+            goto fail;
+        }
+    }
+    out->status = (int)c->p.status_code;
+    out->tier = c->xcache_len ? tier_of(c->xcache) : FS_TIER_NONE;
+    out->body = c->body ? c->body : "";
+    out->body_len = c->body_len;
+    if (!c->keep_alive)
+        fs_conn_close(c);
+    return 0;
+fail:
+    fs_conn_close(c);
+    return rc;
+}

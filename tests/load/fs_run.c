@@ -1,0 +1,594 @@
+/*
+ * fs_run.c: the scenario. Seeds the items through the admin API, drives
+ * the buyers over keep-alive connections (closed loop, or open loop at a
+ * fixed arrival rate with latency counted from each request's intended
+ * send time), feeds the histograms and the staleness tracker, audits and
+ * verifies, and repeats per invalidation delay when sweeping.
+ */
+#include "fs.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "runtime/rt.h"
+
+atomic_int fs_interrupted;
+
+/* Acknowledged orders of one item, appended by every connection. */
+typedef struct sku_acks {
+    pthread_mutex_t mu;
+    fs_ack *v;
+    size_t n, cap;
+    _Atomic int64_t unknown_units;
+} sku_acks;
+
+typedef struct run {
+    fs_opts *o;
+    fs_result *r;
+    const char *run_id;
+    int round;
+    double *cdf;              /* Zipf over items, nskus entries */
+    sku_acks *acks;
+    int64_t t0, end_ns;
+    _Atomic int64_t next_req;
+    rt_event *tick;           /* wakes the progress coroutine at the end */
+    atomic_int finished;
+} run;
+
+typedef struct conn_arg {
+    run *run;
+    int idx;
+} conn_arg;
+
+/* ------------------------------------------------------------------------ */
+/* Helpers                                                                   */
+
+static uint64_t rng_next(uint64_t *s)
+{
+    /* splitmix64: small state, good enough for picking buyers. */
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static double rng_unit(uint64_t *s)
+{
+    return (double)(rng_next(s) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+static int pick_item(const run *rn, uint64_t *s)
+{
+    int n = rn->o->nskus;
+    if (n == 1)
+        return 0;
+    double u = rng_unit(s);
+    int lo = 0, hi = n - 1;
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if (rn->cdf[mid] < u)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void auth_header(const fs_opts *o, char *buf, size_t n)
+{
+    snprintf(buf, n, "Authorization: Bearer %s\r\n", o->admin_token);
+}
+
+/* One admin request with its own short-lived connection semantics: c is
+ * reused. Returns the status (> 0) or a negative errno. */
+static int admin_call(fs_conn *c, const fs_opts *o, const char *method, const char *path,
+                      const char *body, fs_http_resp *resp)
+{
+    char auth[320];
+    int64_t sent;
+    auth_header(o, auth, sizeof(auth));
+    int rc = fs_conn_request(c, method, path, auth, body, body ? strlen(body) : 0,
+                             rt_deadline_ms(o->timeout_ms > 30000 ? o->timeout_ms : 30000), &sent,
+                             resp);
+    return rc < 0 ? rc : resp->status;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Recording                                                                 */
+
+static void record(run *rn, int route, fs_outcome oc, int64_t intended, int64_t t_recv,
+                   int64_t sold)
+{
+    fs_result *r = rn->r;
+    uint64_t lat = t_recv > intended ? (uint64_t)(t_recv - intended) : 0;
+    atomic_fetch_add_explicit(&r->outcomes[route][oc], 1, memory_order_relaxed);
+    fs_hist_record(&r->lat[route], lat);
+    fs_hist_record(&r->all, lat);
+    int64_t sec = (t_recv - rn->t0) / 1000000000;
+    fs_slot *sl = fs_result_slot(r, sec > 0 ? (size_t)sec : 0);
+    if (sl) {
+        atomic_fetch_add_explicit(&sl->requests, 1, memory_order_relaxed);
+        if (!fs_outcome_ok(oc))
+            atomic_fetch_add_explicit(&sl->errors, 1, memory_order_relaxed);
+        if (sold)
+            atomic_fetch_add_explicit(&sl->sold, (uint64_t)sold, memory_order_relaxed);
+        if (oc == FS_O_SOLD_OUT)
+            atomic_fetch_add_explicit(&sl->sold_out, 1, memory_order_relaxed);
+        fs_hist_record(&sl->lat, lat);
+    }
+}
+
+static void add_ack(sku_acks *a, int64_t order_id, int32_t user, int32_t qty)
+{
+    pthread_mutex_lock(&a->mu);
+    if (a->n == a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 1024;
+        fs_ack *v = realloc(a->v, cap * sizeof(*v));
+        if (v == NULL) {
+            pthread_mutex_unlock(&a->mu);
+            fprintf(stderr, "flashsale: out of memory recording an order\n");
+            abort();
+        }
+        a->v = v;
+        a->cap = cap;
+    }
+    a->v[a->n++] = (fs_ack){order_id, user, qty};
+    pthread_mutex_unlock(&a->mu);
+}
+
+static fs_outcome transport_outcome(int err)
+{
+    return err == -ETIMEDOUT ? FS_O_TIMEOUT : FS_O_CONN_ERROR;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The buyers                                                                */
+
+static void do_read(run *rn, fs_conn *c, int target, int item, int64_t intended)
+{
+    fs_result *r = rn->r;
+    char path[128];
+    fs_http_resp resp;
+    int64_t sent;
+    snprintf(path, sizeof(path), "/v1/items/%s", rn->o->skus[item]);
+    int rc = fs_conn_request(c, "GET", path, "", NULL, 0, rt_deadline_ms(rn->o->timeout_ms),
+                             &sent, &resp);
+    int64_t recv = rt_now_ns();
+    if (rc < 0) {
+        record(rn, FS_ROUTE_GET, transport_outcome(rc), intended, recv, 0);
+        return;
+    }
+    fs_outcome oc;
+    if (resp.status == 200) {
+        int64_t version;
+        if (fs_json_int(resp.body, resp.body_len, "version", &version) == 0) {
+            oc = FS_O_OK;
+            fs_stale_read(&r->stale, item, target, version, sent, recv);
+        } else {
+            oc = FS_O_BAD_RESPONSE;
+        }
+        atomic_fetch_add_explicit(&r->tiers[target][resp.tier], 1, memory_order_relaxed);
+    } else {
+        char err[40] = "";
+        fs_json_str(resp.body, resp.body_len, "error", err, sizeof(err));
+        oc = fs_outcome_classify(resp.status, err, 0);
+    }
+    record(rn, FS_ROUTE_GET, oc, intended, recv, 0);
+}
+
+static void do_buy(run *rn, fs_conn *c, int conn_idx, int64_t k, int item, int32_t user,
+                   int64_t intended)
+{
+    fs_result *r = rn->r;
+    const fs_opts *o = rn->o;
+    char path[128], body[128], hdr[160];
+    snprintf(path, sizeof(path), "/v1/items/%s/decrement", o->skus[item]);
+    int bl = snprintf(body, sizeof(body), "{\"user_id\":\"u%d\",\"qty\":%lld}", user,
+                      (long long)o->qty);
+    snprintf(hdr, sizeof(hdr), "Idempotency-Key: %s-%d-%d-%lld\r\n", rn->run_id, rn->round,
+             conn_idx, (long long)k);
+    fs_outcome oc = FS_O_CONN_ERROR;
+    int64_t recv = 0, sold = 0;
+    for (int attempt = 0;; attempt++) {
+        fs_http_resp resp;
+        int64_t sent;
+        int rc = fs_conn_request(c, "POST", path, hdr, body, (size_t)bl,
+                                 rt_deadline_ms(o->timeout_ms), &sent, &resp);
+        recv = rt_now_ns();
+        int in_doubt;
+        if (rc < 0) {
+            oc = transport_outcome(rc);
+            in_doubt = 1;
+        } else {
+            char err[40] = "";
+            int replayed = 0;
+            if (resp.status != 200)
+                fs_json_str(resp.body, resp.body_len, "error", err, sizeof(err));
+            else
+                fs_json_bool(resp.body, resp.body_len, "replayed", &replayed);
+            oc = fs_outcome_classify(resp.status, err, replayed);
+            in_doubt = oc == FS_O_UNKNOWN;
+            if (resp.status == 200) {
+                int64_t order_id, version;
+                if (fs_json_int(resp.body, resp.body_len, "order_id", &order_id) < 0 ||
+                    fs_json_int(resp.body, resp.body_len, "version", &version) < 0) {
+                    /* Acknowledged but unreadable: the outcome is in doubt. */
+                    oc = FS_O_BAD_RESPONSE;
+                    in_doubt = 1;
+                } else {
+                    add_ack(&rn->acks[item], order_id, user, (int32_t)o->qty);
+                    fs_stale_commit(&r->stale, item, version, recv);
+                    sold = o->qty;
+                    atomic_fetch_add_explicit(&r->sold_units, (uint64_t)o->qty,
+                                              memory_order_relaxed);
+                }
+            }
+        }
+        if (!in_doubt)
+            break;
+        if (attempt >= o->retries || atomic_load(&fs_interrupted)) {
+            atomic_fetch_add(&rn->acks[item].unknown_units, o->qty);
+            break;
+        }
+        /* Same idempotency key: the service applies it at most once. */
+        atomic_fetch_add_explicit(&r->retries, 1, memory_order_relaxed);
+        if (rc < 0)
+            rt_sleep(5 * (attempt + 1));
+    }
+    record(rn, FS_ROUTE_BUY, oc, intended, recv, sold);
+}
+
+static void conn_main(void *arg)
+{
+    conn_arg *ca = arg;
+    run *rn = ca->run;
+    const fs_opts *o = rn->o;
+    int j = ca->idx, target = j % o->ntargets;
+    /* Each connection starts at an unrelated point of the generator: states
+     * one golden-ratio step apart would replay each other's buyers. */
+    uint64_t rng = o->seed ^ ((uint64_t)j * 0xd1b54a32d192ed03ull);
+    rng = rng_next(&rng);
+    fs_conn *c = fs_conn_new(&o->targets[target]);
+    if (c == NULL)
+        return;
+    int open_loop = o->rate > 0;
+    for (int64_t k = 0;; k++) {
+        if (atomic_load_explicit(&fs_interrupted, memory_order_relaxed))
+            break;
+        int64_t intended;
+        if (open_loop) {
+            /* Request number j + k*C of the whole schedule. */
+            int64_t nth = (int64_t)j + k * (int64_t)o->connections;
+            if (o->requests > 0 && nth >= o->requests)
+                break;
+            intended = rn->t0 + (int64_t)((double)nth * 1e9 / o->rate);
+            if (o->duration_s > 0 && intended >= rn->end_ns)
+                break;
+            int64_t now = rt_now_ns();
+            if (intended > now)
+                rt_sleep_ns(intended - now);
+        } else {
+            if (o->requests > 0) {
+                if (atomic_fetch_add_explicit(&rn->next_req, 1, memory_order_relaxed) >=
+                    o->requests)
+                    break;
+            }
+            intended = rt_now_ns();
+            if (o->duration_s > 0 && intended >= rn->end_ns)
+                break;
+        }
+        int item = pick_item(rn, &rng);
+        if (rng_unit(&rng) < o->read_ratio) {
+            do_read(rn, c, target, item, intended);
+        } else {
+            int32_t user = (int32_t)(rng_next(&rng) % (uint64_t)o->users);
+            do_buy(rn, c, j, k, item, user, intended);
+        }
+    }
+    fs_conn_free(c);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Progress                                                                  */
+
+static void progress_main(void *arg)
+{
+    run *rn = arg;
+    fs_result *r = rn->r;
+    uint64_t sold = 0, sold_out = 0, errors = 0;
+    for (int64_t sec = 1; !atomic_load(&rn->finished); sec++) {
+        int64_t at = rn->t0 + sec * 1000000000;
+        rt_event_wait(rn->tick, at);
+        if (atomic_load(&rn->finished))
+            break;
+        fs_slot *sl = fs_result_slot(r, (size_t)(sec - 1));
+        if (sl == NULL)
+            continue;
+        sold += atomic_load(&sl->sold);
+        sold_out += atomic_load(&sl->sold_out);
+        errors += atomic_load(&sl->errors);
+        fprintf(stderr, "[%4llds] %8llu req/s  p99 %8.3f ms  sold %8llu  sold-out %8llu  errors %6llu\n",
+                (long long)sec, (unsigned long long)atomic_load(&sl->requests),
+                (double)fs_hist_percentile(&sl->lat, 99) / 1e6, (unsigned long long)sold,
+                (unsigned long long)sold_out, (unsigned long long)errors);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Setup and verification                                                    */
+
+static int set_delay(fs_opts *o, int64_t delay_ms)
+{
+    char body[64];
+    snprintf(body, sizeof(body), "{\"invalidation_delay_ms\":%lld}", (long long)delay_ms);
+    for (int t = 0; t < o->ntargets; t++) {
+        fs_conn *c = fs_conn_new(&o->targets[t]);
+        fs_http_resp resp;
+        int st = c ? admin_call(c, o, "PUT", "/admin/config", body, &resp) : -ENOMEM;
+        if (st != 200) {
+            fprintf(stderr, "flashsale: PUT %s/admin/config: %s%.*s\n", o->targets[t].url,
+                    st < 0 ? rt_strerror(st) : "", st < 0 ? 0 : (int)resp.body_len,
+                    st < 0 ? "" : resp.body);
+            fs_conn_free(c);
+            return -EIO;
+        }
+        fs_conn_free(c);
+    }
+    return 0;
+}
+
+static int seed(run *rn, fs_conn *c)
+{
+    fs_opts *o = rn->o;
+    int64_t starts = o->sale_start_ms > 0 ? wall_ms() + o->sale_start_ms : 0;
+    for (int i = 0; i < o->nskus; i++) {
+        char path[128], body[160];
+        fs_http_resp resp;
+        snprintf(path, sizeof(path), "/v1/items/%s", o->skus[i]);
+        snprintf(body, sizeof(body),
+                 "{\"stock\":%lld,\"per_user_limit\":%lld,\"sale_starts_at_ms\":%lld}",
+                 (long long)o->stock, (long long)o->per_user_limit, (long long)starts);
+        int st = admin_call(c, o, "PUT", path, body, &resp);
+        if (st != 200 && st != 201) {
+            fprintf(stderr, "flashsale: seeding %s%s: %s%.*s\n", o->targets[0].url, path,
+                    st < 0 ? rt_strerror(st) : "", st < 0 ? 0 : (int)resp.body_len,
+                    st < 0 ? "" : resp.body);
+            return -EIO;
+        }
+        int64_t version;
+        if (fs_json_int(resp.body, resp.body_len, "version", &version) == 0)
+            fs_stale_commit(&rn->r->stale, i, version, rt_now_ns());
+    }
+    return 0;
+}
+
+static int audit(const fs_opts *o, fs_conn *c, const char *sku, fs_audit *a)
+{
+    char path[160];
+    fs_http_resp resp;
+    snprintf(path, sizeof(path), "/admin/items/%s/audit?orders=true", sku);
+    int st = admin_call(c, o, "GET", path, NULL, &resp);
+    if (st != 200) {
+        fprintf(stderr, "flashsale: audit of %s: %s%.*s\n", sku, st < 0 ? rt_strerror(st) : "",
+                st < 0 ? 0 : (int)resp.body_len, st < 0 ? "" : resp.body);
+        return -EIO;
+    }
+    int rc = fs_audit_parse(resp.body, resp.body_len, a);
+    if (rc < 0)
+        fprintf(stderr, "flashsale: audit of %s: unreadable: %.*s\n", sku,
+                (int)(resp.body_len > 200 ? 200 : resp.body_len), resp.body);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* One round                                                                 */
+
+static void free_acks(run *rn)
+{
+    if (rn->acks == NULL)
+        return;
+    for (int i = 0; i < rn->o->nskus; i++) {
+        pthread_mutex_destroy(&rn->acks[i].mu);
+        free(rn->acks[i].v);
+    }
+    free(rn->acks);
+    rn->acks = NULL;
+}
+
+/* Runs one round into r. Returns 0 (verification may still have failed:
+ * r->verify_failed) or -EIO when the setup failed. */
+static int run_round(fs_opts *o, fs_result *r, const char *run_id, int round)
+{
+    int rc = 0;
+    fs_audit *before = NULL;
+    rt_co **cos = NULL;
+    conn_arg *args = NULL;
+    rt_co *prog = NULL;
+    run rn = {.o = o, .r = r, .run_id = run_id, .round = round};
+    fs_conn *admin = fs_conn_new(&o->targets[0]);
+    rn.cdf = calloc((size_t)o->nskus, sizeof(*rn.cdf));
+    rn.acks = calloc((size_t)o->nskus, sizeof(*rn.acks));
+    before = calloc((size_t)o->nskus, sizeof(*before));
+    cos = calloc((size_t)o->connections, sizeof(*cos));
+    args = calloc((size_t)o->connections, sizeof(*args));
+    rn.tick = rt_event_new();
+    if (!admin || !rn.cdf || !rn.acks || !before || !cos || !args || !rn.tick) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    for (int i = 0; i < o->nskus; i++)
+        pthread_mutex_init(&rn.acks[i].mu, NULL);
+    double sum = 0;
+    for (int i = 0; i < o->nskus; i++)
+        sum += 1.0 / pow(i + 1, o->skew);
+    double acc = 0;
+    for (int i = 0; i < o->nskus; i++) {
+        acc += 1.0 / pow(i + 1, o->skew) / sum;
+        rn.cdf[i] = acc;
+    }
+    rn.cdf[o->nskus - 1] = 1.0;
+
+    int can_admin = o->admin_token[0] != '\0';
+    if (!o->no_seed) {
+        if (!can_admin) {
+            fprintf(stderr, "flashsale: seeding needs --admin-token (or use --no-seed)\n");
+            rc = -EIO;
+            goto out;
+        }
+        if ((rc = seed(&rn, admin)) < 0)
+            goto out;
+    }
+    int verify = !o->no_verify && can_admin;
+    if (!o->no_verify && !can_admin)
+        fprintf(stderr, "flashsale: no --admin-token: verification skipped\n");
+    for (int i = 0; verify && i < o->nskus; i++)
+        if ((rc = audit(o, admin, o->skus[i], &before[i])) < 0)
+            goto out;
+    fs_conn_close(admin);
+
+    rn.t0 = rt_now_ns();
+    r->t0_ns = rn.t0;
+    rn.end_ns = o->duration_s > 0 ? rn.t0 + (int64_t)(o->duration_s * 1e9) : INT64_MAX;
+    if (!o->quiet) {
+        rt_spawn_opts po = {.name = "progress", .joinable = 1};
+        if (rt_spawn_ex(&prog, progress_main, &rn, &po) < 0)
+            prog = NULL;
+    }
+    int started = 0;
+    for (int j = 0; j < o->connections; j++) {
+        args[j] = (conn_arg){&rn, j};
+        rt_spawn_opts so = {.name = "buyer", .joinable = 1};
+        if (rt_spawn_ex(&cos[j], conn_main, &args[j], &so) < 0) {
+            fprintf(stderr, "flashsale: could not start connection %d\n", j);
+            break;
+        }
+        started++;
+    }
+    for (int j = 0; j < started; j++)
+        rt_join(cos[j]);
+    r->elapsed_s = (double)(rt_now_ns() - rn.t0) / 1e9;
+    atomic_store(&rn.finished, 1);
+    rt_event_signal(rn.tick);
+    if (prog)
+        rt_join(prog);
+
+    if (verify) {
+        if (o->settle_ms > 0)
+            rt_sleep(o->settle_ms);
+        r->verified = 1;
+        r->nverify = o->nskus;
+        for (int i = 0; i < o->nskus; i++) {
+            fs_audit after;
+            snprintf(r->verify_sku[i], sizeof(r->verify_sku[i]), "%s", o->skus[i]);
+            if (audit(o, admin, o->skus[i], &after) < 0) {
+                r->verify_failed = 1;
+                r->verify[i].passed = 0;
+                continue;
+            }
+            fs_verify_in in = {
+                .sku = o->skus[i],
+                .per_user_limit = o->per_user_limit,
+                .before = &before[i],
+                .after = &after,
+                .acks = rn.acks[i].v,
+                .nacks = rn.acks[i].n,
+                .unknown_units = atomic_load(&rn.acks[i].unknown_units),
+            };
+            fs_verify(&in, &r->verify[i]);
+            if (!r->verify[i].passed)
+                r->verify_failed = 1;
+            fs_audit_free(&after);
+        }
+    }
+out:
+    if (before)
+        for (int i = 0; i < o->nskus; i++)
+            fs_audit_free(&before[i]);
+    free(before);
+    free(cos);
+    free(args);
+    free(rn.cdf);
+    free_acks(&rn);
+    if (rn.tick)
+        rt_event_free(rn.tick);
+    fs_conn_free(admin);
+    return rc;
+}
+
+int fs_run_all(fs_opts *o)
+{
+    int rounds = o->nsweep > 0 ? o->nsweep : 1, done = 0, status = 0;
+    fs_result **rs = calloc((size_t)rounds, sizeof(*rs));
+    char run_id[32];
+    snprintf(run_id, sizeof(run_id), "%llx%x", (unsigned long long)wall_ms(),
+             (unsigned)getpid() & 0xfff);
+    if (rs == NULL)
+        return 2;
+    size_t max_seconds = o->duration_s > 0 ? (size_t)o->duration_s + 120 : 3600;
+    for (int i = 0; i < rounds && !atomic_load(&fs_interrupted); i++) {
+        fs_result *r = calloc(1, sizeof(*r));
+        if (r == NULL || fs_result_init(r, o, max_seconds) < 0) {
+            free(r);
+            status = 2;
+            break;
+        }
+        rs[done++] = r;
+        if (o->nsweep > 0) {
+            r->delay_ms = o->sweep_ms[i];
+            snprintf(r->label, sizeof(r->label), "invalidation_delay_ms=%lld",
+                     (long long)o->sweep_ms[i]);
+            if (set_delay(o, o->sweep_ms[i]) < 0) {
+                status = 2;
+                break;
+            }
+            fprintf(stderr, "flashsale: round %d/%d, invalidation_delay_ms=%lld\n", i + 1,
+                    rounds, (long long)o->sweep_ms[i]);
+        }
+        if (fs_opts_name_skus(o, o->nsweep > 0 ? i : -1, run_id) < 0 ||
+            run_round(o, r, run_id, i) < 0) {
+            status = 2;
+            break;
+        }
+        fs_report_text(stdout, o, r);
+        fflush(stdout);
+        if (r->verified && r->verify_failed && status == 0)
+            status = 1;
+    }
+    if (o->nsweep > 0 && done > 0)
+        fs_report_sweep(stdout, o, rs, done);
+    if (o->kv && done > 0)
+        fs_report_kv(stdout, o, rs, done);
+    if (o->json_path[0] && done > 0) {
+        int rc = fs_report_json(o->json_path, o, rs, done);
+        if (rc < 0)
+            fprintf(stderr, "flashsale: writing %s: %s\n", o->json_path, strerror(-rc));
+    }
+    if (o->plot_path[0] && done > 0) {
+        int rc = fs_report_plot(o->plot_path, o, rs, done);
+        if (rc < 0)
+            fprintf(stderr, "flashsale: plotting %s: %s\n", o->plot_path,
+                    rc == -ENOENT ? "gnuplot not found" : strerror(-rc));
+        else
+            fprintf(stderr, "flashsale: plot written to %s\n", o->plot_path);
+    }
+    fflush(stdout);
+    for (int i = 0; i < done; i++) {
+        fs_result_free(rs[i]);
+        free(rs[i]);
+    }
+    free(rs);
+    if (status == 0 && atomic_load(&fs_interrupted))
+        status = 1;
+    return status;
+}
