@@ -5,3 +5,25 @@ add_executable(test_flashsale ${CMAKE_SOURCE_DIR}/tests/unit/test_flashsale.c)
 target_link_libraries(test_flashsale PRIVATE flashsale_core PkgConfig::CMOCKA)
 add_test(NAME flashsale_unit COMMAND test_flashsale)
 set_tests_properties(flashsale_unit PROPERTIES LABELS unit TIMEOUT 60)
+
+if(TARGET flashsale)
+  # The tester against its in-memory fake: clean sale, wrong audits, retries,
+  # open-loop sweep. Ports 26100-26149.
+  add_test(NAME flashsale_fake
+           COMMAND bash ${CMAKE_SOURCE_DIR}/tests/integration/flashsale_fake.sh
+                   $<TARGET_FILE:flashsale> $<TARGET_FILE:flashsale-fake>)
+  set_tests_properties(flashsale_fake PROPERTIES LABELS integration TIMEOUT 180)
+endif()
+
+if(TARGET flashsale AND TARGET cachesvc)
+  # A short sale against the real service (SQLite, embedded Kafka, and a
+  # local Redis Cluster when redis-server is installed). Ports 26200-26299.
+  add_test(NAME flashsale_service
+           COMMAND bash ${CMAKE_SOURCE_DIR}/tests/integration/flashsale_service.sh
+                   $<TARGET_FILE:flashsale> $<TARGET_FILE:cachesvc>)
+  set_tests_properties(flashsale_service PROPERTIES LABELS integration TIMEOUT 300)
+  # scripts/demo at a reduced size, on the binaries of this build tree.
+  add_test(NAME flashsale_demo_small
+           COMMAND ${CMAKE_SOURCE_DIR}/scripts/demo --small --build-dir ${CMAKE_BINARY_DIR})
+  set_tests_properties(flashsale_demo_small PROPERTIES LABELS integration TIMEOUT 300)
+endif()

@@ -427,7 +427,9 @@ static void curve(FILE *f, const fs_hist *h)
     fprintf(f, "%g %.4f\n", (double)n * 2, ms(fs_hist_max(h)));
 }
 
-static int run_gnuplot(const char *script)
+/* Runs gnuplot on script; its chatter goes to errlog, which the caller
+ * shows only when gnuplot failed. */
+static int run_gnuplot(const char *script, const char *errlog)
 {
     pid_t pid = fork();
     if (pid < 0)
@@ -436,6 +438,9 @@ static int run_gnuplot(const char *script)
         int fd = open("/dev/null", O_WRONLY);
         if (fd >= 0)
             dup2(fd, 1);
+        fd = open(errlog, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (fd >= 0)
+            dup2(fd, 2);
         execlp("gnuplot", "gnuplot", script, (char *)NULL);
         _exit(127);
     }
@@ -545,7 +550,7 @@ static int plot_sweep(FILE *sc, const char *dir, const fs_opts *o, fs_result *co
 static void rm_dir(const char *dir)
 {
     static const char *files[] = {"plot.gp", "timeline.dat", "curve0.dat", "curve1.dat",
-                                  "curve2.dat", "sweep.dat"};
+                                  "curve2.dat", "sweep.dat", "gnuplot.err"};
     char p[600];
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
         snprintf(p, sizeof(p), "%s/%s", dir, files[i]);
@@ -572,8 +577,18 @@ int fs_report_plot(const char *path, const fs_opts *o, fs_result *const *rs, int
         rc = plot_sweep(sc, dir, o, rs, n, path);
     if (fclose(sc) != 0 && rc == 0)
         rc = -EIO;
-    if (rc == 0)
-        rc = run_gnuplot(sp);
+    if (rc == 0) {
+        char ep[600];
+        snprintf(ep, sizeof(ep), "%s/gnuplot.err", dir);
+        rc = run_gnuplot(sp, ep);
+        FILE *ef = rc == -EIO ? fopen(ep, "r") : NULL;
+        if (ef) {
+            char line[256];
+            while (fgets(line, sizeof(line), ef))
+                fprintf(stderr, "gnuplot: %s", line);
+            fclose(ef);
+        }
+    }
 out:
     rm_dir(dir);
     return rc;
