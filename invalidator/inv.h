@@ -114,7 +114,7 @@ typedef struct inv_config {
     const char *delay_group;       /* INV_DEFAULT_DELAY_GROUP */
     const char *bcast_group_prefix;/* INV_DEFAULT_BCAST_PREFIX */
     const char *instance_id;       /* default "<hostname>-<pid>" */
-    int64_t delay_ms;              /* default 500; < 0 means 0 */
+    int64_t delay_ms;              /* 0 = default 500; < 0 = no delay */
     int pending_cap;               /* messages held by the delay consumer
                                     * before it pauses fetching; 100000 */
     int roles;                     /* INV_ROLE_* bits; 0 = INV_ROLE_ALL */
@@ -127,6 +127,9 @@ typedef struct inv_config {
     int message_timeout_ms;        /* producer delivery timeout; 30000 */
     int retry_backoff_max_ms;      /* Redis retry backoff cap; 1000 */
     int linger_ms;                 /* producer linger; 1 */
+    int session_timeout_ms;        /* consumer group session timeout: how
+                                    * soon a dead consumer's partitions move;
+                                    * 10000 */
     const char *kafka_debug;       /* librdkafka "debug" property; NULL */
 } inv_config;
 

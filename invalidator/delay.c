@@ -1,0 +1,480 @@
+/*
+ * delay.c: the delay consumer (one consumer group for the fleet).
+ *
+ * One coroutine owns the consumer: it drains librdkafka's queue (woken
+ * through the self-pipe, never polling on a timer), adds each event to the
+ * delay queue (pending.c), and when entries fall due hands them in batches
+ * to applier coroutines, at most `appliers` at once, each making one Redis
+ * sink call. An applier marks the messages its call covered as done in their
+ * partition's offset tracker and stores the first offset not done
+ * (enable.auto.offset.store=false; auto commit then commits what was
+ * stored). A failed delete is rescheduled with exponential backoff; its
+ * offset stays unstored, so nothing is skipped, even across a restart.
+ *
+ * Bounded memory: once the messages held reach pending_cap the consumer
+ * pauses its partitions (and pauses new ones after a rebalance) until the
+ * held count falls to 3/4 of the cap.
+ *
+ * The state shared between the consumer coroutine, the appliers and the
+ * rebalance callback is guarded by a pthread mutex that is never held
+ * across a call that can park.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "invalidator/inv_kafka.h"
+
+typedef struct dpart {
+    bool assigned;
+    uint32_t gen;
+    inv_offq offq;
+} dpart;
+
+struct inv_delay {
+    inv *iv;
+    rd_kafka_t *rk;
+    rd_kafka_queue_t *q;
+    inv_wake wake;
+    pthread_mutex_t mu;
+    inv_pq pq;
+    dpart *parts;                  /* indexed by partition id */
+    int nparts;
+    bool paused;
+    rt_sem *slots;                 /* applier slots */
+    rt_wg *wg;                     /* appliers running */
+};
+
+typedef struct batch {
+    inv_delay *d;
+    int n;
+    inv_pentry **e;
+    inv_del *items;
+} batch;
+
+static dpart *part_get(inv_delay *d, int32_t p)
+{
+    if (p < 0)
+        return NULL;
+    if (p >= d->nparts) {
+        int n = p + 1 > d->nparts * 2 ? p + 1 : d->nparts * 2;
+        dpart *np = realloc(d->parts, (size_t)n * sizeof(*np));
+        if (np == NULL)
+            return NULL;
+        for (int i = d->nparts; i < n; i++) {
+            memset(&np[i], 0, sizeof(np[i]));
+            inv__offq_init(&np[i].offq);
+        }
+        d->parts = np;
+        d->nparts = n;
+    }
+    return &d->parts[p];
+}
+
+static void update_gauges(inv_delay *d)
+{
+    atomic_store(&d->iv->pending, (long long)d->pq.refs);
+    atomic_store(&d->iv->pending_skus, (long long)d->pq.entries);
+}
+
+/* Stores the committable position of partition p. Caller holds mu. */
+static void do_store_offset(inv_delay *d, int32_t p)
+{
+    dpart *dp = &d->parts[p];
+    int64_t pos = inv__offq_advance(&dp->offq, NULL);
+    if (pos < 0)
+        return;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, d->iv->topic, p)->offset = pos;
+    rd_kafka_offsets_store(d->rk, l);   /* fails only if unassigned: fine */
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Pause / resume                                                           */
+
+static void set_paused(inv_delay *d, bool pause)
+{
+    rd_kafka_topic_partition_list_t *a = NULL;
+    if (rd_kafka_assignment(d->rk, &a) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return;
+    if (pause)
+        rd_kafka_pause_partitions(d->rk, a);
+    else
+        rd_kafka_resume_partitions(d->rk, a);
+    rd_kafka_topic_partition_list_destroy(a);
+    d->paused = pause;
+    if (pause)
+        INV_INC(d->iv, pauses, 1);
+}
+
+/* Pauses fetching once the messages held reach the cap, resumes at 3/4 of
+ * it. After a pause librdkafka discards what it had fetched for the
+ * partitions and fetches again from the position consumed on resume. */
+static void check_pause(inv_delay *d)
+{
+    pthread_mutex_lock(&d->mu);
+    size_t held = d->pq.refs;
+    pthread_mutex_unlock(&d->mu);
+    size_t cap = (size_t)d->iv->pending_cap;
+    if (!d->paused && held >= cap)
+        set_paused(d, true);
+    else if (d->paused && held <= cap / 4 * 3)
+        set_paused(d, false);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Rebalance (served inside rd_kafka_consumer_poll on the consumer coroutine,
+ * or inside rd_kafka_consumer_close)                                        */
+
+static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    inv_delay *d = opaque;
+    INV_INC(d->iv, rebalances, 1);
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        pthread_mutex_lock(&d->mu);
+        for (int i = 0; i < parts->cnt; i++) {
+            dpart *dp = part_get(d, parts->elems[i].partition);
+            if (dp == NULL) {
+                fprintf(stderr, "invalidator: out of memory in rebalance\n");
+                abort();
+            }
+            inv__offq_free(&dp->offq);
+            dp->assigned = true;
+            dp->gen++;
+        }
+        pthread_mutex_unlock(&d->mu);
+        rd_kafka_assign(rk, parts);
+        if (d->paused)
+            rd_kafka_pause_partitions(rk, parts);
+        atomic_store(&d->iv->delay_ready, 1);
+        return;
+    }
+    /* Revoked (or lost): store what is applied, commit it, and forget the
+     * partitions' pending events; the next owner re-reads them from the
+     * committed position. */
+    pthread_mutex_lock(&d->mu);
+    for (int i = 0; i < parts->cnt; i++) {
+        int32_t p = parts->elems[i].partition;
+        if (p < 0 || p >= d->nparts || !d->parts[p].assigned)
+            continue;
+        do_store_offset(d, p);
+        inv__pq_drop_partition(&d->pq, p);
+        inv__offq_free(&d->parts[p].offq);
+        d->parts[p].assigned = false;
+    }
+    update_gauges(d);
+    pthread_mutex_unlock(&d->mu);
+    if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS &&
+        !rd_kafka_assignment_lost(rk))
+        rd_kafka_commit(rk, NULL, 1 /* async */);
+    rd_kafka_assign(rk, NULL);
+    atomic_store(&d->iv->delay_ready, 0);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Consuming                                                                */
+
+static void on_message(inv_delay *d, rd_kafka_message_t *m)
+{
+    inv *iv = d->iv;
+    if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+            fprintf(stderr, "invalidator: delay consumer: %s\n",
+                    rd_kafka_message_errstr(m));
+        return;
+    }
+    INV_INC(iv, received, 1);
+    inv_event ev;
+    int drc = inv__event_decode(m->payload, m->len, &ev);
+    pthread_mutex_lock(&d->mu);
+    dpart *dp = part_get(d, m->partition);
+    if (dp == NULL || !dp->assigned) {
+        pthread_mutex_unlock(&d->mu);
+        return;                    /* a stale message of a revoked partition */
+    }
+    if (inv__offq_add(&dp->offq, m->offset) < 0) {
+        /* Not increasing: re-delivered after a seek; it is already held. */
+        pthread_mutex_unlock(&d->mu);
+        return;
+    }
+    if (drc < 0) {
+        INV_INC(iv, decode_errors, 1);
+        inv__offq_done(&dp->offq, m->offset);
+        do_store_offset(d, m->partition);
+    } else {
+        bool coalesced;
+        if (inv__pq_add(&d->pq, &ev, m->partition, dp->gen, m->offset,
+                        &coalesced) < 0) {
+            fprintf(stderr, "invalidator: out of memory holding an event\n");
+            abort();
+        }
+        if (coalesced)
+            INV_INC(iv, coalesced, 1);
+    }
+    update_gauges(d);
+    pthread_mutex_unlock(&d->mu);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Applying                                                                 */
+
+static void on_ref_done(void *arg, const inv_pentry *e, const inv_ref *r)
+{
+    inv_delay *d = arg;
+    int64_t now = inv__wall_ms();
+    dpart *dp = &d->parts[e->partition];
+    if (dp->assigned && dp->gen == e->gen)
+        inv__offq_done(&dp->offq, r->offset);
+    INV_INC(d->iv, applied, 1);
+    inv__hist_add(&d->iv->lag, now - r->committed_at_ms);
+    inv__hist_add(&d->iv->lateness, now - r->due_at_ms);
+}
+
+static int64_t backoff_ms(inv_delay *d, int attempts)
+{
+    int64_t ms = 10;
+    for (int i = 0; i < attempts && ms < d->iv->retry_backoff_max_ms; i++)
+        ms *= 2;
+    return ms < d->iv->retry_backoff_max_ms ? ms : d->iv->retry_backoff_max_ms;
+}
+
+static void batch_free(batch *b)
+{
+    free(b->e);
+    free(b->items);
+    free(b);
+}
+
+static void applier(void *arg)
+{
+    batch *b = arg;
+    inv_delay *d = b->d;
+    inv *iv = d->iv;
+    int rc = iv->redis.del(iv->redis.ctx, b->items, b->n);
+    int64_t now = inv__wall_ms();
+
+    pthread_mutex_lock(&d->mu);
+    for (int i = 0; i < b->n; i++) {
+        inv_pentry *e = b->e[i];
+        bool ok = rc == 0 && b->items[i].result == 0;
+        int32_t p = e->partition;
+        uint32_t gen = e->gen;
+        int64_t retry_at = 0;
+        if (!ok) {
+            INV_INC(iv, errors, 1);
+            INV_INC(iv, retries, 1);
+            retry_at = now + backoff_ms(d, e->attempts + 1);
+        }
+        inv__pq_complete(&d->pq, e, ok, retry_at, on_ref_done, d);
+        if (ok && p < d->nparts && d->parts[p].assigned &&
+            d->parts[p].gen == gen)
+            do_store_offset(d, p);
+    }
+    update_gauges(d);
+    pthread_mutex_unlock(&d->mu);
+
+    batch_free(b);
+    rt_sem_release(d->slots);
+    inv__wake_signal(&d->wake);    /* rearmed entries, freed room */
+    rt_wg_done(d->wg);
+}
+
+/* Takes due entries off the queue in batches and starts an applier for
+ * each while slots are free. */
+static void dispatch(inv_delay *d)
+{
+    inv *iv = d->iv;
+    for (;;) {
+        if (rt_sem_try_acquire(d->slots) < 0)
+            return;
+        batch *b = calloc(1, sizeof(*b));
+        if (b != NULL) {
+            b->e = calloc((size_t)iv->batch, sizeof(*b->e));
+            b->items = calloc((size_t)iv->batch, sizeof(*b->items));
+        }
+        if (b == NULL || b->e == NULL || b->items == NULL) {
+            if (b != NULL)
+                batch_free(b);
+            rt_sem_release(d->slots);
+            return;                /* try again on the next wakeup */
+        }
+        b->d = d;
+        int64_t now = inv__wall_ms();
+        pthread_mutex_lock(&d->mu);
+        while (b->n < iv->batch) {
+            inv_pentry *e = inv__pq_pop_due(&d->pq, now);
+            if (e == NULL)
+                break;
+            b->e[b->n] = e;
+            b->items[b->n].sku = e->sku;
+            b->items[b->n].version = e->fired_version;
+            b->items[b->n].result = 0;
+            b->n++;
+        }
+        pthread_mutex_unlock(&d->mu);
+        if (b->n == 0) {
+            batch_free(b);
+            rt_sem_release(d->slots);
+            return;
+        }
+        rt_wg_add(d->wg, 1);
+        if (rt_spawn(NULL, applier, b) < 0) {
+            /* Cannot run it here: apply inline rather than lose it. */
+            applier(b);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------- */
+/* Lifetime                                                                 */
+
+int inv__delay_new(inv *iv, inv_delay **out)
+{
+    int rc = 0;
+    char err[512];
+    inv_delay *d = calloc(1, sizeof(*d));
+    rd_kafka_conf_t *conf = NULL;
+    if (d == NULL)
+        return -ENOMEM;
+    d->iv = iv;
+    d->wake.rfd = d->wake.wfd = -1;
+    pthread_mutex_init(&d->mu, NULL);
+    inv__pq_init(&d->pq);
+    d->slots = rt_sem_new(iv->appliers);
+    d->wg = rt_wg_new();
+    if (d->slots == NULL || d->wg == NULL) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    if ((rc = inv__wake_open(&d->wake)) < 0)
+        goto fail;
+    if ((conf = inv__conf_new(iv, "delay")) == NULL) {
+        rc = -EIO;
+        goto fail;
+    }
+    if (inv__conf_consumer(iv, conf, iv->delay_group) < 0 ||
+        inv__conf_set(conf, "enable.auto.offset.store", "false") < 0 ||
+        inv__conf_set(conf, "enable.auto.commit", "true") < 0 ||
+        inv__conf_set(conf, "auto.commit.interval.ms", "1000") < 0 ||
+        inv__conf_set(conf, "auto.offset.reset", "earliest") < 0) {
+        rc = -EIO;
+        goto fail;
+    }
+    rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
+    rd_kafka_conf_set_opaque(conf, d);
+    d->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+    if (d->rk == NULL) {
+        fprintf(stderr, "invalidator: delay consumer: %s\n", err);
+        rc = -EIO;
+        goto fail;
+    }
+    conf = NULL;
+    rd_kafka_poll_set_consumer(d->rk);
+    d->q = rd_kafka_queue_get_consumer(d->rk);
+    rd_kafka_queue_io_event_enable(d->q, d->wake.wfd, "1", 1);
+    rd_kafka_topic_partition_list_t *topics =
+        rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(topics, iv->topic, RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t kerr = rd_kafka_subscribe(d->rk, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (kerr != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        fprintf(stderr, "invalidator: subscribe: %s\n", rd_kafka_err2str(kerr));
+        rc = -EIO;
+        goto fail;
+    }
+    *out = d;
+    return 0;
+fail:
+    if (conf != NULL)
+        rd_kafka_conf_destroy(conf);
+    inv__delay_free(d);
+    return rc;
+}
+
+static intptr_t close_blocking(void *arg)
+{
+    inv_delay *d = arg;
+    rd_kafka_commit(d->rk, NULL, 0);   /* what was stored, synchronously */
+    rd_kafka_consumer_close(d->rk);     /* serves the final revoke */
+    return 0;
+}
+
+void inv__delay_free(inv_delay *d)
+{
+    if (d == NULL)
+        return;
+    if (d->q != NULL) {
+        rd_kafka_queue_io_event_enable(d->q, -1, NULL, 0);
+        rd_kafka_queue_destroy(d->q);
+    }
+    if (d->rk != NULL)
+        inv__kafka_destroy(d->rk);
+    inv__wake_close(&d->wake);
+    inv__pq_free(&d->pq);
+    for (int i = 0; i < d->nparts; i++)
+        inv__offq_free(&d->parts[i].offq);
+    free(d->parts);
+    if (d->slots != NULL)
+        rt_sem_free(d->slots);
+    if (d->wg != NULL)
+        rt_wg_free(d->wg);
+    pthread_mutex_destroy(&d->mu);
+    free(d);
+}
+
+void inv__delay_kick(inv_delay *d)
+{
+    inv__wake_signal(&d->wake);
+}
+
+/* Milliseconds of wall clock until the next entry falls due, converted to
+ * a monotonic deadline. */
+static int64_t next_deadline(inv_delay *d)
+{
+    pthread_mutex_lock(&d->mu);
+    int64_t due = inv__pq_next_due(&d->pq);
+    pthread_mutex_unlock(&d->mu);
+    if (due == INT64_MAX)
+        return rt_deadline_ms(1000);
+    int64_t wait = due - inv__wall_ms();
+    if (wait < 0)
+        wait = 0;
+    if (wait > 1000)
+        wait = 1000;
+    return rt_now_ns() + wait * 1000000;
+}
+
+void inv__delay_run(void *arg)
+{
+    inv_delay *d = arg;
+    inv *iv = d->iv;
+    while (!atomic_load(&iv->stopping)) {
+        inv__wake_drain(&d->wake);
+        /* Drain the queue: messages, rebalances, errors. A bounded number
+         * per round so due entries are not held up behind a backlog. */
+        for (int i = 0; i < 4096; i++) {
+            rd_kafka_message_t *m = rd_kafka_consumer_poll(d->rk, 0);
+            if (m == NULL)
+                break;
+            on_message(d, m);
+            rd_kafka_message_destroy(m);
+            check_pause(d);
+            if (i == 4095) {
+                inv__wake_signal(&d->wake);   /* come back at once */
+                rt_yield();
+            }
+        }
+        check_pause(d);
+        dispatch(d);
+        inv__wake_wait(&d->wake, next_deadline(d));
+    }
+    /* Let the Redis calls in flight finish and store their offsets, then
+     * commit and leave the group: pending events go to the next owner. */
+    rt_wg_wait(d->wg, RT_NO_DEADLINE);
+    rd_kafka_queue_io_event_enable(d->q, -1, NULL, 0);
+    rt_blocking(close_blocking, d);
+    atomic_store(&iv->delay_ready, 0);
+}

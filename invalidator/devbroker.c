@@ -1,0 +1,77 @@
+/*
+ * devbroker.c: cachesvc-devbroker, a Kafka mock cluster for development
+ * machines. It starts librdkafka's in-process mock cluster, creates the
+ * invalidation topic, prints the bootstrap address list on stdout (one
+ * line) and runs until SIGTERM or SIGINT, so several cachesvc instances and
+ * invalidators can share one "Kafka" without installing one.
+ *
+ * Usage: cachesvc-devbroker [--brokers N] [--partitions N] [--topic NAME]
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+
+#include "invalidator/inv.h"
+
+int main(int argc, char **argv)
+{
+    int brokers = 1, partitions = 4;
+    const char *topic = INV_DEFAULT_TOPIC;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--brokers") == 0 && i + 1 < argc) {
+            brokers = atoi(argv[++i]);
+        } else if (strcmp(argv[i], "--partitions") == 0 && i + 1 < argc) {
+            partitions = atoi(argv[++i]);
+        } else if (strcmp(argv[i], "--topic") == 0 && i + 1 < argc) {
+            topic = argv[++i];
+        } else {
+            fprintf(stderr, "usage: %s [--brokers N] [--partitions N] "
+                            "[--topic NAME]\n", argv[0]);
+            return strcmp(argv[i], "--help") == 0 ? 0 : 2;
+        }
+    }
+    if (brokers < 1 || partitions < 1) {
+        fprintf(stderr, "cachesvc-devbroker: --brokers and --partitions must be >= 1\n");
+        return 2;
+    }
+
+    /* Block the signals before librdkafka starts threads, then wait for
+     * them synchronously. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+
+    char err[256];
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, rd_kafka_conf_new(), err,
+                                  sizeof(err));
+    if (rk == NULL) {
+        fprintf(stderr, "cachesvc-devbroker: %s\n", err);
+        return 1;
+    }
+    rd_kafka_mock_cluster_t *mc = rd_kafka_mock_cluster_new(rk, brokers);
+    if (mc == NULL) {
+        fprintf(stderr, "cachesvc-devbroker: cannot create the mock cluster\n");
+        rd_kafka_destroy(rk);
+        return 1;
+    }
+    int rf = brokers < 3 ? brokers : 3;
+    rd_kafka_resp_err_t kerr = rd_kafka_mock_topic_create(mc, topic, partitions, rf);
+    if (kerr != RD_KAFKA_RESP_ERR_NO_ERROR)
+        fprintf(stderr, "cachesvc-devbroker: topic %s: %s\n", topic,
+                rd_kafka_err2str(kerr));
+    printf("%s\n", rd_kafka_mock_cluster_bootstraps(mc));
+    fflush(stdout);
+
+    int sig = 0;
+    sigwait(&set, &sig);
+    fprintf(stderr, "cachesvc-devbroker: signal %d, stopping\n", sig);
+    rd_kafka_mock_cluster_destroy(mc);
+    rd_kafka_destroy(rk);
+    return 0;
+}

@@ -1,0 +1,266 @@
+/*
+ * inv.c: the invalidator's lifetime, configuration and metrics.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "invalidator/inv_kafka.h"
+
+const char *const inv_counter_names[] = {
+#define INV_X_NAME(name, help) #name,
+    INV_COUNTERS(INV_X_NAME)
+#undef INV_X_NAME
+    NULL,
+};
+
+const char *const inv_counter_help[] = {
+#define INV_X_HELP(name, help) help,
+    INV_COUNTERS(INV_X_HELP)
+#undef INV_X_HELP
+    NULL,
+};
+
+const char *inv_strerror(int err)
+{
+    switch (err) {
+    case 0:
+        return "ok";
+    case -EINVAL:
+        return "invalid argument or configuration";
+    case -ENOMEM:
+        return "out of memory";
+    case -EIO:
+        return "kafka client error";
+    case -ETIMEDOUT:
+        return "timed out";
+    case -ENOSPC:
+        return "buffer too small";
+    case -EAGAIN:
+        return "try again";
+    case -EALREADY:
+        return "already started";
+    default:
+        return err < 0 ? strerror(-err) : "unknown error";
+    }
+}
+
+static char *dup_or(const char *s, const char *dflt)
+{
+    return strdup(s != NULL && s[0] != '\0' ? s : dflt);
+}
+
+static int pos_or(int v, int dflt)
+{
+    return v > 0 ? v : dflt;
+}
+
+void inv_free(inv *iv)
+{
+    if (iv == NULL)
+        return;
+    inv__relay_free(iv->relay);
+    inv__delay_free(iv->delay);
+    inv__bcast_free(iv->bcast);
+    if (iv->embedded)
+        inv__mock_release();
+    free(iv->brokers);
+    free(iv->topic);
+    free(iv->delay_group);
+    free(iv->bcast_group);
+    free(iv->instance_id);
+    free(iv->kafka_debug);
+    free(iv);
+}
+
+int inv_new(const inv_config *cfg, const inv_source *source,
+            const inv_redis_sink *redis, const inv_local_sink *local,
+            inv **out)
+{
+    static const inv_config defaults;
+    int rc = 0;
+    if (cfg == NULL)
+        cfg = &defaults;
+    inv *iv = calloc(1, sizeof(*iv));
+    if (iv == NULL)
+        return -ENOMEM;
+    iv->roles = cfg->roles ? cfg->roles : INV_ROLE_ALL;
+    if ((iv->roles & ~INV_ROLE_ALL) != 0 ||
+        ((iv->roles & INV_ROLE_RELAY) &&
+         (source == NULL || source->fetch == NULL || source->ack == NULL)) ||
+        ((iv->roles & INV_ROLE_DELAY) && (redis == NULL || redis->del == NULL)) ||
+        ((iv->roles & INV_ROLE_BCAST) && (local == NULL || local->evict == NULL))) {
+        free(iv);
+        return -EINVAL;
+    }
+    if (source != NULL)
+        iv->source = *source;
+    if (redis != NULL)
+        iv->redis = *redis;
+    if (local != NULL)
+        iv->local = *local;
+
+    char host[128] = "localhost", inst[192];
+    gethostname(host, sizeof(host) - 1);
+    snprintf(inst, sizeof(inst), "%s-%d", host, (int)getpid());
+    iv->topic = dup_or(cfg->topic, INV_DEFAULT_TOPIC);
+    iv->delay_group = dup_or(cfg->delay_group, INV_DEFAULT_DELAY_GROUP);
+    iv->bcast_group = dup_or(cfg->bcast_group_prefix, INV_DEFAULT_BCAST_PREFIX);
+    iv->instance_id = dup_or(cfg->instance_id, inst);
+    iv->kafka_debug = cfg->kafka_debug ? strdup(cfg->kafka_debug) : NULL;
+    if (iv->topic == NULL || iv->delay_group == NULL || iv->bcast_group == NULL ||
+        iv->instance_id == NULL || (cfg->kafka_debug && iv->kafka_debug == NULL)) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    iv->pending_cap = pos_or(cfg->pending_cap, 100000);
+    iv->partitions = pos_or(cfg->partitions, 4);
+    iv->appliers = pos_or(cfg->appliers, 4);
+    iv->batch = pos_or(cfg->batch, 128);
+    iv->relay_batch = pos_or(cfg->relay_batch, 512);
+    iv->relay_inflight_max = pos_or(cfg->relay_inflight_max, 20000);
+    iv->relay_poll_ms = pos_or(cfg->relay_poll_ms, 1000);
+    iv->message_timeout_ms = pos_or(cfg->message_timeout_ms, 30000);
+    iv->retry_backoff_max_ms = pos_or(cfg->retry_backoff_max_ms, 1000);
+    iv->linger_ms = cfg->linger_ms > 0 ? cfg->linger_ms : 1;
+    iv->session_timeout_ms = pos_or(cfg->session_timeout_ms, 10000);
+    inv_set_delay_ms(iv, cfg->delay_ms > 0 ? cfg->delay_ms
+                                           : (cfg->delay_ms == 0 ? 500 : 0));
+
+    const char *brokers = cfg->brokers;
+    if (brokers == NULL || brokers[0] == '\0' || strcmp(brokers, "embedded") == 0) {
+        if ((rc = inv__mock_acquire(iv->topic, iv->partitions, &iv->brokers)) < 0)
+            goto fail;
+        iv->embedded = true;
+    } else if ((iv->brokers = strdup(brokers)) == NULL) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    *out = iv;
+    return 0;
+fail:
+    inv_free(iv);
+    return rc;
+}
+
+int inv_start(inv *iv)
+{
+    int rc = 0;
+    if (iv->started)
+        return -EALREADY;
+    atomic_store(&iv->stopping, 0);
+    if ((iv->roles & INV_ROLE_RELAY) && (rc = inv__relay_new(iv, &iv->relay)) < 0)
+        goto fail;
+    if ((iv->roles & INV_ROLE_DELAY) && (rc = inv__delay_new(iv, &iv->delay)) < 0)
+        goto fail;
+    if ((iv->roles & INV_ROLE_BCAST) && (rc = inv__bcast_new(iv, &iv->bcast)) < 0)
+        goto fail;
+    rt_spawn_opts o = {.joinable = 1, .stack_size = 256 * 1024};
+    if (iv->relay != NULL) {
+        o.name = "inv-relay";
+        if ((rc = rt_spawn_ex(&iv->relay_co, inv__relay_run, iv->relay, &o)) < 0)
+            goto fail;
+    }
+    if (iv->delay != NULL) {
+        o.name = "inv-delay";
+        if ((rc = rt_spawn_ex(&iv->delay_co, inv__delay_run, iv->delay, &o)) < 0)
+            goto fail;
+    }
+    if (iv->bcast != NULL) {
+        o.name = "inv-bcast";
+        if ((rc = rt_spawn_ex(&iv->bcast_co, inv__bcast_run, iv->bcast, &o)) < 0)
+            goto fail;
+    }
+    iv->started = true;
+    return 0;
+fail:
+    iv->started = true;
+    inv_stop(iv, 0);
+    return rc;
+}
+
+int inv_stop(inv *iv, int drain_ms)
+{
+    if (!iv->started)
+        return 0;
+    int rc = 0;
+    int64_t deadline = rt_deadline_ms(drain_ms > 0 ? drain_ms : 0);
+    if (iv->relay != NULL)
+        inv__relay_set_drain(iv->relay, deadline);
+    atomic_store(&iv->stopping, 1);
+    if (iv->relay != NULL)
+        inv__relay_kick(iv->relay);
+    if (iv->delay != NULL)
+        inv__delay_kick(iv->delay);
+    if (iv->bcast != NULL)
+        inv__bcast_kick(iv->bcast);
+    if (iv->relay_co != NULL)
+        rt_join(iv->relay_co);
+    if (iv->delay_co != NULL)
+        rt_join(iv->delay_co);
+    if (iv->bcast_co != NULL)
+        rt_join(iv->bcast_co);
+    iv->relay_co = iv->delay_co = iv->bcast_co = NULL;
+    if (iv->relay != NULL && atomic_load(&iv->relay_inflight) > 0)
+        rc = -ETIMEDOUT;
+    inv__relay_free(iv->relay);
+    inv__delay_free(iv->delay);
+    inv__bcast_free(iv->bcast);
+    iv->relay = NULL;
+    iv->delay = NULL;
+    iv->bcast = NULL;
+    iv->started = false;
+    return rc;
+}
+
+void inv_notify(inv *iv)
+{
+    if (iv->relay != NULL)
+        inv__relay_kick(iv->relay);
+}
+
+void inv_set_delay_ms(inv *iv, int64_t ms)
+{
+    atomic_store(&iv->delay_ms, ms < 0 ? 0 : ms);
+}
+
+int64_t inv_delay_ms(const inv *iv)
+{
+    return atomic_load(&((inv *)iv)->delay_ms);
+}
+
+int inv_ready(const inv *iv)
+{
+    inv *m = (inv *)iv;
+    if (iv->relay != NULL && !atomic_load(&m->relay_ready))
+        return 0;
+    if (iv->delay != NULL && !atomic_load(&m->delay_ready))
+        return 0;
+    if (iv->bcast != NULL && !atomic_load(&m->bcast_ready))
+        return 0;
+    return iv->started;
+}
+
+const char *inv_bootstraps(const inv *iv)
+{
+    return iv->brokers;
+}
+
+void inv_stats_get(const inv *iv, inv_stats *out)
+{
+    inv *m = (inv *)iv;
+    memset(out, 0, sizeof(*out));
+#define INV_X_COPY(name, help) out->name = atomic_load_explicit(&m->name, memory_order_relaxed);
+    INV_COUNTERS(INV_X_COPY)
+#undef INV_X_COPY
+    out->outbox_depth = atomic_load(&m->outbox_depth);
+    out->relay_inflight = atomic_load(&m->relay_inflight);
+    out->pending = atomic_load(&m->pending);
+    out->pending_skus = atomic_load(&m->pending_skus);
+    out->delay_ms = atomic_load(&m->delay_ms);
+    inv__hist_copy(&out->lag, &m->lag);
+    inv__hist_copy(&out->lateness, &m->lateness);
+    inv__hist_copy(&out->bcast_lag, &m->bcast_lag);
+}

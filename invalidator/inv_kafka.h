@@ -1,0 +1,102 @@
+/*
+ * inv_kafka.h: the invalidator's Kafka roles and the inv object they share,
+ * for invalidator/'s own files and its tests.
+ */
+#ifndef CACHESVC_INV_KAFKA_H
+#define CACHESVC_INV_KAFKA_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+
+#include "invalidator/inv_int.h"
+#include "runtime/rt.h"
+
+/* A self-pipe the runtime waits on. librdkafka writes to it when one of its
+ * queues becomes non-empty (rd_kafka_queue_io_event_enable); inv_notify(),
+ * finished Redis calls and inv_stop() write to it too. Its owner drains it
+ * before draining the queue, so no wakeup is lost. */
+typedef struct inv_wake {
+    int rfd, wfd;
+} inv_wake;
+
+int inv__wake_open(inv_wake *w);      /* 0 or -errno; rfd is registered */
+void inv__wake_close(inv_wake *w);
+void inv__wake_signal(inv_wake *w);   /* any thread; never blocks */
+void inv__wake_drain(inv_wake *w);
+/* Parks until signalled or the wall-clock-free monotonic deadline. */
+void inv__wake_wait(inv_wake *w, int64_t deadline);
+
+typedef struct inv_relay inv_relay;
+typedef struct inv_delay inv_delay;
+typedef struct inv_bcast inv_bcast;
+
+struct inv {
+    /* Configuration (strings owned). */
+    char *brokers;                 /* bootstrap list in use */
+    char *topic, *delay_group, *bcast_group, *instance_id, *kafka_debug;
+    int roles, pending_cap, partitions, appliers, batch, relay_batch;
+    int relay_inflight_max, relay_poll_ms, message_timeout_ms;
+    int retry_backoff_max_ms, linger_ms, session_timeout_ms;
+    atomic_llong delay_ms;
+    bool embedded;                 /* holds a reference on the mock cluster */
+
+    inv_source source;
+    inv_redis_sink redis;
+    inv_local_sink local;
+
+    atomic_int stopping;
+    bool started;
+    rt_co *relay_co, *delay_co, *bcast_co;
+    inv_relay *relay;
+    inv_delay *delay;
+    inv_bcast *bcast;
+
+    /* Metrics: counters are updated with relaxed atomics from any worker. */
+#define INV_X_FIELD(name, help) atomic_ullong name;
+    INV_COUNTERS(INV_X_FIELD)
+#undef INV_X_FIELD
+    atomic_llong outbox_depth, relay_inflight, pending, pending_skus;
+    atomic_int relay_ready, delay_ready, bcast_ready;
+    inv_hist lag, lateness, bcast_lag;
+};
+
+#define INV_INC(iv, name, n) \
+    atomic_fetch_add_explicit(&(iv)->name, (n), memory_order_relaxed)
+
+/* kafka.c: common configuration and the process-wide embedded cluster. */
+rd_kafka_conf_t *inv__conf_new(inv *iv, const char *client_suffix);
+/* Adds what both consumers share: group.id, session timeout, low fetch
+ * wait. Returns 0 or -EIO. */
+int inv__conf_consumer(inv *iv, rd_kafka_conf_t *conf, const char *group);
+int inv__conf_set(rd_kafka_conf_t *conf, const char *name, const char *value);
+/* Takes a reference on the in-process mock cluster (created on first use
+ * with the topic) and returns its bootstrap list (strdup'ed) in *boot. */
+int inv__mock_acquire(const char *topic, int partitions, char **boot);
+void inv__mock_release(void);
+/* The mock cluster, for tests (broker up/down), or NULL. */
+rd_kafka_mock_cluster_t *inv__mock_cluster(void);
+/* Runs rd_kafka_destroy (which joins librdkafka's threads) off the
+ * workers. */
+void inv__kafka_destroy(rd_kafka_t *rk);
+
+/* The roles: each runs as one coroutine until iv->stopping. */
+int inv__relay_new(inv *iv, inv_relay **out);
+void inv__relay_run(void *arg);            /* arg = inv_relay */
+void inv__relay_free(inv_relay *r);
+void inv__relay_kick(inv_relay *r);
+void inv__relay_set_drain(inv_relay *r, int64_t deadline);
+
+int inv__delay_new(inv *iv, inv_delay **out);
+void inv__delay_run(void *arg);
+void inv__delay_free(inv_delay *d);
+void inv__delay_kick(inv_delay *d);
+
+int inv__bcast_new(inv *iv, inv_bcast **out);
+void inv__bcast_run(void *arg);
+void inv__bcast_free(inv_bcast *b);
+void inv__bcast_kick(inv_bcast *b);
+
+#endif /* CACHESVC_INV_KAFKA_H */

@@ -1,0 +1,71 @@
+/*
+ * invalidator_support.h: fixtures of the invalidator's integration tests
+ * and benchmark: an in-memory outbox (the source), a throw-away redis-server
+ * on loopback, a pipelined Redis sink on hiredis, and a recording local
+ * sink. Test code only.
+ */
+#ifndef CACHESVC_INVALIDATOR_SUPPORT_H
+#define CACHESVC_INVALIDATOR_SUPPORT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "invalidator/inv.h"
+
+/* ---- In-memory outbox ---------------------------------------------------- */
+
+typedef struct its_outbox its_outbox;
+its_outbox *its_outbox_new(void);
+void its_outbox_free(its_outbox *o);
+/* Appends a row (next id) committed now (committed_at_ms < 0) or at the
+ * given time. Returns its id. Any thread. */
+int64_t its_outbox_add(its_outbox *o, const char *sku, int64_t version,
+                       int64_t committed_at_ms);
+int64_t its_outbox_depth(its_outbox *o);
+/* When set, fetch fails with -EIO (a database outage). */
+void its_outbox_set_down(its_outbox *o, bool down);
+inv_source its_outbox_source(its_outbox *o);
+
+/* ---- redis-server ---------------------------------------------------------- */
+
+/* Starts a plain redis-server on 127.0.0.1:port in a fresh temporary
+ * directory; it dies with this process. Returns its pid or -1. Call before
+ * any thread exists (it forks). */
+pid_t its_redis_start(int port);
+void its_redis_stop(pid_t pid);
+
+/* ---- Redis sink (hiredis, pipelined, one connection) --------------------- */
+
+typedef struct its_rsink its_rsink;
+/* Connects (from a coroutine). NULL on failure. */
+its_rsink *its_rsink_new(const char *host, int port);
+void its_rsink_free(its_rsink *s);
+inv_redis_sink its_rsink_sink(its_rsink *s);
+/* While set, every delete fails with -ECONNREFUSED (a Redis outage). */
+void its_rsink_set_down(its_rsink *s, bool down);
+uint64_t its_rsink_calls(its_rsink *s);
+
+/* Plain blocking helpers on their own connection, for checks. */
+int its_redis_set(int port, const char *sku, int64_t version);
+/* 1 if stock:{sku} exists, 0 if not, -1 on error; *version if not NULL. */
+int its_redis_get(int port, const char *sku, int64_t *version);
+int its_redis_flush(int port);
+/* How many of stock:{<prefix>0} .. stock:{<prefix><n-1>} exist, or -1. */
+int its_redis_count(int port, const char *prefix, int n);
+
+/* ---- Recording local sink ------------------------------------------------- */
+
+typedef struct its_lsink its_lsink;
+its_lsink *its_lsink_new(void);
+void its_lsink_free(its_lsink *l);
+inv_local_sink its_lsink_sink(its_lsink *l);
+/* Highest version evicted for sku, or -1. */
+int64_t its_lsink_version(its_lsink *l, const char *sku);
+uint64_t its_lsink_count(its_lsink *l);
+
+/* Waits (parking, polling every 5 ms) until cond(arg) or timeout_ms.
+ * Returns true when cond held. */
+bool its_wait_until(bool (*cond)(void *arg), void *arg, int timeout_ms);
+
+#endif

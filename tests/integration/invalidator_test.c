@@ -1,0 +1,510 @@
+/*
+ * invalidator_test.c: integration tests of the invalidator against
+ * librdkafka's mock cluster (in process) and a real redis-server on
+ * loopback (port 24100).
+ *
+ * Usage: test_invalidator_kafka [filter]       (cmocka test-name pattern)
+ *        test_invalidator_kafka --child-delay BOOTSTRAPS PORT TOPIC GROUP
+ *   The second form is the delay consumer that the restart test starts as a
+ *   child process and kills with SIGKILL.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "invalidator/inv_kafka.h"
+#include "runtime/rt.h"
+#include "tests/integration/invalidator_support.h"
+
+#define REDIS_PORT 24100
+
+extern char **environ;
+
+static its_rsink *rsink;
+static its_outbox *outbox;
+
+/* ---------------------------------------------------------------------- */
+/* Helpers                                                                  */
+
+static inv *make_inv(const char *name, int roles, const char *instance,
+                     int64_t delay_ms, its_lsink *ls, inv_config *extra)
+{
+    char topic[128], group[128];
+    snprintf(topic, sizeof(topic), "inv-test-%s", name);
+    snprintf(group, sizeof(group), "inv-test-%s-delay", name);
+    inv_config cfg;
+    if (extra != NULL)
+        cfg = *extra;
+    else
+        memset(&cfg, 0, sizeof(cfg));
+    cfg.brokers = cfg.brokers ? cfg.brokers : "embedded";
+    cfg.topic = topic;
+    cfg.delay_group = group;
+    cfg.instance_id = instance;
+    cfg.delay_ms = delay_ms;
+    cfg.roles = roles;
+    cfg.relay_poll_ms = cfg.relay_poll_ms ? cfg.relay_poll_ms : 200;
+    cfg.session_timeout_ms = cfg.session_timeout_ms ? cfg.session_timeout_ms : 3000;
+    inv_source src = its_outbox_source(outbox);
+    inv_redis_sink rs = its_rsink_sink(rsink);
+    inv_local_sink lsk;
+    if (ls != NULL)
+        lsk = its_lsink_sink(ls);
+    inv *iv = NULL;
+    assert_int_equal(inv_new(&cfg, &src, &rs, ls ? &lsk : NULL, &iv), 0);
+    assert_int_equal(inv_start(iv), 0);
+    return iv;
+}
+
+static bool ready_cond(void *arg)
+{
+    return inv_ready(arg);
+}
+
+static void wait_ready(inv *iv)
+{
+    assert_true(its_wait_until(ready_cond, iv, 20000));
+}
+
+static void stop_inv(inv *iv)
+{
+    inv_stop(iv, 2000);
+    inv_free(iv);
+}
+
+static inv_stats *stats(inv *iv)
+{
+    static inv_stats st;           /* tests run on one coroutine */
+    inv_stats_get(iv, &st);
+    return &st;
+}
+
+typedef struct keys_gone {
+    const char *prefix;
+    int n;
+} keys_gone;
+
+static bool all_gone(void *arg)
+{
+    keys_gone *k = arg;
+    return its_redis_count(REDIS_PORT, k->prefix, k->n) == 0;
+}
+
+static bool key_gone(void *arg)
+{
+    return its_redis_get(REDIS_PORT, arg, NULL) == 0;
+}
+
+static bool outbox_empty(void *arg)
+{
+    (void)arg;
+    return its_outbox_depth(outbox) == 0;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    its_redis_flush(REDIS_PORT);
+    outbox = its_outbox_new();
+    its_rsink_set_down(rsink, false);
+    return outbox == NULL ? -1 : 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    its_outbox_free(outbox);
+    outbox = NULL;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Tests                                                                    */
+
+/* An event deletes the Redis copy no earlier than its due time and soon
+ * after; the broadcast consumer evicts the local copy. */
+static void test_due_time(void **state)
+{
+    (void)state;
+    its_lsink *ls = its_lsink_new();
+    inv *iv = make_inv("due", INV_ROLE_ALL, "due-a", 1000, ls, NULL);
+    wait_ready(iv);
+    assert_int_equal(its_redis_set(REDIS_PORT, "due1", 5), 0);
+    int64_t t0 = inv__wall_ms();
+    its_outbox_add(outbox, "due1", 5, t0);
+    inv_notify(iv);
+    rt_sleep(500);
+    assert_int_equal(its_redis_get(REDIS_PORT, "due1", NULL), 1);
+    assert_true(its_wait_until(key_gone, "due1", 3000));
+    int64_t gone = inv__wall_ms();
+    assert_true(gone >= t0 + 1000);
+    assert_true(gone <= t0 + 1000 + 500);
+    assert_true(its_wait_until(outbox_empty, NULL, 2000));
+    assert_int_equal(its_lsink_version(ls, "due1"), 5);
+    inv_stats *st = stats(iv);
+    assert_true(st->applied >= 1);
+    assert_true(st->published >= 1);
+    assert_true(inv_hist_quantile(&st->lateness, 1.0) < 500);
+    stop_inv(iv);
+    its_lsink_free(ls);
+}
+
+typedef struct applied_at_least {
+    inv *iv;
+    uint64_t n;
+} applied_at_least;
+
+static bool applied_cond(void *arg)
+{
+    applied_at_least *a = arg;
+    return stats(a->iv)->applied >= a->n;
+}
+
+/* An older event never deletes a newer cached version. */
+static void test_older_event_keeps_newer(void **state)
+{
+    (void)state;
+    inv *iv = make_inv("older", INV_ROLE_RELAY | INV_ROLE_DELAY, "older-a",
+                       100, NULL, NULL);
+    wait_ready(iv);
+    assert_int_equal(its_redis_set(REDIS_PORT, "old1", 10), 0);
+    its_outbox_add(outbox, "old1", 5, -1);
+    inv_notify(iv);
+    applied_at_least a = {iv, 1};
+    assert_true(its_wait_until(applied_cond, &a, 10000));
+    int64_t v = 0;
+    assert_int_equal(its_redis_get(REDIS_PORT, "old1", &v), 1);
+    assert_int_equal(v, 10);
+    /* The event of the cached version itself deletes it. */
+    its_outbox_add(outbox, "old1", 10, -1);
+    inv_notify(iv);
+    assert_true(its_wait_until(key_gone, "old1", 5000));
+    stop_inv(iv);
+}
+
+/* A delay change takes effect for the next event. */
+static void test_delay_change(void **state)
+{
+    (void)state;
+    inv *iv = make_inv("delaychg", INV_ROLE_RELAY | INV_ROLE_DELAY, "dc-a",
+                       4000, NULL, NULL);
+    wait_ready(iv);
+    assert_int_equal(its_redis_set(REDIS_PORT, "dc1", 1), 0);
+    assert_int_equal(its_redis_set(REDIS_PORT, "dc2", 1), 0);
+    int64_t t0 = inv__wall_ms();
+    its_outbox_add(outbox, "dc1", 1, t0);
+    inv_notify(iv);
+    assert_true(its_wait_until(outbox_empty, NULL, 3000));  /* published */
+    inv_set_delay_ms(iv, 200);
+    assert_int_equal(inv_delay_ms(iv), 200);
+    int64_t t1 = inv__wall_ms();
+    its_outbox_add(outbox, "dc2", 1, t1);
+    inv_notify(iv);
+    assert_true(its_wait_until(key_gone, "dc2", 2000));
+    assert_true(inv__wall_ms() >= t1 + 200);
+    assert_true(inv__wall_ms() < t0 + 4000);
+    assert_int_equal(its_redis_get(REDIS_PORT, "dc1", NULL), 1);
+    assert_true(its_wait_until(key_gone, "dc1", 6000));
+    assert_true(inv__wall_ms() >= t0 + 4000);
+    stop_inv(iv);
+}
+
+/* Broadcast eviction reaches a second consumer group (another instance). */
+static void test_broadcast_two_groups(void **state)
+{
+    (void)state;
+    its_lsink *la = its_lsink_new(), *lb = its_lsink_new();
+    inv *a = make_inv("bcast", INV_ROLE_RELAY | INV_ROLE_BCAST, "bc-a", 100,
+                      la, NULL);
+    inv *b = make_inv("bcast", INV_ROLE_BCAST, "bc-b", 100, lb, NULL);
+    wait_ready(a);
+    wait_ready(b);
+    for (int v = 1; v <= 3; v++)
+        its_outbox_add(outbox, "bc1", v, -1);
+    inv_notify(a);
+    int64_t deadline = rt_now_ms() + 10000;
+    while ((its_lsink_version(la, "bc1") != 3 ||
+            its_lsink_version(lb, "bc1") != 3) && rt_now_ms() < deadline)
+        rt_sleep(5);
+    assert_int_equal(its_lsink_version(la, "bc1"), 3);
+    assert_int_equal(its_lsink_version(lb, "bc1"), 3);
+    assert_int_equal(its_lsink_count(lb), 3);
+    stop_inv(b);
+    stop_inv(a);
+    its_lsink_free(la);
+    its_lsink_free(lb);
+}
+
+typedef struct streamer {
+    const char *prefix;
+    int n, gap_ms;
+    inv *iv;
+    rt_wg *wg;
+} streamer;
+
+static void stream_rows(void *arg)
+{
+    streamer *s = arg;
+    char sku[64];
+    for (int i = 0; i < s->n; i++) {
+        snprintf(sku, sizeof(sku), "%s%d", s->prefix, i);
+        its_outbox_add(outbox, sku, 1, -1);
+        if (s->iv != NULL)
+            inv_notify(s->iv);
+        rt_sleep(s->gap_ms);
+    }
+    rt_wg_done(s->wg);
+}
+
+static void set_keys(const char *prefix, int n)
+{
+    char sku[64];
+    for (int i = 0; i < n; i++) {
+        snprintf(sku, sizeof(sku), "%s%d", prefix, i);
+        assert_int_equal(its_redis_set(REDIS_PORT, sku, 1), 0);
+    }
+}
+
+/* Kafka down during a stream of writes: rows wait in the outbox and nothing
+ * is lost once it is back. */
+static void test_broker_down(void **state)
+{
+    (void)state;
+    inv_config extra;
+    memset(&extra, 0, sizeof(extra));
+    extra.message_timeout_ms = 1000;
+    inv *iv = make_inv("down", INV_ROLE_RELAY | INV_ROLE_DELAY, "down-a", 50,
+                       NULL, &extra);
+    wait_ready(iv);
+    const int n = 400;
+    set_keys("bd", n);
+    streamer s = {"bd", n, 5, iv, rt_wg_new()};
+    rt_wg_add(s.wg, 1);
+    assert_int_equal(rt_spawn(NULL, stream_rows, &s), 0);
+    rt_sleep(400);
+    rd_kafka_mock_cluster_t *mc = inv__mock_cluster();
+    assert_non_null(mc);
+    rd_kafka_mock_broker_set_down(mc, 1);
+    rt_sleep(2000);
+    int64_t depth_during = its_outbox_depth(outbox);
+    rd_kafka_mock_broker_set_up(mc, 1);
+    rt_wg_wait(s.wg, RT_NO_DEADLINE);
+    rt_wg_free(s.wg);
+    assert_true(depth_during > 0);   /* rows waited in the outbox */
+    assert_true(its_wait_until(outbox_empty, NULL, 30000));
+    keys_gone k = {"bd", n};
+    assert_true(its_wait_until(all_gone, &k, 30000));
+    inv_stats *st = stats(iv);
+    assert_true(st->applied >= (uint64_t)n);
+    stop_inv(iv);
+}
+
+/* Redis unreachable: deletes are retried with backoff, nothing skipped. */
+static void test_redis_outage(void **state)
+{
+    (void)state;
+    inv *iv = make_inv("redisdown", INV_ROLE_RELAY | INV_ROLE_DELAY, "rd-a",
+                       50, NULL, NULL);
+    wait_ready(iv);
+    set_keys("ro", 20);
+    its_rsink_set_down(rsink, true);
+    for (int i = 0; i < 20; i++) {
+        char sku[16];
+        snprintf(sku, sizeof(sku), "ro%d", i);
+        its_outbox_add(outbox, sku, 1, -1);
+    }
+    inv_notify(iv);
+    int64_t deadline = rt_now_ms() + 10000;
+    while (stats(iv)->retries < 40 && rt_now_ms() < deadline)
+        rt_sleep(10);
+    inv_stats *st = stats(iv);
+    assert_true(st->retries >= 40);
+    assert_true(st->errors >= 40);
+    assert_int_equal(st->applied, 0);
+    assert_int_equal(st->pending, 20);
+    assert_int_equal(its_redis_get(REDIS_PORT, "ro0", NULL), 1);
+    its_rsink_set_down(rsink, false);
+    keys_gone k = {"ro", 20};
+    assert_true(its_wait_until(all_gone, &k, 5000));
+    applied_at_least a = {iv, 20};
+    assert_true(its_wait_until(applied_cond, &a, 2000));
+    stop_inv(iv);
+}
+
+/* A full pending set pauses fetching instead of growing or dropping. */
+static void test_pending_cap_pauses(void **state)
+{
+    (void)state;
+    inv_config extra;
+    memset(&extra, 0, sizeof(extra));
+    extra.pending_cap = 50;
+    inv *iv = make_inv("cap", INV_ROLE_RELAY | INV_ROLE_DELAY, "cap-a", 1000,
+                       NULL, &extra);
+    wait_ready(iv);
+    const int n = 300;
+    set_keys("pc", n);
+    for (int i = 0; i < n; i++) {
+        char sku[16];
+        snprintf(sku, sizeof(sku), "pc%d", i);
+        its_outbox_add(outbox, sku, 1, -1);
+    }
+    inv_notify(iv);
+    int64_t max_pending = 0;
+    keys_gone k = {"pc", n};
+    int64_t deadline = rt_now_ms() + 30000;
+    while (!all_gone(&k) && rt_now_ms() < deadline) {
+        inv_stats *st = stats(iv);
+        if (st->pending > max_pending)
+            max_pending = st->pending;
+        rt_sleep(10);
+    }
+    assert_true(all_gone(&k));
+    inv_stats *st = stats(iv);
+    assert_true(st->pauses >= 1);
+    assert_true(max_pending <= 50);
+    assert_true(st->applied >= (uint64_t)n);
+    stop_inv(iv);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Consumer killed and restarted mid-stream                                 */
+
+static pid_t spawn_child(const char *boot, const char *topic,
+                         const char *group)
+{
+    char port[16];
+    snprintf(port, sizeof(port), "%d", REDIS_PORT);
+    char *argv[] = {"test_invalidator_kafka", "--child-delay", (char *)boot,
+                    port, (char *)topic, (char *)group, NULL};
+    pid_t pid;
+    if (posix_spawn(&pid, "/proc/self/exe", NULL, NULL, argv, environ) != 0)
+        return -1;
+    return pid;
+}
+
+static void test_consumer_restart(void **state)
+{
+    (void)state;
+    inv *relay = make_inv("restart", INV_ROLE_RELAY, "rs-relay", 100, NULL,
+                          NULL);
+    wait_ready(relay);
+    const char *boot = inv_bootstraps(relay);
+    const int n = 600;
+    set_keys("cr", n);
+    pid_t c1 = spawn_child(boot, "inv-test-restart", "inv-test-restart-delay");
+    assert_true(c1 > 0);
+    streamer s = {"cr", n, 10, relay, rt_wg_new()};
+    rt_wg_add(s.wg, 1);
+    assert_int_equal(rt_spawn(NULL, stream_rows, &s), 0);
+    /* Kill the consumer once it has applied some events. */
+    int left = n;
+    int64_t deadline = rt_now_ms() + 20000;
+    while (left > n - 30 && rt_now_ms() < deadline) {
+        rt_sleep(20);
+        left = its_redis_count(REDIS_PORT, "cr", n);
+    }
+    kill(c1, SIGKILL);
+    waitpid(c1, NULL, 0);
+    assert_true(left < n);          /* it applied some */
+    assert_true(left > 0);          /* and died mid-stream */
+    pid_t c2 = spawn_child(boot, "inv-test-restart", "inv-test-restart-delay");
+    assert_true(c2 > 0);
+    rt_wg_wait(s.wg, RT_NO_DEADLINE);
+    rt_wg_free(s.wg);
+    keys_gone k = {"cr", n};
+    bool ok = its_wait_until(all_gone, &k, 40000);
+    kill(c2, SIGKILL);
+    waitpid(c2, NULL, 0);
+    print_message("restart: %d of %d keys left when the first consumer died\n",
+                  left, n);
+    assert_true(ok);
+    stop_inv(relay);
+}
+
+typedef struct child_args {
+    const char *boot, *topic, *group;
+    int port;
+} child_args;
+
+static void child_main(void *arg)
+{
+    child_args *a = arg;
+    prctl(PR_SET_PDEATHSIG, SIGKILL);   /* never outlive the test */
+    its_rsink *rs = its_rsink_new("127.0.0.1", a->port);
+    if (rs == NULL)
+        exit(2);
+    inv_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.brokers = a->boot;
+    cfg.topic = a->topic;
+    cfg.delay_group = a->group;
+    cfg.delay_ms = 100;
+    cfg.roles = INV_ROLE_DELAY;
+    cfg.session_timeout_ms = 3000;
+    inv_redis_sink sink = its_rsink_sink(rs);
+    inv *iv = NULL;
+    if (inv_new(&cfg, NULL, &sink, NULL, &iv) < 0 || inv_start(iv) < 0)
+        exit(3);
+    for (;;)
+        rt_sleep(1000);            /* until killed */
+}
+
+/* ---------------------------------------------------------------------- */
+
+typedef struct run_args {
+    int rc;
+} run_args;
+
+static void run_all(void *arg)
+{
+    run_args *ra = arg;
+    rsink = its_rsink_new("127.0.0.1", REDIS_PORT);
+    if (rsink == NULL) {
+        ra->rc = 1;
+        return;
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_due_time, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_older_event_keeps_newer, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_delay_change, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_broadcast_two_groups, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_redis_outage, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pending_cap_pauses, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_broker_down, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_consumer_restart, setup, teardown),
+    };
+    ra->rc = cmocka_run_group_tests(tests, NULL, NULL);
+    its_rsink_free(rsink);
+}
+
+int main(int argc, char **argv)
+{
+    rt_config cfg = {.workers = 2, .stack_size = 1 << 20};
+    if (argc == 6 && strcmp(argv[1], "--child-delay") == 0) {
+        child_args a = {argv[2], argv[4], argv[5], atoi(argv[3])};
+        return rt_main(&cfg, child_main, &a);
+    }
+    if (argc == 2)
+        cmocka_set_test_filter(argv[1]);
+    pid_t redis = its_redis_start(REDIS_PORT);
+    if (redis < 0) {
+        fprintf(stderr, "cannot start redis-server on port %d\n", REDIS_PORT);
+        return 1;
+    }
+    run_args ra = {0};
+    int rc = rt_main(&cfg, run_all, &ra);
+    its_redis_stop(redis);
+    return rc < 0 ? 1 : ra.rc;
+}
