@@ -18,7 +18,7 @@
  * Thread-local state and migration (the rule). A coroutine may resume on a
  * different worker thread after any call that can switch: every call in this
  * header except rt_now_*, rt_self, rt_co_id, rt_worker_id, rt_deadline_ms,
- * rt_strerror, the stats calls and the *_new/*_free constructors. Compilers
+ * rt_strerror, the stats calls and the rt_*_new and rt_*_free calls. Compilers
  * cache the address of thread-local variables, errno included (glibc declares
  * __errno_location() const), across calls they believe cannot change threads.
  * Therefore:

@@ -1,0 +1,320 @@
+/*
+ * stack.c: coroutine stacks. Each stack is one mmap: a guard page at the
+ * bottom, the usable stack, and the coroutine's own struct at the top, so a
+ * spawn from the pool costs no allocation at all. Default-size stacks are
+ * pooled per worker up to cfg.stack_pool_max and go back to the OS past it.
+ *
+ * Guard pages cost two memory mappings per stack and Linux caps a process
+ * at vm.max_map_count mappings (65530 by default), so only the first
+ * guard_budget live stacks get a guard page; the rest carry a canary word
+ * at their bottom that is checked on every switch away from them, which
+ * reports an overflow after the fact instead of at the faulting access.
+ */
+#include "runtime/rt_int.h"
+
+#include <signal.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#if defined(__has_include)
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#define RT_HAVE_VALGRIND 1
+#endif
+#endif
+
+#define RT_CANARY 0x5a17c0de0bad5eedULL
+#define RT_CO_SIZE ((sizeof(rt_co) + 63) & ~(size_t)63)
+
+extern void rt__trampoline(void);
+
+static struct sigaction old_segv;
+
+static size_t round_page(size_t n)
+{
+    return (n + rt__rt.page_size - 1) & ~(rt__rt.page_size - 1);
+}
+
+static size_t read_max_map_count(void)
+{
+    FILE *f = fopen("/proc/sys/vm/max_map_count", "r");
+    unsigned long v = 65530;
+    if (f) {
+        if (fscanf(f, "%lu", &v) != 1)
+            v = 65530;
+        fclose(f);
+    }
+    return v;
+}
+
+int rt__stacks_init(void)
+{
+    rt_runtime *rt = &rt__rt;
+    size_t maps = read_max_map_count();
+    rt->page_size = (size_t)sysconf(_SC_PAGESIZE);
+    rt->default_map = rt->page_size + round_page(rt->cfg.stack_size + RT_CO_SIZE);
+    rt->guard_budget = maps > 16384 ? (maps - 16384) / 2 : 0;
+    rt->all_stacks = NULL;
+    rt->guarded_stacks = 0;
+    rt->global_pool = NULL;
+    rt->global_pool_len = 0;
+    pthread_mutex_init(&rt->stack_lock, NULL);
+    return 0;
+}
+
+static void stack_unmap(rt_co *co)
+{
+    rt_runtime *rt = &rt__rt;
+    pthread_mutex_lock(&rt->stack_lock);
+    if (co->all_prev) co->all_prev->all_next = co->all_next;
+    else rt->all_stacks = co->all_next;
+    if (co->all_next) co->all_next->all_prev = co->all_prev;
+    if (co->guarded) rt->guarded_stacks--;
+    pthread_mutex_unlock(&rt->stack_lock);
+#if defined(RT_HAVE_VALGRIND)
+    VALGRIND_STACK_DEREGISTER(co->vg_id);
+#endif
+#if defined(RT_TSAN)
+    if (co->tsan_fiber) __tsan_destroy_fiber(co->tsan_fiber);
+#endif
+    char *base = co->map_base;
+    size_t size = co->map_size;
+#if defined(RT_ASAN)
+    __asan_unpoison_memory_region(base, size);
+#endif
+    munmap(base, size);
+}
+
+/* Returns a coroutine struct with its stack, or NULL when out of memory.
+ * Only the stack fields are meaningful; the caller initialises the rest. */
+rt_co *rt__stack_alloc(rt_worker *w, size_t stack_size)
+{
+    rt_runtime *rt = &rt__rt;
+    rt_co *co;
+    int pooled = stack_size == 0 || stack_size == rt->cfg.stack_size;
+
+    if (pooled) {
+        if (w && w->pool) {
+            co = w->pool;
+            w->pool = co->next;
+            RT_STAT_ADD(w->pool_len, -1);
+            return co;
+        }
+        {
+            pthread_mutex_lock(&rt->stack_lock);
+            co = rt->global_pool;
+            if (co) {
+                rt->global_pool = co->next;
+                rt->global_pool_len--;
+            }
+            pthread_mutex_unlock(&rt->stack_lock);
+            if (co)
+                return co;
+        }
+        stack_size = rt->cfg.stack_size;
+    }
+    size_t map_size = rt->page_size + round_page(stack_size + RT_CO_SIZE);
+    char *base = mmap(NULL, map_size, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (base == MAP_FAILED)
+        return NULL;
+    co = (rt_co *)(base + map_size - RT_CO_SIZE);
+    memset(co, 0, sizeof(*co));
+    co->map_base = base;
+    co->map_size = map_size;
+    co->pool_class = pooled;
+
+    pthread_mutex_lock(&rt->stack_lock);
+    if (rt->guarded_stacks < rt->guard_budget &&
+        mprotect(base, rt->page_size, PROT_NONE) == 0) {
+        co->guarded = 1;
+        rt->guarded_stacks++;
+    }
+    co->all_prev = NULL;
+    co->all_next = rt->all_stacks;
+    if (rt->all_stacks) rt->all_stacks->all_prev = co;
+    rt->all_stacks = co;
+    pthread_mutex_unlock(&rt->stack_lock);
+
+    char *lo = base + (co->guarded ? rt->page_size : 0);
+    co->stack_size = (size_t)((char *)co - lo);
+    if (!co->guarded)
+        *(uint64_t *)lo = RT_CANARY;
+#if defined(RT_HAVE_VALGRIND)
+    co->vg_id = VALGRIND_STACK_REGISTER(lo, (char *)co);
+#endif
+    return co;
+}
+
+/* Gives co's stack back: to w's pool (or the global one from a foreign
+ * thread) when it has the default size and the pool has room, else to the
+ * OS. co must not be running. */
+void rt__stack_free(rt_worker *w, rt_co *co)
+{
+    rt_runtime *rt = &rt__rt;
+#if defined(RT_TSAN)
+    if (co->tsan_fiber) {
+        __tsan_destroy_fiber(co->tsan_fiber);
+        co->tsan_fiber = NULL;
+    }
+#endif
+    if (co->pool_class) {
+        if (w && w->pool_len < rt->cfg.stack_pool_max) {
+            co->next = w->pool;
+            w->pool = co;
+            RT_STAT_ADD(w->pool_len, 1);
+            return;
+        }
+        if (!w) {
+            pthread_mutex_lock(&rt->stack_lock);
+            if (rt->global_pool_len < rt->cfg.stack_pool_max) {
+                co->next = rt->global_pool;
+                rt->global_pool = co;
+                rt->global_pool_len++;
+                pthread_mutex_unlock(&rt->stack_lock);
+                return;
+            }
+            pthread_mutex_unlock(&rt->stack_lock);
+        }
+    }
+    stack_unmap(co);
+}
+
+/* Shutdown: every stack the runtime mapped, pooled or still in use by a
+ * parked coroutine, goes back to the OS. */
+void rt__stack_release_all(void)
+{
+    rt_runtime *rt = &rt__rt;
+    while (rt->all_stacks)
+        stack_unmap(rt->all_stacks);
+    for (int i = 0; i < rt->nworkers; i++) {
+        rt->workers[i].pool = NULL;
+        rt->workers[i].pool_len = 0;
+    }
+    rt->global_pool = NULL;
+    rt->global_pool_len = 0;
+}
+
+void rt__stacks_fini(void)
+{
+    rt__stack_release_all();
+    pthread_mutex_destroy(&rt__rt.stack_lock);
+}
+
+/* Reports an overflow of an unguarded stack, found by its canary. */
+void rt__stack_check(rt_co *co)
+{
+    if (co->guarded)
+        return;
+    if (*(uint64_t *)co->map_base != RT_CANARY)
+        rt__panic("rt: stack overflow in coroutine %llu (%s): stack of %zu bytes "
+                  "(canary overwritten)\n",
+                  (unsigned long long)co->id, co->name ? co->name : "?", co->stack_size);
+}
+
+/* Builds the initial frame so that the first switch into co "returns" into
+ * rt__trampoline, which calls entry(co). */
+void rt__co_prepare(rt_co *co, void (*entry)(rt_co *))
+{
+    uintptr_t top = (uintptr_t)co & ~(uintptr_t)15;
+#if defined(__x86_64__)
+    uint64_t *sp = (uint64_t *)(top - 64);
+    uint32_t fpctl[2] = {0x1F80, 0x037F};  /* MXCSR, x87 control word */
+    memcpy(&sp[0], fpctl, 8);
+    sp[1] = 0;                            /* r15 */
+    sp[2] = 0;                            /* r14 */
+    sp[3] = 0;                            /* r13 */
+    sp[4] = (uint64_t)(uintptr_t)entry;   /* r12 */
+    sp[5] = (uint64_t)(uintptr_t)co;      /* rbx */
+    sp[6] = 0;                            /* rbp */
+    sp[7] = (uint64_t)(uintptr_t)rt__trampoline;
+    co->sp = sp;
+#elif defined(__aarch64__)
+    uint64_t *sp = (uint64_t *)(top - 176);
+    memset(sp, 0, 176);
+    sp[0] = (uint64_t)(uintptr_t)co;      /* x19 */
+    sp[1] = (uint64_t)(uintptr_t)entry;   /* x20 */
+    sp[11] = (uint64_t)(uintptr_t)rt__trampoline; /* x30 */
+    co->sp = sp;
+#else
+#error "rt: no context switch for this architecture"
+#endif
+}
+
+/* SIGSEGV on the alternate stack: a fault inside the running coroutine's
+ * guard page is a stack overflow; anything else goes to the previous
+ * handler (or the default action) by returning into the fault again. */
+static void segv_handler(int sig, siginfo_t *si, void *uctx)
+{
+    rt_worker *w = rt__cur_worker();
+    rt_co *co = w ? w->cur : NULL;
+    char *addr = si->si_addr;
+    if (co && co->guarded && addr >= co->map_base - 65536 &&
+        addr < co->map_base + rt__rt.page_size) {
+        char msg[256];
+        int n = snprintf(msg, sizeof msg,
+                         "rt: stack overflow in coroutine %llu (%s): stack of %zu bytes, "
+                         "fault at %p\n",
+                         (unsigned long long)co->id, co->name ? co->name : "?",
+                         co->stack_size, (void *)addr);
+        if (n > 0 && write(2, msg, (size_t)n) < 0) { /* nothing to do */ }
+        signal(SIGABRT, SIG_DFL);
+        abort();
+    }
+    if (old_segv.sa_flags & SA_SIGINFO) {
+        if (old_segv.sa_sigaction) {
+            old_segv.sa_sigaction(sig, si, uctx);
+            return;
+        }
+    } else if (old_segv.sa_handler != SIG_DFL && old_segv.sa_handler != SIG_IGN) {
+        old_segv.sa_handler(sig);
+        return;
+    }
+    signal(SIGSEGV, SIG_DFL);
+}
+
+int rt__altstack_init(rt_worker *w)
+{
+    size_t sz = 64 * 1024;
+    stack_t ss;
+    w->altstack = malloc(sz);
+    if (!w->altstack)
+        return -ENOMEM;
+    ss.ss_sp = w->altstack;
+    ss.ss_size = sz;
+    ss.ss_flags = 0;
+    if (sigaltstack(&ss, NULL) != 0) {
+        free(w->altstack);
+        w->altstack = NULL;
+        return 0;
+    }
+    return 0;
+}
+
+/* Installs the overflow reporter unless it is installed already (a test
+ * harness may have replaced it since the last start). */
+void rt__segv_install(void)
+{
+    struct sigaction cur;
+    if (sigaction(SIGSEGV, NULL, &cur) == 0 && (cur.sa_flags & SA_SIGINFO) &&
+        cur.sa_sigaction == segv_handler)
+        return;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = segv_handler;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGSEGV, &sa, &old_segv);
+}
+
+void rt__altstack_fini(rt_worker *w)
+{
+    if (!w->altstack)
+        return;
+    stack_t ss;
+    memset(&ss, 0, sizeof ss);
+    ss.ss_flags = SS_DISABLE;
+    sigaltstack(&ss, NULL);
+    free(w->altstack);
+    w->altstack = NULL;
+}
