@@ -23,13 +23,16 @@
 #include "cachesvc/metrics.h"
 #include "cachesvc/service.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -56,6 +59,27 @@ static void *watchdog(void *arg)
     return NULL;
 }
 
+/* The server binds with SO_REUSEPORT, which would let a second instance
+ * share a port silently. A plain bind fails on any socket bound there:
+ * returns 0 when the address is free, or a negative errno. */
+static int port_free(const char *host, int port)
+{
+    if (port == 0)
+        return 0;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
+        return 0;   /* not IPv4: let the server report */
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return 0;
+    int one = 1, r = 0;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0)
+        r = -EADDRINUSE;
+    close(fd);
+    return r;
+}
+
 static void reload(struct app *a, svc *s)
 {
     svc_config next;
@@ -77,13 +101,19 @@ static void app_main(void *arg)
     http_server *srv = NULL;
     int sfd = -1, r;
 
+    const char *host = a->cfg.listen_host[0] ? a->cfg.listen_host : "0.0.0.0";
+    if ((r = port_free(host, a->cfg.listen_port)) < 0) {
+        SVC_ERROR(NULL, "cannot listen", "listen=%s err=\"%s\"", a->cfg.listen, strerror(-r));
+        a->exit_code = 1;
+        return;
+    }
     if ((r = svc_open(&a->cfg, &s)) < 0) {
         a->exit_code = 1;
         return;
     }
     http_server_config hc;
     http_server_config_defaults(&hc);
-    hc.host = a->cfg.listen_host[0] ? a->cfg.listen_host : "0.0.0.0";
+    hc.host = host;
     hc.port = a->cfg.listen_port;
     hc.admin_token = a->cfg.admin_token;
     hc.max_conns = a->cfg.max_connections;
@@ -132,6 +162,7 @@ stop: ;
         atomic_store(&a->drained, 1);
     else
         SVC_WARN(NULL, "connections cut at the drain deadline", NULL);
+    SVC_INFO(NULL, "server drained", "ms=%lld", (long long)((rt_now_ns() - t0) / 1000000));
     int64_t left_ms = a->cfg.drain_timeout_ms - (rt_now_ns() - t0) / 1000000;
     svc_close(s, left_ms > 100 ? (int)left_ms : 100);
     if (sfd >= 0)

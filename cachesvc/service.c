@@ -438,6 +438,31 @@ static void redis_connector(void *arg)
     }
 }
 
+static intptr_t local_new_blocking(void *arg)
+{
+    return svc__local_new(arg);
+}
+
+struct inv_new_args {
+    const inv_config *cfg;
+    const inv_source *src;
+    const inv_redis_sink *rs;
+    const inv_local_sink *ls;
+    inv *out;
+};
+
+static intptr_t inv_new_blocking(void *arg)
+{
+    struct inv_new_args *a = arg;
+    return inv_new(a->cfg, a->src, a->rs, a->ls, &a->out);
+}
+
+static intptr_t inv_free_blocking(void *arg)
+{
+    inv_free(arg);
+    return 0;
+}
+
 int svc_open(const svc_config *cfg, svc **out)
 {
     int r;
@@ -489,7 +514,9 @@ int svc_open(const svc_config *cfg, svc **out)
         }
     }
 
-    if ((r = svc__local_new(s)) < 0) {
+    /* lc_new allocates and touches its whole bound, inv_new may start the
+     * embedded Kafka cluster: both on the blocking pool, not a worker. */
+    if ((r = (int)rt_blocking(local_new_blocking, s)) < 0) {
         SVC_ERROR(NULL, "local cache refused its configuration", "err=\"%s\"", lc_strerror(r));
         goto fail;
     }
@@ -506,8 +533,11 @@ int svc_open(const svc_config *cfg, svc **out)
     inv_source src = {.fetch = outbox_fetch, .ack = outbox_ack, .depth = NULL, .ctx = s};
     inv_redis_sink rs = {.del = redis_del, .ctx = s};
     inv_local_sink ls = {.evict = local_evict, .ctx = s};
+    struct inv_new_args na = {&ic, &src, s->rc ? &rs : NULL, &ls, NULL};
     inv *iv = NULL;
-    if ((r = inv_new(&ic, &src, s->rc ? &rs : NULL, &ls, &iv)) < 0) {
+    r = (int)rt_blocking(inv_new_blocking, &na);
+    iv = na.out;
+    if (r < 0) {
         SVC_ERROR(NULL, "invalidator refused its configuration", "brokers=%s err=\"%s\"",
                   cfg->kafka_brokers, inv_strerror(r));
         goto fail;
@@ -544,17 +574,26 @@ void svc_close(svc *s, int drain_ms)
     if (s == NULL)
         return;
     atomic_store(&s->draining, 1);
+    int64_t t0 = rt_now_ns(), t1 = t0, t2;
     if (s->iv != NULL) {
-        inv_stop(s->iv, drain_ms);
-        inv_free(s->iv);
+        int r = inv_stop(s->iv, drain_ms);
+        t1 = rt_now_ns();
+        rt_blocking(inv_free_blocking, s->iv);
         s->iv = NULL;
+        if (r < 0)
+            SVC_WARN(NULL, "invalidator stopped before Kafka acknowledged everything; "
+                     "the outbox keeps the rest", "err=\"%s\"", inv_strerror(r));
     }
+    t2 = rt_now_ns();
     if (s->connector != NULL)
         rt_join(s->connector);
     if (s->rc != NULL)
         rc_free(s->rc);
     if (s->st != NULL)
         store_close(s->st);
+    SVC_INFO(NULL, "components closed", "inv_stop_ms=%lld inv_free_ms=%lld rest_ms=%lld",
+             (long long)((t1 - t0) / 1000000), (long long)((t2 - t1) / 1000000),
+             (long long)((rt_now_ns() - t2) / 1000000));
     svc__local_free(s);
     svc__flights_free(s->flights);
     free(s);

@@ -59,12 +59,20 @@ start_svc() {
   echo "service $name did not answer /healthz"; return 1
 }
 
-# stop_svc PID [signal]: signals and waits; echoes the exit status.
+# stop_svc PID [signal]: signals and waits; sets STOP_RC to the exit status.
 stop_svc() {
   local pid=$1 sig=${2:-TERM}
   kill -"$sig" "$pid" 2>/dev/null
   wait "$pid" 2>/dev/null
-  echo $?
+  STOP_RC=$?
+}
+
+# wait_ready URL [tries]: polls /readyz until 200 (the consumers join their
+# groups a few seconds after start); leaves the last req in CODE/BODY.
+wait_ready() {
+  local u=$1 n=${2:-150} i
+  for i in $(seq 1 "$n"); do req GET "$u/readyz"; [ "$CODE" = 200 ] && return 0; sleep 0.1; done
+  return 1
 }
 
 # req METHOD URL [BODY] [extra curl args...]: sets CODE, BODY and HDRS.

@@ -21,7 +21,7 @@ rget() { redis-cli -c -h 127.0.0.1 -p $RP GET "stock:{$1}" 2>/dev/null; }
 start_svc a $P --store.url="$PG" --redis.url="$SEEDS" --kafka.brokers="$BROKERS" \
   --kafka.invalidation_delay_ms=300 --cache.local_ttl_ms=300 --redis.breaker_probe_ms=300 \
   --redis.timeout_ms=100 --kafka.instance_id=a || exit 1
-for i in $(seq 1 100); do req GET $U/readyz; [ "$CODE" = 200 ] && break; sleep 0.1; done
+wait_ready $U
 expect 200 '"redis":"up"' "readyz: all up"
 
 req PUT $U/v1/items/hot '{"stock":1000}' "${ADMIN[@]}"; expect 201 "" "create"

