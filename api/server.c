@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -61,6 +62,7 @@ static void conn_main(void *arg)
     const http_server_config *cfg = &srv->cfg;
     int64_t req_deadline = 0;
     int phase = 0;   /* 0 between requests, 1 headers, 2 body */
+    int drained = 0;
 
     for (;;) {
         int st = http__conn_process(c);
@@ -98,7 +100,16 @@ static void conn_main(void *arg)
          * this connection: look again. */
         if (idle && atomic_load_explicit(&srv->draining, memory_order_acquire))
             break;
-        ssize_t n = rt_read(c->fd, p, room, deadline);
+        /* After a short read the socket is most likely drained: wait for
+         * the next edge first instead of paying for a read that answers
+         * EAGAIN (the runtime keeps edges that arrive while nobody waits,
+         * so none is lost). */
+        ssize_t n = 0;
+        if (drained)
+            n = rt_wait_fd(c->fd, RT_READ, deadline);
+        if (n >= 0)
+            n = rt_read(c->fd, p, room, deadline);
+        drained = n > 0 && (size_t)n < room;
         atomic_store_explicit(&c->idle, 0, memory_order_release);
         if (n <= 0) {
             if (n == -ETIMEDOUT) {
@@ -217,6 +228,12 @@ int http_server_start(const http_server_config *cfg,
         return rc;
     }
     atomic_store(&http__worker_id, rt_worker_id);
+    /* Request ids are <connection>-<sequence> in hex; a random start makes
+     * them unlikely to repeat across restarts and instances. */
+    uint32_t seed = 0;
+    if (getrandom(&seed, sizeof seed, GRND_NONBLOCK) != sizeof seed)
+        seed = (uint32_t)rt_now_ns();
+    atomic_store(&srv->next_conn_id, (uint64_t)seed << 24);
     srv->nlisten = cfg->acceptors > 0 ? cfg->acceptors : rt_workers();
     if (srv->nlisten < 1)
         srv->nlisten = 1;
