@@ -526,6 +526,18 @@ out:
     return rc;
 }
 
+typedef struct plot_job {
+    const fs_opts *o;
+    fs_result *const *rs;
+    int n;
+} plot_job;
+
+static intptr_t plot_blocking(void *arg)
+{
+    plot_job *j = arg;
+    return fs_report_plot(j->o->plot_path, j->o, j->rs, j->n);
+}
+
 int fs_run_all(fs_opts *o)
 {
     int rounds = o->nsweep > 0 ? o->nsweep : 1, done = 0, status = 0;
@@ -575,7 +587,9 @@ int fs_run_all(fs_opts *o)
             fprintf(stderr, "flashsale: writing %s: %s\n", o->json_path, strerror(-rc));
     }
     if (o->plot_path[0] && done > 0) {
-        int rc = fs_report_plot(o->plot_path, o, rs, done);
+        /* gnuplot runs for a while: off the workers. */
+        plot_job job = {o, rs, done};
+        int rc = (int)rt_blocking(plot_blocking, &job);
         if (rc < 0)
             fprintf(stderr, "flashsale: plotting %s: %s\n", o->plot_path,
                     rc == -ENOENT ? "gnuplot not found" : strerror(-rc));
