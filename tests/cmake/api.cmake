@@ -23,3 +23,15 @@ if(FUZZ)
             ${CMAKE_CURRENT_BINARY_DIR}/fuzz_http_corpus ${CMAKE_SOURCE_DIR}/tests/fuzz/corpus/http)
   set_tests_properties(api_fuzz_http PROPERTIES LABELS fuzz TIMEOUT 180)
 endif()
+
+# Integration: the server binary on 127.0.0.1, ports 21200-21210.
+if(TARGET http-memserver AND NOT FUZZ)
+  add_executable(api_server_it integration/api_server.c)
+  target_link_libraries(api_server_it PRIVATE Threads::Threads)
+  add_test(NAME api_integration_server
+    COMMAND api_server_it $<TARGET_FILE:http-memserver> 21200)
+  add_test(NAME api_integration_curl
+    COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/integration/api_curl.sh $<TARGET_FILE:http-memserver> 21210)
+  set_tests_properties(api_integration_server api_integration_curl PROPERTIES
+    LABELS integration TIMEOUT 120)
+endif()
