@@ -8,6 +8,7 @@ set -uo pipefail
 
 : "${CACHESVC_BIN:?}" "${SRC:?}"
 T=$(mktemp -d /tmp/svc-test.XXXXXX)
+chmod 755 "$T"   # the postgres OS user needs to reach its data dir
 SVC_PIDS=()
 CLEANUPS=()
 FAILS=0

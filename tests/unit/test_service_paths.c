@@ -1,0 +1,297 @@
+/*
+ * Unit tests of the service's read and write paths, in process: the real
+ * service (SQLite in a temp file, embedded Kafka, no Redis) driven through
+ * its api/http_service.h functions on the runtime, plus the Redis breaker.
+ *
+ * cmocka's assertions longjmp, which must not cross coroutine stacks, so the
+ * coroutine bodies count failures with CHECK and the cmocka test asserts the
+ * count after rt_main returns.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "cachesvc/log.h"
+#include "cachesvc/metrics.h"
+#include "cachesvc/service.h"
+
+static int failures;
+#define CHECK(cond)                                                              \
+    do {                                                                         \
+        if (!(cond)) {                                                           \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
+            failures++;                                                          \
+        }                                                                        \
+    } while (0)
+
+static char dir[64];
+
+static svc *open_svc(int queue_max, int batch_max)
+{
+    svc_config cfg;
+    svc_config_defaults(&cfg);
+    char err[256];
+    char url[128];
+    static int n;
+    snprintf(url, sizeof url, "sqlite:%s/db%d", dir, n++);
+    CHECK(svc_config_set(&cfg, "store.url", url, err, sizeof err) == 0);
+    cfg.store_queue_max = queue_max;
+    cfg.store_batch_max = batch_max;
+    cfg.cache_capacity_mb = 8;
+    cfg.local_ttl_ms = 60000;
+    snprintf(cfg.instance_id, sizeof cfg.instance_id, "unit-%d", n);
+    svc *s = NULL;
+    int r = svc_open(&cfg, &s);
+    CHECK(r == 0);
+    return s;
+}
+
+static int put(svc *s, const char *sku, int64_t stock, int64_t limit)
+{
+    http_put_item_req rq = {.sku = sku, .has_stock = 1, .stock = stock,
+                            .has_per_user_limit = limit >= 0, .per_user_limit = limit};
+    http_item it;
+    int created = 0;
+    return svc_put_item(s, &rq, &it, &created);
+}
+
+static int decr(svc *s, const char *sku, const char *user, int64_t qty, const char *key,
+                http_decrement_res *res)
+{
+    http_decrement_req rq = {.sku = sku, .user_id = user, .qty = qty, .idempotency_key = key};
+    memset(res, 0, sizeof *res);
+    return s->api.decrement(s->api.ctx, &rq, res);
+}
+
+/* ------------------------------------------------------------------------ */
+
+struct reader {
+    svc *s;
+    rt_wg *wg;
+    int64_t version;
+    int rc;
+};
+
+static void read_one(void *arg)
+{
+    struct reader *r = arg;
+    http_item it;
+    http_tier tier;
+    r->rc = svc_get_item(r->s, "cold", &it, &tier);
+    r->version = it.version;
+    rt_wg_done(r->wg);
+}
+
+static void paths_body(void *arg)
+{
+    (void)arg;
+    svc *s = open_svc(4096, 1024);
+    if (s == NULL)
+        return;
+    http_item it;
+    http_tier tier;
+    http_decrement_res res;
+
+    /* Unknown item. */
+    CHECK(svc_get_item(s, "nope", &it, &tier) == HTTP_E_NOT_FOUND);
+    CHECK(decr(s, "nope", "u1", 1, NULL, &res) == HTTP_E_NOT_FOUND);
+
+    /* A put installs the committed row locally. */
+    CHECK(put(s, "hot", 3, 0) == 0);
+    CHECK(svc_get_item(s, "hot", &it, &tier) == 0);
+    CHECK(tier == HTTP_TIER_LOCAL && it.stock == 3);
+    int64_t v0 = it.version;
+
+    /* A decrement: the commit hook installs the new row (read-your-writes,
+     * still a local hit). */
+    CHECK(decr(s, "hot", "u1", 1, "key-1", &res) == 0);
+    CHECK(res.stock == 2 && res.version == v0 + 1 && !res.replayed);
+    CHECK(svc_get_item(s, "hot", &it, &tier) == 0);
+    CHECK(tier == HTTP_TIER_LOCAL && it.version == v0 + 1 && it.stock == 2);
+    CHECK(decr(s, "hot", "u1", 1, "key-1", &res) == 0 && res.replayed);
+
+    /* Sell out, then the fast reject (no key) and the store (with a key). */
+    CHECK(decr(s, "hot", "u2", 2, NULL, &res) == 0 && res.stock == 0);
+    CHECK(decr(s, "hot", "u3", 1, NULL, &res) == HTTP_E_SOLD_OUT);
+    uint64_t fr = svc_metric_get(SVC_C_DECR_FAST_REJECT);
+    CHECK(decr(s, "hot", "u3", 1, NULL, &res) == HTTP_E_SOLD_OUT);
+    CHECK(svc_metric_get(SVC_C_DECR_FAST_REJECT) == fr + 1);
+    CHECK(decr(s, "hot", "u3", 1, "key-2", &res) == HTTP_E_SOLD_OUT);
+    CHECK(svc_metric_get(SVC_C_DECR_FAST_REJECT) == fr + 1);
+    /* The replay of a key that bought before the sell-out still replays. */
+    CHECK(decr(s, "hot", "u1", 1, "key-1", &res) == 0 && res.replayed);
+
+    /* A restock clears the sold-out state. */
+    CHECK(put(s, "hot", 5, -1) == 0);
+    CHECK(decr(s, "hot", "u3", 1, NULL, &res) == 0 && res.stock == 4);
+
+    /* A cold item read by many coroutines at once: one fill, the others
+     * wait for it and share its answer. */
+    CHECK(put(s, "cold", 10, 0) == 0);
+    svc__local_evict(s, "cold", 0);
+    CHECK(!svc__local_get(s, "cold", &(svc_entry){0}));
+    enum { N = 40 };
+    struct reader rd[N];
+    rt_wg *wg = rt_wg_new();
+    uint64_t waits = svc_metric_get(SVC_C_FILL_WAIT);
+    rt_wg_add(wg, N);
+    for (int i = 0; i < N; i++) {
+        rd[i] = (struct reader){.s = s, .wg = wg};
+        CHECK(rt_spawn(NULL, read_one, &rd[i]) == 0);
+    }
+    rt_wg_wait(wg, RT_NO_DEADLINE);
+    rt_wg_free(wg);
+    for (int i = 0; i < N; i++)
+        CHECK(rd[i].rc == 0 && rd[i].version == rd[0].version);
+    uint64_t joined = svc_metric_get(SVC_C_FILL_WAIT) - waits;
+    fprintf(stderr, "cold read: %llu of %d readers joined a fill in flight\n",
+            (unsigned long long)joined, N);
+    CHECK(joined >= 1);
+    CHECK(svc_get_item(s, "cold", &it, &tier) == 0 && tier == HTTP_TIER_LOCAL);
+
+    /* An eviction with a floor above the cached version makes the next read
+     * go to the database. */
+    svc__local_evict(s, "cold", rd[0].version + 1);
+    CHECK(svc_get_item(s, "cold", &it, &tier) == 0);
+    CHECK(tier == HTTP_TIER_DB);
+
+    /* Admin config. */
+    http_config_update upd = {.has_invalidation_delay_ms = 1, .invalidation_delay_ms = 42,
+                              .log_level = "warn"};
+    http_config_values cv;
+    CHECK(s->api.put_config(s, &upd, &cv) == 0);
+    CHECK(cv.invalidation_delay_ms == 42 && strcmp(cv.log_level, "warn") == 0);
+    upd = (http_config_update){.log_level = "loud"};
+    CHECK(s->api.put_config(s, &upd, &cv) == HTTP_E_BAD_REQUEST);
+    svc_log_set_level(SVC_LOG_INFO);
+
+    /* Audit. */
+    http_audit au;
+    CHECK(s->api.audit(s, "hot", 1, &au) == 0);
+    CHECK(au.units_supplied - au.units_sold == au.stock && au.orders == 3 && au.n_order_ids == 3);
+    free(au.order_ids);
+
+    /* Metrics render. */
+    http_buf b = {0};
+    CHECK(s->api.metrics(s, &b) == 0);
+    CHECK(b.data != NULL && strstr(b.data, "cachesvc_decrements_total{outcome=\"ok\"}") != NULL);
+    CHECK(strstr(b.data, "cachesvc_local_entries") != NULL);
+    http_buf_free(&b);
+
+    svc_close(s, 1000);
+}
+
+struct buyer {
+    svc *s;
+    rt_wg *wg;
+    int rc;
+    int64_t retry;
+    int id;
+};
+
+static void buy(void *arg)
+{
+    struct buyer *b = arg;
+    char user[32];
+    snprintf(user, sizeof user, "b%d", b->id);
+    http_decrement_res res;
+    b->rc = decr(b->s, "busy", user, 1, NULL, &res);
+    b->retry = res.retry_after_s;
+    rt_wg_done(b->wg);
+}
+
+static void overload_body(void *arg)
+{
+    (void)arg;
+    svc *s = open_svc(1, 1);
+    if (s == NULL)
+        return;
+    CHECK(put(s, "busy", 100000, 0) == 0);
+    enum { N = 200 };
+    struct buyer *b = calloc(N, sizeof *b);
+    rt_wg *wg = rt_wg_new();
+    rt_wg_add(wg, N);
+    for (int i = 0; i < N; i++) {
+        b[i] = (struct buyer){.s = s, .wg = wg, .id = i};
+        CHECK(rt_spawn(NULL, buy, &b[i]) == 0);
+    }
+    rt_wg_wait(wg, RT_NO_DEADLINE);
+    rt_wg_free(wg);
+    int ok = 0, over = 0;
+    for (int i = 0; i < N; i++) {
+        if (b[i].rc == 0)
+            ok++;
+        else if (b[i].rc == HTTP_E_OVERLOADED && b[i].retry >= 1)
+            over++;
+    }
+    fprintf(stderr, "overload: %d ok, %d answered 429\n", ok, over);
+    CHECK(ok >= 1 && over >= 1 && ok + over == N);
+    free(b);
+    svc_close(s, 1000);
+}
+
+static void breaker_body(void *arg)
+{
+    (void)arg;
+    svc_breaker b;
+    svc__breaker_init(&b, 3, 50);
+    CHECK(svc__breaker_allow(&b));
+    svc__breaker_result(&b, 0);
+    svc__breaker_result(&b, 0);
+    CHECK(!svc__breaker_is_open(&b));
+    svc__breaker_result(&b, 1);          /* a success resets the count */
+    svc__breaker_result(&b, 0);
+    svc__breaker_result(&b, 0);
+    CHECK(!svc__breaker_is_open(&b));
+    svc__breaker_result(&b, 0);
+    CHECK(svc__breaker_is_open(&b));
+    CHECK(!svc__breaker_allow(&b));      /* open: skip */
+    rt_sleep(60);
+    CHECK(svc__breaker_allow(&b));       /* one probe per interval */
+    CHECK(!svc__breaker_allow(&b));
+    svc__breaker_result(&b, 0);          /* the probe failed: stay open */
+    CHECK(svc__breaker_is_open(&b));
+    rt_sleep(60);
+    CHECK(svc__breaker_allow(&b));
+    svc__breaker_result(&b, 1);          /* the probe worked: closed */
+    CHECK(!svc__breaker_is_open(&b));
+    CHECK(svc__breaker_allow(&b) && svc__breaker_allow(&b));
+}
+
+static void run(rt_fn fn)
+{
+    failures = 0;
+    rt_config rc = {.workers = 2};
+    assert_int_equal(rt_main(&rc, fn, NULL), 0);
+    assert_int_equal(failures, 0);
+}
+
+static void test_paths(void **state) { (void)state; run(paths_body); }
+static void test_overload(void **state) { (void)state; run(overload_body); }
+static void test_breaker(void **state) { (void)state; run(breaker_body); }
+
+int main(void)
+{
+    snprintf(dir, sizeof dir, "/tmp/svc-unit.XXXXXX");
+    if (mkdtemp(dir) == NULL)
+        return 1;
+    svc_log_set_level(SVC_LOG_WARN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_breaker),
+        cmocka_unit_test(test_paths),
+        cmocka_unit_test(test_overload),
+    };
+    int r = cmocka_run_group_tests(tests, NULL, NULL);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd) != 0)
+        r = r ? r : 1;
+    return r;
+}
