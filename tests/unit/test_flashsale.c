@@ -99,6 +99,7 @@ static void hist_percentiles(void **state)
     fs_hist bad;
     assert_int_equal(fs_hist_init(&bad, 7, 40), 0);
     assert_int_equal(fs_hist_merge(&h, &bad), -EINVAL);
+    fs_hist_free(&bad);
     fs_hist_reset(&h);
     assert_int_equal(fs_hist_count(&h), 0);
     assert_int_equal(fs_hist_percentile(&h, 50), 0);
@@ -210,9 +211,11 @@ static void stale_out_of_order_observations(void **state)
     /* Now v100 at time 0 dominates all of them. */
     fs_stale_commit(&r, 0, 100, 0);
     assert_int_equal(r.items[0].n, 1);
-    assert_int_equal(fs_stale_init(&r, 1, FS_MAX_TARGETS + 1, win, 2), -EINVAL);
     fs_stale_free(&s);
     fs_stale_free(&r);
+    fs_stale bad;
+    assert_int_equal(fs_stale_init(&bad, 1, FS_MAX_TARGETS + 1, win, 2), -EINVAL);
+    fs_stale_free(&bad);
 }
 
 /* ------------------------------------------------------------------------ */
