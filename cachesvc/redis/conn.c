@@ -463,12 +463,16 @@ static void conn_writer(void *arg)
     int rc;
 
     for (;;) {
+        /* Automatic pipelining: let the coroutines that are runnable now
+         * (typically those whose replies just arrived) queue their next
+         * request before this batch is taken. */
+        rt_yield();
         pthread_mutex_lock(&cn->mu);
-        while (!cn->closing && !cn->broken && cn->sq_head == NULL) {
+        if (!cn->closing && !cn->broken && cn->sq_head == NULL) {
             cn->writer_idle = true;
             pthread_mutex_unlock(&cn->mu);
             rt_event_wait(cn->wake, RT_NO_DEADLINE);
-            pthread_mutex_lock(&cn->mu);
+            continue;
         }
         cn->writer_idle = false;
         if (cn->closing) {

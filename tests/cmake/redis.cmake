@@ -22,3 +22,9 @@ if(TARGET rt AND EXISTS ${CMAKE_SOURCE_DIR}/runtime/CMakeLists.txt)
     set_tests_properties(redis_${_name} PROPERTIES LABELS integration TIMEOUT ${_timeout})
   endforeach()
 endif()
+
+# The throughput benchmark's driver (scripts/bench.d/redis runs it).
+if(TARGET rt AND EXISTS ${CMAKE_SOURCE_DIR}/runtime/CMakeLists.txt)
+  add_executable(redis_bench ${CMAKE_SOURCE_DIR}/tests/integration/redis_bench.c)
+  target_link_libraries(redis_bench PRIVATE rc rt)
+endif()
