@@ -51,7 +51,6 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 int inv__bcast_new(inv *iv, inv_bcast **out)
 {
     int rc = 0;
-    char err[512];
     char group[512];
     inv_bcast *b = calloc(1, sizeof(*b));
     rd_kafka_conf_t *conf = NULL;
@@ -72,27 +71,10 @@ int inv__bcast_new(inv *iv, inv_bcast **out)
         rc = -EIO;
         goto fail;
     }
-    rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
-    rd_kafka_conf_set_opaque(conf, b);
-    b->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
-    if (b->rk == NULL) {
-        fprintf(stderr, "invalidator: broadcast consumer: %s\n", err);
-        rc = -EIO;
-        goto fail;
-    }
+    rc = inv__consumer_open(iv, conf, on_rebalance, b, &b->wake, &b->rk, &b->q);
     conf = NULL;
-    rd_kafka_poll_set_consumer(b->rk);
-    b->q = rd_kafka_queue_get_consumer(b->rk);
-    rd_kafka_queue_io_event_enable(b->q, b->wake.wfd, "1", 1);
-    rd_kafka_topic_partition_list_t *topics =
-        rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(topics, iv->topic, RD_KAFKA_PARTITION_UA);
-    rd_kafka_resp_err_t kerr = rd_kafka_subscribe(b->rk, topics);
-    rd_kafka_topic_partition_list_destroy(topics);
-    if (kerr != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        rc = -EIO;
+    if (rc < 0)
         goto fail;
-    }
     *out = b;
     return 0;
 fail:
@@ -112,12 +94,7 @@ void inv__bcast_free(inv_bcast *b)
 {
     if (b == NULL)
         return;
-    if (b->q != NULL) {
-        rd_kafka_queue_io_event_enable(b->q, -1, NULL, 0);
-        rd_kafka_queue_destroy(b->q);
-    }
-    if (b->rk != NULL)
-        inv__kafka_destroy(b->rk);
+    inv__consumer_free(b->rk, b->q);
     inv__wake_close(&b->wake);
     free(b);
 }
@@ -127,8 +104,9 @@ void inv__bcast_kick(inv_bcast *b)
     inv__wake_signal(&b->wake);
 }
 
-static void on_message(inv_bcast *b, rd_kafka_message_t *m)
+static void on_message(void *arg, rd_kafka_message_t *m)
 {
+    inv_bcast *b = arg;
     inv *iv = b->iv;
     if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
         if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
@@ -152,17 +130,7 @@ void inv__bcast_run(void *arg)
     inv *iv = b->iv;
     while (!atomic_load(&iv->stopping)) {
         inv__wake_drain(&b->wake);
-        for (int i = 0; i < 4096; i++) {
-            rd_kafka_message_t *m = rd_kafka_consumer_poll(b->rk, 0);
-            if (m == NULL)
-                break;
-            on_message(b, m);
-            rd_kafka_message_destroy(m);
-            if (i == 4095) {
-                inv__wake_signal(&b->wake);
-                rt_yield();
-            }
-        }
+        inv__consumer_drain(b->rk, &b->wake, on_message, b);
         inv__wake_wait(&b->wake, rt_deadline_ms(1000));
     }
     rd_kafka_queue_io_event_enable(b->q, -1, NULL, 0);

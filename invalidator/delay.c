@@ -177,8 +177,9 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 /* ---------------------------------------------------------------------- */
 /* Consuming                                                                */
 
-static void on_message(inv_delay *d, rd_kafka_message_t *m)
+static void on_message(void *arg, rd_kafka_message_t *m)
 {
+    inv_delay *d = arg;
     inv *iv = d->iv;
     if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
         if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
@@ -216,6 +217,7 @@ static void on_message(inv_delay *d, rd_kafka_message_t *m)
     }
     update_gauges(d);
     pthread_mutex_unlock(&d->mu);
+    check_pause(d);               /* pause at the cap, not a batch later */
 }
 
 /* ---------------------------------------------------------------------- */
@@ -334,7 +336,6 @@ static void dispatch(inv_delay *d)
 int inv__delay_new(inv *iv, inv_delay **out)
 {
     int rc = 0;
-    char err[512];
     inv_delay *d = calloc(1, sizeof(*d));
     rd_kafka_conf_t *conf = NULL;
     if (d == NULL)
@@ -363,28 +364,10 @@ int inv__delay_new(inv *iv, inv_delay **out)
         rc = -EIO;
         goto fail;
     }
-    rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
-    rd_kafka_conf_set_opaque(conf, d);
-    d->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
-    if (d->rk == NULL) {
-        fprintf(stderr, "invalidator: delay consumer: %s\n", err);
-        rc = -EIO;
-        goto fail;
-    }
+    rc = inv__consumer_open(iv, conf, on_rebalance, d, &d->wake, &d->rk, &d->q);
     conf = NULL;
-    rd_kafka_poll_set_consumer(d->rk);
-    d->q = rd_kafka_queue_get_consumer(d->rk);
-    rd_kafka_queue_io_event_enable(d->q, d->wake.wfd, "1", 1);
-    rd_kafka_topic_partition_list_t *topics =
-        rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(topics, iv->topic, RD_KAFKA_PARTITION_UA);
-    rd_kafka_resp_err_t kerr = rd_kafka_subscribe(d->rk, topics);
-    rd_kafka_topic_partition_list_destroy(topics);
-    if (kerr != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        fprintf(stderr, "invalidator: subscribe: %s\n", rd_kafka_err2str(kerr));
-        rc = -EIO;
+    if (rc < 0)
         goto fail;
-    }
     *out = d;
     return 0;
 fail:
@@ -406,12 +389,7 @@ void inv__delay_free(inv_delay *d)
 {
     if (d == NULL)
         return;
-    if (d->q != NULL) {
-        rd_kafka_queue_io_event_enable(d->q, -1, NULL, 0);
-        rd_kafka_queue_destroy(d->q);
-    }
-    if (d->rk != NULL)
-        inv__kafka_destroy(d->rk);
+    inv__consumer_free(d->rk, d->q);
     inv__wake_close(&d->wake);
     inv__pq_free(&d->pq);
     for (int i = 0; i < d->nparts; i++)
@@ -455,18 +433,7 @@ void inv__delay_run(void *arg)
         inv__wake_drain(&d->wake);
         /* Drain the queue: messages, rebalances, errors. A bounded number
          * per round so due entries are not held up behind a backlog. */
-        for (int i = 0; i < 4096; i++) {
-            rd_kafka_message_t *m = rd_kafka_consumer_poll(d->rk, 0);
-            if (m == NULL)
-                break;
-            on_message(d, m);
-            rd_kafka_message_destroy(m);
-            check_pause(d);
-            if (i == 4095) {
-                inv__wake_signal(&d->wake);   /* come back at once */
-                rt_yield();
-            }
-        }
+        inv__consumer_drain(d->rk, &d->wake, on_message, d);
         check_pause(d);
         dispatch(d);
         inv__wake_wait(&d->wake, next_deadline(d));

@@ -78,6 +78,24 @@ int inv__mock_acquire(const char *topic, int partitions, char **boot);
 void inv__mock_release(void);
 /* The mock cluster, for tests (broker up/down), or NULL. */
 rd_kafka_mock_cluster_t *inv__mock_cluster(void);
+typedef void (*inv_rebalance_fn)(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                                 rd_kafka_topic_partition_list_t *parts,
+                                 void *opaque);
+/* Creates a consumer from conf (consumed, also on failure) with the given
+ * rebalance callback and opaque, routes all its events to one queue that
+ * wakes w, and subscribes to iv->topic. Sets *rk and *q; returns 0 or
+ * -EIO. */
+int inv__consumer_open(inv *iv, rd_kafka_conf_t *conf, inv_rebalance_fn cb,
+                       void *opaque, inv_wake *w, rd_kafka_t **rk,
+                       rd_kafka_queue_t **q);
+/* Serves the consumer's queue until it is empty or a budget of messages is
+ * spent (then w is signalled so the caller comes back at once), handing
+ * each message to fn. Rebalance callbacks run inside. */
+void inv__consumer_drain(rd_kafka_t *rk, inv_wake *w,
+                         void (*fn)(void *arg, rd_kafka_message_t *m),
+                         void *arg);
+/* Frees what inv__consumer_open made (either may be NULL). */
+void inv__consumer_free(rd_kafka_t *rk, rd_kafka_queue_t *q);
 /* Runs rd_kafka_destroy (which joins librdkafka's threads) off the
  * workers. */
 void inv__kafka_destroy(rd_kafka_t *rk);

@@ -112,6 +112,61 @@ int inv__conf_consumer(inv *iv, rd_kafka_conf_t *conf, const char *group)
     return 0;
 }
 
+int inv__consumer_open(inv *iv, rd_kafka_conf_t *conf, inv_rebalance_fn cb,
+                       void *opaque, inv_wake *w, rd_kafka_t **rkp,
+                       rd_kafka_queue_t **qp)
+{
+    char err[512];
+    rd_kafka_conf_set_rebalance_cb(conf, cb);
+    rd_kafka_conf_set_opaque(conf, opaque);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+    if (rk == NULL) {
+        rd_kafka_conf_destroy(conf);
+        fprintf(stderr, "invalidator: consumer: %s\n", err);
+        return -EIO;
+    }
+    rd_kafka_poll_set_consumer(rk);   /* one queue for everything */
+    rd_kafka_queue_t *q = rd_kafka_queue_get_consumer(rk);
+    rd_kafka_queue_io_event_enable(q, w->wfd, "1", 1);
+    *rkp = rk;
+    *qp = q;
+    rd_kafka_topic_partition_list_t *topics =
+        rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(topics, iv->topic, RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t kerr = rd_kafka_subscribe(rk, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (kerr != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        fprintf(stderr, "invalidator: subscribe: %s\n", rd_kafka_err2str(kerr));
+        return -EIO;
+    }
+    return 0;
+}
+
+void inv__consumer_drain(rd_kafka_t *rk, inv_wake *w,
+                         void (*fn)(void *arg, rd_kafka_message_t *m),
+                         void *arg)
+{
+    for (int i = 0; i < 4096; i++) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 0);
+        if (m == NULL)
+            return;
+        fn(arg, m);
+        rd_kafka_message_destroy(m);
+    }
+    inv__wake_signal(w);          /* more to do: come back at once */
+    rt_yield();
+}
+
+void inv__consumer_free(rd_kafka_t *rk, rd_kafka_queue_t *q)
+{
+    if (q != NULL) {
+        rd_kafka_queue_io_event_enable(q, -1, NULL, 0);
+        rd_kafka_queue_destroy(q);
+    }
+    if (rk != NULL)
+        inv__kafka_destroy(rk);
+}
+
 static intptr_t destroy_blocking(void *arg)
 {
     rd_kafka_destroy(arg);

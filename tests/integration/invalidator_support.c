@@ -516,6 +516,9 @@ bool its_wait_until(bool (*cond)(void *arg), void *arg, int timeout_ms)
             return true;
         if (rt_now_ms() >= deadline)
             return false;
-        rt_sleep(5);
+        if (rt_self() != NULL)
+            rt_sleep(5);
+        else
+            usleep(5000);
     }
 }

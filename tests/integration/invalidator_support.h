@@ -64,7 +64,7 @@ inv_local_sink its_lsink_sink(its_lsink *l);
 int64_t its_lsink_version(its_lsink *l, const char *sku);
 uint64_t its_lsink_count(its_lsink *l);
 
-/* Waits (parking, polling every 5 ms) until cond(arg) or timeout_ms.
+/* Waits (parking a coroutine or sleeping a thread, polling every 5 ms) until cond(arg) or timeout_ms.
  * Returns true when cond held. */
 bool its_wait_until(bool (*cond)(void *arg), void *arg, int timeout_ms);
 

@@ -7,6 +7,10 @@
  *        test_invalidator_kafka --child-delay BOOTSTRAPS PORT TOPIC GROUP
  *   The second form is the delay consumer that the restart test starts as a
  *   child process and kills with SIGKILL.
+ *
+ * cmocka keeps its state in thread-local variables, so the tests run on the
+ * main thread (a foreign thread to the runtime) and the invalidator on the
+ * runtime's workers; calls that need a coroutine go through on_rt().
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -38,6 +42,37 @@ static its_outbox *outbox;
 /* ---------------------------------------------------------------------- */
 /* Helpers                                                                  */
 
+/* Runs fn(arg) as a coroutine and waits for it from the main thread. */
+static void on_rt(rt_fn fn, void *arg)
+{
+    rt_co *co = NULL;
+    rt_spawn_opts o = {.joinable = 1, .stack_size = 256 * 1024};
+    assert_int_equal(rt_spawn_ex(&co, fn, arg, &o), 0);
+    assert_int_equal(rt_join(co), 0);
+}
+
+typedef struct inv_call {
+    inv *iv;
+    int rc;
+} inv_call;
+
+static void co_start(void *arg)
+{
+    inv_call *c = arg;
+    c->rc = inv_start(c->iv);
+}
+
+static void co_stop(void *arg)
+{
+    inv_call *c = arg;
+    c->rc = inv_stop(c->iv, 2000);
+}
+
+static void sleep_ms(int ms)
+{
+    usleep((useconds_t)ms * 1000);
+}
+
 static inv *make_inv(const char *name, int roles, const char *instance,
                      int64_t delay_ms, its_lsink *ls, inv_config *extra)
 {
@@ -64,7 +99,9 @@ static inv *make_inv(const char *name, int roles, const char *instance,
         lsk = its_lsink_sink(ls);
     inv *iv = NULL;
     assert_int_equal(inv_new(&cfg, &src, &rs, ls ? &lsk : NULL, &iv), 0);
-    assert_int_equal(inv_start(iv), 0);
+    inv_call c = {iv, 0};
+    on_rt(co_start, &c);
+    assert_int_equal(c.rc, 0);
     return iv;
 }
 
@@ -80,7 +117,8 @@ static void wait_ready(inv *iv)
 
 static void stop_inv(inv *iv)
 {
-    inv_stop(iv, 2000);
+    inv_call c = {iv, 0};
+    on_rt(co_stop, &c);
     inv_free(iv);
 }
 
@@ -111,6 +149,17 @@ static bool outbox_empty(void *arg)
 {
     (void)arg;
     return its_outbox_depth(outbox) == 0;
+}
+
+typedef struct applied_at_least {
+    inv *iv;
+    uint64_t n;
+} applied_at_least;
+
+static bool applied_cond(void *arg)
+{
+    applied_at_least *a = arg;
+    return stats(a->iv)->applied >= a->n;
 }
 
 static int setup(void **state)
@@ -145,7 +194,7 @@ static void test_due_time(void **state)
     int64_t t0 = inv__wall_ms();
     its_outbox_add(outbox, "due1", 5, t0);
     inv_notify(iv);
-    rt_sleep(500);
+    sleep_ms(500);
     assert_int_equal(its_redis_get(REDIS_PORT, "due1", NULL), 1);
     assert_true(its_wait_until(key_gone, "due1", 3000));
     int64_t gone = inv__wall_ms();
@@ -153,23 +202,13 @@ static void test_due_time(void **state)
     assert_true(gone <= t0 + 1000 + 500);
     assert_true(its_wait_until(outbox_empty, NULL, 2000));
     assert_int_equal(its_lsink_version(ls, "due1"), 5);
+    applied_at_least a = {iv, 1};   /* counted once the sink call returns */
+    assert_true(its_wait_until(applied_cond, &a, 2000));
     inv_stats *st = stats(iv);
-    assert_true(st->applied >= 1);
     assert_true(st->published >= 1);
     assert_true(inv_hist_quantile(&st->lateness, 1.0) < 500);
     stop_inv(iv);
     its_lsink_free(ls);
-}
-
-typedef struct applied_at_least {
-    inv *iv;
-    uint64_t n;
-} applied_at_least;
-
-static bool applied_cond(void *arg)
-{
-    applied_at_least *a = arg;
-    return stats(a->iv)->applied >= a->n;
 }
 
 /* An older event never deletes a newer cached version. */
@@ -237,7 +276,7 @@ static void test_broadcast_two_groups(void **state)
     int64_t deadline = rt_now_ms() + 10000;
     while ((its_lsink_version(la, "bc1") != 3 ||
             its_lsink_version(lb, "bc1") != 3) && rt_now_ms() < deadline)
-        rt_sleep(5);
+        sleep_ms(5);
     assert_int_equal(its_lsink_version(la, "bc1"), 3);
     assert_int_equal(its_lsink_version(lb, "bc1"), 3);
     assert_int_equal(its_lsink_count(lb), 3);
@@ -251,7 +290,7 @@ typedef struct streamer {
     const char *prefix;
     int n, gap_ms;
     inv *iv;
-    rt_wg *wg;
+    rt_co *co;
 } streamer;
 
 static void stream_rows(void *arg)
@@ -265,7 +304,12 @@ static void stream_rows(void *arg)
             inv_notify(s->iv);
         rt_sleep(s->gap_ms);
     }
-    rt_wg_done(s->wg);
+}
+
+static void stream_start(streamer *s)
+{
+    rt_spawn_opts o = {.joinable = 1};
+    assert_int_equal(rt_spawn_ex(&s->co, stream_rows, s, &o), 0);
 }
 
 static void set_keys(const char *prefix, int n)
@@ -290,18 +334,16 @@ static void test_broker_down(void **state)
     wait_ready(iv);
     const int n = 400;
     set_keys("bd", n);
-    streamer s = {"bd", n, 5, iv, rt_wg_new()};
-    rt_wg_add(s.wg, 1);
-    assert_int_equal(rt_spawn(NULL, stream_rows, &s), 0);
-    rt_sleep(400);
+    streamer s = {"bd", n, 5, iv, NULL};
+    stream_start(&s);
+    sleep_ms(400);
     rd_kafka_mock_cluster_t *mc = inv__mock_cluster();
     assert_non_null(mc);
     rd_kafka_mock_broker_set_down(mc, 1);
-    rt_sleep(2000);
+    sleep_ms(2000);
     int64_t depth_during = its_outbox_depth(outbox);
     rd_kafka_mock_broker_set_up(mc, 1);
-    rt_wg_wait(s.wg, RT_NO_DEADLINE);
-    rt_wg_free(s.wg);
+    rt_join(s.co);
     assert_true(depth_during > 0);   /* rows waited in the outbox */
     assert_true(its_wait_until(outbox_empty, NULL, 30000));
     keys_gone k = {"bd", n};
@@ -328,7 +370,7 @@ static void test_redis_outage(void **state)
     inv_notify(iv);
     int64_t deadline = rt_now_ms() + 10000;
     while (stats(iv)->retries < 40 && rt_now_ms() < deadline)
-        rt_sleep(10);
+        sleep_ms(10);
     inv_stats *st = stats(iv);
     assert_true(st->retries >= 40);
     assert_true(st->errors >= 40);
@@ -368,7 +410,7 @@ static void test_pending_cap_pauses(void **state)
         inv_stats *st = stats(iv);
         if (st->pending > max_pending)
             max_pending = st->pending;
-        rt_sleep(10);
+        sleep_ms(10);
     }
     assert_true(all_gone(&k));
     inv_stats *st = stats(iv);
@@ -405,14 +447,13 @@ static void test_consumer_restart(void **state)
     set_keys("cr", n);
     pid_t c1 = spawn_child(boot, "inv-test-restart", "inv-test-restart-delay");
     assert_true(c1 > 0);
-    streamer s = {"cr", n, 10, relay, rt_wg_new()};
-    rt_wg_add(s.wg, 1);
-    assert_int_equal(rt_spawn(NULL, stream_rows, &s), 0);
+    streamer s = {"cr", n, 10, relay, NULL};
+    stream_start(&s);
     /* Kill the consumer once it has applied some events. */
     int left = n;
     int64_t deadline = rt_now_ms() + 20000;
     while (left > n - 30 && rt_now_ms() < deadline) {
-        rt_sleep(20);
+        sleep_ms(20);
         left = its_redis_count(REDIS_PORT, "cr", n);
     }
     kill(c1, SIGKILL);
@@ -421,8 +462,7 @@ static void test_consumer_restart(void **state)
     assert_true(left > 0);          /* and died mid-stream */
     pid_t c2 = spawn_child(boot, "inv-test-restart", "inv-test-restart-delay");
     assert_true(c2 > 0);
-    rt_wg_wait(s.wg, RT_NO_DEADLINE);
-    rt_wg_free(s.wg);
+    rt_join(s.co);
     keys_gone k = {"cr", n};
     bool ok = its_wait_until(all_gone, &k, 40000);
     kill(c2, SIGKILL);
@@ -463,35 +503,21 @@ static void child_main(void *arg)
 
 /* ---------------------------------------------------------------------- */
 
-typedef struct run_args {
-    int rc;
-} run_args;
-
-static void run_all(void *arg)
+static void co_rsink_new(void *arg)
 {
-    run_args *ra = arg;
+    (void)arg;
     rsink = its_rsink_new("127.0.0.1", REDIS_PORT);
-    if (rsink == NULL) {
-        ra->rc = 1;
-        return;
-    }
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_due_time, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_older_event_keeps_newer, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_delay_change, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_broadcast_two_groups, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_redis_outage, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_pending_cap_pauses, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_broker_down, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_consumer_restart, setup, teardown),
-    };
-    ra->rc = cmocka_run_group_tests(tests, NULL, NULL);
+}
+
+static void co_rsink_free(void *arg)
+{
+    (void)arg;
     its_rsink_free(rsink);
 }
 
 int main(int argc, char **argv)
 {
-    rt_config cfg = {.workers = 2, .stack_size = 1 << 20};
+    rt_config cfg = {.workers = 2, .stack_size = 256 * 1024};
     if (argc == 6 && strcmp(argv[1], "--child-delay") == 0) {
         child_args a = {argv[2], argv[4], argv[5], atoi(argv[3])};
         return rt_main(&cfg, child_main, &a);
@@ -503,8 +529,32 @@ int main(int argc, char **argv)
         fprintf(stderr, "cannot start redis-server on port %d\n", REDIS_PORT);
         return 1;
     }
-    run_args ra = {0};
-    int rc = rt_main(&cfg, run_all, &ra);
+    int rc = 1;
+    if (rt_start(&cfg) < 0)
+        goto out;
+    rt_co *co = NULL;
+    rt_spawn_opts o = {.joinable = 1};
+    if (rt_spawn_ex(&co, co_rsink_new, NULL, &o) < 0 || rt_join(co) < 0 ||
+        rsink == NULL) {
+        fprintf(stderr, "cannot connect to redis-server\n");
+        rt_stop();
+        goto out;
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_due_time, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_older_event_keeps_newer, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_delay_change, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_broadcast_two_groups, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_redis_outage, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pending_cap_pauses, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_broker_down, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_consumer_restart, setup, teardown),
+    };
+    rc = cmocka_run_group_tests(tests, NULL, NULL);
+    if (rt_spawn_ex(&co, co_rsink_free, NULL, &o) == 0)
+        rt_join(co);
+    rt_stop();
+out:
     its_redis_stop(redis);
-    return rc < 0 ? 1 : ra.rc;
+    return rc;
 }
