@@ -246,7 +246,6 @@ int lc_get(lc_cache *c, const void *key, size_t klen, void *buf, size_t cap, siz
             continue;
         }
         rc = read_pass(c, sh, h, kw, nkw, klen, buf, cap, &rd);
-        atomic_thread_fence(memory_order_acquire);
         if (atomic_load_explicit(&sh->seq, memory_order_relaxed) == s1 && rc != -EAGAIN)
             break;
     }

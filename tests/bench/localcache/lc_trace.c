@@ -3,6 +3,7 @@
  */
 #include "tests/bench/localcache/lc_trace.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -138,4 +139,29 @@ out:
     free(next);
     free(id);
     return ratio;
+}
+
+int lct_hit_ratios(uint64_t nkeys, size_t len, double theta, size_t vlen, double *ours,
+                   double *lru, size_t *bytes)
+{
+    int rc = 0;
+    lc_cache *c = NULL;
+    uint32_t *trace = lct_trace_new(nkeys, len, theta, 7);
+    size_t capacity = nkeys / 10 * (64 + 16 + (vlen + 7) / 8 * 8);
+    lc_config cfg = {.shards = 16, .capacity_bytes = capacity, .max_value_bytes = 256};
+    if (trace == NULL) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    if ((rc = lc_new(&cfg, &c)) < 0)
+        goto out;
+    *ours = lct_run_lc(c, trace, len, vlen);
+    *lru = lct_run_lru(capacity, lct_lru_entry_bytes(12, vlen), trace, len, nkeys);
+    *bytes = capacity;
+    if (*lru < 0)
+        rc = -ENOMEM;
+out:
+    lc_free(c);
+    free(trace);
+    return rc;
 }

@@ -48,4 +48,11 @@ size_t lct_lru_entry_bytes(size_t klen, size_t vlen);
 double lct_run_lru(size_t capacity, size_t entry_bytes, const uint32_t *trace, size_t len,
                    uint64_t nkeys);
 
+/* The issue's hit-ratio experiment: a Zipf(theta) trace of len requests
+ * over nkeys keys, replayed against lc_cache (16 shards) and the plain LRU,
+ * both given 10% of the keys' bytes (nkeys / 10 records of vlen-byte
+ * values). Returns 0, -ENOMEM or lc_new's error; *bytes gets the budget. */
+int lct_hit_ratios(uint64_t nkeys, size_t len, double theta, size_t vlen, double *ours,
+                   double *lru, size_t *bytes);
+
 #endif
