@@ -212,6 +212,21 @@ void store__finish(const store__state *s, store__op **ops, int n)
     }
 }
 
+int store__needs_rebuild(const store__state *s0, store__op **ops, int n)
+{
+    if (!s0->found || s0->per_user_limit > 0)
+        return 0;
+    for (int i = 0; i < n; i++)
+        if (ops[i]->kind == STORE__PUT && ops[i]->put.per_user_limit > 0)
+            return 1;
+    return 0;
+}
+
+int store__keep_purchases(const store__state *final)
+{
+    return final->per_user_limit > 0;
+}
+
 int store__purchase_deltas(store__op **ops, int n, const char **users, int64_t *qtys)
 {
     int m = 0;

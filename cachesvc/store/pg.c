@@ -386,7 +386,22 @@ typedef struct batch_ctx {
     int64_t *qtys;        /* n entries */
     int64_t *ids;         /* n entries */
     int nids;
+    char *users_lit;      /* text[] literal of the distinct buyers */
 } batch_ctx;
+
+/* Sets each decrement's bought from a (user_id, qty) result. */
+static void assign_bought(batch_ctx *b, PGresult *r)
+{
+    for (int row = 0; row < PQntuples(r); row++) {
+        const char *u = PQgetvalue(r, row, 0);
+        int64_t q = col_i64(r, row, 1);
+        for (int i = 0; i < b->n; i++)
+            if (b->ops[i]->kind == STORE__DECR && strcmp(b->ops[i]->user_id, u) == 0)
+                b->ops[i]->bought = q;
+    }
+}
+
+#define SELECT_BOUGHT "SELECT user_id, qty FROM purchases WHERE sku = $1 AND user_id = ANY($2::text[])"
 
 /* Round 1. Returns 0 with the state in *s0, or a negative errno (the
  * transaction is then rolled back or the connection broken). */
@@ -439,8 +454,7 @@ static int batch_read(batch_ctx *b, store__state *s0, int ids_wanted)
         idx[Q_BOUGHT] = nq++;
         p[0] = b->sku;
         p[1] = users.p;
-        if (pq_send(pc, "SELECT user_id, qty FROM purchases WHERE sku = $1"
-                     " AND user_id = ANY($2::text[])", 2, p) < 0)
+        if (pq_send(pc, SELECT_BOUGHT, 2, p) < 0)
             goto out;
     }
     if (ids_wanted > 0) {
@@ -496,16 +510,8 @@ static int batch_read(batch_ctx *b, store__state *s0, int ids_wanted)
             }
         }
     }
-    if (idx[Q_BOUGHT] >= 0) {
-        r = res[idx[Q_BOUGHT]];
-        for (int row = 0; row < PQntuples(r); row++) {
-            const char *u = PQgetvalue(r, row, 0);
-            int64_t q = col_i64(r, row, 1);
-            for (int i = 0; i < b->n; i++)
-                if (b->ops[i]->kind == STORE__DECR && strcmp(b->ops[i]->user_id, u) == 0)
-                    b->ops[i]->bought = q;
-        }
-    }
+    if (idx[Q_BOUGHT] >= 0)
+        assign_bought(b, res[idx[Q_BOUGHT]]);
     b->nids = 0;
     if (idx[Q_IDS] >= 0) {
         if ((rc = take_ids(res[idx[Q_IDS]], b->ids, ids_wanted)) < 0)
@@ -516,7 +522,37 @@ static int batch_read(batch_ctx *b, store__state *s0, int ids_wanted)
 out:
     clear_all(res, Q_MAX);
     free(keys.p);
-    free(users.p);
+    free(b->users_lit);
+    b->users_lit = users.p;
+    return rc;
+}
+
+/* Rebuilds the item's purchases from its orders (a per-user limit is
+ * being switched on) and rereads the buyers' totals, inside the open
+ * transaction. */
+static int batch_rebuild(batch_ctx *b)
+{
+    PGresult *res[2] = {0};
+    const char *p[2] = {b->sku, b->users_lit};
+    int fe, rc;
+
+    if (pq_send(b->pc, "INSERT INTO purchases (sku, user_id, qty)"
+                       " SELECT sku, user_id, sum(qty) FROM orders WHERE sku = $1"
+                       " GROUP BY sku, user_id ON CONFLICT (sku, user_id)"
+                       " DO UPDATE SET qty = EXCLUDED.qty", 1, p) < 0 ||
+        pq_send(b->pc, SELECT_BOUGHT, 2, p) < 0 || PQpipelineSync(b->pc->c) != 1)
+        return -EIO;
+    if ((rc = conn_flush(b->pc, b->deadline)) < 0)
+        return rc;
+    if ((rc = conn_collect(b->pc, b->deadline, res, 2, &fe)) == 0) {
+        if (fe >= 0) {
+            sql_error("rebuild purchases", res[fe]);
+            rc = -EIO;
+        } else {
+            assign_bought(b, res[1]);
+        }
+    }
+    clear_all(res, 2);
     return rc;
 }
 
@@ -577,7 +613,7 @@ static int batch_write(batch_ctx *b, const store__state *s0, const store__batch_
     sb_str(&ouser, "}");
     sb_str(&oqty, "}");
     sb_str(&okey, "}");
-    m = store__purchase_deltas(b->ops, b->n, b->users, b->qtys);
+    m = store__keep_purchases(s) ? store__purchase_deltas(b->ops, b->n, b->users, b->qtys) : 0;
     sb_str(&puser, "{");
     sb_str(&pqty, "{");
     for (int j = 0; j < m; j++) {
@@ -709,6 +745,10 @@ static int pg_batch(store *st, const char *sku, store__op **ops, int n, store__b
             broken = rc != -ENOMEM;
             break;
         }
+        if (store__needs_rebuild(&s0, ops, n) && (rc = batch_rebuild(&b)) < 0) {
+            broken = 1;
+            break;
+        }
         r->state = s0;
         r->committed_at_ms = store__wall_ms();
         r->changed = store__decide(&r->state, r->committed_at_ms, ops, n);
@@ -741,6 +781,7 @@ out:
     free(b.users);
     free(b.qtys);
     free(b.ids);
+    free(b.users_lit);
     return rc;
 }
 

@@ -8,7 +8,14 @@
 
 #include "cachesvc/store/store_int.h"
 
-/* Version 1: items, orders, per-user purchases, outbox. */
+/* Version 1: items, orders, per-user purchases, outbox.
+ *
+ * Every batch appends its orders, so their write-ahead log volume is what
+ * a batch's fsync pays for: PostgreSQL keeps orders clustered on
+ * (sku, order_id), one index serving both uniqueness and the audit, and
+ * indexes only the idempotency keys that exist. purchases holds each
+ * user's total per item and is kept only while the item has a per-user
+ * limit; when a limit is switched on, the batch rebuilds it from orders. */
 static const char sqlite_v1[] =
     "CREATE TABLE items ("
     " sku TEXT PRIMARY KEY,"
@@ -24,12 +31,14 @@ static const char sqlite_v1[] =
     " sku TEXT NOT NULL,"
     " user_id TEXT NOT NULL,"
     " qty INTEGER NOT NULL CHECK (qty > 0),"
-    " idempotency_key TEXT UNIQUE,"
+    " idempotency_key TEXT,"
     " created_at_ms INTEGER NOT NULL,"
     " stock_after INTEGER NOT NULL,"
     " version_after INTEGER NOT NULL"
     ");"
-    "CREATE INDEX orders_sku ON orders (sku, order_id);"
+    "CREATE INDEX orders_sku ON orders (sku, user_id);"
+    "CREATE UNIQUE INDEX orders_key ON orders (idempotency_key)"
+    " WHERE idempotency_key IS NOT NULL;"
     "CREATE TABLE purchases ("
     " sku TEXT NOT NULL,"
     " user_id TEXT NOT NULL,"
@@ -54,16 +63,18 @@ static const char pg_v1[] =
     " updated_at_ms BIGINT NOT NULL DEFAULT 0"
     ");"
     "CREATE TABLE orders ("
-    " order_id BIGSERIAL PRIMARY KEY,"
+    " order_id BIGSERIAL,"
     " sku TEXT NOT NULL,"
     " user_id TEXT NOT NULL,"
     " qty BIGINT NOT NULL CHECK (qty > 0),"
-    " idempotency_key TEXT UNIQUE,"
+    " idempotency_key TEXT,"
     " created_at_ms BIGINT NOT NULL,"
     " stock_after BIGINT NOT NULL,"
-    " version_after BIGINT NOT NULL"
+    " version_after BIGINT NOT NULL,"
+    " PRIMARY KEY (sku, order_id)"
     ");"
-    "CREATE INDEX orders_sku ON orders (sku, order_id);"
+    "CREATE UNIQUE INDEX orders_key ON orders (idempotency_key)"
+    " WHERE idempotency_key IS NOT NULL;"
     "CREATE TABLE purchases ("
     " sku TEXT NOT NULL,"
     " user_id TEXT NOT NULL,"

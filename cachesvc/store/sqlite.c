@@ -19,7 +19,7 @@
 
 enum {
     W_BEGIN, W_COMMIT, W_ROLLBACK, W_SEL_ITEM, W_SEL_KEY, W_SEL_BOUGHT, W_INS_ORDER,
-    W_UPS_PURCHASE, W_UPD_ITEM, W_INS_ITEM, W_INS_OUTBOX, W_DEL_OUTBOX, W_NSTMT
+    W_UPS_PURCHASE, W_REBUILD, W_UPD_ITEM, W_INS_ITEM, W_INS_OUTBOX, W_DEL_OUTBOX, W_NSTMT
 };
 static const char *const w_sql[W_NSTMT] = {
     [W_BEGIN] = "BEGIN IMMEDIATE",
@@ -34,6 +34,9 @@ static const char *const w_sql[W_NSTMT] = {
                     " stock_after, version_after) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     [W_UPS_PURCHASE] = "INSERT INTO purchases (sku, user_id, qty) VALUES (?1, ?2, ?3)"
                        " ON CONFLICT (sku, user_id) DO UPDATE SET qty = qty + excluded.qty",
+    [W_REBUILD] = "INSERT INTO purchases (sku, user_id, qty)"
+                  " SELECT sku, user_id, sum(qty) FROM orders WHERE sku = ?1 GROUP BY user_id"
+                  " ON CONFLICT (sku, user_id) DO UPDATE SET qty = excluded.qty",
     [W_UPD_ITEM] = "UPDATE items SET stock = ?2, version = ?3, per_user_limit = ?4,"
                    " sale_starts_at_ms = ?5, units_supplied = ?6, updated_at_ms = ?7"
                    " WHERE sku = ?1",
@@ -223,7 +226,7 @@ static int batch_writes(sq *q, const char *sku, store__op **ops, int n, const st
             goto out;
         op->order_id = sqlite3_last_insert_rowid(db);
     }
-    m = store__purchase_deltas(ops, n, users, qtys);
+    m = store__keep_purchases(s) ? store__purchase_deltas(ops, n, users, qtys) : 0;
     t = q->wst[W_UPS_PURCHASE];
     for (int j = 0; j < m; j++) {
         bind_text(t, 1, sku);
@@ -266,6 +269,11 @@ static intptr_t batch_blocking(void *arg)
         goto out;
     if ((rc = read_item(db, q->wst[W_SEL_ITEM], a->sku, &s0)) < 0)
         goto rollback;
+    if (store__needs_rebuild(&s0, a->ops, a->n)) {
+        sqlite3_bind_text(q->wst[W_REBUILD], 1, a->sku, -1, SQLITE_STATIC);
+        if ((rc = step_done(db, q->wst[W_REBUILD], "rebuild purchases")) < 0)
+            goto rollback;
+    }
     if ((rc = batch_reads(q, a->sku, a->ops, a->n)) < 0)
         goto rollback;
     a->r->state = s0;

@@ -227,6 +227,14 @@ static void lead_batch(store *st, store__batcher *b, store__op *self)
         if (ops[i] != self)
             rt_event_signal(ops[i]->ev);
     }
+    if (b->head == NULL) {
+        /* Nothing queued yet: give the callers just answered a scheduling
+         * turn to make their next requests, which then queue behind this
+         * lead instead of one of them starting a batch of one. */
+        pthread_mutex_unlock(&st->lock);
+        rt_yield();
+        pthread_mutex_lock(&st->lock);
+    }
     if (b->head != NULL) {
         b->head->lead = 1;
         rt_event_signal(b->head->ev);
@@ -276,6 +284,7 @@ static int submit(store *st, const char *sku, store__op *op, int64_t deadline)
     pthread_mutex_unlock(&st->lock);
 
     if (op->lead) {
+        rt_yield();   /* as below: callers just answered may join this batch */
         lead_batch(st, b, op);
         rt_event_free(op->ev);
         return 0;
@@ -292,6 +301,11 @@ static int submit(store *st, const char *sku, store__op *op, int64_t deadline)
         }
         if (op->lead) {
             pthread_mutex_unlock(&st->lock);
+            /* The previous leader just woke its batch's callers and then
+             * this op; let them run first so that the requests they make
+             * next join this batch instead of waiting a whole commit for
+             * the one after. A scheduling turn, not a timed wait. */
+            rt_yield();
             lead_batch(st, b, op);
             rc = 0;
             break;

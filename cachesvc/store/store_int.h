@@ -90,6 +90,15 @@ int store__purchase_deltas(store__op **ops, int n, const char **users, int64_t *
  * users[] has room for n. Returns the count. */
 int store__distinct_users(store__op **ops, int n, const char **users);
 
+/* purchases (each user's total per item) is kept only while the item has
+ * a per-user limit. store__needs_rebuild() is 1 when this batch switches a
+ * limit on for an existing item that had none: the backend must then
+ * rebuild the item's purchases from its orders before reading the buyers'
+ * totals. store__keep_purchases() says whether the batch writes its
+ * purchase deltas (the final state has a limit). */
+int store__needs_rebuild(const store__state *s0, store__op **ops, int n);
+int store__keep_purchases(const store__state *final);
+
 /* Copies the state of sku into *it. */
 void store__state_to_item(const store__state *s, const char *sku, store_item *it);
 

@@ -18,3 +18,15 @@ target_link_libraries(test_store_pg PRIVATE PkgConfig::SQLITE3 PkgConfig::LIBPQ
   PkgConfig::CMOCKA Threads::Threads)
 add_test(NAME store_integration_pg COMMAND test_store_pg)
 set_tests_properties(store_integration_pg PROPERTIES LABELS integration TIMEOUT 180)
+
+# On the real runtime: concurrency through the batcher (store.c included by
+# the test, so the store's other sources are compiled in, not the library).
+if(TARGET rt)
+  set(STORE_RT_SRC ${STORE_SRC}/decide.c ${STORE_SRC}/schema.c ${STORE_SRC}/sqlite.c
+    ${STORE_SRC}/pg.c)
+  add_executable(test_store_rt unit/test_store_rt.c ${STORE_RT_SRC})
+  target_link_libraries(test_store_rt PRIVATE rt PkgConfig::SQLITE3 PkgConfig::LIBPQ
+    PkgConfig::CMOCKA Threads::Threads)
+  add_test(NAME store_unit_concurrent COMMAND test_store_rt)
+  set_tests_properties(store_unit_concurrent PROPERTIES LABELS unit TIMEOUT 180)
+endif()

@@ -45,7 +45,7 @@ typedef struct tsm_model {
 } tsm_model;
 
 /* Fills o (a fresh op) from spec sp; strings point into sp. */
-static void tsm_op_from(store__op *o, tsm_spec *sp)
+static inline void tsm_op_from(store__op *o, tsm_spec *sp)
 {
     memset(o, 0, sizeof *o);
     o->kind = sp->kind;
@@ -56,7 +56,7 @@ static void tsm_op_from(store__op *o, tsm_spec *sp)
 }
 
 /* Resets real (for a backend run) from model op m: same inputs. */
-static void tsm_reset(store__op *real, const store__op *m)
+static inline void tsm_reset(store__op *real, const store__op *m)
 {
     memset(real, 0, sizeof *real);
     real->kind = m->kind;
@@ -69,7 +69,7 @@ static void tsm_reset(store__op *real, const store__op *m)
 /* Generates n requests: the first creates the item with initial_stock;
  * about 2% are puts (restock 0..40, limit one of 0,2,3,5); decrements
  * draw users from nusers, qty 1..3, and a key from nkeys half of the time. */
-static void tsm_generate(tsm_ops *o, int n, int nusers, int nkeys, int64_t initial_stock,
+static inline void tsm_generate(tsm_ops *o, int n, int nusers, int nkeys, int64_t initial_stock,
                          unsigned *seed)
 {
     static const int64_t limits[] = {0, 2, 3, 5};
@@ -98,13 +98,13 @@ static void tsm_generate(tsm_ops *o, int n, int nusers, int nkeys, int64_t initi
     }
 }
 
-static void tsm_free(tsm_ops *o)
+static inline void tsm_free(tsm_ops *o)
 {
     free(o->v);
     free(o->ops);
 }
 
-static void tsm_model_init(tsm_model *m)
+static inline void tsm_model_init(tsm_model *m)
 {
     memset(m, 0, sizeof *m);
     m->cap = 4096;
@@ -114,7 +114,7 @@ static void tsm_model_init(tsm_model *m)
     m->bought = calloc((size_t)m->cap, sizeof *m->bought);
 }
 
-static void tsm_model_free(tsm_model *m)
+static inline void tsm_model_free(tsm_model *m)
 {
     free(m->keys);
     free(m->key_order);
@@ -124,7 +124,7 @@ static void tsm_model_free(tsm_model *m)
 
 /* Decides op (index idx in arrival order) against the model. For a replay
  * the model's op->prior.order_id is the index of the original order. */
-static void tsm_model_apply(tsm_model *m, store__op *op, int64_t now_ms)
+static inline void tsm_model_apply(tsm_model *m, store__op *op, int64_t now_ms)
 {
     int ui = -1, ki = -1;
     int idx = (int)op->seq;
@@ -169,7 +169,7 @@ typedef struct tsm_real {
 } tsm_real;
 
 /* Asserts that the real answers equal the model's, request by request. */
-static void tsm_compare_real(const tsm_ops *o, const tsm_real *real)
+static inline void tsm_compare_real(const tsm_ops *o, const tsm_real *real)
 {
     for (int i = 0; i < o->n; i++) {
         const store__op *m = &o->ops[i];
@@ -187,7 +187,7 @@ static void tsm_compare_real(const tsm_ops *o, const tsm_real *real)
 
 /* For backend-level runs: compares the model with ops decided by the
  * backend (after store__finish). */
-static void tsm_compare(const tsm_model *m, const store__op *model_ops, const store__op *real,
+static inline void tsm_compare(const tsm_model *m, const store__op *model_ops, const store__op *real,
                         int n)
 {
     tsm_ops o = {.n = n, .ops = (store__op *)model_ops};
@@ -204,7 +204,7 @@ static void tsm_compare(const tsm_model *m, const store__op *model_ops, const st
 
 /* Runs ops[0..n-1] through the backend in batches of random size, the way
  * store.c does (store__finish after each successful batch). */
-static void tsm_run_batches(store *st, const char *sku, store__op *ops, int n, unsigned *seed,
+static inline void tsm_run_batches(store *st, const char *sku, store__op *ops, int n, unsigned *seed,
                             int max_batch)
 {
     store__op **p = malloc(sizeof *p * (size_t)max_batch);
@@ -227,7 +227,7 @@ static void tsm_run_batches(store *st, const char *sku, store__op *ops, int n, u
  * batches of 1-64 and checks it against the serial model, then the audit
  * invariants and the outbox (one row per changing batch, versions rising),
  * which it drains. */
-static void tsm_backend_model_test(store *st, const char *sku, int n, unsigned seed)
+static inline void tsm_backend_model_test(store *st, const char *sku, int n, unsigned seed)
 {
     tsm_ops ops;
     tsm_model model;
@@ -290,5 +290,137 @@ static void tsm_backend_model_test(store *st, const char *sku, int n, unsigned s
     tsm_free(&ops);
     tsm_model_free(&model);
 }
+
+
+#ifdef TSM_WITH_RUNTIME
+/* ---- the same model under concurrency, through the batcher ------------
+ * Needs the runtime and store.c's submit() (the test includes store.c).
+ * tsm_load_run() is called from a coroutine: C coroutines share the
+ * request list round-robin and run their share in order; every answer is
+ * recorded with its arrival position (seq). tsm_load_check() then runs on
+ * the main thread (cmocka asserts must not run on coroutine stacks): it
+ * sorts by arrival, decides the same requests serially in that order and
+ * compares. */
+
+typedef struct tsm_answer {
+    uint64_t seq;
+    int spec;          /* index into the generated requests */
+    int outcome;
+    int64_t order_id;
+} tsm_answer;
+
+typedef struct tsm_load {
+    store *st;
+    const char *sku;
+    tsm_ops ops;       /* generated; .ops reused for the model afterwards */
+    int coroutines;
+    tsm_answer *ans;
+    int bad_calls;     /* API calls that returned an error */
+    rt_wg *wg;
+    store_audit_result audit;
+    int audit_rc;
+} tsm_load;
+
+typedef struct tsm_worker {
+    tsm_load *l;
+    int id;
+} tsm_worker;
+
+static inline void tsm_worker_fn(void *arg)
+{
+    tsm_worker *w = arg;
+    tsm_load *l = w->l;
+    for (int i = w->id; i < l->ops.n; i += l->coroutines) {
+        tsm_spec *sp = &l->ops.v[i];
+        tsm_answer *a = &l->ans[i];
+        a->spec = i;
+        if (sp->kind == STORE__PUT) {
+            store__op op;
+            memset(&op, 0, sizeof op);
+            op.kind = STORE__PUT;
+            op.put = sp->put;
+            if (submit(l->st, l->sku, &op, RT_NO_DEADLINE) < 0 || op.err < 0)
+                __atomic_fetch_add(&l->bad_calls, 1, __ATOMIC_RELAXED);
+            a->seq = op.seq;
+            a->outcome = op.outcome;
+        } else {
+            store_decrement_result r;
+            if (store_decrement(l->st, l->sku, sp->user, sp->qty, sp->has_key ? sp->key : NULL,
+                                RT_NO_DEADLINE, &r) < 0)
+                __atomic_fetch_add(&l->bad_calls, 1, __ATOMIC_RELAXED);
+            a->seq = r.seq;
+            a->outcome = r.outcome;
+            a->order_id = r.order_id;
+        }
+    }
+    rt_wg_done(l->wg);
+}
+
+/* Runs the load (from a coroutine) and reads the audit afterwards. */
+static inline void tsm_load_run(tsm_load *l)
+{
+    tsm_worker *w = calloc((size_t)l->coroutines, sizeof *w);
+    l->ans = calloc((size_t)l->ops.n, sizeof *l->ans);
+    l->wg = rt_wg_new();
+    rt_wg_add(l->wg, l->coroutines);
+    for (int i = 0; i < l->coroutines; i++) {
+        w[i].l = l;
+        w[i].id = i;
+        if (rt_spawn(NULL, tsm_worker_fn, &w[i]) < 0) {
+            l->bad_calls++;
+            rt_wg_done(l->wg);
+        }
+    }
+    rt_wg_wait(l->wg, RT_NO_DEADLINE);
+    rt_wg_free(l->wg);
+    free(w);
+    l->audit_rc = store_audit(l->st, l->sku, 0, &l->audit);
+}
+
+static inline int tsm_cmp_seq(const void *a, const void *b)
+{
+    const tsm_answer *x = a, *y = b;
+    return (x->seq > y->seq) - (x->seq < y->seq);
+}
+
+/* On the main thread after the runtime stopped. */
+static inline void tsm_load_check(tsm_load *l)
+{
+    int n = l->ops.n;
+    tsm_ops arrival = {.n = n};
+    tsm_model model;
+    tsm_real *real = calloc((size_t)n, sizeof *real);
+
+    assert_int_equal(l->bad_calls, 0);
+    qsort(l->ans, (size_t)n, sizeof *l->ans, tsm_cmp_seq);
+    for (int i = 1; i < n; i++)
+        assert_true(l->ans[i - 1].seq < l->ans[i].seq);
+    arrival.v = calloc((size_t)n, sizeof *arrival.v);
+    arrival.ops = calloc((size_t)n, sizeof *arrival.ops);
+    for (int i = 0; i < n; i++) {
+        arrival.v[i] = l->ops.v[l->ans[i].spec];
+        tsm_op_from(&arrival.ops[i], &arrival.v[i]);
+        arrival.ops[i].seq = (uint64_t)i;
+        real[i].outcome = l->ans[i].outcome;
+        real[i].order_id = l->ans[i].order_id;
+    }
+    tsm_model_init(&model);
+    for (int i = 0; i < n; i++)
+        tsm_model_apply(&model, &arrival.ops[i], store__wall_ms());
+    tsm_compare_real(&arrival, real);
+
+    assert_int_equal(l->audit_rc, 0);
+    assert_int_equal(l->audit.item.stock, model.s.stock);
+    assert_int_equal(l->audit.units_sold, model.sold);
+    assert_int_equal(l->audit.orders, model.norders);
+    assert_int_equal(l->audit.item.units_supplied - l->audit.units_sold, l->audit.item.stock);
+    assert_int_equal(l->audit.duplicate_idempotency_keys, 0);
+    store_audit_free(&l->audit);
+    tsm_model_free(&model);
+    tsm_free(&arrival);
+    free(real);
+    free(l->ans);
+}
+#endif /* TSM_WITH_RUNTIME */
 
 #endif /* TEST_STORE_MODEL_H */
