@@ -156,8 +156,6 @@ static void test_decide_rules(void **state)
 
 /* ---- the SQLite backend against the serial model ------------------------ */
 
-static char tmpdir[256];
-
 static store *open_sqlite(const char *name)
 {
     char path[512];
@@ -165,7 +163,7 @@ static store *open_sqlite(const char *name)
     assert_non_null(st);
     st->cfg.timeout_ms = 5000;
     st->cfg.batch_max = 256;
-    snprintf(path, sizeof path, "%s/%s", tmpdir, name);
+    snprintf(path, sizeof path, "%s/%s", tsm_tmpdir, name);
     assert_int_equal(store__sqlite_open(st, path), 0);
     return st;
 }
@@ -196,21 +194,6 @@ static void test_sqlite_model(void **state)
     close_sqlite(st);
 }
 
-static int setup(void **state)
-{
-    (void)state;
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/test_store.XXXXXX");
-    return mkdtemp(tmpdir) == NULL ? -1 : 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -219,5 +202,5 @@ int main(void)
         cmocka_unit_test(test_sqlite_migrations),
         cmocka_unit_test(test_sqlite_model),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, tsm_tmpdir_setup, tsm_tmpdir_teardown);
 }

@@ -13,8 +13,10 @@
 #ifndef TEST_STORE_MODEL_H
 #define TEST_STORE_MODEL_H
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct tsm_spec {
     int kind;              /* STORE__DECR or STORE__PUT */
@@ -43,6 +45,24 @@ typedef struct tsm_model {
     int64_t norders;
     int cap;
 } tsm_model;
+
+/* A scratch directory per test executable, removed at the end. */
+static char tsm_tmpdir[256];
+
+static inline int tsm_tmpdir_setup(void **state)
+{
+    (void)state;
+    snprintf(tsm_tmpdir, sizeof tsm_tmpdir, "/tmp/test_store.XXXXXX");
+    return mkdtemp(tsm_tmpdir) == NULL ? -1 : 0;
+}
+
+static inline int tsm_tmpdir_teardown(void **state)
+{
+    (void)state;
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tsm_tmpdir);
+    return system(cmd) == 0 ? 0 : -1;
+}
 
 /* Fills o (a fresh op) from spec sp; strings point into sp. */
 static inline void tsm_op_from(store__op *o, tsm_spec *sp)

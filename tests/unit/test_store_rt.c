@@ -24,8 +24,6 @@
 #define TSM_WITH_RUNTIME 1
 #include "tests/unit/test_store_model.h"
 
-static char tmpdir[256];
-
 typedef struct hook_state {
     uint64_t calls;
     int64_t last_version;
@@ -103,7 +101,7 @@ static void test_sqlite_concurrent_model(void **state)
 {
     (void)state;
     char url[300];
-    snprintf(url, sizeof url, "sqlite:%s/model.db", tmpdir);
+    snprintf(url, sizeof url, "sqlite:%s/model.db", tsm_tmpdir);
     run_model(url, 4000, 64, 256, 4242);
 }
 
@@ -111,7 +109,7 @@ static void test_sqlite_concurrent_model_small_batches(void **state)
 {
     (void)state;
     char url[300];
-    snprintf(url, sizeof url, "sqlite:%s/model_small.db", tmpdir);
+    snprintf(url, sizeof url, "sqlite:%s/model_small.db", tsm_tmpdir);
     run_model(url, 2000, 32, 3, 99);
 }
 
@@ -169,7 +167,7 @@ static void test_sqlite_overloaded(void **state)
     char url[300];
     ctx c;
     memset(&c, 0, sizeof c);
-    snprintf(url, sizeof url, "sqlite:%s/ov.db", tmpdir);
+    snprintf(url, sizeof url, "sqlite:%s/ov.db", tsm_tmpdir);
     c.url = url;
     c.cfg.queue_max = 1;
     c.n = 200;
@@ -183,21 +181,6 @@ static void test_sqlite_overloaded(void **state)
     fprintf(stderr, "store: %d ok, %d overloaded with queue_max 1\n", c.ok, c.overloaded);
 }
 
-static int setup(void **state)
-{
-    (void)state;
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/test_store_rt.XXXXXX");
-    return mkdtemp(tmpdir) == NULL ? -1 : 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -205,5 +188,5 @@ int main(void)
         cmocka_unit_test(test_sqlite_concurrent_model_small_batches),
         cmocka_unit_test(test_sqlite_overloaded),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, tsm_tmpdir_setup, tsm_tmpdir_teardown);
 }
