@@ -120,6 +120,8 @@ struct http_server {
     _Atomic int nconns;
     _Atomic int draining;
     _Atomic uint64_t next_conn_id;
+    char overload[320];          /* the 503 answer at the connection cap */
+    size_t overload_len;
 };
 
 /* Copies cfg (with defaults filled) and svc into srv, without any runtime

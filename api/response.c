@@ -99,6 +99,10 @@ void http__reply(http_conn *c, int route, int status, const char *ctype,
         c->closing = 1;
         return;
     }
+    /* A stop that began while the handler ran: this is the last answer. */
+    if (!c->closing &&
+        atomic_load_explicit(&c->srv->draining, memory_order_relaxed))
+        c->closing = 1;
     char *o = c->out.data + c->out.len;
     if (status == 200) {
         o = CPY(o, "HTTP/1.1 200 OK\r\n");

@@ -10,6 +10,7 @@
  * its http_conn and frees it on its way out.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -137,11 +138,13 @@ static void conn_main(void *arg)
     rt_wg_done(srv->conns_wg);
 }
 
+#define OVERLOAD_BODY \
+    "{\"error\":\"unavailable\",\"detail\":\"too many connections; retry later\"}"
 static const char overload_503[] =
     "HTTP/1.1 503 Service Unavailable\r\nServer: cachesvc\r\n"
-    "Content-Type: application/json\r\nContent-Length: 72\r\n"
+    "Content-Type: application/json\r\nContent-Length: %zu\r\n"
     "X-Request-Id: overload\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
-    "{\"error\":\"unavailable\",\"detail\":\"too many connections; retry later\"}";
+    OVERLOAD_BODY;
 
 typedef struct acceptor_arg {
     http_server *srv;
@@ -173,7 +176,7 @@ static void acceptor_main(void *arg)
             srv->cfg.max_conns) {
             http__metrics_count(HTTP__C_rejected);
             /* Best effort: the socket buffer of a new connection is empty. */
-            ssize_t w = send(fd, overload_503, sizeof overload_503 - 1,
+            ssize_t w = send(fd, srv->overload, srv->overload_len,
                              MSG_DONTWAIT | MSG_NOSIGNAL);
             (void)w;
             rt_close(fd);
@@ -228,6 +231,8 @@ int http_server_start(const http_server_config *cfg,
         return rc;
     }
     atomic_store(&http__worker_id, rt_worker_id);
+    srv->overload_len = (size_t)snprintf(srv->overload, sizeof srv->overload,
+                                         overload_503, sizeof OVERLOAD_BODY - 1);
     /* Request ids are <connection>-<sequence> in hex; a random start makes
      * them unlikely to repeat across restarts and instances. */
     uint32_t seed = 0;

@@ -24,6 +24,14 @@ if(FUZZ)
   set_tests_properties(api_fuzz_http PROPERTIES LABELS fuzz TIMEOUT 180)
 endif()
 
+# The server on the runtime over loopback, ports 21400-21420.
+if(TARGET http AND NOT FUZZ)
+  add_executable(test_api_server unit/test_api_server.c)
+  target_link_libraries(test_api_server PRIVATE http PkgConfig::CMOCKA)
+  add_test(NAME api_unit_server COMMAND test_api_server)
+  set_tests_properties(api_unit_server PROPERTIES LABELS unit TIMEOUT 120)
+endif()
+
 # Integration: the server binary on 127.0.0.1, ports 21200-21210.
 if(TARGET http-memserver AND NOT FUZZ)
   add_executable(api_server_it integration/api_server.c)

@@ -83,4 +83,5 @@ fi
 kill -TERM "$pid"; wait "$pid"; rc=$?; pid=""
 [ "$rc" -eq 0 ] && echo "ok   SIGTERM exit 0" || { echo "FAIL exit status $rc"; fails=$((fails + 1)); }
 echo "$fails failed"
+[ "$fails" -eq 0 ] || { echo "--- server stderr"; head -60 "$tmp/err"; }
 [ "$fails" -eq 0 ]
