@@ -264,3 +264,52 @@ void inv_stats_get(const inv *iv, inv_stats *out)
     inv__hist_copy(&out->lateness, &m->lateness);
     inv__hist_copy(&out->bcast_lag, &m->bcast_lag);
 }
+
+/* ---------------------------------------------------------------------- */
+/* Fan-out helper for Redis sinks                                           */
+
+typedef struct fanout {
+    inv_del *items;
+    int n;
+    atomic_int next;
+    int (*one)(void *ctx, const char *sku, int64_t version);
+    void *ctx;
+    rt_wg *wg;
+} fanout;
+
+static void fanout_worker(void *arg)
+{
+    fanout *f = arg;
+    for (;;) {
+        int i = atomic_fetch_add(&f->next, 1);
+        if (i >= f->n)
+            break;
+        int rc = f->one(f->ctx, f->items[i].sku, f->items[i].version);
+        f->items[i].result = rc < 0 ? rc : 0;
+    }
+    rt_wg_done(f->wg);
+}
+
+int inv_del_fanout(inv_del *items, int n, int width,
+                   int (*one)(void *ctx, const char *sku, int64_t version),
+                   void *ctx)
+{
+    if (n <= 0)
+        return 0;
+    if (width < 1)
+        width = 1;
+    if (width > n)
+        width = n;
+    fanout f = {.items = items, .n = n, .one = one, .ctx = ctx};
+    atomic_init(&f.next, 0);
+    if ((f.wg = rt_wg_new()) == NULL)
+        return -ENOMEM;
+    rt_wg_add(f.wg, width);
+    for (int i = 1; i < width; i++)
+        if (rt_spawn(NULL, fanout_worker, &f) < 0)
+            rt_wg_done(f.wg);      /* the others take its share */
+    fanout_worker(&f);
+    rt_wg_wait(f.wg, RT_NO_DEADLINE);
+    rt_wg_free(f.wg);
+    return 0;
+}

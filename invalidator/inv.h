@@ -93,6 +93,16 @@ typedef struct inv_redis_sink {
     void *ctx;
 } inv_redis_sink;
 
+/* A building block for Redis sinks whose client carries one request per
+ * call and pipelines across coroutines (the cluster client does): runs
+ * one(ctx, sku, version) for every item on up to width coroutines at once
+ * (the caller's included) and sets items[i].result to 0, or to one's
+ * return value when negative. Call from a coroutine. Returns 0, or -ENOMEM
+ * (then no item was attempted). */
+int inv_del_fanout(inv_del *items, int n, int width,
+                   int (*one)(void *ctx, const char *sku, int64_t version),
+                   void *ctx);
+
 /* The local cache: evict sku, leaving version as the floor below which no
  * copy may be installed again. Must not park for long. */
 typedef struct inv_local_sink {

@@ -24,3 +24,10 @@ if(TARGET inv)
       TIMEOUT 120 RESOURCE_LOCK redis_24100)
   endforeach()
 endif()
+
+# The benchmark driver (scripts/bench.d/invalidator): needs the cluster client.
+if(TARGET inv AND TARGET rc)
+  add_executable(invalidator_bench
+    ${CMAKE_SOURCE_DIR}/tests/integration/invalidator_bench.c)
+  target_link_libraries(invalidator_bench PRIVATE inv_test_support rc)
+endif()

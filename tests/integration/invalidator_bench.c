@@ -1,0 +1,254 @@
+/*
+ * invalidator_bench.c: the invalidator's benchmark driver (run by
+ * scripts/bench.d/invalidator).
+ *
+ * A load generator commits `rate` outbox rows per second for `seconds`
+ * (one sku in five among 10 hot items, the rest among 10,000), the relay
+ * publishes them through librdkafka's in-process mock cluster, the delay
+ * consumer holds each until due (delay_ms) and deletes the Redis Cluster
+ * copy through the cluster client (rc), the broadcast consumer evicts a
+ * no-op local cache. Prints name=value lines:
+ *   events_per_s            events applied per second of the run
+ *   lag_p50_ms, lag_p99_ms  committed -> Redis delete applied
+ *   lag_over_delay_p99_ms   due -> applied (the target is <= 50)
+ *   coalesced               events merged into a pending one of their sku
+ * and the anchor measured in the same run: the same Redis deletes issued
+ * directly (no Kafka, no delay queue) in batches of 128:
+ *   anchor_redis_batch_p99_ms, anchor_redis_del_per_s
+ *
+ * Usage: invalidator_bench --seeds H:P[,H:P] [--rate N] [--seconds N]
+ *                          [--delay-ms N] [--workers N]
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cachesvc/redis/rc.h"
+#include "invalidator/inv_int.h"
+#include "runtime/rt.h"
+#include "tests/integration/invalidator_support.h"
+
+#define HOT 10
+#define COLD 10000
+
+typedef struct bench {
+    const char *seeds;
+    int rate, seconds, delay_ms, workers;
+    rc_cluster *rc;
+    its_outbox *ob;
+    inv *iv;
+    int64_t versions[HOT + COLD];
+    int rc_status;
+} bench;
+
+static int del_one(void *ctx, const char *sku, int64_t version)
+{
+    bench *b = ctx;
+    char key[INV_SKU_MAX + 16];
+    int kl = rc_item_key(key, sizeof(key), sku, strlen(sku));
+    int rc = rc_delete_if_not_newer(b->rc, key, (size_t)kl, (uint64_t)version,
+                                    rt_deadline_ms(2000));
+    return rc < 0 ? rc : 0;
+}
+
+static int redis_del(void *ctx, inv_del *items, int n)
+{
+    return inv_del_fanout(items, n, 16, del_one, ctx);
+}
+
+static void no_evict(void *ctx, const char *sku, int64_t version)
+{
+    (void)ctx;
+    (void)sku;
+    (void)version;
+}
+
+static void sku_name(char *buf, size_t cap, int i)
+{
+    if (i < HOT)
+        snprintf(buf, cap, "hot-%d", i);
+    else
+        snprintf(buf, cap, "item-%d", i - HOT);
+}
+
+static int pick_sku(uint64_t *seed)
+{
+    *seed = *seed * 6364136223846793005ULL + 1442695040888963407ULL;
+    uint32_t r = (uint32_t)(*seed >> 33);
+    if (r % 5 == 0)
+        return (int)((r / 5) % HOT);
+    return HOT + (int)((r / 5) % COLD);
+}
+
+/* The anchor: version-guarded deletes straight to Redis, 128 at a time. */
+static void anchor(bench *b, int64_t *p99_ms, double *per_s)
+{
+    enum { BATCH = 128, ROUNDS = 400 };
+    inv_del items[BATCH];
+    char skus[BATCH][32];
+    inv_hist *h = calloc(1, sizeof(*h));
+    int64_t t0 = rt_now_ns();
+    uint64_t seed = 42;
+    for (int r = 0; r < ROUNDS; r++) {
+        for (int i = 0; i < BATCH; i++) {
+            sku_name(skus[i], sizeof(skus[i]), pick_sku(&seed));
+            items[i] = (inv_del){skus[i], 0, 0};
+        }
+        int64_t s = rt_now_ns();
+        redis_del(b, items, BATCH);
+        int64_t us = (rt_now_ns() - s) / 1000;
+        /* Microsecond resolution: the histogram's "ms" unit holds us. */
+        inv__hist_add(h, us);
+    }
+    double secs = (double)(rt_now_ns() - t0) / 1e9;
+    *per_s = (double)BATCH * ROUNDS / secs;
+    *p99_ms = inv_hist_quantile(h, 0.99);   /* microseconds */
+    free(h);
+}
+
+static bool drained(void *arg)
+{
+    bench *b = arg;
+    inv_stats *st = malloc(sizeof(*st));
+    inv_stats_get(b->iv, st);
+    bool done = its_outbox_depth(b->ob) == 0 && st->pending == 0 &&
+                st->relay_inflight == 0;
+    free(st);
+    return done;
+}
+
+static bool ready(void *arg)
+{
+    return inv_ready(arg);
+}
+
+static void run(void *arg)
+{
+    bench *b = arg;
+    b->rc_status = 1;
+    rc_config rcc = {.seeds = b->seeds, .command_timeout_ms = 2000};
+    b->rc = rc_new(&rcc);
+    if (b->rc == NULL || rc_connect(b->rc, rt_deadline_ms(10000)) < 0) {
+        fprintf(stderr, "invalidator_bench: cannot reach redis %s\n", b->seeds);
+        goto out;
+    }
+    /* Every item is cached at version 0 to begin with. */
+    char sku[32], key[64];
+    for (int i = 0; i < HOT + COLD; i++) {
+        sku_name(sku, sizeof(sku), i);
+        int kl = rc_item_key(key, sizeof(key), sku, strlen(sku));
+        rc_fill_if_newer(b->rc, key, (size_t)kl, 0, "x", 1, 0,
+                         rt_deadline_ms(2000));
+    }
+    int64_t anchor_p99_us = 0;
+    double anchor_per_s = 0;
+    anchor(b, &anchor_p99_us, &anchor_per_s);
+
+    b->ob = its_outbox_new();
+    inv_config ic = {
+        .brokers = "embedded",
+        .topic = "bench-invalidations",
+        .delay_group = "bench-delay",
+        .instance_id = "bench",
+        .delay_ms = b->delay_ms > 0 ? b->delay_ms : -1,
+        .pending_cap = 1000000,
+        .relay_inflight_max = 100000,
+    };
+    inv_source src = its_outbox_source(b->ob);
+    inv_redis_sink rs = {redis_del, b};
+    inv_local_sink ls = {no_evict, NULL};
+    if (inv_new(&ic, &src, &rs, &ls, &b->iv) < 0 || inv_start(b->iv) < 0) {
+        fprintf(stderr, "invalidator_bench: cannot start the invalidator\n");
+        goto out;
+    }
+    if (!its_wait_until(ready, b->iv, 30000)) {
+        fprintf(stderr, "invalidator_bench: consumers not ready\n");
+        goto out;
+    }
+
+    /* Generate: every millisecond, the rows due by then. */
+    uint64_t seed = 7;
+    int64_t total = (int64_t)b->rate * b->seconds;
+    int64_t t0 = rt_now_ns(), made = 0;
+    while (made < total) {
+        int64_t due = (rt_now_ns() - t0) * b->rate / 1000000000;
+        if (due > total)
+            due = total;
+        for (; made < due; made++) {
+            int i = pick_sku(&seed);
+            sku_name(sku, sizeof(sku), i);
+            its_outbox_add(b->ob, sku, ++b->versions[i], -1);
+        }
+        inv_notify(b->iv);
+        rt_sleep(1);
+    }
+    int64_t gen_ns = rt_now_ns() - t0;
+    bool ok = its_wait_until(drained, b, 60000);
+    int64_t all_ns = rt_now_ns() - t0;
+
+    inv_stats *st = malloc(sizeof(*st));
+    inv_stats_get(b->iv, st);
+    printf("target_events_per_s=%d\n", b->rate);
+    printf("delay_ms=%d\n", b->delay_ms);
+    printf("events=%" PRId64 "\n", total);
+    printf("generated_per_s=%.0f\n", (double)total * 1e9 / (double)gen_ns);
+    printf("events_per_s=%.0f\n", (double)st->applied * 1e9 / (double)all_ns);
+    printf("lag_p50_ms=%" PRId64 "\n", inv_hist_quantile(&st->lag, 0.5));
+    printf("lag_p99_ms=%" PRId64 "\n", inv_hist_quantile(&st->lag, 0.99));
+    printf("lag_over_delay_p50_ms=%" PRId64 "\n",
+           inv_hist_quantile(&st->lateness, 0.5));
+    printf("lag_over_delay_p99_ms=%" PRId64 "\n",
+           inv_hist_quantile(&st->lateness, 0.99));
+    printf("lag_over_delay_max_ms=%" PRId64 "\n",
+           inv_hist_quantile(&st->lateness, 1.0));
+    printf("coalesced=%llu\n", (unsigned long long)st->coalesced);
+    printf("applied=%llu\n", (unsigned long long)st->applied);
+    printf("redis_errors=%llu\n", (unsigned long long)st->errors);
+    printf("broadcast_lag_p99_ms=%" PRId64 "\n",
+           inv_hist_quantile(&st->bcast_lag, 0.99));
+    printf("anchor_redis_batch_p99_ms=%.2f\n", (double)anchor_p99_us / 1000.0);
+    printf("anchor_redis_del_per_s=%.0f\n", anchor_per_s);
+    printf("ratio_events_per_s_over_anchor=%.3f\n",
+           (double)st->applied * 1e9 / (double)all_ns / anchor_per_s);
+    printf("drained=%d\n", ok ? 1 : 0);
+    fflush(stdout);
+    free(st);
+    b->rc_status = ok ? 0 : 1;
+out:
+    if (b->iv != NULL) {
+        inv_stop(b->iv, 2000);
+        inv_free(b->iv);
+    }
+    its_outbox_free(b->ob);
+    if (b->rc != NULL)
+        rc_free(b->rc);
+}
+
+int main(int argc, char **argv)
+{
+    static bench b = {.rate = 20000, .seconds = 30, .delay_ms = 200};
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (strcmp(argv[i], "--seeds") == 0)
+            b.seeds = argv[i + 1];
+        else if (strcmp(argv[i], "--rate") == 0)
+            b.rate = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--seconds") == 0)
+            b.seconds = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--delay-ms") == 0)
+            b.delay_ms = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--workers") == 0)
+            b.workers = atoi(argv[i + 1]);
+    }
+    if (b.seeds == NULL || b.rate <= 0 || b.seconds <= 0) {
+        fprintf(stderr, "usage: %s --seeds H:P[,H:P] [--rate N] [--seconds N] "
+                        "[--delay-ms N] [--workers N]\n", argv[0]);
+        return 2;
+    }
+    rt_config cfg = {.workers = b.workers};
+    if (rt_main(&cfg, run, &b) < 0)
+        return 1;
+    return b.rc_status;
+}
