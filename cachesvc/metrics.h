@@ -62,9 +62,9 @@ extern "C" {
 
 /* id, family name, labels, bucket kind, help */
 #define SVC_HISTOGRAMS(X)                                                                       \
-    X(READ_LOCAL_S, "cachesvc_read_seconds", "tier=\"local\"", SVC_HIST_SECONDS,                \
-      "Item read latency by the tier that answered.")                                           \
-    X(READ_REDIS_S, "cachesvc_read_seconds", "tier=\"redis\"", SVC_HIST_SECONDS, "")            \
+    X(READ_REDIS_S, "cachesvc_read_seconds", "tier=\"redis\"", SVC_HIST_SECONDS,                \
+      "Latency of item reads that missed the local cache, by the tier that answered "          \
+      "(local hits are timed by the HTTP server's per-route histograms).")                     \
     X(READ_DB_S, "cachesvc_read_seconds", "tier=\"db\"", SVC_HIST_SECONDS, "")                  \
     X(DECR_S, "cachesvc_decrement_seconds", "", SVC_HIST_SECONDS,                               \
       "Decrement latency, enqueue to answer (batch commit included).")                          \

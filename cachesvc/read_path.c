@@ -309,14 +309,13 @@ int svc_get_item(void *ctx, const char *sku, http_item *out, http_tier *tier)
 {
     svc *s = ctx;
     svc_entry e;
-    int64_t t0 = rt_now_ns();
     if (svc__local_get(s, sku, &e)) {
         to_http(sku, &e, out);
         *tier = HTTP_TIER_LOCAL;
         svc_metric_inc(SVC_C_READ_LOCAL);
-        svc_hist_observe(SVC_H_READ_LOCAL_S, (uint64_t)(rt_now_ns() - t0));
         return 0;
     }
+    int64_t t0 = rt_now_ns();
     int r = svc__read_item(s, sku, &e, tier);
     if (r == HTTP_E_NOT_FOUND) {
         svc_metric_inc(SVC_C_READ_NOT_FOUND);

@@ -166,18 +166,18 @@ static void test_metrics_render(void **state)
     svc_metric_inc(SVC_C_READ_LOCAL);
     svc_metric_add(SVC_C_DECR_OK, 41);
     svc_metric_inc(SVC_C_DECR_OK);
-    svc_hist_observe(SVC_H_READ_LOCAL_S, 30000);     /* 30 us */
-    svc_hist_observe(SVC_H_READ_LOCAL_S, 2000000);   /* 2 ms */
+    svc_hist_observe(SVC_H_READ_DB_S, 30000);     /* 30 us */
+    svc_hist_observe(SVC_H_READ_DB_S, 2000000);   /* 2 ms */
     assert_int_equal(svc_metric_get(SVC_C_DECR_OK), 42);
-    assert_int_equal(svc_hist_count(SVC_H_READ_LOCAL_S), 2);
+    assert_int_equal(svc_hist_count(SVC_H_READ_DB_S), 2);
     svc_buf b = {0};
     svc_metrics_render(&b);
     assert_false(b.oom);
     assert_non_null(strstr(b.p, "cachesvc_decrements_total{outcome=\"ok\"} 42\n"));
     assert_non_null(strstr(b.p, "cachesvc_reads_total{tier=\"local\"} 1\n"));
-    assert_non_null(strstr(b.p, "cachesvc_read_seconds_bucket{tier=\"local\",le=\"5e-05\"} 1\n"));
-    assert_non_null(strstr(b.p, "cachesvc_read_seconds_bucket{tier=\"local\",le=\"+Inf\"} 2\n"));
-    assert_non_null(strstr(b.p, "cachesvc_read_seconds_count{tier=\"local\"} 2\n"));
+    assert_non_null(strstr(b.p, "cachesvc_read_seconds_bucket{tier=\"db\",le=\"5e-05\"} 1\n"));
+    assert_non_null(strstr(b.p, "cachesvc_read_seconds_bucket{tier=\"db\",le=\"+Inf\"} 2\n"));
+    assert_non_null(strstr(b.p, "cachesvc_read_seconds_count{tier=\"db\"} 2\n"));
     /* One HELP per family. */
     const char *p = b.p;
     int helps = 0;
