@@ -233,7 +233,7 @@ int lc_get(lc_cache *c, const void *key, size_t klen, void *buf, size_t cap, siz
     uint64_t h = lc__hash(kw, nkw, klen);
     lc_shard *sh = lc__shard(c, h);
 
-    for (unsigned attempt = 0;; attempt++) {
+    for (unsigned attempt = c->locked_reads ? LC_READ_SPINS : 0;; attempt++) {
         if (attempt >= LC_READ_SPINS) {
             pthread_mutex_lock(&sh->mu);
             rc = read_pass(c, sh, h, kw, nkw, klen, buf, cap, &rd);

@@ -204,6 +204,7 @@ struct lc_cache {
     void *clock_ctx;
     size_t mem_bytes, capacity;
     lc_stripe *stripes;        /* LC_STRIPES */
+    bool locked_reads;         /* benchmark knob: lc_get takes the mutex */
     void *mem;                 /* the one allocation holding every ring */
 };
 

@@ -292,6 +292,13 @@ int main(int argc, char **argv)
     }
     for (unsigned r = 0; r < runs; r++)
         mixed[r] = run_workers(W_MIXED, nthreads, c, NULL, traces, &hr, &mixed_c[r]);
+    /* The alternative to optimistic reads: every lc_get under the shard
+     * mutex (the reader's fallback path), same threads and trace. */
+    double locked[99], locked_c[99];
+    c->locked_reads = true;
+    for (unsigned r = 0; r < runs; r++)
+        locked[r] = run_workers(W_GET, nthreads, c, NULL, traces, NULL, &locked_c[r]);
+    c->locked_reads = false;
     double g = median(get, runs), rw = median(raw_v, runs), m = median(mixed, runs);
     double gc = median(get_c, runs), rc_ = median(raw_c, runs), mc = median(mixed_c, runs);
     printf("threads=%u\n", nthreads);
@@ -306,6 +313,9 @@ int main(int argc, char **argv)
     printf("get_mops_per_thread_cpu=%.2f\n", gc);
     printf("raw_lookup_mops_cpu=%.2f\n", rc_);
     printf("get_ratio_cpu=%.3f (per CPU-second of each thread, target >= 0.5)\n", gc / rc_);
+    printf("locked_get_mops=%.2f (lc_get under the shard mutex instead of the seqlock)\n",
+           median(locked, runs));
+    printf("locked_get_mops_per_thread_cpu=%.2f\n", median(locked_c, runs));
     printf("mixed_mops=%.2f\n", m);
     printf("mixed_mops_per_thread=%.2f\n", m / nthreads);
     printf("mixed_mops_per_thread_cpu=%.2f\n", mc);
