@@ -3,6 +3,7 @@
 #   - a clean sale passes verification; JSON summary and plot are written;
 #   - each deliberately wrong audit makes it fail (exit 1);
 #   - unknown outcomes are retried with the same idempotency key and pass;
+#   - a sale that opens later answers 425 first, then sells;
 #   - an open-loop sweep of the invalidation delay counts stale reads where
 #     the fake serves stale data, and none where it does not;
 #   - bad usage and an unreachable target exit 2.
@@ -75,6 +76,16 @@ rc=$?
 [ $rc -eq 0 ] || { cat "$dir/unknown.out"; fail "unknown outcomes: exit $rc"; }
 grep -Eq '"retries":[[:space:]]*[1-9]' "$dir/u.json" || fail "unknown outcomes: no retries"
 grep -q '"200 replayed"' "$dir/u.json" || fail "unknown outcomes: no replayed answers"
+
+# 3b. A sale that opens 400 ms after seeding: early buys get 425, later ones sell.
+start_fake 26125
+"$FS" --targets http://127.0.0.1:26125 --admin-token tok --stock 1000 --users 1000 \
+  --sale-start 400 --rate 400 --duration 1 --read-ratio 0 --connections 4 --workers 2 \
+  --quiet --json "$dir/start.json" >"$dir/start.out" 2>&1
+rc=$?
+[ $rc -eq 0 ] || { cat "$dir/start.out"; fail "sale start: exit $rc"; }
+grep -Eq '"425 sale_not_started":[[:space:]]*[1-9]' "$dir/start.json" || fail "sale start: no 425 answers"
+grep -Eq '"200":[[:space:]]*[1-9]' "$dir/start.json" || fail "sale start: nothing sold after the start"
 
 # 4. Open-loop sweep: delay 0 is never stale, 300 ms is stale within 1 s.
 start_fake 26130

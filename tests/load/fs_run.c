@@ -538,9 +538,23 @@ static intptr_t plot_blocking(void *arg)
     return fs_report_plot(j->o->plot_path, j->o, j->rs, j->n);
 }
 
+/* The invalidation delay target 0 runs with now, or -1 if unknown. */
+static int64_t current_delay(const fs_opts *o)
+{
+    int64_t d = -1;
+    fs_http_resp resp;
+    fs_conn *c = fs_conn_new(&o->targets[0]);
+    if (c && admin_call(c, o, "GET", "/admin/config", NULL, &resp) == 200 &&
+        fs_json_int(resp.body, resp.body_len, "invalidation_delay_ms", &d) < 0)
+        d = -1;
+    fs_conn_free(c);
+    return d;
+}
+
 int fs_run_all(fs_opts *o)
 {
     int rounds = o->nsweep > 0 ? o->nsweep : 1, done = 0, status = 0;
+    int64_t saved_delay = o->nsweep > 0 ? current_delay(o) : -1;
     fs_result **rs = calloc((size_t)rounds, sizeof(*rs));
     char run_id[32];
     snprintf(run_id, sizeof(run_id), "%llx%x", (unsigned long long)wall_ms(),
@@ -579,6 +593,9 @@ int fs_run_all(fs_opts *o)
     }
     if (o->nsweep > 0 && done > 0)
         fs_report_sweep(stdout, o, rs, done);
+    if (saved_delay >= 0 && set_delay(o, saved_delay) == 0)
+        fprintf(stderr, "flashsale: invalidation_delay_ms restored to %lld\n",
+                (long long)saved_delay);
     if (o->kv && done > 0)
         fs_report_kv(stdout, o, rs, done);
     if (o->json_path[0] && done > 0) {
