@@ -76,6 +76,15 @@ rc=$?
 [ $rc -eq 0 ] || { cat "$dir/unknown.out"; fail "unknown outcomes: exit $rc"; }
 grep -Eq '"retries":[[:space:]]*[1-9]' "$dir/u.json" || fail "unknown outcomes: no retries"
 grep -q '"200 replayed"' "$dir/u.json" || fail "unknown outcomes: no replayed answers"
+# Without keys nothing is retried: the applied-but-unknown buys stay in doubt
+# and explain the units sold that nobody acknowledged.
+"$FS" --targets http://127.0.0.1:26120 --admin-token tok --stock 300 --users 1000 \
+  --requests 1000 --connections 8 --workers 2 --read-ratio 0.2 --no-idempotency-keys \
+  --quiet --kv --json "$dir/nk.json" >"$dir/nokeys.out" 2>&1
+rc=$?
+[ $rc -eq 0 ] || { cat "$dir/nokeys.out"; fail "no keys: exit $rc"; }
+grep -Eq '"retries":[[:space:]]*0' "$dir/nk.json" || fail "no keys: a buy was retried"
+grep -Eq '"503 outcome_unknown":[[:space:]]*[1-9]' "$dir/nk.json" || fail "no keys: no unknown outcomes"
 
 # 3b. A sale that opens 400 ms after seeding: early buys get 425, later ones sell.
 start_fake 26125

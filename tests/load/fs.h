@@ -227,6 +227,7 @@ typedef struct fs_opts {
     uint64_t seed;
     int no_seed;               /* items exist already: skip the PUTs */
     int no_verify;
+    int no_keys;               /* buys without Idempotency-Key (never retried) */
     int quiet;                 /* no progress line */
     int kv;                    /* name=value summary on stdout */
 } fs_opts;

@@ -38,6 +38,8 @@ static const char usage[] =
     "  --timeout MS              per request (default 5000)\n"
     "  --retries N               retries of a buy with the same idempotency key\n"
     "                            after an unknown outcome (default 3)\n"
+    "  --no-idempotency-keys     buys carry no Idempotency-Key (and are never\n"
+    "                            retried: an unknown outcome stays in doubt)\n"
     "  --seed N                  random seed (default 1)\n"
     "  --workers N               runtime worker threads (default: CPUs)\n"
     "Staleness and tuning\n"
@@ -57,7 +59,7 @@ enum {
     O_TARGETS = 256, O_ADMIN, O_SKUS, O_PREFIX, O_STOCK, O_LIMIT, O_START, O_NOSEED,
     O_USERS, O_SKEW, O_READ, O_QTY, O_CONNS, O_REQS, O_DUR, O_RATE, O_TIMEOUT,
     O_RETRIES, O_SEED, O_WORKERS, O_WINDOWS, O_SWEEP, O_SETTLE, O_JSON, O_PLOT,
-    O_KV, O_QUIET, O_NOVERIFY, O_HELP,
+    O_KV, O_QUIET, O_NOVERIFY, O_NOKEYS, O_HELP,
 };
 
 static const struct option longopts[] = {
@@ -89,6 +91,7 @@ static const struct option longopts[] = {
     {"kv", no_argument, NULL, O_KV},
     {"quiet", no_argument, NULL, O_QUIET},
     {"no-verify", no_argument, NULL, O_NOVERIFY},
+    {"no-idempotency-keys", no_argument, NULL, O_NOKEYS},
     {"help", no_argument, NULL, O_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -440,6 +443,9 @@ int fs_opts_parse(fs_opts *o, int argc, char **argv, FILE *out, FILE *err)
             break;
         case O_NOVERIFY:
             o->no_verify = 1;
+            break;
+        case O_NOKEYS:
+            o->no_keys = 1;
             break;
         case O_HELP:
             fputs(usage, out);

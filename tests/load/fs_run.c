@@ -196,8 +196,11 @@ static void do_buy(run *rn, fs_conn *c, int conn_idx, int64_t k, int item, int32
     snprintf(path, sizeof(path), "/v1/items/%s/decrement", o->skus[item]);
     int bl = snprintf(body, sizeof(body), "{\"user_id\":\"u%d\",\"qty\":%lld}", user,
                       (long long)o->qty);
-    snprintf(hdr, sizeof(hdr), "Idempotency-Key: %s-%d-%d-%lld\r\n", rn->run_id, rn->round,
-             conn_idx, (long long)k);
+    if (o->no_keys)
+        hdr[0] = '\0';
+    else
+        snprintf(hdr, sizeof(hdr), "Idempotency-Key: %s-%d-%d-%lld\r\n", rn->run_id,
+                 rn->round, conn_idx, (long long)k);
     fs_outcome oc = FS_O_CONN_ERROR;
     int64_t recv = 0, sold = 0;
     for (int attempt = 0;; attempt++) {
@@ -237,7 +240,8 @@ static void do_buy(run *rn, fs_conn *c, int conn_idx, int64_t k, int item, int32
         }
         if (!in_doubt)
             break;
-        if (attempt >= o->retries || atomic_load(&fs_interrupted)) {
+        /* Without a key a retry could apply the buy twice: never retry. */
+        if (attempt >= o->retries || o->no_keys || atomic_load(&fs_interrupted)) {
             atomic_fetch_add(&rn->acks[item].unknown_units, o->qty);
             break;
         }

@@ -447,8 +447,10 @@ static void opts_defaults_and_flags(void **state)
                           "--skus", "3", "--stock", "500", "--per-user-limit", "2",
                           "--users", "1000", "--read-ratio", "0.9", "--connections", "8",
                           "--duration", "2.5", "--rate", "1000", "--stale-windows", "0,50,1000",
-                          "--sweep-delay", "0,200,50", "--admin-token", "tok", "--kv"};
-    assert_int_equal(parse(&o, args, 25), 0);
+                          "--sweep-delay", "0,200,50", "--admin-token", "tok", "--kv",
+                          "--no-idempotency-keys"};
+    assert_int_equal(parse(&o, args, 26), 0);
+    assert_true(o.no_keys);
     assert_int_equal(o.ntargets, 2);
     assert_string_equal(o.targets[1].host, "127.0.0.1");
     assert_int_equal(o.targets[1].port, 26002);
