@@ -17,15 +17,15 @@
 /* test compares it with api/openapi.yaml.                                  */
 
 #define HTTP__ROUTES(X)                                                      \
-    X(GET_ITEM, "GET", "/v1/items/{sku}", 0)                                 \
-    X(PUT_ITEM, "PUT", "/v1/items/{sku}", 1)                                 \
-    X(DECREMENT, "POST", "/v1/items/{sku}/decrement", 0)                     \
-    X(AUDIT, "GET", "/admin/items/{sku}/audit", 1)                           \
-    X(GET_CONFIG, "GET", "/admin/config", 1)                                 \
-    X(PUT_CONFIG, "PUT", "/admin/config", 1)                                 \
-    X(METRICS, "GET", "/metrics", 0)                                         \
-    X(HEALTHZ, "GET", "/healthz", 0)                                         \
-    X(READYZ, "GET", "/readyz", 0)
+    X(GET_ITEM, GET, "/v1/items/{sku}", 0)                                   \
+    X(PUT_ITEM, PUT, "/v1/items/{sku}", 1)                                   \
+    X(DECREMENT, POST, "/v1/items/{sku}/decrement", 0)                       \
+    X(AUDIT, GET, "/admin/items/{sku}/audit", 1)                             \
+    X(GET_CONFIG, GET, "/admin/config", 1)                                   \
+    X(PUT_CONFIG, PUT, "/admin/config", 1)                                   \
+    X(METRICS, GET, "/metrics", 0)                                           \
+    X(HEALTHZ, GET, "/healthz", 0)                                           \
+    X(READYZ, GET, "/readyz", 0)
 
 enum {
 #define X(id, m, p, admin) HTTP__R_##id,
@@ -37,6 +37,7 @@ enum {
 
 typedef struct http__route {
     const char *method;   /* GET routes also answer HEAD */
+    int method_id;        /* the same as http-parser's enum http_method */
     const char *pattern;  /* segments; {name} captures one segment */
     int admin;
 } http__route;

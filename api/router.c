@@ -9,7 +9,7 @@
 #include "api/http_int.h"
 
 const http__route http__routes[HTTP__R_NONE] = {
-#define X(id, m, p, admin) [HTTP__R_##id] = {m, p, admin},
+#define X(id, m, p, admin) [HTTP__R_##id] = {#m, HTTP_##m, p, admin},
     HTTP__ROUTES(X)
 #undef X
 };
@@ -48,10 +48,8 @@ static int match_pattern(const char *pat, const char *path, size_t len,
 
 static int method_ok(const http__route *r, int method)
 {
-    const char *ms = http_method_str((enum http_method)method);
-    if (strcmp(r->method, ms) == 0)
-        return 1;
-    return method == HTTP_HEAD && strcmp(r->method, "GET") == 0;
+    return r->method_id == method ||
+           (method == HTTP_HEAD && r->method_id == HTTP_GET);
 }
 
 void http__route_match(int method, const char *path, size_t len,
@@ -65,6 +63,9 @@ void http__route_match(int method, const char *path, size_t len,
     for (int i = 0; i < HTTP__R_NONE; i++) {
         const http__route *r = &http__routes[i];
         http__match tmp;
+        /* Cheap reject on the first byte after the slash. */
+        if (r->pattern[1] != '{' && (len < 2 || r->pattern[1] != path[1]))
+            continue;
         if (!match_pattern(r->pattern, path, len, &tmp))
             continue;
         if (method_ok(r, method)) {
@@ -78,7 +79,7 @@ void http__route_match(int method, const char *path, size_t len,
         /* Remember the methods this path answers, for Allow. */
         size_t al = strlen(m->allow);
         const char *add = r->method;
-        int with_head = strcmp(add, "GET") == 0;
+        int with_head = r->method_id == HTTP_GET;
         size_t need = strlen(add) + (with_head ? 6 : 0) + 2;
         if (al + need < sizeof m->allow) {
             if (al)

@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -182,6 +184,9 @@ static void acceptor_main(void *arg)
             rt_close(fd);
             continue;
         }
+        /* Answers go out at once even when a flush is split. */
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         http_conn *c = malloc(sizeof *c);
         if (c == NULL) {
             rt_close(fd);
