@@ -159,7 +159,11 @@ static void acceptor_main(void *arg)
     http_server *srv = a->srv;
     int lfd = a->lfd;
     free(a);
-    for (;;) {
+    for (unsigned burst = 0;; burst++) {
+        /* A flood of connections must not keep this worker from serving
+         * the ones already accepted. */
+        if ((burst & 15) == 15)
+            rt_yield();
         int fd = rt_accept(lfd, NULL, NULL, RT_NO_DEADLINE);
         if (fd < 0) {
             if (fd == -ECANCELED || fd == -EBADF || fd == -EINVAL ||
