@@ -96,6 +96,9 @@ typedef struct http_server_config {
     size_t max_pipeline_out;     /* output bytes buffered before a flush in
                                   * the middle of a pipelined batch;
                                   * 0 = 262144 */
+    size_t conn_stack;           /* stack of a connection's coroutine, where
+                                  * the service's handlers run; 0 = the
+                                  * runtime's default */
 } http_server_config;
 
 /* Fills cfg with the defaults above (every field explicit). */

@@ -204,7 +204,8 @@ static void acceptor_main(void *arg)
         http__metrics_conns(1);
         rt_wg_add(srv->conns_wg, 1);
         conn_link(srv, c);
-        rt_spawn_opts o = {.name = "http-conn"};
+        rt_spawn_opts o = {.name = "http-conn",
+                           .stack_size = srv->cfg.conn_stack};
         if (rt_spawn_ex(NULL, conn_main, c, &o) < 0) {
             conn_unlink(srv, c);
             rt_close(fd);
