@@ -125,8 +125,9 @@ static void quiet_notice(void *arg, const char *msg)
     (void)msg;
 }
 
-/* Connects pc to url before deadline. Returns 0 or -EIO/-ETIMEDOUT/-ENOMEM. */
-static int conn_open(pg_conn *pc, const char *url, int64_t deadline)
+/* Connects pc to url before deadline; verbose: say why on failure.
+ * Returns 0 or -EIO/-ETIMEDOUT/-ENOMEM. */
+static int conn_open(pg_conn *pc, const char *url, int64_t deadline, int verbose)
 {
     PGconn *c = PQconnectStart(url);
     int fd = -1, rc;
@@ -164,7 +165,7 @@ static int conn_open(pg_conn *pc, const char *url, int64_t deadline)
     }
     return 0;
 fail:
-    if (rc == -EIO)
+    if (rc == -EIO && verbose)
         fprintf(stderr, "store: postgresql connect: %s", PQerrorMessage(c));
     conn_drop(pc);
     return rc == -ECANCELED ? -EIO : rc;
@@ -303,7 +304,8 @@ static pg_conn *pool_get(store *st, int64_t deadline, int *err)
     pthread_mutex_unlock(&p->mu);
 
     conn_drop(pc);
-    rc = conn_open(pc, p->url, deadline);
+    /* Only the first failure of a streak is reported. */
+    rc = conn_open(pc, p->url, deadline, p->backoff_ms == st->cfg.reconnect_min_ms);
     pthread_mutex_lock(&p->mu);
     if (rc < 0) {
         p->next_connect_ns = rt_now_ns() + (int64_t)p->backoff_ms * 1000000;
@@ -1087,7 +1089,7 @@ int store__pg_open(store *st, const char *url)
     for (int i = 0; i < p->n; i++)
         p->conns[i].fd = -1;
     st->impl = p;
-    if ((rc = conn_open(&p->conns[0], url, deadline_of(st))) < 0) {
+    if ((rc = conn_open(&p->conns[0], url, deadline_of(st), 1)) < 0) {
         rc = rc == -ENOMEM ? rc : -EIO;
         goto fail;
     }

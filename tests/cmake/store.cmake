@@ -30,3 +30,14 @@ if(TARGET rt)
   add_test(NAME store_unit_concurrent COMMAND test_store_rt)
   set_tests_properties(store_unit_concurrent PROPERTIES LABELS unit TIMEOUT 180)
 endif()
+
+# On the real runtime against PostgreSQL (port 23110) and SQLite: the
+# concurrent model, the server stopped mid-load, kill -9 mid-load.
+if(TARGET rt)
+  add_executable(test_store_rt_pg integration/store_rt.c ${STORE_RT_SRC})
+  target_compile_definitions(test_store_rt_pg PRIVATE STORE_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
+  target_link_libraries(test_store_rt_pg PRIVATE rt PkgConfig::SQLITE3 PkgConfig::LIBPQ
+    PkgConfig::CMOCKA Threads::Threads)
+  add_test(NAME store_integration_concurrent COMMAND test_store_rt_pg)
+  set_tests_properties(store_integration_concurrent PROPERTIES LABELS integration TIMEOUT 300)
+endif()

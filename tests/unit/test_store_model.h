@@ -22,7 +22,7 @@ typedef struct tsm_spec {
     int kind;              /* STORE__DECR or STORE__PUT */
     char user[16];
     int64_t qty;
-    char key[16];
+    char key[48];
     int has_key;
     store_put put;
 } tsm_spec;
@@ -36,7 +36,7 @@ typedef struct tsm_ops {
 typedef struct tsm_model {
     store__state s;
     int nkeys;
-    char (*keys)[16];
+    char (*keys)[48];
     int *key_order;        /* index of the op whose order holds the key */
     int nusers;
     char (*users)[16];
@@ -194,9 +194,16 @@ static inline void tsm_compare_real(const tsm_ops *o, const tsm_real *real)
     for (int i = 0; i < o->n; i++) {
         const store__op *m = &o->ops[i];
         if (m->outcome != real[i].outcome)
-            fprintf(stderr, "request %d (%s user %s qty %lld key %s): model %d, store %d\n", i,
-                    m->kind == STORE__PUT ? "put" : "decrement", m->user_id ? m->user_id : "-",
-                    (long long)m->qty, m->key ? m->key : "-", m->outcome, real[i].outcome);
+            fprintf(stderr, "request %d (%s user %s qty %lld key %s): model %d, store %d"
+                    " (order %lld)\n", i, m->kind == STORE__PUT ? "put" : "decrement",
+                    m->user_id ? m->user_id : "-", (long long)m->qty, m->key ? m->key : "-",
+                    m->outcome, real[i].outcome, (long long)real[i].order_id);
+        if (m->outcome != real[i].outcome)
+            for (int j = 0; j < o->n; j++)
+                if (real[j].order_id == real[i].order_id && j != i)
+                    fprintf(stderr, "  order %lld is request %d's (%s, outcome %d)\n",
+                            (long long)real[j].order_id, j, o->ops[j].key ? o->ops[j].key : "-",
+                            real[j].outcome);
         assert_int_equal(m->outcome, real[i].outcome);
         if (m->kind == STORE__DECR && m->outcome == STORE_REPLAYED)
             assert_int_equal(real[i].order_id, real[m->prior.order_id].order_id);
@@ -441,6 +448,84 @@ static inline void tsm_load_check(tsm_load *l)
     free(real);
     free(l->ans);
 }
+typedef struct tsm_hook {
+    uint64_t calls;
+    int64_t last_version;
+    int out_of_order;
+} tsm_hook;
+
+static inline void tsm_on_commit(void *ctx, const char *sku, int64_t stock, int64_t version,
+                      int64_t committed_at_ms)
+{
+    tsm_hook *h = ctx;
+    (void)sku;
+    if (version <= h->last_version || stock < 0 || committed_at_ms <= 0)
+        h->out_of_order = 1;
+    h->last_version = version;
+    __atomic_fetch_add(&h->calls, 1, __ATOMIC_RELAXED);
+}
+
+typedef struct tsm_model_ctx {
+    const char *url;
+    store_config cfg;
+    tsm_load load;
+    tsm_hook hook;
+    int open_rc;
+    store_stats stats;
+    int64_t version;
+} tsm_model_ctx;
+
+static inline void tsm_model_body(void *arg)
+{
+    tsm_model_ctx *c = arg;
+    c->cfg.on_commit = tsm_on_commit;
+    c->cfg.on_commit_ctx = &c->hook;
+    if ((c->open_rc = store_open(c->url, &c->cfg, &c->load.st)) < 0)
+        return;
+    tsm_load_run(&c->load);
+    store_item it;
+    if (store_get_item(c->load.st, c->load.sku, &it) == 0)
+        c->version = it.version;
+    store_stats_get(c->load.st, &c->stats);
+    store_close(c->load.st);
+}
+
+/* Runs the concurrent model test against url: n requests from the given
+ * number of coroutines on two workers, batches of at most batch_max. */
+static inline void tsm_run_model(const char *url, const char *sku, int n, int coroutines, int batch_max, unsigned seed)
+{
+    tsm_model_ctx c;
+    memset(&c, 0, sizeof c);
+    c.url = url;
+    c.cfg.batch_max = batch_max;
+    c.cfg.queue_max = 100000;
+    c.load.sku = sku;
+    c.load.coroutines = coroutines;
+    tsm_generate(&c.load.ops, n, 30, 200, 3000, &seed);
+    /* Keys are global across items: give each run its own. */
+    for (int i = 0; i < n; i++)
+        if (c.load.ops.v[i].has_key) {
+            char k[48];
+            snprintf(k, sizeof k, "%s/%s", sku, c.load.ops.v[i].key);
+            memcpy(c.load.ops.v[i].key, k, sizeof k);
+        }
+    rt_config rc = {.workers = 2};
+    assert_int_equal(rt_main(&rc, tsm_model_body, &c), 0);
+    assert_int_equal(c.open_rc, 0);
+    tsm_load_check(&c.load);
+    tsm_free(&c.load.ops);
+    /* One hook call per committed batch, versions strictly rising; the
+     * item's version counts the committed batches. */
+    assert_int_equal(c.hook.out_of_order, 0);
+    assert_int_equal((int64_t)c.hook.calls, c.version);
+    assert_int_equal(c.stats.commits, c.hook.calls);
+    assert_int_equal(c.stats.batched_requests, (uint64_t)n);
+    assert_int_equal(c.stats.errors, 0);
+    assert_int_equal(c.stats.queued, 0);
+    fprintf(stderr, "store: %d requests in %llu batches (%llu committed)\n", n,
+            (unsigned long long)c.stats.batches, (unsigned long long)c.stats.commits);
+}
+
 #endif /* TSM_WITH_RUNTIME */
 
 #endif /* TEST_STORE_MODEL_H */

@@ -1,0 +1,310 @@
+/*
+ * store_rt.c: the store on the real runtime against a real PostgreSQL
+ * (scripts/postgres, 127.0.0.1:23110, temp dir, stopped at the end) and
+ * SQLite:
+ *   - the concurrent serial-model test through the batcher on PostgreSQL;
+ *   - the server stopped in the middle of a decrement load: every request
+ *     gets a clean "unavailable" or "outcome_unknown", none hangs, and the
+ *     load recovers when the server is back; the books still balance;
+ *   - kill -9 of a process in the middle of a decrement load, on both
+ *     backends: afterwards units_supplied - units_sold == stock >= 0 and no
+ *     idempotency key is on two orders.
+ * cmocka asserts run on the main thread, after rt_main() returned.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "cachesvc/store/store.c"
+#define TSM_WITH_RUNTIME 1
+#include "tests/unit/test_store_model.h"
+
+#define PORT 23110
+
+static char pgdir[320];
+static char pgurl[256];
+
+static int pg_cmd(const char *what)
+{
+    char cmd[1024], line[256];
+    FILE *f;
+    if (strcmp(what, "up") == 0)
+        snprintf(cmd, sizeof cmd, "%s/scripts/postgres up --dir %s --port %d", STORE_SOURCE_DIR,
+                 pgdir, PORT);
+    else
+        snprintf(cmd, sizeof cmd, "%s/scripts/postgres %s --dir %s", STORE_SOURCE_DIR, what,
+                 pgdir);
+    if ((f = popen(cmd, "r")) == NULL)
+        return -1;
+    while (fgets(line, sizeof line, f) != NULL)
+        if (strncmp(line, "postgresql://", 13) == 0) {
+            line[strcspn(line, "\n")] = '\0';
+            snprintf(pgurl, sizeof pgurl, "%s", line);
+        }
+    return pclose(f) == 0 ? 0 : -1;
+}
+
+static int setup(void **state)
+{
+    if (tsm_tmpdir_setup(state) < 0)
+        return -1;
+    snprintf(pgdir, sizeof pgdir, "%s/pg", tsm_tmpdir);
+    chmod(tsm_tmpdir, 0755);   /* the postgres user enters it */
+    return pg_cmd("up");
+}
+
+static int teardown(void **state)
+{
+    pg_cmd("down");
+    return tsm_tmpdir_teardown(state);
+}
+
+static void test_pg_concurrent_model(void **state)
+{
+    (void)state;
+    tsm_run_model(pgurl, "model", 4000, 64, 256, 5151);
+    tsm_run_model(pgurl, "model-small", 1500, 32, 4, 6161);
+}
+
+/* ---- a decrement load with something happening in the middle -------------- */
+
+typedef struct load {
+    const char *url;
+    const char *sku;
+    int coroutines;
+    int open_rc;
+    store *st;
+    int stop;                    /* read and written with __atomic */
+    int phase;                   /* 0 before, 1 during the outage, 2 after */
+    uint64_t by_phase[3][STORE_OUTCOME_COUNT_];
+    uint64_t bad_calls;
+    rt_wg *wg;
+    store_audit_result audit;
+    int audit_rc;
+} load;
+
+typedef struct load_worker {
+    load *l;
+    int id;
+} load_worker;
+
+static void load_worker_fn(void *arg)
+{
+    load_worker *w = arg;
+    load *l = w->l;
+    char user[32], key[64];
+    store_decrement_result r;
+
+    snprintf(user, sizeof user, "u%d", w->id);
+    for (int i = 0; !__atomic_load_n(&l->stop, __ATOMIC_RELAXED); i++) {
+        int phase = __atomic_load_n(&l->phase, __ATOMIC_RELAXED);
+        snprintf(key, sizeof key, "%d-%d-%d", (int)getpid(), w->id, i);
+        if (store_decrement(l->st, l->sku, user, 1 + i % 2, key, RT_NO_DEADLINE, &r) < 0) {
+            __atomic_fetch_add(&l->bad_calls, 1, __ATOMIC_RELAXED);
+            continue;
+        }
+        __atomic_fetch_add(&l->by_phase[phase][r.outcome], 1, __ATOMIC_RELAXED);
+        if (r.outcome == STORE_UNAVAILABLE || r.outcome == STORE_OUTCOME_UNKNOWN)
+            rt_sleep(5);
+    }
+    rt_wg_done(l->wg);
+}
+
+static intptr_t run_cmd(void *arg)
+{
+    return pg_cmd(arg);
+}
+
+static void outage_body(void *arg)
+{
+    load *l = arg;
+    store_config cfg = {.pool_size = 2, .timeout_ms = 2000, .reconnect_min_ms = 20,
+                        .reconnect_max_ms = 200};
+    store_put p = {.stock = 1000000, .per_user_limit = -1, .sale_starts_at_ms = -1};
+    load_worker *w = calloc((size_t)l->coroutines, sizeof *w);
+
+    if ((l->open_rc = store_open(l->url, &cfg, &l->st)) < 0 ||
+        (l->open_rc = store_put_item(l->st, l->sku, &p, RT_NO_DEADLINE, NULL, NULL)) < 0)
+        goto out;
+    l->wg = rt_wg_new();
+    rt_wg_add(l->wg, l->coroutines);
+    for (int i = 0; i < l->coroutines; i++) {
+        w[i].l = l;
+        w[i].id = i;
+        if (rt_spawn(NULL, load_worker_fn, &w[i]) < 0)
+            rt_wg_done(l->wg);
+    }
+    rt_sleep(700);
+    __atomic_store_n(&l->phase, 1, __ATOMIC_RELAXED);
+    if (rt_blocking(run_cmd, "down") != 0)
+        l->open_rc = -1000;
+    rt_sleep(500);
+    if (rt_blocking(run_cmd, "up") != 0)
+        l->open_rc = -1001;
+    rt_sleep(1000);          /* reconnects (backoff at most 200 ms) */
+    __atomic_store_n(&l->phase, 2, __ATOMIC_RELAXED);
+    rt_sleep(1000);
+    __atomic_store_n(&l->stop, 1, __ATOMIC_RELAXED);
+    rt_wg_wait(l->wg, RT_NO_DEADLINE);
+    rt_wg_free(l->wg);
+    l->audit_rc = store_audit(l->st, l->sku, 0, &l->audit);
+out:
+    if (l->st != NULL)
+        store_close(l->st);
+    free(w);
+}
+
+static void test_pg_outage_mid_load(void **state)
+{
+    (void)state;
+    load l;
+    memset(&l, 0, sizeof l);
+    l.url = pgurl;
+    l.sku = "outage";
+    l.coroutines = 64;
+    rt_config rc = {.workers = 2};
+    assert_int_equal(rt_main(&rc, outage_body, &l), 0);
+    assert_int_equal(l.open_rc, 0);
+    assert_int_equal(l.bad_calls, 0);
+    uint64_t ok_before = l.by_phase[0][STORE_OK], ok_after = l.by_phase[2][STORE_OK];
+    uint64_t failed = 0, unknown = 0, ok = 0;
+    for (int ph = 0; ph < 3; ph++) {
+        failed += l.by_phase[ph][STORE_UNAVAILABLE];
+        unknown += l.by_phase[ph][STORE_OUTCOME_UNKNOWN];
+        ok += l.by_phase[ph][STORE_OK];
+        /* Nothing but success and the two failure answers. */
+        for (int o = 0; o < STORE_OUTCOME_COUNT_; o++)
+            if (o != STORE_OK && o != STORE_UNAVAILABLE && o != STORE_OUTCOME_UNKNOWN)
+                assert_int_equal(l.by_phase[ph][o], 0);
+    }
+    fprintf(stderr, "store: ok before %llu, after %llu; unavailable %llu, unknown %llu\n",
+            (unsigned long long)ok_before, (unsigned long long)ok_after,
+            (unsigned long long)failed, (unsigned long long)unknown);
+    assert_true(ok_before > 0);
+    assert_true(failed + unknown > 0);
+    assert_true(ok_after > 0);
+    assert_int_equal(l.audit_rc, 0);
+    assert_int_equal(l.audit.item.units_supplied - l.audit.units_sold, l.audit.item.stock);
+    assert_true(l.audit.item.stock >= 0);
+    assert_int_equal(l.audit.duplicate_idempotency_keys, 0);
+    /* Every acknowledged order is there; an unknown outcome may or may not
+     * have committed, a failed one did not. */
+    assert_true((uint64_t)l.audit.orders >= ok);
+    assert_true((uint64_t)l.audit.orders <= ok + unknown);
+    store_audit_free(&l.audit);
+}
+
+/* ---- kill -9 mid-load ------------------------------------------------------ */
+
+static void victim_body(void *arg)
+{
+    load *l = arg;
+    store_config cfg = {.pool_size = 2};
+    load_worker *w = calloc((size_t)l->coroutines, sizeof *w);
+    if (store_open(l->url, &cfg, &l->st) < 0)
+        _exit(3);
+    l->wg = rt_wg_new();
+    rt_wg_add(l->wg, l->coroutines);
+    for (int i = 0; i < l->coroutines; i++) {
+        w[i].l = l;
+        w[i].id = i;
+        rt_spawn(NULL, load_worker_fn, &w[i]);
+    }
+    rt_wg_wait(l->wg, RT_NO_DEADLINE);   /* never: the parent kills us */
+    _exit(4);
+}
+
+static void prepare_body(void *arg)
+{
+    load *l = arg;
+    store_put p = {.stock = 10000000, .per_user_limit = -1, .sale_starts_at_ms = -1};
+    if ((l->open_rc = store_open(l->url, NULL, &l->st)) < 0)
+        return;
+    l->open_rc = store_put_item(l->st, l->sku, &p, RT_NO_DEADLINE, NULL, NULL);
+    store_close(l->st);
+    l->st = NULL;
+}
+
+static void audit_body(void *arg)
+{
+    load *l = arg;
+    if ((l->open_rc = store_open(l->url, NULL, &l->st)) < 0)
+        return;
+    l->audit_rc = store_audit(l->st, l->sku, 0, &l->audit);
+    store_close(l->st);
+}
+
+static void kill9(const char *url, const char *sku)
+{
+    load l;
+    rt_config rc = {.workers = 2};
+    memset(&l, 0, sizeof l);
+    l.url = url;
+    l.sku = sku;
+    l.coroutines = 64;
+    assert_int_equal(rt_main(&rc, prepare_body, &l), 0);
+    assert_int_equal(l.open_rc, 0);
+
+    for (int round = 0; round < 3; round++) {
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            rt_main(&rc, victim_body, &l);
+            _exit(5);
+        }
+        usleep((useconds_t)(600 + 300 * round) * 1000);
+        kill(pid, SIGKILL);
+        int status = 0;
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+
+        memset(&l.audit, 0, sizeof l.audit);
+        assert_int_equal(rt_main(&rc, audit_body, &l), 0);
+        assert_int_equal(l.open_rc, 0);
+        assert_int_equal(l.audit_rc, 0);
+        fprintf(stderr, "store: %s after kill -9 #%d: %lld orders, %lld sold, stock %lld\n", url,
+                round + 1, (long long)l.audit.orders, (long long)l.audit.units_sold,
+                (long long)l.audit.item.stock);
+        assert_true(l.audit.item.stock >= 0);
+        assert_int_equal(l.audit.item.units_supplied - l.audit.units_sold, l.audit.item.stock);
+        assert_int_equal(l.audit.duplicate_idempotency_keys, 0);
+        assert_int_equal(l.audit.item.units_supplied, 10000000);
+        store_audit_free(&l.audit);
+    }
+}
+
+static void test_kill9_pg(void **state)
+{
+    (void)state;
+    kill9(pgurl, "kill9");
+}
+
+static void test_kill9_sqlite(void **state)
+{
+    (void)state;
+    char url[300];
+    snprintf(url, sizeof url, "sqlite:%s/kill9.db", tsm_tmpdir);
+    kill9(url, "kill9");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_pg_concurrent_model),
+        cmocka_unit_test(test_pg_outage_mid_load),
+        cmocka_unit_test(test_kill9_pg),
+        cmocka_unit_test(test_kill9_sqlite),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
