@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -45,6 +46,33 @@ static void *alloc_aligned(size_t size)
     return p;
 }
 
+/* A shard's block (index, ghost, sketch, rings), zeroed. Large blocks are
+ * mapped directly and asked for transparent huge pages: lookups land on
+ * random lines of the index and rings, and with 4 KiB pages nearly every
+ * one of them would also miss the TLB. */
+#define LC_MAP_MIN (2u << 20)
+
+static void *block_alloc(size_t size)
+{
+    if (size < LC_MAP_MIN)
+        return calloc(1, size);
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+#ifdef MADV_HUGEPAGE
+    (void)madvise(p, size, MADV_HUGEPAGE); /* advice only: fine if refused */
+#endif
+    return p;
+}
+
+static void block_free(void *p, size_t size)
+{
+    if (size < LC_MAP_MIN)
+        free(p);
+    else if (p)
+        munmap(p, size);
+}
+
 int lc_new(const lc_config *cfg, lc_cache **out)
 {
     int rc = 0;
@@ -78,7 +106,8 @@ int lc_new(const lc_config *cfg, lc_cache **out)
     c->clock_ms = cfg->clock_ms ? cfg->clock_ms : default_clock_ms;
     c->clock_ctx = cfg->clock_ms ? cfg->clock_ctx : NULL;
     c->capacity = cfg->capacity_bytes;
-    c->mem_bytes = fixed + nshards * (over + ring_bytes);
+    c->block_bytes = over + ring_bytes;
+    c->mem_bytes = fixed + nshards * c->block_bytes;
     if ((c->shards = alloc_aligned(nshards * sizeof(lc_shard))) == NULL ||
         (c->stripes = alloc_aligned(LC_STRIPES * sizeof(lc_stripe))) == NULL) {
         rc = -ENOMEM;
@@ -86,9 +115,8 @@ int lc_new(const lc_config *cfg, lc_cache **out)
     }
     for (unsigned s = 0; s < nshards; s++) {
         lc_shard *sh = &c->shards[s];
-        /* One block per shard: index, ghost, sketch, then the rings. calloc
-         * of a large block maps zero pages that are touched as rings fill. */
-        unsigned char *mem = calloc(1, over + ring_bytes);
+        /* One block per shard: index, ghost, sketch, then the rings. */
+        unsigned char *mem = block_alloc(over + ring_bytes);
         if (mem == NULL) {
             rc = -ENOMEM;
             goto out;
@@ -125,7 +153,7 @@ void lc_free(lc_cache *c)
         for (unsigned s = 0; s < c->nshards; s++) {
             if (c->shards[s].index) {
                 pthread_mutex_destroy(&c->shards[s].mu);
-                free(c->shards[s].index);
+                block_free(c->shards[s].index, c->block_bytes);
             }
         }
     }

@@ -203,9 +203,9 @@ struct lc_cache {
     uint64_t (*clock_ms)(void *ctx);
     void *clock_ctx;
     size_t mem_bytes, capacity;
+    size_t block_bytes;        /* each shard's allocation */
     lc_stripe *stripes;        /* LC_STRIPES */
     bool locked_reads;         /* benchmark knob: lc_get takes the mutex */
-    void *mem;                 /* the one allocation holding every ring */
 };
 
 static inline lc_shard *lc__shard(lc_cache *c, uint64_t h)
