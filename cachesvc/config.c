@@ -78,7 +78,8 @@ static int check_name(const char *v, char *why, size_t n);
     X(redis, breaker_probe_ms, K_INT, redis_breaker_probe_ms, 1, 3600000, check_any, "1000",                 \
       "while the breaker is open, one read probes Redis this often")                                            \
     X(kafka, brokers, K_STR, kafka_brokers, 0, 0, check_kafka, "embedded",                                   \
-      "Kafka bootstrap host:port list; embedded = in-process mock cluster")                                     \
+      "Kafka bootstrap host:port list; embedded = in-process mock cluster; "                  \
+      "none = no invalidation events (one instance, no Redis; tests)")                                     \
     X(kafka, topic, K_STR, kafka_topic, 0, 0, check_name, "stock-invalidations",                             \
       "topic of invalidation events")                                                                           \
     X(kafka, group, K_STR, kafka_group, 0, 0, check_name, "cachesvc-invalidator",                            \
@@ -253,11 +254,11 @@ static int check_redis_url(const char *v, char *why, size_t n)
 
 static int check_kafka(const char *v, char *why, size_t n)
 {
-    if (strcmp(v, "embedded") == 0)
+    if (strcmp(v, "embedded") == 0 || strcmp(v, "none") == 0)
         return 0;
     if (check_hostport_list(v, why, n) == 0)
         return 0;
-    errf(why, n, "want embedded or host:port[,host:port...]");
+    errf(why, n, "want embedded, none or host:port[,host:port...]");
     return -EINVAL;
 }
 
@@ -552,6 +553,13 @@ int svc_config_load(svc_config *cfg, int argc, char **argv, char **envp,
         snprintf(src, sizeof src, "flag --%s", dotted);
         if ((rc = set_key(cfg, k, value, src, err, errlen)) < 0)
             return rc;
+    }
+
+    /* Keys that depend on each other. */
+    if (strcmp(cfg->kafka_brokers, "none") == 0 && strcmp(cfg->redis_url, "none") != 0) {
+        errf(err, errlen, "config: kafka.brokers = \"none\" needs redis.url = \"none\": "
+             "without invalidation events nothing would delete stale Redis copies");
+        return -EINVAL;
     }
 
     /* Derived values. */

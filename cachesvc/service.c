@@ -412,7 +412,10 @@ static int svc_ready(void *ctx, http_readiness *out)
         rc_reply_free(rep);
         out->redis = pr == 0 ? HTTP_DEP_UP : HTTP_DEP_DOWN;
     }
-    out->kafka = s->iv != NULL && inv_ready(s->iv) ? HTTP_DEP_UP : HTTP_DEP_DOWN;
+    if (strcmp(s->cfg.kafka_brokers, "none") == 0)
+        out->kafka = HTTP_DEP_NONE;
+    else
+        out->kafka = s->iv != NULL && inv_ready(s->iv) ? HTTP_DEP_UP : HTTP_DEP_DOWN;
     if (atomic_load(&s->draining))
         out->store = HTTP_DEP_DOWN;   /* leaving: take us out of rotation */
     return 0;
@@ -535,6 +538,12 @@ int svc_open(const svc_config *cfg, svc **out)
     inv_local_sink ls = {.evict = local_evict, .ctx = s};
     struct inv_new_args na = {&ic, &src, s->rc ? &rs : NULL, &ls, NULL};
     inv *iv = NULL;
+    if (strcmp(cfg->kafka_brokers, "none") == 0) {
+        /* No invalidation events: one instance without Redis (config.c
+         * refuses anything else). Outbox rows are left in the database. */
+        SVC_WARN(NULL, "kafka.brokers = none: no invalidation events are published", NULL);
+        goto wired;
+    }
     r = (int)rt_blocking(inv_new_blocking, &na);
     iv = na.out;
     if (r < 0) {
@@ -549,6 +558,7 @@ int svc_open(const svc_config *cfg, svc **out)
     }
     s->iv = iv;
 
+wired:
     s->api = (http_service){
         .ctx = s,
         .get_item = svc_get_item,
@@ -561,7 +571,7 @@ int svc_open(const svc_config *cfg, svc **out)
         .ready = svc_ready,
     };
     SVC_INFO(NULL, "service open", "store=\"%s\" redis=%s kafka=%s bootstrap=%s",
-             cfg->store_url, cfg->redis_url, cfg->kafka_brokers, inv_bootstraps(iv));
+             cfg->store_url, cfg->redis_url, cfg->kafka_brokers, iv ? inv_bootstraps(iv) : "none");
     *out = s;
     return 0;
 fail:

@@ -121,6 +121,9 @@ static void test_bad_values_name_the_key(void **state)
 
     char *argv3[] = {"cachesvc", "--config=/nonexistent/cachesvc.ini", NULL};
     assert_int_equal(load(&c, 2, argv3, NULL, err), -ENOENT);
+    char *argv5[] = {"cachesvc", "--kafka.brokers=none", "--redis.url=127.0.0.1:25999", NULL};
+    assert_int_equal(load(&c, 3, argv5, NULL, err), -EINVAL);
+    assert_non_null(strstr(err, "kafka.brokers"));
     char *argv4[] = {"cachesvc", "positional", NULL};
     assert_int_equal(load(&c, 2, argv4, NULL, err), -EINVAL);
 }
