@@ -9,6 +9,9 @@
 set -u
 bin=$1 case=$2 port=$3
 top=$(cd "$(dirname "$0")/../.." && pwd)
+# Runs of the same case from several build trees take turns on its ports.
+exec 9>"/tmp/cachesvc-redis-test-$port.lock"
+flock -w 900 9 || { echo "redis_run: port $port busy for 900 s" >&2; exit 1; }
 dir=$(mktemp -d /tmp/cachesvc-redis-test.XXXXXX)
 cleanup() {
   "$top/scripts/redis-cluster" down --dir "$dir"
