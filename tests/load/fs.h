@@ -163,6 +163,7 @@ typedef struct fs_verify_out {
     int64_t phantom_units;     /* units sold that no acknowledged or in-doubt buy explains */
     int64_t acked_units;
     int64_t sold_units;        /* during the sale, from the audits */
+    int audit_failed;          /* the audit could not be read: nothing verified */
     int passed;
 } fs_verify_out;
 

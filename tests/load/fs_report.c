@@ -150,6 +150,10 @@ void fs_report_text(FILE *f, const fs_opts *o, const fs_result *r)
     fprintf(f, "verification (audit)\n");
     for (int i = 0; i < r->nverify; i++) {
         const fs_verify_out *v = &r->verify[i];
+        if (v->audit_failed) {
+            fprintf(f, "  %s: the audit could not be read: FAILED\n", r->verify_sku[i]);
+            continue;
+        }
         fprintf(f, "  %s: sold %lld, acknowledged %lld; oversold %lld, ledger %lld, lost %lld, "
                    "duplicates %lld, limit violations %lld, unexplained %lld: %s\n",
                 r->verify_sku[i], (long long)v->sold_units, (long long)v->acked_units,
@@ -192,8 +196,9 @@ void fs_report_sweep(FILE *f, const fs_opts *o, fs_result *const *rs, int n)
 
 static void kv_run(FILE *f, const fs_opts *o, const fs_result *r, const char *pfx)
 {
-    int64_t oversold = 0, lost = 0, dups = 0, limit = 0, phantom = 0, ledger = 0;
+    int64_t oversold = 0, lost = 0, dups = 0, limit = 0, phantom = 0, ledger = 0, unread = 0;
     for (int i = 0; i < r->nverify; i++) {
+        unread += r->verify[i].audit_failed;
         oversold += r->verify[i].oversold;
         lost += r->verify[i].lost;
         dups += r->verify[i].duplicates;
@@ -226,6 +231,7 @@ static void kv_run(FILE *f, const fs_opts *o, const fs_result *r, const char *pf
         fprintf(f, "%slimit_violations=%lld\n", pfx, (long long)limit);
         fprintf(f, "%sunexplained_units=%lld\n", pfx, (long long)phantom);
         fprintf(f, "%sledger_mismatch=%lld\n", pfx, (long long)ledger);
+        fprintf(f, "%saudits_failed=%lld\n", pfx, (long long)unread);
     }
     fprintf(f, "%sreads_checked=%llu\n", pfx, (unsigned long long)fs_stale_reads(&r->stale, -1));
     for (int w = 0; w < r->stale.nwin; w++) {
@@ -335,6 +341,7 @@ static cJSON *run_json(const fs_opts *o, const fs_result *r)
         cJSON_AddNumberToObject(e, "duplicates", (double)x->duplicates);
         cJSON_AddNumberToObject(e, "limit_violations", (double)x->limit_violations);
         cJSON_AddNumberToObject(e, "unexplained_units", (double)x->phantom_units);
+        cJSON_AddBoolToObject(e, "audit_failed", x->audit_failed);
         cJSON_AddBoolToObject(e, "passed", x->passed);
         cJSON_AddItemToArray(items, e);
     }

@@ -377,12 +377,20 @@ static int seed(run *rn, fs_conn *c)
     return 0;
 }
 
+/* Reads the audit of sku into a (the caller owns it). A read is safe to
+ * repeat: 503s and transport errors are retried for about 10 s. */
 static int audit(const fs_opts *o, fs_conn *c, const char *sku, fs_audit *a)
 {
     char path[160];
     fs_http_resp resp;
     snprintf(path, sizeof(path), "/admin/items/%s/audit?orders=true", sku);
     int st = admin_call(c, o, "GET", path, NULL, &resp);
+    for (int attempt = 1; attempt <= 6 && (st < 0 || st == 503); attempt++) {
+        fprintf(stderr, "flashsale: audit of %s: %s, retrying\n", sku,
+                st < 0 ? rt_strerror(st) : "503");
+        rt_sleep(300 * attempt);
+        st = admin_call(c, o, "GET", path, NULL, &resp);
+    }
     if (st != 200) {
         fprintf(stderr, "flashsale: audit of %s: %s%.*s\n", sku, st < 0 ? rt_strerror(st) : "",
                 st < 0 ? 0 : (int)resp.body_len, st < 0 ? "" : resp.body);
@@ -497,7 +505,7 @@ static int run_round(fs_opts *o, fs_result *r, const char *run_id, int round)
             snprintf(r->verify_sku[i], sizeof(r->verify_sku[i]), "%s", o->skus[i]);
             if (audit(o, admin, o->skus[i], &after) < 0) {
                 r->verify_failed = 1;
-                r->verify[i].passed = 0;
+                r->verify[i] = (fs_verify_out){.audit_failed = 1};
                 continue;
             }
             fs_verify_in in = {

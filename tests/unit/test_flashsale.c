@@ -587,12 +587,17 @@ static void report_outputs(void **state)
     assert_int_equal(cJSON_GetArraySize(tl), 1);
     cJSON_Delete(j);
 
-    /* A failed check flips the summary. */
+    /* A failed check flips the summary; an unreadable audit says so. */
     r.verify_failed = 1;
+    r.verify[1] = (fs_verify_out){.audit_failed = 1};
     m = open_memstream(&buf, &len);
     fs_report_kv(m, &o, rs, 1);
+    fs_report_text(m, &o, &r);
     fclose(m);
     assert_non_null(strstr(buf, "verify=fail\n"));
+    assert_non_null(strstr(buf, "audits_failed=1\n"));
+    assert_non_null(strstr(buf, "the audit could not be read: FAILED"));
+    assert_non_null(strstr(buf, "verification: FAILED"));
     free(buf);
 
     fs_result_free(&r);
