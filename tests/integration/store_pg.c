@@ -29,22 +29,7 @@ static char url[256];
 
 static int pg_cmd(const char *what)
 {
-    char cmd[1024];
-    FILE *f;
-    char line[256];
-    if (strcmp(what, "up") == 0)
-        snprintf(cmd, sizeof cmd, "%s/scripts/postgres up --dir %s --port %d", STORE_SOURCE_DIR,
-                 dir, PORT);
-    else
-        snprintf(cmd, sizeof cmd, "%s/scripts/postgres %s --dir %s", STORE_SOURCE_DIR, what, dir);
-    if ((f = popen(cmd, "r")) == NULL)
-        return -1;
-    while (fgets(line, sizeof line, f) != NULL)
-        if (strncmp(line, "postgresql://", 13) == 0) {
-            line[strcspn(line, "\n")] = '\0';
-            snprintf(url, sizeof url, "%s", line);
-        }
-    return pclose(f) == 0 ? 0 : -1;
+    return tsm_pg_cmd(what, dir, PORT, url, sizeof url);
 }
 
 static int setup(void **state)

@@ -37,22 +37,7 @@ static char pgurl[256];
 
 static int pg_cmd(const char *what)
 {
-    char cmd[1024], line[256];
-    FILE *f;
-    if (strcmp(what, "up") == 0)
-        snprintf(cmd, sizeof cmd, "%s/scripts/postgres up --dir %s --port %d", STORE_SOURCE_DIR,
-                 pgdir, PORT);
-    else
-        snprintf(cmd, sizeof cmd, "%s/scripts/postgres %s --dir %s", STORE_SOURCE_DIR, what,
-                 pgdir);
-    if ((f = popen(cmd, "r")) == NULL)
-        return -1;
-    while (fgets(line, sizeof line, f) != NULL)
-        if (strncmp(line, "postgresql://", 13) == 0) {
-            line[strcspn(line, "\n")] = '\0';
-            snprintf(pgurl, sizeof pgurl, "%s", line);
-        }
-    return pclose(f) == 0 ? 0 : -1;
+    return tsm_pg_cmd(what, pgdir, PORT, pgurl, sizeof pgurl);
 }
 
 static int setup(void **state)

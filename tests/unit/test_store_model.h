@@ -64,6 +64,32 @@ static inline int tsm_tmpdir_teardown(void **state)
     return system(cmd) == 0 ? 0 : -1;
 }
 
+#ifdef STORE_SOURCE_DIR
+/* Runs scripts/postgres what ("up", "down", "kill") for the server in dir
+ * on port; "up" copies the URL it prints into url (urlcap bytes). Returns
+ * 0 or -1. */
+static inline int tsm_pg_cmd(const char *what, const char *dir, int port, char *url,
+                             size_t urlcap)
+{
+    char cmd[1024], line[256];
+    FILE *f;
+    if (strcmp(what, "up") == 0)
+        snprintf(cmd, sizeof cmd, "%s/scripts/postgres up --dir %s --port %d", STORE_SOURCE_DIR,
+                 dir, port);
+    else
+        snprintf(cmd, sizeof cmd, "%s/scripts/postgres %s --dir %s", STORE_SOURCE_DIR, what,
+                 dir);
+    if ((f = popen(cmd, "r")) == NULL)
+        return -1;
+    while (fgets(line, sizeof line, f) != NULL)
+        if (url != NULL && strncmp(line, "postgresql://", 13) == 0) {
+            line[strcspn(line, "\n")] = '\0';
+            snprintf(url, urlcap, "%s", line);
+        }
+    return pclose(f) == 0 ? 0 : -1;
+}
+#endif
+
 /* Fills o (a fresh op) from spec sp; strings point into sp. */
 static inline void tsm_op_from(store__op *o, tsm_spec *sp)
 {
@@ -505,9 +531,10 @@ static inline void tsm_run_model(const char *url, const char *sku, int n, int co
     /* Keys are global across items: give each run its own. */
     for (int i = 0; i < n; i++)
         if (c.load.ops.v[i].has_key) {
-            char k[48];
+            char k[128];
             snprintf(k, sizeof k, "%s/%s", sku, c.load.ops.v[i].key);
-            memcpy(c.load.ops.v[i].key, k, sizeof k);
+            k[sizeof c.load.ops.v[i].key - 1] = '\0';
+            memcpy(c.load.ops.v[i].key, k, sizeof c.load.ops.v[i].key);
         }
     rt_config rc = {.workers = 2};
     assert_int_equal(rt_main(&rc, tsm_model_body, &c), 0);
