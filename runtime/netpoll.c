@@ -356,10 +356,19 @@ int rt_wait_fd(int fd, int events, int64_t deadline)
         rt__spin_unlock(&f->lock);
         return -ETIMEDOUT;
     }
-    if (events & RT_READ) f->rd = &w;
-    if (events & RT_WRITE) f->wr = &w;
-    rt__spin_unlock(&f->lock);
-    int r = rt__wait_deadline(&w, deadline);
+    int r;
+    if (deadline == RT_NO_DEADLINE) {
+        /* A locked waiter: only holders of f->lock complete it. */
+        w.racy = 0;
+        if (events & RT_READ) f->rd = &w;
+        if (events & RT_WRITE) f->wr = &w;
+        r = rt__waiter_wait_unlock(&w, &f->lock);
+    } else {
+        if (events & RT_READ) f->rd = &w;
+        if (events & RT_WRITE) f->wr = &w;
+        rt__spin_unlock(&f->lock);
+        r = rt__wait_deadline(&w, deadline);
+    }
     if (r < 0 || events == (RT_READ | RT_WRITE)) {
         rt__spin_lock(&f->lock);
         if (f->rd == &w) f->rd = NULL;

@@ -9,9 +9,17 @@
  * Waking. Every park is paired with exactly one wake. A waiter (rt_waiter)
  * is a small record on the parked coroutine's stack; whoever claims it
  * first (the object that becomes ready, the timer of a deadline, shutdown
- * of an fd) completes it, the others find it claimed and skip it. A wake
- * may arrive before the parking coroutine has finished switching out: the
- * coroutine's pstate word resolves that race (see rt__ready()).
+ * of an fd) completes it, the others find it claimed and skip it.
+ *
+ * Two kinds of waiter. A "locked" waiter (racy == 0) can only be claimed by
+ * someone holding the lock it was published under, and the parking
+ * coroutine keeps that lock until it has switched out (the next context
+ * releases it, as Go's gopark unlock function does). Its claim is a plain
+ * store and its wake a plain enqueue: no read-modify-write at all. A
+ * "racy" waiter (racy == 1: a deadline timer, a joiner, the blocking pool)
+ * may be claimed by a party that holds no common lock, possibly before the
+ * coroutine has switched out: claims use a CAS and the coroutine's pstate
+ * word resolves the wake-before-switched-out race (see rt__ready()).
  */
 #ifndef CACHESVC_RT_INT_H
 #define CACHESVC_RT_INT_H
@@ -124,6 +132,7 @@ typedef struct rt_waiter {
     atomic_int claimed;
     atomic_int futex;         /* foreign threads only */
     int result;
+    int racy;                 /* see "Two kinds of waiter" above */
     int linked;               /* in a wait queue (protected by its lock) */
     struct rt_waiter *prev, *next;
     void *data;               /* channel element pointer, etc. */
@@ -135,6 +144,7 @@ static inline void rt__waiter_init(rt_waiter *w, rt_co *co)
     atomic_init(&w->claimed, 0);
     atomic_init(&w->futex, 0);
     w->result = 0;
+    w->racy = 1;
     w->linked = 0;
     w->prev = w->next = NULL;
     w->data = NULL;
@@ -143,6 +153,13 @@ static inline void rt__waiter_init(rt_waiter *w, rt_co *co)
  * rt__waiter_complete(). */
 static inline bool rt__waiter_claim(rt_waiter *w)
 {
+    if (!w->racy) {
+        /* Every claimer holds the lock w was published under. */
+        if (atomic_load_explicit(&w->claimed, RT_RELAXED))
+            return false;
+        atomic_store_explicit(&w->claimed, 1, RT_RELAXED);
+        return true;
+    }
     int exp = 0;
     return atomic_compare_exchange_strong_explicit(&w->claimed, &exp, 1, memory_order_acq_rel, RT_ACQUIRE);
 }
@@ -156,8 +173,12 @@ static inline bool rt__waiter_fire(rt_waiter *w, int result)
     return true;
 }
 /* Parks the caller (a coroutine, or a foreign thread when w->co is NULL)
- * until w has been completed; returns w->result. */
+ * until the racy waiter w has been completed; returns w->result. */
 int rt__waiter_wait(rt_waiter *w);
+/* Parks the running coroutine on the locked waiter w (racy == 0) that it
+ * published under l, which it holds: l is released once the coroutine has
+ * switched out. Returns w->result. */
+int rt__waiter_wait_unlock(rt_waiter *w, rt_spin *l);
 
 /* Doubly linked FIFO of waiters, protected by the owner's spinlock. */
 typedef struct rt_waitq { rt_waiter *head, *tail; } rt_waitq;
@@ -188,7 +209,7 @@ static inline rt_waiter *rt__waitq_pop(rt_waitq *q)
 /* ------------------------------------------------------------------------ */
 /* Workers                                                                   */
 
-enum { RT_POST_NONE, RT_POST_PARK, RT_POST_YIELD, RT_POST_EXIT };
+enum { RT_POST_NONE, RT_POST_PARK, RT_POST_PARK_UNLOCK, RT_POST_YIELD, RT_POST_EXIT };
 
 struct rt_worker {
     int index;
@@ -208,6 +229,7 @@ struct rt_worker {
     rt_co *cur;               /* running coroutine, NULL in the scheduler */
     int post_op;
     rt_co *post_co;
+    rt_spin *post_unlock;
 #if defined(RT_ASAN)
     const void *asan_stack_bottom;
     size_t asan_stack_size;
@@ -281,8 +303,12 @@ extern rt_runtime rt__rt;
  * a switch (rt.h, the rule). */
 rt_worker *rt__cur_worker(void);
 
-/* Makes a parked coroutine runnable. Safe from any thread. */
+/* Makes a coroutine parked on a racy waiter runnable. Safe from any
+ * thread. */
 void rt__ready(rt_co *co);
+/* Makes a coroutine runnable that is known to be switched out (it parked
+ * on a locked waiter the caller claimed). Safe from any thread. */
+void rt__ready_parked(rt_co *co);
 /* Parks the running coroutine until rt__ready(). */
 void rt__park(void);
 /* Wakes an idle worker when there is work for it and nobody searching. */
@@ -322,9 +348,16 @@ int64_t rt__timers_next(void);          /* INT64_MAX if none */
 int64_t rt__timers_poll_begin(void);
 void rt__timers_poll_end(void);
 int rt__timers_run(int64_t now);        /* fires due timers; count */
-/* Parks on w (already published) with an optional deadline; -ETIMEDOUT if
- * the deadline claimed w first. */
+/* Parks on w (already published, racy) with an optional deadline;
+ * -ETIMEDOUT if the deadline claimed w first. */
 int rt__wait_deadline(rt_waiter *w, int64_t deadline);
+/* Publishes w (initialised, not yet published) with push(q, w) under l,
+ * which the caller holds, and parks until completed or the deadline.
+ * Without a deadline w is a locked waiter and l is released after the
+ * switch; with one, l is released before parking and a timed-out w unlinks
+ * itself from q through unlink(q, w) under l. Returns the result. */
+int rt__park_on(rt_spin *l, void *q, rt_waiter *w, int64_t deadline,
+                void (*push)(void *q, rt_waiter *w), void (*unlink)(void *q, rt_waiter *w));
 
 /* Netpoll (netpoll.c). */
 int rt__netpoll_init(void);

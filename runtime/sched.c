@@ -350,10 +350,16 @@ static inline void post_switch(rt_worker *w)
         }
         break;
     }
+    case RT_POST_PARK_UNLOCK:
+        /* A locked waiter: publishing it could not wake anyone yet. */
+        rt__stack_check(co);
+        rt__spin_unlock(w->post_unlock);
+        w->post_unlock = NULL;
+        break;
     case RT_POST_YIELD:
+        /* No wakep: the yielder was this worker's work already. */
         rt__stack_check(co);
         runq_put(w, co);
-        rt__wakep();
         break;
     case RT_POST_EXIT:
         co_finish(w, co);
@@ -414,6 +420,28 @@ void rt__park(void)
     sched_switch(w, w->cur, RT_POST_PARK);
 }
 
+static inline void enqueue_ready(rt_co *co)
+{
+    rt_worker *w = rt__cur_worker();
+    if (w) {
+        rt_co *old = w->runnext;
+        w->runnext = co;
+        if (old) {
+            runq_put(w, old);
+            rt__wakep();
+        }
+    } else if (rt__foreign_enter()) {
+        rt__inject(co, co, 1);
+        rt__wakep();
+        rt__foreign_exit();
+    }
+}
+
+void rt__ready_parked(rt_co *co)
+{
+    enqueue_ready(co);
+}
+
 void rt__ready(rt_co *co)
 {
     for (;;) {
@@ -431,30 +459,29 @@ void rt__ready(rt_co *co)
             rt__panic("rt: coroutine %llu woken twice\n", (unsigned long long)co->id);
         }
     }
-    rt_worker *w = rt__cur_worker();
-    if (w) {
-        rt_co *old = w->runnext;
-        w->runnext = co;
-        if (old) {
-            runq_put(w, old);
-            rt__wakep();
-        }
-    } else if (rt__foreign_enter()) {
-        rt__inject(co, co, 1);
-        rt__wakep();
-        rt__foreign_exit();
-    }
+    enqueue_ready(co);
 }
 
 void rt__waiter_complete(rt_waiter *w, int result)
 {
     w->result = result;
     if (w->co) {
-        rt__ready(w->co);
+        if (w->racy)
+            rt__ready(w->co);
+        else
+            rt__ready_parked(w->co);
     } else {
         atomic_store_explicit(&w->futex, 1, RT_RELEASE);
         rt__futex_wake(&w->futex, 1);
     }
+}
+
+int rt__waiter_wait_unlock(rt_waiter *w, rt_spin *l)
+{
+    rt_worker *me = rt__cur_worker();
+    me->post_unlock = l;
+    sched_switch(me, w->co, RT_POST_PARK_UNLOCK);
+    return w->result;
 }
 
 int rt__waiter_wait(rt_waiter *w)
@@ -706,7 +733,13 @@ static rt_co *find_runnable(rt_worker *w)
                 }
             }
         }
-        /* Nothing: park. */
+        /* Nothing: park. Stop searching before announcing idleness (a
+         * waker may set searching again once we are listed); the re-check
+         * below sees any work published before that. */
+        if (w->searching) {
+            w->searching = 0;
+            atomic_fetch_sub(&rt->nsearching, 1);
+        }
         bool poller = rt__netpoll_try_own();
         pthread_mutex_lock(&rt->idle_lock);
         w->idle = 1;
@@ -715,10 +748,6 @@ static rt_co *find_runnable(rt_worker *w)
         rt->idle_list = w;
         atomic_fetch_add(&rt->nidle, 1);
         pthread_mutex_unlock(&rt->idle_lock);
-        if (w->searching) {
-            w->searching = 0;
-            atomic_fetch_sub(&rt->nsearching, 1);
-        }
         if (any_work(w)) {
             leave_idle(w);
             if (poller)

@@ -51,17 +51,21 @@ static void complete_all(rt_waiter *list, int result)
     }
 }
 
-/* Parks on w, already pushed on q under l, until completed or the deadline;
- * a timed-out waiter unlinks itself. */
+static void q_push(void *q, rt_waiter *w)
+{
+    rt__waitq_push(q, w);
+}
+
+static void q_remove(void *q, rt_waiter *w)
+{
+    rt__waitq_remove(q, w);
+}
+
+/* Publishes w on q under l (held by the caller) and parks until completed
+ * or the deadline; l is released either way. */
 static int wait_on(rt_spin *l, rt_waitq *q, rt_waiter *w, int64_t deadline)
 {
-    int r = rt__wait_deadline(w, deadline);
-    if (r == -ETIMEDOUT) {
-        rt__spin_lock(l);
-        rt__waitq_remove(q, w);
-        rt__spin_unlock(l);
-    }
-    return r;
+    return rt__park_on(l, q, w, deadline, q_push, q_remove);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -93,9 +97,7 @@ void rt_mutex_lock(rt_mutex *m)
     }
     rt_waiter w;
     rt__waiter_init(&w, self_co());
-    rt__waitq_push(&m->q, &w);
-    rt__spin_unlock(&m->lock);
-    rt__waiter_wait(&w);   /* ownership is handed to us */
+    wait_on(&m->lock, &m->q, &w, RT_NO_DEADLINE);   /* ownership is handed to us */
 }
 
 int rt_mutex_trylock(rt_mutex *m)
@@ -143,11 +145,17 @@ int rt_cond_wait(rt_cond *c, rt_mutex *m, int64_t deadline)
 {
     rt_waiter w;
     rt__waiter_init(&w, self_co());
+    /* A racy waiter: m is released between publishing and parking. */
     rt__spin_lock(&c->lock);
     rt__waitq_push(&c->q, &w);
     rt__spin_unlock(&c->lock);
     rt_mutex_unlock(m);
-    int r = wait_on(&c->lock, &c->q, &w, deadline);
+    int r = rt__wait_deadline(&w, deadline);
+    if (r == -ETIMEDOUT) {
+        rt__spin_lock(&c->lock);
+        rt__waitq_remove(&c->q, &w);
+        rt__spin_unlock(&c->lock);
+    }
     rt_mutex_lock(m);
     return r == -ETIMEDOUT ? -ETIMEDOUT : 0;
 }
@@ -240,8 +248,6 @@ static int chan_send(rt_chan *ch, const void *elem, int64_t deadline, bool try_o
     rt_waiter w;
     rt__waiter_init(&w, self_co());
     w.data = (void *)elem;
-    rt__waitq_push(&ch->sendq, &w);
-    rt__spin_unlock(&ch->lock);
     return wait_on(&ch->lock, &ch->sendq, &w, deadline);
 }
 
@@ -297,8 +303,6 @@ static int chan_recv(rt_chan *ch, void *elem, int64_t deadline, bool try_only)
     rt_waiter w;
     rt__waiter_init(&w, self_co());
     w.data = elem;
-    rt__waitq_push(&ch->recvq, &w);
-    rt__spin_unlock(&ch->lock);
     return wait_on(&ch->lock, &ch->recvq, &w, deadline);
 }
 
@@ -377,8 +381,6 @@ int rt_wg_wait(rt_wg *wg, int64_t deadline)
     }
     rt_waiter w;
     rt__waiter_init(&w, self_co());
-    rt__waitq_push(&wg->q, &w);
-    rt__spin_unlock(&wg->lock);
     return wait_on(&wg->lock, &wg->q, &w, deadline);
 }
 
@@ -418,8 +420,6 @@ int rt_sem_acquire(rt_sem *s, int64_t deadline)
     }
     rt_waiter w;
     rt__waiter_init(&w, self_co());
-    rt__waitq_push(&s->q, &w);
-    rt__spin_unlock(&s->lock);
     return wait_on(&s->lock, &s->q, &w, deadline);
 }
 
@@ -498,7 +498,5 @@ int rt_event_wait(rt_event *ev, int64_t deadline)
     }
     rt_waiter w;
     rt__waiter_init(&w, self_co());
-    rt__waitq_push(&ev->q, &w);
-    rt__spin_unlock(&ev->lock);
     return wait_on(&ev->lock, &ev->q, &w, deadline);
 }

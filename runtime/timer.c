@@ -196,6 +196,26 @@ int rt__wait_deadline(rt_waiter *w, int64_t deadline)
     return r;
 }
 
+int rt__park_on(rt_spin *l, void *q, rt_waiter *w, int64_t deadline,
+                void (*push)(void *q, rt_waiter *w), void (*unlink)(void *q, rt_waiter *w))
+{
+    if (deadline == RT_NO_DEADLINE) {
+        w->racy = 0;
+        push(q, w);
+        return rt__waiter_wait_unlock(w, l);
+    }
+    w->racy = 1;
+    push(q, w);
+    rt__spin_unlock(l);
+    int r = rt__wait_deadline(w, deadline);
+    if (r == -ETIMEDOUT && unlink) {
+        rt__spin_lock(l);
+        unlink(q, w);
+        rt__spin_unlock(l);
+    }
+    return r;
+}
+
 int rt_sleep_ns(int64_t ns)
 {
     rt_worker *w = rt__cur_worker();

@@ -5,3 +5,9 @@ if(TARGET rt)
   add_test(NAME runtime_unit COMMAND test_runtime)
   set_tests_properties(runtime_unit PROPERTIES LABELS unit TIMEOUT 300)
 endif()
+
+# The benchmark driver of scripts/bench runtime (not a test).
+if(TARGET rt)
+  add_executable(bench_runtime ${CMAKE_SOURCE_DIR}/tests/bench/runtime/bench_runtime.c)
+  target_link_libraries(bench_runtime PRIVATE rt)
+endif()

@@ -1,0 +1,100 @@
+// The Go anchor of scripts/bench runtime: the same measurements as
+// bench_runtime.c with goroutines and channels (stdlib only). Prints
+// go_chan_pingpong_ns, go_spawn_join_ns, go_bytes_per_parked (medians).
+package main
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"sort"
+	"strconv"
+	"time"
+)
+
+func median(v []float64) float64 {
+	sort.Float64s(v)
+	n := len(v)
+	if n%2 == 1 {
+		return v[n/2]
+	}
+	return (v[n/2-1] + v[n/2]) / 2
+}
+
+func pingpong() float64 {
+	const n = 1000000
+	a, b := make(chan int), make(chan int)
+	go func() {
+		for i := 0; i < n; i++ {
+			v := <-a
+			b <- v
+		}
+	}()
+	t0 := time.Now()
+	for i := 0; i < n; i++ {
+		a <- i
+		<-b
+	}
+	return float64(time.Since(t0).Nanoseconds()) / (2 * n)
+}
+
+func spawnJoin() float64 {
+	const n = 1000000
+	done := make(chan struct{})
+	t0 := time.Now()
+	for i := 0; i < n; i++ {
+		go func() { done <- struct{}{} }()
+		<-done
+	}
+	return float64(time.Since(t0).Nanoseconds()) / n
+}
+
+func rss() int64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	var pages, resident int64
+	fmt.Sscan(string(b), &pages, &resident)
+	return resident * int64(os.Getpagesize())
+}
+
+func parked() float64 {
+	const n = 100000
+	ch := make(chan int)
+	done := make(chan struct{}, n)
+	runtime.GC()
+	before := rss()
+	for i := 0; i < n; i++ {
+		go func() { <-ch; done <- struct{}{} }()
+	}
+	time.Sleep(100 * time.Millisecond)
+	after := rss()
+	close(ch)
+	for i := 0; i < n; i++ {
+		<-done
+	}
+	return float64(after-before) / n
+}
+
+func measure(runs int, f func() float64) float64 {
+	v := make([]float64, runs)
+	for i := range v {
+		v[i] = f()
+	}
+	return median(v)
+}
+
+func main() {
+	runs := 5
+	if len(os.Args) > 1 {
+		if r, err := strconv.Atoi(os.Args[1]); err == nil && r > 0 {
+			runs = r
+		}
+	}
+	fmt.Printf("go_chan_pingpong_ns=%.1f\n", measure(runs, pingpong))
+	fmt.Printf("go_spawn_join_ns=%.1f\n", measure(runs, spawnJoin))
+	// Parked goroutines: measured once per fresh process run would be
+	// cleaner; the first run is the one that grows RSS, so take it alone.
+	fmt.Printf("go_bytes_per_parked=%.0f\n", parked())
+}
