@@ -37,6 +37,7 @@ typedef struct app {
     int stats_ms, appliers, pending_cap;
     int sigfd;
     rc_cluster *rc;
+    inv_fanout *fanout;
     int rc_status;
 } app;
 
@@ -54,7 +55,7 @@ static int del_one(void *ctx, const char *sku, int64_t version)
 
 static int redis_del(void *ctx, inv_del *items, int n)
 {
-    return inv_del_fanout(items, n, 16, del_one, ctx);
+    return inv_fanout_del(((app *)ctx)->fanout, items, n);
 }
 
 static void print_stats(inv *iv)
@@ -100,6 +101,11 @@ static void run(void *arg)
         goto out;
     }
 
+    /* 256 deletes in flight at once, pipelined by the cluster client. */
+    if ((a->fanout = inv_fanout_new(256, del_one, a)) == NULL) {
+        fprintf(stderr, "invalidator: out of memory\n");
+        goto out;
+    }
     inv_config ic = {
         .brokers = a->cfg.kafka_brokers,
         .topic = a->cfg.kafka_topic,
@@ -141,6 +147,7 @@ static void run(void *arg)
     a->rc_status = 0;
 out:
     inv_free(iv);
+    inv_fanout_free(a->fanout);
     rc_free(a->rc);
 }
 

@@ -42,8 +42,10 @@ struct inv_delay {
     dpart *parts;                  /* indexed by partition id */
     int nparts;
     bool paused;
-    rt_sem *slots;                 /* applier slots */
-    rt_wg *wg;                     /* appliers running */
+    rt_chan *work;                 /* batches for the appliers */
+    rt_co **appliers;              /* long-lived applier coroutines */
+    int napplier;
+    atomic_int busy;               /* batches handed out, not finished */
 };
 
 typedef struct batch {
@@ -207,6 +209,7 @@ static void on_message(void *arg, rd_kafka_message_t *m)
         do_store_offset(d, m->partition);
     } else {
         bool coalesced;
+        inv__hist_add(&iv->transit, inv__wall_ms() - ev.committed_at_ms);
         if (inv__pq_add(&d->pq, &ev, m->partition, dp->gen, m->offset,
                         &coalesced) < 0) {
             fprintf(stderr, "invalidator: out of memory holding an event\n");
@@ -250,13 +253,15 @@ static void batch_free(batch *b)
     free(b);
 }
 
-static void applier(void *arg)
+/* Applies one batch: one Redis sink call, then the bookkeeping. */
+static void apply_batch(inv_delay *d, batch *b)
 {
-    batch *b = arg;
-    inv_delay *d = b->d;
     inv *iv = d->iv;
+    int64_t t0 = rt_now_ns();
     int rc = iv->redis.del(iv->redis.ctx, b->items, b->n);
     int64_t now = inv__wall_ms();
+    INV_INC(iv, sink_calls, 1);
+    inv__hist_add(&iv->sink, (rt_now_ns() - t0) / 1000000);
 
     pthread_mutex_lock(&d->mu);
     for (int i = 0; i < b->n; i++) {
@@ -277,11 +282,19 @@ static void applier(void *arg)
     }
     update_gauges(d);
     pthread_mutex_unlock(&d->mu);
+}
 
-    batch_free(b);
-    rt_sem_release(d->slots);
-    inv__wake_signal(&d->wake);    /* rearmed entries, freed room */
-    rt_wg_done(d->wg);
+/* An applier: takes batches until the channel closes. */
+static void applier(void *arg)
+{
+    inv_delay *d = arg;
+    batch *b;
+    while (rt_chan_recv(d->work, &b, RT_NO_DEADLINE) == 0) {
+        apply_batch(d, b);
+        batch_free(b);
+        atomic_fetch_sub(&d->busy, 1);
+        inv__wake_signal(&d->wake);   /* rearmed entries, a free applier */
+    }
 }
 
 /* Takes due entries off the queue in batches and starts an applier for
@@ -289,9 +302,7 @@ static void applier(void *arg)
 static void dispatch(inv_delay *d)
 {
     inv *iv = d->iv;
-    for (;;) {
-        if (rt_sem_try_acquire(d->slots) < 0)
-            return;
+    while (atomic_load(&d->busy) < d->napplier) {
         batch *b = calloc(1, sizeof(*b));
         if (b != NULL) {
             b->e = calloc((size_t)iv->batch, sizeof(*b->e));
@@ -300,7 +311,6 @@ static void dispatch(inv_delay *d)
         if (b == NULL || b->e == NULL || b->items == NULL) {
             if (b != NULL)
                 batch_free(b);
-            rt_sem_release(d->slots);
             return;                /* try again on the next wakeup */
         }
         b->d = d;
@@ -319,13 +329,15 @@ static void dispatch(inv_delay *d)
         pthread_mutex_unlock(&d->mu);
         if (b->n == 0) {
             batch_free(b);
-            rt_sem_release(d->slots);
             return;
         }
-        rt_wg_add(d->wg, 1);
-        if (rt_spawn(NULL, applier, b) < 0) {
-            /* Cannot run it here: apply inline rather than lose it. */
-            applier(b);
+        atomic_fetch_add(&d->busy, 1);
+        /* Never blocks: at most napplier batches are out, the channel holds
+         * that many. */
+        if (rt_chan_try_send(d->work, &b) < 0) {
+            atomic_fetch_sub(&d->busy, 1);
+            apply_batch(d, b);     /* cannot hand it out: apply it here */
+            batch_free(b);
         }
     }
 }
@@ -344,11 +356,17 @@ int inv__delay_new(inv *iv, inv_delay **out)
     d->wake.rfd = d->wake.wfd = -1;
     pthread_mutex_init(&d->mu, NULL);
     inv__pq_init(&d->pq);
-    d->slots = rt_sem_new(iv->appliers);
-    d->wg = rt_wg_new();
-    if (d->slots == NULL || d->wg == NULL) {
+    d->work = rt_chan_new(sizeof(batch *), (size_t)iv->appliers);
+    d->appliers = calloc((size_t)iv->appliers, sizeof(*d->appliers));
+    if (d->work == NULL || d->appliers == NULL) {
         rc = -ENOMEM;
         goto fail;
+    }
+    rt_spawn_opts o = {.joinable = 1, .name = "inv-applier",
+                       .stack_size = 256 * 1024};
+    for (; d->napplier < iv->appliers; d->napplier++) {
+        if ((rc = rt_spawn_ex(&d->appliers[d->napplier], applier, d, &o)) < 0)
+            goto fail;
     }
     if ((rc = inv__wake_open(&d->wake)) < 0)
         goto fail;
@@ -377,6 +395,17 @@ fail:
     return rc;
 }
 
+/* Closes the work channel and waits for the appliers: the batches they
+ * hold finish and store their offsets. Idempotent. */
+static void stop_appliers(inv_delay *d)
+{
+    if (d->work != NULL)
+        rt_chan_close(d->work);
+    for (int i = 0; i < d->napplier; i++)
+        rt_join(d->appliers[i]);
+    d->napplier = 0;
+}
+
 static intptr_t close_blocking(void *arg)
 {
     inv_delay *d = arg;
@@ -395,10 +424,10 @@ void inv__delay_free(inv_delay *d)
     for (int i = 0; i < d->nparts; i++)
         inv__offq_free(&d->parts[i].offq);
     free(d->parts);
-    if (d->slots != NULL)
-        rt_sem_free(d->slots);
-    if (d->wg != NULL)
-        rt_wg_free(d->wg);
+    stop_appliers(d);
+    free(d->appliers);
+    if (d->work != NULL)
+        rt_chan_free(d->work);
     pthread_mutex_destroy(&d->mu);
     free(d);
 }
@@ -440,7 +469,7 @@ void inv__delay_run(void *arg)
     }
     /* Let the Redis calls in flight finish and store their offsets, then
      * commit and leave the group: pending events go to the next owner. */
-    rt_wg_wait(d->wg, RT_NO_DEADLINE);
+    stop_appliers(d);
     rd_kafka_queue_io_event_enable(d->q, -1, NULL, 0);
     rt_blocking(close_blocking, d);
     atomic_store(&iv->delay_ready, 0);

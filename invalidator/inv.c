@@ -260,56 +260,98 @@ void inv_stats_get(const inv *iv, inv_stats *out)
     out->pending = atomic_load(&m->pending);
     out->pending_skus = atomic_load(&m->pending_skus);
     out->delay_ms = atomic_load(&m->delay_ms);
+    inv__hist_copy(&out->transit, &m->transit);
     inv__hist_copy(&out->lag, &m->lag);
+    inv__hist_copy(&out->sink, &m->sink);
     inv__hist_copy(&out->lateness, &m->lateness);
     inv__hist_copy(&out->bcast_lag, &m->bcast_lag);
 }
 
 /* ---------------------------------------------------------------------- */
-/* Fan-out helper for Redis sinks                                           */
+/* Fan-out pool for Redis sinks                                             */
 
-typedef struct fanout {
-    inv_del *items;
-    int n;
-    atomic_int next;
+typedef struct fanout_job {
+    inv_del *item;
+    rt_wg *done;
+} fanout_job;
+
+struct inv_fanout {
+    int width;
     int (*one)(void *ctx, const char *sku, int64_t version);
     void *ctx;
-    rt_wg *wg;
-} fanout;
+    rt_chan *jobs;
+    rt_co **cos;
+};
 
 static void fanout_worker(void *arg)
 {
-    fanout *f = arg;
-    for (;;) {
-        int i = atomic_fetch_add(&f->next, 1);
-        if (i >= f->n)
-            break;
-        int rc = f->one(f->ctx, f->items[i].sku, f->items[i].version);
-        f->items[i].result = rc < 0 ? rc : 0;
+    inv_fanout *f = arg;
+    fanout_job j;
+    while (rt_chan_recv(f->jobs, &j, RT_NO_DEADLINE) == 0) {
+        int rc = f->one(f->ctx, j.item->sku, j.item->version);
+        j.item->result = rc < 0 ? rc : 0;
+        rt_wg_done(j.done);
     }
-    rt_wg_done(f->wg);
 }
 
-int inv_del_fanout(inv_del *items, int n, int width,
-                   int (*one)(void *ctx, const char *sku, int64_t version),
-                   void *ctx)
+inv_fanout *inv_fanout_new(int width,
+                           int (*one)(void *ctx, const char *sku,
+                                      int64_t version),
+                           void *ctx)
+{
+    inv_fanout *f = calloc(1, sizeof(*f));
+    if (f == NULL)
+        return NULL;
+    f->width = width < 1 ? 1 : width;
+    f->one = one;
+    f->ctx = ctx;
+    f->jobs = rt_chan_new(sizeof(fanout_job), (size_t)f->width * 2);
+    f->cos = calloc((size_t)f->width, sizeof(*f->cos));
+    if (f->jobs == NULL || f->cos == NULL)
+        goto fail;
+    rt_spawn_opts o = {.joinable = 1, .name = "inv-fanout"};
+    for (int i = 0; i < f->width; i++) {
+        if (rt_spawn_ex(&f->cos[i], fanout_worker, f, &o) < 0) {
+            f->width = i;
+            goto fail;
+        }
+    }
+    return f;
+fail:
+    inv_fanout_free(f);
+    return NULL;
+}
+
+int inv_fanout_del(inv_fanout *f, inv_del *items, int n)
 {
     if (n <= 0)
         return 0;
-    if (width < 1)
-        width = 1;
-    if (width > n)
-        width = n;
-    fanout f = {.items = items, .n = n, .one = one, .ctx = ctx};
-    atomic_init(&f.next, 0);
-    if ((f.wg = rt_wg_new()) == NULL)
+    rt_wg *wg = rt_wg_new();
+    if (wg == NULL)
         return -ENOMEM;
-    rt_wg_add(f.wg, width);
-    for (int i = 1; i < width; i++)
-        if (rt_spawn(NULL, fanout_worker, &f) < 0)
-            rt_wg_done(f.wg);      /* the others take its share */
-    fanout_worker(&f);
-    rt_wg_wait(f.wg, RT_NO_DEADLINE);
-    rt_wg_free(f.wg);
+    rt_wg_add(wg, n);
+    for (int i = 0; i < n; i++) {
+        fanout_job j = {&items[i], wg};
+        if (rt_chan_send(f->jobs, &j, RT_NO_DEADLINE) < 0) {
+            items[i].result = -ECANCELED;
+            rt_wg_done(wg);
+        }
+    }
+    rt_wg_wait(wg, RT_NO_DEADLINE);
+    rt_wg_free(wg);
     return 0;
+}
+
+void inv_fanout_free(inv_fanout *f)
+{
+    if (f == NULL)
+        return;
+    if (f->jobs != NULL)
+        rt_chan_close(f->jobs);
+    for (int i = 0; f->cos != NULL && i < f->width; i++)
+        rt_join(f->cos[i]);
+    if (f->jobs != NULL)
+        rt_chan_free(f->jobs);
+    free(f->cos);
+    free(f);
 }

@@ -94,14 +94,25 @@ typedef struct inv_redis_sink {
 } inv_redis_sink;
 
 /* A building block for Redis sinks whose client carries one request per
- * call and pipelines across coroutines (the cluster client does): runs
- * one(ctx, sku, version) for every item on up to width coroutines at once
- * (the caller's included) and sets items[i].result to 0, or to one's
- * return value when negative. Call from a coroutine. Returns 0, or -ENOMEM
- * (then no item was attempted). */
-int inv_del_fanout(inv_del *items, int n, int width,
-                   int (*one)(void *ctx, const char *sku, int64_t version),
-                   void *ctx);
+ * call and pipelines across coroutines (the cluster client does): a pool of
+ * `width` long-lived coroutines, each running one(ctx, sku, version) for
+ * one item at a time, so up to width deletes are in flight at once without
+ * spawning a coroutine per item. */
+typedef struct inv_fanout inv_fanout;
+
+/* Starts the pool. Call from a coroutine. Returns NULL out of memory (or
+ * when the runtime refused the coroutines). Owned by the caller. */
+inv_fanout *inv_fanout_new(int width,
+                           int (*one)(void *ctx, const char *sku,
+                                      int64_t version),
+                           void *ctx);
+/* Runs every item through the pool and waits for all of them: sets
+ * items[i].result to 0, or to one's return value when negative. Usable as
+ * the body of an inv_redis_sink del. Callable from any number of coroutines
+ * at once. Returns 0, or -ENOMEM (then no item was attempted). */
+int inv_fanout_del(inv_fanout *f, inv_del *items, int n);
+/* Stops the pool (no call may be running) and frees it. From a coroutine. */
+void inv_fanout_free(inv_fanout *f);
 
 /* The local cache: evict sku, leaving version as the floor below which no
  * copy may be installed again. Must not park for long. */
@@ -217,6 +228,7 @@ uint64_t inv_hist_count_le(const inv_hist *h, int64_t le_ms);
     X(retries, "Redis deletes rescheduled after a failure")                   \
     X(decode_errors, "messages that were not a valid event (skipped)")        \
     X(evicted, "broadcast events handed to the local sink")                   \
+    X(sink_calls, "Redis sink calls (batches)")                               \
     X(pauses, "times the delay consumer paused fetching (pending full)")      \
     X(rebalances, "partition assignments and revocations")
 
@@ -229,12 +241,15 @@ typedef struct inv_stats {
     int64_t pending;               /* gauge: events held, not yet applied */
     int64_t pending_skus;          /* gauge: distinct (sku, partition) held */
     int64_t delay_ms;              /* gauge: the current delay */
+    inv_hist transit;              /* committed_at -> read by the delay
+                                    * consumer (outbox + Kafka) */
     inv_hist lag;                  /* committed_at -> Redis delete applied */
+    inv_hist sink;                 /* duration of one Redis sink call */
     inv_hist lateness;             /* due_at -> Redis delete applied */
     inv_hist bcast_lag;            /* committed_at -> local eviction */
 } inv_stats;
 
-/* Copies the current figures into *out (about 7 KiB: keep it off small
+/* Copies the current figures into *out (about 12 KiB: keep it off small
  * coroutine stacks). Callable from any thread. */
 void inv_stats_get(const inv *iv, inv_stats *out);
 

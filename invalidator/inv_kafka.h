@@ -60,7 +60,7 @@ struct inv {
 #undef INV_X_FIELD
     atomic_llong outbox_depth, relay_inflight, pending, pending_skus;
     atomic_int relay_ready, delay_ready, bcast_ready;
-    inv_hist lag, lateness, bcast_lag;
+    inv_hist transit, lag, sink, lateness, bcast_lag;
 };
 
 #define INV_INC(iv, name, n) \
