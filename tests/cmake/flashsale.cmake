@@ -27,3 +27,13 @@ if(TARGET flashsale AND TARGET cachesvc)
            COMMAND ${CMAKE_SOURCE_DIR}/scripts/demo --small --build-dir ${CMAKE_BINARY_DIR})
   set_tests_properties(flashsale_demo_small PROPERTIES LABELS integration TIMEOUT 300)
 endif()
+
+if(TARGET flashsale AND TARGET cachesvc AND TARGET cachesvc-devbroker)
+  # Two instances sharing PostgreSQL, Redis Cluster and a dev Kafka broker:
+  # a sweep across both, stale reads per instance. Ports 26300-26399.
+  add_test(NAME flashsale_two_instances
+           COMMAND bash ${CMAKE_SOURCE_DIR}/tests/integration/flashsale_two_instances.sh
+                   $<TARGET_FILE:flashsale> $<TARGET_FILE:cachesvc>
+                   $<TARGET_FILE:cachesvc-devbroker>)
+  set_tests_properties(flashsale_two_instances PROPERTIES LABELS integration TIMEOUT 300)
+endif()
