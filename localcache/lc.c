@@ -90,9 +90,10 @@ int lc_new(const lc_config *cfg, lc_cache **out)
         return -EINVAL;
     shard_bytes = (cfg->capacity_bytes - fixed) / nshards;
     over = lc__shard_overhead(shard_bytes, &islots, &gbuckets, &kbuckets, &ring_bytes);
-    /* S gets 10% of the ring bytes and must hold the largest record. */
+    /* S gets 10% of the ring bytes and must hold the largest record; ring
+     * offsets are 31-bit word counts (more shards for more than 16 GiB). */
     size_t small = (ring_bytes / 10) & ~(size_t)7;
-    if (small < lc__rec_size(LC_KEY_MAX, max_value))
+    if (small < lc__rec_size(LC_KEY_MAX, max_value) || ring_bytes / 8 >= (1ull << 31))
         return -EINVAL;
 
     if ((c = calloc(1, sizeof(*c))) == NULL)

@@ -59,7 +59,8 @@ typedef struct lc_config {
     /* Number of shards, a power of two (0 means 16). Each shard has its own
      * mutex, sequence counter, index and rings. */
     unsigned shards;
-    /* The memory bound in bytes, everything included. Required. */
+    /* The memory bound in bytes, everything included. Required; at most
+     * 16 GiB of records per shard. */
     size_t capacity_bytes;
     /* Largest value accepted (0 means 4096; at most 1 MiB). */
     size_t max_value_bytes;
@@ -73,7 +74,8 @@ typedef struct lc_config {
     uint32_t lease_ttl_ms;
     /* Milliseconds on a monotonic clock; NULL uses CLOCK_MONOTONIC_COARSE
      * (a few ms of granularity). Tests inject their own. Called from any
-     * thread; must not block. */
+     * thread; must not block. lc_get calls it only for values that have an
+     * expiry (and on misses); writes call it once. */
     uint64_t (*clock_ms)(void *ctx);
     void *clock_ctx;
 } lc_config;
