@@ -9,7 +9,11 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#if defined(RT_TEST_SHIM)
+#include "test_runtime_shim.h"
+#else
 #include <cmocka.h>
+#endif
 
 #include "runtime/rt.h"
 

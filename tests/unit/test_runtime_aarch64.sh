@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Cross-compiles the runtime and its unit tests for aarch64 with Debian's
+# gcc-aarch64-linux-gnu and runs them under qemu-user. Exits 77 (CTest
+# SKIP_RETURN_CODE) with a message when the cross tools are absent.
+# Usage: test_runtime_aarch64.sh <repo-root> <work-dir>
+set -euo pipefail
+root=${1:?repo root}
+work=${2:?work dir}
+cc=aarch64-linux-gnu-gcc
+qemu=$(command -v qemu-aarch64 || command -v qemu-aarch64-static || true)
+if ! command -v "$cc" >/dev/null 2>&1 || [ -z "$qemu" ]; then
+  echo "SKIP: aarch64 cross tools absent (apt-get install gcc-aarch64-linux-gnu qemu-user)"
+  exit 77
+fi
+mkdir -p "$work"
+"$cc" -std=gnu11 -O2 -g -Wall -Wextra -Wno-unused-parameter -Werror -D_GNU_SOURCE \
+  -DRT_TEST_SHIM -I"$root" -I"$root/tests/unit" \
+  "$root"/runtime/{sched,stack,timer,netpoll,sync,blocking,util}.c \
+  "$root"/runtime/switch_aarch64.S "$root"/tests/unit/test_runtime.c \
+  -o "$work/test_runtime_aarch64" -lpthread -lm
+exec "$qemu" -L /usr/aarch64-linux-gnu "$work/test_runtime_aarch64"
