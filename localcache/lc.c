@@ -181,6 +181,16 @@ __attribute__((noinline)) static lc_stripe *my_stripe(lc_cache *c)
     return &c->stripes[thread_stripe];
 }
 
+/* Adds one to a stripe counter. A plain load and store, not a locked
+ * read-modify-write: a stripe belongs to one thread unless more than
+ * LC_STRIPES threads use the cache, and then a count may be lost, which
+ * statistics can afford. */
+static inline void stripe_inc(_Atomic uint64_t *n)
+{
+    atomic_store_explicit(n, atomic_load_explicit(n, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+}
+
 typedef struct lc_read {
     uint64_t *slotp;    /* the key's index slot, on a hit */
     uint64_t slot;      /* its value when read */
@@ -282,9 +292,9 @@ int lc_get(lc_cache *c, const void *key, size_t klen, void *buf, size_t cap, siz
 
     lc_stripe *st = my_stripe(c);
     if (rc == -ENOENT) {
-        atomic_fetch_add_explicit(&st->misses, 1, memory_order_relaxed);
+        stripe_inc(&st->misses);
     } else {
-        atomic_fetch_add_explicit(&st->hits, 1, memory_order_relaxed);
+        stripe_inc(&st->hits);
         /* S3-FIFO's access count: written only until it saturates, so a
          * hot key's slot stays read-only. The CAS fails harmlessly if a
          * writer changed the slot since it was read. */
