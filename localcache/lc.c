@@ -458,7 +458,6 @@ int lc_lease_acquire(lc_cache *c, const void *key, size_t klen, lc_lease *out)
     wctx_put_meta(&w);
     sh->n.leases++;
     out->token = st->lease;
-    out->hash = w.h;
     out->klen = klen;
     memcpy(out->key, key, klen);
 out:

@@ -85,7 +85,6 @@ typedef struct lc_config {
  * may be copied); the key is kept in it so that lc_fill needs nothing else. */
 typedef struct lc_lease {
     uint64_t token;
-    uint64_t hash;
     size_t klen;
     unsigned char key[LC_KEY_MAX];
 } lc_lease;
