@@ -230,7 +230,7 @@ struct its_rsink {
     rt_mutex *mu;
     redisContext *c;
     char sha[64];
-    volatile bool down;
+    bool down;                     /* atomic */
     uint64_t calls;
 };
 
@@ -277,7 +277,7 @@ void its_rsink_free(its_rsink *s)
 
 void its_rsink_set_down(its_rsink *s, bool down)
 {
-    s->down = down;
+    __atomic_store_n(&s->down, down, __ATOMIC_RELAXED);
 }
 
 uint64_t its_rsink_calls(its_rsink *s)
@@ -290,7 +290,7 @@ static int rs_del(void *ctx, inv_del *items, int n)
     its_rsink *s = ctx;
     int rc = 0;
     __atomic_fetch_add(&s->calls, 1, __ATOMIC_RELAXED);
-    if (s->down)
+    if (__atomic_load_n(&s->down, __ATOMIC_RELAXED))
         return -ECONNREFUSED;
     rt_mutex_lock(s->mu);
     redisContext *c = s->c;
