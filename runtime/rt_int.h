@@ -106,7 +106,13 @@ struct rt_co {
     const char *name;
     uint64_t id;
     int joinable;
-    atomic_uintptr_t join_word; /* 0 running, 1 done, else rt_waiter* */
+    /* Joining: 0 running, 1 done (stack idle, the joiner may free it),
+     * 2 exiting (still switching off its stack), else the joiner's
+     * rt_waiter*. A coroutine joiner publishes its waiter only after it has
+     * switched out (RT_POST_JOIN), so the exiting coroutine may switch
+     * straight to it. */
+    atomic_uintptr_t join_word;
+    int exit_how;             /* RT_EXIT_* chosen while exiting */
     /* Stack: the mapping is [guard page][stack ... rt_co], the struct sits
      * at the top of its own stack. */
     char *map_base;           /* start of the mapping (guard page first) */
@@ -120,6 +126,7 @@ struct rt_co {
 #endif
 #if defined(RT_TSAN)
     void *tsan_fiber;
+    unsigned tsan_uses;
 #endif
     unsigned vg_id;           /* valgrind stack id */
 };
@@ -209,7 +216,9 @@ static inline rt_waiter *rt__waitq_pop(rt_waitq *q)
 /* ------------------------------------------------------------------------ */
 /* Workers                                                                   */
 
-enum { RT_POST_NONE, RT_POST_PARK, RT_POST_PARK_UNLOCK, RT_POST_YIELD, RT_POST_EXIT };
+enum { RT_POST_NONE, RT_POST_PARK, RT_POST_PARK_UNLOCK, RT_POST_YIELD, RT_POST_EXIT,
+       RT_POST_JOIN };
+enum { RT_EXIT_DETACHED, RT_EXIT_DIRECT, RT_EXIT_MARKED, RT_EXIT_WAITER };
 
 struct rt_worker {
     int index;
@@ -230,6 +239,8 @@ struct rt_worker {
     int post_op;
     rt_co *post_co;
     rt_spin *post_unlock;
+    rt_co *post_child;        /* RT_POST_JOIN: the coroutine joined */
+    rt_waiter *post_waiter;   /* RT_POST_JOIN: the joiner's waiter */
 #if defined(RT_ASAN)
     const void *asan_stack_bottom;
     size_t asan_stack_size;

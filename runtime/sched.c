@@ -328,6 +328,17 @@ static inline void san_after(rt_worker *w, rt_co *self)
 
 static void co_finish(rt_worker *w, rt_co *co);
 
+/* Owner only: co runs next on w; a displaced runnext goes to the ring. */
+static inline void ready_local(rt_worker *w, rt_co *co)
+{
+    rt_co *old = w->runnext;
+    w->runnext = co;
+    if (old) {
+        runq_put(w, old);
+        rt__wakep();
+    }
+}
+
 /* Runs the previous coroutine's request, now that its stack is idle. */
 static inline void post_switch(rt_worker *w)
 {
@@ -364,6 +375,25 @@ static inline void post_switch(rt_worker *w)
     case RT_POST_EXIT:
         co_finish(w, co);
         break;
+    case RT_POST_JOIN: {
+        /* The joiner is switched out: publish its waiter, unless the child
+         * is done already. */
+        rt_co *child = w->post_child;
+        uintptr_t jw = (uintptr_t)w->post_waiter;
+        uintptr_t v = atomic_load_explicit(&child->join_word, RT_ACQUIRE);
+        w->post_child = NULL;
+        w->post_waiter = NULL;
+        for (;;) {
+            if (v == 1) {
+                ready_local(w, co);
+                break;
+            }
+            if (atomic_compare_exchange_weak_explicit(&child->join_word, &v, jw,
+                                                      memory_order_acq_rel, RT_ACQUIRE))
+                break;
+        }
+        break;
+    }
     }
 }
 
@@ -394,11 +424,12 @@ static inline rt_co *local_next(rt_worker *w)
 
 /* Switches the running coroutine cur away with request op. Returns when
  * cur is resumed (never for RT_POST_EXIT), possibly on another worker. */
-static void sched_switch(rt_worker *w, rt_co *cur, int op)
+static void sched_switch_to(rt_worker *w, rt_co *cur, int op, rt_co *next)
 {
     w->post_op = op;
     w->post_co = cur;
-    rt_co *next = local_next(w);
+    if (!next)
+        next = local_next(w);
     if (next) {
         san_before(w, cur, next, op == RT_POST_EXIT);
         note_run(w, next);
@@ -414,6 +445,11 @@ static void sched_switch(rt_worker *w, rt_co *cur, int op)
     post_switch(w);
 }
 
+static inline void sched_switch(rt_worker *w, rt_co *cur, int op)
+{
+    sched_switch_to(w, cur, op, NULL);
+}
+
 void rt__park(void)
 {
     rt_worker *w = rt__cur_worker();
@@ -424,12 +460,7 @@ static inline void enqueue_ready(rt_co *co)
 {
     rt_worker *w = rt__cur_worker();
     if (w) {
-        rt_co *old = w->runnext;
-        w->runnext = co;
-        if (old) {
-            runq_put(w, old);
-            rt__wakep();
-        }
+        ready_local(w, co);
     } else if (rt__foreign_enter()) {
         rt__inject(co, co, 1);
         rt__wakep();
@@ -507,7 +538,32 @@ static void co_entry(rt_co *co)
     post_switch(w);
     co->fn(co->arg);
     w = co->worker;
-    sched_switch(w, co, RT_POST_EXIT);
+    /* A parked coroutine joiner is resumed directly; otherwise mark the
+     * exit so that a joiner arriving now waits for co_finish(). */
+    rt_co *direct = NULL;
+    co->exit_how = RT_EXIT_DETACHED;
+    if (co->joinable) {
+        uintptr_t v = atomic_load_explicit(&co->join_word, RT_ACQUIRE);
+        for (;;) {
+            if (v > 2) {
+                rt_waiter *jw = (rt_waiter *)v;
+                if (jw->co) {
+                    jw->result = 0;
+                    direct = jw->co;
+                    co->exit_how = RT_EXIT_DIRECT;
+                } else {
+                    co->exit_how = RT_EXIT_WAITER;
+                }
+                break;
+            }
+            if (atomic_compare_exchange_weak_explicit(&co->join_word, &v, 2,
+                                                      memory_order_acq_rel, RT_ACQUIRE)) {
+                co->exit_how = RT_EXIT_MARKED;
+                break;
+            }
+        }
+    }
+    sched_switch_to(w, co, RT_POST_EXIT, direct);
     rt__panic("rt: exited coroutine resumed\n");
 }
 
@@ -521,9 +577,16 @@ static void co_finish(rt_worker *w, rt_co *co)
         rt__stack_free(w, co);
         return;
     }
-    uintptr_t old = atomic_exchange(&co->join_word, 1);
-    if (old > 1)
-        rt__waiter_fire((rt_waiter *)old, 0);
+    if (co->exit_how == RT_EXIT_DIRECT)
+        return;   /* the joiner runs now and frees co */
+    uintptr_t v = 2;
+    if (co->exit_how == RT_EXIT_MARKED &&
+        atomic_compare_exchange_strong_explicit(&co->join_word, &v, 1,
+                                                memory_order_acq_rel, RT_ACQUIRE))
+        return;
+    /* A joiner published its waiter meanwhile (or was there already). */
+    v = atomic_load_explicit(&co->join_word, RT_ACQUIRE);
+    rt__waiter_fire((rt_waiter *)v, 0);
 }
 
 static uint64_t next_id(rt_worker *w)
@@ -562,11 +625,17 @@ int rt_spawn_ex(rt_co **out, rt_fn fn, void *arg, const rt_spawn_opts *opts)
     atomic_store_explicit(&co->join_word, 0, RT_RELAXED);
     atomic_store_explicit(&co->pstate, RT_P_RUNNING, RT_RELAXED);
     co->id = next_id(w);
-#if defined(RT_TSAN)
-    co->tsan_fiber = __tsan_create_fiber(0);
-#endif
 #if defined(RT_ASAN)
     co->asan_fake = NULL;
+#endif
+#if defined(RT_TSAN)
+    /* A coroutine never returns from its entry frame, so TSan's shadow call
+     * stack of a reused fiber grows with every coroutine run on it. */
+    if (++co->tsan_uses >= 256) {
+        __tsan_destroy_fiber(co->tsan_fiber);
+        co->tsan_fiber = __tsan_create_fiber(0);
+        co->tsan_uses = 0;
+    }
 #endif
     rt__co_prepare(co, co_entry);
     if (out)
@@ -604,8 +673,20 @@ int rt_join(rt_co *co)
         return -EINVAL;
     if (!atomic_load(&rt->running))
         return -ECANCELED;
-    rt__waiter_init(&wt, w ? w->cur : NULL);
-    if (!wt.co) {
+    if (w && w->cur) {
+        if (atomic_load_explicit(&co->join_word, RT_ACQUIRE) != 1) {
+            /* Published by post_switch(), after we switched out. */
+            rt__waiter_init(&wt, w->cur);
+            wt.racy = 0;
+            w->post_child = co;
+            w->post_waiter = &wt;
+            sched_switch(w, w->cur, RT_POST_JOIN);
+        }
+        rt__stack_free(rt__cur_worker(), co);
+        return 0;
+    }
+    rt__waiter_init(&wt, NULL);
+    {
         /* A foreign joiner is listed so that shutdown can cancel it. */
         rt__spin_lock(&rt->foreign_lock);
         if (atomic_load(&rt->stopping)) {
@@ -615,25 +696,24 @@ int rt_join(rt_co *co)
         rt__waitq_push(&rt->foreign_waiters, &wt);
         rt__spin_unlock(&rt->foreign_lock);
     }
-    uintptr_t exp = 0;
+    uintptr_t v = atomic_load_explicit(&co->join_word, RT_ACQUIRE);
     int r = 0;
-    if (atomic_compare_exchange_strong(&co->join_word, &exp, (uintptr_t)&wt))
-        r = rt__waiter_wait(&wt);
-    if (!wt.co) {
-        rt__spin_lock(&rt->foreign_lock);
-        rt__waitq_remove(&rt->foreign_waiters, &wt);
-        rt__spin_unlock(&rt->foreign_lock);
+    while (v != 1) {
+        if (atomic_compare_exchange_weak_explicit(&co->join_word, &v, (uintptr_t)&wt,
+                                                  memory_order_acq_rel, RT_ACQUIRE)) {
+            r = rt__waiter_wait(&wt);
+            break;
+        }
     }
+    rt__spin_lock(&rt->foreign_lock);
+    rt__waitq_remove(&rt->foreign_waiters, &wt);
+    rt__spin_unlock(&rt->foreign_lock);
     if (r < 0)
         return r;
-    if (wt.co) {
-        rt__stack_free(rt__cur_worker(), co);
-    } else {
-        if (!rt__foreign_enter())
-            return -ECANCELED;
-        rt__stack_free(NULL, co);
-        rt__foreign_exit();
-    }
+    if (!rt__foreign_enter())
+        return -ECANCELED;
+    rt__stack_free(NULL, co);
+    rt__foreign_exit();
     return 0;
 }
 
