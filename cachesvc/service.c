@@ -397,6 +397,34 @@ static int svc_metrics(void *ctx, http_buf *out)
 /* ------------------------------------------------------------------------ */
 /* /readyz                                                                   */
 
+/* Kafka counts as up once the consumers hold their partitions, unless the
+ * relay has events waiting and Kafka has acknowledged none of them for
+ * KAFKA_STALL_NS (a broker outage: rows wait in the outbox meanwhile). */
+#define KAFKA_STALL_NS (5 * 1000000000LL)
+static int kafka_up(svc *s)
+{
+    if (s->iv == NULL || !inv_ready(s->iv))
+        return 0;
+    inv_stats *st = malloc(sizeof *st);
+    if (st == NULL)
+        return 1;
+    inv_stats_get(s->iv, st);
+    int64_t now = rt_now_ns();
+    int waiting = st->relay_inflight > 0 || st->outbox_depth > 0;
+    uint64_t pub = st->published;
+    free(st);
+    if (!waiting || pub != atomic_exchange(&s->kafka_published, pub)) {
+        atomic_store(&s->kafka_progress_ns, now);
+        return 1;
+    }
+    int64_t since = atomic_load(&s->kafka_progress_ns);
+    if (since == 0) {
+        atomic_store(&s->kafka_progress_ns, now);
+        return 1;
+    }
+    return now - since < KAFKA_STALL_NS;
+}
+
 static int svc_ready(void *ctx, http_readiness *out)
 {
     svc *s = ctx;
@@ -415,7 +443,7 @@ static int svc_ready(void *ctx, http_readiness *out)
     if (strcmp(s->cfg.kafka_brokers, "none") == 0)
         out->kafka = HTTP_DEP_NONE;
     else
-        out->kafka = s->iv != NULL && inv_ready(s->iv) ? HTTP_DEP_UP : HTTP_DEP_DOWN;
+        out->kafka = kafka_up(s) ? HTTP_DEP_UP : HTTP_DEP_DOWN;
     if (atomic_load(&s->draining))
         out->store = HTTP_DEP_DOWN;   /* leaving: take us out of rotation */
     return 0;

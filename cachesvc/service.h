@@ -65,6 +65,8 @@ typedef struct svc {
     _Atomic int draining;
     _Atomic int store_up;                /* last known, for /readyz */
     _Atomic int64_t store_checked_ns;
+    _Atomic uint64_t kafka_published;    /* last seen, for /readyz */
+    _Atomic int64_t kafka_progress_ns;   /* when it last moved or idled */
 } svc;
 
 /* Opens every component in order (store, Redis, local cache, invalidator)

@@ -103,3 +103,19 @@ json_num() {   # json_num KEY <<< json: the integer value of "KEY"
 header() {     # header NAME: the value of a header of the last req
   printf '%s\n' "$HDRS" | tr -d '\r' | sed -n "s/^$1: //Ip" | head -1
 }
+
+# cluster_up DIR PORT: scripts/redis-cluster up, once more after a failure
+# (on a loaded machine a node may miss its first PING deadline). Prints the
+# seed list. Runs in $(...): the caller registers the cleanup.
+cluster_up() {
+  local d=$1 p=$2 out
+  for attempt in 1 2; do
+    if out=$("$SRC/scripts/redis-cluster" up --dir "$d" --port "$p" 2>"$T/cluster-up.err"); then
+      tail -1 <<<"$out"; return 0
+    fi
+    cat "$T/cluster-up.err" >&2
+    "$SRC/scripts/redis-cluster" down --dir "$d" >/dev/null 2>&1
+    sleep 1
+  done
+  return 1
+}

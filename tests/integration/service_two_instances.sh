@@ -11,8 +11,8 @@ DELAY=200
 
 PG=$("$SRC/scripts/postgres" up --dir "$T/pg" --port $PGP | tail -1) || { fail "postgres up"; finish; }
 CLEANUPS+=("'$SRC/scripts/postgres' down --dir '$T/pg'")
-SEEDS=$("$SRC/scripts/redis-cluster" up --dir "$T/redis" --port $RP | tail -1) || { fail "redis-cluster up"; finish; }
 CLEANUPS+=("'$SRC/scripts/redis-cluster' down --dir '$T/redis'")
+SEEDS=$(cluster_up "$T/redis" $RP) || { fail "redis-cluster up"; finish; }
 "$DEVBROKER" >"$T/broker.out" 2>"$T/broker.log" &
 BPID=$!; CLEANUPS+=("kill $BPID")
 for i in $(seq 1 100); do [ -s "$T/broker.out" ] && break; sleep 0.05; done
