@@ -857,6 +857,7 @@ static int pg_audit(store *st, const char *sku, int with_orders, store_audit_res
     pg_conn *pc;
     int rc, fe, nq = 0;
 
+    memset(out, 0, sizeof *out);
     if ((pc = pool_get(st, dl, &rc)) == NULL)
         return rc;
     rc = -EIO;

@@ -365,6 +365,7 @@ static intptr_t audit_blocking(void *arg)
     int64_t v[2];
     int rc;
 
+    memset(au, 0, sizeof *au);
     pthread_mutex_lock(&q->r.mu);
     if ((rc = step_done(db, q->rst[R_BEGIN], "begin")) < 0)
         goto out_unlocked_tx;
