@@ -175,6 +175,8 @@ rc_cluster *rc_new(const rc_config *cfg)
         c->cfg.max_redirects = 5;
     if (c->cfg.max_batch <= 0)
         c->cfg.max_batch = 512;
+    if (c->cfg.pipeline_window <= 0)
+        c->cfg.pipeline_window = 2;
     if (c->cfg.refresh_cooldown_ms <= 0)
         c->cfg.refresh_cooldown_ms = 100;
     if (c->cfg.refresh_interval_ms == 0)

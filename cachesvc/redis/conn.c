@@ -146,34 +146,57 @@ static void conn_set_broken(rc__conn *cn, int err)
         rt_event_signal(cn->wake);
 }
 
-/* Completes the oldest in-flight request with reply. Returns 0, or
- * RC_EPROTO for a reply nobody asked for. */
-static int conn_dispatch(rc__conn *cn, rc_reply *reply)
+#define RC_DISPATCH_MAX 64
+
+/* Completes the oldest in-flight requests with the n replies parsed from
+ * one read, taking the lock once. Returns 0, or RC_EPROTO for a reply
+ * nobody asked for (the replies are then all consumed). */
+static int conn_dispatch(rc__conn *cn, void **replies, int n)
 {
-    rc__req *r;
+    rc__req *done[RC_DISPATCH_MAX];
+    int k = 0, rc = 0;
+    bool wake = false;
 
     pthread_mutex_lock(&cn->mu);
-    r = cn->iq_head;
-    if (r == NULL) {
-        pthread_mutex_unlock(&cn->mu);
-        freeReplyObject(reply);
-        return RC_EPROTO;
+    for (int i = 0; i < n; i++) {
+        rc__req *r = cn->iq_head;
+        if (r == NULL) {
+            freeReplyObject(replies[i]);
+            rc = RC_EPROTO;
+            continue;
+        }
+        if (r->skip > 0) {
+            /* The reply to ASKING. */
+            r->skip--;
+            freeReplyObject(replies[i]);
+            continue;
+        }
+        cn->iq_head = r->next;
+        if (cn->iq_head == NULL)
+            cn->iq_tail = NULL;
+        r->next = NULL;
+        r->reply = replies[i];
+        done[k++] = r;
+        if (r->batch_end) {
+            /* A write fully answered: the writer may send the next. */
+            cn->batches_out--;
+            if (cn->writer_idle && cn->sq_head != NULL) {
+                cn->writer_idle = false;
+                wake = true;
+            }
+        }
     }
-    if (r->skip > 0) {
-        /* The reply to ASKING. */
-        r->skip--;
-        pthread_mutex_unlock(&cn->mu);
-        freeReplyObject(reply);
-        return 0;
-    }
-    cn->iq_head = r->next;
-    if (cn->iq_head == NULL)
-        cn->iq_tail = NULL;
     pthread_mutex_unlock(&cn->mu);
-    r->next = NULL;
-    atomic_fetch_sub_explicit(&cn->node->inflight, 1, memory_order_relaxed);
-    req_complete(r, reply, 0);
-    return 0;
+    if (wake)
+        rt_event_signal(cn->wake);
+    if (k > 0)
+        atomic_fetch_sub_explicit(&cn->node->inflight, (uint64_t)k, memory_order_relaxed);
+    for (int i = 0; i < k; i++) {
+        rc_reply *reply = done[i]->reply;
+        done[i]->reply = NULL;
+        req_complete(done[i], reply, 0);
+    }
+    return rc;
 }
 
 static int64_t health_ns(rc_cluster *c)
@@ -225,15 +248,23 @@ static void conn_reader(void *arg)
             goto out;
         }
         for (;;) {
-            void *reply = NULL;
-            if (redisReaderGetReply(cn->rd, &reply) != REDIS_OK) {
-                err = RC_EPROTO;
-                goto out;
+            void *replies[RC_DISPATCH_MAX];
+            int n = 0, perr = 0;
+            while (n < RC_DISPATCH_MAX) {
+                void *reply = NULL;
+                if (redisReaderGetReply(cn->rd, &reply) != REDIS_OK) {
+                    perr = RC_EPROTO;
+                    break;
+                }
+                if (reply == NULL)
+                    break;
+                replies[n++] = reply;
             }
-            if (reply == NULL)
-                break;
-            if ((err = conn_dispatch(cn, reply)) < 0)
+            /* Replies parsed before a protocol error still count. */
+            if ((err = conn_dispatch(cn, replies, n)) < 0 || (err = perr) < 0)
                 goto out;
+            if (n < RC_DISPATCH_MAX)
+                break;
         }
     }
 out:
@@ -359,6 +390,7 @@ static void conn_reset(rc__conn *cn, int err)
         err = cn->break_err;
     iq = cn->iq_head;
     cn->iq_head = cn->iq_tail = NULL;
+    cn->batches_out = 0;
     cn->broken = false;
     cn->break_err = 0;
     pthread_mutex_unlock(&cn->mu);
@@ -418,6 +450,8 @@ static int conn_write_batch(rc__conn *cn)
     if (cn->sq_head == NULL)
         cn->sq_tail = NULL;
     if (first != NULL) {
+        last->batch_end = true;
+        cn->batches_out++;
         if (cn->iq_tail)
             cn->iq_tail->next = first;
         else
@@ -468,8 +502,13 @@ static void conn_writer(void *arg)
          * request before this batch is taken. */
         rt_yield();
         pthread_mutex_lock(&cn->mu);
-        if (!cn->closing && !cn->broken && cn->sq_head == NULL) {
+        if (!cn->closing && !cn->broken &&
+            (cn->sq_head == NULL ||
+             (cn->fd >= 0 && cn->batches_out >= n->c->cfg.pipeline_window))) {
+            /* Nothing to send, or enough writes unanswered: requests that
+             * arrive meanwhile wait and go out in the next write. */
             cn->writer_idle = true;
+            cn->window_full = cn->sq_head != NULL;
             pthread_mutex_unlock(&cn->mu);
             rt_event_wait(cn->wake, RT_NO_DEADLINE);
             continue;
@@ -532,8 +571,10 @@ int rc__submit(rc__node *n, rc__req *r)
         cn->sq_head = r;
     cn->sq_tail = r;
     cn->sq_len++;
-    wake = cn->writer_idle;
-    cn->writer_idle = false;
+    /* A writer waiting for replies is woken by the reader instead. */
+    wake = cn->writer_idle && !cn->window_full;
+    if (wake)
+        cn->writer_idle = false;
     if (!cn->writer_started) {
         /* The writer is started by the first request, outside the lock
          * (spawning may switch). */

@@ -87,7 +87,7 @@ static const struct {
     {"GETRANGE", RC_CMD_IDEMPOTENT},
     {"HGET", RC_CMD_IDEMPOTENT},
     {"HGETALL", RC_CMD_IDEMPOTENT},
-    {"SET", RC_CMD_IDEMPOTENT},   /* not with NX, XX or GET: see rc__cmd_flags */
+    {"SET", RC_CMD_IDEMPOTENT},   /* not with NX, XX or GET: rc_command checks */
     {"PSETEX", RC_CMD_IDEMPOTENT},
     {"SETEX", RC_CMD_IDEMPOTENT},
     {"DEL", RC_CMD_IDEMPOTENT | RC_CMD_SPLIT_SUM},
@@ -136,8 +136,18 @@ static const struct {
 
 int rc__cmd_flags(const char *name, size_t len)
 {
+    if (len == 0)
+        return 0;
+    /* The hot ones first, without the table walk. */
+    if (len == 3 && (name[1] | 0x20) == 'e' && (name[2] | 0x20) == 't') {
+        if ((name[0] | 0x20) == 'g')
+            return RC_CMD_READ | RC_CMD_IDEMPOTENT;
+        if ((name[0] | 0x20) == 's')
+            return RC_CMD_IDEMPOTENT;
+    }
     for (size_t i = 0; i < sizeof cmdtab / sizeof cmdtab[0]; i++)
-        if (strlen(cmdtab[i].name) == len && strncasecmp(cmdtab[i].name, name, len) == 0)
+        if ((cmdtab[i].name[0] | 0x20) == (name[0] | 0x20) &&
+            strlen(cmdtab[i].name) == len && strncasecmp(cmdtab[i].name, name, len) == 0)
             return cmdtab[i].flags;
     return 0;
 }

@@ -84,6 +84,9 @@ typedef struct rc_config {
                                * replicas (READONLY), masters as fallback */
     int max_redirects;        /* MOVED/ASK hops per request; 0 = 5 */
     int max_batch;            /* requests per pipelined write; 0 = 512 */
+    int pipeline_window;      /* writes in flight per connection before the
+                               * writer waits for replies (queued requests
+                               * then go out together); 0 = 2 */
     int refresh_cooldown_ms;  /* minimum gap between slot map refreshes;
                                * 0 = 100 */
     int refresh_interval_ms;  /* periodic refresh while healthy; 0 = 30000,

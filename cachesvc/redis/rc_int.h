@@ -90,6 +90,7 @@ typedef struct rc__req {
     size_t cmdlen;
     int skip;                  /* replies to discard before ours (ASKING) */
     int written;               /* 1 once handed to write() */
+    bool batch_end;            /* the last request of its write */
     int err;                   /* transport error, or 0 */
     rc_reply *reply;           /* the reply, owned until taken */
     int64_t sent_ns;           /* when written */
@@ -107,7 +108,9 @@ typedef struct rc__conn {
     rc__req *sq_head, *sq_tail;  /* queued, not written yet */
     rc__req *iq_head, *iq_tail;  /* written, waiting for their replies */
     int sq_len;
+    int batches_out;           /* writes whose last reply has not come */
     bool writer_idle;          /* the writer waits on wake */
+    bool window_full;          /* ... for replies, not for requests */
     bool broken;               /* the reader saw the connection fail */
     bool closing;              /* rc_free: the writer must exit */
     bool writer_started;       /* the writer coroutine was spawned */

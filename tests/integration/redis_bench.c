@@ -5,7 +5,7 @@
  * "ops=<per second>" and a few details. Used by scripts/bench.d/redis.
  *
  * Usage: redis_bench SEEDS [concurrency=256] [seconds=5] [keys=100000]
- *                          [conns_per_node=1] [workers=0]
+ *                          [conns_per_node=1] [workers=0] [pipeline_window=0]
  */
 #include <inttypes.h>
 #include <signal.h>
@@ -25,7 +25,7 @@ typedef struct bench {
     _Atomic uint64_t ops, errors;
     rt_wg *wg;
     const char *seeds;
-    int conns;
+    int conns, window;
 } bench;
 
 static void worker(void *arg)
@@ -45,7 +45,12 @@ static void worker(void *arg)
         x ^= x << 13;
         x ^= x >> 17;
         x ^= x << 5;
-        argvlen[1] = (size_t)snprintf(key, sizeof key, "key:%012u", x % (unsigned)b->keys);
+        /* "key:%012u", as redis-benchmark -r names its keys. */
+        unsigned k = x % (unsigned)b->keys;
+        memcpy(key, "key:", 4);
+        for (int i = 15; i >= 4; i--, k /= 10)
+            key[i] = (char)('0' + k % 10);
+        argvlen[1] = 16;
         argv[1] = key;
         if (op ^= 1) {
             argv[0] = "SET";
@@ -74,7 +79,8 @@ static int rc_main;
 static void run(void *arg)
 {
     bench *b = arg;
-    rc_config cfg = {.seeds = b->seeds, .conns_per_node = b->conns};
+    rc_config cfg = {.seeds = b->seeds, .conns_per_node = b->conns,
+                     .pipeline_window = b->window};
     int64_t t0, t1;
     int rc;
 
@@ -118,7 +124,7 @@ int main(int argc, char **argv)
     int workers = 0;
 
     if (argc < 2) {
-        fprintf(stderr, "usage: %s SEEDS [concurrency] [seconds] [keys] [conns] [workers]\n",
+        fprintf(stderr, "usage: %s SEEDS [concurrency] [seconds] [keys] [conns] [workers] [window]\n",
                 argv[0]);
         return 2;
     }
@@ -133,6 +139,8 @@ int main(int argc, char **argv)
         b.conns = atoi(argv[5]);
     if (argc > 6)
         workers = atoi(argv[6]);
+    if (argc > 7)
+        b.window = atoi(argv[7]);
     if (b.conc < 1 || b.seconds < 1 || b.keys < 1)
         return 2;
     signal(SIGPIPE, SIG_IGN);
