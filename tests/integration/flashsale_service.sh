@@ -9,6 +9,7 @@ set -uo pipefail
 FS=$1
 SVC=$2
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
+. "$SRC/tests/load/fixtures.sh"
 P=26200
 RP=26210
 T=$(mktemp -d /tmp/flashsale-svc.XXXXXX)
@@ -31,9 +32,8 @@ kv() { sed -n "s/^$1=//p" "$2" | tail -1; }
 
 redis_url=none
 if command -v redis-server >/dev/null 2>&1; then
-  redis_url=$("$SRC/scripts/redis-cluster" up --dir "$T/redis" --port $RP | tail -1) \
-    || fail "redis-cluster up"
   REDIS_UP=1
+  redis_url=$(fs_redis_up "$SRC" "$T/redis" $RP) || fail "redis-cluster up"
 fi
 echo "redis: $redis_url"
 

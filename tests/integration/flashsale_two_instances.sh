@@ -10,6 +10,7 @@ FS=$1
 SVC=$2
 BROKER=$3
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
+. "$SRC/tests/load/fixtures.sh"
 PA=26300; PB=26301; RP=26310; PGP=26320
 T=$(mktemp -d /tmp/flashsale-two.XXXXXX)
 chmod 755 "$T"   # PostgreSQL runs as the postgres user
@@ -34,8 +35,8 @@ kv() { sed -n "s/^$1=//p" "$2" | tail -1; }
 
 pg=$("$SRC/scripts/postgres" up --dir "$T/pg" --port $PGP | tail -1); pg_up=1
 [[ "$pg" == postgresql://* ]] || fail "postgres up"
-seeds=$("$SRC/scripts/redis-cluster" up --dir "$T/redis" --port $RP | tail -1); redis_up=1
-[[ "$seeds" == 127.0.0.1:* ]] || fail "redis-cluster up"
+redis_up=1
+seeds=$(fs_redis_up "$SRC" "$T/redis" $RP) || fail "redis-cluster up"
 "$BROKER" >"$T/broker.out" 2>"$T/broker.log" &
 pids+=($!)
 disown $!

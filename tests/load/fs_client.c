@@ -177,14 +177,13 @@ static int build_head(fs_conn *c, const char *method, const char *path, const ch
     }
 }
 
-int fs_conn_request(fs_conn *c, const char *method, const char *path, const char *extra_headers,
-                    const char *body, size_t body_len, int64_t deadline, int64_t *t_sent,
-                    fs_http_resp *out)
+/* One write of the request and the read of its response on c, dialling
+ * first when c has no socket. *got is set when any response byte arrived. */
+static int exchange(fs_conn *c, size_t head_len, const char *body, size_t body_len,
+                    int64_t deadline, int64_t *t_sent, fs_http_resp *out, int *got)
 {
-    size_t head_len;
-    int rc = build_head(c, method, path, extra_headers ? extra_headers : "", body_len, &head_len);
-    if (rc < 0)
-        return rc;
+    int rc;
+    *got = 0;
     if (c->fd < 0) {
         int fd = rt_dial_tcp(c->t.host, c->t.port, deadline);
         if (fd < 0)
@@ -215,6 +214,8 @@ int fs_conn_request(fs_conn *c, const char *method, const char *path, const char
             rc = (int)n;
             goto fail;
         }
+        if (n > 0)
+            *got = 1;
         http_parser_execute(&c->p, &settings, c->rbuf, (size_t)n);   /* n == 0: EOF */
         if (c->oom) {
             rc = -ENOMEM;
@@ -240,5 +241,24 @@ int fs_conn_request(fs_conn *c, const char *method, const char *path, const char
     return 0;
 fail:
     fs_conn_close(c);
+    return rc;
+}
+
+int fs_conn_request(fs_conn *c, const char *method, const char *path, const char *extra_headers,
+                    const char *body, size_t body_len, int64_t deadline, int64_t *t_sent,
+                    fs_http_resp *out)
+{
+    size_t head_len;
+    int got, rc = build_head(c, method, path, extra_headers ? extra_headers : "", body_len,
+                             &head_len);
+    if (rc < 0)
+        return rc;
+    int reused = c->fd >= 0;
+    rc = exchange(c, head_len, body, body_len, deadline, t_sent, out, &got);
+    /* A kept-alive connection the server closed while idle fails before any
+     * answer; like browsers, send an idempotent request once more on a new
+     * connection. A POST is left to the caller (buys retry with their key). */
+    if ((rc == -ECONNRESET || rc == -EPIPE) && reused && !got && strcmp(method, "POST") != 0)
+        rc = exchange(c, head_len, body, body_len, deadline, t_sent, out, &got);
     return rc;
 }
