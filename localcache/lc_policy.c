@@ -374,10 +374,15 @@ static uint64_t do_ring_alloc(lc_shard *sh, unsigned q, uint32_t size, uint64_t 
 {
     lc_ring *r = &sh->ring[q];
     unsigned budget = LC_ROTATE_BUDGET;
-    if (r->used == 0)
-        r->head = r->tail = 0;
-    while (!ring_fits(r, size))
+    for (;;) {
+        /* An empty ring starts over at offset 0, where any record fits
+         * (lc_new made every ring at least one largest record long). */
+        if (r->used == 0)
+            r->head = r->tail = 0;
+        if (ring_fits(r, size))
+            break;
         do_tail_step(sh, q, now, &budget);
+    }
     return ring_take_head(sh, q, size);
 }
 

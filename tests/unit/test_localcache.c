@@ -498,6 +498,53 @@ static void test_memory_bound_churn(void **state)
     lc_free(c);
 }
 
+/* The smallest cache lc_new accepts (S holds one largest record and little
+ * more) stays consistent under records of every size, large ones included,
+ * which make the rings wrap with pads and empty out completely. */
+static void test_smallest_cache(void **state)
+{
+    (void)state;
+    lc_config cfg = {.shards = 1, .max_value_bytes = 1024, .clock_ms = fake_clock};
+    lc_cache *c = NULL;
+    size_t lo = 1, hi = 1 << 20;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        cfg.capacity_bytes = mid;
+        if (lc_new(&cfg, &c) == 0) {
+            lc_free(c);
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    cfg.capacity_bytes = lo;
+    assert_int_equal(lc_new(&cfg, &c), 0);
+    unsigned char val[1024], out[1024];
+    char key[16];
+    uint64_t rng = 9;
+    for (unsigned n = 0; n < 20000; n++) {
+        uint32_t id = (uint32_t)(lct_rand(&rng) % 40);
+        size_t kl = lct_key(id, key), vlen;
+        size_t len = lct_rand(&rng) % 4 ? 1024 - lct_rand(&rng) % 64 : lct_rand(&rng) % 100;
+        uint64_t ver = n;
+        make_value(val, len, id, ver);
+        assert_int_equal(lc_set_if_newer(c, key, kl, val, len, ver, 0), 0);
+        if (lc_get(c, key, kl, out, sizeof(out), &vlen, &ver) == 0)
+            check_value(out, vlen, id, ver);
+        if (n % 7 == 0)
+            lc_evict(c, key, kl, 0);
+        if (n % 500 == 0)
+            assert_int_equal(lc__check(c), 0);
+    }
+    lc_stats st;
+    lc_stats_get(c, &st);
+    print_message("smallest cache: %zu bytes, %llu evictions\n", lo,
+                  (unsigned long long)st.evictions);
+    assert_true(st.mem_bytes <= lo);
+    assert_int_equal(lc__check(c), 0);
+    lc_free(c);
+}
+
 /* ---- hit ratio ---------------------------------------------------------- */
 
 /* The issue's trace: Zipf(0.99), 10M requests over 1M keys, a cache of 10%
@@ -646,6 +693,7 @@ int main(void)
         cmocka_unit_test(test_lease_cancel_concurrent),
         cmocka_unit_test(test_ttl),
         cmocka_unit_test(test_memory_bound_churn),
+        cmocka_unit_test(test_smallest_cache),
         cmocka_unit_test(test_hit_ratio_vs_lru),
         cmocka_unit_test(test_stress_oracle),
         cmocka_unit_test(test_stress_oracle_evicting),
