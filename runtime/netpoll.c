@@ -48,19 +48,9 @@ _Atomic int64_t rt__last_poll_ns;
 
 /* errno-safe syscall wrappers: errno is read right after the call, in a
  * function that never switches (rt.h, the rule). */
-__attribute__((noinline)) static ssize_t sys_read(int fd, void *b, size_t n)
-{
-    ssize_t r = read(fd, b, n);
-    return r < 0 ? -errno : r;
-}
 __attribute__((noinline)) static ssize_t sys_readv(int fd, const struct iovec *v, int c)
 {
     ssize_t r = readv(fd, v, c);
-    return r < 0 ? -errno : r;
-}
-__attribute__((noinline)) static ssize_t sys_write(int fd, const void *b, size_t n)
-{
-    ssize_t r = write(fd, b, n);
     return r < 0 ? -errno : r;
 }
 __attribute__((noinline)) static ssize_t sys_writev(int fd, const struct iovec *v, int c)
@@ -381,17 +371,6 @@ int rt_wait_fd(int fd, int events, int64_t deadline)
 /* ------------------------------------------------------------------------ */
 /* I/O                                                                       */
 
-ssize_t rt_read(int fd, void *buf, size_t n, int64_t deadline)
-{
-    for (;;) {
-        ssize_t r = sys_read(fd, buf, n);
-        if (r >= 0 || (r != -EAGAIN && r != -EINTR))
-            return r;
-        if (r == -EAGAIN && (r = rt_wait_fd(fd, RT_READ, deadline)) < 0)
-            return r;
-    }
-}
-
 ssize_t rt_readv(int fd, const struct iovec *iov, int iovcnt, int64_t deadline)
 {
     if (iovcnt > IOV_MAX)
@@ -403,25 +382,6 @@ ssize_t rt_readv(int fd, const struct iovec *iov, int iovcnt, int64_t deadline)
         if (r == -EAGAIN && (r = rt_wait_fd(fd, RT_READ, deadline)) < 0)
             return r;
     }
-}
-
-ssize_t rt_write(int fd, const void *buf, size_t n, int64_t deadline)
-{
-    size_t done = 0;
-    while (done < n) {
-        ssize_t r = sys_write(fd, (const char *)buf + done, n - done);
-        if (r > 0) {
-            done += (size_t)r;
-            continue;
-        }
-        if (r == -EINTR)
-            continue;
-        if (r != -EAGAIN)
-            return r < 0 ? r : -EIO;
-        if ((r = rt_wait_fd(fd, RT_WRITE, deadline)) < 0)
-            return r;
-    }
-    return (ssize_t)n;
 }
 
 ssize_t rt_writev(int fd, const struct iovec *iov, int iovcnt, int64_t deadline)
@@ -467,6 +427,18 @@ ssize_t rt_writev(int fd, const struct iovec *iov, int iovcnt, int64_t deadline)
             return r;
     }
     return (ssize_t)total;
+}
+
+ssize_t rt_read(int fd, void *buf, size_t n, int64_t deadline)
+{
+    struct iovec iov = {buf, n};
+    return rt_readv(fd, &iov, 1, deadline);
+}
+
+ssize_t rt_write(int fd, const void *buf, size_t n, int64_t deadline)
+{
+    struct iovec iov = {(void *)buf, n};
+    return rt_writev(fd, &iov, 1, deadline);
 }
 
 int rt_accept(int lfd, struct sockaddr *addr, socklen_t *len, int64_t deadline)

@@ -631,7 +631,7 @@ int rt_spawn_ex(rt_co **out, rt_fn fn, void *arg, const rt_spawn_opts *opts)
 #if defined(RT_TSAN)
     /* A coroutine never returns from its entry frame, so TSan's shadow call
      * stack of a reused fiber grows with every coroutine run on it. */
-    if (++co->tsan_uses >= 256) {
+    if (++co->tsan_uses >= 4096) {
         __tsan_destroy_fiber(co->tsan_fiber);
         co->tsan_fiber = __tsan_create_fiber(0);
         co->tsan_uses = 0;

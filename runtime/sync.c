@@ -230,35 +230,16 @@ static int do_send_now(rt_chan *ch, const void *elem, rt_waiter **wake)
     return -EAGAIN;
 }
 
-static int chan_send(rt_chan *ch, const void *elem, int64_t deadline, bool try_only)
-{
-    rt_waiter *wake;
-    rt__spin_lock(&ch->lock);
-    int rc = do_send_now(ch, elem, &wake);
-    if (rc != -EAGAIN || try_only) {
-        rt__spin_unlock(&ch->lock);
-        if (wake)
-            rt__waiter_complete(wake, 0);
-        return rc;
-    }
-    if (deadline != RT_NO_DEADLINE && deadline <= rt_now_ns()) {
-        rt__spin_unlock(&ch->lock);
-        return -ETIMEDOUT;
-    }
-    rt_waiter w;
-    rt__waiter_init(&w, self_co());
-    w.data = (void *)elem;
-    return wait_on(&ch->lock, &ch->sendq, &w, deadline);
-}
+static int chan_op(rt_chan *ch, void *elem, int64_t deadline, bool try_only, bool send);
 
 int rt_chan_send(rt_chan *ch, const void *elem, int64_t deadline)
 {
-    return chan_send(ch, elem, deadline, false);
+    return chan_op(ch, (void *)elem, deadline, false, true);
 }
 
 int rt_chan_try_send(rt_chan *ch, const void *elem)
 {
-    return chan_send(ch, elem, RT_NO_DEADLINE, true);
+    return chan_op(ch, (void *)elem, RT_NO_DEADLINE, true, true);
 }
 
 static int do_recv_now(rt_chan *ch, void *elem, rt_waiter **wake)
@@ -285,11 +266,13 @@ static int do_recv_now(rt_chan *ch, void *elem, rt_waiter **wake)
     return ch->closed ? -EPIPE : -EAGAIN;
 }
 
-static int chan_recv(rt_chan *ch, void *elem, int64_t deadline, bool try_only)
+/* One send or receive: done at once if possible, else parks (unless
+ * try_only) on the matching queue with elem as the hand-off buffer. */
+static int chan_op(rt_chan *ch, void *elem, int64_t deadline, bool try_only, bool send)
 {
     rt_waiter *wake;
     rt__spin_lock(&ch->lock);
-    int rc = do_recv_now(ch, elem, &wake);
+    int rc = send ? do_send_now(ch, elem, &wake) : do_recv_now(ch, elem, &wake);
     if (rc != -EAGAIN || try_only) {
         rt__spin_unlock(&ch->lock);
         if (wake)
@@ -303,17 +286,17 @@ static int chan_recv(rt_chan *ch, void *elem, int64_t deadline, bool try_only)
     rt_waiter w;
     rt__waiter_init(&w, self_co());
     w.data = elem;
-    return wait_on(&ch->lock, &ch->recvq, &w, deadline);
+    return wait_on(&ch->lock, send ? &ch->sendq : &ch->recvq, &w, deadline);
 }
 
 int rt_chan_recv(rt_chan *ch, void *elem, int64_t deadline)
 {
-    return chan_recv(ch, elem, deadline, false);
+    return chan_op(ch, elem, deadline, false, false);
 }
 
 int rt_chan_try_recv(rt_chan *ch, void *elem)
 {
-    return chan_recv(ch, elem, RT_NO_DEADLINE, true);
+    return chan_op(ch, elem, RT_NO_DEADLINE, true, false);
 }
 
 void rt_chan_close(rt_chan *ch)
