@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -363,6 +364,9 @@ static void test_lease_cancel_concurrent(void **state)
         unsigned s1 = atomic_load(&lr.started);
         for (volatile int k = 0; k < (int)(i % 500); k++)
             ; /* the fetch */
+        if (i % 100 == 0) /* now and then wait for an evict to overlap */
+            while (atomic_load(&lr.done) <= s1)
+                sched_yield();
         unsigned d2 = atomic_load(&lr.done);
         rc = lc_fill(lr.c, &l, "v", 1, i, 0);
         if (d2 > s1)
