@@ -3,9 +3,10 @@
  * (scripts/postgres, 127.0.0.1:23110, temp dir, stopped at the end) and
  * SQLite:
  *   - the concurrent serial-model test through the batcher on PostgreSQL;
- *   - the server stopped in the middle of a decrement load: every request
- *     gets a clean "unavailable" or "outcome_unknown", none hangs, and the
- *     load recovers when the server is back; the books still balance;
+ *   - the server stopped, and separately frozen (SIGSTOP: timeouts), in
+ *     the middle of a decrement load: every request gets a clean
+ *     "unavailable" or "outcome_unknown", none hangs, and the load
+ *     recovers when the server is back; the books still balance;
  *   - kill -9 of a process in the middle of a decrement load, on both
  *     backends: afterwards units_supplied - units_sold == stock >= 0 and no
  *     idempotency key is on two orders.
@@ -70,6 +71,9 @@ typedef struct load {
     int coroutines;
     int open_rc;
     store *st;
+    const char *fail_cmd;        /* run_cmd() arguments: the outage */
+    const char *heal_cmd;
+    int timeout_ms;
     int stop;                    /* read and written with __atomic */
     int phase;                   /* 0 before, 1 during the outage, 2 after */
     uint64_t by_phase[3][STORE_OUTCOME_COUNT_];
@@ -94,7 +98,7 @@ static void load_worker_fn(void *arg)
     snprintf(user, sizeof user, "u%d", w->id);
     for (int i = 0; !__atomic_load_n(&l->stop, __ATOMIC_RELAXED); i++) {
         int phase = __atomic_load_n(&l->phase, __ATOMIC_RELAXED);
-        snprintf(key, sizeof key, "%d-%d-%d", (int)getpid(), w->id, i);
+        snprintf(key, sizeof key, "%s-%d-%d-%d", l->sku, (int)getpid(), w->id, i);
         if (store_decrement(l->st, l->sku, user, 1 + i % 2, key, RT_NO_DEADLINE, &r) < 0) {
             __atomic_fetch_add(&l->bad_calls, 1, __ATOMIC_RELAXED);
             continue;
@@ -106,15 +110,25 @@ static void load_worker_fn(void *arg)
     rt_wg_done(l->wg);
 }
 
+/* "down" / "up" go through scripts/postgres; "stop" / "cont" freeze and
+ * thaw every server process (SIGSTOP: the database hangs, calls time out). */
 static intptr_t run_cmd(void *arg)
 {
-    return pg_cmd(arg);
+    const char *what = arg;
+    char cmd[800];
+    if (strcmp(what, "stop") == 0 || strcmp(what, "cont") == 0) {
+        snprintf(cmd, sizeof cmd,
+                 "pid=$(head -1 %s/data/postmaster.pid) && kill -%s $pid $(pgrep -P $pid)",
+                 pgdir, strcmp(what, "stop") == 0 ? "STOP" : "CONT");
+        return system(cmd) == 0 ? 0 : -1;
+    }
+    return pg_cmd(what);
 }
 
 static void outage_body(void *arg)
 {
     load *l = arg;
-    store_config cfg = {.pool_size = 2, .timeout_ms = 2000, .reconnect_min_ms = 20,
+    store_config cfg = {.pool_size = 2, .timeout_ms = l->timeout_ms, .reconnect_min_ms = 20,
                         .reconnect_max_ms = 200};
     store_put p = {.stock = 1000000, .per_user_limit = -1, .sale_starts_at_ms = -1};
     load_worker *w = calloc((size_t)l->coroutines, sizeof *w);
@@ -132,10 +146,10 @@ static void outage_body(void *arg)
     }
     rt_sleep(700);
     __atomic_store_n(&l->phase, 1, __ATOMIC_RELAXED);
-    if (rt_blocking(run_cmd, "down") != 0)
+    if (rt_blocking(run_cmd, (void *)l->fail_cmd) != 0)
         l->open_rc = -1000;
-    rt_sleep(500);
-    if (rt_blocking(run_cmd, "up") != 0)
+    rt_sleep(1000);
+    if (rt_blocking(run_cmd, (void *)l->heal_cmd) != 0)
         l->open_rc = -1001;
     rt_sleep(1000);          /* reconnects (backoff at most 200 ms) */
     __atomic_store_n(&l->phase, 2, __ATOMIC_RELAXED);
@@ -150,14 +164,16 @@ out:
     free(w);
 }
 
-static void test_pg_outage_mid_load(void **state)
+static void outage(const char *sku, const char *fail_cmd, const char *heal_cmd, int timeout_ms)
 {
-    (void)state;
     load l;
     memset(&l, 0, sizeof l);
     l.url = pgurl;
-    l.sku = "outage";
+    l.sku = sku;
     l.coroutines = 64;
+    l.fail_cmd = fail_cmd;
+    l.heal_cmd = heal_cmd;
+    l.timeout_ms = timeout_ms;
     rt_config rc = {.workers = 2};
     assert_int_equal(rt_main(&rc, outage_body, &l), 0);
     assert_int_equal(l.open_rc, 0);
@@ -173,8 +189,8 @@ static void test_pg_outage_mid_load(void **state)
             if (o != STORE_OK && o != STORE_UNAVAILABLE && o != STORE_OUTCOME_UNKNOWN)
                 assert_int_equal(l.by_phase[ph][o], 0);
     }
-    fprintf(stderr, "store: ok before %llu, after %llu; unavailable %llu, unknown %llu\n",
-            (unsigned long long)ok_before, (unsigned long long)ok_after,
+    fprintf(stderr, "store: %s/%s: ok before %llu, after %llu; unavailable %llu, unknown %llu\n",
+            fail_cmd, heal_cmd, (unsigned long long)ok_before, (unsigned long long)ok_after,
             (unsigned long long)failed, (unsigned long long)unknown);
     assert_true(ok_before > 0);
     assert_true(failed + unknown > 0);
@@ -188,6 +204,20 @@ static void test_pg_outage_mid_load(void **state)
     assert_true((uint64_t)l.audit.orders >= ok);
     assert_true((uint64_t)l.audit.orders <= ok + unknown);
     store_audit_free(&l.audit);
+}
+
+/* The server stopped (connections refused, then restarted). */
+static void test_pg_outage_mid_load(void **state)
+{
+    (void)state;
+    outage("outage", "down", "up", 2000);
+}
+
+/* The server hangs: batches time out (timeout 300 ms), then it resumes. */
+static void test_pg_stall_mid_load(void **state)
+{
+    (void)state;
+    outage("stall", "stop", "cont", 300);
 }
 
 /* ---- kill -9 mid-load ------------------------------------------------------ */
@@ -288,6 +318,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pg_concurrent_model),
         cmocka_unit_test(test_pg_outage_mid_load),
+        cmocka_unit_test(test_pg_stall_mid_load),
         cmocka_unit_test(test_kill9_pg),
         cmocka_unit_test(test_kill9_sqlite),
     };
