@@ -3,6 +3,8 @@
  * its refresher, routing of commands with redirects, retries and
  * deadlines, multi-key splitting, counters.
  */
+#include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -490,6 +492,59 @@ int rc_stats(rc_cluster *c, rc_node_stats *out, int max)
     }
     pthread_mutex_unlock(&c->mu);
     return k;
+}
+
+/* Appends to buf like snprintf, tracking the total length in *len. */
+static void appendf(char *buf, size_t cap, size_t *len, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    va_start(ap, fmt);
+    n = vsnprintf(*len < cap ? buf + *len : NULL, *len < cap ? cap - *len : 0, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        *len += (size_t)n;
+}
+
+int rc_metrics_text(rc_cluster *c, char *buf, size_t cap)
+{
+    rc_node_stats *st = NULL;
+    size_t len = 0;
+    int n, k;
+
+    if (cap > 0)
+        buf[0] = '\0';
+    n = rc_stats(c, NULL, 0);
+    if (n > 0 && (st = calloc((size_t)n, sizeof *st)) == NULL)
+        return RC_ENOMEM;
+    k = rc_stats(c, st, n);
+    if (k > n)
+        k = n;
+#define RC__X(name, help)                                                              \
+    {                                                                                  \
+        bool gauge = strcmp(#name, "inflight") == 0;                                  \
+        const char *sfx = gauge ? "" : "_total";                                       \
+        appendf(buf, cap, &len, "# HELP cachesvc_redis_%s%s %s\n", #name, sfx, help);  \
+        appendf(buf, cap, &len, "# TYPE cachesvc_redis_%s%s %s\n", #name, sfx,         \
+                gauge ? "gauge" : "counter");                                          \
+        for (int i = 0; i < k; i++)                                                    \
+            appendf(buf, cap, &len, "cachesvc_redis_%s%s{node=\"%s\"} %" PRIu64 "\n",   \
+                    #name, sfx, st[i].addr, st[i].name);                               \
+    }
+    RC_NODE_COUNTERS(RC__X)
+#undef RC__X
+    appendf(buf, cap, &len, "# HELP cachesvc_redis_node_up 1 unless the node is marked down\n");
+    appendf(buf, cap, &len, "# TYPE cachesvc_redis_node_up gauge\n");
+    for (int i = 0; i < k; i++)
+        appendf(buf, cap, &len, "cachesvc_redis_node_up{node=\"%s\",role=\"%s\"} %d\n",
+                st[i].addr, st[i].master ? "master" : "replica", st[i].up);
+    appendf(buf, cap, &len, "# HELP cachesvc_redis_slot_refreshes_total slot map refreshes\n");
+    appendf(buf, cap, &len, "# TYPE cachesvc_redis_slot_refreshes_total counter\n");
+    appendf(buf, cap, &len, "cachesvc_redis_slot_refreshes_total %" PRIu64 "\n",
+            rc_refresh_count(c));
+    free(st);
+    return len > INT32_MAX ? INT32_MAX : (int)len;
 }
 
 /* ------------------------------------------------------------------------ */

@@ -202,6 +202,13 @@ int rc_stats(rc_cluster *c, rc_node_stats *out, int max);
 /* Slot map refreshes done so far (successful ones). Any thread. */
 uint64_t rc_refresh_count(rc_cluster *c);
 
+/* Writes the counters in Prometheus text format into buf (NUL-terminated
+ * when cap > 0): cachesvc_redis_<name>_total{node="host:port"} for each
+ * counter, cachesvc_redis_inflight and cachesvc_redis_node_up gauges, with
+ * HELP and TYPE lines. Returns the length of the whole text (like snprintf:
+ * a value >= cap means it was cut). Any thread. */
+int rc_metrics_text(rc_cluster *c, char *buf, size_t cap);
+
 #ifdef __cplusplus
 }
 #endif
