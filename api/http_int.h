@@ -102,6 +102,9 @@ struct http_conn {
     /* Server bookkeeping (server.c). */
     http_conn *prev, *next;
     _Atomic int idle;            /* parked waiting for a new request */
+    _Atomic int64_t expires;     /* rt_now_ns() deadline of the current
+                                  * read; 0 = none (see the sweeper) */
+    _Atomic int timed_out;       /* the sweeper shut the socket down */
 };
 
 struct http_server {
@@ -115,6 +118,10 @@ struct http_server {
     int *lfd;
     struct rt_co **acceptors;
     struct rt_wg *conns_wg;
+    struct rt_co *sweeper;       /* enforces read deadlines */
+    struct rt_event *sweep_ev;
+    int64_t sweep_ns;
+    _Atomic int sweep_stop;
     pthread_mutex_t lock;        /* guards the list; never held across a
                                   * switching call */
     http_conn *conns;

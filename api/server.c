@@ -8,6 +8,11 @@
  * request's headers arrive, body deadline after them), then let
  * http__conn_process() answer every complete request in the buffer. It owns
  * its http_conn and frees it on its way out.
+ *
+ * Read deadlines are enforced by one sweeper coroutine per server, which
+ * walks the connections every sweep_ns (a quarter of the shortest timeout,
+ * 10-250 ms) and shuts down the reading side of those past their deadline;
+ * the connection then answers 408 if a request was half read and closes.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -107,11 +112,18 @@ static void conn_main(void *arg)
          * the next edge first instead of paying for a read that answers
          * EAGAIN (the runtime keeps edges that arrive while nobody waits,
          * so none is lost). */
+        /* Reads wait without a runtime timer (one global heap under a
+         * lock, touched twice per request otherwise); the sweeper shuts
+         * the socket down once `expires` has passed. */
+        atomic_store_explicit(&c->expires, deadline, memory_order_relaxed);
         ssize_t n = 0;
         if (drained)
-            n = rt_wait_fd(c->fd, RT_READ, deadline);
+            n = rt_wait_fd(c->fd, RT_READ, RT_NO_DEADLINE);
         if (n >= 0)
-            n = rt_read(c->fd, p, room, deadline);
+            n = rt_read(c->fd, p, room, RT_NO_DEADLINE);
+        atomic_store_explicit(&c->expires, 0, memory_order_relaxed);
+        if (n == 0 && atomic_load_explicit(&c->timed_out, memory_order_acquire))
+            n = -ETIMEDOUT;
         drained = n > 0 && (size_t)n < room;
         atomic_store_explicit(&c->idle, 0, memory_order_release);
         if (n <= 0) {
@@ -218,11 +230,45 @@ static void acceptor_main(void *arg)
     }
 }
 
+static void sweeper_main(void *arg)
+{
+    http_server *srv = arg;
+    while (!atomic_load_explicit(&srv->sweep_stop, memory_order_acquire)) {
+        rt_event_wait(srv->sweep_ev, rt_now_ns() + srv->sweep_ns);
+        int64_t now = rt_now_ns();
+        pthread_mutex_lock(&srv->lock);
+        for (http_conn *c = srv->conns; c; c = c->next) {
+            int64_t e = atomic_load_explicit(&c->expires, memory_order_relaxed);
+            if (e && e <= now &&
+                !atomic_exchange_explicit(&c->timed_out, 1, memory_order_acq_rel))
+                shutdown(c->fd, SHUT_RD);
+        }
+        pthread_mutex_unlock(&srv->lock);
+    }
+}
+
+static int64_t sweep_interval_ns(const http_server_config *cfg)
+{
+    int64_t ms = cfg->idle_timeout_ms;
+    if (cfg->header_timeout_ms < ms)
+        ms = cfg->header_timeout_ms;
+    if (cfg->body_timeout_ms < ms)
+        ms = cfg->body_timeout_ms;
+    ms /= 4;
+    if (ms < 10)
+        ms = 10;
+    if (ms > 250)
+        ms = 250;
+    return ms * 1000000;
+}
+
 /* Frees a server whose acceptors and connections are all gone. */
 static void server_free(http_server *srv)
 {
     if (srv->conns_wg)
         rt_wg_free(srv->conns_wg);
+    if (srv->sweep_ev)
+        rt_event_free(srv->sweep_ev);
     free(srv->lfd);
     free(srv->acceptors);
     http__server_fini(srv);
@@ -255,7 +301,9 @@ int http_server_start(const http_server_config *cfg,
     srv->lfd = calloc((size_t)srv->nlisten, sizeof *srv->lfd);
     srv->acceptors = calloc((size_t)srv->nlisten, sizeof *srv->acceptors);
     srv->conns_wg = rt_wg_new();
-    if (!srv->lfd || !srv->acceptors || !srv->conns_wg) {
+    srv->sweep_ev = rt_event_new();
+    srv->sweep_ns = sweep_interval_ns(&srv->cfg);
+    if (!srv->lfd || !srv->acceptors || !srv->conns_wg || !srv->sweep_ev) {
         rc = -ENOMEM;
         goto fail;
     }
@@ -287,6 +335,11 @@ int http_server_start(const http_server_config *cfg,
             srv->acceptors[i] = NULL;
             goto fail;
         }
+    }
+    rt_spawn_opts so = {.name = "http-sweep", .joinable = 1};
+    if ((rc = rt_spawn_ex(&srv->sweeper, sweeper_main, srv, &so)) < 0) {
+        srv->sweeper = NULL;
+        goto fail;
     }
     *out = srv;
     return 0;
@@ -342,6 +395,9 @@ int http_server_stop(http_server *srv, int64_t deadline)
             break;
         }
     }
+    atomic_store_explicit(&srv->sweep_stop, 1, memory_order_release);
+    rt_event_signal(srv->sweep_ev);
+    rt_join(srv->sweeper);
     server_free(srv);
     return rc;
 }
