@@ -8,6 +8,8 @@
  *                     open-addressing table with keys and values inline:
  *                     the physical limit, measured in the same run
  *   get_ratio         get_mops_per_thread / raw_lookup_mops (target >= 0.5)
+ *   locked_get_mops   the same gets under the shard mutex (no seqlock)
+ *   hot_get_mops, hot_locked_get_mops   every thread on the same 8 keys
  *   mixed_mops        2 threads, 90% get / 9% set / 1% evict
  *   hit_ratio, lru_hit_ratio   the Zipf(0.99) trace, 10M requests over 1M
  *                     keys, 10% of the bytes (target hit_ratio > lru)
@@ -301,12 +303,27 @@ int main(int argc, char **argv)
     for (unsigned r = 0; r < runs; r++)
         mixed[r] = run_workers(W_MIXED, nthreads, c, NULL, traces, &hr, &mixed_c[r]);
     /* The alternative to optimistic reads: every lc_get under the shard
-     * mutex (the reader's fallback path), same threads and trace. */
-    double locked[99], locked_c[99];
-    c->locked_reads = true;
+     * mutex (the reader's fallback path), same threads and trace; then both
+     * on a flash sale's shape, every thread reading the same 8 hot keys. */
+    double locked[99], locked_c[99], hot[99], hot_c[99], hot_l[99], hot_lc[99];
+    uint32_t *hot_traces[16];
+    for (unsigned i = 0; i < nthreads; i++) {
+        hot_traces[i] = malloc(ops * sizeof(uint32_t));
+        for (size_t k = 0; hot_traces[i] && k < ops; k++)
+            hot_traces[i][k] = (uint32_t)((k * 5 + i) % 8);
+        if (!hot_traces[i])
+            return 1;
+    }
     for (unsigned r = 0; r < runs; r++)
+        hot[r] = run_workers(W_GET, nthreads, c, NULL, hot_traces, NULL, &hot_c[r]);
+    c->locked_reads = true;
+    for (unsigned r = 0; r < runs; r++) {
         locked[r] = run_workers(W_GET, nthreads, c, NULL, traces, NULL, &locked_c[r]);
+        hot_l[r] = run_workers(W_GET, nthreads, c, NULL, hot_traces, NULL, &hot_lc[r]);
+    }
     c->locked_reads = false;
+    for (unsigned i = 0; i < nthreads; i++)
+        free(hot_traces[i]);
     double g = median(get, runs), rw = median(raw_v, runs), m = median(mixed, runs);
     double gc = median(get_c, runs), rc_ = median(raw_c, runs), mc = median(mixed_c, runs);
     printf("threads=%u\n", nthreads);
@@ -324,6 +341,10 @@ int main(int argc, char **argv)
     printf("locked_get_mops=%.2f (lc_get under the shard mutex instead of the seqlock)\n",
            median(locked, runs));
     printf("locked_get_mops_per_thread_cpu=%.2f\n", median(locked_c, runs));
+    printf("hot_get_mops=%.2f (8 hot keys, every thread)\n", median(hot, runs));
+    printf("hot_get_mops_per_thread_cpu=%.2f\n", median(hot_c, runs));
+    printf("hot_locked_get_mops=%.2f\n", median(hot_l, runs));
+    printf("hot_locked_get_mops_per_thread_cpu=%.2f\n", median(hot_lc, runs));
     printf("mixed_mops=%.2f\n", m);
     printf("mixed_mops_per_thread=%.2f\n", m / nthreads);
     printf("mixed_mops_per_thread_cpu=%.2f\n", mc);
