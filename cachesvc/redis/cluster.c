@@ -173,6 +173,9 @@ rc_cluster *rc_new(const rc_config *cfg)
         c->cfg.connect_timeout_ms = 1000;
     if (c->cfg.command_timeout_ms <= 0)
         c->cfg.command_timeout_ms = 1000;
+    if (c->cfg.dead_timeout_ms <= 0)
+        c->cfg.dead_timeout_ms = c->cfg.command_timeout_ms * 2 > 1000
+                                     ? c->cfg.command_timeout_ms * 2 : 1000;
     if (c->cfg.max_redirects <= 0)
         c->cfg.max_redirects = 5;
     if (c->cfg.max_batch <= 0)

@@ -201,11 +201,11 @@ static int conn_dispatch(rc__conn *cn, void **replies, int n)
 
 static int64_t health_ns(rc_cluster *c)
 {
-    return (int64_t)c->cfg.command_timeout_ms * 1000000;
+    return (int64_t)c->cfg.dead_timeout_ms * 1000000;
 }
 
 /* The reader coroutine: parses replies and completes requests in order, until
- * the connection fails. A request unanswered for command_timeout_ms declares
+ * the connection fails. A request unanswered for dead_timeout_ms declares
  * the node dead (black-holed), so its connection does not hold requests
  * forever. */
 static void conn_reader(void *arg)

@@ -77,9 +77,11 @@ typedef struct rc_config {
                                * "[::1]:6379"; names are resolved */
     int conns_per_node;       /* pipelined connections per node; 0 = 1 */
     int connect_timeout_ms;   /* 0 = 1000 */
-    int command_timeout_ms;   /* default deadline of a request, and the age
-                               * at which an unanswered request declares its
-                               * connection dead; 0 = 1000 */
+    int command_timeout_ms;   /* default deadline of a request; 0 = 1000 */
+    int dead_timeout_ms;      /* age at which an unanswered request declares
+                               * its connection dead (black-holed node): the
+                               * connection is closed and the node marked
+                               * down; 0 = max(2 x command_timeout_ms, 1000) */
     int replica_reads;        /* nonzero: GET and rc_get_versioned read from
                                * replicas (READONLY), masters as fallback */
     int max_redirects;        /* MOVED/ASK hops per request; 0 = 5 */
