@@ -37,28 +37,13 @@
 typedef struct bench {
     const char *seeds;
     int rate, seconds, delay_ms, workers;
-    rc_cluster *rc;
-    inv_fanout *fanout;
+    rc_cluster *rc;                /* for fills */
+    its_rsink *sink;
     its_outbox *ob;
     inv *iv;
     int64_t versions[HOT + COLD];
     int rc_status;
 } bench;
-
-static int del_one(void *ctx, const char *sku, int64_t version)
-{
-    bench *b = ctx;
-    char key[INV_SKU_MAX + 16];
-    int kl = rc_item_key(key, sizeof(key), sku, strlen(sku));
-    int rc = rc_delete_if_not_newer(b->rc, key, (size_t)kl, (uint64_t)version,
-                                    rt_deadline_ms(2000));
-    return rc < 0 ? rc : 0;
-}
-
-static int redis_del(void *ctx, inv_del *items, int n)
-{
-    return inv_fanout_del(((bench *)ctx)->fanout, items, n);
-}
 
 static void no_evict(void *ctx, const char *sku, int64_t version)
 {
@@ -85,7 +70,7 @@ static int pick_sku(uint64_t *seed)
 }
 
 /* The anchor: version-guarded deletes straight to Redis, 128 at a time. */
-static void anchor(bench *b, int64_t *p99_ms, double *per_s)
+static void anchor(inv_redis_sink rs, int64_t *p99_ms, double *per_s)
 {
     enum { BATCH = 128, ROUNDS = 400 };
     inv_del items[BATCH];
@@ -93,13 +78,15 @@ static void anchor(bench *b, int64_t *p99_ms, double *per_s)
     inv_hist *h = calloc(1, sizeof(*h));
     int64_t t0 = rt_now_ns();
     uint64_t seed = 42;
+    if (h == NULL)
+        return;
     for (int r = 0; r < ROUNDS; r++) {
         for (int i = 0; i < BATCH; i++) {
             sku_name(skus[i], sizeof(skus[i]), pick_sku(&seed));
             items[i] = (inv_del){skus[i], 0, 0};
         }
         int64_t s = rt_now_ns();
-        redis_del(b, items, BATCH);
+        rs.del(rs.ctx, items, BATCH);
         int64_t us = (rt_now_ns() - s) / 1000;
         /* Microsecond resolution: the histogram's "ms" unit holds us. */
         inv__hist_add(h, us);
@@ -136,9 +123,9 @@ static void run(void *arg)
         fprintf(stderr, "invalidator_bench: cannot reach redis %s\n", b->seeds);
         goto out;
     }
-    /* 256 deletes in flight at once, pipelined by the cluster client. */
-    if ((b->fanout = inv_fanout_new(256, del_one, b)) == NULL)
+    if ((b->sink = its_rsink_new(b->seeds, 2000)) == NULL)
         goto out;
+    inv_redis_sink rs = its_rsink_sink(b->sink);
     /* Every item is cached at version 0 to begin with. */
     char sku[32], key[64];
     for (int i = 0; i < HOT + COLD; i++) {
@@ -149,7 +136,7 @@ static void run(void *arg)
     }
     int64_t anchor_p99_us = 0;
     double anchor_per_s = 0;
-    anchor(b, &anchor_p99_us, &anchor_per_s);
+    anchor(rs, &anchor_p99_us, &anchor_per_s);
 
     b->ob = its_outbox_new();
     inv_config ic = {
@@ -162,7 +149,6 @@ static void run(void *arg)
         .relay_inflight_max = 100000,
     };
     inv_source src = its_outbox_source(b->ob);
-    inv_redis_sink rs = {redis_del, b};
     inv_local_sink ls = {no_evict, NULL};
     if (inv_new(&ic, &src, &rs, &ls, &b->iv) < 0 || inv_start(b->iv) < 0) {
         fprintf(stderr, "invalidator_bench: cannot start the invalidator\n");
@@ -232,7 +218,7 @@ out:
         inv_free(b->iv);
     }
     its_outbox_free(b->ob);
-    inv_fanout_free(b->fanout);
+    its_rsink_free(b->sink);
     if (b->rc != NULL)
         rc_free(b->rc);
 }

@@ -5,6 +5,7 @@
 #include "tests/integration/invalidator_support.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
@@ -18,6 +19,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include "cachesvc/redis/rc.h"
 #include "runtime/rt.h"
 
 static int64_t wall_ms(void)
@@ -160,189 +162,49 @@ inv_source its_outbox_source(its_outbox *o)
 }
 
 /* ---------------------------------------------------------------------- */
-/* redis-server                                                             */
+/* Redis Cluster                                                            */
 
-pid_t its_redis_start(int port)
+static struct {
+    char dir[64];
+    char top[512];
+    char seeds[128];
+    int ports[3];
+    int nports;
+    int slot_port[16384];
+    pid_t watchdog;
+    int watch_fd;                  /* its closing tells the watchdog */
+} cl = {.watchdog = -1, .watch_fd = -1};
+
+static int run_script(const char *top, char *const argv[], char *out,
+                      size_t cap)
 {
-    char dir[] = "/tmp/inv-redis-XXXXXX";
-    if (mkdtemp(dir) == NULL)
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) < 0)
         return -1;
-    char portstr[16];
-    snprintf(portstr, sizeof(portstr), "%d", port);
+    char path[600];
+    snprintf(path, sizeof(path), "%s/scripts/redis-cluster", top);
     pid_t pid = fork();
     if (pid < 0)
         return -1;
     if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        execlp("redis-server", "redis-server", "--port", portstr, "--bind",
-               "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir,
-               "--logfile", "redis.log", "--protected-mode", "no",
-               (char *)NULL);
+        dup2(fds[1], 1);
+        close(fds[0]);
+        close(fds[1]);
+        execv(path, argv);
         _exit(127);
     }
-    for (int i = 0; i < 200; i++) {
-        redisContext *c = redisConnect("127.0.0.1", port);
-        if (c != NULL && c->err == 0) {
-            redisReply *r = redisCommand(c, "PING");
-            bool ok = r != NULL && r->type == REDIS_REPLY_STATUS;
-            freeReplyObject(r);
-            redisFree(c);
-            if (ok)
-                return pid;
-        } else if (c != NULL) {
-            redisFree(c);
-        }
-        usleep(20000);
-    }
-    its_redis_stop(pid);
-    return -1;
-}
-
-void its_redis_stop(pid_t pid)
-{
-    if (pid <= 0)
-        return;
-    kill(pid, SIGTERM);
-    for (int i = 0; i < 100; i++) {
-        if (waitpid(pid, NULL, WNOHANG) == pid)
-            return;
-        usleep(20000);
-    }
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-}
-
-/* ---------------------------------------------------------------------- */
-/* Redis sink                                                               */
-
-/* Deletes KEYS[1] when its "<version>|..." value has a version <= ARGV[1]
- * (a value that does not parse counts as older). */
-static const char DEL_SCRIPT[] =
-    "local v = redis.call('GET', KEYS[1]) "
-    "if not v then return 0 end "
-    "local p = string.find(v, '|', 1, true) "
-    "local cv = tonumber(p and string.sub(v, 1, p - 1) or v) "
-    "if cv == nil or cv <= tonumber(ARGV[1]) then "
-    "  redis.call('DEL', KEYS[1]) return 1 end "
-    "return 0";
-
-struct its_rsink {
-    rt_mutex *mu;
-    redisContext *c;
-    char sha[64];
-    bool down;                     /* atomic */
-    uint64_t calls;
-};
-
-its_rsink *its_rsink_new(const char *host, int port)
-{
-    its_rsink *s = calloc(1, sizeof(*s));
-    if (s == NULL)
-        return NULL;
-    s->c = redisConnect(host, port);
-    if (s->c == NULL || s->c->err) {
-        fprintf(stderr, "its_rsink: connect %s:%d failed\n", host, port);
-        goto fail;
-    }
-    redisReply *r = redisCommand(s->c, "SCRIPT LOAD %s", DEL_SCRIPT);
-    if (r == NULL || r->type != REDIS_REPLY_STRING) {
-        freeReplyObject(r);
-        goto fail;
-    }
-    snprintf(s->sha, sizeof(s->sha), "%s", r->str);
-    freeReplyObject(r);
-    if (rt_fd_register(s->c->fd) < 0)
-        goto fail;
-    s->c->flags &= ~REDIS_BLOCK;
-    s->mu = rt_mutex_new();
-    if (s->mu == NULL)
-        goto fail;
-    return s;
-fail:
-    if (s->c != NULL)
-        redisFree(s->c);
-    free(s);
-    return NULL;
-}
-
-void its_rsink_free(its_rsink *s)
-{
-    if (s == NULL)
-        return;
-    rt_fd_unregister(s->c->fd);
-    redisFree(s->c);
-    rt_mutex_free(s->mu);
-    free(s);
-}
-
-void its_rsink_set_down(its_rsink *s, bool down)
-{
-    __atomic_store_n(&s->down, down, __ATOMIC_RELAXED);
-}
-
-uint64_t its_rsink_calls(its_rsink *s)
-{
-    return __atomic_load_n(&s->calls, __ATOMIC_RELAXED);
-}
-
-static int rs_del(void *ctx, inv_del *items, int n)
-{
-    its_rsink *s = ctx;
-    int rc = 0;
-    __atomic_fetch_add(&s->calls, 1, __ATOMIC_RELAXED);
-    if (__atomic_load_n(&s->down, __ATOMIC_RELAXED))
-        return -ECONNREFUSED;
-    rt_mutex_lock(s->mu);
-    redisContext *c = s->c;
-    for (int i = 0; i < n; i++) {
-        char key[INV_SKU_MAX + 16];
-        snprintf(key, sizeof(key), "stock:{%s}", items[i].sku);
-        redisAppendCommand(c, "EVALSHA %s 1 %s %" PRId64, s->sha, key,
-                           items[i].version);
-    }
-    int64_t deadline = rt_deadline_ms(2000);
-    int done = 0;
-    while (!done) {
-        if (redisBufferWrite(c, &done) == REDIS_ERR) {
-            rc = -EIO;
-            goto out;
-        }
-        if (!done && rt_wait_fd(c->fd, RT_WRITE, deadline) < 0) {
-            rc = -ETIMEDOUT;
-            goto out;
-        }
-    }
-    for (int i = 0; i < n; i++) {
-        void *reply = NULL;
-        for (;;) {
-            if (redisGetReplyFromReader(c, &reply) == REDIS_ERR) {
-                rc = -EIO;
-                goto out;
-            }
-            if (reply != NULL)
-                break;
-            if (rt_wait_fd(c->fd, RT_READ, deadline) < 0) {
-                rc = -ETIMEDOUT;
-                goto out;
-            }
-            if (redisBufferRead(c) == REDIS_ERR) {
-                rc = -EIO;
-                goto out;
-            }
-        }
-        redisReply *r = reply;
-        items[i].result = r->type == REDIS_REPLY_INTEGER ? 0 : -EIO;
-        freeReplyObject(r);
-    }
-out:
-    rt_mutex_unlock(s->mu);
-    return rc;
-}
-
-inv_redis_sink its_rsink_sink(its_rsink *s)
-{
-    inv_redis_sink k = {rs_del, s};
-    return k;
+    close(fds[1]);
+    size_t len = 0;
+    ssize_t n;
+    while (out != NULL && len + 1 < cap &&
+           (n = read(fds[0], out + len, cap - 1 - len)) > 0)
+        len += (size_t)n;
+    if (out != NULL)
+        out[len] = '\0';
+    close(fds[0]);
+    int st = 0;
+    waitpid(pid, &st, 0);
+    return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
 }
 
 static redisContext *plain_connect(int port)
@@ -356,25 +218,126 @@ static redisContext *plain_connect(int port)
     return c;
 }
 
-int its_redis_set(int port, const char *sku, int64_t version)
+static int load_slots(void)
 {
-    redisContext *c = plain_connect(port);
+    redisContext *c = plain_connect(cl.ports[0]);
     if (c == NULL)
         return -1;
-    redisReply *r = redisCommand(c, "SET stock:{%s} %" PRId64 "|payload", sku,
-                                 version);
+    redisReply *r = redisCommand(c, "CLUSTER SLOTS");
+    int rc = -1;
+    if (r != NULL && r->type == REDIS_REPLY_ARRAY) {
+        for (size_t i = 0; i < r->elements; i++) {
+            redisReply *e = r->element[i];
+            int lo = (int)e->element[0]->integer, hi = (int)e->element[1]->integer;
+            int port = (int)e->element[2]->element[1]->integer;
+            for (int sl = lo; sl <= hi; sl++)
+                cl.slot_port[sl] = port;
+        }
+        rc = 0;
+    }
+    freeReplyObject(r);
+    redisFree(c);
+    return rc;
+}
+
+int its_cluster_up(const char *top, int port)
+{
+    snprintf(cl.top, sizeof(cl.top), "%s", top);
+    snprintf(cl.dir, sizeof(cl.dir), "/tmp/inv-cluster-XXXXXX");
+    if (mkdtemp(cl.dir) == NULL)
+        return -1;
+    char portstr[16], out[4096];
+    snprintf(portstr, sizeof(portstr), "%d", port);
+    char *up[] = {"redis-cluster", "up", "--dir", cl.dir, "--port", portstr,
+                  "--replicas", "0", NULL};
+    /* The watchdog: waits for this process to go away (EOF on the pipe),
+     * then takes the cluster down. */
+    int fds[2];
+    /* Close-on-exec: the servers the script starts must not hold the
+     * write end, or the watchdog would never see it close. */
+    if (pipe2(fds, O_CLOEXEC) < 0)
+        return -1;
+    cl.watchdog = fork();
+    if (cl.watchdog == 0) {
+        close(fds[1]);
+        char b;
+        while (read(fds[0], &b, 1) > 0)
+            ;
+        char *down[] = {"redis-cluster", "down", "--dir", cl.dir, NULL};
+        run_script(cl.top, down, NULL, 0);
+        char cmd[128];
+        snprintf(cmd, sizeof(cmd), "rm -rf %s", cl.dir);
+        if (system(cmd) != 0)
+            _exit(1);
+        _exit(0);
+    }
+    close(fds[0]);
+    cl.watch_fd = fds[1];
+    if (run_script(top, up, out, sizeof(out)) < 0) {
+        fprintf(stderr, "its_cluster_up: redis-cluster up failed:\n%s\n", out);
+        its_cluster_down();
+        return -1;
+    }
+    cl.nports = 3;
+    for (int i = 0; i < 3; i++)
+        cl.ports[i] = port + i;
+    snprintf(cl.seeds, sizeof(cl.seeds), "127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d",
+             port, port + 1, port + 2);
+    if (load_slots() < 0) {
+        its_cluster_down();
+        return -1;
+    }
+    return 0;
+}
+
+void its_cluster_down(void)
+{
+    if (cl.watch_fd >= 0) {
+        close(cl.watch_fd);
+        cl.watch_fd = -1;
+    }
+    if (cl.watchdog > 0) {
+        waitpid(cl.watchdog, NULL, 0);
+        cl.watchdog = -1;
+    }
+}
+
+const char *its_cluster_seeds(void)
+{
+    return cl.seeds;
+}
+
+static int key_port(const char *key)
+{
+    return cl.slot_port[rc_keyslot(key, strlen(key))];
+}
+
+static redisContext *key_connect(const char *sku, char *key, size_t cap)
+{
+    snprintf(key, cap, "stock:{%s}", sku);
+    return plain_connect(key_port(key));
+}
+
+int its_redis_set(const char *sku, int64_t version)
+{
+    char key[INV_SKU_MAX + 16];
+    redisContext *c = key_connect(sku, key, sizeof(key));
+    if (c == NULL)
+        return -1;
+    redisReply *r = redisCommand(c, "SET %s %" PRId64 "|payload", key, version);
     int rc = r != NULL && r->type == REDIS_REPLY_STATUS ? 0 : -1;
     freeReplyObject(r);
     redisFree(c);
     return rc;
 }
 
-int its_redis_get(int port, const char *sku, int64_t *version)
+int its_redis_get(const char *sku, int64_t *version)
 {
-    redisContext *c = plain_connect(port);
+    char key[INV_SKU_MAX + 16];
+    redisContext *c = key_connect(sku, key, sizeof(key));
     if (c == NULL)
         return -1;
-    redisReply *r = redisCommand(c, "GET stock:{%s}", sku);
+    redisReply *r = redisCommand(c, "GET %s", key);
     int rc = -1;
     if (r != NULL && r->type == REDIS_REPLY_NIL) {
         rc = 0;
@@ -388,17 +351,55 @@ int its_redis_get(int port, const char *sku, int64_t *version)
     return rc;
 }
 
-int its_redis_count(int port, const char *prefix, int n)
+/* Runs one command on every master; 0 when all answered without error. */
+static int on_masters(const char *cmd)
 {
-    redisContext *c = plain_connect(port);
-    if (c == NULL)
-        return -1;
-    for (int i = 0; i < n; i++)
-        redisAppendCommand(c, "EXISTS stock:{%s%d}", prefix, i);
+    int rc = 0;
+    for (int i = 0; i < cl.nports; i++) {
+        redisContext *c = plain_connect(cl.ports[i]);
+        if (c == NULL)
+            return -1;
+        redisReply *r = redisCommand(c, cmd);
+        if (r == NULL || r->type == REDIS_REPLY_ERROR)
+            rc = -1;
+        freeReplyObject(r);
+        redisFree(c);
+    }
+    return rc;
+}
+
+int its_redis_flush(void)
+{
+    return on_masters("FLUSHALL");
+}
+
+int its_redis_pause_writes(int ms)
+{
+    char cmd[64];
+    snprintf(cmd, sizeof(cmd), "CLIENT PAUSE %d WRITE", ms);
+    return on_masters(cmd);
+}
+
+int its_redis_count(const char *prefix, int n)
+{
+    redisContext *cs[3] = {NULL, NULL, NULL};
+    int *which = calloc((size_t)n, sizeof(*which));
     int count = 0;
-    for (int i = 0; i < n; i++) {
+    if (which == NULL)
+        return -1;
+    for (int i = 0; i < cl.nports; i++)
+        if ((cs[i] = plain_connect(cl.ports[i])) == NULL)
+            count = -1;
+    char key[INV_SKU_MAX + 32];
+    for (int i = 0; i < n && count == 0; i++) {
+        snprintf(key, sizeof(key), "stock:{%s%d}", prefix, i);
+        int port = key_port(key);
+        which[i] = port - cl.ports[0];
+        redisAppendCommand(cs[which[i]], "EXISTS %s", key);
+    }
+    for (int i = 0; i < n && count >= 0; i++) {
         void *reply = NULL;
-        if (redisGetReply(c, &reply) != REDIS_OK) {
+        if (redisGetReply(cs[which[i]], &reply) != REDIS_OK) {
             count = -1;
             break;
         }
@@ -407,19 +408,68 @@ int its_redis_count(int port, const char *prefix, int n)
             count += (int)r->integer;
         freeReplyObject(r);
     }
-    redisFree(c);
+    for (int i = 0; i < 3; i++)
+        if (cs[i] != NULL)
+            redisFree(cs[i]);
+    free(which);
     return count;
 }
 
-int its_redis_flush(int port)
+/* ---------------------------------------------------------------------- */
+/* Redis sink                                                               */
+
+struct its_rsink {
+    rc_cluster *rc;
+    inv_fanout *fanout;
+    int timeout_ms;
+};
+
+static int rs_one(void *ctx, const char *sku, int64_t version)
 {
-    redisContext *c = plain_connect(port);
-    if (c == NULL)
-        return -1;
-    redisReply *r = redisCommand(c, "FLUSHALL");
-    freeReplyObject(r);
-    redisFree(c);
-    return 0;
+    its_rsink *s = ctx;
+    char key[INV_SKU_MAX + 16];
+    int kl = rc_item_key(key, sizeof(key), sku, strlen(sku));
+    int rc = rc_delete_if_not_newer(s->rc, key, (size_t)kl, (uint64_t)version,
+                                    rt_deadline_ms(s->timeout_ms));
+    return rc < 0 ? rc : 0;
+}
+
+static int rs_del(void *ctx, inv_del *items, int n)
+{
+    its_rsink *s = ctx;
+    return inv_fanout_del(s->fanout, items, n);
+}
+
+its_rsink *its_rsink_new(const char *seeds, int command_timeout_ms)
+{
+    its_rsink *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return NULL;
+    s->timeout_ms = command_timeout_ms;
+    rc_config rcc = {.seeds = seeds, .command_timeout_ms = command_timeout_ms};
+    if ((s->rc = rc_new(&rcc)) == NULL ||
+        rc_connect(s->rc, rt_deadline_ms(10000)) < 0 ||
+        (s->fanout = inv_fanout_new(128, rs_one, s)) == NULL) {
+        its_rsink_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void its_rsink_free(its_rsink *s)
+{
+    if (s == NULL)
+        return;
+    inv_fanout_free(s->fanout);
+    if (s->rc != NULL)
+        rc_free(s->rc);
+    free(s);
+}
+
+inv_redis_sink its_rsink_sink(its_rsink *s)
+{
+    inv_redis_sink k = {rs_del, s};
+    return k;
 }
 
 /* ---------------------------------------------------------------------- */

@@ -27,32 +27,36 @@ int64_t its_outbox_depth(its_outbox *o);
 void its_outbox_set_down(its_outbox *o, bool down);
 inv_source its_outbox_source(its_outbox *o);
 
-/* ---- redis-server ---------------------------------------------------------- */
+/* ---- Redis Cluster ---------------------------------------------------------- */
 
-/* Starts a plain redis-server on 127.0.0.1:port in a fresh temporary
- * directory; it dies with this process. Returns its pid or -1. Call before
- * any thread exists (it forks). */
-pid_t its_redis_start(int port);
-void its_redis_stop(pid_t pid);
+/* Starts a 3-master Redis Cluster (scripts/redis-cluster, no replicas) on
+ * 127.0.0.1:port..port+2 in a fresh temporary directory, and a watchdog
+ * process that takes it down when this process exits, however it exits.
+ * Learns the slot map for the check helpers below. Returns 0 or -1. Call
+ * before any thread exists (it forks). */
+int its_cluster_up(const char *top, int port);
+void its_cluster_down(void);
+/* The seed list ("127.0.0.1:port,...") for the cluster client. */
+const char *its_cluster_seeds(void);
 
-/* ---- Redis sink (hiredis, pipelined, one connection) --------------------- */
+/* ---- Redis sink: the cluster client (rc) through an inv_fanout ---------- */
 
 typedef struct its_rsink its_rsink;
 /* Connects (from a coroutine). NULL on failure. */
-its_rsink *its_rsink_new(const char *host, int port);
-void its_rsink_free(its_rsink *s);
+its_rsink *its_rsink_new(const char *seeds, int command_timeout_ms);
+void its_rsink_free(its_rsink *s);   /* from a coroutine */
 inv_redis_sink its_rsink_sink(its_rsink *s);
-/* While set, every delete fails with -ECONNREFUSED (a Redis outage). */
-void its_rsink_set_down(its_rsink *s, bool down);
-uint64_t its_rsink_calls(its_rsink *s);
 
-/* Plain blocking helpers on their own connection, for checks. */
-int its_redis_set(int port, const char *sku, int64_t version);
+/* Plain blocking helpers (hiredis, any thread), routed by slot. */
+int its_redis_set(const char *sku, int64_t version);
 /* 1 if stock:{sku} exists, 0 if not, -1 on error; *version if not NULL. */
-int its_redis_get(int port, const char *sku, int64_t *version);
-int its_redis_flush(int port);
+int its_redis_get(const char *sku, int64_t *version);
+int its_redis_flush(void);
 /* How many of stock:{<prefix>0} .. stock:{<prefix><n-1>} exist, or -1. */
-int its_redis_count(int port, const char *prefix, int n);
+int its_redis_count(const char *prefix, int n);
+/* CLIENT PAUSE <ms> WRITE on every master: version-guarded deletes (write
+ * scripts) block, reads go on. */
+int its_redis_pause_writes(int ms);
 
 /* ---- Recording local sink ------------------------------------------------- */
 

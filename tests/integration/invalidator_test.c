@@ -1,10 +1,11 @@
 /*
  * invalidator_test.c: integration tests of the invalidator against
- * librdkafka's mock cluster (in process) and a real redis-server on
- * loopback (port 24100).
+ * librdkafka's mock cluster (in process) and a real 3-master Redis Cluster
+ * on loopback (ports 24100-24102, scripts/redis-cluster), reached through
+ * the cluster client (cachesvc/redis/rc.h).
  *
  * Usage: test_invalidator_kafka [filter]       (cmocka test-name pattern)
- *        test_invalidator_kafka --child-delay BOOTSTRAPS PORT TOPIC GROUP
+ *        test_invalidator_kafka --child-delay BOOTSTRAPS SEEDS TOPIC GROUP
  *   The second form is the delay consumer that the restart test starts as a
  *   child process and kills with SIGKILL.
  *
@@ -33,6 +34,7 @@
 #include "tests/integration/invalidator_support.h"
 
 #define REDIS_PORT 24100
+#define REDIS_TIMEOUT_MS 300
 
 extern char **environ;
 
@@ -137,12 +139,12 @@ typedef struct keys_gone {
 static bool all_gone(void *arg)
 {
     keys_gone *k = arg;
-    return its_redis_count(REDIS_PORT, k->prefix, k->n) == 0;
+    return its_redis_count(k->prefix, k->n) == 0;
 }
 
 static bool key_gone(void *arg)
 {
-    return its_redis_get(REDIS_PORT, arg, NULL) == 0;
+    return its_redis_get(arg, NULL) == 0;
 }
 
 static bool outbox_empty(void *arg)
@@ -165,9 +167,8 @@ static bool applied_cond(void *arg)
 static int setup(void **state)
 {
     (void)state;
-    its_redis_flush(REDIS_PORT);
+    its_redis_flush();
     outbox = its_outbox_new();
-    its_rsink_set_down(rsink, false);
     return outbox == NULL ? -1 : 0;
 }
 
@@ -190,12 +191,12 @@ static void test_due_time(void **state)
     its_lsink *ls = its_lsink_new();
     inv *iv = make_inv("due", INV_ROLE_ALL, "due-a", 1000, ls, NULL);
     wait_ready(iv);
-    assert_int_equal(its_redis_set(REDIS_PORT, "due1", 5), 0);
+    assert_int_equal(its_redis_set("due1", 5), 0);
     int64_t t0 = inv__wall_ms();
     its_outbox_add(outbox, "due1", 5, t0);
     inv_notify(iv);
     sleep_ms(500);
-    assert_int_equal(its_redis_get(REDIS_PORT, "due1", NULL), 1);
+    assert_int_equal(its_redis_get("due1", NULL), 1);
     assert_true(its_wait_until(key_gone, "due1", 3000));
     int64_t gone = inv__wall_ms();
     assert_true(gone >= t0 + 1000);
@@ -218,13 +219,13 @@ static void test_older_event_keeps_newer(void **state)
     inv *iv = make_inv("older", INV_ROLE_RELAY | INV_ROLE_DELAY, "older-a",
                        100, NULL, NULL);
     wait_ready(iv);
-    assert_int_equal(its_redis_set(REDIS_PORT, "old1", 10), 0);
+    assert_int_equal(its_redis_set("old1", 10), 0);
     its_outbox_add(outbox, "old1", 5, -1);
     inv_notify(iv);
     applied_at_least a = {iv, 1};
     assert_true(its_wait_until(applied_cond, &a, 10000));
     int64_t v = 0;
-    assert_int_equal(its_redis_get(REDIS_PORT, "old1", &v), 1);
+    assert_int_equal(its_redis_get("old1", &v), 1);
     assert_int_equal(v, 10);
     /* The event of the cached version itself deletes it. */
     its_outbox_add(outbox, "old1", 10, -1);
@@ -240,8 +241,8 @@ static void test_delay_change(void **state)
     inv *iv = make_inv("delaychg", INV_ROLE_RELAY | INV_ROLE_DELAY, "dc-a",
                        4000, NULL, NULL);
     wait_ready(iv);
-    assert_int_equal(its_redis_set(REDIS_PORT, "dc1", 1), 0);
-    assert_int_equal(its_redis_set(REDIS_PORT, "dc2", 1), 0);
+    assert_int_equal(its_redis_set("dc1", 1), 0);
+    assert_int_equal(its_redis_set("dc2", 1), 0);
     int64_t t0 = inv__wall_ms();
     its_outbox_add(outbox, "dc1", 1, t0);
     inv_notify(iv);
@@ -254,7 +255,7 @@ static void test_delay_change(void **state)
     assert_true(its_wait_until(key_gone, "dc2", 2000));
     assert_true(inv__wall_ms() >= t1 + 200);
     assert_true(inv__wall_ms() < t0 + 4000);
-    assert_int_equal(its_redis_get(REDIS_PORT, "dc1", NULL), 1);
+    assert_int_equal(its_redis_get("dc1", NULL), 1);
     assert_true(its_wait_until(key_gone, "dc1", 6000));
     assert_true(inv__wall_ms() >= t0 + 4000);
     stop_inv(iv);
@@ -317,7 +318,7 @@ static void set_keys(const char *prefix, int n)
     char sku[64];
     for (int i = 0; i < n; i++) {
         snprintf(sku, sizeof(sku), "%s%d", prefix, i);
-        assert_int_equal(its_redis_set(REDIS_PORT, sku, 1), 0);
+        assert_int_equal(its_redis_set(sku, 1), 0);
     }
 }
 
@@ -353,7 +354,8 @@ static void test_broker_down(void **state)
     stop_inv(iv);
 }
 
-/* Redis unreachable: deletes are retried with backoff, nothing skipped. */
+/* Redis not accepting the deletes (CLIENT PAUSE WRITE on every master): they
+ * time out, are retried with backoff, and nothing is skipped. */
 static void test_redis_outage(void **state)
 {
     (void)state;
@@ -361,25 +363,25 @@ static void test_redis_outage(void **state)
                        50, NULL, NULL);
     wait_ready(iv);
     set_keys("ro", 20);
-    its_rsink_set_down(rsink, true);
+    assert_int_equal(its_redis_pause_writes(2500), 0);
     for (int i = 0; i < 20; i++) {
         char sku[16];
         snprintf(sku, sizeof(sku), "ro%d", i);
         its_outbox_add(outbox, sku, 1, -1);
     }
     inv_notify(iv);
-    int64_t deadline = rt_now_ms() + 10000;
-    while (stats(iv)->retries < 40 && rt_now_ms() < deadline)
+    int64_t deadline = rt_now_ms() + 2000;
+    while (stats(iv)->retries < 20 && rt_now_ms() < deadline)
         sleep_ms(10);
     inv_stats *st = stats(iv);
-    assert_true(st->retries >= 40);
-    assert_true(st->errors >= 40);
+    assert_true(st->retries >= 20);
+    assert_true(st->errors >= 20);
     assert_int_equal(st->applied, 0);
     assert_int_equal(st->pending, 20);
-    assert_int_equal(its_redis_get(REDIS_PORT, "ro0", NULL), 1);
-    its_rsink_set_down(rsink, false);
+    assert_int_equal(its_redis_get("ro0", NULL), 1);
+    /* The pause ends by itself: every delete goes through. */
     keys_gone k = {"ro", 20};
-    assert_true(its_wait_until(all_gone, &k, 5000));
+    assert_true(its_wait_until(all_gone, &k, 10000));
     applied_at_least a = {iv, 20};
     assert_true(its_wait_until(applied_cond, &a, 2000));
     stop_inv(iv);
@@ -426,10 +428,9 @@ static void test_pending_cap_pauses(void **state)
 static pid_t spawn_child(const char *boot, const char *topic,
                          const char *group)
 {
-    char port[16];
-    snprintf(port, sizeof(port), "%d", REDIS_PORT);
     char *argv[] = {"test_invalidator_kafka", "--child-delay", (char *)boot,
-                    port, (char *)topic, (char *)group, NULL};
+                    (char *)its_cluster_seeds(), (char *)topic, (char *)group,
+                    NULL};
     pid_t pid;
     if (posix_spawn(&pid, "/proc/self/exe", NULL, NULL, argv, environ) != 0)
         return -1;
@@ -454,7 +455,7 @@ static void test_consumer_restart(void **state)
     int64_t deadline = rt_now_ms() + 20000;
     while (left > n - 30 && rt_now_ms() < deadline) {
         sleep_ms(20);
-        left = its_redis_count(REDIS_PORT, "cr", n);
+        left = its_redis_count("cr", n);
     }
     kill(c1, SIGKILL);
     waitpid(c1, NULL, 0);
@@ -474,15 +475,14 @@ static void test_consumer_restart(void **state)
 }
 
 typedef struct child_args {
-    const char *boot, *topic, *group;
-    int port;
+    const char *boot, *seeds, *topic, *group;
 } child_args;
 
 static void child_main(void *arg)
 {
     child_args *a = arg;
     prctl(PR_SET_PDEATHSIG, SIGKILL);   /* never outlive the test */
-    its_rsink *rs = its_rsink_new("127.0.0.1", a->port);
+    its_rsink *rs = its_rsink_new(a->seeds, REDIS_TIMEOUT_MS);
     if (rs == NULL)
         exit(2);
     inv_config cfg;
@@ -506,7 +506,7 @@ static void child_main(void *arg)
 static void co_rsink_new(void *arg)
 {
     (void)arg;
-    rsink = its_rsink_new("127.0.0.1", REDIS_PORT);
+    rsink = its_rsink_new(its_cluster_seeds(), REDIS_TIMEOUT_MS);
 }
 
 static void co_rsink_free(void *arg)
@@ -519,14 +519,13 @@ int main(int argc, char **argv)
 {
     rt_config cfg = {.workers = 2, .stack_size = 256 * 1024};
     if (argc == 6 && strcmp(argv[1], "--child-delay") == 0) {
-        child_args a = {argv[2], argv[4], argv[5], atoi(argv[3])};
+        child_args a = {argv[2], argv[3], argv[4], argv[5]};
         return rt_main(&cfg, child_main, &a);
     }
     if (argc == 2)
         cmocka_set_test_filter(argv[1]);
-    pid_t redis = its_redis_start(REDIS_PORT);
-    if (redis < 0) {
-        fprintf(stderr, "cannot start redis-server on port %d\n", REDIS_PORT);
+    if (its_cluster_up(CACHESVC_SOURCE_DIR, REDIS_PORT) < 0) {
+        fprintf(stderr, "cannot start a Redis Cluster on port %d\n", REDIS_PORT);
         return 1;
     }
     int rc = 1;
@@ -536,7 +535,7 @@ int main(int argc, char **argv)
     rt_spawn_opts o = {.joinable = 1};
     if (rt_spawn_ex(&co, co_rsink_new, NULL, &o) < 0 || rt_join(co) < 0 ||
         rsink == NULL) {
-        fprintf(stderr, "cannot connect to redis-server\n");
+        fprintf(stderr, "cannot connect to the Redis Cluster\n");
         rt_stop();
         goto out;
     }
@@ -555,6 +554,6 @@ int main(int argc, char **argv)
         rt_join(co);
     rt_stop();
 out:
-    its_redis_stop(redis);
+    its_cluster_down();
     return rc;
 }
