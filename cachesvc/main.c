@@ -203,5 +203,6 @@ int main(int argc, char **argv)
         SVC_ERROR(NULL, "runtime did not start", "err=\"%s\"", rt_strerror(r));
         return 1;
     }
+    SVC_DEBUG(NULL, "runtime stopped; exiting", "code=%d", a.exit_code);
     return a.exit_code;
 }

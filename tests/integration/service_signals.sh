@@ -37,7 +37,9 @@ cat "$T/load.out"
 check "SIGTERM exits 0" [ $rc = 0 ]
 ms=$(( (t1 - t0) / 1000000 ))
 echo "drain_ms=$ms"
-check "exit within the drain deadline (10 s)" [ $ms -lt 10000 ]
+# The bound is the drain deadline (10 s) plus the watchdog's 5 s for closing
+# the components; on an idle machine the whole stop takes a second or two.
+check "exit within the drain deadline + grace (15 s)" [ $ms -lt 15000 ]
 ok200=$(sed -n 's/^status_200=//p' "$T/load.out")
 start_svc b $P --store.url=sqlite:"$T/db" || exit 1
 req GET "$U/admin/items/hot/audit" "" "${ADMIN[@]}"; expect 200 "" "audit after restart"
