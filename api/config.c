@@ -21,7 +21,7 @@ void http_server_config_defaults(http_server_config *cfg)
     cfg->header_timeout_ms = 10000;
     cfg->body_timeout_ms = 10000;
     cfg->write_timeout_ms = 10000;
-    cfg->read_buf = 16384;
+    cfg->read_buf = 4096;
     cfg->max_pipeline_out = 262144;
 }
 

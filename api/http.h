@@ -92,7 +92,7 @@ typedef struct http_server_config {
     int64_t header_timeout_ms;   /* first byte to end of headers; 0 = 10000 */
     int64_t body_timeout_ms;     /* end of headers to end of body; 0 = 10000 */
     int64_t write_timeout_ms;    /* one flush of responses; 0 = 10000 */
-    size_t read_buf;             /* initial read buffer; 0 = 16384 */
+    size_t read_buf;             /* initial read buffer; 0 = 4096 */
     size_t max_pipeline_out;     /* output bytes buffered before a flush in
                                   * the middle of a pipelined batch;
                                   * 0 = 262144 */

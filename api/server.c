@@ -58,6 +58,10 @@ static int flush(http_conn *c)
     ssize_t n = rt_write(c->fd, c->out.data, c->out.len,
                          rt_deadline_ms(c->srv->cfg.write_timeout_ms));
     c->out.len = 0;
+    /* Give back the memory of an unusually large answer (an audit with
+     * every order id); idle connections should stay small. */
+    if (c->out.cap > 65536)
+        http_buf_free(&c->out);
     if (n == -ETIMEDOUT)
         http__metrics_count(HTTP__C_timeouts);
     return n < 0 ? (int)n : 0;
