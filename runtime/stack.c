@@ -32,6 +32,51 @@ extern void rt__trampoline(void);
 
 static struct sigaction old_segv;
 
+#if defined(RT_TSAN)
+/* TSan fibers are costly to create (each carries a large shadow stack that
+ * is zeroed), so the fibers of unmapped stacks are kept for new stacks.
+ * Under stack_lock. */
+typedef struct { void *fiber; unsigned uses; } fiber_slot;
+static fiber_slot fiber_pool[4096];
+static size_t fiber_pool_len;
+
+static void fiber_get(rt_co *co)
+{
+    pthread_mutex_lock(&rt__rt.stack_lock);
+    if (fiber_pool_len) {
+        fiber_pool_len--;
+        co->tsan_fiber = fiber_pool[fiber_pool_len].fiber;
+        co->tsan_uses = fiber_pool[fiber_pool_len].uses;
+        pthread_mutex_unlock(&rt__rt.stack_lock);
+        return;
+    }
+    pthread_mutex_unlock(&rt__rt.stack_lock);
+    co->tsan_fiber = __tsan_create_fiber(0);
+    co->tsan_uses = 0;
+}
+
+static void fiber_put(rt_co *co)
+{
+    pthread_mutex_lock(&rt__rt.stack_lock);
+    if (fiber_pool_len < sizeof fiber_pool / sizeof fiber_pool[0]) {
+        fiber_pool[fiber_pool_len].fiber = co->tsan_fiber;
+        fiber_pool[fiber_pool_len].uses = co->tsan_uses;
+        fiber_pool_len++;
+        co->tsan_fiber = NULL;
+    }
+    pthread_mutex_unlock(&rt__rt.stack_lock);
+    if (co->tsan_fiber)
+        __tsan_destroy_fiber(co->tsan_fiber);
+    co->tsan_fiber = NULL;
+}
+
+static void fiber_pool_drain(void)
+{
+    while (fiber_pool_len)
+        __tsan_destroy_fiber(fiber_pool[--fiber_pool_len].fiber);
+}
+#endif
+
 static size_t round_page(size_t n)
 {
     return (n + rt__rt.page_size - 1) & ~(rt__rt.page_size - 1);
@@ -77,7 +122,8 @@ static void stack_unmap(rt_co *co)
     VALGRIND_STACK_DEREGISTER(co->vg_id);
 #endif
 #if defined(RT_TSAN)
-    if (co->tsan_fiber) __tsan_destroy_fiber(co->tsan_fiber);
+    if (co->tsan_fiber)
+        fiber_put(co);
 #endif
     char *base = co->map_base;
     size_t size = co->map_size;
@@ -146,7 +192,7 @@ rt_co *rt__stack_alloc(rt_worker *w, size_t stack_size)
 #if defined(RT_TSAN)
     /* One TSan fiber per stack, reused by the coroutines that run on it
      * (creating one per spawn makes 1,000,000 spawns take minutes). */
-    co->tsan_fiber = __tsan_create_fiber(0);
+    fiber_get(co);
 #endif
     return co;
 }
@@ -197,6 +243,9 @@ void rt__stack_release_all(void)
 void rt__stacks_fini(void)
 {
     rt__stack_release_all();
+#if defined(RT_TSAN)
+    fiber_pool_drain();
+#endif
     pthread_mutex_destroy(&rt__rt.stack_lock);
 }
 
