@@ -413,17 +413,15 @@ int lc_set_if_newer(lc_cache *c, const void *key, size_t klen, const void *val, 
 int lc_evict(lc_cache *c, const void *key, size_t klen, uint64_t floor_version)
 {
     lc_wctx w;
-    int rc;
-    if ((rc = wctx_open(c, key, klen, &w)) < 0)
+    int rc = wctx_open(c, key, klen, &w);
+    if (rc < 0)
         return rc;
-    lc_shard *sh = w.sh;
     lc_recstate *st = &w.st;
-    bool remove = (st->flags & LC_F_VALUE) && (floor_version == 0 || st->version < floor_version);
     if (w.slot < 0 && floor_version <= st->floor)
         goto out; /* nothing cached and nothing to raise */
-    if (remove) {
+    if ((st->flags & LC_F_VALUE) && (floor_version == 0 || st->version < floor_version)) {
         st->flags = 0;
-        sh->n.removals++;
+        w.sh->n.removals++;
     }
     if (floor_version > st->floor)
         st->floor = floor_version;
