@@ -61,29 +61,40 @@ static uint32_t ttl(svc *s)
     return t > 0 && t < (int64_t)UINT32_MAX ? (uint32_t)t : LC_TTL_DEFAULT;
 }
 
+/* The version the cache knows for sku: the value's on a hit, the floor on
+ * a miss (0 when it knows nothing). */
+static uint64_t known_version(svc *s, const char *sku, size_t klen)
+{
+    uint64_t known = 0;
+    svc_entry tmp;
+    lc_get(s->lc, sku, klen, &tmp, sizeof tmp, NULL, &known);
+    return known;
+}
+
 int svc__local_fill(svc *s, const char *sku, const lc_lease *l, int held,
                     const svc_entry *e, int *below_floor)
 {
     size_t klen = strlen(sku);
     int r;
-    if (held && l != NULL)
+    if (held && l != NULL) {
         r = lc_fill(s->lc, l, e, sizeof *e, (uint64_t)e->version, ttl(s));
-    else
+        /* -ESTALE from a lease: an eviction came after it was issued. Every
+         * eviction here carries the committed version as floor, so a value
+         * at or above the floor is still current (typically the broadcast
+         * of this very commit arriving late): store it under the version
+         * guard alone. */
+        if (r == -ESTALE && known_version(s, sku, klen) <= (uint64_t)e->version)
+            r = lc_set_if_newer(s->lc, sku, klen, e, sizeof *e, (uint64_t)e->version, ttl(s));
+    } else {
         r = lc_set_if_newer(s->lc, sku, klen, e, sizeof *e, (uint64_t)e->version, ttl(s));
+    }
     if (below_floor != NULL)
         *below_floor = 0;
     if (r == 0)
         return 1;
     svc_metric_inc(SVC_C_LOCAL_FILL_REFUSED);
-    if (below_floor != NULL) {
-        /* -ESTALE means a cancelled lease or a floor above e: the cache
-         * tells which by the version it reports now (the value's on a hit,
-         * the floor on a miss). */
-        uint64_t known = 0;
-        svc_entry tmp;
-        lc_get(s->lc, sku, klen, &tmp, sizeof tmp, NULL, &known);
-        *below_floor = known > (uint64_t)e->version;
-    }
+    if (below_floor != NULL)
+        *below_floor = known_version(s, sku, klen) > (uint64_t)e->version;
     return 0;
 }
 

@@ -117,7 +117,9 @@ void svc__local_release(svc *s, lc_lease *l, int held);
  * version newer than e's is known (committed or cached). */
 int svc__local_fill(svc *s, const char *sku, const lc_lease *l, int held,
                     const svc_entry *e, int *below_floor);
-/* Evicts sku leaving floor as the lowest version a later fill may carry. */
+/* Evicts sku leaving floor as the lowest version a later fill may carry.
+ * Evictions always carry the committed version (0 only in tests): the
+ * lease fallback in svc__local_fill relies on it. */
 void svc__local_evict(svc *s, const char *sku, int64_t floor);
 /* Appends the local cache's gauges and counters to b. */
 struct svc_buf;
