@@ -727,7 +727,7 @@ static int pg_batch(store *st, const char *sku, store__op **ops, int n, store__b
 {
     batch_ctx b = {.st = st, .sku = sku, .ops = ops, .n = n, .deadline = deadline_of(st)};
     store__state s0;
-    int rc = 0, ndecr = 0, norders, attempt, broken = 0;
+    int rc = 0, ndecr = 0, norders, attempt, broken = 0, fresh_retry = 0;
 
     for (int i = 0; i < n; i++)
         ndecr += ops[i]->kind == STORE__DECR;
@@ -741,9 +741,18 @@ static int pg_batch(store *st, const char *sku, store__op **ops, int n, store__b
     if ((b.pc = pool_get(st, b.deadline, &rc)) == NULL)
         goto out;
     for (attempt = 0; attempt < 4; attempt++) {
-        if (attempt > 0)
-            STORE__STAT_ADD(st, retries, 1);
         if ((rc = batch_read(&b, &s0, ndecr)) < 0) {
+            /* A pooled connection that the server closed (a restart, an
+             * idle timeout) fails on first use. Nothing was applied, so
+             * the batch reruns once on a fresh connection. */
+            if (rc == -EIO && !fresh_retry && PQstatus(b.pc->c) != CONNECTION_OK) {
+                fresh_retry = 1;
+                pool_put(st, b.pc, 1);
+                if ((b.pc = pool_get(st, b.deadline, &rc)) == NULL)
+                    goto out;
+                attempt--;
+                continue;
+            }
             broken = rc != -ENOMEM;
             break;
         }
@@ -771,8 +780,10 @@ static int pg_batch(store *st, const char *sku, store__op **ops, int n, store__b
             break;
         }
         rc = batch_write(&b, &s0, r);
-        if (rc == -EEXIST)
+        if (rc == -EEXIST) {
+            STORE__STAT_ADD(st, retries, 1);
             continue;
+        }
         broken = rc == -ECONNABORTED || (rc == -EIO && PQstatus(b.pc->c) != CONNECTION_OK);
         break;
     }

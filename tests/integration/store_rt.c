@@ -157,7 +157,13 @@ static void outage_body(void *arg)
     __atomic_store_n(&l->stop, 1, __ATOMIC_RELAXED);
     rt_wg_wait(l->wg, RT_NO_DEADLINE);
     rt_wg_free(l->wg);
-    l->audit_rc = store_audit(l->st, l->sku, 0, &l->audit);
+    /* The audit shares the short database timeout of the load: on a busy
+     * machine allow it a few tries. */
+    for (int k = 0; k < 20; k++) {
+        if ((l->audit_rc = store_audit(l->st, l->sku, 0, &l->audit)) == 0)
+            break;
+        rt_sleep(100);
+    }
 out:
     if (l->st != NULL)
         store_close(l->st);
