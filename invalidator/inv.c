@@ -64,6 +64,7 @@ void inv_free(inv *iv)
     inv__relay_free(iv->relay);
     inv__delay_free(iv->delay);
     inv__bcast_free(iv->bcast);
+    inv__wake_close(&iv->relay_wake);
     if (iv->embedded)
         inv__mock_release();
     free(iv->brokers);
@@ -86,6 +87,7 @@ int inv_new(const inv_config *cfg, const inv_source *source,
     inv *iv = calloc(1, sizeof(*iv));
     if (iv == NULL)
         return -ENOMEM;
+    iv->relay_wake.rfd = iv->relay_wake.wfd = -1;
     iv->roles = cfg->roles ? cfg->roles : INV_ROLE_ALL;
     if ((iv->roles & ~INV_ROLE_ALL) != 0 ||
         ((iv->roles & INV_ROLE_RELAY) &&
@@ -151,6 +153,9 @@ int inv_start(inv *iv)
     if (iv->started)
         return -EALREADY;
     atomic_store(&iv->stopping, 0);
+    if ((iv->roles & INV_ROLE_RELAY) && iv->relay_wake.rfd < 0 &&
+        (rc = inv__wake_open(&iv->relay_wake)) < 0)
+        return rc;
     if ((iv->roles & INV_ROLE_RELAY) && (rc = inv__relay_new(iv, &iv->relay)) < 0)
         goto fail;
     if ((iv->roles & INV_ROLE_DELAY) && (rc = inv__delay_new(iv, &iv->delay)) < 0)
@@ -217,8 +222,10 @@ int inv_stop(inv *iv, int drain_ms)
 
 void inv_notify(inv *iv)
 {
-    if (iv->relay != NULL)
-        inv__relay_kick(iv->relay);
+    /* The pipe lives as long as iv, so a writer racing inv_stop() is
+     * harmless: a wakeup nobody reads. Before inv_start wfd is -1. */
+    if (__atomic_load_n(&iv->relay_wake.wfd, __ATOMIC_ACQUIRE) >= 0)
+        inv__wake_signal(&iv->relay_wake);
 }
 
 void inv_set_delay_ms(inv *iv, int64_t ms)

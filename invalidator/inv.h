@@ -181,7 +181,8 @@ int inv_stop(inv *iv, int drain_ms);
 void inv_free(inv *iv);
 
 /* Tells the relay that outbox rows were committed: it fetches at once.
- * Callable from any thread or coroutine; never blocks. */
+ * Callable from any thread or coroutine, at any time between inv_new and
+ * inv_free (a no-op before inv_start or after inv_stop); never blocks. */
 void inv_notify(inv *iv);
 
 /* Sets the delay applied to events published from now on (atomic).

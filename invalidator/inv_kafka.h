@@ -51,6 +51,9 @@ struct inv {
     bool started;
     rt_co *relay_co, *delay_co, *bcast_co;
     inv_relay *relay;
+    inv_wake relay_wake;           /* opened by the first inv_start, closed
+                                    * by inv_free, so inv_notify() is safe
+                                    * at any time */
     inv_delay *delay;
     inv_bcast *bcast;
 

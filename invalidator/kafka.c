@@ -33,7 +33,7 @@ int inv__wake_open(inv_wake *w)
         return rc;
     }
     w->rfd = fds[0];
-    w->wfd = fds[1];
+    __atomic_store_n(&w->wfd, fds[1], __ATOMIC_RELEASE);   /* inv_notify */
     return 0;
 }
 

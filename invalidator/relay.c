@@ -25,7 +25,7 @@ struct inv_relay {
     rd_kafka_t *rk;
     rd_kafka_topic_t *rkt;
     rd_kafka_queue_t *mainq;
-    inv_wake wake;
+    inv_wake *wake;                /* the inv's: outlives the relay */
     int64_t cursor;                /* highest id produced */
     int64_t inflight;              /* produced, no delivery report yet */
     int64_t failed_min;            /* lowest failed id; INT64_MAX = none */
@@ -86,15 +86,13 @@ int inv__relay_new(inv *iv, inv_relay **out)
         return -ENOMEM;
     r->iv = iv;
     r->failed_min = INT64_MAX;
-    r->wake.rfd = r->wake.wfd = -1;
+    r->wake = &iv->relay_wake;
     r->drain_deadline = INT64_MAX;
     r->rows = calloc((size_t)iv->relay_batch, sizeof(*r->rows));
     if (r->rows == NULL) {
         rc = -ENOMEM;
         goto fail;
     }
-    if ((rc = inv__wake_open(&r->wake)) < 0)
-        goto fail;
     if ((conf = inv__conf_new(iv, "relay")) == NULL) {
         rc = -EIO;
         goto fail;
@@ -127,7 +125,7 @@ int inv__relay_new(inv *iv, inv_relay **out)
         goto fail;
     }
     r->mainq = rd_kafka_queue_get_main(r->rk);
-    rd_kafka_queue_io_event_enable(r->mainq, r->wake.wfd, "1", 1);
+    rd_kafka_queue_io_event_enable(r->mainq, r->wake->wfd, "1", 1);
     *out = r;
     return 0;
 fail:
@@ -153,7 +151,6 @@ void inv__relay_free(inv_relay *r)
         rd_kafka_purge(r->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
         inv__kafka_destroy(r->rk);
     }
-    inv__wake_close(&r->wake);
     free(r->acked);
     free(r->rows);
     free(r);
@@ -161,7 +158,7 @@ void inv__relay_free(inv_relay *r)
 
 void inv__relay_kick(inv_relay *r)
 {
-    inv__wake_signal(&r->wake);
+    inv__wake_signal(r->wake);
 }
 
 void inv__relay_set_drain(inv_relay *r, int64_t deadline)
@@ -269,7 +266,7 @@ void inv__relay_run(void *arg)
     inv *iv = r->iv;
     atomic_store(&iv->relay_ready, 1);
     for (;;) {
-        inv__wake_drain(&r->wake);
+        inv__wake_drain(r->wake);
         rd_kafka_poll(r->rk, 0);   /* serves delivery reports */
         ack_rows(r);
         if (r->failed_min != INT64_MAX && r->inflight == 0) {
@@ -282,7 +279,7 @@ void inv__relay_run(void *arg)
         if (atomic_load(&iv->stopping)) {
             if (r->inflight == 0 || rt_now_ns() >= r->drain_deadline)
                 break;
-            inv__wake_wait(&r->wake, r->drain_deadline);
+            inv__wake_wait(r->wake, r->drain_deadline);
             continue;
         }
         publish(r);
@@ -290,7 +287,7 @@ void inv__relay_run(void *arg)
         int64_t wait_ms = iv->relay_poll_ms;
         if (r->failed_min != INT64_MAX || r->nacked > 0)
             wait_ms = wait_ms < 100 ? wait_ms : 100;   /* retry soon */
-        inv__wake_wait(&r->wake, rt_deadline_ms(wait_ms));
+        inv__wake_wait(r->wake, rt_deadline_ms(wait_ms));
     }
     rd_kafka_poll(r->rk, 0);
     ack_rows(r);

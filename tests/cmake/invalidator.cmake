@@ -19,6 +19,12 @@ if(TARGET inv AND TARGET rc)
     PkgConfig::CMOCKA)
   target_compile_definitions(test_invalidator_kafka PRIVATE
     CACHESVC_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
+  if(TARGET cachesvc-devbroker AND TARGET invalidator)
+    target_compile_definitions(test_invalidator_kafka PRIVATE
+      INV_TEST_DEVBROKER="$<TARGET_FILE:cachesvc-devbroker>"
+      INV_TEST_INVALIDATOR="$<TARGET_FILE:invalidator>")
+    add_dependencies(test_invalidator_kafka cachesvc-devbroker invalidator)
+  endif()
   # All scenarios share one cluster start (about 15 s on a busy machine);
   # cmocka's output names a failing scenario, and
   # `test_invalidator_kafka test_<name>` runs one alone.

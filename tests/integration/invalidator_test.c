@@ -474,6 +474,93 @@ static void test_consumer_restart(void **state)
     stop_inv(relay);
 }
 
+/* The standalone binaries: cachesvc-devbroker serves the events, the
+ * `invalidator` binary applies them to the Redis Cluster, SIGTERM stops
+ * both cleanly. */
+#if defined(INV_TEST_DEVBROKER) && defined(INV_TEST_INVALIDATOR)
+static pid_t spawn_out(char *const argv[], int *out_fd)
+{
+    posix_spawn_file_actions_t fa;
+    int fds[2];
+    if (pipe(fds) < 0)
+        return -1;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
+    posix_spawn_file_actions_addclose(&fa, fds[0]);
+    pid_t pid;
+    int rc = posix_spawn(&pid, argv[0], &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(fds[1]);
+    if (rc != 0) {
+        close(fds[0]);
+        return -1;
+    }
+    *out_fd = fds[0];
+    return pid;
+}
+
+static void test_standalone_binaries(void **state)
+{
+    (void)state;
+    int fd = -1;
+    char *dargv[] = {INV_TEST_DEVBROKER, "--partitions", "3", NULL};
+    pid_t broker = spawn_out(dargv, &fd);
+    assert_true(broker > 0);
+    char boot[256] = "";
+    size_t len = 0;
+    while (len + 1 < sizeof(boot)) {
+        ssize_t n = read(fd, boot + len, 1);
+        if (n <= 0 || boot[len] == '\n')
+            break;
+        len++;
+    }
+    boot[len] = '\0';
+    close(fd);
+    assert_true(len > 0);
+
+    inv_config extra;
+    memset(&extra, 0, sizeof(extra));
+    extra.brokers = boot;
+    inv *relay = make_inv("standalone", INV_ROLE_RELAY, "sa-relay", 100, NULL,
+                          &extra);
+    wait_ready(relay);
+    char a_brokers[300], a_redis[200];
+    snprintf(a_brokers, sizeof(a_brokers), "--kafka.brokers=%s", boot);
+    snprintf(a_redis, sizeof(a_redis), "--redis.url=%s", its_cluster_seeds());
+    char *iargv[] = {INV_TEST_INVALIDATOR, "--stats-ms", "0", a_brokers,
+                     "--kafka.topic=inv-test-standalone",
+                     "--kafka.group=inv-test-standalone-delay", a_redis, NULL};
+    pid_t inval;
+    assert_int_equal(posix_spawn(&inval, iargv[0], NULL, NULL, iargv, environ), 0);
+
+    const int n = 50;
+    set_keys("sa", n);
+    for (int i = 0; i < n; i++) {
+        char sku[16];
+        snprintf(sku, sizeof(sku), "sa%d", i);
+        its_outbox_add(outbox, sku, 1, -1);
+    }
+    inv_notify(relay);
+    keys_gone k = {"sa", n};
+    bool ok = its_wait_until(all_gone, &k, 30000);
+    int st_inval = -1, st_broker = -1;
+    kill(inval, SIGTERM);
+    waitpid(inval, &st_inval, 0);
+    stop_inv(relay);
+    kill(broker, SIGTERM);
+    waitpid(broker, &st_broker, 0);
+    assert_true(ok);
+    assert_true(WIFEXITED(st_inval) && WEXITSTATUS(st_inval) == 0);
+    assert_true(WIFEXITED(st_broker) && WEXITSTATUS(st_broker) == 0);
+}
+#else
+static void test_standalone_binaries(void **state)
+{
+    (void)state;
+    skip();                        /* the binaries are not built */
+}
+#endif
+
 typedef struct child_args {
     const char *boot, *seeds, *topic, *group;
 } child_args;
@@ -548,6 +635,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_pending_cap_pauses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_broker_down, setup, teardown),
         cmocka_unit_test_setup_teardown(test_consumer_restart, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_standalone_binaries, setup, teardown),
     };
     rc = cmocka_run_group_tests(tests, NULL, NULL);
     if (rt_spawn_ex(&co, co_rsink_free, NULL, &o) == 0)
