@@ -140,14 +140,22 @@ static int failing(mem *m)
     return atomic_load_explicit(&m->fail, memory_order_relaxed);
 }
 
+/* Returns the injected failure, or 0 with the lock held. */
+static int enter(mem *m)
+{
+    int rc = failing(m);
+    if (rc == 0)
+        pthread_mutex_lock(&m->lock);
+    return rc;
+}
+
 static int m_get_item(void *ctx, const char *sku, http_item *out,
                       http_tier *tier)
 {
     mem *m = ctx;
-    int rc = failing(m);
+    int rc = enter(m);
     if (rc)
         return rc;
-    pthread_mutex_lock(&m->lock);
     mitem *it = map_get(&m->items, sku);
     if (it)
         *out = it->it;
@@ -200,10 +208,9 @@ static int m_decrement(void *ctx, const http_decrement_req *req,
                        http_decrement_res *out)
 {
     mem *m = ctx;
-    int rc = failing(m);
+    int rc = enter(m);
     if (rc)
         return rc;
-    pthread_mutex_lock(&m->lock);
     if (req->idempotency_key) {
         moutcome *o = map_get(&m->keys, req->idempotency_key);
         if (o) {
@@ -230,10 +237,9 @@ static int m_put_item(void *ctx, const http_put_item_req *req, http_item *out,
                       int *created)
 {
     mem *m = ctx;
-    int rc = failing(m);
+    int rc = enter(m);
     if (rc)
         return rc;
-    pthread_mutex_lock(&m->lock);
     mitem *it = map_get(&m->items, req->sku);
     *created = 0;
     if (it == NULL) {
@@ -267,10 +273,9 @@ static int m_audit(void *ctx, const char *sku, int with_orders,
                    http_audit *out)
 {
     mem *m = ctx;
-    int rc = failing(m);
+    int rc = enter(m);
     if (rc)
         return rc;
-    pthread_mutex_lock(&m->lock);
     mitem *it = map_get(&m->items, sku);
     if (it == NULL) {
         rc = HTTP_E_NOT_FOUND;
@@ -304,10 +309,9 @@ out:
 static int m_get_config(void *ctx, http_config_values *out)
 {
     mem *m = ctx;
-    int rc = failing(m);
+    int rc = enter(m);
     if (rc)
         return rc;
-    pthread_mutex_lock(&m->lock);
     *out = m->cfg;
     pthread_mutex_unlock(&m->lock);
     return 0;
@@ -317,10 +321,9 @@ static int m_put_config(void *ctx, const http_config_update *upd,
                         http_config_values *out)
 {
     mem *m = ctx;
-    int rc = failing(m);
+    int rc = enter(m);
     if (rc)
         return rc;
-    pthread_mutex_lock(&m->lock);
     if (upd->has_invalidation_delay_ms)
         m->cfg.invalidation_delay_ms = upd->invalidation_delay_ms;
     if (upd->has_local_ttl_ms)
