@@ -248,7 +248,7 @@ static int do_register(int fd, int owned)
     uint32_t seq = ++f->seq;
     int was = f->registered;
     f->registered = 1;
-    f->owned = (uint8_t)owned;
+    f->owned = (uint8_t)(was ? (f->owned | owned) : owned);
     f->rd_ready = f->wr_ready = 0;
     rt__spin_unlock(&f->lock);
     struct epoll_event ev = {

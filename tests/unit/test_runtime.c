@@ -418,6 +418,71 @@ static void test_chan_close_wakes_all(void **state)
     run_rt(2, close_body, NULL);
 }
 
+/* Deadlines racing with hand-offs: every value sent is received exactly
+ * once although sends and receives keep timing out around each other. */
+typedef struct race { rt_chan *ch; atomic_long sent_sum, recv_sum, recv_n; rt_wg *wg; } race;
+
+static void race_producer(void *arg)
+{
+    race *r = arg;
+    for (long i = 1; i <= 2000; i++) {
+        int rc;
+        while ((rc = rt_chan_send(r->ch, &i, rt_now_ns() + 20000)) == -ETIMEDOUT)
+            ;
+        CHECK(rc == 0);
+        atomic_fetch_add(&r->sent_sum, i);
+        if (i % 64 == 0)
+            rt_sleep_ns(50000);
+    }
+    rt_wg_done(r->wg);
+}
+
+static void race_consumer(void *arg)
+{
+    race *r = arg;
+    long v;
+    for (;;) {
+        int rc = rt_chan_recv(r->ch, &v, rt_now_ns() + 30000);
+        if (rc == -ETIMEDOUT)
+            continue;
+        if (rc == -EPIPE)
+            break;
+        CHECK(rc == 0);
+        atomic_fetch_add(&r->recv_sum, v);
+        atomic_fetch_add(&r->recv_n, 1);
+    }
+}
+
+static void race_body(void *arg)
+{
+    (void)arg;
+    race r = {.ch = rt_chan_new(sizeof(long), 2), .wg = rt_wg_new()};
+    rt_co *cons[6];
+    for (int i = 0; i < 6; i++)
+        CHECK(rt_spawn(&cons[i], race_consumer, &r) == 0);
+    rt_wg_add(r.wg, 6);
+    for (int i = 0; i < 6; i++)
+        CHECK(rt_spawn(NULL, race_producer, &r) == 0);
+    CHECK(rt_wg_wait(r.wg, RT_NO_DEADLINE) == 0);
+    /* Drain: consumers still time out and retry until closed and empty. */
+    while (atomic_load(&r.recv_n) < 6 * 2000)
+        rt_sleep(1);
+    rt_chan_close(r.ch);
+    for (int i = 0; i < 6; i++)
+        CHECK(rt_join(cons[i]) == 0);
+    CHECK(atomic_load(&r.recv_n) == 6 * 2000);
+    CHECK(atomic_load(&r.recv_sum) == atomic_load(&r.sent_sum));
+    rt_chan_free(r.ch);
+    rt_wg_free(r.wg);
+}
+
+static void test_deadline_races(void **state)
+{
+    (void)state;
+    run_rt(2, race_body, NULL);
+    run_rt(3, race_body, NULL);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Work spreading                                                            */
 
@@ -992,6 +1057,7 @@ int main(void)
         cmocka_unit_test(test_chan_pingpong),
         cmocka_unit_test(test_chan_mpmc),
         cmocka_unit_test(test_chan_close_wakes_all),
+        cmocka_unit_test(test_deadline_races),
         cmocka_unit_test(test_work_spreading),
         cmocka_unit_test(test_sleep_accuracy),
         cmocka_unit_test(test_deadlines),
