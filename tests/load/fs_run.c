@@ -90,18 +90,31 @@ static void auth_header(const fs_opts *o, char *buf, size_t n)
     snprintf(buf, n, "Authorization: Bearer %s\r\n", o->admin_token);
 }
 
-/* One admin request with its own short-lived connection semantics: c is
- * reused. Returns the status (> 0) or a negative errno. */
+/* One admin request on c. Admin requests are idempotent (PUT of an item or
+ * of the config sets absolute values; GETs read), so a transport failure is
+ * retried on a fresh connection, up to 3 attempts of at most 10 s each (or
+ * --timeout when longer). Returns the status (> 0) or a negative errno. */
 static int admin_call(fs_conn *c, const fs_opts *o, const char *method, const char *path,
                       const char *body, fs_http_resp *resp)
 {
     char auth[320];
     int64_t sent;
+    int rc = -EIO;
     auth_header(o, auth, sizeof(auth));
-    int rc = fs_conn_request(c, method, path, auth, body, body ? strlen(body) : 0,
-                             rt_deadline_ms(o->timeout_ms > 30000 ? o->timeout_ms : 30000), &sent,
-                             resp);
-    return rc < 0 ? rc : resp->status;
+    for (int attempt = 0; attempt < 3; attempt++) {
+        if (attempt > 0) {
+            fprintf(stderr, "flashsale: %s %s: %s, retrying\n", method, path, rt_strerror(rc));
+            rt_sleep(100 * attempt);
+        }
+        rc = fs_conn_request(c, method, path, auth, body, body ? strlen(body) : 0,
+                             rt_deadline_ms(o->timeout_ms > 10000 ? o->timeout_ms : 10000),
+                             &sent, resp);
+        if (rc == 0)
+            return resp->status;
+        if (rc == -ENOMEM)
+            break;
+    }
+    return rc;
 }
 
 /* ------------------------------------------------------------------------ */
