@@ -283,7 +283,8 @@ static int submit(store *st, const char *sku, store__op *op, int64_t deadline)
     STORE__STAT_ADD(st, queued, 1);
     pthread_mutex_unlock(&st->lock);
 
-    if (op->lead) {
+    /* created, not op->lead: once unlocked, a leader may set op->lead. */
+    if (created) {
         rt_yield();   /* as below: callers just answered may join this batch */
         lead_batch(st, b, op);
         rt_event_free(op->ev);

@@ -38,6 +38,7 @@ static int setup(void **state)
     snprintf(dir, sizeof dir, "/tmp/store_pg.XXXXXX");
     if (mkdtemp(dir) == NULL)
         return -1;
+    tsm_pg_guard(dir, dir);
     return pg_cmd("up");
 }
 

@@ -47,6 +47,7 @@ static int setup(void **state)
         return -1;
     snprintf(pgdir, sizeof pgdir, "%s/pg", tsm_tmpdir);
     chmod(tsm_tmpdir, 0755);   /* the postgres user enters it */
+    tsm_pg_guard(pgdir, tsm_tmpdir);
     return pg_cmd("up");
 }
 

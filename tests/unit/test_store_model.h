@@ -13,6 +13,7 @@
 #ifndef TEST_STORE_MODEL_H
 #define TEST_STORE_MODEL_H
 
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,6 +88,31 @@ static inline int tsm_pg_cmd(const char *what, const char *dir, int port, char *
             snprintf(url, urlcap, "%s", line);
         }
     return pclose(f) == 0 ? 0 : -1;
+}
+
+/* Makes sure the server in pgdir is stopped and rmdir removed even if this
+ * process dies without its teardown (an abort, a sanitizer halt, a kill):
+ * a forked guard waits for EOF on a pipe whose write end only this process
+ * holds (close-on-exec, so scripts it runs do not keep it open), then runs
+ * scripts/postgres down and rm -rf. Call once, after the server is up. */
+static inline void tsm_pg_guard(const char *pgdir, const char *rmdir)
+{
+    int fds[2];
+    char cmd[1024], c;
+    if (pipe2(fds, O_CLOEXEC) < 0)
+        return;
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(fds[1]);
+        setsid();   /* outlive a kill of the test's process group */
+        while (read(fds[0], &c, 1) > 0)
+            ;
+        snprintf(cmd, sizeof cmd, "%s/scripts/postgres down --dir %s >/dev/null 2>&1; rm -rf '%s'",
+                 STORE_SOURCE_DIR, pgdir, rmdir);
+        _exit(system(cmd) == 0 ? 0 : 1);
+    }
+    close(fds[0]);
+    /* fds[1] stays open, on purpose, until this process exits. */
 }
 #endif
 
