@@ -189,8 +189,11 @@ static int conn_dispatch(rc__conn *cn, void **replies, int n)
     pthread_mutex_unlock(&cn->mu);
     if (wake)
         rt_event_signal(cn->wake);
-    if (k > 0)
+    if (k > 0) {
         atomic_fetch_sub_explicit(&cn->node->inflight, (uint64_t)k, memory_order_relaxed);
+        if (atomic_load_explicit(&cn->node->down_backoff_ms, memory_order_relaxed) != 0)
+            rc__node_mark_up(cn->node);
+    }
     for (int i = 0; i < k; i++) {
         rc_reply *reply = done[i]->reply;
         done[i]->reply = NULL;
@@ -532,7 +535,8 @@ static void conn_writer(void *arg)
                 rc__refresh_async(n->c);
                 continue;
             }
-            rc__node_mark_up(n);
+            /* The node counts as up again with its first reply, not with
+             * the connect: a stopped process still completes handshakes. */
             pthread_mutex_lock(&cn->mu);
         }
         /* A failed write also ends the reader, which counts the error. */
