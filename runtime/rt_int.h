@@ -395,7 +395,13 @@ uint64_t rt__blocking_threads(void);
  * any coroutine or waiter. */
 bool rt__foreign_enter(void);
 void rt__foreign_exit(void);
-void rt__stack_check(rt_co *co);
+void rt__stack_check_unguarded(rt_co *co);
+/* Reports an overflow of an unguarded stack (checked at every switch). */
+static inline void rt__stack_check(rt_co *co)
+{
+    if (RT_UNLIKELY(!co->guarded))
+        rt__stack_check_unguarded(co);
+}
 extern _Atomic int64_t rt__last_poll_ns;
 
 /* Syscall wrappers that return -errno (util.c). */

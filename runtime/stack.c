@@ -251,10 +251,8 @@ void rt__stacks_fini(void)
 
 /* Reports an overflow of an unguarded stack: its saved stack pointer
  * reached the spacer page. */
-void rt__stack_check(rt_co *co)
+void rt__stack_check_unguarded(rt_co *co)
 {
-    if (co->guarded)
-        return;
     if ((char *)co->sp < co->map_base + rt__rt.page_size + 256)
         rt__panic("rt: stack overflow in coroutine %llu (%s): stack of %zu bytes "
                   "(unguarded stack, found at a switch)\n",

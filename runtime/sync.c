@@ -63,9 +63,23 @@ static void q_remove(void *q, rt_waiter *w)
 
 /* Publishes w on q under l (held by the caller) and parks until completed
  * or the deadline; l is released either way. */
-static int wait_on(rt_spin *l, rt_waitq *q, rt_waiter *w, int64_t deadline)
+static inline int wait_on(rt_spin *l, rt_waitq *q, rt_waiter *w, int64_t deadline)
 {
+    if (deadline == RT_NO_DEADLINE) {
+        w->racy = 0;
+        rt__waitq_push(q, w);
+        return rt__waiter_wait_unlock(w, l);
+    }
     return rt__park_on(l, q, w, deadline, q_push, q_remove);
+}
+
+/* Copies one channel element; most elements are a pointer or an integer. */
+static inline void elem_copy(void *dst, const void *src, size_t n)
+{
+    if (n == sizeof(uint64_t))
+        memcpy(dst, src, sizeof(uint64_t));
+    else
+        memcpy(dst, src, n);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -218,12 +232,12 @@ static int do_send_now(rt_chan *ch, const void *elem, rt_waiter **wake)
         return -EPIPE;
     rt_waiter *r = claim_first(&ch->recvq);
     if (r) {
-        memcpy(r->data, elem, ch->esz);
+        elem_copy(r->data, elem, ch->esz);
         *wake = r;
         return 0;
     }
     if (ch->len < ch->cap) {
-        memcpy(slot(ch, ch->len), elem, ch->esz);
+        elem_copy(slot(ch, ch->len), elem, ch->esz);
         ch->len++;
         return 0;
     }
@@ -246,12 +260,12 @@ static int do_recv_now(rt_chan *ch, void *elem, rt_waiter **wake)
 {
     *wake = NULL;
     if (ch->len > 0) {
-        memcpy(elem, slot(ch, 0), ch->esz);
+        elem_copy(elem, slot(ch, 0), ch->esz);
         ch->head = (ch->head + 1) % ch->cap;
         ch->len--;
         rt_waiter *s = claim_first(&ch->sendq);
         if (s) {
-            memcpy(slot(ch, ch->len), s->data, ch->esz);
+            elem_copy(slot(ch, ch->len), s->data, ch->esz);
             ch->len++;
             *wake = s;
         }
@@ -259,7 +273,7 @@ static int do_recv_now(rt_chan *ch, void *elem, rt_waiter **wake)
     }
     rt_waiter *s = claim_first(&ch->sendq);
     if (s) {
-        memcpy(elem, s->data, ch->esz);
+        elem_copy(elem, s->data, ch->esz);
         *wake = s;
         return 0;
     }
