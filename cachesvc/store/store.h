@@ -76,8 +76,8 @@ typedef struct store_config {
  * migrate; the reason went to stderr), -ENOMEM. Coroutines only. */
 int store_open(const char *url, const store_config *cfg, store **out);
 
-/* Waits for the batches in flight, then closes every connection and frees
- * st. No call on st may be running or start. Coroutines only. */
+/* Closes every connection and frees st. No call on st may be running or
+ * start (the service drains its requests first). Coroutines only. */
 void store_close(store *st);
 
 /* The decrement's outcome. The names (store_outcome_name) are the API's
