@@ -375,7 +375,8 @@ void fs_conn_close(fs_conn *c);
 extern atomic_int fs_interrupted;
 /* Runs every round (one, or one per --sweep-delay value), prints the
  * reports and returns the exit status: 0 every check passed, 1 a check
- * failed, 2 setup failed. Call from a coroutine. */
+ * failed, 2 setup failed, 130 interrupted (what ran verified). Call from a
+ * coroutine. */
 int fs_run_all(fs_opts *o);
 
 #endif /* CACHESVC_FS_H */
