@@ -298,7 +298,9 @@ int svc__read_item(svc *s, const char *sku, svc_entry *e, http_tier *tier)
 
 static void to_http(const char *sku, const svc_entry *e, http_item *out)
 {
-    snprintf(out->sku, sizeof out->sku, "%s", sku);
+    size_t n = strnlen(sku, sizeof out->sku - 1);   /* the hot path: no printf */
+    memcpy(out->sku, sku, n);
+    out->sku[n] = '\0';
     out->stock = e->stock;
     out->version = e->version;
     out->per_user_limit = e->per_user_limit;
