@@ -263,12 +263,15 @@ static void apply_batch(inv_delay *d, batch *b)
     INV_INC(iv, sink_calls, 1);
     inv__hist_add(&iv->sink, (rt_now_ns() - t0) / 1000000);
 
+    /* The partitions whose positions may have moved, each stored once. */
+    int32_t touched[16];
+    int ntouched = 0;
+    bool overflow = false;
     pthread_mutex_lock(&d->mu);
     for (int i = 0; i < b->n; i++) {
         inv_pentry *e = b->e[i];
         bool ok = rc == 0 && b->items[i].result == 0;
         int32_t p = e->partition;
-        uint32_t gen = e->gen;
         int64_t retry_at = 0;
         if (!ok) {
             INV_INC(iv, errors, 1);
@@ -276,9 +279,26 @@ static void apply_batch(inv_delay *d, batch *b)
             retry_at = now + backoff_ms(d, e->attempts + 1);
         }
         inv__pq_complete(&d->pq, e, ok, retry_at, on_ref_done, d);
-        if (ok && p < d->nparts && d->parts[p].assigned &&
-            d->parts[p].gen == gen)
-            do_store_offset(d, p);
+        if (!ok)
+            continue;
+        int k = 0;
+        while (k < ntouched && touched[k] != p)
+            k++;
+        if (k == ntouched) {
+            if (ntouched < 16)
+                touched[ntouched++] = p;
+            else
+                overflow = true;
+        }
+    }
+    if (overflow) {
+        for (int32_t p = 0; p < d->nparts; p++)
+            if (d->parts[p].assigned)
+                do_store_offset(d, p);
+    } else {
+        for (int k = 0; k < ntouched; k++)
+            if (touched[k] < d->nparts && d->parts[touched[k]].assigned)
+                do_store_offset(d, touched[k]);
     }
     update_gauges(d);
     pthread_mutex_unlock(&d->mu);
@@ -438,9 +458,12 @@ void inv__delay_kick(inv_delay *d)
 }
 
 /* Milliseconds of wall clock until the next entry falls due, converted to
- * a monotonic deadline. */
+ * a monotonic deadline. While every applier is busy there is nothing to
+ * dispatch: the next one to finish signals the pipe. */
 static int64_t next_deadline(inv_delay *d)
 {
+    if (atomic_load(&d->busy) >= d->napplier)
+        return rt_deadline_ms(1000);
     pthread_mutex_lock(&d->mu);
     int64_t due = inv__pq_next_due(&d->pq);
     pthread_mutex_unlock(&d->mu);

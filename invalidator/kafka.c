@@ -56,8 +56,10 @@ void inv__wake_signal(inv_wake *w)
 
 void inv__wake_drain(inv_wake *w)
 {
-    char buf[256];
-    while (read(w->rfd, buf, sizeof(buf)) > 0)
+    /* A read shorter than the buffer emptied the pipe: one system call in
+     * the common case. */
+    char buf[512];
+    while (read(w->rfd, buf, sizeof(buf)) == (ssize_t)sizeof(buf))
         ;
 }
 
@@ -107,7 +109,7 @@ int inv__conf_consumer(inv *iv, rd_kafka_conf_t *conf, const char *group)
     if (inv__conf_set(conf, "group.id", group) < 0 ||
         inv__conf_set(conf, "session.timeout.ms", session) < 0 ||
         inv__conf_set(conf, "heartbeat.interval.ms", heartbeat) < 0 ||
-        inv__conf_set(conf, "fetch.wait.max.ms", "10") < 0)
+        inv__conf_set(conf, "fetch.wait.max.ms", "5") < 0)
         return -EIO;
     return 0;
 }
