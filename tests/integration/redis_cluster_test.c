@@ -39,7 +39,14 @@ static int g_port;
         }                                                                     \
     } while (0)
 
-#define SLACK_NS (150LL * 1000 * 1000)   /* scheduling noise on a busy box */
+/* How far past its deadline a call may return: scheduling noise on a busy
+ * box, more under sanitizers (TSan slows everything several times). The
+ * property checked is "bounded by the deadline", not a speed. */
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+#define SLACK_NS (1000LL * 1000 * 1000)
+#else
+#define SLACK_NS (250LL * 1000 * 1000)
+#endif
 
 /* ------------------------------------------------------------------------ */
 /* Shell helpers, run on a blocking thread.                                  */
@@ -798,8 +805,9 @@ static void blackhole_worker(void *arg)
     else if (atomic_fetch_add(&j->other, 1) < 3)
         fprintf(stderr, "  black hole: %s after %.1f ms\n", rc_strerror(rc),
                 (double)(rt_now_ns() - dl) / 1e6 + 300);
-    if (over > SLACK_NS)
-        atomic_fetch_add(&j->late, 1);
+    if (over > SLACK_NS && atomic_fetch_add(&j->late, 1) < 3)
+        fprintf(stderr, "  black hole: returned %.1f ms past the deadline (%s)\n",
+                (double)over / 1e6, rc_strerror(rc));
     rt_wg_done(j->wg);
 }
 
