@@ -150,8 +150,9 @@ typedef struct batch_args {
     store__batch_result *r;
 } batch_args;
 
-/* The reads of the batch: idempotency keys and the buyers' purchases. */
-static int batch_reads(sq *q, const char *sku, store__op **ops, int n)
+/* The reads of the batch: idempotency keys and, when a per-user limit can
+ * apply in this batch (need_bought), the buyers' purchases. */
+static int batch_reads(sq *q, const char *sku, store__op **ops, int n, int need_bought)
 {
     sqlite3 *db = q->w.db;
     for (int i = 0; i < n; i++) {
@@ -180,6 +181,8 @@ static int batch_reads(sq *q, const char *sku, store__op **ops, int n)
             if (rc != SQLITE_DONE)
                 return sq_err(db, "read key");
         }
+        if (!need_bought)
+            continue;
         s = q->wst[W_SEL_BOUGHT];
         bind_text(s, 1, sku);
         bind_text(s, 2, op->user_id);
@@ -262,19 +265,22 @@ static intptr_t batch_blocking(void *arg)
     sq *q = a->st->impl;
     sqlite3 *db = q->w.db;
     store__state s0;
-    int rc;
+    int rc, rebuild;
 
     pthread_mutex_lock(&q->w.mu);
     if ((rc = step_done(db, q->wst[W_BEGIN], "begin")) < 0)
         goto out;
     if ((rc = read_item(db, q->wst[W_SEL_ITEM], a->sku, &s0)) < 0)
         goto rollback;
-    if (store__needs_rebuild(&s0, a->ops, a->n)) {
+    rebuild = store__needs_rebuild(&s0, a->ops, a->n);
+    if (rebuild) {
         sqlite3_bind_text(q->wst[W_REBUILD], 1, a->sku, -1, SQLITE_STATIC);
         if ((rc = step_done(db, q->wst[W_REBUILD], "rebuild purchases")) < 0)
             goto rollback;
     }
-    if ((rc = batch_reads(q, a->sku, a->ops, a->n)) < 0)
+    /* A limit applies only if the item has one or a put here sets one
+     * (which is when purchases are rebuilt). */
+    if ((rc = batch_reads(q, a->sku, a->ops, a->n, s0.per_user_limit > 0 || rebuild)) < 0)
         goto rollback;
     a->r->state = s0;
     a->r->committed_at_ms = store__wall_ms();
