@@ -9,7 +9,9 @@
  *   steal_spread      share of 10,000 CPU-bound tasks, spawned from one
  *                     coroutine, that ran on the least busy worker
  *
- * Each figure is the median of several runs.
+ * switch_ns, chan_pingpong_ns and spawn_join_ns also come as *_cpu_ns: the
+ * process CPU time per operation, which a loaded machine inflates much less
+ * than wall time. Each figure is the median of several runs.
  * Usage: bench_runtime [runs [only-this-figure]]
  */
 #include "runtime/rt.h"
@@ -18,9 +20,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 static int runs = 5;
+static double last_cpu;   /* CPU ns per operation of the last measurement */
+
+static int64_t cpu_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -47,11 +58,12 @@ static double bench_switch(void)
 {
     long n = 2000000;
     rt_co *a, *b;
-    int64_t t0 = rt_now_ns();
+    int64_t t0 = rt_now_ns(), c0 = cpu_now_ns();
     rt_spawn(&a, yielder, &n);
     rt_spawn(&b, yielder, &n);
     rt_join(a);
     rt_join(b);
+    last_cpu = (double)(cpu_now_ns() - c0) / (double)(2 * n);
     return (double)(rt_now_ns() - t0) / (double)(2 * n);
 }
 
@@ -72,13 +84,14 @@ static double bench_pingpong(void)
     pp p = {rt_chan_new(sizeof(long), 1), rt_chan_new(sizeof(long), 1), 1000000};
     rt_co *c;
     rt_spawn(&c, ponger, &p);
-    int64_t t0 = rt_now_ns();
+    int64_t t0 = rt_now_ns(), c0 = cpu_now_ns();
     for (long i = 0; i < p.n; i++) {
         long v = i;
         rt_chan_send(p.a, &v, RT_NO_DEADLINE);
         rt_chan_recv(p.b, &v, RT_NO_DEADLINE);
     }
     int64_t el = rt_now_ns() - t0;
+    last_cpu = (double)(cpu_now_ns() - c0) / (double)(2 * p.n);
     rt_join(c);
     rt_chan_free(p.a);
     rt_chan_free(p.b);
@@ -93,12 +106,13 @@ static void empty_fn(void *arg)
 static double bench_spawn_join(void)
 {
     long n = 1000000;
-    int64_t t0 = rt_now_ns();
+    int64_t t0 = rt_now_ns(), c0 = cpu_now_ns();
     for (long i = 0; i < n; i++) {
         rt_co *c;
         rt_spawn(&c, empty_fn, NULL);
         rt_join(c);
     }
+    last_cpu = (double)(cpu_now_ns() - c0) / (double)n;
     return (double)(rt_now_ns() - t0) / (double)n;
 }
 
@@ -170,27 +184,33 @@ static double bench_spread(void)
     return (double)min / 10000.0;
 }
 
-typedef struct job { double (*fn)(void); double out; } job;
+typedef struct job { double (*fn)(void); double out, cpu; } job;
 
 static void run_job(void *arg)
 {
     job *j = arg;
+    last_cpu = 0;
     j->out = j->fn();
+    j->cpu = last_cpu;
 }
+
+static double median_cpu;
 
 /* Runs fn on a fresh runtime of `workers` workers, median of `runs`. */
 static double measure(int workers, double (*fn)(void))
 {
-    double v[64];
+    double v[64], c[64];
     for (int r = 0; r < runs; r++) {
         rt_config cfg = {.workers = workers, .hog_threshold_ms = -1};
-        job j = {fn, 0};
+        job j = {fn, 0, 0};
         if (rt_main(&cfg, run_job, &j) != 0) {
             fprintf(stderr, "bench_runtime: runtime failed to start\n");
             exit(1);
         }
         v[r] = j.out;
+        c[r] = j.cpu;
     }
+    median_cpu = median(c, runs);
     return median(v, runs);
 }
 
@@ -202,8 +222,11 @@ int main(int argc, char **argv)
         runs = 5;
     const char *only = argc > 2 ? argv[2] : "";
 #define RUN(name, workers, fn, fmt)                              \
-    if (!*only || strcmp(only, name) == 0)                       \
-        printf(name "=" fmt "\n", measure(workers, fn));
+    if (!*only || strcmp(only, name) == 0) {                     \
+        printf(name "=" fmt "\n", measure(workers, fn));        \
+        if (median_cpu > 0)                                      \
+            printf(name "_cpu=%.1f\n", median_cpu);              \
+    }
     RUN("switch_ns", 1, bench_switch, "%.1f");
     RUN("chan_pingpong_ns", 0, bench_pingpong, "%.1f");
     RUN("spawn_join_ns", 0, bench_spawn_join, "%.1f");

@@ -9,8 +9,19 @@ import (
 	"runtime"
 	"sort"
 	"strconv"
+	"syscall"
 	"time"
 )
+
+// cpuNs is the process CPU time (user + system), every thread included.
+func cpuNs() int64 {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return ru.Utime.Nano() + ru.Stime.Nano()
+}
+
+// lastCPU is the CPU ns per operation of the last measurement.
+var lastCPU float64
 
 func median(v []float64) float64 {
 	sort.Float64s(v)
@@ -30,22 +41,24 @@ func pingpong() float64 {
 			b <- v
 		}
 	}()
-	t0 := time.Now()
+	t0, c0 := time.Now(), cpuNs()
 	for i := 0; i < n; i++ {
 		a <- i
 		<-b
 	}
+	lastCPU = float64(cpuNs()-c0) / (2 * n)
 	return float64(time.Since(t0).Nanoseconds()) / (2 * n)
 }
 
 func spawnJoin() float64 {
 	const n = 1000000
 	done := make(chan struct{})
-	t0 := time.Now()
+	t0, c0 := time.Now(), cpuNs()
 	for i := 0; i < n; i++ {
 		go func() { done <- struct{}{} }()
 		<-done
 	}
+	lastCPU = float64(cpuNs()-c0) / n
 	return float64(time.Since(t0).Nanoseconds()) / n
 }
 
@@ -77,12 +90,15 @@ func parked() float64 {
 	return float64(after-before) / n
 }
 
-func measure(runs int, f func() float64) float64 {
+// measure returns the medians of f's wall and CPU figures over runs.
+func measure(runs int, f func() float64) (float64, float64) {
 	v := make([]float64, runs)
+	c := make([]float64, runs)
 	for i := range v {
 		v[i] = f()
+		c[i] = lastCPU
 	}
-	return median(v)
+	return median(v), median(c)
 }
 
 func main() {
@@ -92,8 +108,10 @@ func main() {
 			runs = r
 		}
 	}
-	fmt.Printf("go_chan_pingpong_ns=%.1f\n", measure(runs, pingpong))
-	fmt.Printf("go_spawn_join_ns=%.1f\n", measure(runs, spawnJoin))
+	w, c := measure(runs, pingpong)
+	fmt.Printf("go_chan_pingpong_ns=%.1f\ngo_chan_pingpong_ns_cpu=%.1f\n", w, c)
+	w, c = measure(runs, spawnJoin)
+	fmt.Printf("go_spawn_join_ns=%.1f\ngo_spawn_join_ns_cpu=%.1f\n", w, c)
 	// Parked goroutines: measured once per fresh process run would be
 	// cleaner; the first run is the one that grows RSS, so take it alone.
 	fmt.Printf("go_bytes_per_parked=%.0f\n", parked())
