@@ -22,7 +22,7 @@ cleanup() {
     kill -KILL "$SVC_PID" 2>/dev/null
   fi
   [ -n "$REDIS_UP" ] && "$SRC/scripts/redis-cluster" down --dir "$T/redis" >/dev/null 2>&1
-  [ -n "${FAILED:-}" ] && [ -f "$T/svc.log" ] && { echo "---- cachesvc log (tail)"; tail -30 "$T/svc.log"; }
+  [ -n "${FAILED:-}${KEEP_LOG:-}" ] && [ -f "$T/svc.log" ] && { echo "---- cachesvc log (tail)"; tail -30 "$T/svc.log"; }
   rm -rf "$T"
 }
 trap cleanup EXIT
