@@ -702,60 +702,130 @@ static int exec_routed(rc_cluster *c, int argc, const char **argv, const size_t 
     }
 }
 
+/* One slot's share of a split multi-key command. */
+typedef struct split_part {
+    rc_cluster *c;
+    int argc;                  /* 1 + its keys */
+    const char **argv;
+    size_t *lens;
+    int *pos;                  /* where each key stands in the original */
+    unsigned slot;
+    int flags, rc;
+    int64_t deadline;
+    rc_reply *reply;
+    rt_wg *wg;
+} split_part;
+
+static void split_run(void *arg)
+{
+    split_part *p = arg;
+    p->rc = exec_routed(p->c, p->argc, p->argv, p->lens, (int)p->slot, p->flags, p->deadline,
+                        &p->reply);
+    if (p->wg)
+        rt_wg_done(p->wg);
+}
+
 /* A multi-key command whose keys are in several slots: one command per slot
- * (keys keep their order inside it), replies combined. */
+ * (keys keep their order inside it), run concurrently, replies combined:
+ * MGET's arrays merged in key order, the others' integers summed. The first
+ * failing part's error is returned (an error reply in *out). */
 static int exec_split(rc_cluster *c, int argc, const char **argv, const size_t *argvlen,
                       int flags, int64_t deadline, rc_reply **out)
 {
-    int nk = argc - 1, rc = 0;
+    int nk = argc - 1, np = 0, rc = 0;
     unsigned *slots = malloc((size_t)nk * sizeof *slots);
-    const char **sargv = malloc((size_t)argc * sizeof *sargv);
-    size_t *slen = malloc((size_t)argc * sizeof *slen);
-    char *done = calloc((size_t)nk, 1);
+    int *group = malloc((size_t)nk * sizeof *group);
     int *pos = malloc((size_t)nk * sizeof *pos);
-    rc_reply *res = NULL, *sub = NULL;
+    /* Each part's argv: its command name and keys, packed one after another. */
+    const char **sargv = malloc((size_t)(nk * 2) * sizeof *sargv);
+    size_t *slen = malloc((size_t)(nk * 2) * sizeof *slen);
+    split_part *parts = calloc((size_t)nk, sizeof *parts);
+    rt_wg *wg = NULL;
+    rc_reply *res = NULL;
     long long sum = 0;
 
-    if (!slots || !sargv || !slen || !done || !pos) {
+    if (!slots || !group || !pos || !sargv || !slen || !parts) {
+        rc = RC_ENOMEM;
+        goto out;
+    }
+    for (int i = 0; i < nk; i++) {
+        slots[i] = rc_keyslot(argv[i + 1], argvlen[i + 1]);
+        group[i] = -1;
+    }
+    for (int i = 0, used = 0; i < nk; i++) {
+        split_part *p;
+        if (group[i] >= 0)
+            continue;
+        p = &parts[np];
+        *p = (split_part){.c = c, .argv = sargv + used, .lens = slen + used,
+                          .pos = pos + (used - np), .slot = slots[i], .flags = flags,
+                          .deadline = deadline};
+        p->argv[0] = argv[0];
+        p->lens[0] = argvlen[0];
+        p->argc = 1;
+        for (int j = i; j < nk; j++) {
+            if (group[j] < 0 && slots[j] == slots[i]) {
+                group[j] = np;
+                p->pos[p->argc - 1] = j;
+                p->argv[p->argc] = argv[j + 1];
+                p->lens[p->argc] = argvlen[j + 1];
+                p->argc++;
+            }
+        }
+        used += p->argc;
+        np++;
+    }
+    if (np > 1 && (wg = rt_wg_new()) != NULL) {
+        for (int i = 1; i < np; i++) {
+            parts[i].wg = wg;
+            rt_wg_add(wg, 1);
+            if (rt_spawn(NULL, split_run, &parts[i]) < 0) {
+                parts[i].wg = NULL;
+                rt_wg_done(wg);
+                split_run(&parts[i]);
+            }
+        }
+    }
+    split_run(&parts[0]);
+    for (int i = 1; wg == NULL && i < np; i++)
+        split_run(&parts[i]);
+    if (wg != NULL)
+        rt_wg_wait(wg, RT_NO_DEADLINE);   /* every part ends by deadline */
+
+    for (int i = 0; i < np && rc == 0; i++)
+        if (parts[i].rc < 0) {
+            rc = parts[i].rc;
+            if (rc == RC_ESERVER && out) {
+                *out = parts[i].reply;
+                parts[i].reply = NULL;
+            }
+        }
+    if (rc < 0)
+        goto out;
+    if ((res = calloc(1, sizeof *res)) == NULL) {
         rc = RC_ENOMEM;
         goto out;
     }
     if (flags & RC_CMD_SPLIT_ARR) {
-        if ((res = calloc(1, sizeof *res)) == NULL ||
-            (res->element = calloc((size_t)nk, sizeof *res->element)) == NULL) {
+        res->type = RC_REPLY_ARRAY;
+        if ((res->element = calloc((size_t)nk, sizeof *res->element)) == NULL) {
             rc = RC_ENOMEM;
             goto out;
         }
-        res->type = RC_REPLY_ARRAY;
         res->elements = (size_t)nk;
+    } else {
+        res->type = RC_REPLY_INTEGER;
     }
-    for (int i = 0; i < nk; i++)
-        slots[i] = rc_keyslot(argv[i + 1], argvlen[i + 1]);
-    sargv[0] = argv[0];
-    slen[0] = argvlen[0];
-    for (int i = 0; i < nk; i++) {
-        int m = 0;
-        if (done[i])
-            continue;
-        for (int j = i; j < nk; j++) {
-            if (!done[j] && slots[j] == slots[i]) {
-                done[j] = 1;
-                pos[m] = j;
-                sargv[1 + m] = argv[j + 1];
-                slen[1 + m] = argvlen[j + 1];
-                m++;
-            }
-        }
-        rc = exec_routed(c, m + 1, sargv, slen, (int)slots[i], flags, deadline, &sub);
-        if (rc < 0)
-            goto out;
+    for (int i = 0; i < np; i++) {
+        rc_reply *sub = parts[i].reply;
+        int m = parts[i].argc - 1;
         if (flags & RC_CMD_SPLIT_ARR) {
             if (sub->type != RC_REPLY_ARRAY || sub->elements != (size_t)m) {
                 rc = RC_EPROTO;
                 goto out;
             }
             for (int k = 0; k < m; k++) {
-                res->element[pos[k]] = sub->element[k];
+                res->element[parts[i].pos[k]] = sub->element[k];
                 sub->element[k] = NULL;
             }
         } else {
@@ -765,34 +835,25 @@ static int exec_split(rc_cluster *c, int argc, const char **argv, const size_t *
             }
             sum += sub->integer;
         }
-        rc_reply_free(sub);
-        sub = NULL;
     }
-    if (!(flags & RC_CMD_SPLIT_ARR)) {
-        if ((res = calloc(1, sizeof *res)) == NULL) {
-            rc = RC_ENOMEM;
-            goto out;
-        }
-        res->type = RC_REPLY_INTEGER;
-        res->integer = sum;
-    }
+    res->integer = sum;
     if (out) {
         *out = res;
         res = NULL;
     }
 out:
-    if (rc == RC_ESERVER && out) {
-        *out = sub;
-        sub = NULL;
-    }
-    rc_reply_free(sub);
     /* freeReplyObject skips the NULL elements of a partial array. */
     rc_reply_free(res);
+    for (int i = 0; parts && i < np; i++)
+        rc_reply_free(parts[i].reply);
+    if (wg)
+        rt_wg_free(wg);
     free(slots);
+    free(group);
+    free(pos);
     free(sargv);
     free(slen);
-    free(done);
-    free(pos);
+    free(parts);
     return rc;
 }
 

@@ -121,8 +121,8 @@ void rc_free(rc_cluster *c);
  * argv[i] (argvlen NULL: strlen). The key (argv[1] for most commands, the
  * first key of EVAL/EVALSHA) picks the node; keyless commands go to some
  * master. MGET, DEL, UNLINK, EXISTS and TOUCH with keys in several slots are
- * split by slot and their replies combined. Redirects, retries and failover
- * are handled inside, within deadline.
+ * split by slot (the parts run concurrently) and their replies combined.
+ * Redirects, retries and failover are handled inside, within deadline.
  *
  * Returns 0 and sets *out to the reply (the caller owns it, frees it with
  * rc_reply_free); RC_ESERVER if Redis answered with an error, *out then
