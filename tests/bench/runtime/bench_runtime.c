@@ -163,6 +163,7 @@ static void cpu_task(void *arg)
     volatile unsigned long x = 0;
     for (int i = 0; i < 20000; i++)
         x += (unsigned long)i * 2654435761u;
+    (void)x;
     int w = rt_worker_id();
     if (w >= 0 && w < 256)
         atomic_fetch_add(&s->per[w], 1);
