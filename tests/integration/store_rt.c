@@ -134,8 +134,21 @@ static void outage_body(void *arg)
     store_put p = {.stock = 1000000, .per_user_limit = -1, .sale_starts_at_ms = -1};
     load_worker *w = calloc((size_t)l->coroutines, sizeof *w);
 
-    if ((l->open_rc = store_open(l->url, &cfg, &l->st)) < 0 ||
-        (l->open_rc = store_put_item(l->st, l->sku, &p, RT_NO_DEADLINE, NULL, NULL)) < 0)
+    /* Opening and creating the item share the load's (short) database
+     * timeout: on a busy machine allow them a few tries. */
+    for (int k = 0; k < 20; k++) {
+        if ((l->open_rc = store_open(l->url, &cfg, &l->st)) == 0)
+            break;
+        rt_sleep(100);
+    }
+    if (l->open_rc < 0)
+        goto out;
+    for (int k = 0; k < 20; k++) {
+        if ((l->open_rc = store_put_item(l->st, l->sku, &p, RT_NO_DEADLINE, NULL, NULL)) == 0)
+            break;
+        rt_sleep(100);
+    }
+    if (l->open_rc < 0)
         goto out;
     l->wg = rt_wg_new();
     rt_wg_add(l->wg, l->coroutines);
