@@ -24,85 +24,22 @@
 #define TSM_WITH_RUNTIME 1
 #include "tests/unit/test_store_model.h"
 
-typedef struct hook_state {
-    uint64_t calls;
-    int64_t last_version;
-    int out_of_order;
-} hook_state;
-
-static void on_commit(void *ctx, const char *sku, int64_t stock, int64_t version,
-                      int64_t committed_at_ms)
-{
-    hook_state *h = ctx;
-    (void)sku;
-    if (version <= h->last_version || stock < 0 || committed_at_ms <= 0)
-        h->out_of_order = 1;
-    h->last_version = version;
-    __atomic_fetch_add(&h->calls, 1, __ATOMIC_RELAXED);
-}
-
 typedef struct ctx {
     const char *url;
     store_config cfg;
-    tsm_load load;
-    hook_state hook;
     int open_rc;
     store_stats stats;
-    int64_t version;
-    /* overload test */
     int n;
     int ok, overloaded, other;
     int64_t orders;
 } ctx;
-
-static void model_body(void *arg)
-{
-    ctx *c = arg;
-    c->cfg.on_commit = on_commit;
-    c->cfg.on_commit_ctx = &c->hook;
-    if ((c->open_rc = store_open(c->url, &c->cfg, &c->load.st)) < 0)
-        return;
-    tsm_load_run(&c->load);
-    store_item it;
-    if (store_get_item(c->load.st, c->load.sku, &it) == 0)
-        c->version = it.version;
-    store_stats_get(c->load.st, &c->stats);
-    store_close(c->load.st);
-}
-
-static void run_model(const char *url, int n, int coroutines, int batch_max, unsigned seed)
-{
-    ctx c;
-    memset(&c, 0, sizeof c);
-    c.url = url;
-    c.cfg.batch_max = batch_max;
-    c.cfg.queue_max = 100000;
-    c.load.sku = "hot";
-    c.load.coroutines = coroutines;
-    tsm_generate(&c.load.ops, n, 30, 200, 3000, &seed);
-    rt_config rc = {.workers = 2};
-    assert_int_equal(rt_main(&rc, model_body, &c), 0);
-    assert_int_equal(c.open_rc, 0);
-    tsm_load_check(&c.load);
-    tsm_free(&c.load.ops);
-    /* One hook call per committed batch, versions strictly rising; the
-     * item's version counts the committed batches. */
-    assert_int_equal(c.hook.out_of_order, 0);
-    assert_int_equal((int64_t)c.hook.calls, c.version);
-    assert_int_equal(c.stats.commits, c.hook.calls);
-    assert_int_equal(c.stats.batched_requests, (uint64_t)n);
-    assert_int_equal(c.stats.errors, 0);
-    assert_int_equal(c.stats.queued, 0);
-    fprintf(stderr, "store: %d requests in %llu batches (%llu committed)\n", n,
-            (unsigned long long)c.stats.batches, (unsigned long long)c.stats.commits);
-}
 
 static void test_sqlite_concurrent_model(void **state)
 {
     (void)state;
     char url[300];
     snprintf(url, sizeof url, "sqlite:%s/model.db", tsm_tmpdir);
-    run_model(url, 4000, 64, 256, 4242);
+    tsm_run_model(url, "hot", 4000, 64, 256, 4242);
 }
 
 static void test_sqlite_concurrent_model_small_batches(void **state)
@@ -110,7 +47,7 @@ static void test_sqlite_concurrent_model_small_batches(void **state)
     (void)state;
     char url[300];
     snprintf(url, sizeof url, "sqlite:%s/model_small.db", tsm_tmpdir);
-    run_model(url, 2000, 32, 3, 99);
+    tsm_run_model(url, "hot", 2000, 32, 3, 99);
 }
 
 typedef struct ov_arg {
