@@ -155,7 +155,8 @@ int rt_close(int fd);
 
 /* Parks until fd is readable (RT_READ) and/or writable (RT_WRITE) or the
  * deadline passes. Returns the ready subset (> 0), -ETIMEDOUT or
- * -ECANCELED. One reader and one writer may wait on an fd at the same time. */
+ * -ECANCELED. One reader and one writer may wait on an fd at the same time
+ * (a second waiter for the same direction gets -EBUSY). */
 int rt_wait_fd(int fd, int events, int64_t deadline);
 
 /* Reads up to n bytes: returns > 0 bytes read, 0 at end of file, or a
