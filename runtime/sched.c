@@ -277,13 +277,15 @@ static void stop_searching(rt_worker *w)
         rt__wakep();
 }
 
+/* Whether work is visible anywhere, self's own slots included (a worker
+ * must never park with something runnable in them). */
 static bool any_work(rt_worker *self)
 {
     rt_runtime *rt = &rt__rt;
-    if (atomic_load(&rt->inject_len) || atomic_load(&rt->stopping))
+    if (self->runnext || atomic_load(&rt->inject_len) || atomic_load(&rt->stopping))
         return true;
     for (int i = 0; i < rt->nworkers; i++)
-        if (&rt->workers[i] != self && runq_len(&rt->workers[i]))
+        if (runq_len(&rt->workers[i]))
             return true;
     return false;
 }
@@ -792,8 +794,8 @@ static rt_co *find_runnable(rt_worker *w)
         if (rt__netpoll_try_own()) {
             int n = rt__netpoll(0, w);
             rt__netpoll_release();
-            if (n > 0 && (co = local_next(w)))
-                return co;
+            if (n > 0)
+                continue;   /* what it readied is in runnext or the ring */
         }
         /* Steal, if not too many workers are searching already. */
         if (!w->searching &&

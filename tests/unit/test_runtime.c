@@ -810,6 +810,51 @@ static void test_echo_1000(void **state)
     run_rt(2, echo_body, NULL);
 }
 
+/* Many sequential round trips over one socket pair: a coroutine readied by
+ * a worker's own non-blocking poll must run, not wait for an unrelated
+ * event (a stranded one would hit the deadline here). */
+static int rt_sv[2];
+
+static void rt_echo_side(void *arg)
+{
+    (void)arg;
+    char b[16];
+    ssize_t n;
+    while ((n = rt_read(rt_sv[1], b, sizeof b, rt_deadline_ms(10000))) > 0)
+        if (rt_write(rt_sv[1], b, (size_t)n, rt_deadline_ms(10000)) != n)
+            break;
+    CHECK(n == 0);
+}
+
+static void roundtrip_body(void *arg)
+{
+    (void)arg;
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, rt_sv) == 0);
+    CHECK(rt_fd_register(rt_sv[0]) == 0);
+    CHECK(rt_fd_register(rt_sv[1]) == 0);
+    rt_co *peer;
+    CHECK(rt_spawn(&peer, rt_echo_side, NULL) == 0);
+    int stalls = 0;
+    for (int i = 0; i < 30000 && stalls == 0; i++) {
+        char b[8] = "ping";
+        if (rt_write(rt_sv[0], b, 4, rt_deadline_ms(10000)) != 4 ||
+            rt_read(rt_sv[0], b, sizeof b, rt_deadline_ms(10000)) != 4)
+            stalls++;
+    }
+    CHECK(stalls == 0);
+    shutdown(rt_sv[0], SHUT_WR);
+    CHECK(rt_join(peer) == 0);
+    rt_close(rt_sv[0]);
+    rt_close(rt_sv[1]);
+}
+
+static void test_sequential_roundtrips(void **state)
+{
+    (void)state;
+    run_rt(1, roundtrip_body, NULL);
+    run_rt(2, roundtrip_body, NULL);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Blocking offload                                                          */
 
@@ -1064,6 +1109,7 @@ int main(void)
         cmocka_unit_test(test_deadlines),
         cmocka_unit_test(test_mutex_cond_stress),
         cmocka_unit_test(test_echo_1000),
+        cmocka_unit_test(test_sequential_roundtrips),
         cmocka_unit_test(test_blocking_offload),
         cmocka_unit_test(test_event_foreign),
         cmocka_unit_test(test_shutdown_parked),
