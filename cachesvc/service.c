@@ -197,6 +197,30 @@ void svc_apply_runtime(svc *s, const svc_config *cfg)
 /* ------------------------------------------------------------------------ */
 /* /metrics                                                                  */
 
+
+/* Writes one of the store's histograms (non-cumulative counts per bucket,
+ * upper bounds in le, the last bucket being +Inf) as a Prometheus family. */
+static void store_histogram(svc_buf *b, const char *name, const char *help,
+                            const uint64_t *counts, const double *le, int n, double sum)
+{
+    char metric[96], lb[64];
+    uint64_t cum = 0;
+    svc_prom_header(b, name, "histogram", help);
+    snprintf(metric, sizeof metric, "%s_bucket", name);
+    for (int i = 0; i < n; i++) {
+        cum += counts[i];
+        if (i == n - 1)
+            snprintf(lb, sizeof lb, "le=\"+Inf\"");
+        else
+            snprintf(lb, sizeof lb, "le=\"%g\"", le[i]);
+        svc_prom_sample_u64(b, metric, lb, cum);
+    }
+    snprintf(metric, sizeof metric, "%s_sum", name);
+    svc_prom_sample(b, metric, NULL, sum);
+    snprintf(metric, sizeof metric, "%s_count", name);
+    svc_prom_sample_u64(b, metric, NULL, cum);
+}
+
 static void store_metrics(svc *s, svc_buf *b)
 {
     store_stats st;
@@ -208,33 +232,13 @@ static void store_metrics(svc *s, svc_buf *b)
     svc_prom_header(b, "cachesvc_store_queued", "gauge", "Decrements waiting in item batchers.");
     svc_prom_sample_u64(b, "cachesvc_store_queued", NULL, st.queued);
 
-    char lb[64];
-    uint64_t cum = 0;
-    svc_prom_header(b, "cachesvc_store_batch_size", "histogram", "Requests per batch transaction.");
-    for (int i = 0; i < STORE_BATCH_BUCKETS; i++) {
-        cum += st.batch_size_bucket[i];
-        if (i == STORE_BATCH_BUCKETS - 1)
-            snprintf(lb, sizeof lb, "le=\"+Inf\"");
-        else
-            snprintf(lb, sizeof lb, "le=\"%g\"", store_batch_bucket_le[i]);
-        svc_prom_sample_u64(b, "cachesvc_store_batch_size_bucket", lb, cum);
-    }
-    svc_prom_sample_u64(b, "cachesvc_store_batch_size_sum", NULL, st.batch_size_sum);
-    svc_prom_sample_u64(b, "cachesvc_store_batch_size_count", NULL, cum);
-
-    cum = 0;
-    svc_prom_header(b, "cachesvc_store_commit_seconds", "histogram",
-                    "Batch transaction latency, first statement to COMMIT's answer.");
-    for (int i = 0; i < STORE_LATENCY_BUCKETS; i++) {
-        cum += st.latency_bucket[i];
-        if (i == STORE_LATENCY_BUCKETS - 1)
-            snprintf(lb, sizeof lb, "le=\"+Inf\"");
-        else
-            snprintf(lb, sizeof lb, "le=\"%g\"", store_latency_bucket_le[i]);
-        svc_prom_sample_u64(b, "cachesvc_store_commit_seconds_bucket", lb, cum);
-    }
-    svc_prom_sample(b, "cachesvc_store_commit_seconds_sum", NULL, st.latency_sum_s);
-    svc_prom_sample_u64(b, "cachesvc_store_commit_seconds_count", NULL, cum);
+    store_histogram(b, "cachesvc_store_batch_size", "Requests per batch transaction.",
+                    st.batch_size_bucket, store_batch_bucket_le, STORE_BATCH_BUCKETS,
+                    (double)st.batch_size_sum);
+    store_histogram(b, "cachesvc_store_commit_seconds",
+                    "Batch transaction latency, first statement to COMMIT's answer.",
+                    st.latency_bucket, store_latency_bucket_le, STORE_LATENCY_BUCKETS,
+                    st.latency_sum_s);
 }
 
 static void redis_metrics(svc *s, svc_buf *b)
