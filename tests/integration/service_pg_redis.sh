@@ -49,6 +49,12 @@ for i in $(seq 1 20); do req GET $U/v1/items/hot; [ "$CODE" = 200 ] || break; sl
 expect 200 "\"version\":$v1" "reads served with Redis down"
 req POST $U/v1/items/hot/decrement '{"user_id":"u2","qty":1}'; expect 200 "" "decrements with Redis down"
 req GET $U/readyz; expect 503 '"redis":"down"' "readyz names redis"
+# The breaker counts failed Redis reads, which come only as local entries
+# expire (1 s TTL): keep reading for up to 6 s until it has opened.
+for i in $(seq 1 60); do
+  curl -s $U/metrics | grep -q '^cachesvc_redis_breaker_opens_total [1-9]' && break
+  curl -s -o /dev/null $U/v1/items/hot; sleep 0.1
+done
 check "breaker opened" grep -q '^cachesvc_redis_breaker_opens_total [1-9]' <(curl -s $U/metrics)
 
 # Database down: 503, nothing applied; back up: recovery.
