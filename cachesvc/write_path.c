@@ -1,11 +1,12 @@
 /*
  * write_path.c: decrements and item writes, database first.
  *
- * 1. A decrement without an idempotency key for an item the local cache
- *    knows is sold out (and on sale) is refused at once, without the
- *    database. With a key it always goes to the store: the key may be the
- *    retry of an order that succeeded, whose original outcome must be
- *    replayed.
+ * 1. A decrement of an item the local cache knows is sold out (and on
+ *    sale) is answered without the database: from the local entry alone
+ *    when neither a key nor a per-user limit can change the answer, else
+ *    from the store's in-memory copy of the item's orders at that version
+ *    (store_sold_out: the key's original order is replayed, a buyer at the
+ *    limit gets limit_exceeded, anyone else sold_out).
  * 2. Everything else goes to the item's batcher in the store, which decides
  *    a batch in one transaction; a full queue answers 429 Retry-After.
  * 3. After each commit (svc__on_commit, called by the store before any
@@ -56,31 +57,61 @@ void svc__on_commit(void *ctx, const char *sku, int64_t stock, int64_t version,
         inv_notify(s->iv);
 }
 
-/* Answers from the local cache when it proves the decrement must fail.
- * Returns 0 when it cannot tell, or the api error. */
-static int fast_reject(svc *s, const http_decrement_req *req)
+/* Answers from memory when the local cache shows the item sold out (and
+ * on sale) at some version. Without a key and without a per-user limit
+ * that could decide first, the local entry is enough: sold_out, or
+ * limit_exceeded when qty alone passes the limit. Otherwise the store's
+ * in-memory copy of the item's orders at that version decides (replay of
+ * the key, the buyer's total against the limit, sold_out); see
+ * cachesvc/store/soldout.c for why that equals the database's answer.
+ * Returns 0 when it cannot tell, 1 with *out filled (a replay), or the api
+ * error. */
+static int fast_answer(svc *s, const http_decrement_req *req, http_decrement_res *out)
 {
     svc_entry e;
-    if (req->idempotency_key != NULL || !svc__local_get(s, req->sku, &e) || e.stock != 0)
+    if (!svc__local_get(s, req->sku, &e) || e.stock != 0)
         return 0;
     if (e.sale_starts_at_ms > 0 && wall_ms() < e.sale_starts_at_ms)
         return 0;   /* the store answers sale_not_started */
+    if (req->idempotency_key == NULL &&
+        (e.per_user_limit == 0 || req->qty > e.per_user_limit)) {
+        svc_metric_inc(SVC_C_DECR_FAST_REJECT);
+        if (e.per_user_limit > 0) {
+            svc_metric_inc(SVC_C_DECR_LIMIT);
+            return HTTP_E_LIMIT_EXCEEDED;
+        }
+        svc_metric_inc(SVC_C_DECR_SOLD_OUT);
+        return HTTP_E_SOLD_OUT;
+    }
+    store_decrement_result res;
+    if (store_sold_out(s->st, req->sku, e.version, req->user_id, req->qty,
+                       req->idempotency_key, &res) != 1)
+        return 0;
     svc_metric_inc(SVC_C_DECR_FAST_REJECT);
-    if (e.per_user_limit > 0 && req->qty > e.per_user_limit) {
+    switch (res.outcome) {
+    case STORE_REPLAYED:
+        out->order_id = res.order_id;
+        out->stock = res.stock;
+        out->version = res.version;
+        out->replayed = 1;
+        svc_metric_inc(SVC_C_DECR_REPLAYED);
+        return 1;
+    case STORE_LIMIT_EXCEEDED:
         svc_metric_inc(SVC_C_DECR_LIMIT);
         return HTTP_E_LIMIT_EXCEEDED;
+    default:
+        svc_metric_inc(SVC_C_DECR_SOLD_OUT);
+        return HTTP_E_SOLD_OUT;
     }
-    svc_metric_inc(SVC_C_DECR_SOLD_OUT);
-    return HTTP_E_SOLD_OUT;
 }
 
 int svc_decrement(void *ctx, const http_decrement_req *req, http_decrement_res *out)
 {
     svc *s = ctx;
     int64_t t0 = rt_now_ns();
-    int r = fast_reject(s, req);
+    int r = fast_answer(s, req, out);
     if (r != 0)
-        return r;
+        return r > 0 ? 0 : r;
 
     store_decrement_result res;
     r = store_decrement(s->st, req->sku, req->user_id, req->qty, req->idempotency_key,

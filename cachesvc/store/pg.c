@@ -351,6 +351,21 @@ static int64_t col_i64(PGresult *r, int row, int col)
     return PQgetisnull(r, row, col) ? 0 : strtoll(PQgetvalue(r, row, col), NULL, 10);
 }
 
+/* The item row of a "SELECT stock, version, per_user_limit,
+ * sale_starts_at_ms, units_supplied" (no row: not found). */
+static void row_state(PGresult *r, store__state *s)
+{
+    memset(s, 0, sizeof *s);
+    if (PQntuples(r) != 1)
+        return;
+    s->found = 1;
+    s->stock = col_i64(r, 0, 0);
+    s->version = col_i64(r, 0, 1);
+    s->per_user_limit = col_i64(r, 0, 2);
+    s->sale_starts_at_ms = col_i64(r, 0, 3);
+    s->units_supplied = col_i64(r, 0, 4);
+}
+
 static void sql_error(const char *what, PGresult *r)
 {
     fprintf(stderr, "store: postgresql %s: %s", what, r ? PQresultErrorMessage(r) : "no result\n");
@@ -480,16 +495,8 @@ static int batch_read(batch_ctx *b, store__state *s0, int ids_wanted)
         goto out;
     }
 
-    memset(s0, 0, sizeof *s0);
-    PGresult *r = res[idx[Q_ITEM]];
-    if (PQntuples(r) == 1) {
-        s0->found = 1;
-        s0->stock = col_i64(r, 0, 0);
-        s0->version = col_i64(r, 0, 1);
-        s0->per_user_limit = col_i64(r, 0, 2);
-        s0->sale_starts_at_ms = col_i64(r, 0, 3);
-        s0->units_supplied = col_i64(r, 0, 4);
-    }
+    row_state(res[idx[Q_ITEM]], s0);
+    PGresult *r;
     for (int i = 0; i < b->n; i++) {
         b->ops[i]->key_found = 0;
         b->ops[i]->bought = 0;
@@ -923,6 +930,58 @@ out:
     return rc;
 }
 
+/* The item and, when it is sold out, its orders, in one REPEATABLE READ
+ * snapshot and one round trip. */
+enum { S_BEGIN, S_ITEM, S_ORDERS, S_COMMIT, S_MAX };
+
+static int pg_sold_out_read(store *st, const char *sku, int64_t max, store__so_set *set)
+{
+    int64_t dl = deadline_of(st);
+    PGresult *res[S_MAX] = {0};
+    char lim[24];
+    const char *p[2] = {sku, lim};
+    pg_conn *pc;
+    int rc, fe;
+
+    snprintf(lim, sizeof lim, "%lld", (long long)max + 1);
+    if ((pc = pool_get(st, dl, &rc)) == NULL)
+        return rc;
+    rc = -EIO;
+    if (pq_send(pc, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL) < 0 ||
+        pq_send(pc, "SELECT " ITEM_COLS " FROM items WHERE sku = $1", 1, p) < 0 ||
+        pq_send(pc, "SELECT user_id, qty, idempotency_key, order_id, stock_after, version_after"
+                 " FROM orders WHERE sku = $1"
+                 " AND EXISTS (SELECT 1 FROM items WHERE sku = $1 AND stock = 0) LIMIT $2",
+                 2, p) < 0 ||
+        pq_send(pc, "COMMIT", 0, NULL) < 0 || PQpipelineSync(pc->c) != 1)
+        goto out;
+    if ((rc = conn_flush(pc, dl)) < 0 || (rc = conn_collect(pc, dl, res, S_MAX, &fe)) < 0)
+        goto out;
+    if (fe >= 0) {
+        sql_error("sold-out snapshot", res[fe]);
+        rc = -EIO;
+        goto out;
+    }
+    store__state s;
+    row_state(res[S_ITEM], &s);
+    store__so_set_item(set, &s);
+    PGresult *r = res[S_ORDERS];
+    int nt = PQntuples(r);
+    rc = 0;
+    if (nt > max) {
+        rc = -E2BIG;
+        goto out;
+    }
+    for (int i = 0; i < nt && rc == 0; i++)
+        rc = store__so_add(set, PQgetvalue(r, i, 0), col_i64(r, i, 1),
+                           PQgetisnull(r, i, 2) ? NULL : PQgetvalue(r, i, 2),
+                           col_i64(r, i, 3), col_i64(r, i, 4), col_i64(r, i, 5));
+out:
+    clear_all(res, S_MAX);
+    pool_put(st, pc, rc == -ETIMEDOUT || PQstatus(pc->c) != CONNECTION_OK);
+    return rc;
+}
+
 static int pg_outbox_fetch(store *st, int64_t after_id, size_t max, store_outbox_row *rows)
 {
     PGresult *r;
@@ -1080,6 +1139,7 @@ static const store__backend pg_backend = {
     .outbox_fetch = pg_outbox_fetch,
     .outbox_delete = pg_outbox_delete,
     .ping = pg_ping,
+    .sold_out_read = pg_sold_out_read,
     .close = pg_close,
 };
 

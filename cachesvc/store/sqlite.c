@@ -48,7 +48,7 @@ static const char *const w_sql[W_NSTMT] = {
 
 enum {
     R_BEGIN, R_COMMIT, R_SEL_ITEM, R_AUDIT_ORDERS, R_AUDIT_MAXUSER, R_AUDIT_DUPKEYS,
-    R_AUDIT_IDS, R_OUTBOX, R_PING, R_NSTMT
+    R_AUDIT_IDS, R_OUTBOX, R_PING, R_SO_ORDERS, R_NSTMT
 };
 static const char *const r_sql[R_NSTMT] = {
     [R_BEGIN] = "BEGIN",
@@ -65,6 +65,8 @@ static const char *const r_sql[R_NSTMT] = {
     [R_OUTBOX] = "SELECT id, sku, version, committed_at_ms FROM outbox WHERE id > ?1"
                  " ORDER BY id LIMIT ?2",
     [R_PING] = "SELECT 1",
+    [R_SO_ORDERS] = "SELECT user_id, qty, idempotency_key, order_id, stock_after, version_after"
+                    " FROM orders WHERE sku = ?1 LIMIT ?2",
 };
 
 typedef struct sq_conn {
@@ -420,6 +422,64 @@ static int sq_audit(store *st, const char *sku, int with_orders, store_audit_res
     return (int)offload(audit_blocking, &a);
 }
 
+typedef struct so_args {
+    store *st;
+    const char *sku;
+    int64_t max;
+    store__so_set *set;
+} so_args;
+
+/* The item and, when it is sold out, its orders, in one read transaction
+ * (one WAL snapshot) on the reader. */
+static intptr_t sold_out_blocking(void *arg)
+{
+    so_args *a = arg;
+    sq *q = a->st->impl;
+    sqlite3 *db = q->r.db;
+    sqlite3_stmt *t = q->rst[R_SO_ORDERS];
+    store__state s;
+    int rc;
+
+    pthread_mutex_lock(&q->r.mu);
+    if ((rc = step_done(db, q->rst[R_BEGIN], "begin")) < 0)
+        goto out_unlocked_tx;
+    if ((rc = read_item(db, q->rst[R_SEL_ITEM], a->sku, &s)) < 0)
+        goto out;
+    store__so_set_item(a->set, &s);
+    if (!s.found || s.stock != 0)
+        goto out;
+    bind_text(t, 1, a->sku);
+    sqlite3_bind_int64(t, 2, a->max + 1);
+    while ((rc = sqlite3_step(t)) == SQLITE_ROW) {
+        if ((int64_t)store__so_count(a->set) >= a->max) {
+            rc = -E2BIG;
+            break;
+        }
+        const char *user = (const char *)sqlite3_column_text(t, 0);
+        const char *key = (const char *)sqlite3_column_text(t, 2);
+        if ((rc = store__so_add(a->set, user ? user : "", sqlite3_column_int64(t, 1), key,
+                                sqlite3_column_int64(t, 3), sqlite3_column_int64(t, 4),
+                                sqlite3_column_int64(t, 5))) < 0)
+            break;
+    }
+    sqlite3_reset(t);
+    if (rc == SQLITE_DONE)
+        rc = 0;
+    else if (rc > 0)
+        rc = sq_err(db, "sold-out snapshot");
+out:
+    step_done(db, q->rst[R_COMMIT], "commit");
+out_unlocked_tx:
+    pthread_mutex_unlock(&q->r.mu);
+    return rc;
+}
+
+static int sq_sold_out_read(store *st, const char *sku, int64_t max, store__so_set *set)
+{
+    so_args a = {.st = st, .sku = sku, .max = max, .set = set};
+    return (int)offload(sold_out_blocking, &a);
+}
+
 static intptr_t outbox_fetch_blocking(void *arg)
 {
     read_args *a = arg;
@@ -650,6 +710,7 @@ static const store__backend sqlite_backend = {
     .outbox_fetch = sq_outbox_fetch,
     .outbox_delete = sq_outbox_delete,
     .ping = sq_ping,
+    .sold_out_read = sq_sold_out_read,
     .close = sq_close,
 };
 

@@ -52,6 +52,7 @@ static void cfg_defaults(store_config *c)
     if (c->reconnect_min_ms <= 0) c->reconnect_min_ms = 50;
     if (c->reconnect_max_ms <= 0) c->reconnect_max_ms = 2000;
     if (c->reconnect_max_ms < c->reconnect_min_ms) c->reconnect_max_ms = c->reconnect_min_ms;
+    if (c->sold_out_max_orders == 0) c->sold_out_max_orders = 100000;
 }
 
 int store_open(const char *url, const store_config *cfg, store **out)
@@ -68,6 +69,11 @@ int store_open(const char *url, const store_config *cfg, store **out)
         st->cfg = *cfg;
     cfg_defaults(&st->cfg);
     pthread_mutex_init(&st->lock, NULL);
+    if ((rc = store__so_new(st)) < 0) {
+        pthread_mutex_destroy(&st->lock);
+        free(st);
+        return rc;
+    }
     if (strncmp(url, "sqlite:", 7) == 0)
         rc = store__sqlite_open(st, url + 7);
     else if (strncmp(url, "postgresql://", 13) == 0 || strncmp(url, "postgres://", 11) == 0)
@@ -75,6 +81,7 @@ int store_open(const char *url, const store_config *cfg, store **out)
     else
         rc = -EINVAL;
     if (rc < 0) {
+        store__so_free(st);
         pthread_mutex_destroy(&st->lock);
         free(st);
         return rc;
@@ -88,6 +95,7 @@ void store_close(store *st)
     if (st == NULL)
         return;
     st->be->close(st);
+    store__so_free(st);
     for (int i = 0; i < STORE__NBUCKETS; i++) {
         store__batcher *b = st->buckets[i], *n;
         for (; b != NULL; b = n) {   /* empty unless a caller broke the contract */
@@ -206,6 +214,7 @@ static void lead_batch(store *st, store__batcher *b, store__op *self)
         }
         if (r.changed) {
             STORE__STAT_ADD(st, commits, 1);
+            store__so_drop(st, b->sku);
             if (st->cfg.on_commit != NULL)
                 st->cfg.on_commit(st->cfg.on_commit_ctx, b->sku, r.state.stock, r.state.version,
                                   r.committed_at_ms);

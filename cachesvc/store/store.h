@@ -66,6 +66,9 @@ typedef struct store_config {
     int timeout_ms;       /* database deadline per batch/call; 0 = 5000 */
     int reconnect_min_ms; /* backoff after a failed connect; 0 = 50 */
     int reconnect_max_ms; /* backoff cap; 0 = 2000 */
+    int64_t sold_out_max_orders;  /* store_sold_out: orders an item may have
+                                   * for its set to be kept in memory;
+                                   * 0 = 100000, < 0 = never */
     store_commit_fn on_commit;  /* may be NULL */
     void *on_commit_ctx;
 } store_config;
@@ -126,6 +129,22 @@ typedef struct store_decrement_result {
 int store_decrement(store *st, const char *sku, const char *user_id,
                     int64_t qty, const char *key, int64_t deadline,
                     store_decrement_result *out);
+
+/* Answers a decrement of an item the caller holds at committed version
+ * `version` with stock 0 from memory, exactly as store_decrement would
+ * decide it against that version: the key's order of this item
+ * (STORE_REPLAYED with the original order), STORE_LIMIT_EXCEEDED (the
+ * buyer's orders of the item plus qty pass the per-user limit) or
+ * STORE_SOLD_OUT. The first call for a version reads the item and its
+ * orders in one snapshot (it parks for that round trip; calls meanwhile
+ * answer 0); a batch that changes the item forgets them. Keys used on
+ * another item are not known here (see soldout.c). Returns 1 with *out
+ * filled, 0 when it cannot tell (no set for this version yet, the sale has
+ * not started, more than cfg.sold_out_max_orders orders, the item is not
+ * sold out at the database): the caller then goes through
+ * store_decrement. -EINVAL for bad input. Coroutines only. */
+int store_sold_out(store *st, const char *sku, int64_t version, const char *user_id,
+                   int64_t qty, const char *key, store_decrement_result *out);
 
 typedef struct store_item {
     char sku[STORE_SKU_MAX + 1];
@@ -204,6 +223,8 @@ int store_ping(store *st);
     X(errors, "store_errors_total", "Batches or calls that failed: nothing applied") \
     X(unknown_outcomes, "store_unknown_outcomes_total", "Batches whose COMMIT outcome is unknown") \
     X(retries, "store_retries_total", "Batches rerun after a unique-key conflict") \
+    X(sold_out_answers, "store_sold_out_answers_total", "Decrements of sold-out items answered from memory") \
+    X(sold_out_loads, "store_sold_out_loads_total", "Snapshots of sold-out items read into memory") \
     X(reconnects, "store_reconnects_total", "Database connections (re)established")
 
 /* Histogram bounds: batch size (requests) and commit latency (seconds,

@@ -105,6 +105,9 @@ void store__state_to_item(const store__state *s, const char *sku, store_item *it
 /* Wall-clock milliseconds. */
 int64_t store__wall_ms(void);
 
+/* A sold-out item's row and orders (soldout.c). */
+typedef struct store__so_set store__so_set;
+
 /* What a batch transaction reports. */
 typedef struct store__batch_result {
     store__state state;     /* final: committed values */
@@ -125,6 +128,10 @@ typedef struct store__backend {
     int (*outbox_fetch)(store *st, int64_t after_id, size_t max, store_outbox_row *rows);
     int (*outbox_delete)(store *st, const int64_t *ids, size_t n);
     int (*ping)(store *st);
+    /* Reads, in one consistent snapshot, sku's row into the set
+     * (store__so_set_item) and, when its stock is 0, its orders
+     * (store__so_add each); -E2BIG when they are more than max. */
+    int (*sold_out_read)(store *st, const char *sku, int64_t max, store__so_set *set);
     void (*close)(store *st);
 } store__backend;
 
@@ -140,10 +147,23 @@ struct store {
                                  * across a switching call */
     store__batcher *buckets[STORE__NBUCKETS];
     uint64_t next_seq;
+    struct store__so *so;       /* soldout.c: sets of sold-out items */
     store_stats stats;          /* updated with __atomic builtins */
 };
 
 #define STORE__STAT_ADD(st, f, n) __atomic_fetch_add(&(st)->stats.f, (n), __ATOMIC_RELAXED)
+
+/* Sold-out items answered from memory (soldout.c). */
+int store__so_new(store *st);
+void store__so_free(store *st);
+/* Forgets sku's set (a batch changed the item). Any coroutine. */
+void store__so_drop(store *st, const char *sku);
+/* For backends' sold_out_read: the item row, then one call per order
+ * (key may be NULL). store__so_add returns 0 or -ENOMEM. */
+void store__so_set_item(store__so_set *s, const store__state *item);
+int store__so_add(store__so_set *s, const char *user_id, int64_t qty, const char *key,
+                  int64_t order_id, int64_t stock_after, int64_t version_after);
+size_t store__so_count(const store__so_set *s);
 
 /* Backends' open functions: parse the part of the url after the scheme,
  * connect, migrate, set st->be and st->impl. */

@@ -3,7 +3,8 @@
 # runtime (its sources compiled in, two runtime calls stubbed).
 set(STORE_SRC ${CMAKE_SOURCE_DIR}/cachesvc/store)
 add_executable(test_store unit/test_store.c unit/test_store_rtstub.c
-  ${STORE_SRC}/decide.c ${STORE_SRC}/schema.c ${STORE_SRC}/sqlite.c)
+  ${STORE_SRC}/decide.c ${STORE_SRC}/schema.c ${STORE_SRC}/sqlite.c
+  ${STORE_SRC}/soldout.c)
 target_link_libraries(test_store PRIVATE PkgConfig::SQLITE3 PkgConfig::CMOCKA Threads::Threads)
 add_test(NAME store_unit_rules COMMAND test_store)
 set_tests_properties(store_unit_rules PROPERTIES LABELS unit TIMEOUT 120)
@@ -12,7 +13,7 @@ set_tests_properties(store_unit_rules PROPERTIES LABELS unit TIMEOUT 120)
 # on the same runtime stand-in.
 add_executable(test_store_pg integration/store_pg.c unit/test_store_rtstub.c
   ${STORE_SRC}/store.c ${STORE_SRC}/decide.c ${STORE_SRC}/schema.c ${STORE_SRC}/sqlite.c
-  ${STORE_SRC}/pg.c)
+  ${STORE_SRC}/pg.c ${STORE_SRC}/soldout.c)
 target_compile_definitions(test_store_pg PRIVATE STORE_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
 target_link_libraries(test_store_pg PRIVATE PkgConfig::SQLITE3 PkgConfig::LIBPQ
   PkgConfig::CMOCKA Threads::Threads)
@@ -23,7 +24,7 @@ set_tests_properties(store_integration_pg PROPERTIES LABELS integration TIMEOUT 
 # the test, so the store's other sources are compiled in, not the library).
 if(TARGET rt)
   set(STORE_RT_SRC ${STORE_SRC}/decide.c ${STORE_SRC}/schema.c ${STORE_SRC}/sqlite.c
-    ${STORE_SRC}/pg.c)
+    ${STORE_SRC}/pg.c ${STORE_SRC}/soldout.c)
   add_executable(test_store_rt unit/test_store_rt.c ${STORE_RT_SRC})
   target_link_libraries(test_store_rt PRIVATE rt PkgConfig::SQLITE3 PkgConfig::LIBPQ
     PkgConfig::CMOCKA Threads::Threads)

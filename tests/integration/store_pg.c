@@ -4,8 +4,9 @@
  * also on failure). Runs single-threaded on the runtime stand-in
  * (tests/unit/test_store_rtstub.c): the serial model through random batch
  * transactions, the API calls, a connection broken during COMMIT (outcome
- * unknown, then a safe retry with the same key) and the server stopped and
- * restarted under the store.
+ * unknown, then a safe retry with the same key), the server stopped and
+ * restarted under the store, and sold-out decrements answered from memory
+ * (store_sold_out) equal to the batch's answers, on PostgreSQL and SQLite.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -232,6 +233,135 @@ static void test_pg_down_up(void **state)
     store_close(st);
 }
 
+/* ---- sold-out decrements answered from memory (store_sold_out) ----------- */
+
+/* Asks store_sold_out, then the batcher, the same question: the answers
+ * must be equal field by field (rejections and replays apply nothing, so
+ * asking twice changes nothing). Returns the outcome. */
+static store_outcome same_as_batch(store *st, const char *sku, int64_t version, const char *user,
+                                   int64_t qty, const char *key)
+{
+    store_decrement_result m, b;
+    assert_int_equal(store_sold_out(st, sku, version, user, qty, key, &m), 1);
+    assert_int_equal(store_decrement(st, sku, user, qty, key, RT_NO_DEADLINE, &b), 0);
+    assert_int_equal(m.outcome, b.outcome);
+    assert_int_equal(m.order_id, b.order_id);
+    assert_int_equal(m.stock, b.stock);
+    assert_int_equal(m.version, b.version);
+    if (m.outcome == STORE_REPLAYED) {
+        assert_int_equal(m.qty, b.qty);
+        assert_string_equal(m.user_id, b.user_id);
+        assert_string_equal(m.sku, b.sku);
+    }
+    return m.outcome;
+}
+
+static void sold_out_check(const char *url_, const char *sku)
+{
+    store *st = NULL;
+    store_config cfg = {.pool_size = 1, .timeout_ms = 5000};
+    store_decrement_result r;
+    store_stats s0, s1;
+    store_item it;
+    char key1[40], key2[40], key3[40];
+
+    snprintf(key1, sizeof key1, "%s-k1", sku);
+    snprintf(key2, sizeof key2, "%s-k2", sku);
+    snprintf(key3, sizeof key3, "%s-k3", sku);
+    assert_int_equal(store_open(url_, &cfg, &st), 0);
+    store_put p = {.stock = 3, .per_user_limit = 2, .sale_starts_at_ms = -1};
+    assert_int_equal(store_put_item(st, sku, &p, RT_NO_DEADLINE, &it, NULL), 0);
+
+    /* Not sold out: nothing answered from memory. */
+    assert_int_equal(store_sold_out(st, sku, it.version, "u1", 1, key1, &r), 0);
+    assert_int_equal(store_decrement(st, sku, "u1", 2, key1, RT_NO_DEADLINE, &r), 0);
+    assert_int_equal(r.outcome, STORE_OK);
+    int64_t order1 = r.order_id;
+    assert_int_equal(store_decrement(st, sku, "u2", 1, NULL, RT_NO_DEADLINE, &r), 0);
+    assert_int_equal(r.outcome, STORE_OK);
+    assert_int_equal(r.stock, 0);
+    int64_t v = r.version;
+
+    /* A caller holding an older version is not answered. */
+    assert_int_equal(store_sold_out(st, sku, v - 1, "u3", 1, key2, &r), 0);
+    store_stats_get(st, &s0);
+    /* Replay of a committed key after the sell-out, from memory, equal to
+     * the batch's answer (another buyer and qty: still the original). */
+    assert_int_equal(same_as_batch(st, sku, v, "u9", 1, key1), STORE_REPLAYED);
+    assert_int_equal(store_sold_out(st, sku, v, "u9", 5, key1, &r), 1);
+    assert_int_equal(r.order_id, order1);
+    assert_int_equal(r.qty, 2);
+    assert_string_equal(r.user_id, "u1");
+    assert_int_equal(r.stock, 1);
+    assert_int_equal(r.version, v - 1);
+    /* A new key: sold out. A buyer at the limit: limit_exceeded first. */
+    assert_int_equal(same_as_batch(st, sku, v, "u3", 1, key2), STORE_SOLD_OUT);
+    assert_int_equal(same_as_batch(st, sku, v, "u1", 1, key3), STORE_LIMIT_EXCEEDED);
+    assert_int_equal(same_as_batch(st, sku, v, "u1", 1, NULL), STORE_LIMIT_EXCEEDED);
+    assert_int_equal(same_as_batch(st, sku, v, "u2", 1, NULL), STORE_SOLD_OUT);
+    assert_int_equal(same_as_batch(st, sku, v, "u2", 2, key2), STORE_LIMIT_EXCEEDED);
+    store_stats_get(st, &s1);
+    assert_int_equal(s1.sold_out_loads, s0.sold_out_loads);   /* loaded once, before */
+    assert_int_equal(s1.sold_out_answers - s0.sold_out_answers, 7);
+    assert_int_equal(s1.orders, s0.orders);
+
+    /* A restock drops the set: neither version is answered any more. */
+    p.stock = 1;
+    p.per_user_limit = -1;
+    assert_int_equal(store_put_item(st, sku, &p, RT_NO_DEADLINE, &it, NULL), 0);
+    assert_int_equal(it.version, v + 1);
+    assert_int_equal(store_sold_out(st, sku, v, "u3", 1, key2, &r), 0);
+    assert_int_equal(store_sold_out(st, sku, v + 1, "u3", 1, key2, &r), 0);
+    assert_int_equal(store_decrement(st, sku, "u3", 1, key2, RT_NO_DEADLINE, &r), 0);
+    assert_int_equal(r.outcome, STORE_OK);
+    int64_t order2 = r.order_id;
+    /* Sold out again at a new version: a new set, with the new order. */
+    assert_int_equal(same_as_batch(st, sku, v + 2, "u4", 1, key2), STORE_REPLAYED);
+    assert_int_equal(store_sold_out(st, sku, v + 2, "u4", 1, key2, &r), 1);
+    assert_int_equal(r.order_id, order2);
+    assert_int_equal(same_as_batch(st, sku, v + 2, "u4", 1, key1), STORE_REPLAYED);
+    assert_int_equal(same_as_batch(st, sku, v + 2, "u4", 1, key3), STORE_SOLD_OUT);
+
+    /* Sale not started: the store decides. */
+    p.stock = 0;
+    p.sale_starts_at_ms = store__wall_ms() + 3600 * 1000;
+    assert_int_equal(store_put_item(st, sku, &p, RT_NO_DEADLINE, &it, NULL), 0);
+    assert_int_equal(store_sold_out(st, sku, it.version, "u4", 1, key3, &r), 0);
+    assert_int_equal(store_decrement(st, sku, "u4", 1, key3, RT_NO_DEADLINE, &r), 0);
+    assert_int_equal(r.outcome, STORE_SALE_NOT_STARTED);
+    p.sale_starts_at_ms = 0;
+    assert_int_equal(store_put_item(st, sku, &p, RT_NO_DEADLINE, &it, NULL), 0);
+    assert_int_equal(same_as_batch(st, sku, it.version, "u4", 1, key3), STORE_SOLD_OUT);
+    assert_int_equal(store_sold_out(st, "nope", 1, "u4", 1, key3, &r), 0);
+    assert_int_equal(store_sold_out(st, sku, it.version, "bad user", 1, key3, &r), -EINVAL);
+    store_close(st);
+
+    /* More orders than the bound: refused once, not reloaded each time. */
+    cfg.sold_out_max_orders = 2;
+    assert_int_equal(store_open(url_, &cfg, &st), 0);
+    store_stats_get(st, &s0);
+    assert_int_equal(store_sold_out(st, sku, it.version, "u4", 1, key3, &r), 0);
+    assert_int_equal(store_sold_out(st, sku, it.version, "u4", 1, key3, &r), 0);
+    store_stats_get(st, &s1);
+    assert_int_equal(s1.sold_out_loads - s0.sold_out_loads, 1);
+    assert_int_equal(s1.sold_out_answers, s0.sold_out_answers);
+    store_close(st);
+}
+
+static void test_pg_sold_out(void **state)
+{
+    (void)state;
+    sold_out_check(url, "soldout");
+}
+
+static void test_sqlite_sold_out(void **state)
+{
+    (void)state;
+    char u[300];
+    snprintf(u, sizeof u, "sqlite:%s/soldout.db", dir);
+    sold_out_check(u, "soldout");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -240,6 +370,8 @@ int main(void)
         cmocka_unit_test(test_pg_api),
         cmocka_unit_test(test_pg_unknown_outcome),
         cmocka_unit_test(test_pg_down_up),
+        cmocka_unit_test(test_pg_sold_out),
+        cmocka_unit_test(test_sqlite_sold_out),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -135,20 +135,49 @@ static void paths_body(void *arg)
     CHECK(tier == HTTP_TIER_LOCAL && it.version == v0 + 1 && it.stock == 2);
     CHECK(decr(s, "hot", "u1", 1, "key-1", &res) == 0 && res.replayed);
 
-    /* Sell out, then the fast reject (no key) and the store (with a key). */
+    int64_t order1 = res.order_id;
+
+    /* Sell out, then the fast answers from memory, without and with a key. */
     CHECK(decr(s, "hot", "u2", 2, NULL, &res) == 0 && res.stock == 0);
     CHECK(decr(s, "hot", "u3", 1, NULL, &res) == HTTP_E_SOLD_OUT);
     uint64_t fr = svc_metric_get(SVC_C_DECR_FAST_REJECT);
     CHECK(decr(s, "hot", "u3", 1, NULL, &res) == HTTP_E_SOLD_OUT);
     CHECK(svc_metric_get(SVC_C_DECR_FAST_REJECT) == fr + 1);
+    /* With a key, from memory too: the first request reads the item's
+     * orders at this version, the others use them; no batch runs. */
+    store_stats st0, st1;
+    store_stats_get(s->st, &st0);
     CHECK(decr(s, "hot", "u3", 1, "key-2", &res) == HTTP_E_SOLD_OUT);
-    CHECK(svc_metric_get(SVC_C_DECR_FAST_REJECT) == fr + 1);
-    /* The replay of a key that bought before the sell-out still replays. */
+    CHECK(svc_metric_get(SVC_C_DECR_FAST_REJECT) == fr + 2);
+    /* The replay of a key that bought before the sell-out replays the
+     * original order exactly as the store does. */
     CHECK(decr(s, "hot", "u1", 1, "key-1", &res) == 0 && res.replayed);
+    CHECK(res.order_id == order1 && res.stock == 2 && res.version == v0 + 1);
+    CHECK(decr(s, "hot", "u7", 3, "key-1", &res) == 0 && res.replayed && res.order_id == order1);
+    CHECK(decr(s, "hot", "u3", 1, "key-3", &res) == HTTP_E_SOLD_OUT);
+    store_stats_get(s->st, &st1);
+    CHECK(st1.batches == st0.batches);
+    CHECK(st1.sold_out_loads == st0.sold_out_loads + 1);
+    CHECK(st1.sold_out_answers == st0.sold_out_answers + 4);
 
-    /* A restock clears the sold-out state. */
+    /* A restock clears the sold-out state: the key refused before buys. */
     CHECK(put(s, "hot", 5, -1) == 0);
-    CHECK(decr(s, "hot", "u3", 1, NULL, &res) == 0 && res.stock == 4);
+    CHECK(decr(s, "hot", "u3", 1, "key-2", &res) == 0 && res.stock == 4 && !res.replayed);
+    CHECK(decr(s, "hot", "u3", 1, NULL, &res) == 0 && res.stock == 3);
+
+    /* A per-user limit: a buyer at the limit gets limit_exceeded, as the
+     * store decides (limit before stock), with and without a key. */
+    CHECK(put(s, "lim", 2, 1) == 0);
+    CHECK(decr(s, "lim", "a", 1, "lim-1", &res) == 0);
+    int64_t lim_order = res.order_id;
+    CHECK(decr(s, "lim", "b", 1, NULL, &res) == 0 && res.stock == 0);
+    CHECK(decr(s, "lim", "a", 1, NULL, &res) == HTTP_E_LIMIT_EXCEEDED);
+    CHECK(decr(s, "lim", "a", 1, "lim-2", &res) == HTTP_E_LIMIT_EXCEEDED);
+    CHECK(decr(s, "lim", "c", 1, NULL, &res) == HTTP_E_SOLD_OUT);
+    CHECK(decr(s, "lim", "c", 2, "lim-3", &res) == HTTP_E_LIMIT_EXCEEDED);
+    CHECK(decr(s, "lim", "c", 1, "lim-3", &res) == HTTP_E_SOLD_OUT);
+    CHECK(decr(s, "lim", "c", 1, "lim-1", &res) == 0 && res.replayed &&
+          res.order_id == lim_order);
 
     /* A cold item read by many coroutines at once: one fill, the others
      * wait for it and share its answer. */
@@ -201,7 +230,7 @@ static void paths_body(void *arg)
     /* Audit. */
     http_audit au;
     CHECK(s->api.audit(s, "hot", 1, &au) == 0);
-    CHECK(au.units_supplied - au.units_sold == au.stock && au.orders == 3 && au.n_order_ids == 3);
+    CHECK(au.units_supplied - au.units_sold == au.stock && au.orders == 4 && au.n_order_ids == 4);
     free(au.order_ids);
 
     /* Metrics render. */

@@ -1,0 +1,437 @@
+/*
+ * soldout.c: decrements of a sold-out item answered from memory.
+ *
+ * After a sale sells out, most decrements that still arrive carry an
+ * idempotency key, and the store must answer each as serial execution
+ * would: the key's original order when it has one (replayed), else
+ * limit_exceeded when the buyer is at the per-user limit, else sold_out.
+ * Going to the database for that costs a batch transaction per handful of
+ * requests. Instead, the first such request after the item sold out reads,
+ * in one consistent snapshot, the item row and every order of the item
+ * (bounded by cfg.sold_out_max_orders) into a set tied to the item's
+ * version V; later requests that the caller vouches are for the item at V
+ * are answered from the set.
+ *
+ * Why the answer equals the store's. Every transaction that inserts an
+ * order of an item also bumps that item's version (one batch, one bump), so
+ * the orders of an item are a function of its version: the snapshot's
+ * orders are exactly the item's orders for as long as its committed version
+ * is V, and with stock 0 at V no order can be added without a write that
+ * makes the version V+1. The rules then run in the store's order (decide.c):
+ * replay of the key; sale not started (not answered here: the caller goes
+ * to the store); per-user limit against the buyer's total in the snapshot;
+ * stock, which is 0. A request whose caller knows another version (newer:
+ * restocked, or older: a stale copy) is not answered here, and a newer one
+ * drops the set; every batch that commits a change to the item drops it as
+ * well (it cannot be used any more, the memory is returned at once).
+ *
+ * What the caller vouches for. The service passes the version of its local
+ * copy showing stock 0: on the instance that committed the last write that
+ * copy is exact (the commit hook runs before any answer); on another
+ * instance it is as current as the broadcast eviction makes every local
+ * answer (ARCHITECTURE.md, "Consistency we promise"). A replay is right
+ * whatever the version: a committed order never changes.
+ *
+ * The one rule not covered. Idempotency keys are global: a key first used
+ * on another item replays that item's order in the store. The set holds
+ * this item's keys only, so such a key is answered sold_out (or
+ * limit_exceeded) here. A client that reuses one key for two different
+ * items sends two different requests under one key, which the contract
+ * calls a replay of the first; answering the second as the item's own
+ * state is the difference, and docs/store.md states it.
+ *
+ * Concurrency. The sets live in a small hash of slots under so_lock, a
+ * mutex held only for a lookup (two hash probes) and never across a
+ * switching call. One request per item loads at a time (slot LOADING);
+ * requests meanwhile go to the database as before. A load that finds more
+ * orders than the bound, or fails, is remembered for that version (and for
+ * a second on errors) so that requests do not retry it each time.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cachesvc/store/store_int.h"
+
+#define SO_NBUCKETS 64
+#define SO_RETRY_NS (1000LL * 1000000)   /* after a failed load */
+
+enum { SO_LOADING = 1, SO_READY = 2, SO_REFUSED = 3 };
+
+typedef struct so_row {
+    uint32_t key;        /* offset into strs, or UINT32_MAX: no key */
+    uint32_t user;       /* offset into strs */
+    int64_t qty, order_id, stock, version;
+} so_row;
+
+typedef struct so_user {
+    uint32_t user;       /* offset into strs */
+    int64_t bought;
+} so_user;
+
+struct store__so_set {
+    char *strs;
+    size_t slen, scap;
+    so_row *rows;
+    size_t nrows, rcap;
+    uint32_t *keyidx;    /* open addressing: row index + 1, 0 = empty */
+    so_user *users;      /* open addressing: user == UINT32_MAX is empty */
+    size_t kmask, umask;
+    store__state item;
+    int oom;
+};
+
+typedef struct so_slot {
+    struct so_slot *next;
+    char sku[STORE_SKU_MAX + 1];
+    int state;
+    int64_t version;        /* READY: the set's; REFUSED: the one refused */
+    int64_t retry_ns;       /* REFUSED: 0, or a time after which to retry */
+    uint64_t token;         /* LOADING: the loader's */
+    store__so_set *set;
+} so_slot;
+
+struct store__so {
+    pthread_mutex_t lock;
+    so_slot *buckets[SO_NBUCKETS];
+    uint64_t next_token;
+};
+
+static uint64_t hash_str(const char *s)
+{
+    uint64_t h = 14695981039346656037ull;
+    while (*s)
+        h = (h ^ (unsigned char)*s++) * 1099511628211ull;
+    return h ^ (h >> 29);
+}
+
+/* ---- the set ----------------------------------------------------------- */
+
+static store__so_set *set_new(void)
+{
+    return calloc(1, sizeof(store__so_set));
+}
+
+static void set_free(store__so_set *s)
+{
+    if (s == NULL)
+        return;
+    free(s->strs);
+    free(s->rows);
+    free(s->keyidx);
+    free(s->users);
+    free(s);
+}
+
+static uint32_t set_str(store__so_set *s, const char *t)
+{
+    size_t n = strlen(t) + 1;
+    if (s->slen + n > s->scap) {
+        size_t cap = s->scap ? s->scap * 2 : 4096;
+        while (cap < s->slen + n)
+            cap *= 2;
+        char *p = cap < UINT32_MAX ? realloc(s->strs, cap) : NULL;
+        if (p == NULL) {
+            s->oom = 1;
+            return 0;
+        }
+        s->strs = p;
+        s->scap = cap;
+    }
+    memcpy(s->strs + s->slen, t, n);
+    s->slen += n;
+    return (uint32_t)(s->slen - n);
+}
+
+void store__so_set_item(store__so_set *s, const store__state *item)
+{
+    s->item = *item;
+}
+
+int store__so_add(store__so_set *s, const char *user_id, int64_t qty, const char *key,
+                  int64_t order_id, int64_t stock_after, int64_t version_after)
+{
+    if (s->oom)
+        return -ENOMEM;
+    if (s->nrows == s->rcap) {
+        size_t cap = s->rcap ? s->rcap * 2 : 256;
+        so_row *p = realloc(s->rows, cap * sizeof *p);
+        if (p == NULL) {
+            s->oom = 1;
+            return -ENOMEM;
+        }
+        s->rows = p;
+        s->rcap = cap;
+    }
+    so_row *r = &s->rows[s->nrows];
+    r->user = set_str(s, user_id);
+    r->key = key != NULL ? set_str(s, key) : UINT32_MAX;
+    r->qty = qty;
+    r->order_id = order_id;
+    r->stock = stock_after;
+    r->version = version_after;
+    if (s->oom)
+        return -ENOMEM;
+    s->nrows++;
+    return 0;
+}
+
+size_t store__so_count(const store__so_set *s)
+{
+    return s->nrows;
+}
+
+static size_t pow2_at_least(size_t n)
+{
+    size_t c = 16;
+    while (c < n)
+        c <<= 1;
+    return c;
+}
+
+/* Builds the key index and the buyers' totals. Returns 0 or -ENOMEM. */
+static int set_index(store__so_set *s)
+{
+    size_t kc = pow2_at_least(s->nrows * 2), uc = kc;
+    s->keyidx = calloc(kc, sizeof *s->keyidx);
+    s->users = malloc(uc * sizeof *s->users);
+    if (s->keyidx == NULL || s->users == NULL)
+        return -ENOMEM;
+    s->kmask = kc - 1;
+    s->umask = uc - 1;
+    for (size_t i = 0; i < uc; i++)
+        s->users[i].user = UINT32_MAX;
+    for (size_t i = 0; i < s->nrows; i++) {
+        const so_row *r = &s->rows[i];
+        size_t h;
+        if (r->key != UINT32_MAX) {
+            for (h = hash_str(s->strs + r->key) & s->kmask; s->keyidx[h] != 0;
+                 h = (h + 1) & s->kmask)
+                ;   /* keys are unique (the database's unique index) */
+            s->keyidx[h] = (uint32_t)i + 1;
+        }
+        for (h = hash_str(s->strs + r->user) & s->umask; s->users[h].user != UINT32_MAX;
+             h = (h + 1) & s->umask)
+            if (strcmp(s->strs + s->users[h].user, s->strs + r->user) == 0)
+                break;
+        if (s->users[h].user == UINT32_MAX) {
+            s->users[h].user = r->user;
+            s->users[h].bought = 0;
+        }
+        s->users[h].bought += r->qty;
+    }
+    return 0;
+}
+
+static const so_row *set_find_key(const store__so_set *s, const char *key)
+{
+    for (size_t h = hash_str(key) & s->kmask; s->keyidx[h] != 0; h = (h + 1) & s->kmask) {
+        const so_row *r = &s->rows[s->keyidx[h] - 1];
+        if (strcmp(s->strs + r->key, key) == 0)
+            return r;
+    }
+    return NULL;
+}
+
+static int64_t set_bought(const store__so_set *s, const char *user)
+{
+    for (size_t h = hash_str(user) & s->umask; s->users[h].user != UINT32_MAX;
+         h = (h + 1) & s->umask)
+        if (strcmp(s->strs + s->users[h].user, user) == 0)
+            return s->users[h].bought;
+    return 0;
+}
+
+/* The store's rules (decide.c) for a request against the set, once the
+ * sale has started. */
+static void set_decide(const store__so_set *s, const char *sku, const char *user_id,
+                       int64_t qty, const char *key, store_decrement_result *out)
+{
+    const so_row *r = key != NULL ? set_find_key(s, key) : NULL;
+    if (r != NULL) {
+        out->outcome = STORE_REPLAYED;
+        out->order_id = r->order_id;
+        out->qty = r->qty;
+        strcpy(out->user_id, s->strs + r->user);
+        strcpy(out->sku, sku);
+        out->stock = r->stock;
+        out->version = r->version;
+        return;
+    }
+    if (s->item.per_user_limit > 0 && set_bought(s, user_id) + qty > s->item.per_user_limit)
+        out->outcome = STORE_LIMIT_EXCEEDED;
+    else
+        out->outcome = STORE_SOLD_OUT;
+    out->stock = 0;
+    out->version = s->item.version;
+}
+
+/* ---- slots --------------------------------------------------------------- */
+
+int store__so_new(store *st)
+{
+    if ((st->so = calloc(1, sizeof *st->so)) == NULL)
+        return -ENOMEM;
+    pthread_mutex_init(&st->so->lock, NULL);
+    return 0;
+}
+
+void store__so_free(store *st)
+{
+    if (st->so == NULL)
+        return;
+    for (int i = 0; i < SO_NBUCKETS; i++) {
+        so_slot *n;
+        for (so_slot *sl = st->so->buckets[i]; sl != NULL; sl = n) {
+            n = sl->next;
+            set_free(sl->set);
+            free(sl);
+        }
+    }
+    pthread_mutex_destroy(&st->so->lock);
+    free(st->so);
+    st->so = NULL;
+}
+
+static so_slot **do_slot_find(struct store__so *so, const char *sku)
+{
+    so_slot **pp = &so->buckets[hash_str(sku) % SO_NBUCKETS];
+    while (*pp != NULL && strcmp((*pp)->sku, sku) != 0)
+        pp = &(*pp)->next;
+    return pp;
+}
+
+/* Unlinks *pp; returns its set for the caller to free outside the lock. */
+static store__so_set *do_slot_remove(so_slot **pp)
+{
+    so_slot *sl = *pp;
+    store__so_set *set = sl->set;
+    *pp = sl->next;
+    free(sl);
+    return set;
+}
+
+void store__so_drop(store *st, const char *sku)
+{
+    struct store__so *so = st->so;
+    store__so_set *set = NULL;
+    if (so == NULL)
+        return;
+    pthread_mutex_lock(&so->lock);
+    so_slot **pp = do_slot_find(so, sku);
+    /* A loader's slot stays: its snapshot may predate this commit, which
+     * the version check catches when it is used. */
+    if (*pp != NULL && (*pp)->state != SO_LOADING)
+        set = do_slot_remove(pp);
+    pthread_mutex_unlock(&so->lock);
+    set_free(set);
+}
+
+/* Loads sku's set as the holder of token; installs it when the snapshot
+ * shows the item sold out. */
+static void load(store *st, const char *sku, int64_t version, uint64_t token)
+{
+    struct store__so *so = st->so;
+    store__so_set *set = set_new(), *old = NULL;
+    int64_t max = st->cfg.sold_out_max_orders;
+    int rc = set == NULL ? -ENOMEM : st->be->sold_out_read(st, sku, max, set);
+    if (rc == 0 && set->oom)
+        rc = -ENOMEM;
+    if (rc == 0 && (!set->item.found || set->item.stock != 0))
+        rc = -ESTALE;      /* the caller's copy is not current */
+    if (rc == 0)
+        rc = set_index(set);
+    STORE__STAT_ADD(st, sold_out_loads, 1);
+
+    pthread_mutex_lock(&so->lock);
+    so_slot **pp = do_slot_find(so, sku);
+    if (*pp == NULL || (*pp)->state != SO_LOADING || (*pp)->token != token) {
+        pthread_mutex_unlock(&so->lock);   /* cannot happen: loads are exclusive */
+        set_free(set);
+        return;
+    }
+    so_slot *sl = *pp;
+    if (rc == 0) {
+        sl->state = SO_READY;
+        sl->version = set->item.version;
+        sl->set = set;
+        set = NULL;
+    } else if (rc == -E2BIG) {
+        sl->state = SO_REFUSED;       /* until the version moves */
+        sl->version = set->item.version > version ? set->item.version : version;
+        sl->retry_ns = 0;
+    } else if (rc == -ESTALE) {
+        old = do_slot_remove(pp);     /* nothing to remember */
+    } else {
+        sl->state = SO_REFUSED;
+        sl->version = version;
+        sl->retry_ns = rt_now_ns() + SO_RETRY_NS;
+    }
+    pthread_mutex_unlock(&so->lock);
+    set_free(set);
+    set_free(old);
+}
+
+int store_sold_out(store *st, const char *sku, int64_t version, const char *user_id,
+                   int64_t qty, const char *key, store_decrement_result *out)
+{
+    struct store__so *so = st->so;
+    store__so_set *stale = NULL;
+    uint64_t token = 0;
+    int answered = 0;
+
+    memset(out, 0, sizeof *out);
+    if (!store_valid_id(sku) || !store_valid_id(user_id) || qty < 1 || qty > STORE_QTY_MAX ||
+        (key != NULL && !store_valid_key(key)) || version < 0)
+        return -EINVAL;
+    if (so == NULL || st->cfg.sold_out_max_orders < 0 || st->be->sold_out_read == NULL)
+        return 0;
+
+    for (int pass = 0; pass < 2 && !answered; pass++) {
+        pthread_mutex_lock(&so->lock);
+        so_slot **pp = do_slot_find(so, sku), *sl = *pp;
+        if (sl != NULL && sl->state == SO_READY && sl->version == version) {
+            if (store__wall_ms() >= sl->set->item.sale_starts_at_ms) {
+                set_decide(sl->set, sku, user_id, qty, key, out);
+                answered = 1;
+            }
+            pthread_mutex_unlock(&so->lock);
+            break;
+        }
+        if (pass == 1 || (sl != NULL && sl->state == SO_LOADING) ||
+            (sl != NULL && sl->version > version) ||
+            (sl != NULL && sl->state == SO_REFUSED && sl->version == version &&
+             (sl->retry_ns == 0 || rt_now_ns() < sl->retry_ns))) {
+            pthread_mutex_unlock(&so->lock);
+            break;   /* loading, refused, or the caller's copy is older */
+        }
+        /* No set for this version (none, an older one, a refusal to
+         * retry): this request loads it. */
+        if (sl == NULL) {
+            if ((sl = calloc(1, sizeof *sl)) == NULL) {
+                pthread_mutex_unlock(&so->lock);
+                break;
+            }
+            strcpy(sl->sku, sku);
+            sl->next = NULL;
+            *pp = sl;
+        }
+        stale = sl->set;
+        sl->set = NULL;
+        sl->state = SO_LOADING;
+        sl->version = version;
+        sl->token = token = ++so->next_token;
+        pthread_mutex_unlock(&so->lock);
+        set_free(stale);
+        stale = NULL;
+        load(st, sku, version, token);
+    }
+    if (answered) {
+        STORE__STAT_ADD(st, sold_out_answers, 1);
+        if (out->outcome == STORE_REPLAYED)
+            STORE__STAT_ADD(st, replays, 1);
+        else
+            STORE__STAT_ADD(st, rejects, 1);
+    }
+    return answered;
+}
