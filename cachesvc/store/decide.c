@@ -247,19 +247,49 @@ int store__purchase_deltas(store__op **ops, int n, const char **users, int64_t *
     return m;
 }
 
+static uint64_t str_hash(const char *s)
+{
+    uint64_t h = 14695981039346656037ull;
+    while (*s)
+        h = (h ^ (unsigned char)*s++) * 1099511628211ull;
+    return h ^ (h >> 32);
+}
+
 int store__distinct_users(store__op **ops, int n, const char **users)
 {
-    int m = 0;
-    for (int i = 0; i < n; i++) {
-        store__op *op = ops[i];
-        int j;
-        if (op->kind != STORE__DECR)
-            continue;
-        for (j = 0; j < m; j++)
-            if (strcmp(users[j], op->user_id) == 0)
-                break;
-        if (j == m)
-            users[m++] = op->user_id;
+    /* A batch holds up to batch_max buyers (256 by default): an
+     * open-addressing set of indexes into users[] keeps this linear. */
+    int small[1024], *slot = small, m = 0;
+    size_t cap = 16;
+    while (cap < (size_t)n * 2)
+        cap <<= 1;
+    if (cap > sizeof small / sizeof small[0] && (slot = malloc(cap * sizeof *slot)) == NULL) {
+        for (int i = 0; i < n; i++) {   /* no memory: the quadratic way */
+            int j;
+            if (ops[i]->kind != STORE__DECR)
+                continue;
+            for (j = 0; j < m && strcmp(users[j], ops[i]->user_id) != 0; j++)
+                ;
+            if (j == m)
+                users[m++] = ops[i]->user_id;
+        }
+        return m;
     }
+    memset(slot, -1, cap * sizeof *slot);
+    for (int i = 0; i < n; i++) {
+        const char *u = ops[i]->user_id;
+        size_t h;
+        if (ops[i]->kind != STORE__DECR)
+            continue;
+        for (h = str_hash(u) & (cap - 1); slot[h] >= 0; h = (h + 1) & (cap - 1))
+            if (strcmp(users[slot[h]], u) == 0)
+                break;
+        if (slot[h] < 0) {
+            slot[h] = m;
+            users[m++] = u;
+        }
+    }
+    if (slot != small)
+        free(slot);
     return m;
 }

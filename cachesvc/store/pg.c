@@ -35,7 +35,59 @@ typedef struct pg_conn {
     PGconn *c;
     int fd;
     int in_use;
+    int prepared;        /* the statements of ps_sql[] exist on c */
 } pg_conn;
+
+/* The statements every batch, read and relay call runs, prepared once per
+ * connection (named "s<index>") with generic plans: parsing and planning
+ * them on every call was a fifth of the server's CPU per batch. */
+#define ITEM_COLS "stock, version, per_user_limit, sale_starts_at_ms, units_supplied"
+#define SELECT_BOUGHT "SELECT user_id, qty FROM purchases WHERE sku = $1 AND user_id = ANY($2::text[])"
+#define SELECT_IDS "SELECT nextval('orders_order_id_seq') FROM generate_series(1, $1::int)"
+
+enum {
+    PS_BEGIN, PS_COMMIT, PS_ROLLBACK, PS_LOCK_ITEM, PS_KEYS, PS_BOUGHT_LIMITED, PS_BOUGHT,
+    PS_IDS, PS_REBUILD, PS_INS_ORDERS, PS_UPS_PURCHASES, PS_UPD_ITEM, PS_INS_ITEM,
+    PS_INS_OUTBOX, PS_GET_ITEM, PS_OUTBOX_FETCH, PS_OUTBOX_DEL, PS_PING, PS_COUNT
+};
+static const char *const ps_sql[PS_COUNT] = {
+    [PS_BEGIN] = "BEGIN",
+    [PS_COMMIT] = "COMMIT",
+    [PS_ROLLBACK] = "ROLLBACK",
+    [PS_LOCK_ITEM] = "SELECT " ITEM_COLS " FROM items WHERE sku = $1 FOR UPDATE",
+    [PS_KEYS] = "SELECT idempotency_key, order_id, sku, user_id, qty, stock_after, version_after"
+                " FROM orders WHERE idempotency_key = ANY($1::text[])",
+    /* The buyers' totals matter only under a per-user limit (a batch that
+     * switches one on rebuilds them and reads PS_BOUGHT). */
+    [PS_BOUGHT_LIMITED] = SELECT_BOUGHT
+                          " AND EXISTS (SELECT 1 FROM items WHERE sku = $1 AND per_user_limit > 0)",
+    [PS_BOUGHT] = SELECT_BOUGHT,
+    [PS_IDS] = SELECT_IDS,
+    [PS_REBUILD] = "INSERT INTO purchases (sku, user_id, qty)"
+                   " SELECT sku, user_id, sum(qty) FROM orders WHERE sku = $1"
+                   " GROUP BY sku, user_id ON CONFLICT (sku, user_id)"
+                   " DO UPDATE SET qty = EXCLUDED.qty",
+    [PS_INS_ORDERS] = "INSERT INTO orders (order_id, sku, user_id, qty, idempotency_key,"
+                      " created_at_ms, stock_after, version_after)"
+                      " SELECT o, $1, u, q, k, $2, $3, $4 FROM unnest($5::bigint[],"
+                      " $6::text[], $7::bigint[], $8::text[]) AS t(o, u, q, k)",
+    [PS_UPS_PURCHASES] = "INSERT INTO purchases (sku, user_id, qty)"
+                         " SELECT $1, u, q FROM unnest($2::text[], $3::bigint[]) AS t(u, q)"
+                         " ON CONFLICT (sku, user_id) DO UPDATE"
+                         " SET qty = purchases.qty + EXCLUDED.qty",
+    [PS_UPD_ITEM] = "UPDATE items SET stock = $2, version = $3, per_user_limit = $4,"
+                    " sale_starts_at_ms = $5, units_supplied = $6, updated_at_ms = $7"
+                    " WHERE sku = $1",
+    [PS_INS_ITEM] = "INSERT INTO items (sku, stock, version, per_user_limit,"
+                    " sale_starts_at_ms, units_supplied, updated_at_ms)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    [PS_INS_OUTBOX] = "INSERT INTO outbox (sku, version, committed_at_ms) VALUES ($1, $2, $3)",
+    [PS_GET_ITEM] = "SELECT " ITEM_COLS " FROM items WHERE sku = $1",
+    [PS_OUTBOX_FETCH] = "SELECT id, sku, version, committed_at_ms FROM outbox WHERE id > $1"
+                        " ORDER BY id LIMIT $2",
+    [PS_OUTBOX_DEL] = "DELETE FROM outbox WHERE id = ANY($1::bigint[])",
+    [PS_PING] = "SELECT 1",
+};
 
 typedef struct pg {
     char *url;
@@ -116,6 +168,7 @@ static void conn_drop(pg_conn *pc)
     PQfinish(pc->c);
     pc->c = NULL;
     pc->fd = -1;
+    pc->prepared = 0;
 }
 
 /* Server notices (e.g. "already exists, skipping") are not errors. */
@@ -258,13 +311,58 @@ static int pq_send(pg_conn *pc, const char *sql, int nparams, const char *const 
     return PQsendQueryParams(pc->c, sql, nparams, NULL, params, NULL, NULL, 0) == 1 ? 0 : -EIO;
 }
 
+static void ps_name(char *buf, size_t cap, int ps)
+{
+    snprintf(buf, cap, "s%d", ps);
+}
+
+/* Sends prepared statement ps (see ps_sql). */
+static int pq_exec(pg_conn *pc, int ps, int nparams, const char *const *params)
+{
+    char name[16];
+    ps_name(name, sizeof name, ps);
+    return PQsendQueryPrepared(pc->c, name, nparams, params, NULL, NULL, 0) == 1 ? 0 : -EIO;
+}
+
+/* Prepares ps_sql[] on a new connection, in one round trip. Returns 0 or
+ * a negative errno (the caller drops the connection). */
+static int conn_prepare(pg_conn *pc, int64_t deadline)
+{
+    PGresult *res[PS_COUNT + 2] = {0};
+    char name[16];
+    int rc = -EIO, fe;
+
+    /* Generic plans are made once, on tables that may still be empty
+     * (a fresh database): without seq scans each one is the index plan it
+     * must stay as the tables grow. Every statement has an index to use. */
+    if (pq_send(pc, "SET plan_cache_mode = force_generic_plan", 0, NULL) < 0 ||
+        pq_send(pc, "SET enable_seqscan = off", 0, NULL) < 0)
+        return -EIO;
+    for (int i = 0; i < PS_COUNT; i++) {
+        ps_name(name, sizeof name, i);
+        if (PQsendPrepare(pc->c, name, ps_sql[i], 0, NULL) != 1)
+            return -EIO;
+    }
+    if (PQpipelineSync(pc->c) != 1)
+        return -EIO;
+    if ((rc = conn_flush(pc, deadline)) == 0 &&
+        (rc = conn_collect(pc, deadline, res, PS_COUNT + 2, &fe)) == 0 && fe >= 0) {
+        fprintf(stderr, "store: postgresql prepare: %s", PQresultErrorMessage(res[fe]));
+        rc = -EIO;
+    }
+    clear_all(res, PS_COUNT + 2);
+    if (rc == 0)
+        pc->prepared = 1;
+    return rc;
+}
+
 /* Sends ROLLBACK and waits for it; on failure the connection is dropped by
  * the caller (it reports the error). */
 static int conn_rollback(pg_conn *pc, int64_t deadline)
 {
     PGresult *res[1];
     int fe, rc;
-    if (pq_send(pc, "ROLLBACK", 0, NULL) < 0 || PQpipelineSync(pc->c) != 1)
+    if (pq_exec(pc, PS_ROLLBACK, 0, NULL) < 0 || PQpipelineSync(pc->c) != 1)
         return -EIO;
     if ((rc = conn_flush(pc, deadline)) < 0)
         return rc;
@@ -294,7 +392,9 @@ static pg_conn *pool_get(store *st, int64_t deadline, int *err)
     pc->in_use = 1;
     if (pc->c != NULL && PQstatus(pc->c) == CONNECTION_OK) {
         pthread_mutex_unlock(&p->mu);
-        return pc;
+        if (pc->prepared || conn_prepare(pc, deadline) == 0)
+            return pc;
+        pthread_mutex_lock(&p->mu);   /* not usable after all: reconnect */
     }
     if (rt_now_ns() < p->next_connect_ns) {
         pthread_mutex_unlock(&p->mu);
@@ -306,6 +406,8 @@ static pg_conn *pool_get(store *st, int64_t deadline, int *err)
     conn_drop(pc);
     /* Only the first failure of a streak is reported. */
     rc = conn_open(pc, p->url, deadline, p->backoff_ms == st->cfg.reconnect_min_ms);
+    if (rc == 0 && (rc = conn_prepare(pc, deadline)) < 0)
+        conn_drop(pc);
     pthread_mutex_lock(&p->mu);
     if (rc < 0) {
         p->next_connect_ns = rt_now_ns() + (int64_t)p->backoff_ms * 1000000;
@@ -418,8 +520,6 @@ static void assign_bought(batch_ctx *b, PGresult *r)
     }
 }
 
-#define SELECT_BOUGHT "SELECT user_id, qty FROM purchases WHERE sku = $1 AND user_id = ANY($2::text[])"
-
 /* Round 1. Returns 0 with the state in *s0, or a negative errno (the
  * transaction is then rolled back or the connection broken). */
 static int batch_read(batch_ctx *b, store__state *s0, int ids_wanted)
@@ -452,34 +552,30 @@ static int batch_read(batch_ctx *b, store__state *s0, int ids_wanted)
 
     rc = -EIO;
     idx[Q_BEGIN] = nq++;
-    if (pq_send(pc, "BEGIN", 0, NULL) < 0)
+    if (pq_exec(pc, PS_BEGIN, 0, NULL) < 0)
         goto out;
     idx[Q_ITEM] = nq++;
     p[0] = b->sku;
-    if (pq_send(pc, "SELECT stock, version, per_user_limit, sale_starts_at_ms, units_supplied"
-                 " FROM items WHERE sku = $1 FOR UPDATE", 1, p) < 0)
+    if (pq_exec(pc, PS_LOCK_ITEM, 1, p) < 0)
         goto out;
     if (nkeys > 0) {
         idx[Q_KEYS] = nq++;
         p[0] = keys.p;
-        if (pq_send(pc, "SELECT idempotency_key, order_id, sku, user_id, qty, stock_after,"
-                     " version_after FROM orders WHERE idempotency_key = ANY($1::text[])",
-                 1, p) < 0)
+        if (pq_exec(pc, PS_KEYS, 1, p) < 0)
             goto out;
     }
     if (nusers > 0) {
         idx[Q_BOUGHT] = nq++;
         p[0] = b->sku;
         p[1] = users.p;
-        if (pq_send(pc, SELECT_BOUGHT, 2, p) < 0)
+        if (pq_exec(pc, PS_BOUGHT_LIMITED, 2, p) < 0)
             goto out;
     }
     if (ids_wanted > 0) {
         idx[Q_IDS] = nq++;
         snprintf(nbuf, sizeof nbuf, "%d", ids_wanted);
         p[0] = nbuf;
-        if (pq_send(pc, "SELECT nextval('orders_order_id_seq') FROM generate_series(1, $1::int)",
-                 1, p) < 0)
+        if (pq_exec(pc, PS_IDS, 1, p) < 0)
             goto out;
     }
     if (PQpipelineSync(pc->c) != 1)
@@ -545,11 +641,8 @@ static int batch_rebuild(batch_ctx *b)
     const char *p[2] = {b->sku, b->users_lit};
     int fe, rc;
 
-    if (pq_send(b->pc, "INSERT INTO purchases (sku, user_id, qty)"
-                       " SELECT sku, user_id, sum(qty) FROM orders WHERE sku = $1"
-                       " GROUP BY sku, user_id ON CONFLICT (sku, user_id)"
-                       " DO UPDATE SET qty = EXCLUDED.qty", 1, p) < 0 ||
-        pq_send(b->pc, SELECT_BOUGHT, 2, p) < 0 || PQpipelineSync(b->pc->c) != 1)
+    if (pq_exec(b->pc, PS_REBUILD, 1, p) < 0 || pq_exec(b->pc, PS_BOUGHT, 2, p) < 0 ||
+        PQpipelineSync(b->pc->c) != 1)
         return -EIO;
     if ((rc = conn_flush(b->pc, b->deadline)) < 0)
         return rc;
@@ -575,8 +668,7 @@ static int batch_more_ids(batch_ctx *b, int total)
     int fe, rc, extra = total - b->nids;
 
     snprintf(nbuf, sizeof nbuf, "%d", extra);
-    if (pq_send(b->pc, "SELECT nextval('orders_order_id_seq') FROM generate_series(1, $1::int)", 1,
-             p) < 0 || PQpipelineSync(b->pc->c) != 1)
+    if (pq_exec(b->pc, PS_IDS, 1, p) < 0 || PQpipelineSync(b->pc->c) != 1)
         return -EIO;
     if ((rc = conn_flush(b->pc, b->deadline)) < 0)
         return rc;
@@ -647,39 +739,26 @@ static int batch_write(batch_ctx *b, const store__state *s0, const store__batch_
     if (k > 0) {
         p[0] = b->sku; p[1] = v_now; p[2] = v_stock; p[3] = v_version;
         p[4] = oid.p; p[5] = ouser.p; p[6] = oqty.p; p[7] = okey.p;
-        if (pq_send(pc, "INSERT INTO orders (order_id, sku, user_id, qty, idempotency_key,"
-                     " created_at_ms, stock_after, version_after)"
-                     " SELECT o, $1, u, q, k, $2, $3, $4 FROM unnest($5::bigint[],"
-                     " $6::text[], $7::bigint[], $8::text[]) AS t(o, u, q, k)", 8, p) < 0)
+        if (pq_exec(pc, PS_INS_ORDERS, 8, p) < 0)
             goto sent;
         nq++;
     }
     if (m > 0) {
         p[0] = b->sku; p[1] = puser.p; p[2] = pqty.p;
-        if (pq_send(pc, "INSERT INTO purchases (sku, user_id, qty)"
-                     " SELECT $1, u, q FROM unnest($2::text[], $3::bigint[]) AS t(u, q)"
-                     " ON CONFLICT (sku, user_id) DO UPDATE"
-                     " SET qty = purchases.qty + EXCLUDED.qty", 3, p) < 0)
+        if (pq_exec(pc, PS_UPS_PURCHASES, 3, p) < 0)
             goto sent;
         nq++;
     }
     p[0] = b->sku; p[1] = v_stock; p[2] = v_version; p[3] = v_limit; p[4] = v_sale;
     p[5] = v_supplied; p[6] = v_now;
-    if (pq_send(pc, s0->found
-                     ? "UPDATE items SET stock = $2, version = $3, per_user_limit = $4,"
-                       " sale_starts_at_ms = $5, units_supplied = $6, updated_at_ms = $7"
-                       " WHERE sku = $1"
-                     : "INSERT INTO items (sku, stock, version, per_user_limit,"
-                       " sale_starts_at_ms, units_supplied, updated_at_ms)"
-                       " VALUES ($1, $2, $3, $4, $5, $6, $7)", 7, p) < 0)
+    if (pq_exec(pc, s0->found ? PS_UPD_ITEM : PS_INS_ITEM, 7, p) < 0)
         goto sent;
     nq++;
     p[0] = b->sku; p[1] = v_version; p[2] = v_now;
-    if (pq_send(pc, "INSERT INTO outbox (sku, version, committed_at_ms) VALUES ($1, $2, $3)", 3,
-             p) < 0)
+    if (pq_exec(pc, PS_INS_OUTBOX, 3, p) < 0)
         goto sent;
     nq++;
-    if (pq_send(pc, "COMMIT", 0, NULL) < 0)
+    if (pq_exec(pc, PS_COMMIT, 0, NULL) < 0)
         goto sent;
     nq++;
     if (PQpipelineSync(pc->c) != 1)
@@ -809,7 +888,7 @@ out:
 
 /* Runs one statement (in its own implicit transaction) and returns its
  * result in *out (caller PQclears). Returns 0 or a negative errno. */
-static int run1(store *st, const char *sql, int np, const char *const *params, PGresult **out)
+static int run1(store *st, int ps, int np, const char *const *params, PGresult **out)
 {
     int64_t dl = deadline_of(st);
     pg_conn *pc;
@@ -818,7 +897,7 @@ static int run1(store *st, const char *sql, int np, const char *const *params, P
     *out = NULL;
     if ((pc = pool_get(st, dl, &rc)) == NULL)
         return rc;
-    if (pq_send(pc, sql, np, params) < 0 || PQpipelineSync(pc->c) != 1) {
+    if (pq_exec(pc, ps, np, params) < 0 || PQpipelineSync(pc->c) != 1) {
         rc = -EIO;
         goto out;
     }
@@ -848,13 +927,12 @@ static void fill_item(store_item *it, const char *sku, PGresult *r)
     it->units_supplied = col_i64(r, 0, 4);
 }
 
-#define ITEM_COLS "stock, version, per_user_limit, sale_starts_at_ms, units_supplied"
 
 static int pg_get_item(store *st, const char *sku, store_item *out)
 {
     PGresult *r;
     const char *p[1] = {sku};
-    int rc = run1(st, "SELECT " ITEM_COLS " FROM items WHERE sku = $1", 1, p, &r);
+    int rc = run1(st, PS_GET_ITEM, 1, p, &r);
     if (rc < 0)
         return rc;
     if (PQntuples(r) != 1)
@@ -991,8 +1069,7 @@ static int pg_outbox_fetch(store *st, int64_t after_id, size_t max, store_outbox
 
     snprintf(a, sizeof a, "%lld", (long long)after_id);
     snprintf(m, sizeof m, "%zu", max);
-    rc = run1(st, "SELECT id, sku, version, committed_at_ms FROM outbox WHERE id > $1"
-                  " ORDER BY id LIMIT $2", 2, p, &r);
+    rc = run1(st, PS_OUTBOX_FETCH, 2, p, &r);
     if (rc < 0)
         return rc;
     nt = PQntuples(r);
@@ -1022,7 +1099,7 @@ static int pg_outbox_delete(store *st, const int64_t *ids, size_t n)
         return -ENOMEM;
     }
     p[0] = b.p;
-    rc = run1(st, "DELETE FROM outbox WHERE id = ANY($1::bigint[])", 1, p, &r);
+    rc = run1(st, PS_OUTBOX_DEL, 1, p, &r);
     PQclear(r);
     free(b.p);
     return rc;
@@ -1031,7 +1108,7 @@ static int pg_outbox_delete(store *st, const int64_t *ids, size_t n)
 static int pg_ping(store *st)
 {
     PGresult *r;
-    int rc = run1(st, "SELECT 1", 0, NULL, &r);
+    int rc = run1(st, PS_PING, 0, NULL, &r);
     PQclear(r);
     return rc;
 }
