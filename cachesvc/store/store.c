@@ -143,6 +143,39 @@ static void do_batcher_remove(store *st, store__batcher *b)
     free(b);
 }
 
+/* Answers, as timed out, every request of b's queue whose deadline has
+ * passed, and unlinks it. Queued requests park without a timer of their
+ * own (a timer per request was a twentieth of the service's CPU per
+ * decrement): the leader calls this before it takes a batch and again
+ * when the batch is answered, so a request is answered at most one batch
+ * (bounded by timeout_ms) after its deadline. Call with st->lock held;
+ * self, the caller's own op, is not signalled. */
+static void do_expire(store *st, store__batcher *b, store__op *self)
+{
+    store__op **pp = &b->head, *prev = NULL;
+    int64_t now = 0;
+    while (*pp != NULL) {
+        store__op *op = *pp;
+        if (op->deadline == RT_NO_DEADLINE ||
+            (now == 0 ? (now = rt_now_ns()) : now) < op->deadline) {
+            prev = op;
+            pp = &op->next;
+            continue;
+        }
+        *pp = op->next;
+        if (b->tail == op)
+            b->tail = prev;
+        b->qlen--;
+        __atomic_fetch_sub(&st->stats.queued, 1, __ATOMIC_RELAXED);
+        op->next = NULL;
+        op->err = -ETIMEDOUT;
+        op->timed_out = 1;
+        op->state = OP_DONE;
+        if (op != self)
+            rt_event_signal(op->ev);
+    }
+}
+
 /* Runs one batch as the leader of b, whose queue head is self. Answers
  * every op of the batch and passes the lead on. */
 static void lead_batch(store *st, store__batcher *b, store__op *self)
@@ -162,6 +195,7 @@ static void lead_batch(store *st, store__batcher *b, store__op *self)
         fprintf(stderr, "store: batcher lead is not at the queue head\n");
         abort();
     }
+    do_expire(st, b, self);
     while (n < cap && b->head != NULL) {
         store__op *op = b->head;
         b->head = op->next;
@@ -174,6 +208,8 @@ static void lead_batch(store *st, store__batcher *b, store__op *self)
     }
     __atomic_fetch_sub(&st->stats.queued, (uint64_t)n, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&st->lock);
+    if (n == 0)
+        goto handoff;   /* every queued request had passed its deadline */
 
     memset(&r, 0, sizeof r);
     t0 = rt_now_ns();
@@ -244,6 +280,11 @@ static void lead_batch(store *st, store__batcher *b, store__op *self)
         rt_yield();
         pthread_mutex_lock(&st->lock);
     }
+    goto pass;
+handoff:
+    pthread_mutex_lock(&st->lock);
+pass:
+    do_expire(st, b, self);
     if (b->head != NULL) {
         b->head->lead = 1;
         rt_event_signal(b->head->ev);
@@ -266,6 +307,8 @@ static int submit(store *st, const char *sku, store__op *op, int64_t deadline)
     op->state = OP_QUEUED;
     op->lead = 0;
     op->next = NULL;
+    op->deadline = deadline;
+    op->timed_out = 0;
     if ((op->ev = rt_event_new()) == NULL)
         return -ENOMEM;
 
@@ -297,16 +340,15 @@ static int submit(store *st, const char *sku, store__op *op, int64_t deadline)
         rt_yield();   /* as below: callers just answered may join this batch */
         lead_batch(st, b, op);
         rt_event_free(op->ev);
-        return 0;
+        return op->timed_out ? -ETIMEDOUT : 0;
     }
 
-    int64_t dl = deadline;
     for (;;) {
-        int w = rt_event_wait(op->ev, dl);
+        rt_event_wait(op->ev, RT_NO_DEADLINE);
         pthread_mutex_lock(&st->lock);
         if (op->state == OP_DONE) {
             pthread_mutex_unlock(&st->lock);
-            rc = 0;
+            rc = op->timed_out ? -ETIMEDOUT : 0;
             break;
         }
         if (op->lead) {
@@ -317,27 +359,9 @@ static int submit(store *st, const char *sku, store__op *op, int64_t deadline)
              * the one after. A scheduling turn, not a timed wait. */
             rt_yield();
             lead_batch(st, b, op);
-            rc = 0;
+            rc = op->timed_out ? -ETIMEDOUT : 0;
             break;
         }
-        if (w == -ETIMEDOUT && op->state == OP_QUEUED) {
-            /* Unlink op; it is not the head's leader (lead is 0). */
-            store__op **pp = &b->head, *prev = NULL;
-            while (*pp != op) {
-                prev = *pp;
-                pp = &(*pp)->next;
-            }
-            *pp = op->next;
-            if (b->tail == op)
-                b->tail = prev;
-            b->qlen--;
-            __atomic_fetch_sub(&st->stats.queued, 1, __ATOMIC_RELAXED);
-            pthread_mutex_unlock(&st->lock);
-            rc = -ETIMEDOUT;
-            break;
-        }
-        if (op->state == OP_TAKEN)
-            dl = RT_NO_DEADLINE;   /* in a transaction: its own timeout applies */
         pthread_mutex_unlock(&st->lock);
     }
     rt_event_free(op->ev);

@@ -122,8 +122,10 @@ typedef struct store_decrement_result {
  * printable ASCII bytes) or NULL is the idempotency key: a key seen before
  * (on any sku) answers STORE_REPLAYED with the original order and applies
  * nothing; only successful orders record their key. deadline (rt_now_ns
- * clock, RT_NO_DEADLINE) bounds the time spent queued; once the request is
- * in a transaction the database timeout bounds it instead. Returns 0 with
+ * clock, RT_NO_DEADLINE) bounds the time spent queued: a request still
+ * queued then is answered STORE_UNAVAILABLE when the batch running ahead of
+ * it ends (so at most one batch, itself bounded by timeout_ms, late); once
+ * the request is in a transaction the database timeout bounds it instead. Returns 0 with
  * *out filled for every outcome, or -EINVAL for bad input (nothing queued).
  * The strings are copied; the caller keeps ownership of its arguments. */
 int store_decrement(store *st, const char *sku, const char *user_id,

@@ -67,6 +67,8 @@ typedef struct store__op {
     int state;
     int lead;
     uint64_t seq;
+    int64_t deadline;    /* while queued (rt_now_ns clock) */
+    int timed_out;       /* answered -ETIMEDOUT while queued */
 } store__op;
 
 
