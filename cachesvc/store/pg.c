@@ -132,22 +132,45 @@ static void sb_put(sbuf *b, const char *s, size_t n)
 
 static void sb_str(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
 
-/* Appends s as a quoted element of a text[] literal (NULL for NULL). */
+/* Appends s as a quoted element of a text[] literal (NULL for NULL). Ids
+ * never need escaping; keys may hold '"' or '\\', copied around in spans. */
 static void sb_elem(sbuf *b, const char *s)
 {
     if (b->len > 1)
         sb_put(b, ",", 1);
     if (s == NULL) {
-        sb_str(b, "NULL");
+        sb_put(b, "NULL", 4);
         return;
     }
     sb_put(b, "\"", 1);
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\')
-            sb_put(b, "\\", 1);
-        sb_put(b, s, 1);
+    for (;;) {
+        size_t span = strcspn(s, "\"\\");
+        sb_put(b, s, span);
+        if (s[span] == '\0')
+            break;
+        sb_put(b, "\\", 1);
+        sb_put(b, s + span, 1);
+        s += span + 1;
     }
     sb_put(b, "\"", 1);
+}
+
+/* Formats v in decimal into t (room for 21 bytes); returns the length. */
+static size_t fmt_i64(char *t, int64_t v)
+{
+    char tmp[24];
+    size_t n = 0, len = 0;
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    if (v < 0)
+        t[len++] = '-';
+    while (n > 0)
+        t[len++] = tmp[--n];
+    t[len] = '\0';
+    return len;
 }
 
 static void sb_int(sbuf *b, int64_t v)
@@ -155,8 +178,7 @@ static void sb_int(sbuf *b, int64_t v)
     char t[24];
     if (b->len > 1)
         sb_put(b, ",", 1);
-    snprintf(t, sizeof t, "%lld", (long long)v);
-    sb_str(b, t);
+    sb_put(b, t, fmt_i64(t, v));
 }
 
 /* ---- connection I/O on the netpoll ----------------------------------- */
@@ -490,9 +512,13 @@ static int take_ids(PGresult *r, int64_t *ids, int n)
 {
     if (PQntuples(r) != n)
         return -EIO;
-    for (int i = 0; i < n; i++)
+    int sorted = 1;
+    for (int i = 0; i < n; i++) {
         ids[i] = col_i64(r, i, 0);
-    qsort(ids, (size_t)n, sizeof *ids, cmp_i64);
+        sorted &= i == 0 || ids[i - 1] < ids[i];
+    }
+    if (!sorted)   /* generate_series calls nextval in order: rare */
+        qsort(ids, (size_t)n, sizeof *ids, cmp_i64);
     return 0;
 }
 

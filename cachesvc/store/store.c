@@ -26,6 +26,7 @@ struct store__batcher {
     store__batcher *next;        /* hash chain */
     store__op *head, *tail;
     int qlen;
+    int64_t earliest;            /* no queued deadline before this */
     char sku[STORE_SKU_MAX + 1];
 };
 
@@ -153,11 +154,15 @@ static void do_batcher_remove(store *st, store__batcher *b)
 static void do_expire(store *st, store__batcher *b, store__op *self)
 {
     store__op **pp = &b->head, *prev = NULL;
-    int64_t now = 0;
+    int64_t now;
+    if (b->head == NULL || b->earliest == RT_NO_DEADLINE || (now = rt_now_ns()) < b->earliest)
+        return;
+    b->earliest = RT_NO_DEADLINE;   /* recomputed over the ops that stay */
     while (*pp != NULL) {
         store__op *op = *pp;
-        if (op->deadline == RT_NO_DEADLINE ||
-            (now == 0 ? (now = rt_now_ns()) : now) < op->deadline) {
+        if (now < op->deadline) {
+            if (op->deadline < b->earliest)
+                b->earliest = op->deadline;
             prev = op;
             pp = &op->next;
             continue;
@@ -328,6 +333,8 @@ static int submit(store *st, const char *sku, store__op *op, int64_t deadline)
         b->tail->next = op;
     else
         b->head = op;
+    if (created || deadline < b->earliest)
+        b->earliest = deadline;
     b->tail = op;
     b->qlen++;
     op->seq = ++st->next_seq;
