@@ -7,6 +7,8 @@
  *     the middle of a decrement load: every request gets a clean
  *     "unavailable" or "outcome_unknown", none hangs, and the load
  *     recovers when the server is back; the books still balance;
+ *   - requests queued behind a batch the frozen server holds are answered
+ *     unavailable once their deadline passed, when that batch times out;
  *   - kill -9 of a process in the middle of a decrement load, on both
  *     backends: afterwards units_supplied - units_sold == stock >= 0 and no
  *     idempotency key is on two orders.
@@ -240,6 +242,110 @@ static void test_pg_stall_mid_load(void **state)
     outage("stall", "stop", "cont", 300);
 }
 
+/* ---- deadlines of queued requests ------------------------------------------ */
+
+typedef struct queued {
+    store *st;
+    rt_wg *wg;
+    int64_t deadline_ms;
+    int rc;
+    store_outcome outcome;
+    int64_t took_ms;
+    int id;
+} queued;
+
+static void queued_fn(void *arg)
+{
+    queued *q = arg;
+    char user[32];
+    store_decrement_result r;
+    int64_t t0 = rt_now_ns();
+    snprintf(user, sizeof user, "q%d", q->id);
+    q->rc = store_decrement(q->st, "queued", user, 1, NULL,
+                            q->deadline_ms < 0 ? RT_NO_DEADLINE : rt_deadline_ms(q->deadline_ms),
+                            &r);
+    q->outcome = r.outcome;
+    q->took_ms = (rt_now_ns() - t0) / 1000000;
+    rt_wg_done(q->wg);
+}
+
+enum { QN = 16, Q_TIMEOUT_MS = 1500, Q_DEADLINE_MS = 200 };
+
+struct queued_run {
+    int rc;
+    queued q[QN + 1];
+    int64_t orders;
+};
+
+/* The server frozen under a batch: the requests queued behind it with a
+ * short deadline park without timers of their own; the leader answers them
+ * unavailable when its batch ends (at the database timeout), not later,
+ * and none of them is applied. */
+static void queued_body(void *arg)
+{
+    struct queued_run *qr = arg;
+    store_config cfg = {.pool_size = 2, .timeout_ms = Q_TIMEOUT_MS, .reconnect_min_ms = 20,
+                        .reconnect_max_ms = 200};
+    store_put p = {.stock = 1000, .per_user_limit = -1, .sale_starts_at_ms = -1};
+    store *st = NULL;
+    store_audit_result au;
+
+    if ((qr->rc = store_open(pgurl, &cfg, &st)) < 0)
+        return;
+    if ((qr->rc = store_put_item(st, "queued", &p, RT_NO_DEADLINE, NULL, NULL)) < 0)
+        goto out;
+    if (rt_blocking(run_cmd, "stop") != 0) {
+        qr->rc = -1000;
+        goto out;
+    }
+    rt_wg *wg = rt_wg_new();
+    rt_wg_add(wg, QN + 1);
+    qr->q[0] = (queued){.st = st, .wg = wg, .deadline_ms = -1, .id = 0};
+    rt_spawn(NULL, queued_fn, &qr->q[0]);    /* leads the frozen batch */
+    rt_sleep(100);
+    for (int i = 1; i <= QN; i++) {
+        qr->q[i] = (queued){.st = st, .wg = wg, .deadline_ms = Q_DEADLINE_MS, .id = i};
+        rt_spawn(NULL, queued_fn, &qr->q[i]);
+    }
+    rt_wg_wait(wg, RT_NO_DEADLINE);
+    rt_wg_free(wg);
+    if (rt_blocking(run_cmd, "cont") != 0)
+        qr->rc = -1001;
+    for (int k = 0; k < 20; k++) {
+        if (store_audit(st, "queued", 0, &au) == 0) {
+            qr->orders = au.orders;
+            store_audit_free(&au);
+            break;
+        }
+        rt_sleep(100);
+    }
+out:
+    store_close(st);
+}
+
+static void test_pg_queued_deadline(void **state)
+{
+    (void)state;
+    struct queued_run qr;
+    rt_config rc = {.workers = 2};
+    memset(&qr, 0, sizeof qr);
+    qr.orders = -1;
+    assert_int_equal(rt_main(&rc, queued_body, &qr), 0);
+    assert_int_equal(qr.rc, 0);
+    assert_int_equal(qr.q[0].rc, 0);
+    assert_int_equal(qr.q[0].outcome, STORE_UNAVAILABLE);
+    for (int i = 1; i <= QN; i++) {
+        assert_int_equal(qr.q[i].rc, 0);
+        assert_int_equal(qr.q[i].outcome, STORE_UNAVAILABLE);
+        /* Past the deadline, by at most the frozen batch's timeout. */
+        assert_true(qr.q[i].took_ms >= Q_DEADLINE_MS);
+        assert_true(qr.q[i].took_ms <= Q_TIMEOUT_MS + 1000);
+    }
+    fprintf(stderr, "store: queued behind a frozen batch: answered after %lld ms (deadline %d,"
+            " database timeout %d)\n", (long long)qr.q[1].took_ms, Q_DEADLINE_MS, Q_TIMEOUT_MS);
+    assert_int_equal(qr.orders, 0);
+}
+
 /* ---- kill -9 mid-load ------------------------------------------------------ */
 
 static void victim_body(void *arg)
@@ -339,6 +445,7 @@ int main(void)
         cmocka_unit_test(test_pg_concurrent_model),
         cmocka_unit_test(test_pg_outage_mid_load),
         cmocka_unit_test(test_pg_stall_mid_load),
+        cmocka_unit_test(test_pg_queued_deadline),
         cmocka_unit_test(test_kill9_pg),
         cmocka_unit_test(test_kill9_sqlite),
     };
