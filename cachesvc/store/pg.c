@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <libpq-fe.h>
@@ -275,6 +276,13 @@ static int conn_result(pg_conn *pc, int64_t deadline, PGresult **out)
             return -EIO;
         if (!PQisBusy(pc->c))
             break;
+        /* libpq may leave data in the socket (past 32 kB it reads on only
+         * while its buffer has room), and the netpoll is edge-triggered:
+         * parking then would wait for bytes that already came, until the
+         * deadline. Large results (a sold-out item's orders) hit this. */
+        struct pollfd pfd = {.fd = pc->fd, .events = POLLIN};
+        if (poll(&pfd, 1, 0) > 0)
+            continue;
         int ev = rt_wait_fd(pc->fd, RT_READ, deadline);
         if (ev < 0)
             return ev == -ECANCELED ? -EIO : ev;

@@ -9,6 +9,8 @@
  *     recovers when the server is back; the books still balance;
  *   - requests queued behind a batch the frozen server holds are answered
  *     unavailable once their deadline passed, when that batch times out;
+ *   - a sold-out item with 12,000 orders: its snapshot (about a megabyte)
+ *     loads and answers, and the audit lists every order id;
  *   - kill -9 of a process in the middle of a decrement load, on both
  *     backends: afterwards units_supplied - units_sold == stock >= 0 and no
  *     idempotency key is on two orders.
@@ -346,6 +348,89 @@ static void test_pg_queued_deadline(void **state)
     assert_int_equal(qr.orders, 0);
 }
 
+/* ---- a sold-out item with many orders, on the real netpoll ------------------ */
+
+enum { BIG_UNITS = 12000, BIG_BUYERS = 64 };
+
+struct big_run {
+    store *st;
+    rt_wg *wg;
+    int rc;
+    int answered;
+    store_decrement_result r;
+    int64_t load_ms;
+    int64_t audit_ids;
+};
+
+static void big_buyer(void *arg)
+{
+    struct big_run *br = ((void **)arg)[0];
+    int id = (int)(intptr_t)((void **)arg)[1];
+    char user[32], key[64];
+    store_decrement_result r;
+    snprintf(user, sizeof user, "b%d", id);
+    for (int i = 0;; i++) {
+        snprintf(key, sizeof key, "big-%d-%d", id, i);
+        if (store_decrement(br->st, "big", user, 1, key, RT_NO_DEADLINE, &r) < 0 ||
+            r.outcome != STORE_OK)
+            break;
+    }
+    rt_wg_done(br->wg);
+}
+
+/* The snapshot of 12,000 orders is about a megabyte: libpq reads it in
+ * pieces, and a wait on the edge-triggered netpoll with bytes already in the
+ * socket would sit until the timeout (it did, before conn_result polled). */
+static void big_body(void *arg)
+{
+    struct big_run *br = arg;
+    store_config cfg = {.pool_size = 2, .timeout_ms = 3000};
+    store_put p = {.stock = BIG_UNITS, .per_user_limit = -1, .sale_starts_at_ms = -1};
+    void *args[BIG_BUYERS][2];
+    store_item it;
+
+    if ((br->rc = store_open(pgurl, &cfg, &br->st)) < 0)
+        return;
+    if ((br->rc = store_put_item(br->st, "big", &p, RT_NO_DEADLINE, NULL, NULL)) < 0)
+        goto out;
+    br->wg = rt_wg_new();
+    rt_wg_add(br->wg, BIG_BUYERS);
+    for (int i = 0; i < BIG_BUYERS; i++) {
+        args[i][0] = br;
+        args[i][1] = (void *)(intptr_t)i;
+        rt_spawn(NULL, big_buyer, args[i]);
+    }
+    rt_wg_wait(br->wg, RT_NO_DEADLINE);
+    rt_wg_free(br->wg);
+    if ((br->rc = store_get_item(br->st, "big", &it)) < 0)
+        goto out;
+    int64_t t0 = rt_now_ns();
+    br->answered = store_sold_out(br->st, "big", it.version, "late", 1, "big-late", &br->r);
+    br->load_ms = (rt_now_ns() - t0) / 1000000;
+    store_audit_result au;
+    if ((br->rc = store_audit(br->st, "big", 1, &au)) == 0) {
+        br->audit_ids = (int64_t)au.n_order_ids;
+        store_audit_free(&au);
+    }
+out:
+    store_close(br->st);
+}
+
+static void test_pg_sold_out_large(void **state)
+{
+    (void)state;
+    struct big_run br;
+    rt_config rc = {.workers = 2};
+    memset(&br, 0, sizeof br);
+    assert_int_equal(rt_main(&rc, big_body, &br), 0);
+    assert_int_equal(br.rc, 0);
+    fprintf(stderr, "store: sold-out snapshot of %d orders loaded in %lld ms\n", BIG_UNITS,
+            (long long)br.load_ms);
+    assert_int_equal(br.answered, 1);
+    assert_int_equal(br.r.outcome, STORE_SOLD_OUT);
+    assert_int_equal(br.audit_ids, BIG_UNITS);
+}
+
 /* ---- kill -9 mid-load ------------------------------------------------------ */
 
 static void victim_body(void *arg)
@@ -446,6 +531,7 @@ int main(void)
         cmocka_unit_test(test_pg_outage_mid_load),
         cmocka_unit_test(test_pg_stall_mid_load),
         cmocka_unit_test(test_pg_queued_deadline),
+        cmocka_unit_test(test_pg_sold_out_large),
         cmocka_unit_test(test_kill9_pg),
         cmocka_unit_test(test_kill9_sqlite),
     };
