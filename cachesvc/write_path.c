@@ -87,15 +87,16 @@ static int fast_answer(svc *s, const http_decrement_req *req, http_decrement_res
     if (store_sold_out(s->st, req->sku, e.version, req->user_id, req->qty,
                        req->idempotency_key, &res) != 1)
         return 0;
-    svc_metric_inc(SVC_C_DECR_FAST_REJECT);
-    switch (res.outcome) {
-    case STORE_REPLAYED:
+    if (res.outcome == STORE_REPLAYED) {
         out->order_id = res.order_id;
         out->stock = res.stock;
         out->version = res.version;
         out->replayed = 1;
         svc_metric_inc(SVC_C_DECR_REPLAYED);
         return 1;
+    }
+    svc_metric_inc(SVC_C_DECR_FAST_REJECT);
+    switch (res.outcome) {
     case STORE_LIMIT_EXCEEDED:
         svc_metric_inc(SVC_C_DECR_LIMIT);
         return HTTP_E_LIMIT_EXCEEDED;
