@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # flashsale against flashsale-fake (the API of docs/api.md in memory):
 #   - a clean sale passes verification; JSON summary and plot are written;
+#   - an audit answer spread over several reads is assembled and verifies;
 #   - each deliberately wrong audit makes it fail (exit 1);
 #   - unknown outcomes are retried with the same idempotency key and pass;
 #   - a sale that opens later answers 425 first, then sells;
 #   - an open-loop sweep of the invalidation delay counts stale reads where
 #     the fake serves stale data, and none where it does not;
+#   - in the open loop a stall of the server is charged to every request
+#     that was due during it (latency from the intended send time);
 #   - bad usage and an unreachable target exit 2.
 # Usage: flashsale_fake.sh FLASHSALE FLASHSALE_FAKE   (ports 26100-26149)
 set -uo pipefail
@@ -53,6 +56,16 @@ if command -v gnuplot >/dev/null; then
   [ -s "$dir/s.png" ] || fail "no plot written"
 fi
 grep -q "http://localhost:26101\|http://127.0.0.1:26101" "$dir/clean.out" || fail "no per-target rows"
+
+# 1b. An audit answer larger than several reads (20,000 order ids):
+# the body is assembled from several reads and verifies.
+start_fake 26102
+"$FS" --targets http://127.0.0.1:26102 --admin-token tok --stock 20000 --per-user-limit 0 \
+  --users 500 --read-ratio 0 --requests 21000 --connections 8 --workers 2 \
+  --quiet --kv >"$dir/big.out" 2>&1
+rc=$?
+[ $rc -eq 0 ] || { cat "$dir/big.out"; fail "sale with a large audit exited $rc"; }
+[ "$(kv sold "$dir/big.out")" = 20000 ] || fail "large audit: sold $(kv sold "$dir/big.out"), want 20000"
 
 # 2. Each wrong audit fails verification with exit status 1.
 port=26110
@@ -112,6 +125,27 @@ s300=$(kv delay_300ms_stale_reads_over_100ms "$dir/sweep.out")
 r300=$(kv delay_300ms_requests "$dir/sweep.out")
 [ "$r300" -ge 2700 ] && [ "$r300" -le 3000 ] || fail "sweep: open loop sent $r300 requests, want ~3000"
 grep -q "operator's tuning table" "$dir/sweep.out" || fail "sweep: no table"
+
+# 4b. Coordinated omission: the fake is frozen for 0.6 s of a 2 s open-loop
+# run at 1,000 requests/s. The ~600 requests due during the freeze are
+# charged from their intended send time (0..600 ms late), so p90 is far
+# above the fake's sub-millisecond service time and max is near 600 ms; a
+# tester that timed from the actual send would see only the 8 in flight.
+start_fake 26135
+fake_pid=${pids[${#pids[@]}-1]}
+"$FS" --targets http://127.0.0.1:26135 --admin-token tok --stock 1000000 --per-user-limit 0 \
+  --users 1000 --read-ratio 0.5 --rate 1000 --duration 2 --connections 8 --workers 2 \
+  --quiet --kv >"$dir/co.out" 2>&1 &
+fs_pid=$!
+sleep 0.7
+kill -STOP "$fake_pid"; sleep 0.6; kill -CONT "$fake_pid"
+wait $fs_pid
+rc=$?
+[ $rc -eq 0 ] || { cat "$dir/co.out"; fail "open loop with a stall: exit $rc"; }
+awk -v p="$(kv p90_ms "$dir/co.out")" -v m="$(kv max_ms "$dir/co.out")" \
+  'BEGIN { exit !(p > 100 && m > 400) }' \
+  || { cat "$dir/co.out"; fail "open loop: a 0.6 s stall is not charged to the queued requests"; }
+echo "stall charged: p90 $(kv p90_ms "$dir/co.out") ms, max $(kv max_ms "$dir/co.out") ms"
 
 # 5. Bad usage exits 2; so does a target nobody listens on.
 "$FS" --read-ratio 2 >/dev/null 2>&1; rc=$?

@@ -339,6 +339,10 @@ int fs_report_json(const char *path, const fs_opts *o, fs_result *const *rs, int
  * time and the percentile curve; a sweep: stale reads and latency per
  * delay). Returns 0, or a negative errno (-ENOENT when gnuplot is missing). */
 int fs_report_plot(const char *path, const fs_opts *o, fs_result *const *rs, int n);
+/* The gnuplot script of fs_report_plot, written to sc; its data files are
+ * written into the directory dir. Returns 0 or a negative errno. */
+int fs_report_plot_script(FILE *sc, const char *dir, const char *path, const fs_opts *o,
+                          fs_result *const *rs, int n);
 
 /* ------------------------------------------------------------------------ */
 /* Driver: HTTP/1.1 keep-alive client on the runtime (fs_client.c)           */
@@ -368,6 +372,12 @@ void fs_conn_free(fs_conn *c);
 int fs_conn_request(fs_conn *c, const char *method, const char *path, const char *extra_headers,
                     const char *body, size_t body_len, int64_t deadline, int64_t *t_sent,
                     fs_http_resp *out);
+/* Sends req[0..len), a complete request the caller formatted (the hot path
+ * formats its requests without the printf family), and reads the answer,
+ * as fs_conn_request. idempotent: the request may be sent once more when a
+ * kept-alive connection turns out closed before any answer. */
+int fs_conn_send(fs_conn *c, const char *req, size_t len, int idempotent, int64_t deadline,
+                 int64_t *t_sent, fs_http_resp *out);
 /* Closes the socket (the next request dials again). */
 void fs_conn_close(fs_conn *c);
 

@@ -26,6 +26,11 @@ typedef struct sku_acks {
     _Atomic int64_t unknown_units;
 } sku_acks;
 
+typedef struct fs_bytes {
+    char *p;
+    size_t n;
+} fs_bytes;
+
 typedef struct run {
     fs_opts *o;
     fs_result *r;
@@ -33,6 +38,10 @@ typedef struct run {
     int round;
     double *cdf;              /* Zipf over items, nskus entries */
     sku_acks *acks;
+    /* Request bytes that never change, per (target, item), index
+     * target * nskus + item: the whole stock read, and a buy's request
+     * line and fixed headers. */
+    fs_bytes *get_req, *buy_head;
     int64_t t0, end_ns;
     _Atomic int64_t next_req;
     rt_event *tick;           /* wakes the progress coroutine at the end */
@@ -76,6 +85,26 @@ static int pick_item(const run *rn, uint64_t *s)
             hi = mid;
     }
     return lo;
+}
+
+/* Appends n bytes at *p. */
+static void put(char **p, const char *s, size_t n)
+{
+    memcpy(*p, s, n);
+    *p += n;
+}
+
+/* Appends the decimal form of v at *p (no printf on the hot path). */
+static void put_i64(char **p, int64_t v)
+{
+    char tmp[24], *end = tmp + sizeof(tmp), *d = end;
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do
+        *--d = (char)('0' + u % 10);
+    while ((u /= 10) != 0);
+    if (v < 0)
+        *--d = '-';
+    put(p, d, (size_t)(end - d));
 }
 
 static int64_t wall_ms(void)
@@ -171,12 +200,10 @@ static fs_outcome transport_outcome(int err)
 static void do_read(run *rn, fs_conn *c, int target, int item, int64_t intended)
 {
     fs_result *r = rn->r;
-    char path[128];
     fs_http_resp resp;
     int64_t sent;
-    snprintf(path, sizeof(path), "/v1/items/%s", rn->o->skus[item]);
-    int rc = fs_conn_request(c, "GET", path, "", NULL, 0, rt_deadline_ms(rn->o->timeout_ms),
-                             &sent, &resp);
+    const fs_bytes *req = &rn->get_req[target * rn->o->nskus + item];
+    int rc = fs_conn_send(c, req->p, req->n, 1, rt_deadline_ms(rn->o->timeout_ms), &sent, &resp);
     int64_t recv = rt_now_ns();
     if (rc < 0) {
         record(rn, FS_ROUTE_GET, transport_outcome(rc), intended, recv, 0);
@@ -200,27 +227,47 @@ static void do_read(run *rn, fs_conn *c, int target, int item, int64_t intended)
     record(rn, FS_ROUTE_GET, oc, intended, recv, 0);
 }
 
-static void do_buy(run *rn, fs_conn *c, int conn_idx, int64_t k, int item, int32_t user,
-                   int64_t intended)
+/* Longest buy request: the fixed head (request line and Host with a
+ * 64-byte sku and host) plus key, length and body. */
+#define BUY_REQ_MAX 768
+
+static void do_buy(run *rn, fs_conn *c, int target, int conn_idx, int64_t k, int item,
+                   int32_t user, int64_t intended)
 {
     fs_result *r = rn->r;
     const fs_opts *o = rn->o;
-    char path[128], body[128], hdr[160];
-    snprintf(path, sizeof(path), "/v1/items/%s/decrement", o->skus[item]);
-    int bl = snprintf(body, sizeof(body), "{\"user_id\":\"u%d\",\"qty\":%lld}", user,
-                      (long long)o->qty);
-    if (o->no_keys)
-        hdr[0] = '\0';
-    else
-        snprintf(hdr, sizeof(hdr), "Idempotency-Key: %s-%d-%d-%lld\r\n", rn->run_id,
-                 rn->round, conn_idx, (long long)k);
+    const fs_bytes *head = &rn->buy_head[target * o->nskus + item];
+    char req[BUY_REQ_MAX], body[64], *p = body;
+    put(&p, "{\"user_id\":\"u", 13);
+    put_i64(&p, user);
+    put(&p, "\",\"qty\":", 8);
+    put_i64(&p, o->qty);
+    *p++ = '}';
+    size_t bl = (size_t)(p - body);
+    p = req;
+    put(&p, head->p, head->n);
+    if (!o->no_keys) {
+        put(&p, "Idempotency-Key: ", 17);
+        put(&p, rn->run_id, strlen(rn->run_id));
+        *p++ = '-';
+        put_i64(&p, rn->round);
+        *p++ = '-';
+        put_i64(&p, conn_idx);
+        *p++ = '-';
+        put_i64(&p, k);
+        put(&p, "\r\n", 2);
+    }
+    put(&p, "Content-Length: ", 16);
+    put_i64(&p, (int64_t)bl);
+    put(&p, "\r\n\r\n", 4);
+    put(&p, body, bl);
+    size_t len = (size_t)(p - req);
     fs_outcome oc = FS_O_CONN_ERROR;
     int64_t recv = 0, sold = 0;
     for (int attempt = 0;; attempt++) {
         fs_http_resp resp;
         int64_t sent;
-        int rc = fs_conn_request(c, "POST", path, hdr, body, (size_t)bl,
-                                 rt_deadline_ms(o->timeout_ms), &sent, &resp);
+        int rc = fs_conn_send(c, req, len, 0, rt_deadline_ms(o->timeout_ms), &sent, &resp);
         recv = rt_now_ns();
         int in_doubt;
         if (rc < 0) {
@@ -310,7 +357,7 @@ static void conn_main(void *arg)
             do_read(rn, c, target, item, intended);
         } else {
             int32_t user = (int32_t)(rng_next(&rng) % (uint64_t)o->users);
-            do_buy(rn, c, j, k, item, user, intended);
+            do_buy(rn, c, target, j, k, item, user, intended);
         }
     }
     fs_conn_free(c);
@@ -431,6 +478,48 @@ static void free_acks(run *rn)
     rn->acks = NULL;
 }
 
+/* Formats the request bytes that never change (see run.get_req). */
+static int build_requests(run *rn)
+{
+    const fs_opts *o = rn->o;
+    size_t n = (size_t)o->ntargets * (size_t)o->nskus;
+    rn->get_req = calloc(n, sizeof(*rn->get_req));
+    rn->buy_head = calloc(n, sizeof(*rn->buy_head));
+    if (rn->get_req == NULL || rn->buy_head == NULL)
+        return -ENOMEM;
+    for (int t = 0; t < o->ntargets; t++) {
+        for (int i = 0; i < o->nskus; i++) {
+            fs_bytes *g = &rn->get_req[t * o->nskus + i], *b = &rn->buy_head[t * o->nskus + i];
+            const fs_target *tg = &o->targets[t];
+            int gn = asprintf(&g->p, "GET /v1/items/%s HTTP/1.1\r\nHost: %s:%d\r\n\r\n",
+                              o->skus[i], tg->host, tg->port);
+            int bn = asprintf(&b->p,
+                              "POST /v1/items/%s/decrement HTTP/1.1\r\nHost: %s:%d\r\n"
+                              "Content-Type: application/json\r\n",
+                              o->skus[i], tg->host, tg->port);
+            if (gn < 0 || bn < 0) {
+                g->p = gn < 0 ? NULL : g->p;
+                b->p = bn < 0 ? NULL : b->p;
+                return -ENOMEM;
+            }
+            g->n = (size_t)gn;
+            b->n = (size_t)bn;
+        }
+    }
+    return 0;
+}
+
+static void free_requests(run *rn)
+{
+    size_t n = (size_t)rn->o->ntargets * (size_t)rn->o->nskus;
+    for (size_t i = 0; rn->get_req && i < n; i++)
+        free(rn->get_req[i].p);
+    for (size_t i = 0; rn->buy_head && i < n; i++)
+        free(rn->buy_head[i].p);
+    free(rn->get_req);
+    free(rn->buy_head);
+}
+
 /* Runs one round into r. Returns 0 (verification may still have failed:
  * r->verify_failed) or -EIO when the setup failed. */
 static int run_round(fs_opts *o, fs_result *r, const char *run_id, int round)
@@ -463,6 +552,8 @@ static int run_round(fs_opts *o, fs_result *r, const char *run_id, int round)
         rn.cdf[i] = acc;
     }
     rn.cdf[o->nskus - 1] = 1.0;
+    if ((rc = build_requests(&rn)) < 0)
+        goto out;
 
     int can_admin = o->admin_token[0] != '\0';
     if (!o->no_seed) {
@@ -544,6 +635,7 @@ out:
     free(cos);
     free(args);
     free(rn.cdf);
+    free_requests(&rn);
     free_acks(&rn);
     if (rn.tick)
         rt_event_free(rn.tick);
