@@ -462,9 +462,24 @@ static int run_gnuplot(const char *script, const char *errlog)
     return WEXITSTATUS(st) == 0 ? 0 : -EIO;
 }
 
-static int plot_run(FILE *sc, const char *dir, const fs_result *r, const char *path)
+/* "12000 requests, open loop at 5000/s, 64 connections, 2 targets": what
+ * ran, for the plot's title. */
+static void run_summary(char *buf, size_t n, const fs_opts *o, uint64_t requests)
 {
-    char p[600];
+    char loop[64];
+    if (o->rate > 0)
+        snprintf(loop, sizeof(loop), "open loop at %.0f/s", o->rate);
+    else
+        snprintf(loop, sizeof(loop), "closed loop");
+    snprintf(buf, n, "%llu requests, %s, %d connections, %d target%s",
+             (unsigned long long)requests, loop, o->connections, o->ntargets,
+             o->ntargets > 1 ? "s" : "");
+}
+
+static int plot_run(FILE *sc, const char *dir, const fs_opts *o, const fs_result *r,
+                    const char *path)
+{
+    char p[600], what[200];
     snprintf(p, sizeof(p), "%s/timeline.dat", dir);
     FILE *f = fopen(p, "w");
     if (f == NULL)
@@ -473,12 +488,14 @@ static int plot_run(FILE *sc, const char *dir, const fs_result *r, const char *p
         fs_slot *sl = atomic_load(&r->slots[s]);
         if (sl == NULL)
             continue;
-        /* The last second is partial: scale it to a rate. */
+        /* The last second is partial: scale it to a rate, and place every
+         * second's point in the middle of the time it covers. */
         double span = r->elapsed_s - (double)s;
         span = span > 1.0 ? 1.0 : span < 0.05 ? 0.05 : span;
-        fprintf(f, "%zu %.0f %.0f %.4f %.4f\n", s, (double)atomic_load(&sl->requests) / span,
-                (double)atomic_load(&sl->errors) / span,
-                ms(fs_hist_percentile(&sl->lat, 50)), ms(fs_hist_percentile(&sl->lat, 99)));
+        fprintf(f, "%.3f %.0f %.0f %.4f %.4f %.4f\n", (double)s + span / 2,
+                (double)atomic_load(&sl->requests) / span,
+                (double)atomic_load(&sl->errors) / span, ms(fs_hist_percentile(&sl->lat, 50)),
+                ms(fs_hist_percentile(&sl->lat, 99)), ms(fs_hist_max(&sl->lat)));
     }
     fclose(f);
     for (int rt = 0; rt <= FS_ROUTES; rt++) {
@@ -488,32 +505,40 @@ static int plot_run(FILE *sc, const char *dir, const fs_result *r, const char *p
         curve(f, rt < FS_ROUTES ? &r->lat[rt] : &r->all);
         fclose(f);
     }
+    run_summary(what, sizeof(what), o, fs_result_requests(r));
+    const char *since = o->rate > 0 ? "intended send time" : "send time";
     fprintf(sc,
-            "set terminal pngcairo size 1000,1100 font 'sans,10'\n"
+            "set terminal pngcairo size 1000,1150 font 'sans,10'\n"
             "set output '%s'\n"
-            "set multiplot layout 3,1 title 'flashsale %s'\n"
-            "set grid\n"
-            "set xlabel 'second'\nset ylabel 'requests/s'\n"
+            "set multiplot layout 3,1 title \"flashsale%s%s: %s\" font 'sans,12'\n"
+            "set grid\nset key top right opaque box\nset xrange [0:*]\nset yrange [0:*]\n"
+            "set title 'Throughput (per second of the run)'\n"
+            "set xlabel 'time since start (s)'\nset ylabel 'requests/s'\n"
             "plot '%s/timeline.dat' using 1:2 with linespoints title 'requests/s', "
             "'' using 1:3 with linespoints title 'errors/s'\n"
+            "set title 'Latency per second, all routes (from %s)'\n"
             "set ylabel 'latency (ms)'\n"
             "plot '%s/timeline.dat' using 1:4 with linespoints title 'p50', "
-            "'' using 1:5 with linespoints title 'p99'\n"
-            "set logscale x\nset xlabel 'percentile (%%)'\n"
+            "'' using 1:5 with linespoints title 'p99', "
+            "'' using 1:6 with linespoints title 'max'\n"
+            "set title 'Latency by percentile, whole run (from %s)'\n"
+            "set logscale xy\nset xrange [*:*]\nset yrange [*:*]\nset xlabel 'percentile (%%)'\n"
+            "set ylabel 'latency (ms, log scale)'\n"
             "set xtics ('0' 1, '90' 10, '99' 100, '99.9' 1000, '99.99' 10000, "
             "'99.999' 100000, '99.9999' 1000000)\n"
-            "plot '%s/curve0.dat' using 1:2 with lines title 'GET item', "
-            "'%s/curve1.dat' using 1:2 with lines title 'POST buy', "
-            "'%s/curve2.dat' using 1:2 with lines title 'all'\n"
+            "plot '%s/curve0.dat' using 1:2 with lines lw 2 title 'GET item', "
+            "'%s/curve1.dat' using 1:2 with lines lw 2 title 'POST buy', "
+            "'%s/curve2.dat' using 1:2 with lines lw 2 dt 2 title 'all'\n"
             "unset multiplot\n",
-            path, r->label, dir, dir, dir, dir, dir);
+            path, r->label[0] ? ", " : "", r->label, what, dir, since, dir, since, dir, dir,
+            dir);
     return 0;
 }
 
 static int plot_sweep(FILE *sc, const char *dir, const fs_opts *o, fs_result *const *rs, int n,
                       const char *path)
 {
-    char p[600];
+    char p[600], what[200];
     snprintf(p, sizeof(p), "%s/sweep.dat", dir);
     FILE *f = fopen(p, "w");
     if (f == NULL)
@@ -528,14 +553,19 @@ static int plot_sweep(FILE *sc, const char *dir, const fs_opts *o, fs_result *co
         fprintf(f, "\n");
     }
     fclose(f);
+    run_summary(what, sizeof(what), o, fs_result_requests(rs[0]));
     fprintf(sc,
-            "set terminal pngcairo size 1000,1100 font 'sans,10'\n"
+            "set terminal pngcairo size 1000,1150 font 'sans,10'\n"
             "set output '%s'\n"
-            "set multiplot layout 3,1 title 'invalidation delay sweep'\n"
-            "set grid\nset xlabel 'invalidation delay (ms)'\n"
+            "set multiplot layout 3,1 title \"flashsale: invalidation delay sweep "
+            "(per round: %s)\" font 'sans,12'\n"
+            "set grid\nset key outside right top box\nset yrange [0:*]\n"
+            "set xlabel 'invalidation delay (ms)'\n"
+            "set title 'Stale reads: version older than one committed more than W before "
+            "the read was sent'\n"
             "set ylabel 'stale reads (%% of reads)'\n"
             "plot ",
-            path);
+            path, what);
     for (int w = 0; w < o->nwindows; w++) {
         char wn[32];
         window_name(wn, sizeof(wn), o->windows_ms[w]);
@@ -543,15 +573,27 @@ static int plot_sweep(FILE *sc, const char *dir, const fs_opts *o, fs_result *co
                 dir, 6 + w, wn);
     }
     fprintf(sc,
-            "\nset ylabel 'redis hit ratio'\nset y2label 'database reads/s'\nset y2tics\n"
+            "\nset title 'Redis hit ratio (reads that missed the local cache) and database "
+            "reads'\n"
+            "set ylabel 'redis hit ratio (0-1)'\nset y2label 'database reads/s'\n"
+            "set y2tics\nset y2range [0:*]\n"
             "plot '%s/sweep.dat' using 1:2 with linespoints title 'redis hit ratio', "
-            "'' using 1:3 axes x1y2 with linespoints title 'db reads/s'\n"
-            "unset y2tics\nunset y2label\nset ylabel 'latency (ms)'\n"
+            "'' using 1:3 axes x1y2 with linespoints title 'database reads/s'\n"
+            "unset y2tics\nunset y2label\n"
+            "set title 'Latency, all routes'\nset ylabel 'latency (ms)'\n"
             "plot '%s/sweep.dat' using 1:4 with linespoints title 'p50', "
             "'' using 1:5 with linespoints title 'p99'\n"
             "unset multiplot\n",
             dir, dir);
     return 0;
+}
+
+int fs_report_plot_script(FILE *sc, const char *dir, const char *path, const fs_opts *o,
+                          fs_result *const *rs, int n)
+{
+    if (n < 1)
+        return -EINVAL;
+    return n == 1 ? plot_run(sc, dir, o, rs[0], path) : plot_sweep(sc, dir, o, rs, n, path);
 }
 
 static void rm_dir(const char *dir)
@@ -578,10 +620,7 @@ int fs_report_plot(const char *path, const fs_opts *o, fs_result *const *rs, int
         rc = -errno;
         goto out;
     }
-    if (n == 1)
-        rc = plot_run(sc, dir, rs[0], path);
-    else
-        rc = plot_sweep(sc, dir, o, rs, n, path);
+    rc = fs_report_plot_script(sc, dir, path, o, rs, n);
     if (fclose(sc) != 0 && rc == 0)
         rc = -EIO;
     if (rc == 0) {

@@ -604,6 +604,93 @@ static void report_outputs(void **state)
     fs_opts_free(&o);
 }
 
+/* Removes the data files fs_report_plot_script wrote into dir, and dir. */
+static void rm_plot_dir(const char *dir)
+{
+    static const char *files[] = {"timeline.dat", "curve0.dat", "curve1.dat", "curve2.dat",
+                                  "sweep.dat"};
+    char p[600];
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        snprintf(p, sizeof(p), "%s/%s", dir, files[i]);
+        unlink(p);
+    }
+    rmdir(dir);
+}
+
+/* Every panel of both plots has a title, and every axis a label with its
+ * unit; the open loop says latency counts from the intended send time. */
+static void plot_scripts_label_everything(void **state)
+{
+    (void)state;
+    fs_opts o;
+    const char *args[] = {"--rate", "500", "--stale-windows", "0,1000", "--requests", "1000"};
+    assert_int_equal(parse(&o, args, 6), 0);
+    assert_int_equal(fs_opts_name_skus(&o, -1, "t"), 0);
+    fs_result r[2];
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(fs_result_init(&r[i], &o, 10), 0);
+        r[i].elapsed_s = 2.5;
+        r[i].delay_ms = i * 500;
+        fs_slot *sl = fs_result_slot(&r[i], 0);
+        atomic_fetch_add(&sl->requests, 10);
+        fs_hist_record(&sl->lat, MS(2));
+        fs_hist_record(&r[i].all, MS(2));
+        fs_hist_record(&r[i].lat[FS_ROUTE_GET], MS(2));
+        atomic_fetch_add(&r[i].outcomes[FS_ROUTE_GET][FS_O_OK], 10);
+    }
+    fs_result *rs[] = {&r[0], &r[1]};
+    char dir[] = "/tmp/test_flashsale_plot.XXXXXX";
+    assert_non_null(mkdtemp(dir));
+
+    static const char *const run_has[] = {
+        "10 requests, open loop at 500/s, 64 connections, 1 target",
+        "set title 'Throughput",
+        "set title 'Latency per second, all routes (from intended send time)'",
+        "set title 'Latency by percentile",
+        "set xlabel 'time since start (s)'",
+        "set ylabel 'requests/s'",
+        "set ylabel 'latency (ms)'",
+        "set ylabel 'latency (ms, log scale)'",
+        "set xlabel 'percentile (%)'",
+        NULL,
+    };
+    static const char *const sweep_has[] = {
+        "invalidation delay sweep",
+        "set xlabel 'invalidation delay (ms)'",
+        "set ylabel 'stale reads (% of reads)'",
+        "title 'W=1s'",
+        "set y2label 'database reads/s'",
+        "set title 'Latency, all routes'",
+        NULL,
+    };
+    for (int n = 1; n <= 2; n++) {
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *m = open_memstream(&buf, &len);
+        assert_int_equal(fs_report_plot_script(m, dir, "/tmp/x.png", &o, rs, n), 0);
+        fclose(m);
+        for (const char *const *want = n == 1 ? run_has : sweep_has; *want; want++)
+            if (strstr(buf, *want) == NULL)
+                fail_msg("plot script lacks \"%s\"", *want);
+        free(buf);
+    }
+
+    /* The sweep's data: one row per delay. */
+    char p[600], line[256];
+    snprintf(p, sizeof(p), "%s/sweep.dat", dir);
+    FILE *f = fopen(p, "r");
+    assert_non_null(f);
+    int rows = 0;
+    while (fgets(line, sizeof(line), f))
+        rows++;
+    fclose(f);
+    assert_int_equal(rows, 2);
+    rm_plot_dir(dir);
+    for (int i = 0; i < 2; i++)
+        fs_result_free(&r[i]);
+    fs_opts_free(&o);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -622,6 +709,7 @@ int main(void)
         cmocka_unit_test(opts_defaults_and_flags),
         cmocka_unit_test(opts_rejects_bad_input),
         cmocka_unit_test(report_outputs),
+        cmocka_unit_test(plot_scripts_label_everything),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
