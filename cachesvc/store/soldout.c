@@ -8,9 +8,10 @@
  * Going to the database for that costs a batch transaction per handful of
  * requests. Instead, the first such request after the item sold out reads,
  * in one consistent snapshot, the item row and every order of the item
- * (bounded by cfg.sold_out_max_orders) into a set tied to the item's
- * version V; later requests that the caller vouches are for the item at V
- * are answered from the set.
+ * (bounded by cfg.sold_out_max_orders; all sets together by SO_BUDGET
+ * times that, the least recently used giving way) into a set tied to the
+ * item's version V; later requests that the caller vouches are for the
+ * item at V are answered from the set.
  *
  * Why the answer equals the store's. Every transaction that inserts an
  * order of an item also bumps that item's version (one batch, one bump), so
@@ -79,6 +80,7 @@ struct store__so_set {
     size_t kmask, umask;
     store__state item;
     int oom;
+    store__so_set *next_free;   /* sets unlinked under the lock, freed after */
 };
 
 typedef struct so_slot {
@@ -88,13 +90,21 @@ typedef struct so_slot {
     int64_t version;        /* READY: the set's; REFUSED: the one refused */
     int64_t retry_ns;       /* REFUSED: 0, or a time after which to retry */
     uint64_t token;         /* LOADING: the loader's */
+    uint64_t used;          /* READY: so->clock when last answered from */
     store__so_set *set;
 } so_slot;
+
+/* The sets of all items together hold at most SO_BUDGET times
+ * sold_out_max_orders orders (about 100 bytes each): past it, the sets
+ * answered from least recently make room. */
+#define SO_BUDGET 4
 
 struct store__so {
     pthread_mutex_t lock;
     so_slot *buckets[SO_NBUCKETS];
     uint64_t next_token;
+    uint64_t clock;
+    size_t rows;            /* orders in READY sets */
 };
 
 static uint64_t hash_str(const char *s)
@@ -302,13 +312,35 @@ static so_slot **do_slot_find(struct store__so *so, const char *sku)
 }
 
 /* Unlinks *pp; returns its set for the caller to free outside the lock. */
-static store__so_set *do_slot_remove(so_slot **pp)
+static store__so_set *do_slot_remove(struct store__so *so, so_slot **pp)
 {
     so_slot *sl = *pp;
     store__so_set *set = sl->set;
+    if (set != NULL)
+        so->rows -= set->nrows;
     *pp = sl->next;
     free(sl);
     return set;
+}
+
+/* Makes room for n more orders within the budget by unlinking the least
+ * recently used READY sets but keep (onto *freelist). */
+static void do_make_room(struct store__so *so, size_t budget, size_t n, const so_slot *keep,
+                         store__so_set **freelist)
+{
+    while (so->rows + n > budget) {
+        so_slot **victim = NULL;
+        for (int i = 0; i < SO_NBUCKETS; i++)
+            for (so_slot **pp = &so->buckets[i]; *pp != NULL; pp = &(*pp)->next)
+                if ((*pp)->state == SO_READY && *pp != keep &&
+                    (victim == NULL || (*pp)->used < (*victim)->used))
+                    victim = pp;
+        if (victim == NULL)
+            return;
+        store__so_set *set = do_slot_remove(so, victim);
+        set->next_free = *freelist;
+        *freelist = set;
+    }
 }
 
 void store__so_drop(store *st, const char *sku)
@@ -322,7 +354,7 @@ void store__so_drop(store *st, const char *sku)
     /* A loader's slot stays: its snapshot may predate this commit, which
      * the version check catches when it is used. */
     if (*pp != NULL && (*pp)->state != SO_LOADING)
-        set = do_slot_remove(pp);
+        set = do_slot_remove(so, pp);
     pthread_mutex_unlock(&so->lock);
     set_free(set);
 }
@@ -332,7 +364,7 @@ void store__so_drop(store *st, const char *sku)
 static void load(store *st, const char *sku, int64_t version, uint64_t token)
 {
     struct store__so *so = st->so;
-    store__so_set *set = set_new(), *old = NULL;
+    store__so_set *set = set_new(), *old = NULL, *evicted = NULL;
     int64_t max = st->cfg.sold_out_max_orders;
     int rc = set == NULL ? -ENOMEM : st->be->sold_out_read(st, sku, max, set);
     if (rc == 0 && set->oom)
@@ -352,16 +384,20 @@ static void load(store *st, const char *sku, int64_t version, uint64_t token)
     }
     so_slot *sl = *pp;
     if (rc == 0) {
+        size_t budget = (size_t)max * SO_BUDGET;
+        do_make_room(so, budget, set->nrows, sl, &evicted);
         sl->state = SO_READY;
         sl->version = set->item.version;
+        sl->used = ++so->clock;
         sl->set = set;
+        so->rows += set->nrows;
         set = NULL;
     } else if (rc == -E2BIG) {
         sl->state = SO_REFUSED;       /* until the version moves */
         sl->version = set->item.version > version ? set->item.version : version;
         sl->retry_ns = 0;
     } else if (rc == -ESTALE) {
-        old = do_slot_remove(pp);     /* nothing to remember */
+        old = do_slot_remove(so, pp);     /* nothing to remember */
     } else {
         sl->state = SO_REFUSED;
         sl->version = version;
@@ -370,6 +406,11 @@ static void load(store *st, const char *sku, int64_t version, uint64_t token)
     pthread_mutex_unlock(&so->lock);
     set_free(set);
     set_free(old);
+    while (evicted != NULL) {
+        store__so_set *n = evicted->next_free;
+        set_free(evicted);
+        evicted = n;
+    }
 }
 
 int store_sold_out(store *st, const char *sku, int64_t version, const char *user_id,
@@ -393,6 +434,7 @@ int store_sold_out(store *st, const char *sku, int64_t version, const char *user
         if (sl != NULL && sl->state == SO_READY && sl->version == version) {
             if (store__wall_ms() >= sl->set->item.sale_starts_at_ms) {
                 set_decide(sl->set, sku, user_id, qty, key, out);
+                sl->used = ++so->clock;
                 answered = 1;
             }
             pthread_mutex_unlock(&so->lock);
@@ -417,6 +459,8 @@ int store_sold_out(store *st, const char *sku, int64_t version, const char *user
             *pp = sl;
         }
         stale = sl->set;
+        if (stale != NULL)
+            so->rows -= stale->nrows;
         sl->set = NULL;
         sl->state = SO_LOADING;
         sl->version = version;

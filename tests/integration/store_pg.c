@@ -348,10 +348,61 @@ static void sold_out_check(const char *url_, const char *sku)
     store_close(st);
 }
 
+/* The sets together keep at most 4 x sold_out_max_orders orders: a fifth
+ * item's set makes room by dropping the one answered from least recently. */
+static void sold_out_budget_check(const char *url_)
+{
+    store *st = NULL;
+    store_config cfg = {.pool_size = 1, .timeout_ms = 5000, .sold_out_max_orders = 2};
+    store_decrement_result r;
+    store_stats s0, s1;
+    int64_t v[5];
+    char sku[16], key[32];
+
+    assert_int_equal(store_open(url_, &cfg, &st), 0);
+    for (int i = 0; i < 5; i++) {
+        store_put p = {.stock = 2, .per_user_limit = -1, .sale_starts_at_ms = -1};
+        snprintf(sku, sizeof sku, "budget%d", i);
+        assert_int_equal(store_put_item(st, sku, &p, RT_NO_DEADLINE, NULL, NULL), 0);
+        for (int u = 0; u < 2; u++) {
+            snprintf(key, sizeof key, "budget%d-k%d", i, u);
+            assert_int_equal(store_decrement(st, sku, u ? "u1" : "u0", 1, key, RT_NO_DEADLINE,
+                                             &r), 0);
+            assert_int_equal(r.outcome, STORE_OK);
+        }
+        v[i] = r.version;
+    }
+    store_stats_get(st, &s0);
+    for (int i = 0; i < 4; i++) {   /* four sets of two orders: the budget */
+        snprintf(sku, sizeof sku, "budget%d", i);
+        assert_int_equal(store_sold_out(st, sku, v[i], "x", 1, "new", &r), 1);
+    }
+    snprintf(sku, sizeof sku, "budget%d", 0);   /* budget0 is used again */
+    assert_int_equal(store_sold_out(st, sku, v[0], "x", 1, "new", &r), 1);
+    snprintf(sku, sizeof sku, "budget%d", 4);   /* drops budget1 */
+    assert_int_equal(store_sold_out(st, sku, v[4], "x", 1, "budget4-k1", &r), 1);
+    assert_int_equal(r.outcome, STORE_REPLAYED);
+    store_stats_get(st, &s1);
+    assert_int_equal(s1.sold_out_loads - s0.sold_out_loads, 5);
+    for (int i = 0; i < 5; i++) {   /* all but budget1 are still there */
+        if (i == 1)
+            continue;
+        snprintf(sku, sizeof sku, "budget%d", i);
+        assert_int_equal(store_sold_out(st, sku, v[i], "x", 1, "new", &r), 1);
+    }
+    store_stats_get(st, &s1);
+    assert_int_equal(s1.sold_out_loads - s0.sold_out_loads, 5);
+    assert_int_equal(store_sold_out(st, "budget1", v[1], "x", 1, "new", &r), 1);
+    store_stats_get(st, &s1);
+    assert_int_equal(s1.sold_out_loads - s0.sold_out_loads, 6);   /* budget1 again */
+    store_close(st);
+}
+
 static void test_pg_sold_out(void **state)
 {
     (void)state;
     sold_out_check(url, "soldout");
+    sold_out_budget_check(url);
 }
 
 static void test_sqlite_sold_out(void **state)
