@@ -296,6 +296,8 @@ typedef struct fs_result {
     char label[64];                   /* "" or "delay=200ms" */
     int64_t delay_ms;                 /* -1 when not a sweep round */
     double elapsed_s;
+    double cpu_s;                     /* the tester's own CPU (user + system)
+                                       * while the traffic ran */
     fs_hist lat[FS_ROUTES];           /* ns, from intended send time */
     fs_hist all;
     _Atomic uint64_t outcomes[FS_ROUTES][FS_O_COUNT];
@@ -322,6 +324,9 @@ fs_slot *fs_result_slot(fs_result *r, size_t sec);
 uint64_t fs_result_requests(const fs_result *r);
 uint64_t fs_result_errors(const fs_result *r);
 double fs_result_rps(const fs_result *r);
+/* The tester's CPU per request in microseconds: on a machine it shares
+ * with the service it caps the throughput it can measure. */
+double fs_result_cpu_us_per_request(const fs_result *r);
 /* Hit ratio of Redis among reads that missed the local cache, and database
  * reads per second, from the X-Cache headers. */
 double fs_result_redis_hit_ratio(const fs_result *r);

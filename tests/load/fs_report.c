@@ -80,6 +80,8 @@ void fs_report_text(FILE *f, const fs_opts *o, const fs_result *r)
     if (o->rate > 0)
         fprintf(f, "open loop at %.0f requests/s: latency counted from the intended send time\n",
                 o->rate);
+    fprintf(f, "tester CPU: %.1f us per request (%.2f of a core)\n",
+            fs_result_cpu_us_per_request(r), r->elapsed_s > 0 ? r->cpu_s / r->elapsed_s : 0.0);
     fprintf(f, "latency (ms)  %9s %9s %8s %8s %8s %8s %9s\n", "count", "rps", "p50", "p90",
             "p99", "p99.9", "max");
     for (int rt = 0; rt < FS_ROUTES; rt++)
@@ -209,6 +211,7 @@ static void kv_run(FILE *f, const fs_opts *o, const fs_result *r, const char *pf
     fprintf(f, "%srequests=%llu\n", pfx, (unsigned long long)fs_result_requests(r));
     fprintf(f, "%selapsed_s=%.3f\n", pfx, r->elapsed_s);
     fprintf(f, "%srequests_per_s=%.0f\n", pfx, fs_result_rps(r));
+    fprintf(f, "%stester_cpu_us_per_request=%.2f\n", pfx, fs_result_cpu_us_per_request(r));
     fprintf(f, "%sp50_ms=%.3f\n", pfx, ms(fs_hist_percentile(&r->all, 50)));
     fprintf(f, "%sp90_ms=%.3f\n", pfx, ms(fs_hist_percentile(&r->all, 90)));
     fprintf(f, "%sp99_ms=%.3f\n", pfx, ms(fs_hist_percentile(&r->all, 99)));
@@ -279,6 +282,7 @@ static cJSON *run_json(const fs_opts *o, const fs_result *r)
     if (r->delay_ms >= 0)
         cJSON_AddNumberToObject(j, "invalidation_delay_ms", (double)r->delay_ms);
     cJSON_AddNumberToObject(j, "elapsed_s", r->elapsed_s);
+    cJSON_AddNumberToObject(j, "tester_cpu_us_per_request", fs_result_cpu_us_per_request(r));
     cJSON_AddNumberToObject(j, "requests", (double)fs_result_requests(r));
     cJSON_AddNumberToObject(j, "requests_per_s", fs_result_rps(r));
     cJSON_AddNumberToObject(j, "errors", (double)fs_result_errors(r));

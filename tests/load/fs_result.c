@@ -177,3 +177,9 @@ double fs_result_db_reads_per_s(const fs_result *r)
 {
     return r->elapsed_s > 0 ? (double)tier_total(r, FS_TIER_DB) / r->elapsed_s : 0.0;
 }
+
+double fs_result_cpu_us_per_request(const fs_result *r)
+{
+    uint64_t n = fs_result_requests(r);
+    return n ? r->cpu_s * 1e6 / (double)n : 0.0;
+}

@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -105,6 +106,16 @@ static void put_i64(char **p, int64_t v)
     if (v < 0)
         *--d = '-';
     put(p, d, (size_t)(end - d));
+}
+
+/* CPU time of the whole process (every worker), user + system, seconds. */
+static double process_cpu_s(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) < 0)
+        return 0.0;
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
 static int64_t wall_ms(void)
@@ -573,6 +584,7 @@ static int run_round(fs_opts *o, fs_result *r, const char *run_id, int round)
             goto out;
     fs_conn_close(admin);
 
+    double cpu0 = process_cpu_s();
     rn.t0 = rt_now_ns();
     r->t0_ns = rn.t0;
     rn.end_ns = o->duration_s > 0 ? rn.t0 + (int64_t)(o->duration_s * 1e9) : INT64_MAX;
@@ -594,6 +606,7 @@ static int run_round(fs_opts *o, fs_result *r, const char *run_id, int round)
     for (int j = 0; j < started; j++)
         rt_join(cos[j]);
     r->elapsed_s = (double)(rt_now_ns() - rn.t0) / 1e9;
+    r->cpu_s = process_cpu_s() - cpu0;
     atomic_store(&rn.finished, 1);
     rt_event_signal(rn.tick);
     if (prog)

@@ -525,6 +525,7 @@ static void report_outputs(void **state)
     fs_result r;
     assert_int_equal(fs_result_init(&r, &o, 10), 0);
     r.elapsed_s = 2.0;
+    r.cpu_s = 0.00102;
     for (int i = 0; i < 100; i++) {
         fs_hist_record(&r.lat[FS_ROUTE_GET], MS(1));
         fs_hist_record(&r.all, MS(1));
@@ -560,6 +561,8 @@ static void report_outputs(void **state)
     fs_report_text(m, &o, &r);
     fclose(m);
     assert_non_null(strstr(buf, "requests_per_s=51\n"));
+    assert_non_null(strstr(buf, "tester_cpu_us_per_request=10.00\n"));
+    assert_non_null(strstr(buf, "tester CPU: 10.0 us per request (0.00 of a core)"));
     assert_non_null(strstr(buf, "stale_reads_over_1s=1\n"));
     assert_non_null(strstr(buf, "stale_reads_over_0ms=1\n"));
     assert_non_null(strstr(buf, "oversold=0\n"));
