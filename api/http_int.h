@@ -89,6 +89,8 @@ struct http_conn {
     int fd;
     uint64_t id;                 /* for X-Request-Id */
     uint64_t seq;
+    char id_hex[16];             /* id in hex, formatted once (response.c) */
+    uint8_t id_hex_len;          /* 0 until then */
     http_parser parser;
     char *in;                    /* owned read buffer */
     size_t in_len, in_cap;
@@ -99,6 +101,8 @@ struct http_conn {
     http_buf body;               /* owned scratch for one response body */
     int closing;                 /* answer with Connection: close, then close */
     int64_t t_read;              /* rt_now_ns() of the last read */
+    int64_t t_reply;             /* rt_now_ns() when the last answer was
+                                  * formatted (starts the idle deadline) */
     /* Server bookkeeping (server.c). */
     http_conn *prev, *next;
     _Atomic int idle;            /* parked waiting for a new request */

@@ -127,7 +127,9 @@ void http__reply(http_conn *c, int route, int status, const char *ctype,
     if (cid) {
         o = cpy(o, cid, idlen);
     } else {
-        o += http__fmt_u64_hex(o, c->id);
+        if (c->id_hex_len == 0)
+            c->id_hex_len = (uint8_t)http__fmt_u64_hex(c->id_hex, c->id);
+        o = cpy(o, c->id_hex, c->id_hex_len);
         *o++ = '-';
         o += http__fmt_u64_hex(o, c->seq);
     }
@@ -142,7 +144,8 @@ void http__reply(http_conn *c, int route, int status, const char *ctype,
     if (body_len && c->parser.method != HTTP_HEAD)
         o = cpy(o, body, body_len);
     c->out.len = (size_t)(o - c->out.data);
-    http__metrics_request(route, status, now_ns() - c->t_read);
+    c->t_reply = now_ns();
+    http__metrics_request(route, status, c->t_reply - c->t_read);
 }
 
 void http__reply_error(http_conn *c, int route, int status, const char *code,

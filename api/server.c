@@ -50,21 +50,72 @@ static void conn_unlink(http_server *srv, http_conn *c)
     pthread_mutex_unlock(&srv->lock);
 }
 
-/* Writes c->out. Returns 0 or a negative errno. */
+/* Writes c->out. Returns 0 or a negative errno.
+ *
+ * send() straight away rather than rt_write(): the socket buffer almost
+ * always has room for a batch of answers, so the write deadline (a clock
+ * read, and a runtime timer if we wait) is only set up once send() would
+ * block. send() also skips the iovec import and vfs layer of writev(). */
 static int flush(http_conn *c)
 {
     if (c->out.len == 0)
         return 0;
-    ssize_t n = rt_write(c->fd, c->out.data, c->out.len,
-                         rt_deadline_ms(c->srv->cfg.write_timeout_ms));
+    const char *p = c->out.data;
+    size_t left = c->out.len;
+    int64_t deadline = 0;
+    int rc = 0;
+    while (left > 0) {
+        ssize_t n = send(c->fd, p, left, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n > 0) {
+            p += n;
+            left -= (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+            rc = -errno;
+            break;
+        }
+        if (n == 0) {
+            rc = -EIO;
+            break;
+        }
+        if (deadline == 0)
+            deadline = rt_deadline_ms(c->srv->cfg.write_timeout_ms);
+        if ((rc = rt_wait_fd(c->fd, RT_WRITE, deadline)) < 0)
+            break;
+        rc = 0;
+    }
     c->out.len = 0;
     /* Give back the memory of an unusually large answer (an audit with
      * every order id); idle connections should stay small. */
     if (c->out.cap > 65536)
         http_buf_free(&c->out);
-    if (n == -ETIMEDOUT)
+    if (rc == -ETIMEDOUT)
         http__metrics_count(HTTP__C_timeouts);
-    return n < 0 ? (int)n : 0;
+    return rc;
+}
+
+/* Reads what the socket holds into p with recv(), waiting for the next
+ * edge first when wait_first is set (the last read left it drained) or
+ * when recv() would block. Returns the bytes read, 0 at end of file, or a
+ * negative errno. There is no deadline: the sweeper enforces it. */
+static ssize_t conn_recv(http_conn *c, char *p, size_t room, int wait_first)
+{
+    for (;;) {
+        if (wait_first) {
+            int r = rt_wait_fd(c->fd, RT_READ, RT_NO_DEADLINE);
+            if (r < 0)
+                return r;
+        }
+        ssize_t n = recv(c->fd, p, room, MSG_DONTWAIT);
+        if (n >= 0)
+            return n;
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+            return -errno;
+        wait_first = errno != EINTR;
+    }
 }
 
 static void conn_main(void *arg)
@@ -84,22 +135,25 @@ static void conn_main(void *arg)
             continue;
         /* Pick the deadline: a request's headers (and then its body) must
          * arrive within their deadline from its first byte; between
-         * requests the idle timeout applies. */
+         * requests the idle timeout applies. The clock is not read here:
+         * t_read is when the bytes of the current request arrived and
+         * t_reply when the last answer was formatted, both read anyway. */
         int64_t deadline;
         int idle = !http__conn_in_request(c);
         if (idle) {
             phase = 0;
             if (atomic_load_explicit(&srv->draining, memory_order_acquire))
                 break;
-            deadline = rt_deadline_ms(cfg->idle_timeout_ms);
+            int64_t t = c->t_reply > c->t_read ? c->t_reply : c->t_read;
+            deadline = t + cfg->idle_timeout_ms * 1000000;
         } else {
             if (phase == 0) {
                 phase = 1;
-                req_deadline = rt_deadline_ms(cfg->header_timeout_ms);
+                req_deadline = c->t_read + cfg->header_timeout_ms * 1000000;
             }
             if (phase == 1 && http__conn_headers_done(c)) {
                 phase = 2;
-                req_deadline = rt_deadline_ms(cfg->body_timeout_ms);
+                req_deadline = c->t_read + cfg->body_timeout_ms * 1000000;
             }
             deadline = req_deadline;
         }
@@ -120,11 +174,7 @@ static void conn_main(void *arg)
          * lock, touched twice per request otherwise); the sweeper shuts
          * the socket down once `expires` has passed. */
         atomic_store_explicit(&c->expires, deadline, memory_order_relaxed);
-        ssize_t n = 0;
-        if (drained)
-            n = rt_wait_fd(c->fd, RT_READ, RT_NO_DEADLINE);
-        if (n >= 0)
-            n = rt_read(c->fd, p, room, RT_NO_DEADLINE);
+        ssize_t n = conn_recv(c, p, room, drained);
         atomic_store_explicit(&c->expires, 0, memory_order_relaxed);
         if (n == 0 && atomic_load_explicit(&c->timed_out, memory_order_acquire))
             n = -ETIMEDOUT;
@@ -214,6 +264,7 @@ static void acceptor_main(void *arg)
         }
         http__conn_init(c, srv);
         c->fd = fd;
+        c->t_read = rt_now_ns();
         c->id = atomic_fetch_add_explicit(&srv->next_conn_id, 1,
                                           memory_order_relaxed);
         atomic_fetch_add_explicit(&srv->nconns, 1, memory_order_relaxed);
