@@ -58,21 +58,35 @@ int http_buf_printf(http_buf *b, const char *fmt, ...)
     return 0;
 }
 
+/* Two digits per division: a response formats five or six numbers. */
+static const char digits2[] =
+    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+    "8081828384858687888990919293949596979899";
+
 size_t http__fmt_i64(char *dst, int64_t v)
 {
     char tmp[24];
-    size_t n = 0;
+    char *t = tmp + sizeof tmp;
     uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
-    do {
-        tmp[n++] = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
+    while (u >= 100) {
+        unsigned d = (unsigned)(u % 100) * 2;
+        u /= 100;
+        *--t = digits2[d + 1];
+        *--t = digits2[d];
+    }
+    if (u >= 10) {
+        *--t = digits2[u * 2 + 1];
+        *--t = digits2[u * 2];
+    } else {
+        *--t = (char)('0' + u);
+    }
     size_t o = 0;
     if (v < 0)
         dst[o++] = '-';
-    while (n)
-        dst[o++] = tmp[--n];
-    return o;
+    size_t n = (size_t)(tmp + sizeof tmp - t);
+    memcpy(dst + o, t, n);
+    return o + n;
 }
 
 size_t http__fmt_u64_hex(char *dst, uint64_t v)
