@@ -49,6 +49,8 @@
  * a second on errors) so that requests do not retry it each time.
  */
 #include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -262,8 +264,8 @@ static void set_decide(const store__so_set *s, const char *sku, const char *user
         out->outcome = STORE_REPLAYED;
         out->order_id = r->order_id;
         out->qty = r->qty;
-        strcpy(out->user_id, s->strs + r->user);
-        strcpy(out->sku, sku);
+        snprintf(out->user_id, sizeof out->user_id, "%s", s->strs + r->user);
+        snprintf(out->sku, sizeof out->sku, "%s", sku);
         out->stock = r->stock;
         out->version = r->version;
         return;
@@ -384,7 +386,7 @@ static void load(store *st, const char *sku, int64_t version, uint64_t token)
     }
     so_slot *sl = *pp;
     if (rc == 0) {
-        size_t budget = (size_t)max * SO_BUDGET;
+        size_t budget = (uint64_t)max > SIZE_MAX / SO_BUDGET ? SIZE_MAX : (size_t)max * SO_BUDGET;
         do_make_room(so, budget, set->nrows, sl, &evicted);
         sl->state = SO_READY;
         sl->version = set->item.version;
