@@ -29,6 +29,7 @@
 
 #include "cachesvc/config.h"
 #include "cachesvc/redis/rc.h"
+#include "cachesvc/redis_sink.h"
 #include "invalidator/inv.h"
 #include "runtime/rt.h"
 
@@ -37,26 +38,9 @@ typedef struct app {
     int stats_ms, appliers, pending_cap;
     int sigfd;
     rc_cluster *rc;
-    inv_fanout *fanout;
+    svc_redis_sink sink;
     int rc_status;
 } app;
-
-static int del_one(void *ctx, const char *sku, int64_t version)
-{
-    app *a = ctx;
-    char key[INV_SKU_MAX + 16];
-    int kl = rc_item_key(key, sizeof(key), sku, strlen(sku));
-    if (kl < 0)
-        return 0;                  /* not a key the service could write */
-    int rc = rc_delete_if_not_newer(a->rc, key, (size_t)kl, (uint64_t)version,
-                                    rt_deadline_ms(a->cfg.redis_timeout_ms));
-    return rc < 0 ? rc : 0;
-}
-
-static int redis_del(void *ctx, inv_del *items, int n)
-{
-    return inv_fanout_del(((app *)ctx)->fanout, items, n);
-}
 
 static void print_stats(inv *iv)
 {
@@ -102,7 +86,8 @@ static void run(void *arg)
     }
 
     /* 256 deletes in flight at once, pipelined by the cluster client. */
-    if ((a->fanout = inv_fanout_new(256, del_one, a)) == NULL) {
+    if (svc_redis_sink_start(&a->sink, a->rc, a->cfg.redis_timeout_ms,
+                             SVC_REDIS_SINK_WIDTH) < 0) {
         fprintf(stderr, "invalidator: out of memory\n");
         goto out;
     }
@@ -116,8 +101,8 @@ static void run(void *arg)
         .appliers = a->appliers,
         .pending_cap = a->pending_cap,
     };
-    inv_redis_sink sink = {redis_del, a};
-    if ((rc = inv_new(&ic, NULL, &sink, NULL, &iv)) < 0 ||
+    inv_redis_sink rsink = {svc_redis_sink_del, &a->sink};
+    if ((rc = inv_new(&ic, NULL, &rsink, NULL, &iv)) < 0 ||
         (rc = inv_start(iv)) < 0) {
         fprintf(stderr, "invalidator: %s\n", inv_strerror(rc));
         goto out;
@@ -147,7 +132,7 @@ static void run(void *arg)
     a->rc_status = 0;
 out:
     inv_free(iv);
-    inv_fanout_free(a->fanout);
+    svc_redis_sink_stop(&a->sink);
     rc_free(a->rc);
 }
 

@@ -7,6 +7,7 @@
  */
 #include "cachesvc/log.h"
 #include "cachesvc/metrics.h"
+#include "cachesvc/redis_sink.h"
 #include "cachesvc/service.h"
 
 #include <errno.h>
@@ -43,56 +44,6 @@ static int outbox_ack(void *ctx, const int64_t *ids, int n)
 {
     svc *s = ctx;
     return store_outbox_delete(s->st, ids, (size_t)n);
-}
-
-/* One batch of version-guarded Redis deletes, spread over a few coroutines
- * so the Redis client pipelines them. */
-struct del_batch {
-    svc *s;
-    inv_del *items;
-    int n;
-    _Atomic int next;
-    rt_wg *wg;
-};
-
-static void del_worker(void *arg)
-{
-    struct del_batch *b = arg;
-    for (;;) {
-        int i = atomic_fetch_add(&b->next, 1);
-        if (i >= b->n)
-            break;
-        inv_del *d = &b->items[i];
-        char key[INV_SKU_MAX + 16];
-        int kl = rc_item_key(key, sizeof key, d->sku, strlen(d->sku));
-        if (kl < 0) {
-            d->result = 0;   /* not a key we could have written */
-            continue;
-        }
-        int r = rc_delete_if_not_newer(b->s->rc, key, (size_t)kl, (uint64_t)d->version,
-                                       rt_deadline_ms(b->s->cfg.redis_timeout_ms));
-        d->result = r >= 0 ? 0 : r;
-    }
-    rt_wg_done(b->wg);
-}
-
-static int redis_del(void *ctx, inv_del *items, int n)
-{
-    svc *s = ctx;
-    struct del_batch b = {.s = s, .items = items, .n = n};
-    int workers = n < 16 ? n : 16;
-    if (n <= 0)
-        return 0;
-    if ((b.wg = rt_wg_new()) == NULL)
-        return -ENOMEM;
-    rt_wg_add(b.wg, workers);
-    for (int i = 1; i < workers; i++)
-        if (rt_spawn(NULL, del_worker, &b) < 0)
-            rt_wg_done(b.wg);   /* the others take its share */
-    del_worker(&b);
-    rt_wg_wait(b.wg, RT_NO_DEADLINE);
-    rt_wg_free(b.wg);
-    return 0;
 }
 
 static void local_evict(void *ctx, const char *sku, int64_t version)
@@ -566,15 +517,23 @@ int svc_open(const svc_config *cfg, svc **out)
                  (s->rc != NULL && cfg->relay_delay_consumer ? INV_ROLE_DELAY : 0),
     };
     inv_source src = {.fetch = outbox_fetch, .ack = outbox_ack, .depth = NULL, .ctx = s};
-    inv_redis_sink rs = {.del = redis_del, .ctx = s};
+    /* The delay consumer's deletes go through the same fan-out pool as the
+     * standalone invalidator's (redis_sink.h). */
+    inv_redis_sink rs = {.del = svc_redis_sink_del, .ctx = &s->rsink};
     inv_local_sink ls = {.evict = local_evict, .ctx = s};
-    struct inv_new_args na = {&ic, &src, s->rc ? &rs : NULL, &ls, NULL};
+    struct inv_new_args na = {&ic, &src, (ic.roles & INV_ROLE_DELAY) ? &rs : NULL, &ls, NULL};
     inv *iv = NULL;
     if (strcmp(cfg->kafka_brokers, "none") == 0) {
         /* No invalidation events: one instance without Redis (config.c
          * refuses anything else). Outbox rows are left in the database. */
         SVC_WARN(NULL, "kafka.brokers = none: no invalidation events are published", NULL);
         goto wired;
+    }
+    if ((ic.roles & INV_ROLE_DELAY) &&
+        (r = svc_redis_sink_start(&s->rsink, s->rc, cfg->redis_timeout_ms,
+                                  SVC_REDIS_SINK_WIDTH)) < 0) {
+        SVC_ERROR(NULL, "redis delete pool did not start", "err=\"%s\"", strerror(-r));
+        goto fail;
     }
     r = (int)rt_blocking(inv_new_blocking, &na);
     iv = na.out;
@@ -626,6 +585,7 @@ void svc_close(svc *s, int drain_ms)
             SVC_WARN(NULL, "invalidator stopped before Kafka acknowledged everything; "
                      "the outbox keeps the rest", "err=\"%s\"", inv_strerror(r));
     }
+    svc_redis_sink_stop(&s->rsink);   /* no delete runs once inv is freed */
     t2 = rt_now_ns();
     if (s->connector != NULL)
         rt_join(s->connector);

@@ -18,6 +18,7 @@
 #include "api/http_service.h"
 #include "cachesvc/config.h"
 #include "cachesvc/redis/rc.h"
+#include "cachesvc/redis_sink.h"
 #include "cachesvc/store/store.h"
 #include "invalidator/inv.h"
 #include "localcache/lc.h"
@@ -55,6 +56,8 @@ typedef struct svc {
     lc_cache *lc;
     inv *iv;                     /* NULL until started */
     rt_co *connector;            /* retries rc_connect; joined at close */
+    svc_redis_sink rsink;        /* the delay consumer's deletes (started
+                                  * only when that role runs here) */
     struct svc_flights *flights;
     svc_breaker breaker;
     http_service api;

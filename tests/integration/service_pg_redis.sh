@@ -41,6 +41,32 @@ sleep 1.0   # delay 300 ms + margin
 r=$(rget hot); rv=${r%%|*}
 check "Redis holds no older version after delay + margin (got '$r')" [ -z "$r" -o "${rv:-0}" -ge "$v1" ]
 
+# Many invalidations at once (the delay consumer's deletes run through the
+# fan-out pool): N items filled into Redis, one decrement each, then after
+# delay + margin no key may hold a version older than its decrement's.
+N=300
+inv0=$(curl -s $U/metrics | sed -n 's/^cachesvc_inv_applied_total //p')
+curl -s -X PUT "${ADMIN[@]}" -H 'Content-Type: application/json' \
+  --data-binary '{"stock":50}' $(for i in $(seq 1 $N); do echo "$U/v1/items/many$i"; done) >/dev/null
+sleep 1.2   # the creations' own delayed deletes pass first
+curl -s $(for i in $(seq 1 $N); do echo "$U/v1/items/many$i"; done) >/dev/null
+filled=0
+for i in $(seq 1 $N); do [ -n "$(rget many$i)" ] && filled=$((filled + 1)); done
+check "$N items filled into Redis ($filled)" [ "$filled" = $N ]
+curl -s -X POST -H 'Content-Type: application/json' -w '\n' \
+  --data-binary '{"user_id":"many","qty":1}' \
+  $(for i in $(seq 1 $N); do echo "$U/v1/items/many$i/decrement"; done) >"$T/many.out"
+check "$N decrements answered" [ "$(grep -c '"order_id"' "$T/many.out")" = $N ]
+sleep 1.5   # delay 300 ms + margin
+older=0; i=0
+while read -r line; do
+  i=$((i + 1)); v=$(json_num version <<<"$line"); r=$(rget many$i); rv=${r%%|*}
+  [ -n "$r" ] && [ "${rv:-0}" -lt "${v:-0}" ] && older=$((older + 1))
+done <"$T/many.out"
+check "Redis holds no older version of the $N items after delay + margin ($older older)" [ "$older" = 0 ]
+inv1=$(curl -s $U/metrics | sed -n 's/^cachesvc_inv_applied_total //p')
+check "the delay consumer applied >= $N deletes ($((inv1 - inv0)))" [ $((inv1 - inv0)) -ge $N ]
+
 # Redis down: reads keep being served, the breaker opens, readiness says so.
 "$SRC/scripts/redis-cluster" down --dir "$T/redis" >/dev/null 2>&1
 sleep 0.4
