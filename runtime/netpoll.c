@@ -10,7 +10,9 @@
  * blocks until the nearest timer, a busy worker polling without blocking
  * when it runs dry, or the monitor when nobody polled for a while. Other
  * threads break a blocking poll through an eventfd; breaks are
- * de-duplicated by break_pending.
+ * de-duplicated by break_pending, which is set before the eventfd is
+ * written and cleared only after it was drained, so while it is set a
+ * write is pending or the poller is already awake.
  */
 #include "runtime/rt_int.h"
 
@@ -144,6 +146,11 @@ bool rt__netpoll_try_own(void)
     return !atomic_exchange_explicit(&poll_owner, 1, RT_ACQUIRE);
 }
 
+int rt__netpoll_owned(void)
+{
+    return atomic_load(&poll_owner);
+}
+
 void rt__netpoll_release(void)
 {
     atomic_store_explicit(&poll_owner, 0, RT_RELEASE);
@@ -188,9 +195,12 @@ int rt__netpoll(int64_t timeout_ns, rt_worker *w)
         uint64_t data = events[i].data.u64;
         uint32_t ev = events[i].events;
         if (data == EV_BREAK) {
+            /* Drain first, then accept new breaks: the other order lets a
+             * break written between the two be drained with the flag left
+             * set, and every later break would be dropped. */
             uint64_t v;
-            atomic_store(&break_pending, 0);
             if (read(evfd, &v, sizeof v) < 0) { /* drained already */ }
+            atomic_store(&break_pending, 0);
             continue;
         }
         size_t fd = (size_t)(data & 0xffffffffu);

@@ -55,6 +55,19 @@
 #define RT_RELEASE memory_order_release
 #define RT_SEQ memory_order_seq_cst
 
+/* A full fence, for Dekker-style handshakes (one side stores A then loads
+ * B, the other stores B then loads A): both sides need it between their
+ * store and their load; acquire/release alone let each load pass the
+ * store before it. TSan does not model fences (GCC rejects them under
+ * -fsanitize=thread): there a seq_cst read-modify-write of one shared word
+ * stands in, which orders the two sides the same way. */
+#if defined(RT_TSAN)
+extern atomic_int rt__fence_word;
+#define rt__fence_seq() ((void)atomic_fetch_add(&rt__fence_word, 0))
+#else
+#define rt__fence_seq() atomic_thread_fence(memory_order_seq_cst)
+#endif
+
 /* Owner-written counters read by other threads without stopping the owner:
  * a relaxed load and store, no read-modify-write. */
 #define RT_STAT_ADD(field, n) \

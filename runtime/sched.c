@@ -36,6 +36,9 @@
 #include <unistd.h>
 
 rt_runtime rt__rt;
+#if defined(RT_TSAN)
+atomic_int rt__fence_word;
+#endif
 static __thread rt_worker *tls_worker;
 static _Atomic uint64_t foreign_spawns;
 
@@ -218,7 +221,7 @@ static void wake_worker_locked(rt_worker *v, bool *polling)
 void rt__wakep(void)
 {
     rt_runtime *rt = &rt__rt;
-    atomic_thread_fence(RT_SEQ);
+    rt__fence_seq();
     if (atomic_load(&rt->nidle) == 0 || atomic_load(&rt->nsearching) != 0)
         return;
     int exp = 0;
@@ -830,7 +833,12 @@ static rt_co *find_runnable(rt_worker *w)
         rt->idle_list = w;
         atomic_fetch_add(&rt->nidle, 1);
         pthread_mutex_unlock(&rt->idle_lock);
-        if (any_work(w)) {
+        /* Dekker with rt__wakep() (store work, fence, load nidle): announce,
+         * fence, load the queues. The netpoll is re-checked too: its owner
+         * may have released it (and found nobody idle to wake) after our
+         * rt__netpoll_try_own() failed, and then nobody would poll. */
+        rt__fence_seq();
+        if (any_work(w) || (!poller && !rt__netpoll_owned())) {
             leave_idle(w);
             if (poller)
                 rt__netpoll_release();

@@ -7,8 +7,8 @@ if(TARGET rt)
 
   # The same tests cross-compiled for aarch64 and run under qemu-user;
   # skipped (exit 77) when the cross tools are absent. Plain builds only,
-  # and only when asked for (scripts/test --aarch64): under qemu the
-  # deadline-race test occasionally hangs (see docs/runtime.md).
+  # and only when asked for (scripts/test --aarch64, which installs the
+  # cross tools).
   if(NOT ASAN AND NOT TSAN AND NOT UBSAN AND DEFINED ENV{CACHESVC_TEST_AARCH64})
     add_test(NAME runtime_unit_aarch64
              COMMAND bash ${CMAKE_SOURCE_DIR}/tests/unit/test_runtime_aarch64.sh
