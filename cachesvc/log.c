@@ -12,6 +12,7 @@
 
 static atomic_int log_level = SVC_LOG_INFO;
 static atomic_int log_fd = 2;
+static _Atomic(svc_log_reqid_fn) log_reqid;
 
 void svc_log_set_level(int level)
 {
@@ -27,6 +28,11 @@ int svc_log_get_level(void)
 void svc_log_set_fd(int fd)
 {
     atomic_store(&log_fd, fd);
+}
+
+void svc_log_set_reqid_source(svc_log_reqid_fn fn)
+{
+    atomic_store(&log_reqid, fn);
 }
 
 /* Appends msg quoted for logfmt: '"' and '\\' escaped, control bytes as
@@ -65,13 +71,25 @@ void svc_log(int level, const char *reqid, const char *msg, const char *fmt, ...
                      svc_log_level_name(level));
     size_t len = n > 0 ? (size_t)n : 0;
     len = put_quoted(line, len, cap, msg ? msg : "");
+    char idbuf[96];
+    svc_log_reqid_fn idfn;
+    if (reqid == NULL && (idfn = atomic_load_explicit(&log_reqid, memory_order_relaxed)) != NULL &&
+        idfn(idbuf, sizeof idbuf) > 0)
+        reqid = idbuf;
     if (reqid != NULL && reqid[0] != '\0') {
+        /* A client's X-Request-Id is any printable ASCII: quoted when it
+         * holds a byte that would end or confuse an unquoted value. */
         static const char key[] = " req=";
         size_t kl = sizeof key - 1, rl = strnlen(reqid, 128);
-        if (len + kl + rl < cap) {
+        if (len + kl + 2 * rl + 2 < cap) {
             memcpy(line + len, key, kl);
-            memcpy(line + len + kl, reqid, rl);
-            len += kl + rl;
+            len += kl;
+            if (strcspn(reqid, "\"=\\ ") < rl) {
+                len = put_quoted(line, len, cap, reqid);
+            } else {
+                memcpy(line + len, reqid, rl);
+                len += rl;
+            }
         }
     }
     if (fmt != NULL && fmt[0] != '\0' && len + 1 < cap) {

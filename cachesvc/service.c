@@ -60,8 +60,11 @@ static int svc_audit(void *ctx, const char *sku, int with_orders, http_audit *ou
     svc *s = ctx;
     store_audit_result a;
     int r = store_audit(s->st, sku, with_orders, &a);
-    if (r < 0)
+    if (r < 0) {
+        if (r != -ENOENT)
+            SVC_WARN(NULL, "audit failed", "sku=%s err=\"%s\"", sku, store_strerror(r));
         return svc__store_err(r);
+    }
     out->stock = a.item.stock;
     out->version = a.item.version;
     out->units_supplied = a.item.units_supplied;
@@ -109,13 +112,18 @@ static int svc_put_config(void *ctx, const http_config_update *upd, http_config_
 {
     svc *s = ctx;
     int level = -1;
+    const char *bad = NULL;
     if (upd->log_level != NULL && (level = svc_log_level_parse(upd->log_level)) < 0)
+        bad = "log_level: not one of debug, info, warn, error";
+    else if (upd->has_local_ttl_ms && (upd->local_ttl_ms < 1 || upd->local_ttl_ms > 86400000))
+        bad = "local_ttl_ms: not in 1..86400000";
+    else if (upd->has_invalidation_delay_ms &&
+             (upd->invalidation_delay_ms < 0 || upd->invalidation_delay_ms > 3600000))
+        bad = "invalidation_delay_ms: not in 0..3600000";
+    if (bad != NULL) {
+        SVC_WARN(NULL, "admin config change refused", "why=\"%s\"", bad);
         return HTTP_E_BAD_REQUEST;
-    if (upd->has_local_ttl_ms && (upd->local_ttl_ms < 1 || upd->local_ttl_ms > 86400000))
-        return HTTP_E_BAD_REQUEST;
-    if (upd->has_invalidation_delay_ms &&
-        (upd->invalidation_delay_ms < 0 || upd->invalidation_delay_ms > 3600000))
-        return HTTP_E_BAD_REQUEST;
+    }
     if (upd->has_invalidation_delay_ms)
         set_delay(s, upd->invalidation_delay_ms);
     if (upd->has_local_ttl_ms)
@@ -456,6 +464,10 @@ int svc_open(const svc_config *cfg, svc **out)
     if (s == NULL)
         return -ENOMEM;
     s->cfg = *cfg;
+#ifdef HTTP_HAVE_REQUEST_ID
+    /* Lines logged while a request is served carry its X-Request-Id. */
+    svc_log_set_reqid_source(http_request_id);
+#endif
     atomic_store(&s->local_ttl_ms, cfg->local_ttl_ms);
     atomic_store(&s->invalidation_delay_ms, cfg->invalidation_delay_ms);
     svc__breaker_init(&s->breaker, cfg->redis_breaker_failures, cfg->redis_breaker_probe_ms);

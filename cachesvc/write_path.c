@@ -119,8 +119,14 @@ int svc_decrement(void *ctx, const http_decrement_req *req, http_decrement_res *
                         rt_deadline_ms(s->cfg.store_timeout_ms), &res);
     svc_hist_observe(SVC_H_DECR_S, (uint64_t)(rt_now_ns() - t0));
     if (r < 0) {
-        svc_metric_inc(SVC_C_DECR_BAD_REQUEST);
-        return r == -EINVAL ? HTTP_E_BAD_REQUEST : svc__store_err(r);
+        int code = r == -EINVAL ? HTTP_E_BAD_REQUEST : svc__store_err(r);
+        svc_metric_inc(code == HTTP_E_BAD_REQUEST       ? SVC_C_DECR_BAD_REQUEST
+                       : code == HTTP_E_OVERLOADED      ? SVC_C_DECR_OVERLOADED
+                       : code == HTTP_E_OUTCOME_UNKNOWN ? SVC_C_DECR_UNKNOWN
+                                                        : SVC_C_DECR_UNAVAILABLE);
+        if (code != HTTP_E_BAD_REQUEST)
+            SVC_WARN(NULL, "decrement failed", "sku=%s err=\"%s\"", req->sku, store_strerror(r));
+        return code;
     }
     switch (res.outcome) {
     case STORE_OK:
@@ -164,6 +170,7 @@ int svc_decrement(void *ctx, const http_decrement_req *req, http_decrement_res *
     case STORE_UNAVAILABLE:
     default:
         svc_metric_inc(SVC_C_DECR_UNAVAILABLE);
+        SVC_WARN(NULL, "decrement failed: database unavailable", "sku=%s", req->sku);
         return HTTP_E_UNAVAILABLE;
     }
 }

@@ -65,4 +65,21 @@ start_svc b $((P + 1)) --store.url=sqlite:"$T/db2" --server.admin_token= || exit
 req PUT http://127.0.0.1:$((P + 1))/v1/items/x '{"stock":1}'; expect 403 "" "403 admin without a configured token"
 # Every response has a request id.
 req GET $U/v1/items/hot; check "X-Request-Id present" [ -n "$(header X-Request-Id)" ]
+
+# Lines logged while a request is served carry its X-Request-Id (logfmt
+# req=<id>): a refused admin change, with the server's id and a client's.
+if grep -q HTTP_HAVE_REQUEST_ID "$SRC/api/http.h"; then
+  req PUT $U/admin/config '{"local_ttl_ms":0}' "${ADMIN[@]}"; expect 400 "" "admin config refuses local_ttl_ms 0"
+  id=$(header X-Request-Id)
+  sleep 0.1
+  check "the refusal is logged at warn with req=$id" \
+    grep -q "level=warn msg=\"admin config change refused\" req=$id " "$T/a.log"
+  req PUT $U/admin/config '{"invalidation_delay_ms":3600001}' "${ADMIN[@]}" -H 'X-Request-Id: trace-42'
+  expect 400 "" "admin config refuses a delay over 1 h"
+  sleep 0.1
+  check "the client's request id is logged (req=trace-42)" grep -q " req=trace-42 " "$T/a.log"
+  check "lines outside requests carry no id" grep -q 'msg="listening" addr=' "$T/a.log"
+else
+  echo "skip: api/http.h has no http_request_id (request ids in logs)"
+fi
 finish

@@ -192,25 +192,70 @@ static void test_metrics_render(void **state)
     svc_buf_free(&b);
 }
 
+/* Log lines go to a pipe between capture_begin and capture_end, which
+ * reads them into buf (NUL-terminated). */
+static int capture_fds[2];
+static void capture_begin(void)
+{
+    assert_int_equal(pipe(capture_fds), 0);
+    svc_log_set_fd(capture_fds[1]);
+}
+
+static void capture_end(char *buf, size_t cap)
+{
+    svc_log_set_fd(2);
+    close(capture_fds[1]);
+    memset(buf, 0, cap);
+    ssize_t n = read(capture_fds[0], buf, cap - 1);
+    close(capture_fds[0]);
+    assert_true(n > 0);
+}
+
 static void test_log_format(void **state)
 {
     (void)state;
-    int fds[2];
-    assert_int_equal(pipe(fds), 0);
-    svc_log_set_fd(fds[1]);
+    capture_begin();
     svc_log_set_level(SVC_LOG_WARN);
     svc_log(SVC_LOG_INFO, NULL, "dropped", NULL);
     svc_log(SVC_LOG_WARN, "r-17", "redis \"down\"", "node=%s errors=%d", "127.0.0.1:25100", 3);
-    svc_log_set_fd(2);
     svc_log_set_level(SVC_LOG_INFO);
-    close(fds[1]);
-    char buf[512] = {0};
-    ssize_t n = read(fds[0], buf, sizeof buf - 1);
-    close(fds[0]);
-    assert_true(n > 0);
+    char buf[512];
+    capture_end(buf, sizeof buf);
     assert_null(strstr(buf, "dropped"));
     assert_non_null(strstr(buf, " level=warn msg=\"redis \\\"down\\\"\" req=r-17 node=127.0.0.1:25100 errors=3\n"));
     assert_int_equal(strncmp(buf, "ts=", 3), 0);
+}
+
+static const char *fake_id;
+static size_t fake_reqid(char *buf, size_t cap)
+{
+    if (fake_id == NULL)
+        return 0;
+    snprintf(buf, cap, "%s", fake_id);
+    return strlen(buf);
+}
+
+/* A line logged with reqid NULL takes the id of the request being served
+ * from the installed source; "" means none; odd client ids are quoted. */
+static void test_log_request_id(void **state)
+{
+    (void)state;
+    capture_begin();
+    svc_log_set_reqid_source(fake_reqid);
+    fake_id = "1f-2a";
+    svc_log(SVC_LOG_WARN, NULL, "in request", "k=1");
+    svc_log(SVC_LOG_WARN, "", "explicitly none", NULL);
+    fake_id = "a=\"b";
+    svc_log(SVC_LOG_ERROR, NULL, "odd id", NULL);
+    fake_id = NULL;
+    svc_log(SVC_LOG_WARN, NULL, "outside", NULL);
+    svc_log_set_reqid_source(NULL);
+    char buf[1024];
+    capture_end(buf, sizeof buf);
+    assert_non_null(strstr(buf, "msg=\"in request\" req=1f-2a k=1\n"));
+    assert_non_null(strstr(buf, "msg=\"explicitly none\"\n"));
+    assert_non_null(strstr(buf, "msg=\"odd id\" req=\"a=\\\"b\"\n"));
+    assert_non_null(strstr(buf, "msg=\"outside\"\n"));
 }
 
 int main(void)
@@ -222,6 +267,7 @@ int main(void)
         cmocka_unit_test(test_help_and_dump),
         cmocka_unit_test(test_metrics_render),
         cmocka_unit_test(test_log_format),
+        cmocka_unit_test(test_log_request_id),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
