@@ -1,11 +1,14 @@
 /*
- * metrics.c: per-thread slots of counters and histogram buckets, summed at
+ * metrics.c: per-worker slots of counters and histogram buckets, summed at
  * scrape time.
  *
- * A thread takes a slot index on its first update (a thread-local read in a
- * function that never switches coroutines, which the runtime's migration
- * rule allows). More threads than slots share slots; updates are atomic
- * anyway, so sharing only costs contention, never correctness.
+ * The hot path must not bounce cache lines between workers nor pay a
+ * locked instruction: each runtime worker thread owns one slot and is its
+ * only writer, so an update is a relaxed load and store. Threads that are
+ * not workers (the blocking pool, librdkafka's, tests) share one extra slot
+ * with atomic adds. The worker index comes from rt_worker_id, installed by
+ * the service (svc_metrics_set_worker_id) so that svc_core links without
+ * the runtime; until then every update goes to the shared slot.
  */
 #include "cachesvc/metrics.h"
 
@@ -15,7 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SLOTS 32
+#define WORKER_SLOTS 32          /* workers beyond these share the last slot */
+#define SLOTS (WORKER_SLOTS + 1)  /* [WORKER_SLOTS] is the shared one */
 #define NB_SECONDS 17
 #define NB_COUNT 13
 #define NB_MAX 17
@@ -37,8 +41,7 @@ struct slot {
 } __attribute__((aligned(64)));
 
 static struct slot slots[SLOTS];
-static atomic_uint next_slot;
-static __thread int my_slot = -1;
+static _Atomic(svc_worker_id_fn) worker_id;
 
 static const char *c_name[] = {
 #define X(id, name, labels, help) name,
@@ -76,19 +79,39 @@ static const char *h_help[] = {
 #undef X
 };
 
-static struct slot *my(void)
+void svc_metrics_set_worker_id(svc_worker_id_fn fn)
 {
-    int s = my_slot;
-    if (s < 0) {
-        s = (int)(atomic_fetch_add_explicit(&next_slot, 1, memory_order_relaxed) % SLOTS);
-        my_slot = s;
+    atomic_store(&worker_id, fn);
+}
+
+/* The calling thread's slot; *owned when it is the slot's only writer. */
+static inline struct slot *my(int *owned)
+{
+    svc_worker_id_fn f = atomic_load_explicit(&worker_id, memory_order_relaxed);
+    int w = f != NULL ? f() : -1;
+    if (w >= 0 && w < WORKER_SLOTS) {
+        *owned = 1;
+        return &slots[w];
     }
-    return &slots[s];
+    *owned = 0;
+    return &slots[WORKER_SLOTS];
+}
+
+/* Adds n to *v: a plain load and store when the caller owns the slot. */
+static inline void bump(_Atomic uint64_t *v, uint64_t n, int owned)
+{
+    if (owned)
+        atomic_store_explicit(v, atomic_load_explicit(v, memory_order_relaxed) + n,
+                              memory_order_relaxed);
+    else
+        atomic_fetch_add_explicit(v, n, memory_order_relaxed);
 }
 
 void svc_metric_add(enum svc_counter_id id, uint64_t n)
 {
-    atomic_fetch_add_explicit(&my()->c[id], n, memory_order_relaxed);
+    int owned;
+    struct slot *sl = my(&owned);
+    bump(&sl->c[id], n, owned);
 }
 
 uint64_t svc_metric_get(enum svc_counter_id id)
@@ -110,9 +133,10 @@ void svc_hist_observe(enum svc_hist_id id, uint64_t v)
     int i = 0;
     while (i < nb && x > bd[i])
         i++;
-    struct hist_cells *h = &my()->h[id];
-    atomic_fetch_add_explicit(&h->bucket[i], 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&h->sum, v, memory_order_relaxed);
+    int owned;
+    struct hist_cells *h = &my(&owned)->h[id];
+    bump(&h->bucket[i], 1, owned);
+    bump(&h->sum, v, owned);
 }
 
 uint64_t svc_hist_count(enum svc_hist_id id)

@@ -3,8 +3,10 @@
  *
  * Counters and histograms are declared once, as lines of SVC_COUNTERS and
  * SVC_HISTOGRAMS (one line = one time series; lines of one family are
- * adjacent). Updates go to a per-thread slot with relaxed atomics, so the
- * hot path touches no shared cache line; a scrape sums the slots. Gauges and
+ * adjacent). Updates go to the calling worker's own slot as a relaxed load
+ * and store (no locked instruction, no shared cache line); threads that are
+ * not runtime workers share one slot with atomic adds. A scrape sums the
+ * slots. Gauges and
  * the components' own statistics are written at scrape time through
  * svc_prom_* by whoever owns them.
  *
@@ -84,6 +86,13 @@ enum svc_hist_id {
 #undef X
     SVC_H__COUNT
 };
+
+/* The runtime's worker index (rt_worker_id: 0..workers-1 on a worker
+ * thread, negative elsewhere), installed once by the service before the
+ * workers count anything; NULL = every update goes to the shared slot.
+ * fn must never switch coroutines. */
+typedef int (*svc_worker_id_fn)(void);
+void svc_metrics_set_worker_id(svc_worker_id_fn fn);
 
 void svc_metric_add(enum svc_counter_id id, uint64_t n);
 static inline void svc_metric_inc(enum svc_counter_id id) { svc_metric_add(id, 1); }

@@ -464,6 +464,7 @@ int svc_open(const svc_config *cfg, svc **out)
     if (s == NULL)
         return -ENOMEM;
     s->cfg = *cfg;
+    svc_metrics_set_worker_id(rt_worker_id);   /* each worker its own slot */
 #ifdef HTTP_HAVE_REQUEST_ID
     /* Lines logged while a request is served carry its X-Request-Id. */
     svc_log_set_reqid_source(http_request_id);
