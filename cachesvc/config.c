@@ -65,6 +65,10 @@ static int check_name(const char *v, char *why, size_t n);
       "deadline of one database operation; past it the answer is 503")                                          \
     X(store, pool_size, K_INT, store_pool_size, 1, 1024, check_any, "4",                                     \
       "database connections (PostgreSQL)")                                                                      \
+    X(store, sold_out_max_orders, K_I64, store_sold_out_max_orders, 0, 10000000, check_any, "100000",        \
+      "a sold-out item with at most this many orders has its orders loaded once and later "                   \
+      "decrements answered from memory (replay, limit_exceeded, sold_out); all items together "               \
+      "hold 4x this, about 100 bytes per order; 0 = off")                                                       \
     X(redis, url, K_STR, redis_url, 0, 0, check_redis_url, "none",                                           \
       "Redis Cluster seeds host:port[,host:port...]; none = no Redis tier")                                     \
     X(redis, timeout_ms, K_INT, redis_timeout_ms, 1, 60000, check_any, "200",                                \
@@ -577,6 +581,33 @@ int svc_config_load(svc_config *cfg, int argc, char **argv, char **envp,
     return 0;
 }
 
+/* Prints text word-wrapped to lines of at most `width` bytes, each starting
+ * with prefix (comment lines of the dump stay under inih's line limit). */
+static void put_wrapped(FILE *out, const char *prefix, const char *text, size_t width)
+{
+    size_t plen = strlen(prefix), col = 0;
+    while (*text != '\0') {
+        size_t wl = strcspn(text, " ");
+        if (col == 0) {
+            fputs(prefix, out);
+            col = plen;
+        } else if (col + 1 + wl > width) {
+            fputc('\n', out);
+            fputs(prefix, out);
+            col = plen;
+        } else {
+            fputc(' ', out);
+            col++;
+        }
+        fwrite(text, 1, wl, out);
+        col += wl;
+        text += wl;
+        while (*text == ' ')
+            text++;
+    }
+    fputc('\n', out);
+}
+
 void svc_config_help(FILE *out, const char *prog)
 {
     fprintf(out,
@@ -599,7 +630,7 @@ void svc_config_help(FILE *out, const char *prog)
         fprintf(out, "  --%s.%s=%s\n", k->section, k->key,
                 k->kind == K_STR ? "TEXT" : k->kind == K_BOOL ? "BOOL"
                 : k->kind == K_LEVEL ? "LEVEL" : "N");
-        fprintf(out, "      %s\n", k->help);
+        put_wrapped(out, "      ", k->help, 80);
         fprintf(out, "      env %s, default \"%s\"", env, k->def);
         if (k->kind == K_INT || k->kind == K_I64)
             fprintf(out, ", range %" PRId64 "..%" PRId64, k->min, k->max);
@@ -617,8 +648,11 @@ void svc_config_dump(FILE *out, const svc_config *cfg)
             sec = k->section;
             fprintf(out, "%s[%s]\n", i ? "\n" : "", sec);
         }
-        fprintf(out, "; %s (default %s%s%s)\n%s = ", k->help, k->def[0] ? "" : "\"",
-                k->def, k->def[0] ? "" : "\"", k->key);
+        char help[512];
+        snprintf(help, sizeof help, "%s (default %s%s%s)", k->help, k->def[0] ? "" : "\"",
+                 k->def, k->def[0] ? "" : "\"");
+        put_wrapped(out, "; ", help, 80);
+        fprintf(out, "%s = ", k->key);
         switch (k->kind) {
         case K_INT: fprintf(out, "%d\n", *(const int *)field); break;
         case K_I64: fprintf(out, "%" PRId64 "\n", *(const int64_t *)field); break;

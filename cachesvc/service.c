@@ -480,6 +480,8 @@ int svc_open(const svc_config *cfg, svc **out)
         .batch_max = cfg->store_batch_max,
         .queue_max = cfg->store_queue_max,
         .timeout_ms = cfg->store_timeout_ms,
+        /* The store reads 0 as its default; here 0 turns it off. */
+        .sold_out_max_orders = cfg->store_sold_out_max_orders > 0 ? cfg->store_sold_out_max_orders : -1,
         .on_commit = svc__on_commit,
         .on_commit_ctx = s,
     };

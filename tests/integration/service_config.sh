@@ -8,7 +8,7 @@ P=25040
 out=$("$CACHESVC_BIN" --help); rc=$?
 check "--help exits 0" [ $rc = 0 ]
 check "--help lists keys, env names and defaults" grep -q 'CACHESVC_KAFKA_INVALIDATION_DELAY_MS, default "500"' <<<"$out"
-for k in server.listen store.url redis.url kafka.brokers cache.local_ttl_ms log.level; do
+for k in server.listen store.url store.sold_out_max_orders redis.url kafka.brokers cache.local_ttl_ms log.level; do
   check "--help lists $k" grep -q -- "--$k=" <<<"$out"
 done
 
@@ -22,6 +22,13 @@ expect_refused "unknown flag named" 2 "nosuch.key" "$CACHESVC_BIN" --nosuch.key=
 expect_refused "bad value named" 2 "store.batch_max" "$CACHESVC_BIN" --store.batch_max=0
 expect_refused "bad listen named" 2 "server.listen" "$CACHESVC_BIN" --server.listen=localhost
 expect_refused "bad env value named" 2 "CACHESVC_CACHE_LOCAL_TTL_MS" env CACHESVC_CACHE_LOCAL_TTL_MS=abc "$CACHESVC_BIN"
+expect_refused "bad store.sold_out_max_orders flag named" 2 "store.sold_out_max_orders" \
+  "$CACHESVC_BIN" --store.sold_out_max_orders=-1
+expect_refused "bad store.sold_out_max_orders env named" 2 "CACHESVC_STORE_SOLD_OUT_MAX_ORDERS" \
+  env CACHESVC_STORE_SOLD_OUT_MAX_ORDERS=lots "$CACHESVC_BIN"
+printf '[store]\nsold_out_max_orders = 10000001\n' >"$T/bad3.ini"
+expect_refused "bad store.sold_out_max_orders in file named" 2 "store.sold_out_max_orders" \
+  "$CACHESVC_BIN" -c "$T/bad3.ini"
 printf '[redis]\nurl = none\nbogus = 3\n' >"$T/bad.ini"
 expect_refused "unknown key in file named" 2 "redis.bogus" "$CACHESVC_BIN" --config="$T/bad.ini"
 printf '[kafka]\ninvalidation_delay_ms = soon\n' >"$T/bad2.ini"

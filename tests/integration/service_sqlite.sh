@@ -41,6 +41,8 @@ after=$(curl -s $U/metrics | sed -n 's/^cachesvc_fast_rejects_total \([0-9]*\)$/
 check "sold out answered from the local cache" [ "$after" -gt "$before" ]
 req POST $U/v1/items/tiny/decrement '{"user_id":"u3","qty":1}' -H 'Idempotency-Key: k-x'
 expect 409 '"sold_out"' "keyed decrement of a sold-out item goes to the store"
+loads() { curl -s $U/metrics | sed -n 's/^cachesvc_store_sold_out_loads_total \([0-9]*\)$/\1/p'; }
+check "its orders were loaded into memory once (store.sold_out_max_orders default)" [ "$(loads)" = 1 ]
 req PUT $U/v1/items/tiny '{"stock":3}' "${ADMIN[@]}"; expect 200 '"stock":3' "restock"
 req POST $U/v1/items/tiny/decrement '{"user_id":"u4","qty":1}'; expect 200 '"stock":2' "restock clears sold-out"
 
@@ -74,9 +76,18 @@ check "metrics has http families" grep -q '^http_' "$T/metrics"
 
 # Restart on the same database: the first read comes from the database.
 stop_svc $LAST_PID; check "SIGTERM exits 0" [ "$STOP_RC" = 0 ]
-start_svc b $P --store.url=sqlite:"$T/db" || exit 1
+start_svc b $P --store.url=sqlite:"$T/db" --store.sold_out_max_orders=0 || exit 1
 req GET $U/v1/items/hot; expect 200 '"stock":98' "after restart"
 check "X-Cache db on a cold instance" [ "$(header X-Cache)" = db ]
 req GET $U/v1/items/hot; check "X-Cache local after the fill" [ "$(header X-Cache)" = local ]
+# store.sold_out_max_orders = 0: keyed decrements of a sold-out item all go
+# to the batcher, nothing is loaded into memory.
+req PUT $U/v1/items/tiny2 '{"stock":1}' "${ADMIN[@]}"
+req POST $U/v1/items/tiny2/decrement '{"user_id":"u1","qty":1}'; expect 200 '"stock":0' "tiny2 sold"
+for k in a b; do
+  req POST $U/v1/items/tiny2/decrement '{"user_id":"u2","qty":1}' -H "Idempotency-Key: t2-$k"
+  expect 409 '"sold_out"' "keyed decrement $k of sold-out tiny2"
+done
+check "nothing loaded with store.sold_out_max_orders=0" [ "$(loads)" = 0 ]
 check "logs are logfmt" grep -q '^ts=.* level=info msg="listening"' "$T/b.log"
 finish

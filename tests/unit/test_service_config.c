@@ -99,6 +99,8 @@ static void test_bad_values_name_the_key(void **state)
         {"--kafka.delay_consumer=maybe", "kafka.delay_consumer"},
         {"--nosuch.key=1", "nosuch.key"},
         {"--kafka.topic=bad topic", "kafka.topic"},
+        {"--store.sold_out_max_orders=-1", "store.sold_out_max_orders"},
+        {"--store.sold_out_max_orders=10000001", "store.sold_out_max_orders"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char *argv[] = {"cachesvc", (char *)cases[i].flag, NULL};
