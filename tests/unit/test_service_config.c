@@ -1,6 +1,7 @@
 /*
  * Unit tests of cachesvc's configuration, metrics registry and logging.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -80,6 +81,149 @@ static void test_precedence(void **state)
     assert_int_equal(load(&c, 2, argv2, env, err), 0);
     assert_int_equal(c.invalidation_delay_ms, 800);
     unlink(path);
+}
+
+/* The dump of c as one string (malloc'ed) without the instance_id line,
+ * which a default fills per process. */
+static char *dump_of(const svc_config *c)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    svc_config_dump(f, c);
+    fclose(f);
+    return buf;
+}
+
+/* A valid value other than the default for a key whose default text is
+ * def: an integer one more, a boolean flipped, another level, a string
+ * from the table. NULL when the test does not know the key. */
+static const char *other_value(const char *dotted, const char *def, char *buf, size_t n)
+{
+    static const struct { const char *key, *value; } strs[] = {
+        {"server.listen", "127.0.0.1:25999"},
+        {"server.admin_token", "tok"},
+        {"store.url", "sqlite:/tmp/svc-every-key.db"},
+        {"redis.url", "127.0.0.1:25998"},
+        {"kafka.brokers", "127.0.0.1:25997"},
+        {"kafka.topic", "topic-2"},
+        {"kafka.group", "group-2"},
+        {"kafka.instance_id", "instance-2"},
+        {"log.level", "warn"},
+    };
+    for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
+        if (strcmp(strs[i].key, dotted) == 0)
+            return strs[i].value;
+    if (strcmp(def, "true") == 0)
+        return "false";
+    if (strcmp(def, "false") == 0)
+        return "true";
+    char *end;
+    long long v = strtoll(def, &end, 10);
+    if (*def == '\0' || *end != '\0')
+        return NULL;
+    snprintf(buf, n, "%lld", v + 1);
+    return buf;
+}
+
+/* Every key of the dump (the whole table) takes a non-default value from
+ * --section.key=, from CACHESVC_<SECTION>_<KEY> and from the INI file, all
+ * three giving the same configuration, which differs from the default one
+ * in that key's line; a value of the wrong shape is refused with the key
+ * named. New keys are covered without touching this test. */
+static void test_every_key_every_source(void **state)
+{
+    (void)state;
+    svc_config def, c;
+    char err[256], vbuf[64];
+    char *argv_none[] = {"cachesvc", NULL};
+    assert_int_equal(load(&def, 1, argv_none, NULL, err), 0);
+    char *defdump = dump_of(&def);
+    char *lines = strdup(defdump);
+    char *help = NULL;
+    size_t helplen = 0;
+    FILE *hf = open_memstream(&help, &helplen);
+    svc_config_help(hf, "cachesvc");
+    fclose(hf);
+    char *save = NULL, section[32] = "";
+    int keys = 0;
+    for (char *line = strtok_r(lines, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        if (line[0] == '[') {
+            snprintf(section, sizeof section, "%.*s", (int)strcspn(line + 1, "]"), line + 1);
+            continue;
+        }
+        char *eq = strstr(line, " = ");
+        if (line[0] == ';' || eq == NULL)
+            continue;
+        char key[64], dotted[128], env[192], flag[256], ini[256], cfgflag[96];
+        snprintf(key, sizeof key, "%.*s", (int)(eq - line), line);
+        snprintf(dotted, sizeof dotted, "%s.%s", section, key);
+        const char *v = other_value(dotted, eq + 3, vbuf, sizeof vbuf);
+        if (v == NULL)
+            fail_msg("no test value for %s (default \"%s\")", dotted, eq + 3);
+        keys++;
+
+        /* --help names it with its flag, environment variable and meaning. */
+        snprintf(flag, sizeof flag, "  --%s=", dotted);
+        const char *h = strstr(help, flag);
+        if (h == NULL)
+            fail_msg("--help does not list %s", dotted);
+        snprintf(env, sizeof env, "env CACHESVC_%s_%s, default \"", section, key);
+        for (char *p = env + 13; *p != ','; p++)
+            *p = (char)toupper((unsigned char)*p);
+        const char *e = strstr(h, env);
+        const char *next = strstr(h + 1, "  --");
+        if (e == NULL || (next != NULL && e > next))
+            fail_msg("--help has no env name and default for %s", dotted);
+        if (strncmp(strchr(h, '\n') + 1, "      ", 6) != 0 || strchr(h, '\n')[7] == ' ')
+            fail_msg("--help has no meaning for %s", dotted);
+
+        snprintf(ini, sizeof ini, "[%s]\n%s = %s\n", section, key, v);
+        char *path = write_tmp(ini);
+        snprintf(cfgflag, sizeof cfgflag, "--config=%s", path);
+        snprintf(env, sizeof env, "CACHESVC_%s_%s=%s", section, key, v);
+        for (char *p = env + 9; *p != '='; p++)
+            *p = (char)toupper((unsigned char)*p);
+        snprintf(flag, sizeof flag, "--%s=%s", dotted, v);
+        char *envp[] = {env, NULL};
+        char *argv_ini[] = {"cachesvc", cfgflag, NULL};
+        char *argv_flag[] = {"cachesvc", flag, NULL};
+        struct { const char *what; int argc; char **argv; char **envp; } src[] = {
+            {"flag", 2, argv_flag, NULL}, {"env", 1, argv_none, envp}, {"INI", 2, argv_ini, NULL},
+        };
+        char *want = NULL;
+        for (size_t i = 0; i < 3; i++) {
+            if (load(&c, src[i].argc, src[i].argv, src[i].envp, err) != 0)
+                fail_msg("%s from %s refused: %s", dotted, src[i].what, err);
+            c.path[0] = '\0';
+            char *got = dump_of(&c);
+            if (want == NULL) {
+                want = got;
+                if (strcmp(want, defdump) == 0)
+                    fail_msg("%s = %s changes nothing", dotted, v);
+                continue;
+            }
+            if (strcmp(got, want) != 0)
+                fail_msg("%s = %s from %s differs from the flag's", dotted, v, src[i].what);
+            free(got);
+        }
+        free(want);
+        unlink(path);
+
+        /* A value of the wrong shape is refused, naming the key (free-text
+         * keys take anything). */
+        static const char *const free_text[] = {"server.admin_token", "kafka.instance_id"};
+        int skip = 0;
+        for (size_t i = 0; i < sizeof free_text / sizeof free_text[0]; i++)
+            skip |= strcmp(dotted, free_text[i]) == 0;
+        snprintf(flag, sizeof flag, "--%s=%s", dotted, "bad value!");
+        if (!skip && (load(&c, 2, argv_flag, NULL, err) != -EINVAL || strstr(err, dotted) == NULL))
+            fail_msg("%s: a bad value was not refused by name (%s)", dotted, err);
+    }
+    free(help);
+    free(lines);
+    free(defdump);
+    assert_true(keys >= 29);
 }
 
 static void test_bad_values_name_the_key(void **state)
@@ -308,6 +452,7 @@ int main(void)
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_precedence),
         cmocka_unit_test(test_bad_values_name_the_key),
+        cmocka_unit_test(test_every_key_every_source),
         cmocka_unit_test(test_help_and_dump),
         cmocka_unit_test(test_metrics_render),
         cmocka_unit_test(test_metrics_worker_slots),
