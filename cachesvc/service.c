@@ -209,13 +209,18 @@ static void redis_metrics(svc *s, svc_buf *b)
     int n = rc_stats(s->rc, ns, MAXN);
     if (n > MAXN)
         n = MAXN;
-    char lb[128];
-#define X(f, help)                                                                     \
-    svc_prom_header(b, "cachesvc_redis_node_" #f, strcmp(#f, "inflight") ? "counter" : "gauge", help); \
-    for (int i = 0; i < n; i++) {                                                      \
-        snprintf(lb, sizeof lb, "node=\"%s\",role=\"%s\"", ns[i].addr,                 \
-                 ns[i].master ? "master" : "replica");                                 \
-        svc_prom_sample_u64(b, "cachesvc_redis_node_" #f, lb, ns[i].f);               \
+    char lb[128], name[96];
+    /* Counters end in _total; inflight is the one gauge. */
+#define X(f, help)                                                                        \
+    {                                                                                     \
+        int gauge = strcmp(#f, "inflight") == 0;                                          \
+        snprintf(name, sizeof name, "cachesvc_redis_node_%s%s", #f, gauge ? "" : "_total"); \
+        svc_prom_header(b, name, gauge ? "gauge" : "counter", help);                      \
+        for (int i = 0; i < n; i++) {                                                     \
+            snprintf(lb, sizeof lb, "node=\"%s\",role=\"%s\"", ns[i].addr,                \
+                     ns[i].master ? "master" : "replica");                                \
+            svc_prom_sample_u64(b, name, lb, ns[i].f);                                    \
+        }                                                                                 \
     }
     RC_NODE_COUNTERS(X)
 #undef X

@@ -23,6 +23,9 @@ start_svc a $P --store.url="$PG" --redis.url="$SEEDS" --kafka.brokers="$BROKERS"
   --redis.timeout_ms=100 --kafka.instance_id=a || exit 1
 wait_ready $U
 expect 200 '"redis":"up"' "readyz: all up"
+curl -s $U/metrics >"$T/metrics"
+check "metrics per Redis node" grep -q '^cachesvc_redis_node_commands_total{node="127.0.0.1:' "$T/metrics"
+check "metrics: Redis node up gauge" grep -q '^cachesvc_redis_node_up{node=' "$T/metrics"
 
 req PUT $U/v1/items/hot '{"stock":1000}' "${ADMIN[@]}"; expect 201 "" "create"
 v0=$(json_num version <<<"$BODY")
@@ -82,6 +85,10 @@ for i in $(seq 1 60); do
   curl -s -o /dev/null $U/v1/items/hot; sleep 0.1
 done
 check "breaker opened" grep -q '^cachesvc_redis_breaker_opens_total [1-9]' <(curl -s $U/metrics)
+check "breaker open gauge" grep -q '^cachesvc_redis_breaker_open 1' <(curl -s $U/metrics)
+sleep 1.1   # local TTL: the next reads miss locally and meet the open breaker
+for i in 1 2 3; do curl -s -o /dev/null $U/v1/items/hot; done
+check "reads skip Redis while the breaker is open" grep -q '^cachesvc_redis_skipped_total [1-9]' <(curl -s $U/metrics)
 
 # Database down: 503, nothing applied; back up: recovery.
 req GET "$U/admin/items/hot/audit" "" "${ADMIN[@]}"; sold0=$(json_num units_sold <<<"$BODY")

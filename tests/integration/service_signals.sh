@@ -47,4 +47,8 @@ orders=$(json_num orders <<<"$BODY")
 echo "acknowledged=$ok200 orders=$orders"
 check "every acknowledged order is in the database and nothing unacknowledged was applied" [ "$orders" = "$ok200" ]
 check "audit invariant" [ $(( $(json_num units_supplied <<<"$BODY") - $(json_num units_sold <<<"$BODY") )) = "$(json_num stock <<<"$BODY")" ]
+# SIGINT drains the same way.
+stop_svc $LAST_PID INT
+check "SIGINT exits 0" [ "$STOP_RC" = 0 ]
+check "SIGINT drains" grep -q 'msg="draining" signal=SIGINT' "$T/b.log"
 finish

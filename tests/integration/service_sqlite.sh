@@ -62,12 +62,24 @@ req PUT $U/admin/config '{"invalidation_delay_ms":250,"log_level":"debug"}' "${A
 expect 200 '"invalidation_delay_ms":250' "admin config put"
 req GET $U/admin/config "" "${ADMIN[@]}"; expect 200 '"log_level":"debug"' "admin config kept"
 
+req PUT $U/admin/config '{"local_ttl_ms":60000,"log_level":"info"}' "${ADMIN[@]}"
+expect 200 '"local_ttl_ms":60000' "admin config put local TTL"
+
+# Every family the issue lists: HTTP by route and code with latency
+# histograms, decrements by outcome, reads by tier, local cache size,
+# evictions and refusals, store batch sizes and commit latency,
+# invalidation lag and outbox depth, runtime per-worker counters.
 curl -s $U/metrics >"$T/metrics"
-for fam in cachesvc_reads_total cachesvc_decrements_total cachesvc_read_seconds_bucket \
-           cachesvc_local_entries cachesvc_store_batch_size_bucket cachesvc_store_commit_seconds_bucket \
-           cachesvc_invalidation_lag_seconds_bucket cachesvc_inv_outbox_depth cachesvc_rt_worker_switches \
-           cachesvc_broadcast_lag_seconds_count; do
-  check "metrics has $fam" grep -q "^$fam" "$T/metrics"
+for fam in 'http_requests_total{route="/v1/items/{sku}",method="GET",code="200"}' \
+           'http_request_duration_seconds_bucket{route="/v1/items/{sku}/decrement",method="POST",le=' \
+           'cachesvc_decrements_total{outcome="ok"}' 'cachesvc_decrements_total{outcome="sold_out"}' \
+           'cachesvc_reads_total{tier="local"}' 'cachesvc_reads_total{tier="db"}' cachesvc_read_seconds_bucket \
+           cachesvc_local_entries cachesvc_local_bytes cachesvc_local_evictions_total \
+           cachesvc_local_fills_refused_total cachesvc_local_refused_floor_total \
+           cachesvc_store_batch_size_bucket cachesvc_store_commit_seconds_bucket \
+           cachesvc_invalidation_lag_seconds_bucket cachesvc_inv_outbox_depth \
+           'cachesvc_rt_worker_switches{worker="0"}' cachesvc_broadcast_lag_seconds_count; do
+  check "metrics has $fam" grep -qF "$fam" "$T/metrics"
 done
 if [ -z "${CACHESVC_NO_JEMALLOC:-}" ]; then
   check "metrics has jemalloc" grep -q '^cachesvc_jemalloc_allocated_bytes' "$T/metrics"
