@@ -105,7 +105,10 @@ static int check_name(const char *v, char *why, size_t n);
     X(cache, fill_wait_ms, K_INT, fill_wait_ms, 1, 600000, check_any, "1000",                                \
       "a read waits this long for another coroutine's fill of the same item")                                   \
     X(log, level, K_LEVEL, log_level, 0, 0, check_any, "info",                                               \
-      "debug, info, warn or error (run-time setting)")
+      "debug, info, warn or error (run-time setting)")                                                          \
+    X(log, slow_ms, K_INT, log_slow_ms, 0, 3600000, check_any, "1000",                                       \
+      "item reads, decrements, item writes and audits whose service time (database, Redis, "                  \
+      "waits) passes this are logged at warn with their request id; 0 = never (re-read on SIGHUP)")
 
 typedef struct cfg_key {
     const char *section, *key;

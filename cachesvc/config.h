@@ -71,6 +71,7 @@ typedef struct svc_config {
     int fill_wait_ms;
     /* [log] */
     int log_level;                 /* enum svc_log_level */
+    int log_slow_ms;               /* slow-request warning; 0 = off */
 
     /* Where the file came from (empty = none); kept for SIGHUP. */
     char path[SVC_CFG_STR];

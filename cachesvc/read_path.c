@@ -319,6 +319,7 @@ int svc_get_item(void *ctx, const char *sku, http_item *out, http_tier *tier)
     }
     int64_t t0 = rt_now_ns();
     int r = svc__read_item(s, sku, &e, tier);
+    svc__slow_check(s, "read", sku, t0, r);   /* local hits never park */
     if (r == HTTP_E_NOT_FOUND) {
         svc_metric_inc(SVC_C_READ_NOT_FOUND);
         return r;

@@ -55,11 +55,22 @@ static void local_evict(void *ctx, const char *sku, int64_t version)
 
 /* ------------------------------------------------------------------------ */
 
+void svc__slow_check(svc *s, const char *op, const char *sku, int64_t t0, int r)
+{
+    int64_t limit = atomic_load_explicit(&s->slow_ns, memory_order_relaxed);
+    int64_t dt = rt_now_ns() - t0;
+    if (limit > 0 && dt > limit)
+        SVC_WARN(NULL, "slow request", "op=%s sku=%s ms=%.3f result=%d", op, sku,
+                 (double)dt / 1e6, r);
+}
+
 static int svc_audit(void *ctx, const char *sku, int with_orders, http_audit *out)
 {
     svc *s = ctx;
     store_audit_result a;
+    int64_t t0 = rt_now_ns();
     int r = store_audit(s->st, sku, with_orders, &a);
+    svc__slow_check(s, "audit", sku, t0, r);
     if (r < 0) {
         if (r != -ENOENT)
             SVC_WARN(NULL, "audit failed", "sku=%s err=\"%s\"", sku, store_strerror(r));
@@ -139,6 +150,7 @@ static int svc_put_config(void *ctx, const http_config_update *upd, http_config_
 void svc_apply_runtime(svc *s, const svc_config *cfg)
 {
     set_delay(s, cfg->invalidation_delay_ms);
+    atomic_store(&s->slow_ns, (int64_t)cfg->log_slow_ms * 1000000);
     atomic_store(&s->local_ttl_ms, cfg->local_ttl_ms);
     svc_log_set_level(cfg->log_level);
     /* Static settings: compare the dumps key by key would need the table;
@@ -149,8 +161,9 @@ void svc_apply_runtime(svc *s, const svc_config *cfg)
         SVC_WARN(NULL, "reload: static settings changed; they apply after a restart",
                  "listen=%s store_url=%s redis_url=%s kafka_brokers=%s", cfg->listen,
                  cfg->store_url, cfg->redis_url, cfg->kafka_brokers);
-    SVC_INFO(NULL, "config reloaded", "invalidation_delay_ms=%d local_ttl_ms=%d log_level=%s",
-             cfg->invalidation_delay_ms, cfg->local_ttl_ms, svc_log_level_name(cfg->log_level));
+    SVC_INFO(NULL, "config reloaded", "invalidation_delay_ms=%d local_ttl_ms=%d log_level=%s slow_ms=%d",
+             cfg->invalidation_delay_ms, cfg->local_ttl_ms, svc_log_level_name(cfg->log_level),
+             cfg->log_slow_ms);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -476,6 +489,7 @@ int svc_open(const svc_config *cfg, svc **out)
 #endif
     atomic_store(&s->local_ttl_ms, cfg->local_ttl_ms);
     atomic_store(&s->invalidation_delay_ms, cfg->invalidation_delay_ms);
+    atomic_store(&s->slow_ns, (int64_t)cfg->log_slow_ms * 1000000);
     svc__breaker_init(&s->breaker, cfg->redis_breaker_failures, cfg->redis_breaker_probe_ms);
     if ((r = svc__flights_new(&s->flights)) < 0)
         goto fail;

@@ -64,6 +64,7 @@ typedef struct svc {
 
     _Atomic int64_t local_ttl_ms;        /* run-time settings */
     _Atomic int64_t invalidation_delay_ms;
+    _Atomic int64_t slow_ns;             /* log.slow_ms; 0 = off */
     _Atomic int puts_inflight;           /* item writes of this instance */
     _Atomic int draining;
     _Atomic int store_up;                /* last known, for /readyz */
@@ -141,6 +142,12 @@ int svc__redis_failed(int rc);
  * committed version, flights detached, the relay woken. */
 void svc__on_commit(void *ctx, const char *sku, int64_t stock, int64_t version,
                     int64_t committed_at_ms);
+
+/* Logs a warning "slow request" (with the request id, as every line
+ * logged while a request is served) when the operation op on sku, begun at
+ * rt_now_ns() t0, took longer than log.slow_ms; r is its result. Never
+ * parks. */
+void svc__slow_check(svc *s, const char *op, const char *sku, int64_t t0, int r);
 
 /* Maps a store errno to an api error code. */
 int svc__store_err(int err);

@@ -8,6 +8,7 @@
  * count after rt_main returns.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -292,6 +293,45 @@ static void overload_body(void *arg)
     svc_close(s, 1000);
 }
 
+/* log.slow_ms: item writes, decrements and reads past the local cache
+ * whose service time passes it are logged at warn; 0 turns that off. */
+static void slow_body(void *arg)
+{
+    (void)arg;
+    char path[128];
+    snprintf(path, sizeof path, "%s/slow.log", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    CHECK(fd >= 0);
+    svc *s = open_svc(100, 10);
+    if (s == NULL || fd < 0)
+        return;
+    svc_log_set_fd(fd);
+    atomic_store(&s->slow_ns, 1);        /* everything is slow */
+    http_decrement_res res;
+    http_item it;
+    http_tier tier;
+    CHECK(put(s, "slow", 10, -1) == 0);
+    CHECK(decr(s, "slow", "u1", 1, NULL, &res) == 0);
+    svc__local_evict(s, "slow", 0);   /* unconditional */
+    CHECK(svc_get_item(s, "slow", &it, &tier) == 0 && tier == HTTP_TIER_DB);
+    CHECK(svc_get_item(s, "slow", &it, &tier) == 0 && tier == HTTP_TIER_LOCAL);
+    atomic_store(&s->slow_ns, 0);        /* off */
+    CHECK(decr(s, "slow", "u2", 1, NULL, &res) == 0);
+    svc_log_set_fd(2);
+    char buf[4096] = {0};
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+    close(fd);
+    CHECK(n > 0);
+    CHECK(strstr(buf, "level=warn msg=\"slow request\" op=put_item sku=slow ms=") != NULL);
+    CHECK(strstr(buf, "msg=\"slow request\" op=decrement sku=slow ms=") != NULL);
+    CHECK(strstr(buf, "msg=\"slow request\" op=read sku=slow ms=") != NULL);
+    int lines = 0;
+    for (const char *p = buf; (p = strstr(p, "slow request")) != NULL; p++)
+        lines++;
+    CHECK(lines == 3);                   /* not the local hit, nor after 0 */
+    svc_close(s, 1000);
+}
+
 static void breaker_body(void *arg)
 {
     (void)arg;
@@ -331,6 +371,7 @@ static void run(rt_fn fn)
 static void test_paths(void **state) { (void)state; run(paths_body); }
 static void test_overload(void **state) { (void)state; run(overload_body); }
 static void test_breaker(void **state) { (void)state; run(breaker_body); }
+static void test_slow(void **state) { (void)state; run(slow_body); }
 
 int main(void)
 {
@@ -342,6 +383,7 @@ int main(void)
         cmocka_unit_test(test_breaker),
         cmocka_unit_test(test_paths),
         cmocka_unit_test(test_overload),
+        cmocka_unit_test(test_slow),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
     char cmd[128];
