@@ -282,7 +282,11 @@ fs_outcome fs_outcome_classify(int status, const char *error_code, int replayed)
 enum { FS_ROUTE_GET = 0, FS_ROUTE_BUY = 1, FS_ROUTES = 2 };
 enum { FS_TIER_LOCAL = 0, FS_TIER_REDIS, FS_TIER_DB, FS_TIER_NONE, FS_TIERS };
 
-/* One second of the run, for the progress line and the plot. */
+/* One second of the run, for the progress line and the plot. The first
+ * FS_FINE_SLOTS * 100 ms of a run are also kept per 100 ms: a short run
+ * (the demo's takes a few seconds) is plotted at that resolution. */
+#define FS_FINE_NS 100000000
+#define FS_FINE_SLOTS 600
 typedef struct fs_slot {
     _Atomic uint64_t requests;
     _Atomic uint64_t errors;
@@ -307,6 +311,7 @@ typedef struct fs_result {
     fs_stale stale;
     _Atomic(fs_slot *) *slots;        /* per second; allocated lazily */
     size_t nslots;
+    _Atomic(fs_slot *) *fine;         /* per 100 ms, FS_FINE_SLOTS; lazily */
     int64_t t0_ns;
     /* verification, one per sku */
     fs_verify_out *verify;            /* nverify, one per sku */
@@ -321,6 +326,12 @@ void fs_result_free(fs_result *r);
 /* The slot of second sec, allocated on first use (thread-safe); NULL past
  * the end or when out of memory. */
 fs_slot *fs_result_slot(fs_result *r, size_t sec);
+/* The same per 100 ms: interval idx of the run's first FS_FINE_SLOTS. */
+fs_slot *fs_result_fine_slot(fs_result *r, size_t idx);
+/* Records one answer received at t (ns since the run's start) into the
+ * second and the 100 ms that hold it. */
+void fs_result_tick(fs_result *r, int64_t t, uint64_t lat_ns, int error, uint64_t sold,
+                    int sold_out);
 uint64_t fs_result_requests(const fs_result *r);
 uint64_t fs_result_errors(const fs_result *r);
 double fs_result_rps(const fs_result *r);

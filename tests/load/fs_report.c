@@ -488,18 +488,30 @@ static int plot_run(FILE *sc, const char *dir, const fs_opts *o, const fs_result
     FILE *f = fopen(p, "w");
     if (f == NULL)
         return -errno;
-    for (size_t s = 0; s < r->nslots; s++) {
-        fs_slot *sl = atomic_load(&r->slots[s]);
-        if (sl == NULL)
+    /* A short run is drawn per 100 ms (a sale of a few seconds would be
+     * two or three points per second), a longer one per second. */
+    int fine = r->elapsed_s <= FS_FINE_SLOTS * (FS_FINE_NS / 1e9);
+    double w = fine ? FS_FINE_NS / 1e9 : 1.0;
+    size_t nsl = fine ? FS_FINE_SLOTS : r->nslots;
+    _Atomic(fs_slot *) *slots = fine ? r->fine : r->slots;
+    uint64_t sold = 0;
+    for (size_t s = 0; s < nsl && (double)s * w < r->elapsed_s; s++) {
+        fs_slot *sl = atomic_load(&slots[s]);
+        /* The last interval is partial: scale it to a rate, and place every
+         * interval's point in the middle of the time it covers. */
+        double span = r->elapsed_s - (double)s * w;
+        span = span > w ? w : span < 0.05 * w ? 0.05 * w : span;
+        if (sl == NULL) {   /* nothing answered: a stall shows as 0 */
+            fprintf(f, "%.3f 0 0 NaN NaN NaN %llu\n", (double)s * w + span / 2,
+                    (unsigned long long)sold);
             continue;
-        /* The last second is partial: scale it to a rate, and place every
-         * second's point in the middle of the time it covers. */
-        double span = r->elapsed_s - (double)s;
-        span = span > 1.0 ? 1.0 : span < 0.05 ? 0.05 : span;
-        fprintf(f, "%.3f %.0f %.0f %.4f %.4f %.4f\n", (double)s + span / 2,
+        }
+        sold += atomic_load(&sl->sold);
+        fprintf(f, "%.3f %.0f %.0f %.4f %.4f %.4f %llu\n", (double)s * w + span / 2,
                 (double)atomic_load(&sl->requests) / span,
                 (double)atomic_load(&sl->errors) / span, ms(fs_hist_percentile(&sl->lat, 50)),
-                ms(fs_hist_percentile(&sl->lat, 99)), ms(fs_hist_max(&sl->lat)));
+                ms(fs_hist_percentile(&sl->lat, 99)), ms(fs_hist_max(&sl->lat)),
+                (unsigned long long)sold);
     }
     fclose(f);
     for (int rt = 0; rt <= FS_ROUTES; rt++) {
@@ -511,21 +523,26 @@ static int plot_run(FILE *sc, const char *dir, const fs_opts *o, const fs_result
     }
     run_summary(what, sizeof(what), o, fs_result_requests(r));
     const char *since = o->rate > 0 ? "intended send time" : "send time";
+    const char *per = fine ? "100 ms" : "second";
     fprintf(sc,
             "set terminal pngcairo size 1000,1150 font 'sans,10'\n"
             "set output '%s'\n"
             "set multiplot layout 3,1 title \"flashsale%s%s: %s\" font 'sans,12'\n"
-            "set grid\nset key top right opaque box\nset xrange [0:*]\nset yrange [0:*]\n"
-            "set title 'Throughput (per second of the run)'\n"
+            "set grid\nset lmargin at screen 0.10\nset rmargin at screen 0.80\nset key outside right top vertical box\nset xrange [0:*]\nset yrange [0:*]\n"
+            "set title 'Throughput (per %s of the run) and units sold'\n"
             "set xlabel 'time since start (s)'\nset ylabel 'requests/s'\n"
+            "set y2label 'units sold (cumulative)'\nset y2tics\nset y2range [0:%.0f]\n"
             "plot '%s/timeline.dat' using 1:2 with linespoints title 'requests/s', "
-            "'' using 1:3 with linespoints title 'errors/s'\n"
-            "set title 'Latency per second, all routes (from %s)'\n"
+            "'' using 1:3 with linespoints title 'errors/s', "
+            "'' using 1:7 axes x1y2 with lines lw 2 title 'units sold'\n"
+            "unset y2tics\nunset y2label\n"
+            "set title 'Latency per %s, all routes (from %s)'\n"
             "set ylabel 'latency (ms)'\n"
             "plot '%s/timeline.dat' using 1:4 with linespoints title 'p50', "
             "'' using 1:5 with linespoints title 'p99', "
             "'' using 1:6 with linespoints title 'max'\n"
             "set title 'Latency by percentile, whole run (from %s)'\n"
+            "set key inside top left opaque box\n"
             "set logscale xy\nset xrange [*:*]\nset yrange [*:*]\nset xlabel 'percentile (%%)'\n"
             "set ylabel 'latency (ms, log scale)'\n"
             "set xtics ('0' 1, '90' 10, '99' 100, '99.9' 1000, '99.99' 10000, "
@@ -534,8 +551,8 @@ static int plot_run(FILE *sc, const char *dir, const fs_opts *o, const fs_result
             "'%s/curve1.dat' using 1:2 with lines lw 2 title 'POST buy', "
             "'%s/curve2.dat' using 1:2 with lines lw 2 dt 2 title 'all'\n"
             "unset multiplot\n",
-            path, r->label[0] ? ", " : "", r->label, what, dir, since, dir, since, dir, dir,
-            dir);
+            path, r->label[0] ? ", " : "", r->label, what, per, sold > 0 ? (double)sold * 1.15 : 1.0,
+            dir, per, since, dir, since, dir, dir, dir);
     return 0;
 }
 

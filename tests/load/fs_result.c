@@ -77,9 +77,10 @@ int fs_result_init(fs_result *r, const fs_opts *o, size_t max_seconds)
         goto fail;
     r->nslots = max_seconds ? max_seconds : 1;
     r->slots = calloc(r->nslots, sizeof(*r->slots));
+    r->fine = calloc(FS_FINE_SLOTS, sizeof(*r->fine));
     r->verify = calloc((size_t)o->nskus, sizeof(*r->verify));
     r->verify_sku = calloc((size_t)o->nskus, sizeof(*r->verify_sku));
-    if (r->slots == NULL || r->verify == NULL || r->verify_sku == NULL) {
+    if (r->slots == NULL || r->fine == NULL || r->verify == NULL || r->verify_sku == NULL) {
         rc = -ENOMEM;
         goto fail;
     }
@@ -89,34 +90,40 @@ fail:
     return rc;
 }
 
+static void free_slots(_Atomic(fs_slot *) *v, size_t n)
+{
+    for (size_t i = 0; v && i < n; i++) {
+        fs_slot *s = atomic_load(&v[i]);
+        if (s) {
+            fs_hist_free(&s->lat);
+            free(s);
+        }
+    }
+    free(v);
+}
+
 void fs_result_free(fs_result *r)
 {
     for (int i = 0; i < FS_ROUTES; i++)
         fs_hist_free(&r->lat[i]);
     fs_hist_free(&r->all);
     fs_stale_free(&r->stale);
-    if (r->slots) {
-        for (size_t i = 0; i < r->nslots; i++) {
-            fs_slot *s = atomic_load(&r->slots[i]);
-            if (s) {
-                fs_hist_free(&s->lat);
-                free(s);
-            }
-        }
-        free(r->slots);
-        r->slots = NULL;
-    }
+    free_slots(r->slots, r->nslots);
+    free_slots(r->fine, FS_FINE_SLOTS);
+    r->slots = NULL;
+    r->fine = NULL;
     free(r->verify);
     free(r->verify_sku);
     r->verify = NULL;
     r->verify_sku = NULL;
 }
 
-fs_slot *fs_result_slot(fs_result *r, size_t sec)
+/* Slot i of v (n slots), allocated by the first caller that needs it. */
+static fs_slot *slot_at(_Atomic(fs_slot *) *v, size_t n, size_t i)
 {
-    if (sec >= r->nslots)
+    if (v == NULL || i >= n)
         return NULL;
-    fs_slot *s = atomic_load_explicit(&r->slots[sec], memory_order_acquire);
+    fs_slot *s = atomic_load_explicit(&v[i], memory_order_acquire);
     if (s)
         return s;
     fs_slot *mine = calloc(1, sizeof(*mine));
@@ -127,12 +134,47 @@ fs_slot *fs_result_slot(fs_result *r, size_t sec)
         return NULL;
     }
     fs_slot *expected = NULL;
-    if (atomic_compare_exchange_strong_explicit(&r->slots[sec], &expected, mine,
-                                                memory_order_acq_rel, memory_order_acquire))
+    if (atomic_compare_exchange_strong_explicit(&v[i], &expected, mine, memory_order_acq_rel,
+                                                memory_order_acquire))
         return mine;
     fs_hist_free(&mine->lat);
     free(mine);
     return expected;
+}
+
+fs_slot *fs_result_slot(fs_result *r, size_t sec)
+{
+    return slot_at(r->slots, r->nslots, sec);
+}
+
+fs_slot *fs_result_fine_slot(fs_result *r, size_t idx)
+{
+    return slot_at(r->fine, FS_FINE_SLOTS, idx);
+}
+
+static void slot_add(fs_slot *sl, uint64_t lat_ns, int error, uint64_t sold, int sold_out)
+{
+    if (sl == NULL)
+        return;
+    atomic_fetch_add_explicit(&sl->requests, 1, memory_order_relaxed);
+    if (error)
+        atomic_fetch_add_explicit(&sl->errors, 1, memory_order_relaxed);
+    if (sold)
+        atomic_fetch_add_explicit(&sl->sold, sold, memory_order_relaxed);
+    if (sold_out)
+        atomic_fetch_add_explicit(&sl->sold_out, 1, memory_order_relaxed);
+    fs_hist_record(&sl->lat, lat_ns);
+}
+
+void fs_result_tick(fs_result *r, int64_t t, uint64_t lat_ns, int error, uint64_t sold,
+                    int sold_out)
+{
+    if (t < 0)
+        t = 0;
+    slot_add(fs_result_slot(r, (size_t)(t / 1000000000)), lat_ns, error, sold, sold_out);
+    if (t / FS_FINE_NS < FS_FINE_SLOTS)
+        slot_add(fs_result_fine_slot(r, (size_t)(t / FS_FINE_NS)), lat_ns, error, sold,
+                 sold_out);
 }
 
 uint64_t fs_result_requests(const fs_result *r)

@@ -168,18 +168,8 @@ static void record(run *rn, int route, fs_outcome oc, int64_t intended, int64_t 
     atomic_fetch_add_explicit(&r->outcomes[route][oc], 1, memory_order_relaxed);
     fs_hist_record(&r->lat[route], lat);
     fs_hist_record(&r->all, lat);
-    int64_t sec = (t_recv - rn->t0) / 1000000000;
-    fs_slot *sl = fs_result_slot(r, sec > 0 ? (size_t)sec : 0);
-    if (sl) {
-        atomic_fetch_add_explicit(&sl->requests, 1, memory_order_relaxed);
-        if (!fs_outcome_ok(oc))
-            atomic_fetch_add_explicit(&sl->errors, 1, memory_order_relaxed);
-        if (sold)
-            atomic_fetch_add_explicit(&sl->sold, (uint64_t)sold, memory_order_relaxed);
-        if (oc == FS_O_SOLD_OUT)
-            atomic_fetch_add_explicit(&sl->sold_out, 1, memory_order_relaxed);
-        fs_hist_record(&sl->lat, lat);
-    }
+    fs_result_tick(r, t_recv - rn->t0, lat, !fs_outcome_ok(oc), (uint64_t)sold,
+                   oc == FS_O_SOLD_OUT);
 }
 
 static void add_ack(sku_acks *a, int64_t order_id, int32_t user, int32_t qty)

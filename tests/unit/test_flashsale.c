@@ -607,6 +607,37 @@ static void report_outputs(void **state)
     fs_opts_free(&o);
 }
 
+/* An answer is counted in its second and, over the first minute, in its
+ * 100 ms interval; later ones only per second. */
+static void tick_fills_seconds_and_tenths(void **state)
+{
+    (void)state;
+    fs_opts o;
+    const char *args[] = {"--skus", "1"};
+    assert_int_equal(parse(&o, args, 2), 0);
+    assert_int_equal(fs_opts_name_skus(&o, -1, "t"), 0);
+    fs_result r;
+    assert_int_equal(fs_result_init(&r, &o, 100), 0);
+    fs_result_tick(&r, MS(1250), MS(3), 0, 1, 0);
+    fs_result_tick(&r, MS(1299), MS(5), 1, 0, 1);
+    fs_result_tick(&r, MS(70000), MS(1), 0, 0, 0);
+    fs_result_tick(&r, -5, MS(1), 0, 0, 0);   /* before t0: the first interval */
+    fs_slot *sec = fs_result_slot(&r, 1), *tenth = fs_result_fine_slot(&r, 12);
+    assert_int_equal(atomic_load(&sec->requests), 2);
+    assert_int_equal(atomic_load(&tenth->requests), 2);
+    assert_int_equal(atomic_load(&tenth->errors), 1);
+    assert_int_equal(atomic_load(&tenth->sold), 1);
+    assert_int_equal(atomic_load(&tenth->sold_out), 1);
+    assert_int_equal(fs_hist_count(&tenth->lat), 2);
+    assert_int_equal(atomic_load(&fs_result_slot(&r, 70)->requests), 1);
+    assert_null(fs_result_fine_slot(&r, FS_FINE_SLOTS));
+    assert_int_equal(atomic_load(&fs_result_slot(&r, 0)->requests), 1);
+    assert_int_equal(atomic_load(&fs_result_fine_slot(&r, 0)->requests), 1);
+    assert_null(atomic_load(&r.fine[11]));
+    fs_result_free(&r);
+    fs_opts_free(&o);
+}
+
 /* Removes the data files fs_report_plot_script wrote into dir, and dir. */
 static void rm_plot_dir(const char *dir)
 {
@@ -634,9 +665,7 @@ static void plot_scripts_label_everything(void **state)
         assert_int_equal(fs_result_init(&r[i], &o, 10), 0);
         r[i].elapsed_s = 2.5;
         r[i].delay_ms = i * 500;
-        fs_slot *sl = fs_result_slot(&r[i], 0);
-        atomic_fetch_add(&sl->requests, 10);
-        fs_hist_record(&sl->lat, MS(2));
+        fs_result_tick(&r[i], MS(50), MS(2), 0, 1, 0);
         fs_hist_record(&r[i].all, MS(2));
         fs_hist_record(&r[i].lat[FS_ROUTE_GET], MS(2));
         atomic_fetch_add(&r[i].outcomes[FS_ROUTE_GET][FS_O_OK], 10);
@@ -648,7 +677,8 @@ static void plot_scripts_label_everything(void **state)
     static const char *const run_has[] = {
         "10 requests, open loop at 500/s, 64 connections, 1 target",
         "set title 'Throughput",
-        "set title 'Latency per second, all routes (from intended send time)'",
+        "set title 'Latency per 100 ms, all routes (from intended send time)'",
+        "set y2label 'units sold (cumulative)'",
         "set title 'Latency by percentile",
         "set xlabel 'time since start (s)'",
         "set ylabel 'requests/s'",
@@ -713,6 +743,7 @@ int main(void)
         cmocka_unit_test(opts_rejects_bad_input),
         cmocka_unit_test(report_outputs),
         cmocka_unit_test(plot_scripts_label_everything),
+        cmocka_unit_test(tick_fills_seconds_and_tenths),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
