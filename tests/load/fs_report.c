@@ -528,7 +528,8 @@ static int plot_run(FILE *sc, const char *dir, const fs_opts *o, const fs_result
             "set terminal pngcairo size 1000,1150 font 'sans,10'\n"
             "set output '%s'\n"
             "set multiplot layout 3,1 title \"flashsale%s%s: %s\" font 'sans,12'\n"
-            "set grid\nset lmargin at screen 0.10\nset rmargin at screen 0.80\nset key outside right top vertical box\nset xrange [0:*]\nset yrange [0:*]\n"
+            "set grid\nset lmargin at screen 0.10\nset rmargin at screen 0.80\n"
+            "set key outside right top vertical box\nset xrange [0:*]\nset yrange [0:*]\n"
             "set title 'Throughput (per %s of the run) and units sold'\n"
             "set xlabel 'time since start (s)'\nset ylabel 'requests/s'\n"
             "set y2label 'units sold (cumulative)'\nset y2tics\nset y2range [0:%.0f]\n"
@@ -551,8 +552,8 @@ static int plot_run(FILE *sc, const char *dir, const fs_opts *o, const fs_result
             "'%s/curve1.dat' using 1:2 with lines lw 2 title 'POST buy', "
             "'%s/curve2.dat' using 1:2 with lines lw 2 dt 2 title 'all'\n"
             "unset multiplot\n",
-            path, r->label[0] ? ", " : "", r->label, what, per, sold > 0 ? (double)sold * 1.15 : 1.0,
-            dir, per, since, dir, since, dir, dir, dir);
+            path, r->label[0] ? ", " : "", r->label, what, per,
+            sold > 0 ? (double)sold * 1.15 : 1.0, dir, per, since, dir, since, dir, dir, dir);
     return 0;
 }
 
@@ -580,7 +581,8 @@ static int plot_sweep(FILE *sc, const char *dir, const fs_opts *o, fs_result *co
             "set output '%s'\n"
             "set multiplot layout 3,1 title \"flashsale: invalidation delay sweep "
             "(per round: %s)\" font 'sans,12'\n"
-            "set grid\nset key outside right top box\nset yrange [0:*]\n"
+            "set grid\nset lmargin at screen 0.10\nset rmargin at screen 0.78\n"
+            "set key outside right top box width 2\nset yrange [0:*]\n"
             "set xlabel 'invalidation delay (ms)'\n"
             "set title 'Stale reads: version older than one committed more than W before "
             "the read was sent'\n"
@@ -597,10 +599,10 @@ static int plot_sweep(FILE *sc, const char *dir, const fs_opts *o, fs_result *co
             "\nset title 'Redis hit ratio (reads that missed the local cache) and database "
             "reads'\n"
             "set ylabel 'redis hit ratio (0-1)'\nset y2label 'database reads/s'\n"
-            "set y2tics\nset y2range [0:*]\n"
-            "plot '%s/sweep.dat' using 1:2 with linespoints title 'redis hit ratio', "
-            "'' using 1:3 axes x1y2 with linespoints title 'database reads/s'\n"
-            "unset y2tics\nunset y2label\n"
+            "set y2tics\nset y2range [0:*]\nset key outside right bottom box width 1\n"
+            "plot '%s/sweep.dat' using 1:2 with linespoints title 'Redis hits', "
+            "'' using 1:3 axes x1y2 with linespoints title 'db reads/s'\n"
+            "unset y2tics\nunset y2label\nset key outside right top box width 2\n"
             "set title 'Latency, all routes'\nset ylabel 'latency (ms)'\n"
             "plot '%s/sweep.dat' using 1:4 with linespoints title 'p50', "
             "'' using 1:5 with linespoints title 'p99'\n"
