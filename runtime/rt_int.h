@@ -183,7 +183,7 @@ static inline bool rt__waiter_claim(rt_waiter *w)
     int exp = 0;
     return atomic_compare_exchange_strong_explicit(&w->claimed, &exp, 1, memory_order_acq_rel, RT_ACQUIRE);
 }
-void rt__waiter_complete(rt_waiter *w, int result);
+static inline void rt__waiter_complete(rt_waiter *w, int result);
 /* Claims and completes; returns whether this call did it. */
 static inline bool rt__waiter_fire(rt_waiter *w, int result)
 {
@@ -229,8 +229,8 @@ static inline rt_waiter *rt__waitq_pop(rt_waitq *q)
 /* ------------------------------------------------------------------------ */
 /* Workers                                                                   */
 
-enum { RT_POST_NONE, RT_POST_PARK, RT_POST_PARK_UNLOCK, RT_POST_YIELD, RT_POST_EXIT,
-       RT_POST_JOIN };
+enum { RT_POST_NONE, RT_POST_PARK, RT_POST_PARK_UNLOCK, RT_POST_PARKED, RT_POST_YIELD,
+       RT_POST_EXIT, RT_POST_JOIN };
 enum { RT_EXIT_DETACHED, RT_EXIT_DIRECT, RT_EXIT_MARKED, RT_EXIT_WAITER };
 
 struct rt_worker {
@@ -271,8 +271,8 @@ struct rt_worker {
     rt_co *pool;
     _Atomic size_t pool_len;
     uint64_t id_next, id_end; /* block of coroutine ids */
-    /* Monitor snapshot of the running coroutine (relaxed). */
-    _Atomic uint64_t mon_tick;
+    /* Monitor snapshot of the running coroutine (relaxed); st_switches
+     * is its tick. */
     _Atomic uint64_t mon_id;
     _Atomic(rt_fn) mon_fn;
     _Atomic(const char *) mon_name;
@@ -330,6 +330,29 @@ rt_worker *rt__cur_worker(void);
 /* Makes a coroutine parked on a racy waiter runnable. Safe from any
  * thread. */
 void rt__ready(rt_co *co);
+/* Owner only: old was displaced from w's LIFO slot; it goes to the ring
+ * and an idle worker is woken for it. */
+void rt__runnext_displaced(rt_worker *w, rt_co *old);
+/* rt__waiter_complete() for racy and foreign-thread waiters, or when
+ * called off a worker. */
+void rt__waiter_complete_slow(rt_waiter *w, int result);
+/* Completes a claimed waiter: the waiter's coroutine becomes runnable (a
+ * locked waiter completed on a worker goes straight to its LIFO slot, with
+ * no read-modify-write), or its foreign thread is woken. */
+static inline void rt__waiter_complete(rt_waiter *w, int result)
+{
+    rt_worker *me;
+    if (RT_LIKELY(w->co && !w->racy) && (me = rt__cur_worker())) {
+        rt_co *co = w->co, *old = me->runnext;
+        w->result = result;
+        me->runnext = co;
+        if (old)
+            rt__runnext_displaced(me, old);
+        return;
+    }
+    rt__waiter_complete_slow(w, result);
+}
+
 /* Makes a coroutine runnable that is known to be switched out (it parked
  * on a locked waiter the caller claimed). Safe from any thread. */
 void rt__ready_parked(rt_co *co);

@@ -304,7 +304,6 @@ static inline void note_run(rt_worker *w, rt_co *co)
     atomic_store_explicit(&w->mon_id, co->id, RT_RELAXED);
     atomic_store_explicit(&w->mon_fn, co->fn, RT_RELAXED);
     atomic_store_explicit(&w->mon_name, co->name, RT_RELAXED);
-    RT_STAT_ADD(w->mon_tick, 1);
 }
 
 /* Sanitizer bookkeeping around a switch. from/to NULL = scheduler. */
@@ -338,10 +337,14 @@ static inline void ready_local(rt_worker *w, rt_co *co)
 {
     rt_co *old = w->runnext;
     w->runnext = co;
-    if (old) {
-        runq_put(w, old);
-        rt__wakep();
-    }
+    if (old)
+        rt__runnext_displaced(w, old);
+}
+
+void rt__runnext_displaced(rt_worker *w, rt_co *old)
+{
+    runq_put(w, old);
+    rt__wakep();
 }
 
 /* Runs the previous coroutine's request, now that its stack is idle. */
@@ -371,6 +374,11 @@ static inline void post_switch(rt_worker *w)
         rt__stack_check(co);
         rt__spin_unlock(w->post_unlock);
         w->post_unlock = NULL;
+        break;
+    case RT_POST_PARKED:
+        /* Parked on a waiter that only the coroutine switched to can
+         * complete (rt_join() of a child taken from runnext). */
+        rt__stack_check(co);
         break;
     case RT_POST_YIELD:
         /* No wakep: the yielder was this worker's work already. */
@@ -425,6 +433,20 @@ static inline rt_co *local_next(rt_worker *w)
         w->runnext = NULL;
     }
     return co;
+}
+
+/* Takes co out of w's LIFO slot to switch to it directly, if it is there
+ * and local_next() would have picked it now. */
+static inline bool take_runnext(rt_worker *w, rt_co *co)
+{
+    if (w->runnext != co || w->lifo_run >= RT_LIFO_MAX ||
+        (w->tick + 1) % RT_FAIR_TICKS == 0 ||
+        atomic_load_explicit(&rt__rt.stopping, RT_RELAXED))
+        return false;
+    w->tick++;
+    w->lifo_run++;
+    w->runnext = NULL;
+    return true;
 }
 
 /* Switches the running coroutine cur away with request op. Returns when
@@ -498,7 +520,7 @@ void rt__ready(rt_co *co)
     enqueue_ready(co);
 }
 
-void rt__waiter_complete(rt_waiter *w, int result)
+void rt__waiter_complete_slow(rt_waiter *w, int result)
 {
     w->result = result;
     if (w->co) {
@@ -647,12 +669,7 @@ int rt_spawn_ex(rt_co **out, rt_fn fn, void *arg, const rt_spawn_opts *opts)
         *out = co;
     if (w) {
         RT_STAT_ADD(w->st_spawns, 1);
-        rt_co *old = w->runnext;
-        w->runnext = co;
-        if (old) {
-            runq_put(w, old);
-            rt__wakep();
-        }
+        ready_local(w, co);
         return 0;
     }
     atomic_fetch_add(&foreign_spawns, 1);
@@ -680,12 +697,21 @@ int rt_join(rt_co *co)
         return -ECANCELED;
     if (w && w->cur) {
         if (atomic_load_explicit(&co->join_word, RT_ACQUIRE) != 1) {
-            /* Published by post_switch(), after we switched out. */
             rt__waiter_init(&wt, w->cur);
             wt.racy = 0;
-            w->post_child = co;
-            w->post_waiter = &wt;
-            sched_switch(w, w->cur, RT_POST_JOIN);
+            if (take_runnext(w, co)) {
+                /* co waits in our LIFO slot, which only we touch: it runs
+                 * nowhere, so nobody else reads or writes its join word
+                 * until we switch to it. Publish with a plain store and
+                 * run it now; it switches straight back when it exits. */
+                atomic_store_explicit(&co->join_word, (uintptr_t)&wt, RT_RELEASE);
+                sched_switch_to(w, w->cur, RT_POST_PARKED, co);
+            } else {
+                /* Published by post_switch(), after we switched out. */
+                w->post_child = co;
+                w->post_waiter = &wt;
+                sched_switch(w, w->cur, RT_POST_JOIN);
+            }
         }
         rt__stack_free(rt__cur_worker(), co);
         return 0;
@@ -940,7 +966,7 @@ static void *monitor_main(void *arg)
         int64_t now = rt_now_ns();
         for (int i = 0; thr_ns > 0 && i < n; i++) {
             rt_worker *w = &rt->workers[i];
-            uint64_t tick = atomic_load_explicit(&w->mon_tick, RT_RELAXED);
+            uint64_t tick = atomic_load_explicit(&w->st_switches, RT_RELAXED);
             int busy = atomic_load_explicit(&w->mon_busy, RT_RELAXED);
             if (!busy || tick != last_tick[i]) {
                 last_tick[i] = tick;

@@ -1,7 +1,8 @@
 /*
  * Context switch for aarch64 (AAPCS64). rt__switch(void **save, void *to)
  * saves x19-x30, d8-d15 and FPCR in a 176-byte frame on the current stack,
- * stores sp in *save, loads `to` and restores the same frame from it.
+ * stores sp in *save, loads `to` and restores the same frame from it
+ * (FPCR is written only when it differs from the current one).
  */
 #if defined(__aarch64__)
     .text
@@ -36,10 +37,14 @@ rt__switch:
     ldp d10, d11, [sp, #112]
     ldp d12, d13, [sp, #128]
     ldp d14, d15, [sp, #144]
-    ldr x9, [sp, #160]
-    msr fpcr, x9
-    add sp, sp, #176
+    ldr x10, [sp, #160]
+    cmp x9, x10
+    b.ne 1f
+2:  add sp, sp, #176
     ret
+    /* Writing FPCR may serialize: only when it differs (almost never). */
+1:  msr fpcr, x10
+    b 2b
     .size rt__switch,.-rt__switch
 
 /* First instruction of a new coroutine: x19 holds the coroutine, x20 the

@@ -19,7 +19,7 @@ static rt_co *self_co(void)
 }
 
 /* Pops the first waiter of q that can still be claimed, or NULL. */
-static rt_waiter *claim_first(rt_waitq *q)
+static inline __attribute__((always_inline)) rt_waiter *claim_first(rt_waitq *q)
 {
     rt_waiter *w;
     while ((w = rt__waitq_pop(q)))
@@ -225,7 +225,8 @@ static inline char *slot(rt_chan *ch, size_t i)
 }
 
 /* Returns 0 (sent), -EPIPE, or -EAGAIN with the lock still held. */
-static int do_send_now(rt_chan *ch, const void *elem, rt_waiter **wake)
+static inline __attribute__((always_inline)) int do_send_now(rt_chan *ch, const void *elem,
+                                                             rt_waiter **wake)
 {
     *wake = NULL;
     if (ch->closed)
@@ -244,19 +245,8 @@ static int do_send_now(rt_chan *ch, const void *elem, rt_waiter **wake)
     return -EAGAIN;
 }
 
-static int chan_op(rt_chan *ch, void *elem, int64_t deadline, bool try_only, bool send);
-
-int rt_chan_send(rt_chan *ch, const void *elem, int64_t deadline)
-{
-    return chan_op(ch, (void *)elem, deadline, false, true);
-}
-
-int rt_chan_try_send(rt_chan *ch, const void *elem)
-{
-    return chan_op(ch, (void *)elem, RT_NO_DEADLINE, true, true);
-}
-
-static int do_recv_now(rt_chan *ch, void *elem, rt_waiter **wake)
+static inline __attribute__((always_inline)) int do_recv_now(rt_chan *ch, void *elem,
+                                                             rt_waiter **wake)
 {
     *wake = NULL;
     if (ch->len > 0) {
@@ -280,19 +270,40 @@ static int do_recv_now(rt_chan *ch, void *elem, rt_waiter **wake)
     return ch->closed ? -EPIPE : -EAGAIN;
 }
 
-/* One send or receive: done at once if possible, else parks (unless
- * try_only) on the matching queue with elem as the hand-off buffer. */
-static int chan_op(rt_chan *ch, void *elem, int64_t deadline, bool try_only, bool send)
+static int chan_wait(rt_chan *ch, rt_waitq *q, void *elem, int64_t deadline);
+
+/* Send and receive take the channel's lock once and do what can be done
+ * at once inline (do_*_now() are inlined into each caller, so the common
+ * hand-off is a straight line); parking is out of line in chan_wait(). */
+static inline __attribute__((always_inline)) int chan_op(rt_chan *ch, void *elem,
+                                                         int64_t deadline, bool send)
 {
     rt_waiter *wake;
     rt__spin_lock(&ch->lock);
     int rc = send ? do_send_now(ch, elem, &wake) : do_recv_now(ch, elem, &wake);
-    if (rc != -EAGAIN || try_only) {
-        rt__spin_unlock(&ch->lock);
-        if (wake)
-            rt__waiter_complete(wake, 0);
-        return rc;
-    }
+    if (RT_UNLIKELY(rc == -EAGAIN))
+        return chan_wait(ch, send ? &ch->sendq : &ch->recvq, elem, deadline);
+    rt__spin_unlock(&ch->lock);
+    if (wake)
+        rt__waiter_complete(wake, 0);
+    return rc;
+}
+
+int rt_chan_send(rt_chan *ch, const void *elem, int64_t deadline)
+{
+    return chan_op(ch, (void *)elem, deadline, true);
+}
+
+int rt_chan_recv(rt_chan *ch, void *elem, int64_t deadline)
+{
+    return chan_op(ch, elem, deadline, false);
+}
+
+/* Nothing to do at once: parks on q (the lock is held, and released by
+ * the time this returns). */
+static __attribute__((noinline)) int chan_wait(rt_chan *ch, rt_waitq *q, void *elem,
+                                               int64_t deadline)
+{
     if (deadline != RT_NO_DEADLINE && deadline <= rt_now_ns()) {
         rt__spin_unlock(&ch->lock);
         return -ETIMEDOUT;
@@ -300,17 +311,29 @@ static int chan_op(rt_chan *ch, void *elem, int64_t deadline, bool try_only, boo
     rt_waiter w;
     rt__waiter_init(&w, self_co());
     w.data = elem;
-    return wait_on(&ch->lock, send ? &ch->sendq : &ch->recvq, &w, deadline);
+    return wait_on(&ch->lock, q, &w, deadline);
 }
 
-int rt_chan_recv(rt_chan *ch, void *elem, int64_t deadline)
+/* try_send / try_recv: the same without parking. */
+static int chan_try(rt_chan *ch, void *elem, bool send)
 {
-    return chan_op(ch, elem, deadline, false, false);
+    rt_waiter *wake;
+    rt__spin_lock(&ch->lock);
+    int rc = send ? do_send_now(ch, elem, &wake) : do_recv_now(ch, elem, &wake);
+    rt__spin_unlock(&ch->lock);
+    if (wake)
+        rt__waiter_complete(wake, 0);
+    return rc;
+}
+
+int rt_chan_try_send(rt_chan *ch, const void *elem)
+{
+    return chan_try(ch, (void *)elem, true);
 }
 
 int rt_chan_try_recv(rt_chan *ch, void *elem)
 {
-    return chan_op(ch, elem, RT_NO_DEADLINE, true, false);
+    return chan_try(ch, elem, false);
 }
 
 void rt_chan_close(rt_chan *ch)
