@@ -308,6 +308,9 @@ typedef struct fs_result {
     _Atomic uint64_t tiers[FS_MAX_TARGETS][FS_TIERS];
     _Atomic uint64_t retries;
     _Atomic uint64_t sold_units;
+    _Atomic int64_t last_sale_ns;     /* since t0_ns: the last acknowledged
+                                       * buy's answer; -1 before any */
+    _Atomic uint64_t requests_at_last_sale;
     fs_stale stale;
     _Atomic(fs_slot *) *slots;        /* per second; allocated lazily */
     size_t nslots;
@@ -338,6 +341,13 @@ double fs_result_rps(const fs_result *r);
 /* The tester's CPU per request in microseconds: on a machine it shares
  * with the service it caps the throughput it can measure. */
 double fs_result_cpu_us_per_request(const fs_result *r);
+/* Notes a buy acknowledged at t (ns since the run's start), once its
+ * answer is counted: where the selling phase ends. */
+void fs_result_sale(fs_result *r, int64_t t);
+/* The selling phase (until the last acknowledged buy) and what followed:
+ * its length in s and both throughputs. Returns 0, or -ENOENT when nothing
+ * was sold. */
+int fs_result_phases(const fs_result *r, double *sell_s, double *sell_rps, double *after_rps);
 /* Hit ratio of Redis among reads that missed the local cache, and database
  * reads per second, from the X-Cache headers. */
 double fs_result_redis_hit_ratio(const fs_result *r);

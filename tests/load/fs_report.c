@@ -106,6 +106,12 @@ void fs_report_text(FILE *f, const fs_opts *o, const fs_result *r)
             (unsigned long long)atomic_load(&r->sold_units),
             (unsigned long long)atomic_load(&r->retries),
             (unsigned long long)fs_result_errors(r));
+    double sell_s, sell_rps, after_rps;
+    if (fs_result_phases(r, &sell_s, &sell_rps, &after_rps) == 0)
+        fprintf(f,
+                "  selling phase: the last acknowledged buy %.2f s into the run, %.0f "
+                "requests/s until then, %.0f requests/s after it\n",
+                sell_s, sell_rps, after_rps);
 
     fprintf(f, "reads by tier (X-Cache)\n");
     for (int t = 0; t < o->ntargets; t++) {
@@ -227,6 +233,12 @@ static void kv_run(FILE *f, const fs_opts *o, const fs_result *r, const char *pf
     fprintf(f, "%ssold=%llu\n", pfx, (unsigned long long)atomic_load(&r->sold_units));
     fprintf(f, "%ssold_out_rejections=%llu\n", pfx,
             (unsigned long long)outcome(r, FS_ROUTE_BUY, FS_O_SOLD_OUT));
+    double sell_s, sell_rps, after_rps;
+    if (fs_result_phases(r, &sell_s, &sell_rps, &after_rps) == 0) {
+        fprintf(f, "%sselling_s=%.3f\n", pfx, sell_s);
+        fprintf(f, "%sselling_requests_per_s=%.0f\n", pfx, sell_rps);
+        fprintf(f, "%safter_selling_requests_per_s=%.0f\n", pfx, after_rps);
+    }
     if (r->verified) {
         fprintf(f, "%soversold=%lld\n", pfx, (long long)oversold);
         fprintf(f, "%slost=%lld\n", pfx, (long long)lost);
@@ -288,6 +300,13 @@ static cJSON *run_json(const fs_opts *o, const fs_result *r)
     cJSON_AddNumberToObject(j, "errors", (double)fs_result_errors(r));
     cJSON_AddNumberToObject(j, "units_sold", (double)atomic_load(&r->sold_units));
     cJSON_AddNumberToObject(j, "retries", (double)atomic_load(&r->retries));
+    double sell_s, sell_rps, after_rps;
+    if (fs_result_phases(r, &sell_s, &sell_rps, &after_rps) == 0) {
+        cJSON *ph = cJSON_AddObjectToObject(j, "selling_phase");
+        cJSON_AddNumberToObject(ph, "seconds", sell_s);
+        cJSON_AddNumberToObject(ph, "requests_per_s", sell_rps);
+        cJSON_AddNumberToObject(ph, "after_requests_per_s", after_rps);
+    }
 
     cJSON *lat = cJSON_AddObjectToObject(j, "latency");
     for (int rt = 0; rt < FS_ROUTES; rt++)

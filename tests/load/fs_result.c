@@ -68,6 +68,7 @@ int fs_result_init(fs_result *r, const fs_opts *o, size_t max_seconds)
     int rc;
     memset(r, 0, sizeof(*r));
     r->delay_ms = -1;
+    r->last_sale_ns = -1;
     for (int i = 0; i < FS_ROUTES; i++)
         if ((rc = fs_hist_init(&r->lat[i], 9, 40)) < 0)
             goto fail;
@@ -194,6 +195,34 @@ uint64_t fs_result_errors(const fs_result *r)
             if (!fs_outcome_ok((fs_outcome)o))
                 n += atomic_load_explicit(&r->outcomes[rt][o], memory_order_relaxed);
     return n;
+}
+
+void fs_result_sale(fs_result *r, int64_t t)
+{
+    int64_t cur = atomic_load_explicit(&r->last_sale_ns, memory_order_relaxed);
+    while (t > cur) {
+        if (atomic_compare_exchange_weak_explicit(&r->last_sale_ns, &cur, t,
+                                                  memory_order_relaxed, memory_order_relaxed)) {
+            atomic_store_explicit(&r->requests_at_last_sale, fs_result_requests(r),
+                                  memory_order_relaxed);
+            break;
+        }
+    }
+}
+
+int fs_result_phases(const fs_result *r, double *sell_s, double *sell_rps, double *after_rps)
+{
+    int64_t t = atomic_load(&r->last_sale_ns);
+    if (t < 0)
+        return -ENOENT;
+    uint64_t total = fs_result_requests(r), at = atomic_load(&r->requests_at_last_sale);
+    if (at > total)
+        at = total;
+    double s = (double)t / 1e9, rest = r->elapsed_s - s;
+    *sell_s = s;
+    *sell_rps = s > 0 ? (double)at / s : 0.0;
+    *after_rps = rest > 0 ? (double)(total - at) / rest : 0.0;
+    return 0;
 }
 
 double fs_result_rps(const fs_result *r)

@@ -170,6 +170,8 @@ static void record(run *rn, int route, fs_outcome oc, int64_t intended, int64_t 
     fs_hist_record(&r->all, lat);
     fs_result_tick(r, t_recv - rn->t0, lat, !fs_outcome_ok(oc), (uint64_t)sold,
                    oc == FS_O_SOLD_OUT);
+    if (sold)
+        fs_result_sale(r, t_recv - rn->t0);
 }
 
 static void add_ack(sku_acks *a, int64_t order_id, int32_t user, int32_t qty)

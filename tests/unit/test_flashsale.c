@@ -11,6 +11,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -638,6 +639,33 @@ static void tick_fills_seconds_and_tenths(void **state)
     fs_opts_free(&o);
 }
 
+/* The selling phase ends with the last acknowledged buy: requests counted
+ * until then and after it give the two throughputs. */
+static void phases_split_at_the_last_sale(void **state)
+{
+    (void)state;
+    fs_opts o;
+    const char *args[] = {"--skus", "1"};
+    assert_int_equal(parse(&o, args, 2), 0);
+    assert_int_equal(fs_opts_name_skus(&o, -1, "t"), 0);
+    fs_result r;
+    assert_int_equal(fs_result_init(&r, &o, 10), 0);
+    double sell_s, sell_rps, after_rps;
+    assert_int_equal(fs_result_phases(&r, &sell_s, &sell_rps, &after_rps), -ENOENT);
+    r.elapsed_s = 3.0;
+    atomic_fetch_add(&r.outcomes[FS_ROUTE_BUY][FS_O_OK], 100);
+    fs_result_sale(&r, MS(1000));
+    atomic_fetch_add(&r.outcomes[FS_ROUTE_GET][FS_O_OK], 10);
+    fs_result_sale(&r, MS(500));   /* an earlier answer counted late: no change */
+    atomic_fetch_add(&r.outcomes[FS_ROUTE_BUY][FS_O_SOLD_OUT], 390);
+    assert_int_equal(fs_result_phases(&r, &sell_s, &sell_rps, &after_rps), 0);
+    assert_true(fabs(sell_s - 1.0) < 1e-9);
+    assert_true(fabs(sell_rps - 100.0) < 1e-9);
+    assert_true(fabs(after_rps - 200.0) < 1e-9);
+    fs_result_free(&r);
+    fs_opts_free(&o);
+}
+
 /* Removes the data files fs_report_plot_script wrote into dir, and dir. */
 static void rm_plot_dir(const char *dir)
 {
@@ -744,6 +772,7 @@ int main(void)
         cmocka_unit_test(report_outputs),
         cmocka_unit_test(plot_scripts_label_everything),
         cmocka_unit_test(tick_fills_seconds_and_tenths),
+        cmocka_unit_test(phases_split_at_the_last_sale),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
