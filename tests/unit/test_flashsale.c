@@ -608,17 +608,23 @@ static void report_outputs(void **state)
     fs_opts_free(&o);
 }
 
+/* Options of one item and an empty result of that many seconds. */
+static void one_item_result(fs_opts *o, fs_result *r, size_t seconds)
+{
+    const char *args[] = {"--skus", "1"};
+    assert_int_equal(parse(o, args, 2), 0);
+    assert_int_equal(fs_opts_name_skus(o, -1, "t"), 0);
+    assert_int_equal(fs_result_init(r, o, seconds), 0);
+}
+
 /* An answer is counted in its second and, over the first minute, in its
  * 100 ms interval; later ones only per second. */
 static void tick_fills_seconds_and_tenths(void **state)
 {
     (void)state;
     fs_opts o;
-    const char *args[] = {"--skus", "1"};
-    assert_int_equal(parse(&o, args, 2), 0);
-    assert_int_equal(fs_opts_name_skus(&o, -1, "t"), 0);
     fs_result r;
-    assert_int_equal(fs_result_init(&r, &o, 100), 0);
+    one_item_result(&o, &r, 100);
     fs_result_tick(&r, MS(1250), MS(3), 0, 1, 0);
     fs_result_tick(&r, MS(1299), MS(5), 1, 0, 1);
     fs_result_tick(&r, MS(70000), MS(1), 0, 0, 0);
@@ -645,11 +651,8 @@ static void phases_split_at_the_last_sale(void **state)
 {
     (void)state;
     fs_opts o;
-    const char *args[] = {"--skus", "1"};
-    assert_int_equal(parse(&o, args, 2), 0);
-    assert_int_equal(fs_opts_name_skus(&o, -1, "t"), 0);
     fs_result r;
-    assert_int_equal(fs_result_init(&r, &o, 10), 0);
+    one_item_result(&o, &r, 10);
     double sell_s, sell_rps, after_rps;
     assert_int_equal(fs_result_phases(&r, &sell_s, &sell_rps, &after_rps), -ENOENT);
     r.elapsed_s = 3.0;
