@@ -1,9 +1,11 @@
 /*
  * pg.c: the PostgreSQL backend. libpq in non-blocking mode on the
  * runtime's netpoll (the connection's socket is registered with
- * rt_fd_register and every wait is rt_wait_fd), pipeline mode so that the
- * statements of one step travel in one round trip, and a fixed pool of
- * connections opened lazily and reopened with exponential backoff.
+ * rt_fd_register and a coroutine's waits are rt_wait_fd), pipeline mode so
+ * that the statements of one step travel in one round trip, and a fixed
+ * pool of connections opened lazily and reopened with exponential backoff.
+ * The batch transaction runs on a thread of the runtime's blocking pool
+ * (rt_blocking), whose waits are poll(): see batch_run.
  *
  * A batch is two round trips:
  *   1. BEGIN; lock the item row (SELECT ... FOR UPDATE); look up the
@@ -249,6 +251,40 @@ fail:
     return rc == -ECANCELED ? -EIO : rc;
 }
 
+/* Waits until pc's socket is ready for events (RT_READ / RT_WRITE) or
+ * the deadline passes. On a coroutine it parks on the netpoll; on an OS
+ * thread of the blocking pool (a batch transaction, see pg_batch) it
+ * blocks in poll(). Returns the ready events or a negative errno. */
+static int conn_wait(pg_conn *pc, int events, int64_t deadline)
+{
+    if (rt_self() != NULL)
+        return rt_wait_fd(pc->fd, events, deadline);
+    struct pollfd pfd = {.fd = pc->fd,
+                         .events = (short)(((events & RT_READ) ? POLLIN : 0) |
+                                           ((events & RT_WRITE) ? POLLOUT : 0))};
+    for (;;) {
+        int64_t left = deadline == RT_NO_DEADLINE ? -1 : deadline - rt_now_ns();
+        if (left != -1 && left <= 0)
+            return -ETIMEDOUT;
+        int ms = left == -1 ? -1 : left > 3600000000000LL ? 3600000 : (int)((left + 999999) / 1000000);
+        int r = poll(&pfd, 1, ms);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return -EIO;
+        if (r == 0)
+            continue;   /* the deadline is checked above */
+        int ev = 0;
+        if (pfd.revents & (POLLIN | POLLERR | POLLHUP))
+            ev |= RT_READ;
+        if (pfd.revents & (POLLOUT | POLLERR | POLLHUP))
+            ev |= RT_WRITE;
+        if (pfd.revents & POLLNVAL)
+            return -EIO;
+        return ev != 0 ? ev : events;
+    }
+}
+
 /* Sends everything buffered. Returns 0 or a negative errno. */
 static int conn_flush(pg_conn *pc, int64_t deadline)
 {
@@ -258,7 +294,7 @@ static int conn_flush(pg_conn *pc, int64_t deadline)
             return 0;
         if (r < 0)
             return -EIO;
-        int ev = rt_wait_fd(pc->fd, RT_READ | RT_WRITE, deadline);
+        int ev = conn_wait(pc, RT_READ | RT_WRITE, deadline);
         if (ev < 0)
             return ev == -ECANCELED ? -EIO : ev;
         if ((ev & RT_READ) && !PQconsumeInput(pc->c))
@@ -283,7 +319,7 @@ static int conn_result(pg_conn *pc, int64_t deadline, PGresult **out)
         struct pollfd pfd = {.fd = pc->fd, .events = POLLIN};
         if (poll(&pfd, 1, 0) > 0)
             continue;
-        int ev = rt_wait_fd(pc->fd, RT_READ, deadline);
+        int ev = conn_wait(pc, RT_READ, deadline);
         if (ev < 0)
             return ev == -ECANCELED ? -EIO : ev;
     }
@@ -845,14 +881,84 @@ out:
     return rc;
 }
 
+/* The transaction of one batch on b->pc, run on an OS thread of the
+ * runtime's blocking pool: its waits block that thread in poll() instead of
+ * parking a coroutine. A parked leader is woken by the netpoll and then
+ * queued behind every runnable connection coroutine (hundreds under a hot
+ * sale), which made each round trip take a millisecond or more; a thread
+ * blocked in poll() is woken by the kernel when the answer arrives. */
+typedef struct batch_job {
+    batch_ctx *b;
+    store__batch_result *r;
+    int ndecr;
+    int attempt;
+    int fresh_retry;     /* the batch already reran on a fresh connection */
+    int want_fresh;      /* out: rerun on a fresh connection */
+    int broken;          /* out: drop the connection */
+} batch_job;
+
+static intptr_t batch_run(void *arg)
+{
+    batch_job *j = arg;
+    batch_ctx *b = j->b;
+    store__batch_result *r = j->r;
+    store__state s0;
+    int rc = 0, norders;
+
+    for (; j->attempt < 4; j->attempt++) {
+        if ((rc = batch_read(b, &s0, j->ndecr)) < 0) {
+            /* A pooled connection that the server closed (a restart, an
+             * idle timeout) fails on first use. Nothing was applied, so
+             * the batch reruns once on a fresh connection. */
+            if (rc == -EIO && !j->fresh_retry && PQstatus(b->pc->c) != CONNECTION_OK) {
+                j->want_fresh = 1;
+                return rc;
+            }
+            j->broken = rc != -ENOMEM;
+            break;
+        }
+        if (store__needs_rebuild(&s0, b->ops, b->n) && (rc = batch_rebuild(b)) < 0) {
+            j->broken = 1;
+            break;
+        }
+        r->state = s0;
+        r->committed_at_ms = store__wall_ms();
+        r->changed = store__decide(&r->state, r->committed_at_ms, b->ops, b->n);
+        if (!r->changed) {
+            rc = conn_rollback(b->pc, b->deadline);
+            j->broken = rc < 0;
+            /* The decisions were made under the lock; the rollback only
+             * releases it, so its failure does not change them. */
+            rc = 0;
+            break;
+        }
+        r->state.version = s0.version + 1;
+        norders = 0;
+        for (int i = 0; i < b->n; i++)
+            norders += b->ops[i]->kind == STORE__DECR && b->ops[i]->outcome == STORE_OK;
+        if (norders > b->nids && (rc = batch_more_ids(b, norders)) < 0) {
+            j->broken = 1;
+            break;
+        }
+        rc = batch_write(b, &s0, r);
+        if (rc == -EEXIST) {
+            STORE__STAT_ADD(b->st, retries, 1);
+            continue;
+        }
+        j->broken = rc == -ECONNABORTED || (rc == -EIO && PQstatus(b->pc->c) != CONNECTION_OK);
+        break;
+    }
+    return rc == -EEXIST ? -EIO : rc;
+}
+
 static int pg_batch(store *st, const char *sku, store__op **ops, int n, store__batch_result *r)
 {
     batch_ctx b = {.st = st, .sku = sku, .ops = ops, .n = n, .deadline = deadline_of(st)};
-    store__state s0;
-    int rc = 0, ndecr = 0, norders, attempt, broken = 0, fresh_retry = 0;
+    batch_job j = {.b = &b, .r = r};
+    int rc = 0;
 
     for (int i = 0; i < n; i++)
-        ndecr += ops[i]->kind == STORE__DECR;
+        j.ndecr += ops[i]->kind == STORE__DECR;
     b.users = malloc(sizeof *b.users * (size_t)n);
     b.qtys = malloc(sizeof *b.qtys * (size_t)n);
     b.ids = malloc(sizeof *b.ids * (size_t)n);
@@ -862,56 +968,17 @@ static int pg_batch(store *st, const char *sku, store__op **ops, int n, store__b
     }
     if ((b.pc = pool_get(st, b.deadline, &rc)) == NULL)
         goto out;
-    for (attempt = 0; attempt < 4; attempt++) {
-        if ((rc = batch_read(&b, &s0, ndecr)) < 0) {
-            /* A pooled connection that the server closed (a restart, an
-             * idle timeout) fails on first use. Nothing was applied, so
-             * the batch reruns once on a fresh connection. */
-            if (rc == -EIO && !fresh_retry && PQstatus(b.pc->c) != CONNECTION_OK) {
-                fresh_retry = 1;
-                pool_put(st, b.pc, 1);
-                if ((b.pc = pool_get(st, b.deadline, &rc)) == NULL)
-                    goto out;
-                attempt--;
-                continue;
-            }
-            broken = rc != -ENOMEM;
+    for (;;) {
+        j.want_fresh = j.broken = 0;
+        rc = (int)rt_blocking(batch_run, &j);
+        if (!j.want_fresh)
             break;
-        }
-        if (store__needs_rebuild(&s0, ops, n) && (rc = batch_rebuild(&b)) < 0) {
-            broken = 1;
-            break;
-        }
-        r->state = s0;
-        r->committed_at_ms = store__wall_ms();
-        r->changed = store__decide(&r->state, r->committed_at_ms, ops, n);
-        if (!r->changed) {
-            rc = conn_rollback(b.pc, b.deadline);
-            broken = rc < 0;
-            /* The decisions were made under the lock; the rollback only
-             * releases it, so its failure does not change them. */
-            rc = 0;
-            break;
-        }
-        r->state.version = s0.version + 1;
-        norders = 0;
-        for (int i = 0; i < n; i++)
-            norders += ops[i]->kind == STORE__DECR && ops[i]->outcome == STORE_OK;
-        if (norders > b.nids && (rc = batch_more_ids(&b, norders)) < 0) {
-            broken = 1;
-            break;
-        }
-        rc = batch_write(&b, &s0, r);
-        if (rc == -EEXIST) {
-            STORE__STAT_ADD(st, retries, 1);
-            continue;
-        }
-        broken = rc == -ECONNABORTED || (rc == -EIO && PQstatus(b.pc->c) != CONNECTION_OK);
-        break;
+        j.fresh_retry = 1;
+        pool_put(st, b.pc, 1);
+        if ((b.pc = pool_get(st, b.deadline, &rc)) == NULL)
+            goto out;
     }
-    if (rc == -EEXIST)
-        rc = -EIO;
-    pool_put(st, b.pc, broken);
+    pool_put(st, b.pc, j.broken);
 out:
     free(b.users);
     free(b.qtys);

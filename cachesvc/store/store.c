@@ -291,6 +291,13 @@ handoff:
 pass:
     do_expire(st, b, self);
     if (b->head != NULL) {
+        /* The new leader gives the callers just answered a scheduling turn
+         * (they may join its batch) only when its queue is short next to
+         * them. A queue as long as the batch just answered (HTTP callers,
+         * whose next requests take a client round trip) starts at once:
+         * the turn would wait behind every answered caller's response,
+         * with the database idle. */
+        b->head->lead_yield = 2 * b->qlen < n;
         b->head->lead = 1;
         rt_event_signal(b->head->ev);
     } else {
@@ -361,10 +368,13 @@ static int submit(store *st, const char *sku, store__op *op, int64_t deadline)
         if (op->lead) {
             pthread_mutex_unlock(&st->lock);
             /* The previous leader just woke its batch's callers and then
-             * this op; let them run first so that the requests they make
-             * next join this batch instead of waiting a whole commit for
-             * the one after. A scheduling turn, not a timed wait. */
-            rt_yield();
+             * this op; when few requests are queued, let those callers run
+             * first so that the requests they make next join this batch
+             * instead of waiting a whole commit for the one after (see
+             * lead_yield in lead_batch). A scheduling turn, not a timed
+             * wait. */
+            if (op->lead_yield)
+                rt_yield();
             lead_batch(st, b, op);
             rc = op->timed_out ? -ETIMEDOUT : 0;
             break;

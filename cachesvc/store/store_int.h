@@ -66,6 +66,7 @@ typedef struct store__op {
     rt_event *ev;
     int state;
     int lead;
+    int lead_yield;      /* the new leader yields one turn first */
     uint64_t seq;
     int64_t deadline;    /* while queued (rt_now_ns clock) */
     int timed_out;       /* answered -ETIMEDOUT while queued */
