@@ -222,7 +222,13 @@ static inline void rt__waitq_remove(rt_waitq *q, rt_waiter *w)
 static inline rt_waiter *rt__waitq_pop(rt_waitq *q)
 {
     rt_waiter *w = q->head;
-    if (w) rt__waitq_remove(q, w);
+    if (w) {
+        rt_waiter *n = w->next;
+        q->head = n;
+        if (n) n->prev = NULL; else q->tail = NULL;
+        w->next = NULL;
+        w->linked = 0;
+    }
     return w;
 }
 
@@ -366,8 +372,37 @@ void rt__inject(rt_co *head, rt_co *tail, size_t n);
 /* Stacks (stack.c). */
 int rt__stacks_init(void);
 void rt__stacks_fini(void);
-rt_co *rt__stack_alloc(rt_worker *w, size_t stack_size);
-void rt__stack_free(rt_worker *w, rt_co *co);
+rt_co *rt__stack_alloc_slow(rt_worker *w, size_t stack_size);
+void rt__stack_free_slow(rt_worker *w, rt_co *co);
+/* Returns a coroutine struct with its stack (only the stack fields are
+ * meaningful), or NULL when out of memory. The default size comes from
+ * w's pool without a lock or an atomic read-modify-write. */
+static inline rt_co *rt__stack_alloc(rt_worker *w, size_t stack_size)
+{
+#if !defined(RT_ASAN)   /* ASan unpoisons a reused stack (stack.c) */
+    rt_co *co;
+    if (w && (co = w->pool) && (stack_size == 0 || stack_size == rt__rt.cfg.stack_size)) {
+        w->pool = co->next;
+        RT_STAT_ADD(w->pool_len, -1);
+        return co;
+    }
+#endif
+    return rt__stack_alloc_slow(w, stack_size);
+}
+/* Gives co's stack back: to w's pool (or the global one from a foreign
+ * thread) when it has the default size and the pool has room, else to the
+ * OS. co must not be running. */
+static inline void rt__stack_free(rt_worker *w, rt_co *co)
+{
+    if (w && co->pool_class &&
+        atomic_load_explicit(&w->pool_len, RT_RELAXED) < rt__rt.cfg.stack_pool_max) {
+        co->next = w->pool;
+        w->pool = co;
+        RT_STAT_ADD(w->pool_len, 1);
+        return;
+    }
+    rt__stack_free_slow(w, co);
+}
 void rt__stack_release_all(void);
 int rt__altstack_init(rt_worker *w);
 void rt__segv_install(void);

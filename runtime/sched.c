@@ -536,7 +536,8 @@ void rt__waiter_complete_slow(rt_waiter *w, int result)
 
 int rt__waiter_wait_unlock(rt_waiter *w, rt_spin *l)
 {
-    rt_worker *me = rt__cur_worker();
+    /* w->co is the running coroutine: its worker is ours (no TLS read). */
+    rt_worker *me = w->co->worker;
     me->post_unlock = l;
     sched_switch(me, w->co, RT_POST_PARK_UNLOCK);
     return w->result;

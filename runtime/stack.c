@@ -145,9 +145,8 @@ static inline rt_co *stack_reuse(rt_co *co)
     return co;
 }
 
-/* Returns a coroutine struct with its stack, or NULL when out of memory.
- * Only the stack fields are meaningful; the caller initialises the rest. */
-rt_co *rt__stack_alloc(rt_worker *w, size_t stack_size)
+/* rt__stack_alloc() (rt_int.h) past its fast path. */
+rt_co *rt__stack_alloc_slow(rt_worker *w, size_t stack_size)
 {
     rt_runtime *rt = &rt__rt;
     rt_co *co;
@@ -209,10 +208,8 @@ rt_co *rt__stack_alloc(rt_worker *w, size_t stack_size)
     return co;
 }
 
-/* Gives co's stack back: to w's pool (or the global one from a foreign
- * thread) when it has the default size and the pool has room, else to the
- * OS. co must not be running. */
-void rt__stack_free(rt_worker *w, rt_co *co)
+/* rt__stack_free() (rt_int.h) past its fast path. */
+void rt__stack_free_slow(rt_worker *w, rt_co *co)
 {
     rt_runtime *rt = &rt__rt;
     if (co->pool_class) {

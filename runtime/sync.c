@@ -221,7 +221,10 @@ void rt_chan_free(rt_chan *ch)
 
 static inline char *slot(rt_chan *ch, size_t i)
 {
-    return ch->buf + ((ch->head + i) % ch->cap) * ch->esz;
+    size_t j = ch->head + i;   /* head < cap and i <= cap: no division */
+    if (j >= ch->cap)
+        j -= ch->cap;
+    return ch->buf + j * ch->esz;
 }
 
 /* Returns 0 (sent), -EPIPE, or -EAGAIN with the lock still held. */
@@ -251,7 +254,8 @@ static inline __attribute__((always_inline)) int do_recv_now(rt_chan *ch, void *
     *wake = NULL;
     if (ch->len > 0) {
         elem_copy(elem, slot(ch, 0), ch->esz);
-        ch->head = (ch->head + 1) % ch->cap;
+        if (++ch->head == ch->cap)
+            ch->head = 0;
         ch->len--;
         rt_waiter *s = claim_first(&ch->sendq);
         if (s) {
