@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 
 #include "runtime/rt.h"
 
@@ -214,6 +215,40 @@ static int build_head(fs_conn *c, const char *method, const char *path, const ch
     }
 }
 
+/* send() and recv() straight on the socket: for a socket they skip the
+ * iovec import and the vfs layer of writev()/readv() (the service answers
+ * the same way). The runtime's calls take over when the socket would
+ * block. */
+static ssize_t send_all(int fd, const char *p, size_t n, int64_t deadline)
+{
+    ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+    if (w == (ssize_t)n)
+        return w;
+    if (w < 0) {
+        if (errno != EAGAIN && errno != EINTR)
+            return -errno;
+        w = 0;
+    }
+    ssize_t r = rt_write(fd, p + w, n - (size_t)w, deadline);
+    return r < 0 ? r : (ssize_t)n;
+}
+
+static ssize_t recv_some(int fd, char *buf, size_t n, int64_t deadline)
+{
+    for (;;) {
+        ssize_t r = recv(fd, buf, n, 0);
+        if (r >= 0)
+            return r;
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN)
+            return -errno;
+        int w = rt_wait_fd(fd, RT_READ, deadline);
+        if (w < 0)
+            return w;
+    }
+}
+
 /* One write of the request and the read of its response on c, dialling
  * first when c has no socket. *got is set when any response byte arrived. */
 static int exchange(fs_conn *c, const struct iovec *iov, int iovcnt, int64_t deadline,
@@ -240,7 +275,8 @@ static int exchange(fs_conn *c, const struct iovec *iov, int iovcnt, int64_t dea
     c->xcache[0] = '\0';
 
     *t_sent = rt_now_ns();
-    ssize_t w = rt_writev(c->fd, iov, iovcnt, deadline);
+    ssize_t w = iovcnt == 1 ? send_all(c->fd, iov[0].iov_base, iov[0].iov_len, deadline)
+                            : rt_writev(c->fd, iov, iovcnt, deadline);
     if (w < 0) {
         rc = (int)w;
         goto fail;
@@ -256,7 +292,7 @@ static int exchange(fs_conn *c, const struct iovec *iov, int iovcnt, int64_t dea
         goto fail;
     }
     while (!c->done) {
-        ssize_t n = rt_read(c->fd, c->rbuf, sizeof(c->rbuf), deadline);
+        ssize_t n = recv_some(c->fd, c->rbuf, sizeof(c->rbuf), deadline);
         if (n < 0) {
             rc = (int)n;
             goto fail;
