@@ -52,6 +52,7 @@ enum {
     PS_BEGIN, PS_COMMIT, PS_ROLLBACK, PS_LOCK_ITEM, PS_KEYS, PS_BOUGHT_LIMITED, PS_BOUGHT,
     PS_IDS, PS_REBUILD, PS_INS_ORDERS, PS_UPS_PURCHASES, PS_UPD_ITEM, PS_INS_ITEM,
     PS_INS_OUTBOX, PS_GET_ITEM, PS_OUTBOX_FETCH, PS_OUTBOX_DEL, PS_ASYNC_COMMIT, PS_PING,
+    PS_GUARD, PS_INS_ORDERS_NEW, PS_UPS_PURCHASES_CHECKED,
     PS_COUNT
 };
 static const char *const ps_sql[PS_COUNT] = {
@@ -92,7 +93,27 @@ static const char *const ps_sql[PS_COUNT] = {
     [PS_OUTBOX_DEL] = "DELETE FROM outbox WHERE id = ANY($1::bigint[])",
     [PS_ASYNC_COMMIT] = "SELECT set_config('synchronous_commit', 'off', true)",
     [PS_PING] = "SELECT 1",
+    /* The one-round-trip batch (batch_known): lock the row, failing with
+     * division_by_zero unless its version is still $2 (the state the batch
+     * was decided on); orders take their ids from the sequence as they are
+     * inserted (nextval runs in the order of the arrays, so the ids come
+     * back ascending); a buyer past the per-user limit $4 fails the same
+     * way. Any such failure rolls back and reruns the batch as usual. */
+    [PS_GUARD] = "SELECT 1 / coalesce((SELECT 1 FROM items WHERE sku = $1 AND version = $2"
+                 " FOR UPDATE), 0)",
+    [PS_INS_ORDERS_NEW] = "INSERT INTO orders (order_id, sku, user_id, qty, idempotency_key,"
+                          " created_at_ms, stock_after, version_after)"
+                          " SELECT nextval('orders_order_id_seq'), $1, u, q, k, $2, $3, $4"
+                          " FROM unnest($5::text[], $6::bigint[], $7::text[]) AS t(u, q, k)"
+                          " RETURNING order_id",
+    [PS_UPS_PURCHASES_CHECKED] = "INSERT INTO purchases (sku, user_id, qty)"
+                                 " SELECT $1, u, q FROM unnest($2::text[], $3::bigint[]) AS t(u, q)"
+                                 " ON CONFLICT (sku, user_id) DO UPDATE"
+                                 " SET qty = purchases.qty + EXCLUDED.qty"
+                                 " RETURNING 1 / (qty <= $4)::int",
 };
+
+enum { PG_KNOWN = 64 };
 
 typedef struct pg {
     char *url;
@@ -102,6 +123,14 @@ typedef struct pg {
     pthread_mutex_t mu;        /* conns[].in_use, backoff */
     int64_t next_connect_ns;   /* no connect attempt before this */
     int backoff_ms;
+    /* The committed state of recently batched items as this instance's
+     * last batch of each left it (under mu; a slot per hash, a collision
+     * replaces). A batch of decrements is decided on it and written in one
+     * round trip that checks the version (batch_known). */
+    struct pg_known {
+        char sku[STORE_SKU_MAX + 1];
+        store__state s;
+    } known[PG_KNOWN];
 } pg;
 
 /* ---- a growable string, for array literals -------------------------- */
@@ -541,6 +570,42 @@ static void sql_error(const char *what, PGresult *r)
     fprintf(stderr, "store: postgresql %s: %s", what, r ? PQresultErrorMessage(r) : "no result\n");
 }
 
+/* ---- the items' last known states (pg.known) ------------------------------ */
+
+static struct pg_known *known_slot(pg *p, const char *sku)
+{
+    unsigned h = 2166136261u;
+    for (const char *c = sku; *c; c++)
+        h = (h ^ (unsigned char)*c) * 16777619u;
+    return &p->known[h % PG_KNOWN];
+}
+
+/* Copies sku's known state into *s; 0 when there is none. */
+static int known_get(pg *p, const char *sku, store__state *s)
+{
+    pthread_mutex_lock(&p->mu);
+    struct pg_known *k = known_slot(p, sku);
+    int have = strcmp(k->sku, sku) == 0;
+    if (have)
+        *s = k->s;
+    pthread_mutex_unlock(&p->mu);
+    return have;
+}
+
+/* Records s as sku's committed state; s == NULL forgets it. */
+static void known_set(pg *p, const char *sku, const store__state *s)
+{
+    pthread_mutex_lock(&p->mu);
+    struct pg_known *k = known_slot(p, sku);
+    if (s != NULL) {
+        snprintf(k->sku, sizeof k->sku, "%s", sku);
+        k->s = *s;
+    } else if (strcmp(k->sku, sku) == 0) {
+        k->sku[0] = '\0';
+    }
+    pthread_mutex_unlock(&p->mu);
+}
+
 /* ---- batch ---------------------------------------------------------------- */
 
 enum { Q_BEGIN, Q_ITEM, Q_KEYS, Q_BOUGHT, Q_IDS, Q_MAX };
@@ -754,19 +819,45 @@ static int batch_more_ids(batch_ctx *b, int total)
     return rc;
 }
 
-enum { W_ORDERS, W_PURCHASES, W_ITEM, W_OUTBOX, W_COMMIT, W_MAX };
+enum { W_BEGIN, W_GUARD, W_ORDERS, W_PURCHASES, W_ITEM, W_OUTBOX, W_COMMIT, W_MAX };
+
+/* The ids a one-round-trip batch's orders got (RETURNING order_id, one
+ * row per order in the order of the arrays: nextval runs as each row is
+ * inserted, so they ascend) to its k new orders. */
+static void assign_new_ids(batch_ctx *b, PGresult *res, int k)
+{
+    int rows = PQntuples(res), j = 0;
+    for (int i = 0; i < rows && i < k; i++)
+        b->ids[i] = col_i64(res, i, 0);
+    if (rows > 1)
+        qsort(b->ids, (size_t)(rows < k ? rows : k), sizeof *b->ids, cmp_i64);
+    for (int i = 0; i < b->n && j < rows; i++) {
+        store__op *op = b->ops[i];
+        if (op->kind == STORE__DECR && op->outcome == STORE_OK)
+            op->order_id = b->ids[j++];
+    }
+}
 
 /* Round 2. Returns 0 (committed), -EEXIST (unique violation: rolled back,
- * rerun), -EIO (an SQL error: rolled back), -ECONNABORTED (unknown). */
-static int batch_write(batch_ctx *b, const store__state *s0, const store__batch_result *r)
+ * rerun), -EIO (an SQL error: rolled back), -ECONNABORTED (unknown).
+ * known: the whole transaction in this one round trip (batch_known): it
+ * begins, checks that the row's version is still s0's, and the orders take
+ * their ids as they are inserted; a failed check or a unique violation
+ * rolls back and returns -EAGAIN (rerun with the reads). */
+static int batch_write(batch_ctx *b, const store__state *s0, const store__batch_result *r,
+                       int known)
 {
     pg_conn *pc = b->pc;
     const store__state *s = &r->state;
     PGresult *res[W_MAX] = {0};
     sbuf oid = {0}, ouser = {0}, oqty = {0}, okey = {0}, puser = {0}, pqty = {0};
     char v_stock[24], v_version[24], v_now[24], v_limit[24], v_sale[24], v_supplied[24];
+    char v_prev[24];
     const char *p[8];
-    int rc = -EIO, fe, m, k = 0;
+    int rc = -EIO, fe, m, k = 0, at[W_MAX];
+
+    for (int i = 0; i < W_MAX; i++)
+        at[i] = -1;
 
     sb_str(&oid, "{");
     sb_str(&ouser, "{");
@@ -776,8 +867,11 @@ static int batch_write(batch_ctx *b, const store__state *s0, const store__batch_
         store__op *op = b->ops[i];
         if (op->kind != STORE__DECR || op->outcome != STORE_OK)
             continue;
-        op->order_id = b->ids[k++];
-        sb_int(&oid, op->order_id);
+        if (!known) {
+            op->order_id = b->ids[k];
+            sb_int(&oid, op->order_id);
+        }
+        k++;
         sb_elem(&ouser, op->user_id);
         sb_int(&oqty, op->qty);
         sb_elem(&okey, op->key);
@@ -806,18 +900,34 @@ static int batch_write(batch_ctx *b, const store__state *s0, const store__batch_
     snprintf(v_limit, sizeof v_limit, "%lld", (long long)s->per_user_limit);
     snprintf(v_sale, sizeof v_sale, "%lld", (long long)s->sale_starts_at_ms);
     snprintf(v_supplied, sizeof v_supplied, "%lld", (long long)s->units_supplied);
+    snprintf(v_prev, sizeof v_prev, "%lld", (long long)s0->version);
 
     int nq = 0;
+    if (known) {
+        p[0] = b->sku; p[1] = v_prev;
+        if (pq_exec(pc, PS_BEGIN, 0, NULL) < 0)
+            goto sent;
+        at[W_BEGIN] = nq++;
+        if (pq_exec(pc, PS_GUARD, 2, p) < 0)
+            goto sent;
+        at[W_GUARD] = nq++;
+    }
     if (k > 0) {
         p[0] = b->sku; p[1] = v_now; p[2] = v_stock; p[3] = v_version;
-        p[4] = oid.p; p[5] = ouser.p; p[6] = oqty.p; p[7] = okey.p;
-        if (pq_exec(pc, PS_INS_ORDERS, 8, p) < 0)
-            goto sent;
-        nq++;
+        if (known) {
+            p[4] = ouser.p; p[5] = oqty.p; p[6] = okey.p;
+            if (pq_exec(pc, PS_INS_ORDERS_NEW, 7, p) < 0)
+                goto sent;
+        } else {
+            p[4] = oid.p; p[5] = ouser.p; p[6] = oqty.p; p[7] = okey.p;
+            if (pq_exec(pc, PS_INS_ORDERS, 8, p) < 0)
+                goto sent;
+        }
+        at[W_ORDERS] = nq++;
     }
     if (m > 0) {
-        p[0] = b->sku; p[1] = puser.p; p[2] = pqty.p;
-        if (pq_exec(pc, PS_UPS_PURCHASES, 3, p) < 0)
+        p[0] = b->sku; p[1] = puser.p; p[2] = pqty.p; p[3] = v_limit;
+        if (pq_exec(pc, known ? PS_UPS_PURCHASES_CHECKED : PS_UPS_PURCHASES, known ? 4 : 3, p) < 0)
             goto sent;
         nq++;
     }
@@ -844,22 +954,28 @@ static int batch_write(batch_ctx *b, const store__state *s0, const store__batch_
     if (rc == 0 && fe < 0) {
         /* COMMIT answered; a COMMIT of a failed transaction answers
          * ROLLBACK, which fe would have caught through the failed statement. */
-        if (strcmp(PQcmdStatus(res[nq - 1]), "COMMIT") == 0)
+        if (strcmp(PQcmdStatus(res[nq - 1]), "COMMIT") != 0) {
+            rc = -EIO;
             goto out;
-        rc = -EIO;
+        }
+        if (known && at[W_ORDERS] >= 0)
+            assign_new_ids(b, res[at[W_ORDERS]], k);
         goto out;
     }
     if (rc == 0) {
         /* An SQL error: the transaction is aborted and nothing applied. */
         const char *state = PQresultErrorField(res[fe], PG_DIAG_SQLSTATE);
         int unique = state != NULL && strcmp(state, "23505") == 0;
-        if (!unique)
+        /* known: the version check or a buyer's limit failed (division by
+         * zero), or a key was committed before: decided on stale state. */
+        int stale = known && (unique || (state != NULL && strcmp(state, "22012") == 0));
+        if (!unique && !stale)
             sql_error("batch write", res[fe]);
         if (fe == nq - 1) {   /* COMMIT itself failed: rolled back by the server */
             rc = -EIO;
             goto out;
         }
-        rc = conn_rollback(pc, b->deadline) < 0 ? -EIO : unique ? -EEXIST : -EIO;
+        rc = conn_rollback(pc, b->deadline) < 0 ? -EIO : stale ? -EAGAIN : unique ? -EEXIST : -EIO;
         goto out;
     }
     /* The transport failed after the writes went out: did an SQL error
@@ -897,14 +1013,99 @@ typedef struct batch_job {
     int broken;          /* out: drop the connection */
 } batch_job;
 
+/* True when pc has input while it sat idle in the pool: most likely its
+ * server is closing it (a shutdown sends an error, then EOF). The
+ * one-round-trip batch could not tell that failure from a lost COMMIT, so
+ * such a batch goes the way that reads first and reruns on a fresh
+ * connection. */
+static int conn_unsettled(pg_conn *pc)
+{
+    struct pollfd pfd = {.fd = pc->fd, .events = POLLIN};
+    return poll(&pfd, 1, 0) != 0 || PQstatus(pc->c) != CONNECTION_OK;
+}
+
+/* A batch of decrements decided on the item's known state (the state this
+ * instance's last batch of it committed or read) and written in one round
+ * trip: BEGIN, the version check under the row lock, the writes, COMMIT
+ * (batch_write, known). A batch that changes nothing only checks the
+ * version. What the database has not told us must not decide: a key is
+ * assumed new (an order with a committed key fails on the unique index),
+ * a buyer's earlier purchases are assumed none (a total past the limit
+ * fails the upsert), so a keyed request must become an order or replay
+ * one of the batch, and under a per-user limit a request refused for
+ * stock falls back too (the limit, checked first, might have refused it).
+ * Returns 0 (done, *r filled), -EAGAIN (not applicable or stale: nothing
+ * applied, run the batch with its reads), or batch_write's errors. */
+static int batch_known(batch_job *j)
+{
+    batch_ctx *b = j->b;
+    store__batch_result *r = j->r;
+    pg *p = b->st->impl;
+    store__state k;
+    int rc;
+
+    for (int i = 0; i < b->n; i++)
+        if (b->ops[i]->kind != STORE__DECR)
+            return -EAGAIN;
+    if (!known_get(p, b->sku, &k) || !k.found || conn_unsettled(b->pc))
+        return -EAGAIN;
+    for (int i = 0; i < b->n; i++) {
+        b->ops[i]->key_found = 0;
+        b->ops[i]->bought = 0;
+    }
+    r->state = k;
+    r->committed_at_ms = store__wall_ms();
+    r->changed = store__decide(&r->state, r->committed_at_ms, b->ops, b->n);
+    for (int i = 0; i < b->n; i++) {
+        store__op *op = b->ops[i];
+        if (op->key != NULL && op->outcome != STORE_OK &&
+            !(op->outcome == STORE_REPLAYED && op->replay_of >= 0))
+            return -EAGAIN;
+        if (k.per_user_limit > 0 &&
+            (op->outcome == STORE_SOLD_OUT || op->outcome == STORE_INSUFFICIENT_STOCK))
+            return -EAGAIN;
+    }
+    if (!r->changed) {
+        PGresult *res[1] = {0};
+        char v[24];
+        const char *prm[2] = {b->sku, v};
+        int fe;
+        snprintf(v, sizeof v, "%lld", (long long)k.version);
+        if (pq_exec(b->pc, PS_GUARD, 2, prm) < 0 || PQpipelineSync(b->pc->c) != 1)
+            return -EIO;
+        if ((rc = conn_flush(b->pc, b->deadline)) == 0 &&
+            (rc = conn_collect(b->pc, b->deadline, res, 1, &fe)) == 0 && fe >= 0) {
+            const char *state = PQresultErrorField(res[0], PG_DIAG_SQLSTATE);
+            rc = state != NULL && strcmp(state, "22012") == 0 ? -EAGAIN : -EIO;
+            if (rc == -EIO)
+                sql_error("version check", res[0]);
+        }
+        clear_all(res, 1);
+        if (rc == -EAGAIN)
+            known_set(p, b->sku, NULL);
+        return rc;
+    }
+    r->state.version = k.version + 1;
+    rc = batch_write(b, &k, r, 1);
+    known_set(p, b->sku, rc == 0 ? &r->state : NULL);
+    return rc;
+}
+
 static intptr_t batch_run(void *arg)
 {
     batch_job *j = arg;
     batch_ctx *b = j->b;
     store__batch_result *r = j->r;
+    pg *p = b->st->impl;
     store__state s0;
     int rc = 0, norders;
 
+    if (j->attempt == 0 && !j->fresh_retry) {
+        if ((rc = batch_known(j)) != -EAGAIN) {
+            j->broken = rc == -ECONNABORTED || (rc < 0 && PQstatus(b->pc->c) != CONNECTION_OK);
+            return rc;
+        }
+    }
     for (; j->attempt < 4; j->attempt++) {
         if ((rc = batch_read(b, &s0, j->ndecr)) < 0) {
             /* A pooled connection that the server closed (a restart, an
@@ -940,7 +1141,7 @@ static intptr_t batch_run(void *arg)
             j->broken = 1;
             break;
         }
-        rc = batch_write(b, &s0, r);
+        rc = batch_write(b, &s0, r, 0);
         if (rc == -EEXIST) {
             STORE__STAT_ADD(b->st, retries, 1);
             continue;
@@ -948,6 +1149,9 @@ static intptr_t batch_run(void *arg)
         j->broken = rc == -ECONNABORTED || (rc == -EIO && PQstatus(b->pc->c) != CONNECTION_OK);
         break;
     }
+    /* What the batch committed (or read, when it changed nothing) is the
+     * item's state for the next batch's one-round-trip attempt. */
+    known_set(p, b->sku, rc == 0 ? &r->state : NULL);
     return rc == -EEXIST ? -EIO : rc;
 }
 

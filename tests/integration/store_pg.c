@@ -77,7 +77,23 @@ static void test_pg_model(void **state)
 {
     (void)state;
     store *st = open_pg();
-    tsm_backend_model_test(st, "model", 3000, 777);
+    tsm_backend_model_test(st, NULL, "model", 3000, 60, 777);
+    store_close(st);
+}
+
+/* Two stores on one database, as two instances: each batch goes to one of
+ * them, so the item's state a store's last batch left is often stale when
+ * its next batch decides on it in one round trip (the version check fails
+ * and the batch reruns with its reads), and otherwise current. Keys are
+ * drawn from a large pool here, so that most batches are written in one
+ * round trip (a key used before sends its batch the way with reads). */
+static void test_pg_model_two_stores(void **state)
+{
+    (void)state;
+    store *st = open_pg(), *st2 = open_pg();
+    tsm_backend_model_test(st, st2, "model2", 3000, 60, 4242);
+    tsm_backend_model_test(st, st2, "model3", 3000, 1000, 4243);
+    store_close(st2);
     store_close(st);
 }
 
@@ -418,6 +434,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pg_open_twice),
         cmocka_unit_test(test_pg_model),
+        cmocka_unit_test(test_pg_model_two_stores),
         cmocka_unit_test(test_pg_api),
         cmocka_unit_test(test_pg_unknown_outcome),
         cmocka_unit_test(test_pg_down_up),

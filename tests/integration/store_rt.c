@@ -335,7 +335,11 @@ static void test_pg_queued_deadline(void **state)
     assert_int_equal(rt_main(&rc, queued_body, &qr), 0);
     assert_int_equal(qr.rc, 0);
     assert_int_equal(qr.q[0].rc, 0);
-    assert_int_equal(qr.q[0].outcome, STORE_UNAVAILABLE);
+    /* The frozen batch itself: its whole transaction went out in one
+     * round trip (the item's state was known from the put), so its
+     * timeout leaves the outcome unknown, and the server, thawed, may
+     * commit it. */
+    assert_true(qr.q[0].outcome == STORE_UNAVAILABLE || qr.q[0].outcome == STORE_OUTCOME_UNKNOWN);
     for (int i = 1; i <= QN; i++) {
         assert_int_equal(qr.q[i].rc, 0);
         assert_int_equal(qr.q[i].outcome, STORE_UNAVAILABLE);
@@ -345,7 +349,8 @@ static void test_pg_queued_deadline(void **state)
     }
     fprintf(stderr, "store: queued behind a frozen batch: answered after %lld ms (deadline %d,"
             " database timeout %d)\n", (long long)qr.q[1].took_ms, Q_DEADLINE_MS, Q_TIMEOUT_MS);
-    assert_int_equal(qr.orders, 0);
+    /* None of the queued requests is applied. */
+    assert_true(qr.orders == 0 || (qr.orders == 1 && qr.q[0].outcome == STORE_OUTCOME_UNKNOWN));
 }
 
 /* ---- a sold-out item with many orders, on the real netpoll ------------------ */

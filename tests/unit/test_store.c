@@ -190,7 +190,7 @@ static void test_sqlite_model(void **state)
 {
     (void)state;
     store *st = open_sqlite("model.db");
-    tsm_backend_model_test(st, "hot", 3000, 12345);
+    tsm_backend_model_test(st, NULL, "hot", 3000, 60, 12345);
     close_sqlite(st);
 }
 

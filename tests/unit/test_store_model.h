@@ -282,9 +282,11 @@ static inline void tsm_compare(const tsm_model *m, const store__op *model_ops, c
 }
 
 /* Runs ops[0..n-1] through the backend in batches of random size, the way
- * store.c does (store__finish after each successful batch). */
-static inline void tsm_run_batches(store *st, const char *sku, store__op *ops, int n, unsigned *seed,
-                            int max_batch)
+ * store.c does (store__finish after each successful batch). With st2 (a
+ * second store on the same database, like a second instance) each batch
+ * goes to one of the two at random. */
+static inline void tsm_run_batches(store *st, store *st2, const char *sku, store__op *ops, int n,
+                                   unsigned *seed, int max_batch)
 {
     store__op **p = malloc(sizeof *p * (size_t)max_batch);
     for (int i = 0; i < n;) {
@@ -294,24 +296,33 @@ static inline void tsm_run_batches(store *st, const char *sku, store__op *ops, i
         for (int j = 0; j < k; j++)
             p[j] = &ops[i + j];
         store__batch_result r;
+        store *on = st2 != NULL && rand_r(seed) % 2 ? st2 : st;
         memset(&r, 0, sizeof r);
-        assert_int_equal(st->be->batch(st, sku, p, k, &r), 0);
+        assert_int_equal(on->be->batch(on, sku, p, k, &r), 0);
         store__finish(&r.state, p, k);
         i += k;
     }
     free(p);
 }
 
-/* Runs a randomized sequence of n requests through st's backend in random
- * batches of 1-64 and checks it against the serial model, then the audit
- * invariants and the outbox (one row per changing batch, versions rising),
- * which it drains. */
-static inline void tsm_backend_model_test(store *st, const char *sku, int n, unsigned seed)
+/* Runs a randomized sequence of n requests (keys drawn from nkeys) through
+ * st's backend (and st2's, when not NULL: see tsm_run_batches) in random
+ * batches of 1-64 and checks it against the serial model, then the audit invariants and the
+ * outbox (one row per changing batch, versions rising), which it drains. */
+static inline void tsm_backend_model_test(store *st, store *st2, const char *sku, int n,
+                                          int nkeys, unsigned seed)
 {
     tsm_ops ops;
     tsm_model model;
 
-    tsm_generate(&ops, n, 20, 60, 40, &seed);
+    tsm_generate(&ops, n, 20, nkeys, 40, &seed);
+    /* Keys are global: this run's own, whatever ran on the database before. */
+    for (int i = 0; i < n; i++)
+        if (ops.v[i].has_key) {
+            char k[sizeof ops.v[i].key];
+            snprintf(k, sizeof k, "%.20s/%.20s", sku, ops.v[i].key);
+            memcpy(ops.v[i].key, k, sizeof k);
+        }
     tsm_model_init(&model);
     int seen[STORE_OUTCOME_COUNT_] = {0};
     for (int i = 0; i < n; i++) {
@@ -327,7 +338,7 @@ static inline void tsm_backend_model_test(store *st, const char *sku, int n, uns
     store__op *real = calloc((size_t)n, sizeof *real);
     for (int i = 0; i < n; i++)
         tsm_reset(&real[i], &ops.ops[i]);
-    tsm_run_batches(st, sku, real, n, &seed, 64);
+    tsm_run_batches(st, st2, sku, real, n, &seed, 64);
     tsm_compare(&model, ops.ops, real, n);
 
     store_audit_result au;
