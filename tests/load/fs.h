@@ -188,6 +188,26 @@ int fs_json_bool(const char *s, size_t n, const char *key, int *out);
 int fs_json_str(const char *s, size_t n, const char *key, char *out, size_t outsz);
 
 /* ------------------------------------------------------------------------ */
+/* Whole HTTP/1.1 responses in one buffer (the tester's fast path)            */
+
+/* What fs_http_simple read: body points into the buffer. */
+typedef struct fs_http_simple_resp {
+    int status;
+    int keep_alive;
+    const char *body;
+    size_t body_len;
+    const char *xcache;    /* X-Cache value, not terminated; NULL if absent */
+    size_t xcache_len;
+} fs_http_simple_resp;
+
+/* Reads b[0..n) as one complete HTTP/1.1 response with a Content-Length
+ * body and nothing after it: the common case of a small answer read in
+ * one go. Returns 1 and fills out, or 0 when b is anything else (partial,
+ * chunked, HTTP/1.0, malformed, more than one response...), in which case
+ * the caller parses it with the full parser. */
+int fs_http_simple(const char *b, size_t n, fs_http_simple_resp *out);
+
+/* ------------------------------------------------------------------------ */
 /* Options                                                                   */
 
 typedef struct fs_target {

@@ -176,13 +176,13 @@ static const http_parser_settings settings = {
     .on_message_complete = on_message_complete,
 };
 
-static int tier_of(const char *x)
+static int tier_of(const char *x, size_t n)
 {
-    if (strcasecmp(x, "local") == 0)
+    if (n == 5 && strncasecmp(x, "local", 5) == 0)
         return FS_TIER_LOCAL;
-    if (strcasecmp(x, "redis") == 0)
+    if (n == 5 && strncasecmp(x, "redis", 5) == 0)
         return FS_TIER_REDIS;
-    if (strcasecmp(x, "db") == 0)
+    if (n == 2 && strncasecmp(x, "db", 2) == 0)
         return FS_TIER_DB;
     return FS_TIER_NONE;
 }
@@ -291,7 +291,7 @@ static int exchange(fs_conn *c, const struct iovec *iov, int iovcnt, int64_t dea
         rc = wr;
         goto fail;
     }
-    while (!c->done) {
+    for (int first = 1; !c->done; first = 0) {
         ssize_t n = recv_some(c->fd, c->rbuf, sizeof(c->rbuf), deadline);
         if (n < 0) {
             rc = (int)n;
@@ -299,6 +299,18 @@ static int exchange(fs_conn *c, const struct iovec *iov, int iovcnt, int64_t dea
         }
         if (n > 0)
             *got = 1;
+        /* A small answer read whole in one go (nearly every one): read
+         * where it lies, without http-parser. */
+        fs_http_simple_resp sr;
+        if (first && n > 0 && fs_http_simple(c->rbuf, (size_t)n, &sr)) {
+            out->status = sr.status;
+            out->tier = sr.xcache ? tier_of(sr.xcache, sr.xcache_len) : FS_TIER_NONE;
+            out->body = sr.body;
+            out->body_len = sr.body_len;
+            if (!sr.keep_alive)
+                fs_conn_close(c);
+            return 0;
+        }
         http_parser_execute(&c->p, &settings, c->rbuf, (size_t)n);   /* n == 0: EOF */
         if (c->oom) {
             rc = -ENOMEM;
@@ -320,7 +332,7 @@ static int exchange(fs_conn *c, const struct iovec *iov, int iovcnt, int64_t dea
         }
     }
     out->status = (int)c->p.status_code;
-    out->tier = c->xcache_len ? tier_of(c->xcache) : FS_TIER_NONE;
+    out->tier = c->xcache_len ? tier_of(c->xcache, c->xcache_len) : FS_TIER_NONE;
     out->body = c->body ? c->body : "";
     out->body_len = c->body_len;
     if (!c->keep_alive)

@@ -669,6 +669,56 @@ static void phases_split_at_the_last_sale(void **state)
     fs_opts_free(&o);
 }
 
+/* The fast path reads a whole answer read in one go, and leaves anything
+ * else to http-parser. */
+static void http_simple_reads_whole_answers_only(void **state)
+{
+    (void)state;
+    fs_http_simple_resp r;
+    const char *ok = "HTTP/1.1 200 OK\r\nServer: cachesvc\r\nContent-Type: application/json\r\n"
+                     "Content-Length: 13\r\nX-Request-Id: d6-0\r\nX-Cache:  redis \r\n\r\n"
+                     "{\"version\":7}";
+    assert_int_equal(fs_http_simple(ok, strlen(ok), &r), 1);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.keep_alive, 1);
+    assert_int_equal(r.body_len, 13);
+    assert_memory_equal(r.body, "{\"version\":7}", 13);
+    assert_int_equal(r.xcache_len, 5);
+    assert_memory_equal(r.xcache, "redis", 5);
+
+    const char *sold_out = "HTTP/1.1 409 Conflict\r\ncontent-length: 20\r\nConnection: close\r\n\r\n"
+                           "{\"error\":\"sold_out\"}";
+    assert_int_equal(fs_http_simple(sold_out, strlen(sold_out), &r), 1);
+    assert_int_equal(r.status, 409);
+    assert_int_equal(r.keep_alive, 0);
+    assert_null(r.xcache);
+
+    const char *empty = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    assert_int_equal(fs_http_simple(empty, strlen(empty), &r), 1);
+    assert_int_equal(r.body_len, 0);
+
+    /* Left to http-parser. */
+    static const char *const others[] = {
+        "HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\n{\"version\":",          /* partial body */
+        "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n",                         /* partial head */
+        "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}HTTP/1.1 200 OK\r\n", /* two answers */
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+        "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n{}",
+        "HTTP/1.1 200 OK\r\n\r\n{}",                                        /* no length */
+        "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n{}",
+        "HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n{}",
+        "HTTP/1.1 2x0 OK\r\nContent-Length: 2\r\n\r\n{}",
+        "HTTP/1.1 200 OK\nContent-Length: 2\n\n{}",                          /* bare LF */
+        "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n folded\r\n\r\n{}",
+        "HTTP/1.1 204 No Content\r\nContent-Length: 2\r\n\r\n{}",
+        "HTTP/1.1 200 OK\r\nConnection: upgrade\r\nContent-Length: 2\r\n\r\n{}",
+        NULL,
+    };
+    for (const char *const *o = others; *o; o++)
+        if (fs_http_simple(*o, strlen(*o), &r) != 0)
+            fail_msg("fast path took \"%s\"", *o);
+}
+
 /* Removes the data files fs_report_plot_script wrote into dir, and dir. */
 static void rm_plot_dir(const char *dir)
 {
@@ -776,6 +826,7 @@ int main(void)
         cmocka_unit_test(plot_scripts_label_everything),
         cmocka_unit_test(tick_fills_seconds_and_tenths),
         cmocka_unit_test(phases_split_at_the_last_sale),
+        cmocka_unit_test(http_simple_reads_whole_answers_only),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
