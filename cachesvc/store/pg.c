@@ -52,7 +52,7 @@ enum {
     PS_BEGIN, PS_COMMIT, PS_ROLLBACK, PS_LOCK_ITEM, PS_KEYS, PS_BOUGHT_LIMITED, PS_BOUGHT,
     PS_IDS, PS_REBUILD, PS_INS_ORDERS, PS_UPS_PURCHASES, PS_UPD_ITEM, PS_INS_ITEM,
     PS_INS_OUTBOX, PS_GET_ITEM, PS_OUTBOX_FETCH, PS_OUTBOX_DEL, PS_ASYNC_COMMIT, PS_PING,
-    PS_GUARD, PS_INS_ORDERS_NEW, PS_UPS_PURCHASES_CHECKED,
+    PS_GUARD, PS_INS_ORDERS_NEW,
     PS_COUNT
 };
 static const char *const ps_sql[PS_COUNT] = {
@@ -97,8 +97,8 @@ static const char *const ps_sql[PS_COUNT] = {
      * division_by_zero unless its version is still $2 (the state the batch
      * was decided on); orders take their ids from the sequence as they are
      * inserted (nextval runs in the order of the arrays, so the ids come
-     * back ascending); a buyer past the per-user limit $4 fails the same
-     * way. Any such failure rolls back and reruns the batch as usual. */
+     * back ascending). A failure rolls back and reruns the batch as
+     * usual. */
     [PS_GUARD] = "SELECT 1 / coalesce((SELECT 1 FROM items WHERE sku = $1 AND version = $2"
                  " FOR UPDATE), 0)",
     [PS_INS_ORDERS_NEW] = "INSERT INTO orders (order_id, sku, user_id, qty, idempotency_key,"
@@ -106,11 +106,6 @@ static const char *const ps_sql[PS_COUNT] = {
                           " SELECT nextval('orders_order_id_seq'), $1, u, q, k, $2, $3, $4"
                           " FROM unnest($5::text[], $6::bigint[], $7::text[]) AS t(u, q, k)"
                           " RETURNING order_id",
-    [PS_UPS_PURCHASES_CHECKED] = "INSERT INTO purchases (sku, user_id, qty)"
-                                 " SELECT $1, u, q FROM unnest($2::text[], $3::bigint[]) AS t(u, q)"
-                                 " ON CONFLICT (sku, user_id) DO UPDATE"
-                                 " SET qty = purchases.qty + EXCLUDED.qty"
-                                 " RETURNING 1 / (qty <= $4)::int",
 };
 
 enum { PG_KNOWN = 64 };
@@ -617,9 +612,9 @@ static void known_set(pg *p, const char *sku, const store__state *s)
 
 /* A one-round-trip try of sku was sent and failed its checks (ok = 0) or
  * committed (ok = 1). Failed tries cost a round trip and a rollback, so the
- * next 4, 8 ... 64 batches of the item read first: a sale whose buyers
- * often buy again (a per-user limit) or two instances selling one item
- * then pay for a try only now and then. */
+ * next 4, 8 ... 64 batches of the item read first: two instances selling
+ * one item, or buyers retrying with their keys, then pay for a try only
+ * now and then. */
 static void known_tried(pg *p, const char *sku, int ok)
 {
     pthread_mutex_lock(&p->mu);
@@ -955,8 +950,8 @@ static int batch_write(batch_ctx *b, const store__state *s0, const store__batch_
         at[W_ORDERS] = nq++;
     }
     if (m > 0) {
-        p[0] = b->sku; p[1] = puser.p; p[2] = pqty.p; p[3] = v_limit;
-        if (pq_exec(pc, known ? PS_UPS_PURCHASES_CHECKED : PS_UPS_PURCHASES, known ? 4 : 3, p) < 0)
+        p[0] = b->sku; p[1] = puser.p; p[2] = pqty.p;
+        if (pq_exec(pc, PS_UPS_PURCHASES, 3, p) < 0)
             goto sent;
         nq++;
     }
@@ -995,8 +990,8 @@ static int batch_write(batch_ctx *b, const store__state *s0, const store__batch_
         /* An SQL error: the transaction is aborted and nothing applied. */
         const char *state = PQresultErrorField(res[fe], PG_DIAG_SQLSTATE);
         int unique = state != NULL && strcmp(state, "23505") == 0;
-        /* known: the version check or a buyer's limit failed (division by
-         * zero), or a key was committed before: decided on stale state. */
+        /* known: the version check failed (division by zero), or a key
+         * was committed before: decided on stale state. */
         int stale = known && (unique || (state != NULL && strcmp(state, "22012") == 0));
         if (!unique && !stale)
             sql_error("batch write", res[fe]);
@@ -1059,10 +1054,10 @@ static int conn_unsettled(pg_conn *pc)
  * (batch_write, known). A batch that changes nothing only checks the
  * version. What the database has not told us must not decide: a key is
  * assumed new (an order with a committed key fails on the unique index),
- * a buyer's earlier purchases are assumed none (a total past the limit
- * fails the upsert), so a keyed request must become an order or replay
- * one of the batch, and under a per-user limit a request refused for
- * stock falls back too (the limit, checked first, might have refused it).
+ * so a keyed request must become an order or replay one of the batch; an
+ * item with a per-user limit always reads its buyers' totals first (a
+ * sale under a limit has buyers coming back often enough that guessing
+ * their totals failed most tries and made its selling phase slower).
  * Returns 0 (done, *r filled), -EAGAIN (not applicable or stale: nothing
  * applied, run the batch with its reads), or batch_write's errors. */
 static int batch_known(batch_job *j)
@@ -1076,7 +1071,7 @@ static int batch_known(batch_job *j)
     for (int i = 0; i < b->n; i++)
         if (b->ops[i]->kind != STORE__DECR)
             return -EAGAIN;
-    if (!known_get(p, b->sku, &k) || !k.found || conn_unsettled(b->pc))
+    if (!known_get(p, b->sku, &k) || !k.found || k.per_user_limit > 0 || conn_unsettled(b->pc))
         return -EAGAIN;
     for (int i = 0; i < b->n; i++) {
         b->ops[i]->key_found = 0;
@@ -1089,9 +1084,6 @@ static int batch_known(batch_job *j)
         store__op *op = b->ops[i];
         if (op->key != NULL && op->outcome != STORE_OK &&
             !(op->outcome == STORE_REPLAYED && op->replay_of >= 0))
-            return -EAGAIN;
-        if (k.per_user_limit > 0 &&
-            (op->outcome == STORE_SOLD_OUT || op->outcome == STORE_INSUFFICIENT_STOCK))
             return -EAGAIN;
     }
     if (!r->changed) {
