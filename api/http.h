@@ -123,6 +123,15 @@ int http_server_port(const http_server *srv);
  * coroutine, once. */
 int http_server_stop(http_server *srv, int64_t deadline);
 
+/* The id of the request the calling coroutine serves: the X-Request-Id
+ * its answer carries (the client's when it sent a usable one, else
+ * "<connection hex>-<sequence hex>"). Copies it NUL-terminated into buf
+ * (cut to cap - 1 bytes) and returns its length; outside a connection's
+ * coroutine returns 0 with buf "". For the service's logs: call it from an
+ * http_service function (the connection coroutine's local pointer,
+ * rt_co_local(), belongs to the server). Any thread; never parks. */
+size_t http_request_id(char *buf, size_t cap);
+
 /* Appends the server's own metrics as Prometheus text: per-route request
  * counters by status code, per-route latency histograms, connection
  * gauges and counters. srv may be NULL (counters are process-wide; every

@@ -165,6 +165,11 @@ void http__reply_error(http_conn *c, int route, int status, const char *code,
 void http__dispatch(http_conn *c);
 
 /* Response writing (response.c). */
+/* Writes the current request's X-Request-Id (the client's when it sent a
+ * usable one, else "<connection hex>-<sequence hex>") to out, which has
+ * room for HTTP__REQUEST_ID_MAX bytes; returns its length (no NUL). */
+#define HTTP__REQUEST_ID_MAX 64
+size_t http__request_id(http_conn *c, char *out);
 void http__reply(http_conn *c, int route, int status, const char *ctype,
                  const char *extra_hdrs, size_t extra_len, const char *body,
                  size_t body_len);

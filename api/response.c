@@ -90,6 +90,22 @@ static const char *client_request_id(const http_conn *c, size_t *len)
     return NULL;
 }
 
+size_t http__request_id(http_conn *c, char *out)
+{
+    size_t idlen;
+    const char *cid = client_request_id(c, &idlen);
+    if (cid) {
+        memcpy(out, cid, idlen);
+        return idlen;
+    }
+    if (c->id_hex_len == 0)
+        c->id_hex_len = (uint8_t)http__fmt_u64_hex(c->id_hex, c->id);
+    char *o = cpy(out, c->id_hex, c->id_hex_len);
+    *o++ = '-';
+    o += http__fmt_u64_hex(o, c->seq);
+    return (size_t)(o - out);
+}
+
 void http__reply(http_conn *c, int route, int status, const char *ctype,
                  const char *extra, size_t extra_len, const char *body,
                  size_t body_len)
@@ -122,17 +138,7 @@ void http__reply(http_conn *c, int route, int status, const char *ctype,
     o = CPY(o, "\r\nContent-Length: ");
     o += http__fmt_i64(o, (int64_t)body_len);
     o = CPY(o, "\r\nX-Request-Id: ");
-    size_t idlen;
-    const char *cid = client_request_id(c, &idlen);
-    if (cid) {
-        o = cpy(o, cid, idlen);
-    } else {
-        if (c->id_hex_len == 0)
-            c->id_hex_len = (uint8_t)http__fmt_u64_hex(c->id_hex, c->id);
-        o = cpy(o, c->id_hex, c->id_hex_len);
-        *o++ = '-';
-        o += http__fmt_u64_hex(o, c->seq);
-    }
+    o += http__request_id(c, o);
     o = CPY(o, "\r\n");
     if (extra_len)
         o = cpy(o, extra, extra_len);

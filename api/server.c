@@ -126,6 +126,9 @@ static void conn_main(void *arg)
     int64_t req_deadline = 0;
     int phase = 0;   /* 0 between requests, 1 headers, 2 body */
     int drained = 0;
+    /* The connection coroutine's local pointer is its connection, for
+     * http_request_id() in the service's calls. */
+    *rt_co_local() = c;
 
     for (;;) {
         int st = http__conn_process(c);
@@ -197,6 +200,7 @@ static void conn_main(void *arg)
         c->in_len += (size_t)n;
         c->t_read = rt_now_ns();
     }
+    *rt_co_local() = NULL;
     conn_unlink(srv, c);
     rt_close(c->fd);
     http__conn_fini(c);
@@ -204,6 +208,21 @@ static void conn_main(void *arg)
     atomic_fetch_sub_explicit(&srv->nconns, 1, memory_order_relaxed);
     http__metrics_conns(-1);
     rt_wg_done(srv->conns_wg);
+}
+
+size_t http_request_id(char *buf, size_t cap)
+{
+    void **l = rt_co_local();
+    http_conn *c = l != NULL ? *l : NULL;
+    char id[HTTP__REQUEST_ID_MAX];
+    size_t n = c != NULL ? http__request_id(c, id) : 0;
+    if (cap == 0)
+        return 0;
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(buf, id, n);
+    buf[n] = '\0';
+    return n;
 }
 
 #define OVERLOAD_BODY \

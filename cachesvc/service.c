@@ -483,10 +483,8 @@ int svc_open(const svc_config *cfg, svc **out)
         return -ENOMEM;
     s->cfg = *cfg;
     svc_metrics_set_worker_id(rt_worker_id);   /* each worker its own slot */
-#ifdef HTTP_HAVE_REQUEST_ID
     /* Lines logged while a request is served carry its X-Request-Id. */
     svc_log_set_reqid_source(http_request_id);
-#endif
     atomic_store(&s->local_ttl_ms, cfg->local_ttl_ms);
     atomic_store(&s->invalidation_delay_ms, cfg->invalidation_delay_ms);
     atomic_store(&s->slow_ns, (int64_t)cfg->log_slow_ms * 1000000);

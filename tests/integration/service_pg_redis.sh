@@ -96,11 +96,9 @@ req GET "$U/admin/items/hot/audit" "" "${ADMIN[@]}"; sold0=$(json_num units_sold
 req POST $U/v1/items/hot/decrement '{"user_id":"u3","qty":1}' -H 'Idempotency-Key: pgdown-1'
 expect 503 "" "503 with the database down"
 check "503 code is unavailable or outcome_unknown" grep -Eq '"(unavailable|outcome_unknown)"' <<<"$BODY"
-if grep -q HTTP_HAVE_REQUEST_ID "$SRC/api/http.h"; then
-  id=$(header X-Request-Id)
-  check "the store failure is logged with the request's id (req=$id)" \
-    grep -Eq "level=(warn|error) msg=\"decrement failed.* req=$id sku=hot" "$T/a.log"
-fi
+id=$(header X-Request-Id)
+check "the store failure is logged with the request's id (req=$id)" \
+  grep -Eq "level=(warn|error) msg=\"decrement failed.* req=$id sku=hot" "$T/a.log"
 req GET $U/readyz; expect 503 '"store":"down"' "readyz names the store"
 "$SRC/scripts/postgres" up --dir "$T/pg" --port $PGP >/dev/null 2>&1 || fail "postgres restart"
 for i in $(seq 1 100); do
