@@ -286,6 +286,26 @@ static cJSON *hist_json(const fs_hist *h)
     return o;
 }
 
+/* One entry per interval of slots (width seconds) that saw an answer;
+ * key names the interval's start. */
+static void timeline_json(cJSON *tl, const char *key, _Atomic(fs_slot *) *slots, size_t n,
+                          double width)
+{
+    for (size_t s = 0; tl && s < n; s++) {
+        fs_slot *sl = atomic_load(&slots[s]);
+        if (sl == NULL)
+            continue;
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddNumberToObject(e, key, (double)s * width);
+        cJSON_AddNumberToObject(e, "requests", (double)atomic_load(&sl->requests));
+        cJSON_AddNumberToObject(e, "errors", (double)atomic_load(&sl->errors));
+        cJSON_AddNumberToObject(e, "sold", (double)atomic_load(&sl->sold));
+        cJSON_AddNumberToObject(e, "p50_ms", ms(fs_hist_percentile(&sl->lat, 50)));
+        cJSON_AddNumberToObject(e, "p99_ms", ms(fs_hist_percentile(&sl->lat, 99)));
+        cJSON_AddItemToArray(tl, e);
+    }
+}
+
 static cJSON *run_json(const fs_opts *o, const fs_result *r)
 {
     cJSON *j = cJSON_CreateObject();
@@ -369,20 +389,10 @@ static cJSON *run_json(const fs_opts *o, const fs_result *r)
         cJSON_AddItemToArray(items, e);
     }
 
-    cJSON *tl = cJSON_AddArrayToObject(j, "timeline");
-    for (size_t s = 0; s < r->nslots; s++) {
-        fs_slot *sl = atomic_load(&r->slots[s]);
-        if (sl == NULL)
-            continue;
-        cJSON *e = cJSON_CreateObject();
-        cJSON_AddNumberToObject(e, "second", (double)s);
-        cJSON_AddNumberToObject(e, "requests", (double)atomic_load(&sl->requests));
-        cJSON_AddNumberToObject(e, "errors", (double)atomic_load(&sl->errors));
-        cJSON_AddNumberToObject(e, "sold", (double)atomic_load(&sl->sold));
-        cJSON_AddNumberToObject(e, "p50_ms", ms(fs_hist_percentile(&sl->lat, 50)));
-        cJSON_AddNumberToObject(e, "p99_ms", ms(fs_hist_percentile(&sl->lat, 99)));
-        cJSON_AddItemToArray(tl, e);
-    }
+    timeline_json(cJSON_AddArrayToObject(j, "timeline"), "second", r->slots, r->nslots, 1.0);
+    if (r->elapsed_s <= FS_FINE_SLOTS * (FS_FINE_NS / 1e9))
+        timeline_json(cJSON_AddArrayToObject(j, "timeline_100ms"), "t_s", r->fine, FS_FINE_SLOTS,
+                      FS_FINE_NS / 1e9);
     return j;
 }
 

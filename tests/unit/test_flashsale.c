@@ -575,6 +575,7 @@ static void report_outputs(void **state)
     int fd = mkstemp(path);
     assert_true(fd >= 0);
     close(fd);
+    fs_result_tick(&r, MS(1250), MS(1), 0, 0, 0);   /* also 1.2-1.3 s */
     assert_int_equal(fs_report_json(path, &o, rs, 1), 0);
     FILE *f = fopen(path, "r");
     char text[65536];
@@ -589,6 +590,10 @@ static void report_outputs(void **state)
     assert_int_equal(cJSON_GetObjectItem(run, "requests")->valueint, 102);
     cJSON *tl = cJSON_GetObjectItem(run, "timeline");
     assert_int_equal(cJSON_GetArraySize(tl), 1);
+    cJSON *fine = cJSON_GetObjectItem(run, "timeline_100ms");
+    assert_int_equal(cJSON_GetArraySize(fine), 1);
+    assert_true(fabs(cJSON_GetObjectItem(cJSON_GetArrayItem(fine, 0), "t_s")->valuedouble - 1.2) <
+                1e-9);
     cJSON_Delete(j);
 
     /* A failed check flips the summary; an unreadable audit says so. */
