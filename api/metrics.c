@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "api/http_int.h"
+#include "runtime/rt.h"
 
 /* The runtime's worker index (rt_worker_id), installed by the server so
  * that the parser's unit tests link without the runtime; until then
@@ -57,16 +58,6 @@ static inline int status_index(int status)
     return NSTATUS - 1;
 }
 
-/* Adds n to *v: a plain store when the caller owns the shard. */
-static inline void bump(_Atomic uint64_t *v, uint64_t n, int owned)
-{
-    if (owned)
-        atomic_store_explicit(v, atomic_load_explicit(v, memory_order_relaxed) + n,
-                              memory_order_relaxed);
-    else
-        atomic_fetch_add_explicit(v, n, memory_order_relaxed);
-}
-
 static inline shard *my_shard(int *owned)
 {
     http__worker_id_fn f = atomic_load_explicit(&http__worker_id, memory_order_relaxed);
@@ -88,16 +79,16 @@ void http__metrics_request(int route, int status, int64_t latency_ns)
     int b = 0;
     while (b < NBOUNDS && latency_ns > bounds_ns[b])
         b++;
-    bump(&s->req[route][status_index(status)], 1, owned);
-    bump(&s->hist[route][b], 1, owned);
-    bump(&s->sum_ns[route], (uint64_t)latency_ns, owned);
+    rt_counter_add(&s->req[route][status_index(status)], 1, owned);
+    rt_counter_add(&s->hist[route][b], 1, owned);
+    rt_counter_add(&s->sum_ns[route], (uint64_t)latency_ns, owned);
 }
 
 void http__metrics_count(int counter)
 {
     int owned;
     shard *s = my_shard(&owned);
-    bump(&s->conn[counter], 1, owned);
+    rt_counter_add(&s->conn[counter], 1, owned);
 }
 
 void http__metrics_conns(int delta)

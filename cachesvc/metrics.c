@@ -18,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/rt.h"   /* rt_counter_add only (inline): no link dependency */
+
 #define WORKER_SLOTS 32          /* workers beyond these share the last slot */
 #define SLOTS (WORKER_SLOTS + 1)  /* [WORKER_SLOTS] is the shared one */
 #define NB_SECONDS 17
@@ -97,21 +99,11 @@ static inline struct slot *my(int *owned)
     return &slots[WORKER_SLOTS];
 }
 
-/* Adds n to *v: a plain load and store when the caller owns the slot. */
-static inline void bump(_Atomic uint64_t *v, uint64_t n, int owned)
-{
-    if (owned)
-        atomic_store_explicit(v, atomic_load_explicit(v, memory_order_relaxed) + n,
-                              memory_order_relaxed);
-    else
-        atomic_fetch_add_explicit(v, n, memory_order_relaxed);
-}
-
 void svc_metric_add(enum svc_counter_id id, uint64_t n)
 {
     int owned;
     struct slot *sl = my(&owned);
-    bump(&sl->c[id], n, owned);
+    rt_counter_add(&sl->c[id], n, owned);
 }
 
 uint64_t svc_metric_get(enum svc_counter_id id)
@@ -135,8 +127,8 @@ void svc_hist_observe(enum svc_hist_id id, uint64_t v)
         i++;
     int owned;
     struct hist_cells *h = &my(&owned)->h[id];
-    bump(&h->bucket[i], 1, owned);
-    bump(&h->sum, v, owned);
+    rt_counter_add(&h->bucket[i], 1, owned);
+    rt_counter_add(&h->sum, v, owned);
 }
 
 uint64_t svc_hist_count(enum svc_hist_id id)

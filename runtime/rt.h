@@ -34,6 +34,7 @@
 #ifndef CACHESVC_RT_H
 #define CACHESVC_RT_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -127,6 +128,18 @@ int rt_worker_id(void);
 int rt_workers(void);
 /* One pointer of coroutine-local storage, NULL at spawn. */
 void **rt_co_local(void);
+
+/* Adds n to a counter of a per-worker slot (metrics summed when read):
+ * when the caller's worker owns the slot (owned != 0), a relaxed load and
+ * store, no locked instruction; when threads share it, an atomic add. */
+static inline void rt_counter_add(_Atomic uint64_t *v, uint64_t n, int owned)
+{
+    if (owned)
+        atomic_store_explicit(v, atomic_load_explicit(v, memory_order_relaxed) + n,
+                              memory_order_relaxed);
+    else
+        atomic_fetch_add_explicit(v, n, memory_order_relaxed);
+}
 
 /* Monotonic clock. */
 int64_t rt_now_ns(void);
