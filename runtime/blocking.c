@@ -3,7 +3,10 @@
  * while the calling coroutine parks. Threads are created on demand up to
  * cfg.blocking_threads and exit after 10 s without work. On shutdown the
  * calls already running finish; queued ones are dropped (their coroutines
- * are torn down with the runtime).
+ * are torn down with the runtime). Threads are joined, not detached: an
+ * exited thread leaves its handle on a list that the next thread creation
+ * or the shutdown joins, so no pool thread outlives rt_stop (a fork right
+ * after it is single-threaded).
  */
 #include "runtime/rt_int.h"
 
@@ -22,6 +25,12 @@ static pthread_cond_t block_cond;     /* work arrived or stop */
 static pthread_cond_t block_done;     /* a thread exited */
 static rt_job *job_head, *job_tail;
 static int nthreads, nidle, stop;
+
+typedef struct pool_thread {
+    pthread_t t;
+    struct pool_thread *next;
+} pool_thread;
+static pool_thread *exited;           /* ended, not yet joined */
 static _Atomic uint64_t calls;
 static _Atomic uint64_t threads_gauge;
 
@@ -34,13 +43,25 @@ int rt__blocking_init(void)
     pthread_cond_init(&block_done, NULL);
     pthread_condattr_destroy(&ca);
     job_head = job_tail = NULL;
+    exited = NULL;
     nthreads = nidle = stop = 0;
     return 0;
 }
 
+/* Joins and frees the threads of list (taken off `exited`). */
+static void join_all(pool_thread *list)
+{
+    while (list != NULL) {
+        pool_thread *next = list->next;
+        pthread_join(list->t, NULL);
+        free(list);
+        list = next;
+    }
+}
+
 static void *pool_main(void *arg)
 {
-    (void)arg;
+    pool_thread *self = arg;
     pthread_mutex_lock(&block_lock);
     for (;;) {
         while (!job_head && !stop) {
@@ -65,6 +86,8 @@ static void *pool_main(void *arg)
         pthread_mutex_lock(&block_lock);
     }
 out:
+    self->next = exited;
+    exited = self;
     nthreads--;
     atomic_store(&threads_gauge, (uint64_t)nthreads);
     pthread_cond_broadcast(&block_done);
@@ -84,19 +107,21 @@ intptr_t rt_blocking(intptr_t (*fn)(void *arg), void *arg)
     if (job_tail) job_tail->next = &j;
     else job_head = &j;
     job_tail = &j;
+    pool_thread *dead = NULL;
     if (nidle == 0 && nthreads < rt__rt.cfg.blocking_threads) {
-        pthread_t t;
-        pthread_attr_t attr;
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        if (pthread_create(&t, &attr, pool_main, NULL) == 0) {
+        pool_thread *pt = malloc(sizeof *pt);
+        if (pt != NULL && pthread_create(&pt->t, NULL, pool_main, pt) == 0) {
             nthreads++;
             atomic_store(&threads_gauge, (uint64_t)nthreads);
+        } else {
+            free(pt);   /* the job waits for a pool thread */
         }
-        pthread_attr_destroy(&attr);
+        dead = exited;
+        exited = NULL;
     }
     pthread_cond_signal(&block_cond);
     pthread_mutex_unlock(&block_lock);
+    join_all(dead);   /* they have left pool_main: returns at once */
     rt__waiter_wait(&j.w);
     return j.ret;
 }
@@ -109,7 +134,10 @@ void rt__blocking_fini(void)
     while (nthreads > 0)
         pthread_cond_wait(&block_done, &block_lock);
     job_head = job_tail = NULL;
+    pool_thread *dead = exited;
+    exited = NULL;
     pthread_mutex_unlock(&block_lock);
+    join_all(dead);
     pthread_cond_destroy(&block_cond);
     pthread_cond_destroy(&block_done);
 }
