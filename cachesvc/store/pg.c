@@ -16,7 +16,9 @@
  * A failure before round 2 was sent leaves nothing applied (-EIO or
  * -ETIMEDOUT). A broken connection or timeout after round 2 was sent, with
  * no error answered first, means COMMIT's outcome is unknown
- * (-ECONNABORTED). A unique violation (the same idempotency key committed
+ * (-ECONNABORTED). The one-round-trip batch (batch_known) bounds its lock
+ * waits with lock_timeout so that a row locked elsewhere ends in an error
+ * before the deadline rather than in doubt. A unique violation (the same idempotency key committed
  * by another batch meanwhile) rolls back and reruns the batch, which then
  * sees the key and replays it.
  */
@@ -52,7 +54,7 @@ enum {
     PS_BEGIN, PS_COMMIT, PS_ROLLBACK, PS_LOCK_ITEM, PS_KEYS, PS_BOUGHT_LIMITED, PS_BOUGHT,
     PS_IDS, PS_REBUILD, PS_INS_ORDERS, PS_UPS_PURCHASES, PS_UPD_ITEM, PS_INS_ITEM,
     PS_INS_OUTBOX, PS_GET_ITEM, PS_OUTBOX_FETCH, PS_OUTBOX_DEL, PS_ASYNC_COMMIT, PS_PING,
-    PS_GUARD, PS_INS_ORDERS_NEW,
+    PS_GUARD, PS_INS_ORDERS_NEW, PS_LOCK_TIMEOUT,
     PS_COUNT
 };
 static const char *const ps_sql[PS_COUNT] = {
@@ -106,6 +108,8 @@ static const char *const ps_sql[PS_COUNT] = {
                           " SELECT nextval('orders_order_id_seq'), $1, u, q, k, $2, $3, $4"
                           " FROM unnest($5::text[], $6::bigint[], $7::text[]) AS t(u, q, k)"
                           " RETURNING order_id",
+    /* Bounds the one-round-trip batch's lock waits (lock_timeout_of). */
+    [PS_LOCK_TIMEOUT] = "SELECT set_config('lock_timeout', $1, true)",
 };
 
 enum { PG_KNOWN = 64 };
@@ -526,11 +530,16 @@ fail:
     return NULL;
 }
 
-/* Returns a slot; broken: close its connection first. */
+/* Returns a slot; broken: close its connection first. A connection goes
+ * back to the pool only when it is idle: results still due (a wait that
+ * timed out, a reply that did not match) or a transaction left open or
+ * failed (a rollback that timed out) would be read by the next caller as
+ * its own, so such a connection is closed instead. */
 static void pool_put(store *st, pg_conn *pc, int broken)
 {
     pg *p = st->impl;
-    if (broken || (pc->c != NULL && PQstatus(pc->c) != CONNECTION_OK))
+    if (broken || (pc->c != NULL && (PQstatus(pc->c) != CONNECTION_OK ||
+                                     PQtransactionStatus(pc->c) != PQTRANS_IDLE)))
         conn_drop(pc);
     pthread_mutex_lock(&p->mu);
     pc->in_use = 0;
@@ -631,6 +640,34 @@ static void known_tried(pg *p, const char *sku, int ok)
 }
 
 /* ---- batch ---------------------------------------------------------------- */
+
+/* The lock_timeout of a one-round-trip batch, whose COMMIT is queued on
+ * the server behind its version check: a row lock held elsewhere past the
+ * store's deadline would leave the client gone with the outcome unknown
+ * and the batch committing once the lock is released. Ending the wait on
+ * the server at four fifths of the time left (at least 1 ms; 0 = none
+ * when there is no deadline) turns it into an error (SQLSTATE 55P03)
+ * that arrives while the client still listens: nothing applied. */
+static void lock_timeout_of(int64_t deadline, char *buf, size_t cap)
+{
+    int64_t ms = 0;
+    if (deadline != RT_NO_DEADLINE) {
+        int64_t left = (deadline - rt_now_ns()) / 1000000;
+        ms = left - left / 5;
+        if (ms < 1)
+            ms = 1;
+    }
+    snprintf(buf, cap, "%lldms", (long long)ms);
+}
+
+/* True when r failed with SQLSTATE code. */
+static int sqlstate_is(PGresult *r, const char *code)
+{
+    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    return state != NULL && strcmp(state, code) == 0;
+}
+
+#define SQLSTATE_LOCK_TIMEOUT "55P03"
 
 enum { Q_BEGIN, Q_ITEM, Q_KEYS, Q_BOUGHT, Q_IDS, Q_MAX };
 
@@ -843,7 +880,8 @@ static int batch_more_ids(batch_ctx *b, int total)
     return rc;
 }
 
-enum { W_BEGIN, W_GUARD, W_ORDERS, W_PURCHASES, W_ITEM, W_OUTBOX, W_COMMIT, W_MAX };
+enum { W_BEGIN, W_LOCK_TIMEOUT, W_GUARD, W_ORDERS, W_PURCHASES, W_ITEM, W_OUTBOX, W_COMMIT,
+       W_MAX };
 
 /* The ids a one-round-trip batch's orders got (RETURNING order_id, one
  * row per order in the order of the arrays: nextval runs as each row is
@@ -865,9 +903,10 @@ static void assign_new_ids(batch_ctx *b, PGresult *res, int k)
 /* Round 2. Returns 0 (committed), -EEXIST (unique violation: rolled back,
  * rerun), -EIO (an SQL error: rolled back), -ECONNABORTED (unknown).
  * known: the whole transaction in this one round trip (batch_known): it
- * begins, checks that the row's version is still s0's, and the orders take
- * their ids as they are inserted; a failed check or a unique violation
- * rolls back and returns -EAGAIN (rerun with the reads). */
+ * begins, bounds its lock waits (lock_timeout_of), checks that the row's
+ * version is still s0's, and the orders take their ids as they are
+ * inserted; a failed check or a unique violation rolls back and returns
+ * -EAGAIN (rerun with the reads), a lock wait that timed out -EIO. */
 static int batch_write(batch_ctx *b, const store__state *s0, const store__batch_result *r,
                        int known)
 {
@@ -876,7 +915,7 @@ static int batch_write(batch_ctx *b, const store__state *s0, const store__batch_
     PGresult *res[W_MAX] = {0};
     sbuf oid = {0}, ouser = {0}, oqty = {0}, okey = {0}, puser = {0}, pqty = {0};
     char v_stock[24], v_version[24], v_now[24], v_limit[24], v_sale[24], v_supplied[24];
-    char v_prev[24];
+    char v_prev[24], v_lock[32];
     const char *p[8];
     int rc = -EIO, fe, m, k = 0, at[W_MAX];
 
@@ -928,10 +967,15 @@ static int batch_write(batch_ctx *b, const store__state *s0, const store__batch_
 
     int nq = 0;
     if (known) {
-        p[0] = b->sku; p[1] = v_prev;
         if (pq_exec(pc, PS_BEGIN, 0, NULL) < 0)
             goto sent;
         at[W_BEGIN] = nq++;
+        lock_timeout_of(b->deadline, v_lock, sizeof v_lock);
+        p[0] = v_lock;
+        if (pq_exec(pc, PS_LOCK_TIMEOUT, 1, p) < 0)
+            goto sent;
+        at[W_LOCK_TIMEOUT] = nq++;
+        p[0] = b->sku; p[1] = v_prev;
         if (pq_exec(pc, PS_GUARD, 2, p) < 0)
             goto sent;
         at[W_GUARD] = nq++;
@@ -988,12 +1032,11 @@ static int batch_write(batch_ctx *b, const store__state *s0, const store__batch_
     }
     if (rc == 0) {
         /* An SQL error: the transaction is aborted and nothing applied. */
-        const char *state = PQresultErrorField(res[fe], PG_DIAG_SQLSTATE);
-        int unique = state != NULL && strcmp(state, "23505") == 0;
+        int unique = sqlstate_is(res[fe], "23505");
         /* known: the version check failed (division by zero), or a key
          * was committed before: decided on stale state. */
-        int stale = known && (unique || (state != NULL && strcmp(state, "22012") == 0));
-        if (!unique && !stale)
+        int stale = known && (unique || sqlstate_is(res[fe], "22012"));
+        if (!unique && !stale && !sqlstate_is(res[fe], SQLSTATE_LOCK_TIMEOUT))
             sql_error("batch write", res[fe]);
         if (fe == nq - 1) {   /* COMMIT itself failed: rolled back by the server */
             rc = -EIO;
@@ -1087,21 +1130,27 @@ static int batch_known(batch_job *j)
             return -EAGAIN;
     }
     if (!r->changed) {
-        PGresult *res[1] = {0};
-        char v[24];
-        const char *prm[2] = {b->sku, v};
+        /* One implicit transaction up to the Sync: its lock wait is
+         * bounded as in batch_write. */
+        PGresult *res[2] = {0};
+        char v[24], lt[32];
+        const char *prm[2] = {lt, NULL};
         int fe;
+        lock_timeout_of(b->deadline, lt, sizeof lt);
+        if (pq_exec(b->pc, PS_LOCK_TIMEOUT, 1, prm) < 0)
+            return -EIO;
         snprintf(v, sizeof v, "%lld", (long long)k.version);
+        prm[0] = b->sku;
+        prm[1] = v;
         if (pq_exec(b->pc, PS_GUARD, 2, prm) < 0 || PQpipelineSync(b->pc->c) != 1)
             return -EIO;
         if ((rc = conn_flush(b->pc, b->deadline)) == 0 &&
-            (rc = conn_collect(b->pc, b->deadline, res, 1, &fe)) == 0 && fe >= 0) {
-            const char *state = PQresultErrorField(res[0], PG_DIAG_SQLSTATE);
-            rc = state != NULL && strcmp(state, "22012") == 0 ? -EAGAIN : -EIO;
-            if (rc == -EIO)
-                sql_error("version check", res[0]);
+            (rc = conn_collect(b->pc, b->deadline, res, 2, &fe)) == 0 && fe >= 0) {
+            rc = sqlstate_is(res[fe], "22012") ? -EAGAIN : -EIO;
+            if (rc == -EIO && !sqlstate_is(res[fe], SQLSTATE_LOCK_TIMEOUT))
+                sql_error("version check", res[fe]);
         }
-        clear_all(res, 1);
+        clear_all(res, 2);
         if (rc == -EAGAIN) {
             known_set(p, b->sku, NULL);
             known_tried(p, b->sku, 0);
@@ -1127,7 +1176,10 @@ static intptr_t batch_run(void *arg)
 
     if (j->attempt == 0 && !j->fresh_retry) {
         if ((rc = batch_known(j)) != -EAGAIN) {
-            j->broken = rc == -ECONNABORTED || (rc < 0 && PQstatus(b->pc->c) != CONNECTION_OK);
+            /* A timeout or a reply mix-up leaves replies due on the
+             * connection (and pool_put drops one not idle anyway). */
+            j->broken = rc == -ECONNABORTED || rc == -ETIMEDOUT ||
+                        (rc < 0 && PQstatus(b->pc->c) != CONNECTION_OK);
             return rc;
         }
     }
@@ -1224,7 +1276,7 @@ static int run1(store *st, int ps, int np, const char *const *params, PGresult *
 {
     int64_t dl = deadline_of(st);
     pg_conn *pc;
-    int rc, fe;
+    int rc, fe, synced = 0;
 
     *out = NULL;
     if ((pc = pool_get(st, dl, &rc)) == NULL)
@@ -1235,12 +1287,13 @@ static int run1(store *st, int ps, int np, const char *const *params, PGresult *
     }
     if ((rc = conn_flush(pc, dl)) < 0 || (rc = conn_collect(pc, dl, out, 1, &fe)) < 0)
         goto out;
+    synced = 1;
     if (fe >= 0) {
         sql_error("query", *out);
         rc = -EIO;
     }
 out:
-    pool_put(st, pc, rc < 0 && rc != -EIO ? 1 : rc < 0 && PQstatus(pc->c) != CONNECTION_OK);
+    pool_put(st, pc, !synced);   /* replies may still be due: not reusable */
     if (rc < 0) {
         PQclear(*out);
         *out = NULL;
@@ -1283,7 +1336,7 @@ static int pg_audit(store *st, const char *sku, int with_orders, store_audit_res
     PGresult *res[A_MAX] = {0};
     const char *p[1] = {sku};
     pg_conn *pc;
-    int rc, fe, nq = 0;
+    int rc, fe, nq = 0, synced = 0;
 
     memset(out, 0, sizeof *out);
     if ((pc = pool_get(st, dl, &rc)) == NULL)
@@ -1309,6 +1362,7 @@ static int pg_audit(store *st, const char *sku, int with_orders, store_audit_res
     nq++;
     if ((rc = conn_flush(pc, dl)) < 0 || (rc = conn_collect(pc, dl, res, nq, &fe)) < 0)
         goto out;
+    synced = 1;
     if (fe >= 0) {
         sql_error("audit", res[fe]);
         rc = -EIO;
@@ -1336,7 +1390,7 @@ static int pg_audit(store *st, const char *sku, int with_orders, store_audit_res
     rc = 0;
 out:
     clear_all(res, A_MAX);
-    pool_put(st, pc, rc == -ETIMEDOUT || PQstatus(pc->c) != CONNECTION_OK);
+    pool_put(st, pc, !synced);
     return rc;
 }
 
@@ -1351,7 +1405,7 @@ static int pg_sold_out_read(store *st, const char *sku, int64_t max, store__so_s
     char lim[24];
     const char *p[2] = {sku, lim};
     pg_conn *pc;
-    int rc, fe;
+    int rc, fe, synced = 0;
 
     snprintf(lim, sizeof lim, "%lld", (long long)max + 1);
     if ((pc = pool_get(st, dl, &rc)) == NULL)
@@ -1367,6 +1421,7 @@ static int pg_sold_out_read(store *st, const char *sku, int64_t max, store__so_s
         goto out;
     if ((rc = conn_flush(pc, dl)) < 0 || (rc = conn_collect(pc, dl, res, S_MAX, &fe)) < 0)
         goto out;
+    synced = 1;
     if (fe >= 0) {
         sql_error("sold-out snapshot", res[fe]);
         rc = -EIO;
@@ -1388,7 +1443,7 @@ static int pg_sold_out_read(store *st, const char *sku, int64_t max, store__so_s
                            col_i64(r, i, 3), col_i64(r, i, 4), col_i64(r, i, 5));
 out:
     clear_all(res, S_MAX);
-    pool_put(st, pc, rc == -ETIMEDOUT || PQstatus(pc->c) != CONNECTION_OK);
+    pool_put(st, pc, !synced);
     return rc;
 }
 
@@ -1427,7 +1482,7 @@ static int pg_outbox_delete(store *st, const int64_t *ids, size_t n)
     sbuf b = {0};
     const char *p[1];
     pg_conn *pc;
-    int rc, fe;
+    int rc, fe, synced = 0;
 
     sb_str(&b, "{");
     for (size_t i = 0; i < n; i++)
@@ -1449,16 +1504,16 @@ static int pg_outbox_delete(store *st, const int64_t *ids, size_t n)
         goto out;
     if ((rc = conn_flush(pc, dl)) < 0 || (rc = conn_collect(pc, dl, res, 4, &fe)) < 0)
         goto out;
+    synced = 1;
     if (fe >= 0) {
         sql_error("outbox delete", res[fe]);
-        rc = conn_rollback(pc, dl) < 0 ? -ECONNABORTED : -EIO;   /* leave no open block */
+        synced = conn_rollback(pc, dl) == 0;   /* leave no open block */
+        rc = -EIO;
     }
 out:
     clear_all(res, 4);
-    pool_put(st, pc, rc < 0 && (rc != -EIO || PQstatus(pc->c) != CONNECTION_OK));
+    pool_put(st, pc, !synced);
     free(b.p);
-    if (rc == -ECONNABORTED)
-        rc = -EIO;
     return rc;
 }
 

@@ -5,7 +5,10 @@
  * (tests/unit/test_store_rtstub.c): the serial model through random batch
  * transactions, the API calls, a connection broken during COMMIT (outcome
  * unknown, then a safe retry with the same key), the server stopped and
- * restarted under the store, and sold-out decrements answered from memory
+ * restarted under the store, a row locked by another session (a timed-out
+ * version check must not leave its reply on a pooled connection; a
+ * one-round-trip batch's lock wait ends unapplied, not in doubt), and
+ * sold-out decrements answered from memory
  * (store_sold_out) equal to the batch's answers, on PostgreSQL and SQLite.
  */
 #include <errno.h>
@@ -19,6 +22,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <libpq-fe.h>
 
 #include "cachesvc/store/store_int.h"
 #include "tests/unit/test_store_model.h"
@@ -249,6 +253,135 @@ static void test_pg_down_up(void **state)
     store_close(st);
 }
 
+/* ---- a row locked by another session -------------------------------------- */
+
+/* Opens a second session (plain libpq) that locks sku's row until
+ * unlock_row. */
+static PGconn *lock_row(const char *sku)
+{
+    PGconn *c = PQconnectdb(url);
+    assert_int_equal(PQstatus(c), CONNECTION_OK);
+    const char *p[1] = {sku};
+    PGresult *r = PQexec(c, "BEGIN");
+    assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+    r = PQexecParams(c, "SELECT stock FROM items WHERE sku = $1 FOR UPDATE", 1, NULL, p, NULL,
+                     NULL, 0);
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    assert_int_equal(PQntuples(r), 1);
+    PQclear(r);
+    return c;
+}
+
+static void unlock_row(PGconn *c)
+{
+    PGresult *r = PQexec(c, "COMMIT");
+    assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+    PQfinish(c);
+}
+
+static store *open_pg_short(int pool_size)
+{
+    store *st = NULL;
+    store_config cfg = {.pool_size = pool_size, .timeout_ms = 300, .reconnect_min_ms = 20,
+                        .reconnect_max_ms = 200};
+    assert_int_equal(store_open(url, &cfg, &st), 0);
+    return st;
+}
+
+/* A version check (a sold-out item's decrement, decided on its known state
+ * in one round trip) that times out on the row lock leaves its reply due
+ * on the connection: the pool must not hand that connection to the next
+ * caller, who would read the check's reply as its own (it did: the item
+ * read after the unlock came back wrong). */
+static void test_pg_pool_after_timeout(void **state)
+{
+    (void)state;
+    store *st = open_pg_short(1);
+    store_put p = {.stock = 1, .per_user_limit = 0, .sale_starts_at_ms = 0};
+    store_decrement_result r;
+    store_item it;
+    store_stats stats;
+
+    assert_int_equal(store_put_item(st, "misalign", &p, RT_NO_DEADLINE, NULL, NULL), 0);
+    assert_int_equal(store_decrement(st, "misalign", "u1", 1, NULL, RT_NO_DEADLINE, &r), 0);
+    assert_int_equal(r.outcome, STORE_OK);
+    int64_t version = r.version;
+    assert_int_equal(store_decrement(st, "misalign", "u1b", 1, NULL, RT_NO_DEADLINE, &r), 0);
+    assert_int_equal(r.outcome, STORE_SOLD_OUT);
+    /* Idle connections go back to the pool: still the one from the open. */
+    store_stats_get(st, &stats);
+    assert_int_equal(stats.reconnects, 1);
+
+    PGconn *c = lock_row("misalign");
+    assert_int_equal(store_decrement(st, "misalign", "u2", 1, NULL, RT_NO_DEADLINE, &r), 0);
+    assert_int_equal(r.outcome, STORE_UNAVAILABLE);
+    unlock_row(c);
+
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(store_get_item(st, "misalign", &it), 0);
+        assert_string_equal(it.sku, "misalign");
+        assert_int_equal(it.stock, 0);
+        assert_int_equal(it.version, version);
+        assert_int_equal(it.units_supplied, 1);
+    }
+    store_outbox_row rows[64];
+    int n = store_outbox_fetch(st, 0, 64, rows);
+    assert_true(n > 0);
+    for (int i = 0; i < n; i++)
+        assert_true(rows[i].id > 0 && rows[i].sku[0] != '\0' && rows[i].version > 0);
+    store_audit_result au;
+    assert_int_equal(store_audit(st, "misalign", 1, &au), 0);
+    assert_int_equal(au.orders, 1);
+    assert_int_equal(au.item.stock, 0);
+    assert_int_equal(au.item.version, version);
+    store_audit_free(&au);
+    assert_int_equal(store_decrement(st, "misalign", "u3", 1, NULL, RT_NO_DEADLINE, &r), 0);
+    assert_int_equal(r.outcome, STORE_SOLD_OUT);
+    assert_int_equal(r.version, version);
+    store_close(st);
+}
+
+/* A one-round-trip batch (BEGIN, the check, the writes and COMMIT queued
+ * at once) waiting on a row lock held elsewhere past the store's timeout:
+ * the lock wait ends on the server first (lock_timeout), so the requests
+ * are answered unavailable and nothing is applied when the lock is
+ * released, instead of an unknown outcome that commits later. */
+static void test_pg_lock_wait(void **state)
+{
+    (void)state;
+    store *st = open_pg_short(2);
+    store_put p = {.stock = 10, .per_user_limit = 0, .sale_starts_at_ms = 0};
+    store_decrement_result r;
+    store_stats stats;
+
+    assert_int_equal(store_put_item(st, "lockwait", &p, RT_NO_DEADLINE, NULL, NULL), 0);
+    assert_int_equal(store_decrement(st, "lockwait", "u1", 1, NULL, RT_NO_DEADLINE, &r), 0);
+    assert_int_equal(r.outcome, STORE_OK);
+
+    PGconn *c = lock_row("lockwait");
+    assert_int_equal(store_decrement(st, "lockwait", "u2", 1, NULL, RT_NO_DEADLINE, &r), 0);
+    assert_int_equal(r.outcome, STORE_UNAVAILABLE);
+    assert_int_equal(store_decrement(st, "lockwait", "u3", 1, "lw-key", RT_NO_DEADLINE, &r), 0);
+    assert_int_equal(r.outcome, STORE_UNAVAILABLE);
+    unlock_row(c);
+    usleep(300 * 1000);
+
+    store_audit_result au;
+    assert_int_equal(store_audit(st, "lockwait", 0, &au), 0);
+    assert_int_equal(au.orders, 1);
+    assert_int_equal(au.item.stock, 9);
+    store_audit_free(&au);
+    store_stats_get(st, &stats);
+    assert_int_equal(stats.unknown_outcomes, 0);
+    /* The item sells on afterwards, and the key was not used. */
+    assert_int_equal(store_decrement(st, "lockwait", "u3", 1, "lw-key", RT_NO_DEADLINE, &r), 0);
+    assert_int_equal(r.outcome, STORE_OK);
+    assert_int_equal(r.stock, 8);
+    store_close(st);
+}
+
 /* ---- sold-out decrements answered from memory (store_sold_out) ----------- */
 
 /* Asks store_sold_out, then the batcher, the same question: the answers
@@ -438,6 +571,8 @@ int main(void)
         cmocka_unit_test(test_pg_api),
         cmocka_unit_test(test_pg_unknown_outcome),
         cmocka_unit_test(test_pg_down_up),
+        cmocka_unit_test(test_pg_pool_after_timeout),
+        cmocka_unit_test(test_pg_lock_wait),
         cmocka_unit_test(test_pg_sold_out),
         cmocka_unit_test(test_sqlite_sold_out),
     };
