@@ -96,18 +96,24 @@ static const char *const ps_sql[PS_COUNT] = {
     [PS_ASYNC_COMMIT] = "SELECT set_config('synchronous_commit', 'off', true)",
     [PS_PING] = "SELECT 1",
     /* The one-round-trip batch (batch_known): lock the row, failing with
-     * division_by_zero unless its version is still $2 (the state the batch
-     * was decided on); orders take their ids from the sequence as they are
-     * inserted (nextval runs in the order of the arrays, so the ids come
-     * back ascending). A failure rolls back and reruns the batch as
-     * usual. */
+     * division_by_zero unless it is still the state the batch was decided
+     * on ($2..$6: version, stock, per-user limit, sale start, units
+     * supplied: a row changed without a new version, by hand or by a
+     * restore, fails too); orders take their ids from the sequence as they
+     * are inserted. A failure rolls back and reruns the batch as usual. */
     [PS_GUARD] = "SELECT 1 / coalesce((SELECT 1 FROM items WHERE sku = $1 AND version = $2"
-                 " FOR UPDATE), 0)",
-    [PS_INS_ORDERS_NEW] = "INSERT INTO orders (order_id, sku, user_id, qty, idempotency_key,"
-                          " created_at_ms, stock_after, version_after)"
-                          " SELECT nextval('orders_order_id_seq'), $1, u, q, k, $2, $3, $4"
-                          " FROM unnest($5::text[], $6::bigint[], $7::text[]) AS t(u, q, k)"
-                          " RETURNING order_id",
+                 " AND stock = $3 AND per_user_limit = $4 AND sale_starts_at_ms = $5"
+                 " AND units_supplied = $6 FOR UPDATE), 0)",
+    /* The ids come back in the order of the arrays: RETURNING's row order
+     * is not defined, so each id is taken once (a CTE referenced twice is
+     * computed once) and listed by the element's position. */
+    [PS_INS_ORDERS_NEW] = "WITH t AS MATERIALIZED (SELECT nextval('orders_order_id_seq') AS o,"
+                          " u, q, k, n FROM unnest($5::text[], $6::bigint[], $7::text[])"
+                          " WITH ORDINALITY AS a(u, q, k, n)),"
+                          " i AS (INSERT INTO orders (order_id, sku, user_id, qty,"
+                          " idempotency_key, created_at_ms, stock_after, version_after)"
+                          " SELECT o, $1, u, q, k, $2, $3, $4 FROM t)"
+                          " SELECT o FROM t ORDER BY n",
     /* Bounds the one-round-trip batch's lock waits (lock_timeout_of). */
     [PS_LOCK_TIMEOUT] = "SELECT set_config('lock_timeout', $1, true)",
 };
@@ -517,6 +523,11 @@ static pg_conn *pool_get(store *st, int64_t deadline, int *err)
         p->backoff_ms = st->cfg.reconnect_min_ms;
         p->next_connect_ns = 0;
         STORE__STAT_ADD(st, reconnects, 1);
+        /* The database may have changed (or been replaced) while this
+         * connection was down: the one-round-trip batches start over
+         * from reads. */
+        for (int i = 0; i < PG_KNOWN; i++)
+            p->known[i].valid = 0;
     }
     pthread_mutex_unlock(&p->mu);
     if (rc == 0)
@@ -668,6 +679,19 @@ static int sqlstate_is(PGresult *r, const char *code)
 }
 
 #define SQLSTATE_LOCK_TIMEOUT "55P03"
+
+/* Sends the version check (PS_GUARD) of sku against state k. */
+static int send_guard(pg_conn *pc, const char *sku, const store__state *k)
+{
+    char v[5][24];
+    const char *prm[6] = {sku, v[0], v[1], v[2], v[3], v[4]};
+    snprintf(v[0], sizeof v[0], "%lld", (long long)k->version);
+    snprintf(v[1], sizeof v[1], "%lld", (long long)k->stock);
+    snprintf(v[2], sizeof v[2], "%lld", (long long)k->per_user_limit);
+    snprintf(v[3], sizeof v[3], "%lld", (long long)k->sale_starts_at_ms);
+    snprintf(v[4], sizeof v[4], "%lld", (long long)k->units_supplied);
+    return pq_exec(pc, PS_GUARD, 6, prm);
+}
 
 enum { Q_BEGIN, Q_ITEM, Q_KEYS, Q_BOUGHT, Q_IDS, Q_MAX };
 
@@ -883,21 +907,21 @@ static int batch_more_ids(batch_ctx *b, int total)
 enum { W_BEGIN, W_LOCK_TIMEOUT, W_GUARD, W_ORDERS, W_PURCHASES, W_ITEM, W_OUTBOX, W_COMMIT,
        W_MAX };
 
-/* The ids a one-round-trip batch's orders got (RETURNING order_id, one
- * row per order in the order of the arrays: nextval runs as each row is
- * inserted, so they ascend) to its k new orders. */
-static void assign_new_ids(batch_ctx *b, PGresult *res, int k)
+/* Gives a one-round-trip batch's k new orders their ids (PS_INS_ORDERS_NEW:
+ * one row per order, in the order of the arrays, which is the order of the
+ * batch's successful decrements). Returns 0, or -1 when the rows are not
+ * the k orders sent. */
+static int assign_new_ids(batch_ctx *b, PGresult *res, int k)
 {
-    int rows = PQntuples(res), j = 0;
-    for (int i = 0; i < rows && i < k; i++)
-        b->ids[i] = col_i64(res, i, 0);
-    if (rows > 1)
-        qsort(b->ids, (size_t)(rows < k ? rows : k), sizeof *b->ids, cmp_i64);
-    for (int i = 0; i < b->n && j < rows; i++) {
+    int j = 0;
+    if (PQntuples(res) != k)
+        return -1;
+    for (int i = 0; i < b->n && j < k; i++) {
         store__op *op = b->ops[i];
         if (op->kind == STORE__DECR && op->outcome == STORE_OK)
-            op->order_id = b->ids[j++];
+            op->order_id = col_i64(res, j++, 0);
     }
+    return j == k ? 0 : -1;
 }
 
 /* Round 2. Returns 0 (committed), -EEXIST (unique violation: rolled back,
@@ -915,7 +939,7 @@ static int batch_write(batch_ctx *b, const store__state *s0, const store__batch_
     PGresult *res[W_MAX] = {0};
     sbuf oid = {0}, ouser = {0}, oqty = {0}, okey = {0}, puser = {0}, pqty = {0};
     char v_stock[24], v_version[24], v_now[24], v_limit[24], v_sale[24], v_supplied[24];
-    char v_prev[24], v_lock[32];
+    char v_lock[32];
     const char *p[8];
     int rc = -EIO, fe, m, k = 0, at[W_MAX];
 
@@ -963,7 +987,6 @@ static int batch_write(batch_ctx *b, const store__state *s0, const store__batch_
     snprintf(v_limit, sizeof v_limit, "%lld", (long long)s->per_user_limit);
     snprintf(v_sale, sizeof v_sale, "%lld", (long long)s->sale_starts_at_ms);
     snprintf(v_supplied, sizeof v_supplied, "%lld", (long long)s->units_supplied);
-    snprintf(v_prev, sizeof v_prev, "%lld", (long long)s0->version);
 
     int nq = 0;
     if (known) {
@@ -975,8 +998,7 @@ static int batch_write(batch_ctx *b, const store__state *s0, const store__batch_
         if (pq_exec(pc, PS_LOCK_TIMEOUT, 1, p) < 0)
             goto sent;
         at[W_LOCK_TIMEOUT] = nq++;
-        p[0] = b->sku; p[1] = v_prev;
-        if (pq_exec(pc, PS_GUARD, 2, p) < 0)
+        if (send_guard(pc, b->sku, s0) < 0)
             goto sent;
         at[W_GUARD] = nq++;
     }
@@ -1026,8 +1048,13 @@ static int batch_write(batch_ctx *b, const store__state *s0, const store__batch_
             rc = -EIO;
             goto out;
         }
-        if (known && at[W_ORDERS] >= 0)
-            assign_new_ids(b, res[at[W_ORDERS]], k);
+        /* Committed: orders whose ids cannot be told are answered
+         * outcome_unknown (a retry with the key replays its order). */
+        if (known && at[W_ORDERS] >= 0 && assign_new_ids(b, res[at[W_ORDERS]], k) < 0) {
+            fprintf(stderr, "store: postgresql batch write: %d order ids for %d orders\n",
+                    PQntuples(res[at[W_ORDERS]]), k);
+            rc = -ECONNABORTED;
+        }
         goto out;
     }
     if (rc == 0) {
@@ -1133,16 +1160,12 @@ static int batch_known(batch_job *j)
         /* One implicit transaction up to the Sync: its lock wait is
          * bounded as in batch_write. */
         PGresult *res[2] = {0};
-        char v[24], lt[32];
-        const char *prm[2] = {lt, NULL};
+        char lt[32];
+        const char *prm[1] = {lt};
         int fe;
         lock_timeout_of(b->deadline, lt, sizeof lt);
-        if (pq_exec(b->pc, PS_LOCK_TIMEOUT, 1, prm) < 0)
-            return -EIO;
-        snprintf(v, sizeof v, "%lld", (long long)k.version);
-        prm[0] = b->sku;
-        prm[1] = v;
-        if (pq_exec(b->pc, PS_GUARD, 2, prm) < 0 || PQpipelineSync(b->pc->c) != 1)
+        if (pq_exec(b->pc, PS_LOCK_TIMEOUT, 1, prm) < 0 || send_guard(b->pc, b->sku, &k) < 0 ||
+            PQpipelineSync(b->pc->c) != 1)
             return -EIO;
         if ((rc = conn_flush(b->pc, b->deadline)) == 0 &&
             (rc = conn_collect(b->pc, b->deadline, res, 2, &fe)) == 0 && fe >= 0) {

@@ -7,7 +7,9 @@
  * unknown, then a safe retry with the same key), the server stopped and
  * restarted under the store, a row locked by another session (a timed-out
  * version check must not leave its reply on a pooled connection; a
- * one-round-trip batch's lock wait ends unapplied, not in doubt), and
+ * one-round-trip batch's lock wait ends unapplied, not in doubt), a row
+ * changed by hand without a new version (the one-round-trip check compares
+ * the whole state), and
  * sold-out decrements answered from memory
  * (store_sold_out) equal to the batch's answers, on PostgreSQL and SQLite.
  */
@@ -382,6 +384,64 @@ static void test_pg_lock_wait(void **state)
     store_close(st);
 }
 
+/* Runs sql on a session of its own (plain libpq). */
+static void exec_sql(const char *sql)
+{
+    PGconn *c = PQconnectdb(url);
+    assert_int_equal(PQstatus(c), CONNECTION_OK);
+    PGresult *r = PQexec(c, sql);
+    assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+    PQfinish(c);
+}
+
+/* The one-round-trip batch checks the whole remembered state, not only the
+ * version: a row changed by hand without a new version (stock, limit, sale
+ * start, units supplied) sends the batch the way that reads first. */
+static void test_pg_guard_state(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *set;
+        int64_t qty;
+        store_outcome outcome;
+        int64_t stock;   /* after the decrement */
+    } cases[] = {
+        {"stock = 0", 1, STORE_SOLD_OUT, 0},
+        {"stock = 2, units_supplied = 3", 1, STORE_OK, 1},
+        {"units_supplied = 9", 1, STORE_OK, 3},
+        {"sale_starts_at_ms = 9000000000000", 1, STORE_SALE_NOT_STARTED, 4},
+        {"per_user_limit = 1", 2, STORE_LIMIT_EXCEEDED, 4},
+    };
+    store *st = open_pg();
+    store_put p = {.stock = 5, .per_user_limit = 0, .sale_starts_at_ms = 0};
+    store_decrement_result r;
+    store_item it;
+    char sku[32], sql[200];
+
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        snprintf(sku, sizeof sku, "guard%zu", i);
+        assert_int_equal(store_put_item(st, sku, &p, RT_NO_DEADLINE, NULL, NULL), 0);
+        assert_int_equal(store_decrement(st, sku, "u1", 1, NULL, RT_NO_DEADLINE, &r), 0);
+        assert_int_equal(r.outcome, STORE_OK);
+        assert_int_equal(r.stock, 4);
+        snprintf(sql, sizeof sql, "UPDATE items SET %s WHERE sku = '%s'", cases[i].set, sku);
+        exec_sql(sql);
+        assert_int_equal(store_get_item(st, sku, &it), 0);
+        assert_int_equal(store_decrement(st, sku, "u2", cases[i].qty, NULL, RT_NO_DEADLINE, &r),
+                         0);
+        assert_int_equal(r.outcome, cases[i].outcome);
+        assert_int_equal(r.stock, cases[i].stock);
+        store_audit_result au;
+        assert_int_equal(store_audit(st, sku, 0, &au), 0);
+        assert_int_equal(au.orders, cases[i].outcome == STORE_OK ? 2 : 1);
+        assert_int_equal(au.item.stock, cases[i].stock);
+        assert_int_equal(au.item.units_supplied, it.units_supplied);
+        store_audit_free(&au);
+    }
+    store_close(st);
+}
+
 /* ---- sold-out decrements answered from memory (store_sold_out) ----------- */
 
 /* Asks store_sold_out, then the batcher, the same question: the answers
@@ -573,6 +633,7 @@ int main(void)
         cmocka_unit_test(test_pg_down_up),
         cmocka_unit_test(test_pg_pool_after_timeout),
         cmocka_unit_test(test_pg_lock_wait),
+        cmocka_unit_test(test_pg_guard_state),
         cmocka_unit_test(test_pg_sold_out),
         cmocka_unit_test(test_sqlite_sold_out),
     };
