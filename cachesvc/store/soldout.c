@@ -470,7 +470,9 @@ int store_sold_out(store *st, const char *sku, int64_t version, const char *user
         pthread_mutex_unlock(&so->lock);
         set_free(stale);
         stale = NULL;
+        store__enter(st);   /* store_close waits for the read */
         load(st, sku, version, token);
+        store__leave(st);
     }
     if (answered) {
         STORE__STAT_ADD(st, sold_out_answers, 1);

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cachesvc/store/store_int.h"
 
@@ -91,10 +92,37 @@ int store_open(const char *url, const store_config *cfg, store **out)
     return 0;
 }
 
+/* Waits until no call runs on st (store__enter), at most about two
+ * database timeouts: a running batch ends within timeout_ms, and one
+ * queued behind it within another. Returns 0, or -ETIMEDOUT. */
+static int close_wait(store *st)
+{
+    int64_t until = rt_now_ns() + ((int64_t)st->cfg.timeout_ms * 2 + 1000) * 1000000;
+    while (__atomic_load_n(&st->inflight, __ATOMIC_ACQUIRE) > 0) {
+        if (rt_now_ns() >= until)
+            return -ETIMEDOUT;
+        if (rt_self() != NULL) {
+            rt_sleep(1);
+        } else {
+            struct timespec ts = {0, 1000000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    return 0;
+}
+
 void store_close(store *st)
 {
     if (st == NULL)
         return;
+    /* A call still running (a batch on a blocking-pool thread whose caller
+     * gave up, a read) would use the connections and st after they are
+     * freed: wait for it; if it does not end, leave st open. */
+    if (close_wait(st) < 0) {
+        fprintf(stderr, "store: %d calls still running at close; the store is left open\n",
+                __atomic_load_n(&st->inflight, __ATOMIC_ACQUIRE));
+        return;
+    }
     st->be->close(st);
     store__so_free(st);
     for (int i = 0; i < STORE__NBUCKETS; i++) {
@@ -400,7 +428,9 @@ int store_decrement(store *st, const char *sku, const char *user_id, int64_t qty
     op.user_id = user_id;
     op.qty = qty;
     op.key = key;
+    store__enter(st);
     rc = submit(st, sku, &op, deadline);
+    store__leave(st);
     out->seq = op.seq;
     out->batch_size = op.batch_size;
     if (rc == -EBUSY) {
@@ -453,7 +483,9 @@ int store_put_item(store *st, const char *sku, const store_put *p, int64_t deadl
     memset(&op, 0, sizeof op);
     op.kind = STORE__PUT;
     op.put = *p;
+    store__enter(st);
     rc = submit(st, sku, &op, deadline);
+    store__leave(st);
     if (rc < 0)
         return rc;
     if (op.err < 0)
@@ -467,10 +499,12 @@ int store_put_item(store *st, const char *sku, const store_put *p, int64_t deadl
     return 0;
 }
 
+/* Counts a backend call's error; the call's store__leave. */
 static int count_error(store *st, int rc)
 {
     if (rc < 0 && rc != -ENOENT && rc != -EINVAL)
         STORE__STAT_ADD(st, errors, 1);
+    store__leave(st);
     return rc;
 }
 
@@ -478,6 +512,7 @@ int store_get_item(store *st, const char *sku, store_item *out)
 {
     if (!store_valid_id(sku))
         return -EINVAL;
+    store__enter(st);
     return count_error(st, st->be->get_item(st, sku, out));
 }
 
@@ -486,6 +521,7 @@ int store_audit(store *st, const char *sku, int with_orders, store_audit_result 
     memset(out, 0, sizeof *out);
     if (!store_valid_id(sku))
         return -EINVAL;
+    store__enter(st);
     return count_error(st, st->be->audit(st, sku, with_orders, out));
 }
 
@@ -493,6 +529,7 @@ int store_outbox_fetch(store *st, int64_t after_id, size_t max, store_outbox_row
 {
     if (max == 0)
         return 0;
+    store__enter(st);
     return count_error(st, st->be->outbox_fetch(st, after_id, max, rows));
 }
 
@@ -500,12 +537,16 @@ int store_outbox_delete(store *st, const int64_t *ids, size_t n)
 {
     if (n == 0)
         return 0;
+    store__enter(st);
     return count_error(st, st->be->outbox_delete(st, ids, n));
 }
 
 int store_ping(store *st)
 {
-    return st->be->ping(st);
+    store__enter(st);
+    int rc = st->be->ping(st);
+    store__leave(st);
+    return rc;
 }
 
 void store_stats_get(store *st, store_stats *out)

@@ -79,8 +79,11 @@ typedef struct store_config {
  * migrate; the reason went to stderr), -ENOMEM. Coroutines only. */
 int store_open(const char *url, const store_config *cfg, store **out);
 
-/* Closes every connection and frees st. No call on st may be running or
- * start (the service drains its requests first). Coroutines only. */
+/* Closes every connection and frees st. No call on st may start. A call
+ * still running (a batch whose callers gave up, a read) is waited for: it
+ * ends within its database timeout; should calls still run after twice
+ * timeout_ms and a second, st is left open (a line to stderr) rather than
+ * freed under them. Coroutines only. */
 void store_close(store *st);
 
 /* The decrement's outcome. The names (store_outcome_name) are the API's

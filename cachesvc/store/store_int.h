@@ -152,9 +152,24 @@ struct store {
     uint64_t next_seq;
     struct store__so *so;       /* soldout.c: sets of sold-out items */
     store_stats stats;          /* updated with __atomic builtins */
+    int inflight;               /* calls that may reach the backend, running
+                                 * now (store__enter/leave; store_close waits
+                                 * for none) */
 };
 
 #define STORE__STAT_ADD(st, f, n) __atomic_fetch_add(&(st)->stats.f, (n), __ATOMIC_RELAXED)
+
+/* Around every call that may reach the backend (a batch on a thread of the
+ * blocking pool, a read): leave is the call's last access to st. */
+static inline void store__enter(store *st)
+{
+    __atomic_fetch_add(&st->inflight, 1, __ATOMIC_ACQ_REL);
+}
+
+static inline void store__leave(store *st)
+{
+    __atomic_fetch_sub(&st->inflight, 1, __ATOMIC_RELEASE);
+}
 
 /* Sold-out items answered from memory (soldout.c). */
 int store__so_new(store *st);

@@ -9,6 +9,8 @@
  *     recovers when the server is back; the books still balance;
  *   - requests queued behind a batch the frozen server holds are answered
  *     unavailable once their deadline passed, when that batch times out;
+ *   - store_close while a batch waits on a row lock held elsewhere waits
+ *     for that batch;
  *   - a sold-out item with 12,000 orders: its snapshot (about a megabyte)
  *     loads and answers, and the audit lists every order id;
  *   - kill -9 of a process in the middle of a decrement load, on both
@@ -30,6 +32,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <libpq-fe.h>
 
 #include "cachesvc/store/store.c"
 #define TSM_WITH_RUNTIME 1
@@ -353,6 +356,102 @@ static void test_pg_queued_deadline(void **state)
     assert_true(qr.orders == 0 || (qr.orders == 1 && qr.q[0].outcome == STORE_OUTCOME_UNKNOWN));
 }
 
+/* ---- store_close while a batch runs ------------------------------------------ */
+
+struct close_run {
+    store *st;
+    rt_wg *wg;
+    PGconn *locker;          /* holds the item's row lock */
+    int rc;
+    int done;                /* the decrement returned */
+    int done_at_close;       /* ... before store_close returned */
+    store_outcome outcome;
+    int64_t orders;
+};
+
+static intptr_t close_lock(void *arg)
+{
+    struct close_run *cr = arg;
+    const char *p[1] = {"closing"};
+    PGresult *r;
+    if ((cr->locker = PQconnectdb(pgurl)) == NULL || PQstatus(cr->locker) != CONNECTION_OK)
+        return -1;
+    r = PQexec(cr->locker, "BEGIN");
+    PQclear(r);
+    r = PQexecParams(cr->locker, "SELECT stock FROM items WHERE sku = $1 FOR UPDATE", 1, NULL, p,
+                     NULL, NULL, 0);
+    int ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+    PQclear(r);
+    return ok ? 0 : -1;
+}
+
+static intptr_t close_unlock(void *arg)
+{
+    struct close_run *cr = arg;
+    PGresult *r = PQexec(cr->locker, "COMMIT");
+    PQclear(r);
+    r = PQexec(cr->locker, "SELECT count(*) FROM orders WHERE sku = 'closing'");
+    cr->orders = PQresultStatus(r) == PGRES_TUPLES_OK ? strtoll(PQgetvalue(r, 0, 0), NULL, 10) : -1;
+    PQclear(r);
+    PQfinish(cr->locker);
+    return 0;
+}
+
+static void close_decrement(void *arg)
+{
+    struct close_run *cr = arg;
+    store_decrement_result r;
+    if (store_decrement(cr->st, "closing", "u2", 1, NULL, RT_NO_DEADLINE, &r) == 0)
+        cr->outcome = r.outcome;
+    __atomic_store_n(&cr->done, 1, __ATOMIC_RELEASE);
+    rt_wg_done(cr->wg);
+}
+
+/* A batch waits on a row lock held elsewhere when the store is closed: the
+ * close waits for the batch (it ends within the database timeout, here by
+ * its lock_timeout) instead of closing the connection under the
+ * blocking-pool thread and freeing the store under its caller. */
+static void close_body(void *arg)
+{
+    struct close_run *cr = arg;
+    store_config cfg = {.pool_size = 2, .timeout_ms = 300, .reconnect_min_ms = 20,
+                        .reconnect_max_ms = 200};
+    store_put p = {.stock = 10, .per_user_limit = -1, .sale_starts_at_ms = -1};
+    store_decrement_result r;
+
+    if ((cr->rc = store_open(pgurl, &cfg, &cr->st)) < 0)
+        return;
+    if ((cr->rc = store_put_item(cr->st, "closing", &p, RT_NO_DEADLINE, NULL, NULL)) < 0 ||
+        (cr->rc = store_decrement(cr->st, "closing", "u1", 1, NULL, RT_NO_DEADLINE, &r)) < 0 ||
+        rt_blocking(close_lock, cr) != 0) {
+        cr->rc = cr->rc < 0 ? cr->rc : -1000;
+        store_close(cr->st);
+        return;
+    }
+    cr->wg = rt_wg_new();
+    rt_wg_add(cr->wg, 1);
+    rt_spawn(NULL, close_decrement, cr);
+    rt_sleep(50);
+    store_close(cr->st);
+    cr->done_at_close = __atomic_load_n(&cr->done, __ATOMIC_ACQUIRE);
+    rt_blocking(close_unlock, cr);
+    rt_wg_wait(cr->wg, RT_NO_DEADLINE);
+    rt_wg_free(cr->wg);
+}
+
+static void test_pg_close_waits(void **state)
+{
+    (void)state;
+    struct close_run cr;
+    rt_config rc = {.workers = 2};
+    memset(&cr, 0, sizeof cr);
+    assert_int_equal(rt_main(&rc, close_body, &cr), 0);
+    assert_int_equal(cr.rc, 0);
+    assert_int_equal(cr.done_at_close, 1);
+    assert_int_equal(cr.outcome, STORE_UNAVAILABLE);
+    assert_int_equal(cr.orders, 1);
+}
+
 /* ---- a sold-out item with many orders, on the real netpoll ------------------ */
 
 enum { BIG_UNITS = 12000, BIG_BUYERS = 64 };
@@ -536,6 +635,7 @@ int main(void)
         cmocka_unit_test(test_pg_outage_mid_load),
         cmocka_unit_test(test_pg_stall_mid_load),
         cmocka_unit_test(test_pg_queued_deadline),
+        cmocka_unit_test(test_pg_close_waits),
         cmocka_unit_test(test_pg_sold_out_large),
         cmocka_unit_test(test_kill9_pg),
         cmocka_unit_test(test_kill9_sqlite),

@@ -31,6 +31,13 @@ int64_t rt_now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+int rt_sleep(int64_t ms)
+{
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000};
+    nanosleep(&ts, NULL);
+    return 0;
+}
+
 int64_t rt_now_ms(void)
 {
     return rt_now_ns() / 1000000;
