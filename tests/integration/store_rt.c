@@ -341,7 +341,8 @@ static void test_pg_queued_deadline(void **state)
     /* The frozen batch itself: its whole transaction went out in one
      * round trip (the item's state was known from the put), so its
      * timeout leaves the outcome unknown, and the server, thawed, may
-     * commit it. */
+     * commit it: a frozen server cannot end the wait itself, as it does
+     * a row-lock wait (lock_timeout: test_pg_lock_wait in store_pg.c). */
     assert_true(qr.q[0].outcome == STORE_UNAVAILABLE || qr.q[0].outcome == STORE_OUTCOME_UNKNOWN);
     for (int i = 1; i <= QN; i++) {
         assert_int_equal(qr.q[i].rc, 0);
