@@ -319,7 +319,8 @@ int svc_get_item(void *ctx, const char *sku, http_item *out, http_tier *tier)
     }
     int64_t t0 = rt_now_ns();
     int r = svc__read_item(s, sku, &e, tier);
-    svc__slow_check(s, "read", sku, t0, r);   /* local hits never park */
+    int64_t dt = rt_now_ns() - t0;   /* local hits never park: not timed */
+    svc__slow_check(s, "read", sku, dt, r);
     if (r == HTTP_E_NOT_FOUND) {
         svc_metric_inc(SVC_C_READ_NOT_FOUND);
         return r;
@@ -329,13 +330,12 @@ int svc_get_item(void *ctx, const char *sku, http_item *out, http_tier *tier)
         return r;
     }
     to_http(sku, &e, out);
-    uint64_t dt = (uint64_t)(rt_now_ns() - t0);
     if (*tier == HTTP_TIER_REDIS) {
         svc_metric_inc(SVC_C_READ_REDIS);
-        svc_hist_observe(SVC_H_READ_REDIS_S, dt);
+        svc_hist_observe(SVC_H_READ_REDIS_S, (uint64_t)dt);
     } else {
         svc_metric_inc(SVC_C_READ_DB);
-        svc_hist_observe(SVC_H_READ_DB_S, dt);
+        svc_hist_observe(SVC_H_READ_DB_S, (uint64_t)dt);
     }
     return 0;
 }

@@ -55,10 +55,9 @@ static void local_evict(void *ctx, const char *sku, int64_t version)
 
 /* ------------------------------------------------------------------------ */
 
-void svc__slow_check(svc *s, const char *op, const char *sku, int64_t t0, int r)
+void svc__slow_check(svc *s, const char *op, const char *sku, int64_t dt, int r)
 {
     int64_t limit = atomic_load_explicit(&s->slow_ns, memory_order_relaxed);
-    int64_t dt = rt_now_ns() - t0;
     if (limit > 0 && dt > limit)
         SVC_WARN(NULL, "slow request", "op=%s sku=%s ms=%.3f result=%d", op, sku,
                  (double)dt / 1e6, r);
@@ -70,7 +69,7 @@ static int svc_audit(void *ctx, const char *sku, int with_orders, http_audit *ou
     store_audit_result a;
     int64_t t0 = rt_now_ns();
     int r = store_audit(s->st, sku, with_orders, &a);
-    svc__slow_check(s, "audit", sku, t0, r);
+    svc__slow_check(s, "audit", sku, rt_now_ns() - t0, r);
     if (r < 0) {
         if (r != -ENOENT)
             SVC_WARN(NULL, "audit failed", "sku=%s err=\"%s\"", sku, store_strerror(r));

@@ -117,8 +117,9 @@ int svc_decrement(void *ctx, const http_decrement_req *req, http_decrement_res *
     store_decrement_result res;
     r = store_decrement(s->st, req->sku, req->user_id, req->qty, req->idempotency_key,
                         rt_deadline_ms(s->cfg.store_timeout_ms), &res);
-    svc_hist_observe(SVC_H_DECR_S, (uint64_t)(rt_now_ns() - t0));
-    svc__slow_check(s, "decrement", req->sku, t0, r < 0 ? r : (int)res.outcome);
+    int64_t dt = rt_now_ns() - t0;
+    svc_hist_observe(SVC_H_DECR_S, (uint64_t)dt);
+    svc__slow_check(s, "decrement", req->sku, dt, r < 0 ? r : (int)res.outcome);
     if (r < 0) {
         int code = r == -EINVAL ? HTTP_E_BAD_REQUEST : svc__store_err(r);
         svc_metric_inc(code == HTTP_E_BAD_REQUEST       ? SVC_C_DECR_BAD_REQUEST
@@ -191,7 +192,7 @@ int svc_put_item(void *ctx, const http_put_item_req *req, http_item *out, int *c
     int r = store_put_item(s->st, req->sku, &p, rt_deadline_ms(s->cfg.store_timeout_ms),
                            &it, &cr);
     atomic_fetch_sub_explicit(&s->puts_inflight, 1, memory_order_acq_rel);
-    svc__slow_check(s, "put_item", req->sku, t0, r);
+    svc__slow_check(s, "put_item", req->sku, rt_now_ns() - t0, r);
     if (r < 0) {
         if (r != -EINVAL)
             SVC_WARN(NULL, "item write failed", "sku=%s err=\"%s\"", req->sku, store_strerror(r));
