@@ -11,6 +11,16 @@
  * current request; compaction moves [req_start, in_len) to the front of the
  * buffer, which keeps them valid. Every data callback's pointer lies inside
  * c->in because the parser only ever sees c->in.
+ *
+ * http-parser is lenient where a proxy in front may read a message another
+ * way (RFC 9112 section 11.2, request smuggling), so the header section is
+ * checked again as bytes once it is complete (header_section_ok): one space
+ * in the request line, CRLF line ends, token names with the colon right
+ * after them, no obs-fold, no control bytes in values, one Content-Length
+ * of digits only, and Transfer-Encoding only as "chunked" in HTTP/1.1
+ * without Content-Length. A chunked body is joined in place: each chunk's
+ * data is moved down over the framing before it, which the parser has
+ * already read, so the handlers see one contiguous body.
  */
 #include <errno.h>
 #include <limits.h>
@@ -34,20 +44,28 @@ static void req_reset(http__req *r)
 {
     r->url_off = r->url_len = 0;
     r->body_off = r->body_len = 0;
-    r->hdr_begin = 0;
+    r->hdr_begin = r->hdr_end = r->trailer_begin = 0;
     r->nhdr = 0;
     r->last_was_value = 1;
     r->headers_done = 0;
+    r->chunked = 0;
     r->done = 0;
     r->expect_continue = 0;
     r->continue_sent = 0;
     r->err_status = 0;
+    r->err_detail = NULL;
 }
 
 static int fail(http_conn *c, int status)
 {
     c->req.err_status = status;
     return -1;
+}
+
+static int fail_why(http_conn *c, int status, const char *detail)
+{
+    c->req.err_detail = detail;
+    return fail(c, status);
 }
 
 static int on_message_begin(http_parser *p)
@@ -78,10 +96,24 @@ static int header_limit(http_conn *c, const char *at, size_t len)
     return 0;
 }
 
+/* Trailer fields (after the last chunk) are read and dropped; their section
+ * has the same size limit as the header section. */
+static int trailer(http_conn *c, const char *at, size_t len)
+{
+    http__req *r = &c->req;
+    if (r->trailer_begin == 0)
+        r->trailer_begin = off_of(c, at);
+    if ((size_t)off_of(c, at) + len - r->trailer_begin > c->srv->cfg.max_headers)
+        return fail_why(c, 431, "the trailer section is over the limit");
+    return 0;
+}
+
 static int on_header_field(http_parser *p, const char *at, size_t len)
 {
     http_conn *c = conn_of(p);
     http__req *r = &c->req;
+    if (r->headers_done)
+        return trailer(c, at, len);
     if (r->last_was_value) {
         if (r->nhdr == HTTP__MAX_HDRS)
             return fail(c, 431);
@@ -94,7 +126,10 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
         h->val_len = 0;
         r->last_was_value = 0;
     } else {
-        r->hdr[r->nhdr - 1].name_len += (uint32_t)len;
+        http__hdr *h = &r->hdr[r->nhdr - 1];
+        if (off_of(c, at) != h->name_off + h->name_len)
+            return fail_why(c, 400, "malformed header name");
+        h->name_len += (uint32_t)len;
     }
     return header_limit(c, at, len);
 }
@@ -103,6 +138,8 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
 {
     http_conn *c = conn_of(p);
     http__req *r = &c->req;
+    if (r->headers_done)
+        return trailer(c, at, len);
     if (r->nhdr == 0)
         return fail(c, 400);
     http__hdr *h = &r->hdr[r->nhdr - 1];
@@ -111,6 +148,10 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
         h->val_len = (uint32_t)len;
         r->last_was_value = 1;
     } else {
+        /* A second piece that does not follow the first is a line folded
+         * onto the next (obs-fold), which RFC 9112 lets a server refuse. */
+        if (off_of(c, at) != h->val_off + h->val_len)
+            return fail_why(c, 400, "obs-fold (a header line continued on the next) is not accepted");
         h->val_len += (uint32_t)len;
     }
     return header_limit(c, at, len);
@@ -123,13 +164,160 @@ static int hdr_is(const http_conn *c, const http__hdr *h, const char *name)
            strncasecmp(c->in + c->req_start + h->name_off, name, n) == 0;
 }
 
+/* tchar of RFC 9110 section 5.6.2. */
+static int is_tchar(unsigned char ch)
+{
+    if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9'))
+        return 1;
+    return ch != 0 && strchr("!#$%&'*+-.^_`|~", ch) != NULL;
+}
+
+/* Walks the request line's tail and the header section as bytes, checking
+ * that they are exactly what the parser's callbacks described: one space
+ * and "HTTP/d.d" CRLF after the target; each field a token, the colon, OWS,
+ * a value without control bytes, OWS, CRLF; then the empty line. On
+ * success sets r->hdr_end. Returns NULL or why the section is refused. */
+static const char *header_section_ok(http_conn *c)
+{
+    http__req *r = &c->req;
+    const char *b = c->in + c->req_start;
+    size_t avail = c->in_len - c->req_start;
+    size_t pos = (size_t)r->url_off + r->url_len;
+#define NEED(n) do { if (pos + (n) > avail) return "malformed header section"; } while (0)
+    NEED(11);
+    if (memcmp(b + pos, " HTTP/", 6) != 0 || b[pos + 6] < '0' || b[pos + 6] > '9' ||
+        b[pos + 7] != '.' || b[pos + 8] < '0' || b[pos + 8] > '9' ||
+        b[pos + 9] != '\r' || b[pos + 10] != '\n')
+        return "malformed request line (one space before the version, CRLF after it)";
+    pos += 11;
+    for (int i = 0; i < r->nhdr; i++) {
+        const http__hdr *h = &r->hdr[i];
+        if (h->name_off != pos || h->name_len == 0)
+            return "malformed header line";
+        for (uint32_t k = 0; k < h->name_len; k++)
+            if (!is_tchar((unsigned char)b[h->name_off + k]))
+                return "a header name with a byte that is not a token character "
+                       "(whitespace before the colon is not accepted)";
+        pos += h->name_len;
+        NEED(1);
+        if (b[pos] != ':')
+            return "a header name must be followed by ':'";
+        pos++;
+        while (pos < avail && (b[pos] == ' ' || b[pos] == '\t'))
+            pos++;
+        if (h->val_len > 0) {
+            if (h->val_off != pos)
+                return "obs-fold (a header line continued on the next) is not accepted";
+            for (uint32_t k = 0; k < h->val_len; k++) {
+                unsigned char ch = (unsigned char)b[h->val_off + k];
+                if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+                    return "a control byte in a header value";
+            }
+            pos += h->val_len;
+        }
+        while (pos < avail && (b[pos] == ' ' || b[pos] == '\t'))
+            pos++;
+        NEED(2);
+        if (b[pos] != '\r' || b[pos + 1] != '\n')
+            return "header lines must end with CRLF";
+        pos += 2;
+    }
+    NEED(2);
+    if (b[pos] != '\r' || b[pos + 1] != '\n')
+        return "the header section must end with an empty line";
+#undef NEED
+    r->hdr_end = (uint32_t)(pos + 2);
+    return NULL;
+}
+
+/* Content-Length: 1 to 18 digits, once. Returns 1 when present, 0 when
+ * absent, -1 when malformed or repeated. */
+static int content_length_ok(http_conn *c)
+{
+    int seen = 0;
+    for (int i = 0; i < c->req.nhdr; i++) {
+        const http__hdr *h = &c->req.hdr[i];
+        if (!hdr_is(c, h, "content-length"))
+            continue;
+        if (seen++)
+            return -1;
+        const char *v = c->in + c->req_start + h->val_off;
+        size_t n = h->val_len;
+        while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+            n--;
+        if (n == 0 || n > 18)
+            return -1;
+        for (size_t k = 0; k < n; k++)
+            if (v[k] < '0' || v[k] > '9')
+                return -1;
+    }
+    return seen;
+}
+
+/* Transfer-Encoding: the codings of every such field, in order. Returns 0
+ * when there is none, 1 for exactly "chunked", or fails the request: 501
+ * for any other coding, 400 for an empty or repeated one. */
+static int transfer_coding(http_conn *c)
+{
+    int chunked = 0, other = 0, empty = 0, any = 0;
+    for (int i = 0; i < c->req.nhdr; i++) {
+        const http__hdr *h = &c->req.hdr[i];
+        if (!hdr_is(c, h, "transfer-encoding"))
+            continue;
+        any = 1;
+        const char *v = c->in + c->req_start + h->val_off;
+        const char *end = v + h->val_len;
+        while (v <= end) {
+            const char *comma = memchr(v, ',', (size_t)(end - v));
+            const char *e = comma ? comma : end;
+            const char *a = v, *z = e;
+            while (a < z && (*a == ' ' || *a == '\t'))
+                a++;
+            while (z > a && (z[-1] == ' ' || z[-1] == '\t'))
+                z--;
+            if (a == z)
+                empty = 1;
+            else if (z - a == 7 && strncasecmp(a, "chunked", 7) == 0)
+                chunked++;
+            else
+                other = 1;
+            v = e + 1;
+        }
+    }
+    if (!any)
+        return 0;
+    if (other)
+        return fail_why(c, 501, "only the chunked transfer coding is supported");
+    if (empty || chunked != 1)
+        return fail_why(c, 400, "Transfer-Encoding must be exactly \"chunked\"");
+    return 1;
+}
+
 static int on_headers_complete(http_parser *p)
 {
     http_conn *c = conn_of(p);
     http__req *r = &c->req;
     r->headers_done = 1;
-    if ((p->flags & F_CHUNKED) || p->uses_transfer_encoding)
-        return fail(c, 411);
+    const char *why = header_section_ok(c);
+    if (why != NULL)
+        return fail_why(c, 400, why);
+    int cl = content_length_ok(c);
+    if (cl < 0)
+        return fail_why(c, 400, "Content-Length must be one field of 1 to 18 digits");
+    int te = 0;
+    for (int i = 0; i < r->nhdr && !te; i++)
+        te = hdr_is(c, &r->hdr[i], "transfer-encoding");
+    if (te) {
+        if (p->http_major == 1 && p->http_minor == 0)
+            return fail_why(c, 400, "Transfer-Encoding is not accepted in an HTTP/1.0 request");
+        if (cl)
+            return fail_why(c, 400, "a request must not have both Content-Length and Transfer-Encoding");
+        if ((te = transfer_coding(c)) < 0)
+            return -1;
+        if (!(p->flags & F_CHUNKED))
+            return fail_why(c, 400, "Transfer-Encoding must be exactly \"chunked\"");
+        r->chunked = 1;
+    }
     if (p->content_length != ULLONG_MAX &&
         p->content_length > c->srv->cfg.max_body)
         return fail(c, 413);
@@ -149,9 +337,19 @@ static int on_headers_complete(http_parser *p)
 static int on_body(http_parser *p, const char *at, size_t len)
 {
     http_conn *c = conn_of(p);
-    if (c->req.body_len == 0)
-        c->req.body_off = off_of(c, at);
-    c->req.body_len += (uint32_t)len;
+    http__req *r = &c->req;
+    if (r->body_len == 0) {
+        r->body_off = off_of(c, at);
+    } else if (r->chunked) {
+        /* Join this chunk to the ones before it, over the framing between
+         * them (already parsed, so never read again). */
+        if ((size_t)r->body_len + len > c->srv->cfg.max_body)
+            return fail(c, 413);
+        char *dst = c->in + c->req_start + r->body_off + r->body_len;
+        if (dst != at)
+            memmove(dst, at, len);
+    }
+    r->body_len += (uint32_t)len;
     return 0;
 }
 
@@ -240,11 +438,11 @@ int http__conn_headers_done(const http_conn *c)
 static const char *limit_code(int status)
 {
     switch (status) {
-    case 411: return "length_required";
     case 413: return "payload_too_large";
     case 414: return "uri_too_long";
     case 417: return "expectation_failed";
     case 431: return "headers_too_large";
+    case 501: return "not_implemented";
     default:  return "bad_request";
     }
 }
@@ -252,7 +450,6 @@ static const char *limit_code(int status)
 static const char *limit_detail(int status)
 {
     switch (status) {
-    case 411: return "chunked request bodies are not supported; send Content-Length";
     case 413: return "the request body is over the limit";
     case 414: return "the request line is over the limit";
     case 417: return "only Expect: 100-continue is supported";
@@ -291,8 +488,14 @@ int http__conn_process(http_conn *c)
             int st = c->req.err_status ? c->req.err_status : 400;
             http__metrics_count(HTTP__C_parse_errors);
             c->closing = 1;
+            /* A refusal of ours carries its own detail; one of the
+             * parser's says what the parser found. */
+            const char *detail = c->req.err_detail;
+            if (detail == NULL && c->req.err_status == 0 && e != HPE_OK &&
+                e != HPE_PAUSED)
+                detail = http_errno_description(e);
             http__reply_error(c, HTTP__R_NONE, st, limit_code(st),
-                              limit_detail(st), NULL);
+                              detail ? detail : limit_detail(st), NULL);
             return HTTP__CLOSE;
         }
         break;
@@ -310,6 +513,15 @@ int http__conn_process(http_conn *c)
                               limit_detail(st), NULL);
             return HTTP__CLOSE;
         }
+    } else if (c->req.chunked &&
+               c->in_len - c->req_start - c->req.hdr_end > cfg->max_body + cfg->max_headers) {
+        /* Chunk-size lines, extensions and trailers are bounded together:
+         * the body limit plus the header limit, whatever the chunk sizes. */
+        http__metrics_count(HTTP__C_parse_errors);
+        c->closing = 1;
+        http__reply_error(c, HTTP__R_NONE, 413, limit_code(413),
+                          "the chunked body with its framing is over the limit", NULL);
+        return HTTP__CLOSE;
     } else if (c->req.expect_continue && !c->req.continue_sent) {
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
         if (http_buf_append(&c->out, cont, sizeof cont - 1) < 0)

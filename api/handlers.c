@@ -1,11 +1,9 @@
 /*
  * handlers.c: routes a complete request and answers it: admin auth, input
- * validation, JSON bodies (cJSON in, direct formatting out), the service
+ * validation, JSON bodies (json.c in, direct formatting out), the service
  * call and the mapping of its result to a status and the error envelope.
  */
-#include <cjson/cJSON.h>
 #include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,35 +108,51 @@ static int json_item(http_buf *b, const http_item *it)
     return 0;
 }
 
-/* Reads an integer field in [lo, hi]. Returns 1 when present and valid,
- * 0 when absent, -1 when present but not an integer in range. */
-static int json_int(const cJSON *obj, const char *name, int64_t lo,
+/* Reads an integer member in [lo, hi]. Returns 1 when present and valid,
+ * 0 when absent, -1 when present but not an integer literal in range (a
+ * fraction or exponent is refused even when its value is whole). */
+static int json_int(const http__jobj *o, const char *name, int64_t lo,
                     int64_t hi, int64_t *out)
 {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
-    if (v == NULL)
+    const http__jmember *m = http__json_get(o, name);
+    if (m == NULL)
         return 0;
-    if (!cJSON_IsNumber(v))
+    if (m->type != HTTP__J_NUMBER || !m->int_ok || m->i < lo || m->i > hi)
         return -1;
-    double d = v->valuedouble;
-    if (!isfinite(d) || d != floor(d) || d < (double)lo || d > (double)hi ||
-        d > 9007199254740992.0)
-        return -1;
-    *out = (int64_t)d;
+    *out = m->i;
     return 1;
 }
 
-static cJSON *parse_body(http_conn *c)
+/* Reads a string member into dst (NUL-terminated) when it is 1..max bytes
+ * of the identifier alphabet. Returns 1, 0 when absent, -1 otherwise. */
+static int json_ident(const http__jobj *o, const char *name, char *dst, size_t max)
 {
-    if (c->req.body_len == 0)
-        return NULL;
-    cJSON *j = cJSON_ParseWithLength(c->in + c->req_start + c->req.body_off,
-                                     c->req.body_len);
-    if (j && !cJSON_IsObject(j)) {
-        cJSON_Delete(j);
-        return NULL;
+    const http__jmember *m = http__json_get(o, name);
+    if (m == NULL)
+        return 0;
+    if (m->type != HTTP__J_STRING || !http__valid_ident(m->str, m->str_len, max))
+        return -1;
+    memcpy(dst, m->str, m->str_len);
+    dst[m->str_len] = '\0';
+    return 1;
+}
+
+/* Reads the request body as a flat JSON object into *o. On failure answers
+ * 400 (saying what is wrong and where) and returns -1. */
+static int parse_body(http_conn *c, int route, http__jobj *o)
+{
+    char detail[160];
+    if (c->req.body_len == 0) {
+        bad_request(c, route, "the body must be a JSON object; it is empty");
+        return -1;
     }
-    return j;
+    if (http__json_object(c->in + c->req_start + c->req.body_off,
+                          c->req.body_len, o) == 0)
+        return 0;
+    snprintf(detail, sizeof detail, "the body is not accepted JSON: %s (at byte %zu)",
+             o->err, o->err_at);
+    bad_request(c, route, detail);
+    return -1;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -194,21 +208,14 @@ static void h_decrement(http_conn *c, const char *sku)
         key[klen] = 0;
         req.idempotency_key = key;
     }
-    cJSON *j = parse_body(c);
-    if (j == NULL) {
-        bad_request(c, R, "the body must be a JSON object {\"user_id\",\"qty\"}");
+    http__jobj j;
+    if (parse_body(c, R, &j) < 0)
         return;
-    }
-    const cJSON *u = cJSON_GetObjectItemCaseSensitive(j, "user_id");
-    if (!cJSON_IsString(u) ||
-        !http__valid_ident(u->valuestring, strlen(u->valuestring), HTTP_USER_MAX)) {
-        cJSON_Delete(j);
+    if (json_ident(&j, "user_id", user, HTTP_USER_MAX) != 1) {
         bad_request(c, R, "user_id must be 1-64 bytes of [A-Za-z0-9._:-]");
         return;
     }
-    strcpy(user, u->valuestring);
-    int q = json_int(j, "qty", 1, HTTP_QTY_MAX, &req.qty);
-    cJSON_Delete(j);
+    int q = json_int(&j, "qty", 1, HTTP_QTY_MAX, &req.qty);
     if (q != 1) {
         bad_request(c, R, "qty must be an integer from 1 to 1000000");
         return;
@@ -247,15 +254,12 @@ static void h_put_item(http_conn *c, const char *sku)
     const int R = HTTP__R_PUT_ITEM;
     const http_service *s = c->srv->svc;
     http_put_item_req req = {.sku = sku};
-    cJSON *j = parse_body(c);
-    if (j == NULL) {
-        bad_request(c, R, "the body must be a JSON object");
+    http__jobj j;
+    if (parse_body(c, R, &j) < 0)
         return;
-    }
-    int a = json_int(j, "stock", 0, INT64_MAX, &req.stock);
-    int b = json_int(j, "per_user_limit", 0, INT64_MAX, &req.per_user_limit);
-    int d = json_int(j, "sale_starts_at_ms", 0, INT64_MAX, &req.sale_starts_at_ms);
-    cJSON_Delete(j);
+    int a = json_int(&j, "stock", 0, INT64_MAX, &req.stock);
+    int b = json_int(&j, "per_user_limit", 0, INT64_MAX, &req.per_user_limit);
+    int d = json_int(&j, "sale_starts_at_ms", 0, INT64_MAX, &req.sale_starts_at_ms);
     if (a < 0 || b < 0 || d < 0) {
         bad_request(c, R, "stock, per_user_limit and sale_starts_at_ms must be "
                           "non-negative integers");
@@ -374,26 +378,18 @@ static void h_put_config(http_conn *c)
     http_config_update upd;
     memset(&upd, 0, sizeof upd);
     char level[HTTP_LOG_LEVEL_MAX + 1];
-    cJSON *j = parse_body(c);
-    if (j == NULL) {
-        bad_request(c, R, "the body must be a JSON object");
+    http__jobj j;
+    if (parse_body(c, R, &j) < 0)
         return;
-    }
-    int a = json_int(j, "invalidation_delay_ms", 0, INT64_MAX / 2,
+    int a = json_int(&j, "invalidation_delay_ms", 0, INT64_MAX / 2,
                      &upd.invalidation_delay_ms);
-    int b = json_int(j, "local_ttl_ms", 0, INT64_MAX / 2, &upd.local_ttl_ms);
-    const cJSON *l = cJSON_GetObjectItemCaseSensitive(j, "log_level");
-    int lok = 1;
-    if (l) {
-        lok = cJSON_IsString(l) &&
-              (!strcmp(l->valuestring, "debug") || !strcmp(l->valuestring, "info") ||
-               !strcmp(l->valuestring, "warn") || !strcmp(l->valuestring, "error"));
-        if (lok) {
-            strcpy(level, l->valuestring);
-            upd.log_level = level;
-        }
-    }
-    cJSON_Delete(j);
+    int b = json_int(&j, "local_ttl_ms", 0, INT64_MAX / 2, &upd.local_ttl_ms);
+    int l = json_ident(&j, "log_level", level, HTTP_LOG_LEVEL_MAX);
+    int lok = l == 0 ||
+              (l == 1 && (!strcmp(level, "debug") || !strcmp(level, "info") ||
+                          !strcmp(level, "warn") || !strcmp(level, "error")));
+    if (l == 1 && lok)
+        upd.log_level = level;
     if (a < 0 || b < 0 || !lok) {
         bad_request(c, R, "invalidation_delay_ms and local_ttl_ms must be "
                           "non-negative integers, log_level one of "

@@ -69,15 +69,21 @@ typedef struct http__hdr {
 
 typedef struct http__req {
     uint32_t url_off, url_len;
-    uint32_t body_off, body_len;
+    uint32_t body_off, body_len; /* a chunked body is joined in place */
     uint32_t hdr_begin;          /* offset of the first header byte */
+    uint32_t hdr_end;            /* offset just past the header section */
+    uint32_t trailer_begin;      /* offset of the first trailer byte; 0 =
+                                  * none seen */
     int nhdr;
     int last_was_value;
     int headers_done;
+    int chunked;                 /* Transfer-Encoding: chunked */
     int done;                    /* message complete */
     int expect_continue;         /* Expect: 100-continue seen */
     int continue_sent;
     int err_status;              /* limit hit in a callback */
+    const char *err_detail;      /* its detail (static), or NULL for the
+                                  * status's usual one */
     http__hdr hdr[HTTP__MAX_HDRS];
 } http__req;
 
@@ -202,6 +208,41 @@ void http__metrics_conns(int delta);
 /* Request-id and Date helpers (response.c). */
 size_t http__fmt_u64_hex(char *dst, uint64_t v);
 size_t http__fmt_i64(char *dst, int64_t v);
+
+/* ------------------------------------------------------------------------ */
+/* Request bodies (json.c): one flat JSON object, read strictly.           */
+
+#define HTTP__JSON_MAX_MEMBERS 32
+
+enum { HTTP__J_STRING, HTTP__J_NUMBER, HTTP__J_TRUE, HTTP__J_FALSE, HTTP__J_NULL };
+
+typedef struct http__jmember {
+    const char *name;            /* unescaped, into the body; not NUL-ended */
+    size_t name_len;
+    int type;                    /* HTTP__J_* */
+    const char *str;             /* a string's unescaped bytes, or a
+                                  * number's text */
+    size_t str_len;
+    int int_ok;                  /* a number written as an integer that
+                                  * fits int64_t: then i holds it */
+    int64_t i;
+} http__jmember;
+
+typedef struct http__jobj {
+    http__jmember m[HTTP__JSON_MAX_MEMBERS];
+    int n;
+    const char *err;             /* why the body was refused (static) */
+    size_t err_at;               /* at which byte of the body */
+} http__jobj;
+
+/* Reads buf[0, len) as one JSON object whose members are all scalars
+ * (RFC 8259 syntax; no duplicate names, no \u0000, valid UTF-8, nothing
+ * but whitespace after it). Strings are unescaped in place, so buf is
+ * changed and the members point into it. Returns 0, or -1 with o->err and
+ * o->err_at set. Constant stack use, no allocation. */
+int http__json_object(char *buf, size_t len, http__jobj *o);
+/* The member called name, or NULL. */
+const http__jmember *http__json_get(const http__jobj *o, const char *name);
 
 /* Validation (handlers.c). */
 int http__valid_ident(const char *s, size_t n, size_t max);

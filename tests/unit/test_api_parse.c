@@ -91,6 +91,15 @@ static const char *feeds(fixture *f, const char *s)
     return feed(f, s, strlen(s), 0);
 }
 
+/* The in-memory service's stock of "hot". */
+static int64_t stock_of(fixture *f)
+{
+    http_item it;
+    http_tier tier;
+    assert_int_equal(f->svc->get_item(f->svc->ctx, "hot", &it, &tier), 0);
+    return it.stock;
+}
+
 static int count(const char *hay, const char *needle)
 {
     int n = 0;
@@ -277,16 +286,210 @@ static void test_body_limit(void **st)
     fx_free(f);
 }
 
+/* A chunked decrement, fed whole and in reads of every size from 1 to 40
+ * bytes: one 200, the chunks joined, the extension and trailer dropped,
+ * and the pipelined GET behind it answered after it. */
 static void test_chunked(void **st)
 {
     (void)st;
+    static const char req[] =
+        "POST /v1/items/hot/decrement HTTP/1.1\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n"
+        "a\r\n{\"user_id\"\r\n"
+        "4;name=value\r\n:\"u1\r\n"
+        "A\r\n\",\"qty\":1}\r\n"
+        "0\r\nX-Trailer: yes\r\n\r\n"
+        "GET /v1/items/hot HTTP/1.1\r\n\r\n";
+    for (size_t chunk = 0; chunk <= 40; chunk++) {
+        fixture *f = fx_new(NULL, NULL);
+        const char *o = feed(f, req, sizeof req - 1, chunk);
+        assert_int_equal(f->state, HTTP__MORE);
+        assert_int_equal(count(o, "HTTP/1.1 200 OK\r\n"), 2);
+        assert_non_null(strstr(o, "\"user_id\":\"u1\",\"qty\":1,\"stock\":99"));
+        assert_non_null(strstr(o, "{\"sku\":\"hot\",\"stock\":99,"));
+        fx_free(f);
+    }
+}
+
+static void tune_small_body(http_server_config *c)
+{
+    c->max_body = 64;
+    c->max_headers = 256;
+}
+
+/* Transfer codings other than chunked are 501; chunked bodies, their
+ * framing and their trailers have limits. */
+static void test_chunked_refusals(void **st)
+{
+    (void)st;
+    static const struct { const char *req; const char *status; } cases[] = {
+        {"POST /v1/items/hot/decrement HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+         "501 Not Implemented"},
+        {"POST /v1/items/hot/decrement HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+         "501 Not Implemented"},
+        {"POST /v1/items/hot/decrement HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
+         "400 Bad Request"},
+        {"POST /v1/items/hot/decrement HTTP/1.1\r\nTransfer-Encoding: chunked\r\n"
+         "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "400 Bad Request"},
+        {"POST /v1/items/hot/decrement HTTP/1.1\r\nTransfer-Encoding: \r\n\r\n0\r\n\r\n",
+         "400 Bad Request"},
+        {"POST /v1/items/hot/decrement HTTP/1.1\r\nContent-Length: 5\r\n"
+         "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "400 Bad Request"},
+        {"POST /v1/items/hot/decrement HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+         "400 Bad Request"},
+        {"POST /v1/items/hot/decrement HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nxyz\r\n",
+         "400 Bad Request"},
+        /* 2 x 40 bytes of data: over the 64-byte body limit. */
+        {"POST /v1/items/hot/decrement HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+         "28\r\n                                        \r\n"
+         "28\r\n                                        \r\n0\r\n\r\n", "413 Payload Too Large"},
+        /* One byte of data behind 400 bytes of extension: the framing is
+         * bounded by the body limit plus the header limit. */
+        {"POST /v1/items/hot/decrement HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+         "1;eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee"
+         "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee"
+         "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee"
+         "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee",
+         "413 Payload Too Large"},
+        {"POST /v1/items/hot/decrement HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n"
+         "X-T: tttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttt"
+         "tttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttt"
+         "tttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttt\r\n\r\n",
+         "431 Request Header Fields Too Large"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        for (size_t chunk = 0; chunk <= 7; chunk += 7) {
+            fixture *f = fx_new(NULL, tune_small_body);
+            const char *o = feed(f, cases[i].req, strlen(cases[i].req), chunk);
+            char want[80];
+            snprintf(want, sizeof want, "HTTP/1.1 %s\r\n", cases[i].status);
+            if (strstr(o, want) == NULL || f->state != HTTP__CLOSE)
+                fail_msg("case %zu (reads of %zu): want %s, got %.200s", i, chunk,
+                         cases[i].status, o);
+            assert_int_equal(stock_of(f), 100);
+            fx_free(f);
+        }
+    }
+}
+
+/* Header sections that a proxy in front might read another way: all 400,
+ * whole or fed a byte at a time, and nothing applied. */
+static void test_strict_headers(void **st)
+{
+    (void)st;
+#define DECR "POST /v1/items/hot/decrement HTTP/1.1\r\n"
+#define BODY "{\"user_id\":\"u1\",\"qty\":1}"
+    static const char *const bad[] = {
+        DECR "Content-Length : 24\r\n\r\n" BODY,
+        DECR "Content-Length\t: 24\r\n\r\n" BODY,
+        DECR " Content-Length: 24\r\n\r\n" BODY,
+        DECR "Content-Length:\r\n 24\r\n\r\n" BODY,
+        DECR "X-A: one\r\n two\r\nContent-Length: 24\r\n\r\n" BODY,
+        DECR "Content-Length: +24\r\n\r\n" BODY,
+        DECR "Content-Length: 24, 24\r\n\r\n" BODY,
+        DECR "Content-Length: 24\r\nContent-Length: 24\r\n\r\n" BODY,
+        DECR "Content-Length: 0x18\r\n\r\n" BODY,
+        DECR "Content-Length: 0000000000000000000024\r\n\r\n" BODY,
+        DECR "Content-Length: \r\n\r\n" BODY,
+        DECR "Content-Length: 24\nX-A: b\r\n\r\n" BODY,
+        DECR "Content-Length: 24\r\n\n" BODY,
+        "POST /v1/items/hot/decrement  HTTP/1.1\r\nContent-Length: 24\r\n\r\n" BODY,
+        "POST /v1/items/hot/decrement HTTP/1.1\nContent-Length: 24\r\n\r\n" BODY,
+        DECR "X-A: a\x01z\r\nContent-Length: 24\r\n\r\n" BODY,
+        DECR "X-A: a\x7fz\r\nContent-Length: 24\r\n\r\n" BODY,
+        DECR "X[A]: a\r\nContent-Length: 24\r\n\r\n" BODY,
+    };
+#undef DECR
+#undef BODY
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        for (size_t chunk = 0; chunk <= 1; chunk++) {
+            fixture *f = fx_new(NULL, NULL);
+            const char *o = feed(f, bad[i], strlen(bad[i]), chunk);
+            if (strstr(o, "HTTP/1.1 400 Bad Request\r\n") == NULL || f->state != HTTP__CLOSE)
+                fail_msg("case %zu (reads of %zu): got %.200s", i, chunk, o);
+            assert_int_equal(stock_of(f), 100);
+            fx_free(f);
+        }
+    }
+    /* What stays accepted: OWS around values, an empty value, any case. */
     fixture *f = fx_new(NULL, NULL);
     const char *o = feeds(f, "POST /v1/items/hot/decrement HTTP/1.1\r\n"
-                             "Transfer-Encoding: chunked\r\n\r\n"
-                             "5\r\nhello\r\n0\r\n\r\n");
-    assert_int_equal(f->state, HTTP__CLOSE);
-    assert_non_null(strstr(o, "HTTP/1.1 411 Length Required\r\n"));
+                             "content-LENGTH:24 \r\nX-Empty:\r\nX-B: \t b \t\r\n\r\n"
+                             "{\"user_id\":\"u1\",\"qty\":1}");
+    if (strstr(o, "HTTP/1.1 200 OK\r\n") == NULL)
+        fail_msg("got %.500s", o);
     fx_free(f);
+}
+
+/* The body reader: what it accepts, what it refuses and why. */
+static void test_json_reader(void **st)
+{
+    (void)st;
+    static const char *const good[] = {
+        "{}", " {} ", "{\"a\":1}", "{\"a\":-0}", "{\"a\":\"\"}", "{\"a\":1.5e3}",
+        "{\"a\":true,\"b\":false,\"c\":null}", "\t{\r\n\"a\" : \"x\" ,\"b\":2}\n",
+        "{\"a\":\"\\u00e9\\ud83d\\ude00\\n\\\"\\/\"}", "{\"a\":\"caf\xc3\xa9\"}",
+        "{\"a\":-9223372036854775808}", "{\"a\":9223372036854775807}",
+        "{\"a\":123456789012345678901234567890}",
+    };
+    static const char *const bad[] = {
+        "", " ", "[]", "\"a\"", "1", "{", "}", "{\"a\"}", "{\"a\":}", "{\"a\":1,}",
+        "{,}", "{\"a\":1}x", "{\"a\":1}{}", "{\"a\":1,\"a\":2}",
+        "{\"a\":1,\"\\u0061\":2}", "{'a':1}", "{a:1}", "{\"a\":01}", "{\"a\":1.}",
+        "{\"a\":.5}", "{\"a\":1e}", "{\"a\":+1}", "{\"a\":-}", "{\"a\":tru}",
+        "{\"a\":nul}", "{\"a\":[1]}", "{\"a\":{}}", "{\"a\":\"x\\u0000y\"}",
+        "{\"a\":\"\\ud800\"}", "{\"a\":\"\\udc00\"}", "{\"a\":\"\\ud800\\u0041\"}",
+        "{\"a\":\"\\x41\"}", "{\"a\":\"\\u12G4\"}", "{\"a\":\"x\ty\"}",
+        "{\"a\":\"\xff\"}", "{\"a\":\"\xc0\xaf\"}", "{\"a\":\"\xed\xa0\x80\"}",
+        "{\"a\":\"\xf4\x90\x80\x80\"}", "{\"a\":\"\xe2\x82\"}", "{\"a\":\"abc",
+        "{\"a\"1}", "\xef\xbb\xbf{}",
+    };
+    http__jobj o;
+    char buf[256];
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        size_t n = strlen(good[i]);
+        memcpy(buf, good[i], n);
+        if (http__json_object(buf, n, &o) != 0)
+            fail_msg("refused %s: %s at %zu", good[i], o.err, o.err_at);
+    }
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        size_t n = strlen(bad[i]);
+        memcpy(buf, bad[i], n);
+        if (http__json_object(buf, n, &o) == 0)
+            fail_msg("accepted %s", bad[i]);
+        assert_non_null(o.err);
+        assert_true(o.err_at <= n);
+    }
+    /* A NUL byte inside a string, which strlen-based tables cannot hold. */
+    memcpy(buf, "{\"a\":\"x\0y\"}", 11);
+    assert_int_equal(http__json_object(buf, 11, &o), -1);
+    /* Values, unescaped in place. */
+    static const char in[] = "{\"s\":\"a\\\"b\\u00e9\\ud83d\\ude00\",\"n\":-42,\"f\":1e2,"
+                             "\"big\":9223372036854775808,\"t\":true}";
+    memcpy(buf, in, sizeof in - 1);
+    assert_int_equal(http__json_object(buf, sizeof in - 1, &o), 0);
+    assert_int_equal(o.n, 5);
+    const http__jmember *m = http__json_get(&o, "s");
+    assert_non_null(m);
+    assert_int_equal(m->type, HTTP__J_STRING);
+    assert_int_equal(m->str_len, 3 + 2 + 4);
+    assert_memory_equal(m->str, "a\"b\xc3\xa9\xf0\x9f\x98\x80", 9);
+    m = http__json_get(&o, "n");
+    assert_true(m->type == HTTP__J_NUMBER && m->int_ok && m->i == -42);
+    m = http__json_get(&o, "f");
+    assert_true(m->type == HTTP__J_NUMBER && !m->int_ok);
+    m = http__json_get(&o, "big");
+    assert_true(m->type == HTTP__J_NUMBER && !m->int_ok);
+    assert_int_equal(http__json_get(&o, "t")->type, HTTP__J_TRUE);
+    assert_null(http__json_get(&o, "missing"));
+    /* More members than the reader keeps. */
+    http_buf many = {0};
+    http_buf_puts(&many, "{");
+    for (int i = 0; i <= HTTP__JSON_MAX_MEMBERS; i++)
+        http_buf_printf(&many, "%s\"m%d\":%d", i ? "," : "", i, i);
+    http_buf_puts(&many, "}");
+    assert_int_equal(http__json_object(many.data, many.len, &o), -1);
+    http_buf_free(&many);
 }
 
 static void test_malformed(void **st)
@@ -628,6 +831,9 @@ int main(void)
         cmocka_unit_test(test_header_limit),
         cmocka_unit_test(test_body_limit),
         cmocka_unit_test(test_chunked),
+        cmocka_unit_test(test_chunked_refusals),
+        cmocka_unit_test(test_strict_headers),
+        cmocka_unit_test(test_json_reader),
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_head),
         cmocka_unit_test(test_connection_close),
