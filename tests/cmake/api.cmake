@@ -1,5 +1,5 @@
 # Tests of api/ (HTTP server, router, limits, the API contract).
-set(API_CORE_SOURCES buf.c config.c conn.c handlers.c metrics.c response.c router.c memservice.c)
+set(API_CORE_SOURCES buf.c config.c conn.c handlers.c json.c metrics.c response.c router.c memservice.c)
 
 if(TARGET http_core AND NOT FUZZ)
   add_executable(test_api_parse unit/test_api_parse.c)
@@ -10,18 +10,28 @@ if(TARGET http_core AND NOT FUZZ)
 endif()
 
 if(FUZZ)
-  # The api sources are compiled into the target so libFuzzer's coverage
-  # instrumentation reaches them.
+  # The api sources are compiled into the targets so libFuzzer's coverage
+  # instrumentation reaches them; so are the runtime's, with its
+  # AddressSanitizer fiber annotations (RT_ASAN), because every input runs
+  # on a coroutine of the production stack size (fuzz/fuzz_co.h).
   list(TRANSFORM API_CORE_SOURCES PREPEND ${CMAKE_SOURCE_DIR}/api/ OUTPUT_VARIABLE _api_fuzz_src)
-  add_executable(fuzz_http fuzz/fuzz_http.c ${_api_fuzz_src})
-  target_compile_options(fuzz_http PRIVATE -fsanitize=fuzzer,address,undefined)
-  target_link_options(fuzz_http PRIVATE -fsanitize=fuzzer,address,undefined)
-  target_link_libraries(fuzz_http PRIVATE http_parser_dep PkgConfig::CJSON Threads::Threads m)
-  file(MAKE_DIRECTORY ${CMAKE_CURRENT_BINARY_DIR}/fuzz_http_corpus)
-  add_test(NAME api_fuzz_http
-    COMMAND fuzz_http -max_total_time=60 -rss_limit_mb=2048 -timeout=10
-            ${CMAKE_CURRENT_BINARY_DIR}/fuzz_http_corpus ${CMAKE_SOURCE_DIR}/tests/fuzz/corpus/http)
-  set_tests_properties(api_fuzz_http PROPERTIES LABELS fuzz TIMEOUT 180)
+  get_target_property(_rt_src rt SOURCES)
+  list(TRANSFORM _rt_src PREPEND ${CMAKE_SOURCE_DIR}/runtime/ OUTPUT_VARIABLE _rt_fuzz_src)
+  # Bodies up to the default 64 KiB limit, for nesting as deep as it allows.
+  set(_fuzz_http_args)
+  set(_fuzz_json_args -max_len=66000)
+  foreach(t http json)
+    add_executable(fuzz_${t} fuzz/fuzz_${t}.c ${_api_fuzz_src} ${_rt_fuzz_src})
+    target_compile_definitions(fuzz_${t} PRIVATE RT_ASAN=1)
+    target_compile_options(fuzz_${t} PRIVATE $<$<COMPILE_LANGUAGE:C>:-fsanitize=fuzzer,address,undefined>)
+    target_link_options(fuzz_${t} PRIVATE -fsanitize=fuzzer,address,undefined)
+    target_link_libraries(fuzz_${t} PRIVATE http_parser_dep Threads::Threads m)
+    file(MAKE_DIRECTORY ${CMAKE_CURRENT_BINARY_DIR}/fuzz_${t}_corpus)
+    add_test(NAME api_fuzz_${t}
+      COMMAND fuzz_${t} -max_total_time=60 -rss_limit_mb=2048 -timeout=10 ${_fuzz_${t}_args}
+              ${CMAKE_CURRENT_BINARY_DIR}/fuzz_${t}_corpus ${CMAKE_SOURCE_DIR}/tests/fuzz/corpus/${t})
+    set_tests_properties(api_fuzz_${t} PROPERTIES LABELS fuzz TIMEOUT 180)
+  endforeach()
 endif()
 
 # The server on the runtime over loopback, ports 21400-21420.
