@@ -100,6 +100,8 @@ static int check_name(const char *v, char *why, size_t n);
       "local cache shards (rounded up to a power of two)")                                                      \
     X(cache, local_ttl_ms, K_INT, local_ttl_ms, 1, 86400000, check_any, "2000",                              \
       "local entries expire after this long (run-time setting)")                                                \
+    X(cache, negative_ttl_ms, K_INT, negative_ttl_ms, 0, 86400000, check_any, "2000",                        \
+      "an unknown sku is remembered as absent (local cache and Redis) this long; 0 = off")                    \
     X(cache, floor_ttl_ms, K_INT, floor_ttl_ms, 1, 86400000, check_any, "60000",                             \
       "how long an eviction's version floor is remembered")                                                     \
     X(cache, fill_wait_ms, K_INT, fill_wait_ms, 1, 600000, check_any, "1000",                                \

@@ -67,6 +67,7 @@ typedef struct svc_config {
     int64_t cache_capacity_mb;
     int cache_shards;
     int local_ttl_ms;
+    int negative_ttl_ms;           /* absent entries; 0 = not cached */
     int floor_ttl_ms;
     int fill_wait_ms;
     /* [log] */

@@ -1,7 +1,7 @@
 /*
  * local.c: the local tier over localcache/lc.h.
  *
- * Values are svc_entry structs copied in and out (32 bytes, no parsing on
+ * Values are svc_entry structs copied in and out (40 bytes, no parsing on
  * the hit path); the cache's version is the item's. Every store carries the
  * run-time local TTL, the last line of defence should an invalidation be
  * lost.
@@ -55,8 +55,10 @@ void svc__local_release(svc *s, lc_lease *l, int held)
         lc_lease_release(s->lc, l);
 }
 
-static uint32_t ttl(svc *s)
+static uint32_t ttl(svc *s, const svc_entry *e)
 {
+    if (e->absent)
+        return (uint32_t)s->cfg.negative_ttl_ms;
     int64_t t = atomic_load_explicit(&s->local_ttl_ms, memory_order_relaxed);
     return t > 0 && t < (int64_t)UINT32_MAX ? (uint32_t)t : LC_TTL_DEFAULT;
 }
@@ -76,17 +78,23 @@ int svc__local_fill(svc *s, const char *sku, const lc_lease *l, int held,
 {
     size_t klen = strlen(sku);
     int r;
+    if (e->absent && s->cfg.negative_ttl_ms == 0) {
+        svc__local_release(s, (lc_lease *)l, held);
+        if (below_floor != NULL)
+            *below_floor = 0;
+        return 0;
+    }
     if (held && l != NULL) {
-        r = lc_fill(s->lc, l, e, sizeof *e, (uint64_t)e->version, ttl(s));
+        r = lc_fill(s->lc, l, e, sizeof *e, (uint64_t)e->version, ttl(s, e));
         /* -ESTALE from a lease: an eviction came after it was issued. Every
          * eviction here carries the committed version as floor, so a value
          * at or above the floor is still current (typically the broadcast
          * of this very commit arriving late): store it under the version
          * guard alone. */
         if (r == -ESTALE && known_version(s, sku, klen) <= (uint64_t)e->version)
-            r = lc_set_if_newer(s->lc, sku, klen, e, sizeof *e, (uint64_t)e->version, ttl(s));
+            r = lc_set_if_newer(s->lc, sku, klen, e, sizeof *e, (uint64_t)e->version, ttl(s, e));
     } else {
-        r = lc_set_if_newer(s->lc, sku, klen, e, sizeof *e, (uint64_t)e->version, ttl(s));
+        r = lc_set_if_newer(s->lc, sku, klen, e, sizeof *e, (uint64_t)e->version, ttl(s, e));
     }
     if (below_floor != NULL)
         *below_floor = 0;

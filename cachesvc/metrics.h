@@ -28,7 +28,10 @@ extern "C" {
     X(READ_LOCAL, "cachesvc_reads_total", "tier=\"local\"", "Item reads by the tier that answered.") \
     X(READ_REDIS, "cachesvc_reads_total", "tier=\"redis\"", "")                                 \
     X(READ_DB, "cachesvc_reads_total", "tier=\"db\"", "")                                       \
-    X(READ_NOT_FOUND, "cachesvc_reads_total", "tier=\"none\"", "")                              \
+    X(READ_ABSENT_LOCAL, "cachesvc_reads_not_found_total", "tier=\"local\"",                      \
+      "Item reads answered 404, by the tier that knew the sku is absent.")                        \
+    X(READ_ABSENT_REDIS, "cachesvc_reads_not_found_total", "tier=\"redis\"", "")                  \
+    X(READ_ABSENT_DB, "cachesvc_reads_not_found_total", "tier=\"db\"", "")                        \
     X(READ_ERROR, "cachesvc_read_errors_total", "", "Item reads answered 503.")                 \
     X(FILL_WAIT, "cachesvc_fill_waits_total", "result=\"filled\"",                              \
       "Reads that waited for another coroutine's fill of the same item.")                       \

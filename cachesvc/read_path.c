@@ -9,6 +9,15 @@
  * miss, it reads the database, fills Redis with the version-guarded script
  * and fills the local cache. The answer says which tier it came from.
  *
+ * An unknown sku is cached too (negative caching): the database's "no such
+ * item" becomes an absent entry at version 0 in Redis (payload "-") and in
+ * the local cache, for cache.negative_ttl_ms, so a bot asking for skus that
+ * do not exist reaches the database once per sku and interval, not once
+ * per request. Creating the item commits version 1 or more, which every
+ * version guard prefers, and its commit evicts the absent entry like any
+ * other copy (the writer at once, the other instances by the broadcast,
+ * Redis by the writer's fill and the delayed delete).
+ *
  * A write that commits while a flight is in the air unlinks the flight
  * (svc__flights_invalidate): readers that arrive after the commit start a
  * fresh fill instead of sharing a value read before it, which keeps
@@ -117,10 +126,12 @@ void svc__flights_invalidate(svc *s, const char *sku)
 
 /* ------------------------------------------------------------------------ */
 /* The Redis tier's payload: "<stock>|<per_user_limit>|<sale_starts_at_ms>"  */
-/* after the client's "<version>|".                                          */
+/* after the client's "<version>|"; "-" for an absent entry.                 */
 
 static int payload_format(char *buf, size_t cap, const svc_entry *e)
 {
+    if (e->absent)
+        return snprintf(buf, cap, "-");
     int n = snprintf(buf, cap, "%" PRId64 "|%" PRId64 "|%" PRId64, e->stock,
                      e->per_user_limit, e->sale_starts_at_ms);
     return n > 0 && (size_t)n < cap ? n : -ENOSPC;
@@ -129,6 +140,11 @@ static int payload_format(char *buf, size_t cap, const svc_entry *e)
 static int payload_parse(const char *buf, size_t len, svc_entry *e)
 {
     char tmp[96];
+    if (len == 1 && buf[0] == '-') {
+        memset(e, 0, sizeof *e);
+        e->absent = 1;
+        return 0;
+    }
     if (len == 0 || len >= sizeof tmp)
         return -EBADMSG;
     memcpy(tmp, buf, len);
@@ -149,6 +165,7 @@ static int payload_parse(const char *buf, size_t len, svc_entry *e)
     e->stock = v[0];
     e->per_user_limit = v[1];
     e->sale_starts_at_ms = v[2];
+    e->absent = 0;
     return 0;
 }
 
@@ -168,7 +185,8 @@ static int redis_get(svc *s, const char *sku, svc_entry *e)
                              rt_deadline_ms(s->cfg.redis_timeout_ms));
     svc_hist_observe(SVC_H_REDIS_S, (uint64_t)(rt_now_ns() - t0));
     svc__breaker_result(&s->breaker, !svc__redis_failed(r));
-    if (r == 1 && payload_parse(buf, len, e) == 0 && ver <= INT64_MAX) {
+    if (r == 1 && payload_parse(buf, len, e) == 0 && ver <= INT64_MAX &&
+        (!e->absent || ver == 0)) {
         e->version = (int64_t)ver;
         return 1;
     }
@@ -180,22 +198,25 @@ static int redis_get(svc *s, const char *sku, svc_entry *e)
 
 /* Fills Redis with e unless it holds a newer version. Failures only count
  * against the breaker: the database answered the read already. */
-static void redis_fill(svc *s, const char *sku, const svc_entry *e)
+void svc__redis_fill(svc *s, const char *sku, const svc_entry *e)
 {
     char key[HTTP_SKU_MAX + 16], payload[96];
+    if (s->rc == NULL || (e->absent && s->cfg.negative_ttl_ms == 0))
+        return;
     int kl = rc_item_key(key, sizeof key, sku, strlen(sku));
     int pl = payload_format(payload, sizeof payload, e);
     if (kl < 0 || pl < 0 || !svc__breaker_allow(&s->breaker))
         return;
     int64_t t0 = rt_now_ns();
     int r = rc_fill_if_newer(s->rc, key, (size_t)kl, (uint64_t)e->version, payload,
-                             (size_t)pl, s->cfg.redis_ttl_ms,
+                             (size_t)pl, e->absent ? s->cfg.negative_ttl_ms : s->cfg.redis_ttl_ms,
                              rt_deadline_ms(s->cfg.redis_timeout_ms));
     svc_hist_observe(SVC_H_REDIS_S, (uint64_t)(rt_now_ns() - t0));
     svc__breaker_result(&s->breaker, !svc__redis_failed(r));
 }
 
-/* The leader's fill: Redis, then the database. */
+/* The leader's fill: Redis, then the database. An absent entry, found or
+ * made, answers HTTP_E_NOT_FOUND with *tier set. */
 static int fill(svc *s, const char *sku, svc_entry *e, http_tier *tier)
 {
     lc_lease lease;
@@ -207,7 +228,7 @@ static int fill(svc *s, const char *sku, svc_entry *e, http_tier *tier)
                 /* Stored, or refused with nothing newer known (a lease
                  * taken over): Redis' copy is current. */
                 *tier = HTTP_TIER_REDIS;
-                return 0;
+                return e->absent ? HTTP_E_NOT_FOUND : 0;
             }
             /* A newer version was committed than Redis holds: the
              * invalidator has not deleted it yet. Read past it. */
@@ -217,20 +238,26 @@ static int fill(svc *s, const char *sku, svc_entry *e, http_tier *tier)
     }
     store_item it;
     int r = store_get_item(s->st, sku, &it);
+    *tier = HTTP_TIER_DB;
+    if (r == -ENOENT) {
+        memset(e, 0, sizeof *e);
+        e->absent = 1;
+        svc__redis_fill(s, sku, e);
+        svc__local_fill(s, sku, &lease, held, e, NULL);
+        return HTTP_E_NOT_FOUND;
+    }
     if (r < 0) {
         svc__local_release(s, &lease, held);
-        if (r != -ENOENT)
-            SVC_WARN(NULL, "store read failed", "sku=%s err=\"%s\"", sku, store_strerror(r));
+        SVC_WARN(NULL, "store read failed", "sku=%s err=\"%s\"", sku, store_strerror(r));
         return svc__store_err(r);
     }
     e->stock = it.stock;
     e->version = it.version;
     e->per_user_limit = it.per_user_limit;
     e->sale_starts_at_ms = it.sale_starts_at_ms;
-    if (s->rc != NULL)
-        redis_fill(s, sku, e);
+    e->absent = 0;
+    svc__redis_fill(s, sku, e);
     svc__local_fill(s, sku, &lease, held, e, NULL);
-    *tier = HTTP_TIER_DB;
     return 0;
 }
 
@@ -312,8 +339,12 @@ int svc_get_item(void *ctx, const char *sku, http_item *out, http_tier *tier)
     svc *s = ctx;
     svc_entry e;
     if (svc__local_get(s, sku, &e)) {
-        to_http(sku, &e, out);
         *tier = HTTP_TIER_LOCAL;
+        if (e.absent) {
+            svc_metric_inc(SVC_C_READ_ABSENT_LOCAL);
+            return HTTP_E_NOT_FOUND;
+        }
+        to_http(sku, &e, out);
         svc_metric_inc(SVC_C_READ_LOCAL);
         return 0;
     }
@@ -322,7 +353,8 @@ int svc_get_item(void *ctx, const char *sku, http_item *out, http_tier *tier)
     int64_t dt = rt_now_ns() - t0;   /* local hits never park: not timed */
     svc__slow_check(s, "read", sku, dt, r);
     if (r == HTTP_E_NOT_FOUND) {
-        svc_metric_inc(SVC_C_READ_NOT_FOUND);
+        svc_metric_inc(*tier == HTTP_TIER_REDIS ? SVC_C_READ_ABSENT_REDIS
+                                                : SVC_C_READ_ABSENT_DB);
         return r;
     }
     if (r < 0) {

@@ -28,12 +28,16 @@
 extern "C" {
 #endif
 
-/* An item as every tier caches it. */
+/* An item as every tier caches it. An absent entry records that the
+ * database had no such sku (negative caching, cache.negative_ttl_ms): it
+ * has version 0, below every stored item's, so the version guards let the
+ * item's creation replace it everywhere and never the other way round. */
 typedef struct svc_entry {
     int64_t stock;
     int64_t version;
     int64_t per_user_limit;
     int64_t sale_starts_at_ms;
+    int absent;
 } svc_entry;
 
 /* The Redis breaker (admission.c). While closed every read goes to Redis;
@@ -104,11 +108,15 @@ void svc__flights_invalidate(svc *s, const char *sku);
  * tiers above. Returns 0 with *e and *tier, HTTP_E_NOT_FOUND, or another
  * negative code. */
 int svc__read_item(svc *s, const char *sku, svc_entry *e, http_tier *tier);
+/* Writes e to Redis unless it holds a newer version (a failure only counts
+ * against the breaker). Coroutines only. */
+void svc__redis_fill(svc *s, const char *sku, const svc_entry *e);
 
 /* The local tier (local.c). Values are svc_entry, versions the item's. */
 int svc__local_new(svc *s);
 void svc__local_free(svc *s);
-/* 1 and *e on a hit, 0 on a miss. Never parks. */
+/* 1 and *e on a hit (which may be an absent entry: e->absent), 0 on a
+ * miss. Never parks. */
 int svc__local_get(svc *s, const char *sku, svc_entry *e);
 /* Takes sku's fill lease into *l. Returns 1 when held, 0 when none could
  * be had (another holder, or a value appeared); the fill then goes through
@@ -116,7 +124,8 @@ int svc__local_get(svc *s, const char *sku, svc_entry *e);
 int svc__local_lease(svc *s, const char *sku, lc_lease *l);
 /* Gives an unused lease back (l may be NULL or not held). */
 void svc__local_release(svc *s, lc_lease *l, int held);
-/* Installs e, under l when held (else l may be NULL). Returns 1 stored, 0
+/* Installs e, under l when held (else l may be NULL); an absent entry
+ * expires after cache.negative_ttl_ms. Returns 1 stored, 0
  * refused. *below_floor (may be NULL) is set when the refusal is because a
  * version newer than e's is known (committed or cached). */
 int svc__local_fill(svc *s, const char *sku, const lc_lease *l, int held,

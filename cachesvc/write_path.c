@@ -42,7 +42,7 @@ void svc__on_commit(void *ctx, const char *sku, int64_t stock, int64_t version,
      * and no item write of this instance is in flight, the batch changed
      * only the stock: install the committed row itself, so reads keep
      * hitting locally during a sale. Otherwise evict down to the floor. */
-    if (had && old.version == version - 1 &&
+    if (had && !old.absent && old.version == version - 1 &&
         atomic_load_explicit(&s->puts_inflight, memory_order_acquire) == 0) {
         svc_entry e = old;
         e.stock = stock;
@@ -69,7 +69,7 @@ void svc__on_commit(void *ctx, const char *sku, int64_t stock, int64_t version,
 static int fast_answer(svc *s, const http_decrement_req *req, http_decrement_res *out)
 {
     svc_entry e;
-    if (!svc__local_get(s, req->sku, &e) || e.stock != 0)
+    if (!svc__local_get(s, req->sku, &e) || e.absent || e.stock != 0)
         return 0;
     if (e.sale_starts_at_ms > 0 && wall_ms() < e.sale_starts_at_ms)
         return 0;   /* the store answers sale_not_started */
@@ -148,7 +148,7 @@ int svc_decrement(void *ctx, const http_decrement_req *req, http_decrement_res *
          * decrements are refused without the database. */
         svc_entry e;
         http_tier tier;
-        if (!svc__local_get(s, req->sku, &e))
+        if (!svc__local_get(s, req->sku, &e) || e.absent)
             svc__read_item(s, req->sku, &e, &tier);
         return HTTP_E_SOLD_OUT;
     }
@@ -201,8 +201,13 @@ int svc_put_item(void *ctx, const http_put_item_req *req, http_item *out, int *c
     svc_metric_inc(SVC_C_PUT_ITEM);
     /* The writer holds the exact committed row: install it (the commit hook
      * already evicted the old copy down to this version). */
-    svc_entry e = {it.stock, it.version, it.per_user_limit, it.sale_starts_at_ms};
+    svc_entry e = {it.stock, it.version, it.per_user_limit, it.sale_starts_at_ms, 0};
     svc__local_fill(s, req->sku, NULL, 0, &e, NULL);
+    /* A new item replaces the absent entry Redis may hold for its sku at
+     * once (version-guarded), rather than after the delayed delete, so
+     * instances that miss locally do not keep answering 404. */
+    if (cr)
+        svc__redis_fill(s, req->sku, &e);
     snprintf(out->sku, sizeof out->sku, "%s", it.sku);
     out->stock = it.stock;
     out->version = it.version;

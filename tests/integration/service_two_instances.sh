@@ -32,6 +32,28 @@ sleep 0.5
 req GET $B/v1/items/hot; expect 200 '"stock":15000' "B reads it"
 req GET $B/v1/items/hot; check "B serves it locally" [ "$(header X-Cache)" = local ]
 
+# Negative caching across the fleet: B's database miss leaves an absent
+# entry in Redis, which A then answers from; creating the item on A
+# replaces it on A at once, in Redis at once, and on B by the broadcast.
+metric() { curl -s "$1/metrics" | awk -v m="$2" '$1 == m {print $2}'; }
+req GET $B/v1/items/newbie; expect 404 '"not_found"' "unknown sku on B: 404"
+r=$(redis-cli -c -h 127.0.0.1 -p $RP GET 'stock:{newbie}' 2>/dev/null)
+check "Redis remembers it as absent at version 0 (got '$r')" [ "$r" = "0|-" ]
+req GET $A/v1/items/newbie; expect 404 '"not_found"' "unknown sku on A: 404"
+check "A's 404 came from Redis" [ "$(metric $A 'cachesvc_reads_not_found_total{tier="redis"}')" = 1 ]
+for i in 1 2 3; do req GET $A/v1/items/newbie; req GET $B/v1/items/newbie; done
+la=$(metric $A 'cachesvc_reads_not_found_total{tier="local"}')
+lb=$(metric $B 'cachesvc_reads_not_found_total{tier="local"}')
+check "then from the local caches (A $la, B $lb)" [ "$la" = 3 -a "$lb" = 3 ]
+check "the database was asked once in all" \
+  [ "$(( $(metric $A 'cachesvc_reads_not_found_total{tier="db"}') + $(metric $B 'cachesvc_reads_not_found_total{tier="db"}') ))" = 1 ]
+req PUT $A/v1/items/newbie '{"stock":7}' "${ADMIN[@]}"; expect 201 "" "create newbie on A"
+req GET $A/v1/items/newbie; expect 200 '"stock":7' "A serves the new item at once"
+r=$(redis-cli -c -h 127.0.0.1 -p $RP GET 'stock:{newbie}' 2>/dev/null)
+check "Redis holds the new item at once (got '$r')" [ "${r%%|*}" = 1 -a "$r" != "1|-" ]
+w=$("$SERVICE_CLIENT" wait 127.0.0.1:$PB newbie 1 5000) && ok "B serves the new item within broadcast latency ($w)" \
+  || fail "B still answers 404 for the new item after 5 s"
+
 lat=()
 for round in 1 2 3 4 5; do
   req POST $A/v1/items/hot/decrement "{\"user_id\":\"r$round\",\"qty\":1}"; expect 200 "" "decrement $round on A"

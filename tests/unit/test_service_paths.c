@@ -33,6 +33,7 @@ static int failures;
     } while (0)
 
 static char dir[64];
+static int negative_ttl_ms = -1;   /* >= 0: cache.negative_ttl_ms of open_svc */
 
 static svc *open_svc(int queue_max, int batch_max)
 {
@@ -47,6 +48,8 @@ static svc *open_svc(int queue_max, int batch_max)
     cfg.store_batch_max = batch_max;
     cfg.cache_capacity_mb = 8;
     cfg.local_ttl_ms = 60000;
+    if (negative_ttl_ms >= 0)
+        cfg.negative_ttl_ms = negative_ttl_ms;
     snprintf(cfg.instance_id, sizeof cfg.instance_id, "unit-%d", n);
 #ifdef SVC_TEST_NO_KAFKA
     /* Build with -DSVC_TEST_NO_KAFKA to run the paths without librdkafka
@@ -360,6 +363,69 @@ static void breaker_body(void *arg)
     CHECK(svc__breaker_allow(&b) && svc__breaker_allow(&b));
 }
 
+/* Negative caching: an unknown sku is answered from the local cache after
+ * the first database miss, for cache.negative_ttl_ms; the item's creation
+ * replaces the absent entry at once; a decrement is never refused by it;
+ * 0 turns it off. */
+static int64_t counter(enum svc_counter_id id)
+{
+    svc_buf b = {0};
+    svc_metrics_render(&b);
+    static const char *const names[] = {
+#define X(id, name, labels, help) [SVC_C_##id] = name "{" labels "} ",
+        SVC_COUNTERS(X)
+#undef X
+    };
+    const char *p = b.p ? strstr(b.p, names[id]) : NULL;
+    int64_t v = p ? atoll(p + strlen(names[id])) : -1;
+    svc_buf_free(&b);
+    return v;
+}
+
+static void absent_body(void *arg)
+{
+    (void)arg;
+    negative_ttl_ms = 300;
+    svc *s = open_svc(4096, 1024);
+    negative_ttl_ms = -1;
+    if (s == NULL)
+        return;
+    http_item it;
+    http_tier tier;
+    http_decrement_res res;
+    int64_t db0 = counter(SVC_C_READ_ABSENT_DB), loc0 = counter(SVC_C_READ_ABSENT_LOCAL);
+    CHECK(svc_get_item(s, "ghost", &it, &tier) == HTTP_E_NOT_FOUND && tier == HTTP_TIER_DB);
+    for (int i = 0; i < 5; i++)
+        CHECK(svc_get_item(s, "ghost", &it, &tier) == HTTP_E_NOT_FOUND && tier == HTTP_TIER_LOCAL);
+    CHECK(counter(SVC_C_READ_ABSENT_DB) == db0 + 1);
+    CHECK(counter(SVC_C_READ_ABSENT_LOCAL) == loc0 + 5);
+    /* The database decides a decrement, whatever the local cache holds. */
+    CHECK(decr(s, "ghost", "u1", 1, NULL, &res) == HTTP_E_NOT_FOUND);
+    /* The absent entry expires. */
+    rt_sleep(400);
+    CHECK(svc_get_item(s, "ghost", &it, &tier) == HTTP_E_NOT_FOUND && tier == HTTP_TIER_DB);
+    /* Creating the item replaces it at once, and it sells. */
+    CHECK(put(s, "ghost", 2, 0) == 0);
+    CHECK(svc_get_item(s, "ghost", &it, &tier) == 0 && tier == HTTP_TIER_LOCAL && it.stock == 2);
+    CHECK(decr(s, "ghost", "u1", 1, NULL, &res) == 0 && res.stock == 1);
+    /* An eviction from another instance's commit (its broadcast) removes
+     * an absent entry too: the version floor is above 0. */
+    CHECK(svc_get_item(s, "ghost2", &it, &tier) == HTTP_E_NOT_FOUND);
+    svc__local_evict(s, "ghost2", 1);
+    svc_entry e;
+    CHECK(!svc__local_get(s, "ghost2", &e));
+    svc_close(s, 1000);
+
+    negative_ttl_ms = 0;
+    s = open_svc(4096, 1024);
+    negative_ttl_ms = -1;
+    if (s == NULL)
+        return;
+    for (int i = 0; i < 3; i++)
+        CHECK(svc_get_item(s, "ghost", &it, &tier) == HTTP_E_NOT_FOUND && tier == HTTP_TIER_DB);
+    svc_close(s, 1000);
+}
+
 static void run(rt_fn fn)
 {
     failures = 0;
@@ -372,6 +438,7 @@ static void test_paths(void **state) { (void)state; run(paths_body); }
 static void test_overload(void **state) { (void)state; run(overload_body); }
 static void test_breaker(void **state) { (void)state; run(breaker_body); }
 static void test_slow(void **state) { (void)state; run(slow_body); }
+static void test_absent(void **state) { (void)state; run(absent_body); }
 
 int main(void)
 {
@@ -384,6 +451,7 @@ int main(void)
         cmocka_unit_test(test_paths),
         cmocka_unit_test(test_overload),
         cmocka_unit_test(test_slow),
+        cmocka_unit_test(test_absent),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
     char cmd[128];
