@@ -11,6 +11,11 @@
  *   service_client wait ADDR SKU VERSION TIMEOUT_MS
  *       Polls GET /v1/items/SKU until the answer's version >= VERSION;
  *       prints "waited_us=<n>" and exits 0, or exits 1 at the timeout.
+ *   service_client raw ADDR
+ *       Sends standard input as it is on one connection, shuts the
+ *       connection's write side down and copies everything the server
+ *       answers to standard output until it closes (for requests curl
+ *       will not send: smuggling forms, raw chunked framing).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -235,6 +240,37 @@ static int cmd_wait(int argc, char **argv)
     return 1;
 }
 
+static int cmd_raw(int argc, char **argv)
+{
+    if (argc != 3)
+        return 2;
+    int fd = dial(argv[2]);
+    if (fd < 0) {
+        perror("raw: connect");
+        return 1;
+    }
+    char buf[65536];
+    ssize_t n;
+    while ((n = read(0, buf, sizeof buf)) > 0) {
+        for (ssize_t off = 0; off < n;) {
+            ssize_t w = write(fd, buf + off, (size_t)(n - off));
+            if (w < 0) {
+                if (errno == EINTR)
+                    continue;
+                goto answer;   /* the server closed early: read its answer */
+            }
+            off += w;
+        }
+    }
+answer:
+    shutdown(fd, SHUT_WR);
+    while ((n = read(fd, buf, sizeof buf)) > 0)
+        if (fwrite(buf, 1, (size_t)n, stdout) != (size_t)n)
+            break;
+    close(fd);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     /* A server that stops (the SIGTERM tests) closes connections while we
@@ -246,7 +282,9 @@ int main(int argc, char **argv)
         r = cmd_decr(argc, argv);
     else if (argc > 1 && strcmp(argv[1], "wait") == 0)
         r = cmd_wait(argc, argv);
+    else if (argc > 1 && strcmp(argv[1], "raw") == 0)
+        r = cmd_raw(argc, argv);
     if (r == 2)
-        fprintf(stderr, "usage: service_client decr ADDRS SKU N CONC [PREFIX] | wait ADDR SKU VERSION TIMEOUT_MS\n");
+        fprintf(stderr, "usage: service_client decr ADDRS SKU N CONC [PREFIX] | wait ADDR SKU VERSION TIMEOUT_MS | raw ADDR\n");
     return r;
 }
