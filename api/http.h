@@ -4,8 +4,10 @@
  * One coroutine per connection on the runtime (runtime/rt.h): it reads into a
  * buffer, parses every complete request in it with http-parser, appends all
  * responses to one output buffer and writes them with one call. Keep-alive,
- * pipelining, Content-Length bodies, Expect: 100-continue, HEAD and
- * Connection: close are supported; chunked request bodies are answered 411.
+ * pipelining, Content-Length and chunked bodies, Expect: 100-continue, HEAD
+ * and Connection: close are supported; other transfer codings answer 501,
+ * and header sections a proxy could read another way answer 400
+ * (docs/api.md, "Input rules").
  *
  * The routes and JSON shapes are those of docs/api.md and api/openapi.yaml;
  * the server calls the typed service interface of api/http_service.h, so the
