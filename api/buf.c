@@ -166,7 +166,10 @@ void http_buf_free(http_buf *b)
       "a dependency is down or timed out; nothing was applied")              \
     X(HTTP_E_OUTCOME_UNKNOWN, 503, "outcome_unknown",                        \
       "the outcome is unknown; retry with the same Idempotency-Key")         \
-    X(HTTP_E_CONFLICT, 409, "conflict", "conflict")
+    X(HTTP_E_CONFLICT, 409, "conflict", "conflict")                          \
+    X(HTTP_E_KEY_MISMATCH, 422, "idempotency_key_mismatch",                  \
+      "this Idempotency-Key was first sent with another request (sku, "      \
+      "user_id or qty); nothing was applied")
 
 const char *http_strerror(int err)
 {

@@ -68,6 +68,43 @@ static void bad_request(http_conn *c, int route, const char *detail)
     http__reply_error(c, route, 400, "bad_request", detail, NULL);
 }
 
+/* The Idempotency-Key header into key (NUL-terminated). Returns 1 when
+ * present and valid, 0 when absent; -1 when invalid (400 answered). */
+static int idempotency_key(http_conn *c, int route, char key[HTTP_IDEM_KEY_MAX + 1])
+{
+    size_t klen;
+    const char *k = header(c, "idempotency-key", &klen);
+    if (k == NULL)
+        return 0;
+    int ok = klen > 0 && klen <= HTTP_IDEM_KEY_MAX;
+    for (size_t i = 0; ok && i < klen; i++)
+        ok = k[i] >= 0x20 && k[i] <= 0x7e;
+    if (!ok) {
+        bad_request(c, route, "Idempotency-Key must be 1-128 printable ASCII bytes");
+        return -1;
+    }
+    memcpy(key, k, klen);
+    key[klen] = 0;
+    return 1;
+}
+
+/* The value of query parameter name (not decoded), or NULL. */
+static const char *query_param(const char *q, size_t qlen, const char *name, size_t *vlen)
+{
+    size_t n = strlen(name);
+    const char *end = q + qlen;
+    while (q < end) {
+        const char *amp = memchr(q, '&', (size_t)(end - q));
+        const char *e = amp ? amp : end;
+        if ((size_t)(e - q) > n && memcmp(q, name, n) == 0 && q[n] == '=') {
+            *vlen = (size_t)(e - q) - n - 1;
+            return q + n + 1;
+        }
+        q = amp ? amp + 1 : end;
+    }
+    return NULL;
+}
+
 /* ------------------------------------------------------------------------ */
 /* JSON helpers                                                              */
 
@@ -186,28 +223,43 @@ static void h_get_item(http_conn *c, const char *sku)
     reply_json(c, HTTP__R_GET_ITEM, 200, x, strlen(x));
 }
 
+/* Answers 200 with the order o as JSON, then tail (which closes the
+ * object). */
+static void reply_order(http_conn *c, int route, const http_order *o, const char *tail)
+{
+    http_buf *b = &c->body;
+    b->len = 0;
+    int e = http_buf_puts(b, "{\"order_id\":");
+    e |= http_buf_i64(b, o->order_id);
+    e |= http_buf_puts(b, ",\"sku\":");
+    e |= http_buf_json_str(b, o->sku, strnlen(o->sku, sizeof o->sku));
+    e |= http_buf_puts(b, ",\"user_id\":");
+    e |= http_buf_json_str(b, o->user_id, strnlen(o->user_id, sizeof o->user_id));
+    e |= http_buf_puts(b, ",\"qty\":");
+    e |= http_buf_i64(b, o->qty);
+    e |= http_buf_puts(b, ",\"stock\":");
+    e |= http_buf_i64(b, o->stock);
+    e |= http_buf_puts(b, ",\"version\":");
+    e |= http_buf_i64(b, o->version);
+    e |= http_buf_puts(b, tail);
+    if (e < 0) {
+        c->closing = 1;
+        return;
+    }
+    reply_json(c, route, 200, NULL, 0);
+}
+
 static void h_decrement(http_conn *c, const char *sku)
 {
     const int R = HTTP__R_DECREMENT;
     const http_service *s = c->srv->svc;
     char user[HTTP_USER_MAX + 1], key[HTTP_IDEM_KEY_MAX + 1];
     http_decrement_req req = {.sku = sku, .user_id = user};
-    size_t klen;
-    const char *k = header(c, "idempotency-key", &klen);
-    if (k) {
-        if (klen == 0 || klen > HTTP_IDEM_KEY_MAX) {
-            bad_request(c, R, "Idempotency-Key must be 1-128 printable ASCII bytes");
-            return;
-        }
-        for (size_t i = 0; i < klen; i++)
-            if (k[i] < 0x20 || k[i] > 0x7e) {
-                bad_request(c, R, "Idempotency-Key must be 1-128 printable ASCII bytes");
-                return;
-            }
-        memcpy(key, k, klen);
-        key[klen] = 0;
+    int k = idempotency_key(c, R, key);
+    if (k < 0)
+        return;
+    if (k > 0)
         req.idempotency_key = key;
-    }
     http__jobj j;
     if (parse_body(c, R, &j) < 0)
         return;
@@ -227,26 +279,48 @@ static void h_decrement(http_conn *c, const char *sku)
         reply_err(c, R, rc, res.retry_after_s);
         return;
     }
-    http_buf *b = &c->body;
-    b->len = 0;
-    int e = http_buf_puts(b, "{\"order_id\":");
-    e |= http_buf_i64(b, res.order_id);
-    e |= http_buf_puts(b, ",\"sku\":");
-    e |= http_buf_json_str(b, sku, strlen(sku));
-    e |= http_buf_puts(b, ",\"user_id\":");
-    e |= http_buf_json_str(b, user, strlen(user));
-    e |= http_buf_puts(b, ",\"qty\":");
-    e |= http_buf_i64(b, req.qty);
-    e |= http_buf_puts(b, ",\"stock\":");
-    e |= http_buf_i64(b, res.stock);
-    e |= http_buf_puts(b, ",\"version\":");
-    e |= http_buf_i64(b, res.version);
-    e |= http_buf_puts(b, res.replayed ? ",\"replayed\":true}" : ",\"replayed\":false}");
-    if (e < 0) {
-        c->closing = 1;
+    /* The body describes the order as stored (a replay's is the original,
+     * equal to this request by the service's contract), never the
+     * request's own fields. */
+    http_order o = {.order_id = res.order_id, .qty = res.qty, .stock = res.stock,
+                    .version = res.version};
+    memcpy(o.sku, res.sku, sizeof o.sku);
+    memcpy(o.user_id, res.user_id, sizeof o.user_id);
+    reply_order(c, R, &o, res.replayed ? ",\"replayed\":true}" : ",\"replayed\":false}");
+}
+
+static void h_order_by_key(http_conn *c, const char *q, size_t qlen)
+{
+    const int R = HTTP__R_ORDER_BY_KEY;
+    const http_service *s = c->srv->svc;
+    char key[HTTP_IDEM_KEY_MAX + 1], user[HTTP_USER_MAX + 1];
+    int k = idempotency_key(c, R, key);
+    if (k < 0)
+        return;
+    if (k == 0) {
+        bad_request(c, R, "send the order's key in the Idempotency-Key header");
         return;
     }
-    reply_json(c, R, 200, NULL, 0);
+    size_t ulen = 0;
+    const char *u = query_param(q, qlen, "user_id", &ulen);
+    if (u == NULL || !http__valid_ident(u, ulen, HTTP_USER_MAX)) {
+        bad_request(c, R, "the user_id query parameter must be 1-64 bytes of [A-Za-z0-9._:-]");
+        return;
+    }
+    memcpy(user, u, ulen);
+    user[ulen] = 0;
+    http_order o;
+    memset(&o, 0, sizeof o);
+    int rc = s->order_by_key(s->ctx, key, user, &o);
+    if (rc < 0) {
+        if (rc == HTTP_E_NOT_FOUND)
+            http__reply_error(c, R, 404, "not_found",
+                              "no committed order of this user has this Idempotency-Key", NULL);
+        else
+            reply_err(c, R, rc, 0);
+        return;
+    }
+    reply_order(c, R, &o, "}");
 }
 
 static void h_put_item(http_conn *c, const char *sku)
@@ -285,20 +359,9 @@ static void h_put_item(http_conn *c, const char *sku)
 
 static int query_flag(const char *q, size_t qlen, const char *name)
 {
-    size_t n = strlen(name);
-    const char *end = q + qlen;
-    while (q < end) {
-        const char *amp = memchr(q, '&', (size_t)(end - q));
-        const char *e = amp ? amp : end;
-        if ((size_t)(e - q) == n + 5 && memcmp(q, name, n) == 0 &&
-            memcmp(q + n, "=true", 5) == 0)
-            return 1;
-        if ((size_t)(e - q) == n + 2 && memcmp(q, name, n) == 0 &&
-            memcmp(q + n, "=1", 2) == 0)
-            return 1;
-        q = amp ? amp + 1 : end;
-    }
-    return 0;
+    size_t n;
+    const char *v = query_param(q, qlen, name, &n);
+    return v != NULL && ((n == 4 && memcmp(v, "true", 4) == 0) || (n == 1 && v[0] == '1'));
 }
 
 static void h_audit(http_conn *c, const char *sku, const char *q, size_t qlen)
@@ -485,6 +548,7 @@ static int has_impl(const http_service *s, int route)
     case HTTP__R_PUT_ITEM:   return s->put_item != NULL;
     case HTTP__R_DECREMENT:  return s->decrement != NULL;
     case HTTP__R_AUDIT:      return s->audit != NULL;
+    case HTTP__R_ORDER_BY_KEY: return s->order_by_key != NULL;
     case HTTP__R_GET_CONFIG: return s->get_config != NULL;
     case HTTP__R_PUT_CONFIG: return s->put_config != NULL;
     default:                 return 1;
@@ -539,6 +603,7 @@ void http__dispatch(http_conn *c)
     case HTTP__R_DECREMENT:  h_decrement(c, sku); break;
     case HTTP__R_PUT_ITEM:   h_put_item(c, sku); break;
     case HTTP__R_AUDIT:      h_audit(c, sku, q, qlen); break;
+    case HTTP__R_ORDER_BY_KEY: h_order_by_key(c, q, qlen); break;
     case HTTP__R_GET_CONFIG: h_get_config(c); break;
     case HTTP__R_PUT_CONFIG: h_put_config(c); break;
     case HTTP__R_METRICS:    h_metrics(c); break;

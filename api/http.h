@@ -64,6 +64,7 @@ enum {
     HTTP_E_UNAVAILABLE = -10008,        /* 503 unavailable */
     HTTP_E_OUTCOME_UNKNOWN = -10009,    /* 503 outcome_unknown */
     HTTP_E_CONFLICT = -10010,           /* 409 conflict (generic) */
+    HTTP_E_KEY_MISMATCH = -10011,       /* 422 idempotency_key_mismatch */
 };
 
 /* A static description of err (negative HTTP_E_* or negative errno). */

@@ -20,6 +20,7 @@
     X(GET_ITEM, GET, "/v1/items/{sku}", 0)                                   \
     X(PUT_ITEM, PUT, "/v1/items/{sku}", 1)                                   \
     X(DECREMENT, POST, "/v1/items/{sku}/decrement", 0)                       \
+    X(ORDER_BY_KEY, GET, "/v1/orders/by-key", 0)                             \
     X(AUDIT, GET, "/admin/items/{sku}/audit", 1)                             \
     X(GET_CONFIG, GET, "/admin/config", 1)                                   \
     X(PUT_CONFIG, PUT, "/admin/config", 1)                                   \

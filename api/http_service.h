@@ -54,8 +54,14 @@ typedef struct http_decrement_req {
     const char *idempotency_key; /* NULL when the request had none */
 } http_decrement_req;
 
+/* The order a decrement made or replayed: with a replay, the original
+ * order's sku, buyer and qty (which equal the request's: a key sent with
+ * another request is HTTP_E_KEY_MISMATCH). */
 typedef struct http_decrement_res {
     int64_t order_id;
+    char sku[HTTP_SKU_MAX + 1];
+    char user_id[HTTP_USER_MAX + 1];
+    int64_t qty;
     int64_t stock;               /* stock after this order */
     int64_t version;             /* item version after this order */
     int replayed;                /* nonzero: an earlier outcome of the key */
@@ -73,6 +79,16 @@ typedef struct http_put_item_req {
     int has_sale_starts_at_ms;
     int64_t sale_starts_at_ms;   /* >= 0 */
 } http_put_item_req;
+
+/* GET /v1/orders/by-key: the order an Idempotency-Key made. */
+typedef struct http_order {
+    int64_t order_id;
+    char sku[HTTP_SKU_MAX + 1];
+    char user_id[HTTP_USER_MAX + 1];
+    int64_t qty;
+    int64_t stock;               /* the item right after the order */
+    int64_t version;
+} http_order;
 
 typedef struct http_audit {
     int64_t stock, version, units_supplied, units_sold, orders;
@@ -123,6 +139,11 @@ typedef struct http_service {
      * *created when the item did not exist before. */
     int (*put_item)(void *ctx, const http_put_item_req *req, http_item *out,
                     int *created);
+    /* GET /v1/orders/by-key: the order whose idempotency key is key,
+     * when it was bought by user_id (else HTTP_E_NOT_FOUND, as for a key
+     * no committed order has). Read-only. */
+    int (*order_by_key)(void *ctx, const char *key, const char *user_id,
+                        http_order *out);
     /* GET /admin/items/{sku}/audit[?orders=true]. */
     int (*audit)(void *ctx, const char *sku, int with_orders,
                  http_audit *out);

@@ -197,6 +197,9 @@ static int do_decrement(mem *m, const http_decrement_req *req,
     it->it.version++;
     it->units_sold += req->qty;
     out->order_id = ++m->next_order;
+    snprintf(out->sku, sizeof out->sku, "%s", req->sku);
+    snprintf(out->user_id, sizeof out->user_id, "%s", req->user_id);
+    out->qty = req->qty;
     it->orders[it->norders++] = out->order_id;
     out->stock = it->it.stock;
     out->version = it->it.version;
@@ -214,6 +217,12 @@ static int m_decrement(void *ctx, const http_decrement_req *req,
     if (req->idempotency_key) {
         moutcome *o = map_get(&m->keys, req->idempotency_key);
         if (o) {
+            /* Only the request the key was first sent with replays. */
+            if (strcmp(o->res.sku, req->sku) != 0 || strcmp(o->res.user_id, req->user_id) != 0 ||
+                o->res.qty != req->qty) {
+                rc = HTTP_E_KEY_MISMATCH;
+                goto out;
+            }
             *out = o->res;
             out->replayed = 1;
             rc = o->rc;
@@ -221,7 +230,8 @@ static int m_decrement(void *ctx, const http_decrement_req *req,
         }
     }
     rc = do_decrement(m, req, out);
-    if (req->idempotency_key && rc != -ENOMEM) {
+    /* Only orders record their key (as the store does). */
+    if (req->idempotency_key && rc == 0) {
         moutcome *o = map_add(&m->keys, req->idempotency_key, sizeof *o);
         if (o) {
             o->rc = rc;
@@ -229,6 +239,27 @@ static int m_decrement(void *ctx, const http_decrement_req *req,
         }
     }
 out:
+    pthread_mutex_unlock(&m->lock);
+    return rc;
+}
+
+static int m_order_by_key(void *ctx, const char *key, const char *user_id, http_order *out)
+{
+    mem *m = ctx;
+    int rc = enter(m);
+    if (rc)
+        return rc;
+    moutcome *o = map_get(&m->keys, key);
+    if (o == NULL || strcmp(o->res.user_id, user_id) != 0) {
+        rc = HTTP_E_NOT_FOUND;
+    } else {
+        out->order_id = o->res.order_id;
+        memcpy(out->sku, o->res.sku, sizeof out->sku);
+        memcpy(out->user_id, o->res.user_id, sizeof out->user_id);
+        out->qty = o->res.qty;
+        out->stock = o->res.stock;
+        out->version = o->res.version;
+    }
     pthread_mutex_unlock(&m->lock);
     return rc;
 }
@@ -375,6 +406,7 @@ http_service *http_memservice_new(void)
         .decrement = m_decrement,
         .put_item = m_put_item,
         .audit = m_audit,
+        .order_by_key = m_order_by_key,
         .get_config = m_get_config,
         .put_config = m_put_config,
         .metrics = m_metrics,

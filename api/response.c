@@ -28,6 +28,7 @@ const char *http__reason(int status)
     case 413: return "Payload Too Large";
     case 414: return "URI Too Long";
     case 417: return "Expectation Failed";
+    case 422: return "Unprocessable Content";
     case 425: return "Too Early";
     case 429: return "Too Many Requests";
     case 431: return "Request Header Fields Too Large";

@@ -56,6 +56,7 @@ extern "C" {
     X(DECR_OVERLOADED, "cachesvc_decrements_total", "outcome=\"overloaded\"", "")               \
     X(DECR_UNAVAILABLE, "cachesvc_decrements_total", "outcome=\"unavailable\"", "")             \
     X(DECR_UNKNOWN, "cachesvc_decrements_total", "outcome=\"outcome_unknown\"", "")             \
+    X(DECR_KEY_MISMATCH, "cachesvc_decrements_total", "outcome=\"idempotency_key_mismatch\"", "") \
     X(DECR_FAST_REJECT, "cachesvc_fast_rejects_total", "",                                      \
       "Decrements refused as sold out from the local cache, without the database.")             \
     X(PUT_ITEM, "cachesvc_item_puts_total", "", "Items created or restocked.")                  \

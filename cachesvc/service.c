@@ -63,6 +63,27 @@ void svc__slow_check(svc *s, const char *op, const char *sku, int64_t dt, int r)
                  (double)dt / 1e6, r);
 }
 
+static int svc_order_by_key(void *ctx, const char *key, const char *user_id, http_order *out)
+{
+    svc *s = ctx;
+    store_order o;
+    int r = store_order_by_key(s->st, key, &o);
+    if (r == 0 && strcmp(o.user_id, user_id) != 0)
+        r = -ENOENT;   /* another buyer's key answers as no order */
+    if (r < 0) {
+        if (r != -ENOENT && r != -EINVAL)
+            SVC_WARN(NULL, "order lookup failed", "err=\"%s\"", store_strerror(r));
+        return r == -EINVAL ? HTTP_E_BAD_REQUEST : svc__store_err(r);
+    }
+    out->order_id = o.order_id;
+    memcpy(out->sku, o.sku, sizeof out->sku);
+    memcpy(out->user_id, o.user_id, sizeof out->user_id);
+    out->qty = o.qty;
+    out->stock = o.stock;
+    out->version = o.version;
+    return 0;
+}
+
 static int svc_audit(void *ctx, const char *sku, int with_orders, http_audit *out)
 {
     svc *s = ctx;
@@ -587,6 +608,7 @@ wired:
         .decrement = svc_decrement,
         .put_item = svc_put_item,
         .audit = svc_audit,
+        .order_by_key = svc_order_by_key,
         .get_config = svc_get_config,
         .put_config = svc_put_config,
         .metrics = svc_metrics,

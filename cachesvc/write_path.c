@@ -57,6 +57,18 @@ void svc__on_commit(void *ctx, const char *sku, int64_t stock, int64_t version,
         inv_notify(s->iv);
 }
 
+/* The order of an OK or REPLAYED result, as the answer describes it. */
+static void order_to_http(const store_decrement_result *r, http_decrement_res *out)
+{
+    out->order_id = r->order_id;
+    memcpy(out->sku, r->sku, sizeof out->sku);
+    memcpy(out->user_id, r->user_id, sizeof out->user_id);
+    out->qty = r->qty;
+    out->stock = r->stock;
+    out->version = r->version;
+    out->replayed = r->outcome == STORE_REPLAYED;
+}
+
 /* Answers from memory when the local cache shows the item sold out (and
  * on sale) at some version. Without a key and without a per-user limit
  * that could decide first, the local entry is enough: sold_out, or
@@ -88,12 +100,13 @@ static int fast_answer(svc *s, const http_decrement_req *req, http_decrement_res
                        req->idempotency_key, &res) != 1)
         return 0;
     if (res.outcome == STORE_REPLAYED) {
-        out->order_id = res.order_id;
-        out->stock = res.stock;
-        out->version = res.version;
-        out->replayed = 1;
+        order_to_http(&res, out);
         svc_metric_inc(SVC_C_DECR_REPLAYED);
         return 1;
+    }
+    if (res.outcome == STORE_KEY_MISMATCH) {
+        svc_metric_inc(SVC_C_DECR_KEY_MISMATCH);
+        return HTTP_E_KEY_MISMATCH;
     }
     svc_metric_inc(SVC_C_DECR_FAST_REJECT);
     switch (res.outcome) {
@@ -133,12 +146,12 @@ int svc_decrement(void *ctx, const http_decrement_req *req, http_decrement_res *
     switch (res.outcome) {
     case STORE_OK:
     case STORE_REPLAYED:
-        out->order_id = res.order_id;
-        out->stock = res.stock;
-        out->version = res.version;
-        out->replayed = res.outcome == STORE_REPLAYED;
+        order_to_http(&res, out);
         svc_metric_inc(res.outcome == STORE_OK ? SVC_C_DECR_OK : SVC_C_DECR_REPLAYED);
         return 0;
+    case STORE_KEY_MISMATCH:
+        svc_metric_inc(SVC_C_DECR_KEY_MISMATCH);
+        return HTTP_E_KEY_MISMATCH;
     case STORE_NOT_FOUND:
         svc_metric_inc(SVC_C_DECR_NOT_FOUND);
         return HTTP_E_NOT_FOUND;

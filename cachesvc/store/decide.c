@@ -70,6 +70,7 @@ static const char *const outcome_names[STORE_OUTCOME_COUNT_] = {
     [STORE_OVERLOADED] = "overloaded",
     [STORE_UNAVAILABLE] = "unavailable",
     [STORE_OUTCOME_UNKNOWN] = "outcome_unknown",
+    [STORE_KEY_MISMATCH] = "idempotency_key_mismatch",
 };
 
 const char *store_outcome_name(store_outcome o)
@@ -135,18 +136,21 @@ static int decide_decr(store__state *s, int64_t now_ms, store__op **ops, int i)
     int j;
 
     /* A key decided earlier in this batch replays that order; a key the
-     * database knew replays the stored order. */
+     * database knew replays the stored order. Either only for the same
+     * request: a key sent with another sku, buyer or qty is refused. */
     if (op->key != NULL) {
         for (j = 0; j < i; j++) {
             store__op *o = ops[j];
             if (o->kind == STORE__DECR && o->outcome == STORE_OK && o->key != NULL &&
                 strcmp(o->key, op->key) == 0) {
                 op->replay_of = j;
-                return STORE_REPLAYED;
+                return o->qty == op->qty && strcmp(o->user_id, op->user_id) == 0
+                           ? STORE_REPLAYED : STORE_KEY_MISMATCH;
             }
         }
         if (op->key_found)
-            return STORE_REPLAYED;
+            return store__same_request(&op->prior, op->sku, op->user_id, op->qty)
+                       ? STORE_REPLAYED : STORE_KEY_MISMATCH;
     }
     if (!s->found)
         return STORE_NOT_FOUND;
@@ -169,6 +173,13 @@ static int decide_decr(store__state *s, int64_t now_ms, store__op **ops, int i)
         return STORE_INSUFFICIENT_STOCK;
     s->stock -= op->qty;
     return STORE_OK;
+}
+
+int store__same_request(const store_order *o, const char *sku, const char *user_id,
+                        int64_t qty)
+{
+    return o->qty == qty && strcmp(o->user_id, user_id) == 0 &&
+           (o->sku[0] == '\0' || sku == NULL || strcmp(o->sku, sku) == 0);
 }
 
 int store__decide(store__state *s, int64_t now_ms, store__op **ops, int n)
@@ -198,7 +209,8 @@ void store__finish(const store__state *s, store__op **ops, int n)
         op->stock = s->found ? s->stock : 0;
         op->version = s->found ? s->version : 0;
         op->after = *s;
-        if (op->kind != STORE__DECR || op->outcome != STORE_REPLAYED)
+        if (op->kind != STORE__DECR ||
+            (op->outcome != STORE_REPLAYED && op->outcome != STORE_KEY_MISMATCH))
             continue;
         if (op->replay_of >= 0) {
             const store__op *o = ops[op->replay_of];

@@ -54,7 +54,7 @@ enum {
     PS_BEGIN, PS_COMMIT, PS_ROLLBACK, PS_LOCK_ITEM, PS_KEYS, PS_BOUGHT_LIMITED, PS_BOUGHT,
     PS_IDS, PS_REBUILD, PS_INS_ORDERS, PS_UPS_PURCHASES, PS_UPD_ITEM, PS_INS_ITEM,
     PS_INS_OUTBOX, PS_GET_ITEM, PS_OUTBOX_FETCH, PS_OUTBOX_DEL, PS_ASYNC_COMMIT, PS_PING,
-    PS_GUARD, PS_INS_ORDERS_NEW, PS_LOCK_TIMEOUT,
+    PS_GUARD, PS_INS_ORDERS_NEW, PS_LOCK_TIMEOUT, PS_ORDER_BY_KEY,
     PS_COUNT
 };
 static const char *const ps_sql[PS_COUNT] = {
@@ -116,6 +116,8 @@ static const char *const ps_sql[PS_COUNT] = {
                           " SELECT o FROM t ORDER BY n",
     /* Bounds the one-round-trip batch's lock waits (lock_timeout_of). */
     [PS_LOCK_TIMEOUT] = "SELECT set_config('lock_timeout', $1, true)",
+    [PS_ORDER_BY_KEY] = "SELECT order_id, sku, user_id, qty, stock_after, version_after"
+                        " FROM orders WHERE idempotency_key = $1",
 };
 
 enum { PG_KNOWN = 64 };
@@ -568,6 +570,18 @@ static int64_t col_i64(PGresult *r, int row, int col)
     return PQgetisnull(r, row, col) ? 0 : strtoll(PQgetvalue(r, row, col), NULL, 10);
 }
 
+/* An order's columns (order_id, sku, user_id, qty, stock_after,
+ * version_after) from column col on. */
+static void row_order(PGresult *r, int row, int col, store_order *o)
+{
+    o->order_id = col_i64(r, row, col);
+    snprintf(o->sku, sizeof o->sku, "%s", PQgetvalue(r, row, col + 1));
+    snprintf(o->user_id, sizeof o->user_id, "%s", PQgetvalue(r, row, col + 2));
+    o->qty = col_i64(r, row, col + 3);
+    o->stock = col_i64(r, row, col + 4);
+    o->version = col_i64(r, row, col + 5);
+}
+
 /* The item row of a "SELECT stock, version, per_user_limit,
  * sale_starts_at_ms, units_supplied" (no row: not found). */
 static void row_state(PGresult *r, store__state *s)
@@ -828,12 +842,7 @@ static int batch_read(batch_ctx *b, store__state *s0, int ids_wanted)
                 if (op->kind != STORE__DECR || op->key == NULL || strcmp(op->key, k) != 0)
                     continue;
                 op->key_found = 1;
-                op->prior.order_id = col_i64(r, row, 1);
-                snprintf(op->prior.sku, sizeof op->prior.sku, "%s", PQgetvalue(r, row, 2));
-                snprintf(op->prior.user_id, sizeof op->prior.user_id, "%s", PQgetvalue(r, row, 3));
-                op->prior.qty = col_i64(r, row, 4);
-                op->prior.stock = col_i64(r, row, 5);
-                op->prior.version = col_i64(r, row, 6);
+                row_order(r, row, 1, &op->prior);
             }
         }
     }
@@ -1351,6 +1360,21 @@ static int pg_get_item(store *st, const char *sku, store_item *out)
     return rc;
 }
 
+static int pg_order_by_key(store *st, const char *key, store_order *out)
+{
+    PGresult *r;
+    const char *p[1] = {key};
+    int rc = run1(st, PS_ORDER_BY_KEY, 1, p, &r);
+    if (rc < 0)
+        return rc;
+    if (PQntuples(r) != 1)
+        rc = -ENOENT;
+    else
+        row_order(r, 0, 0, out);
+    PQclear(r);
+    return rc;
+}
+
 enum { A_BEGIN, A_ITEM, A_ORDERS, A_MAXUSER, A_DUPS, A_IDS, A_COMMIT, A_MAX };
 
 static int pg_audit(store *st, const char *sku, int with_orders, store_audit_result *out)
@@ -1647,6 +1671,7 @@ static const store__backend pg_backend = {
     .name = "postgresql",
     .batch = pg_batch,
     .get_item = pg_get_item,
+    .order_by_key = pg_order_by_key,
     .audit = pg_audit,
     .outbox_fetch = pg_outbox_fetch,
     .outbox_delete = pg_outbox_delete,

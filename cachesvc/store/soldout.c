@@ -33,13 +33,12 @@
  * answer (ARCHITECTURE.md, "Consistency we promise"). A replay is right
  * whatever the version: a committed order never changes.
  *
- * The one rule not covered. Idempotency keys are global: a key first used
- * on another item replays that item's order in the store. The set holds
- * this item's keys only, so such a key is answered sold_out (or
- * limit_exceeded) here. A client that reuses one key for two different
- * items sends two different requests under one key, which the contract
- * calls a replay of the first; answering the second as the item's own
- * state is the difference, and docs/store.md states it.
+ * Keys of other items. Idempotency keys are global: a key first used on
+ * another item is that item's order, and the store refuses a request for
+ * this item under it (idempotency_key_mismatch). The set holds this item's
+ * keys only, so a key it does not know is looked up in the database
+ * (store_order_by_key, one indexed read) before the request is refused:
+ * the set is complete for this item's orders, not for the key space.
  *
  * Concurrency. The sets live in a small hash of slots under so_lock, a
  * mutex held only for a lookup (two hash probes) and never across a
@@ -254,21 +253,35 @@ static int64_t set_bought(const store__so_set *s, const char *user)
     return 0;
 }
 
+/* Answers out from the order o that the request's key found: a replay
+ * when the request is o's, else a mismatch (decide.c's rule). */
+static void answer_key(const store_order *o, const char *sku, const char *user_id,
+                       int64_t qty, store_decrement_result *out)
+{
+    out->outcome = store__same_request(o, sku, user_id, qty) ? STORE_REPLAYED
+                                                             : STORE_KEY_MISMATCH;
+    out->order_id = o->order_id;
+    out->qty = o->qty;
+    snprintf(out->user_id, sizeof out->user_id, "%s", o->user_id);
+    snprintf(out->sku, sizeof out->sku, "%s", o->sku);
+    out->stock = o->stock;
+    out->version = o->version;
+}
+
 /* The store's rules (decide.c) for a request against the set, once the
- * sale has started. */
-static void set_decide(const store__so_set *s, const char *sku, const char *user_id,
-                       int64_t qty, const char *key, store_decrement_result *out)
+ * sale has started. Returns 1 when a key the set does not hold must still
+ * be looked up in the database before the answer stands. */
+static int set_decide(const store__so_set *s, const char *sku, const char *user_id,
+                      int64_t qty, const char *key, store_decrement_result *out)
 {
     const so_row *r = key != NULL ? set_find_key(s, key) : NULL;
     if (r != NULL) {
-        out->outcome = STORE_REPLAYED;
-        out->order_id = r->order_id;
-        out->qty = r->qty;
-        snprintf(out->user_id, sizeof out->user_id, "%s", s->strs + r->user);
-        snprintf(out->sku, sizeof out->sku, "%s", sku);
-        out->stock = r->stock;
-        out->version = r->version;
-        return;
+        store_order o = {.order_id = r->order_id, .qty = r->qty, .stock = r->stock,
+                         .version = r->version};
+        snprintf(o.sku, sizeof o.sku, "%s", sku);
+        snprintf(o.user_id, sizeof o.user_id, "%s", s->strs + r->user);
+        answer_key(&o, sku, user_id, qty, out);
+        return 0;
     }
     if (s->item.per_user_limit > 0 && set_bought(s, user_id) + qty > s->item.per_user_limit)
         out->outcome = STORE_LIMIT_EXCEEDED;
@@ -276,6 +289,7 @@ static void set_decide(const store__so_set *s, const char *sku, const char *user
         out->outcome = STORE_SOLD_OUT;
     out->stock = 0;
     out->version = s->item.version;
+    return key != NULL;
 }
 
 /* ---- slots --------------------------------------------------------------- */
@@ -421,7 +435,7 @@ int store_sold_out(store *st, const char *sku, int64_t version, const char *user
     struct store__so *so = st->so;
     store__so_set *stale = NULL;
     uint64_t token = 0;
-    int answered = 0;
+    int answered = 0, lookup = 0;
 
     memset(out, 0, sizeof *out);
     if (!store_valid_id(sku) || !store_valid_id(user_id) || qty < 1 || qty > STORE_QTY_MAX ||
@@ -435,7 +449,7 @@ int store_sold_out(store *st, const char *sku, int64_t version, const char *user
         so_slot **pp = do_slot_find(so, sku), *sl = *pp;
         if (sl != NULL && sl->state == SO_READY && sl->version == version) {
             if (store__wall_ms() >= sl->set->item.sale_starts_at_ms) {
-                set_decide(sl->set, sku, user_id, qty, key, out);
+                lookup = set_decide(sl->set, sku, user_id, qty, key, out);
                 sl->used = ++so->clock;
                 answered = 1;
             }
@@ -473,6 +487,18 @@ int store_sold_out(store *st, const char *sku, int64_t version, const char *user
         store__enter(st);   /* store_close waits for the read */
         load(st, sku, version, token);
         store__leave(st);
+    }
+    if (answered && lookup) {
+        /* The key is not one of this item's orders; it may be another's. */
+        store_order o;
+        memset(&o, 0, sizeof o);
+        store__enter(st);
+        int r = st->be->order_by_key != NULL ? st->be->order_by_key(st, key, &o) : -ENOSYS;
+        store__leave(st);
+        if (r == 0)
+            answer_key(&o, sku, user_id, qty, out);
+        else if (r != -ENOENT)
+            answered = 0;   /* cannot tell: the batcher decides */
     }
     if (answered) {
         STORE__STAT_ADD(st, sold_out_answers, 1);

@@ -48,7 +48,7 @@ static const char *const w_sql[W_NSTMT] = {
 
 enum {
     R_BEGIN, R_COMMIT, R_SEL_ITEM, R_AUDIT_ORDERS, R_AUDIT_MAXUSER, R_AUDIT_DUPKEYS,
-    R_AUDIT_IDS, R_OUTBOX, R_PING, R_SO_ORDERS, R_NSTMT
+    R_AUDIT_IDS, R_OUTBOX, R_PING, R_SO_ORDERS, R_ORDER_BY_KEY, R_NSTMT
 };
 static const char *const r_sql[R_NSTMT] = {
     [R_BEGIN] = "BEGIN",
@@ -67,6 +67,8 @@ static const char *const r_sql[R_NSTMT] = {
     [R_PING] = "SELECT 1",
     [R_SO_ORDERS] = "SELECT user_id, qty, idempotency_key, order_id, stock_after, version_after"
                     " FROM orders WHERE sku = ?1 LIMIT ?2",
+    [R_ORDER_BY_KEY] = "SELECT order_id, sku, user_id, qty, stock_after, version_after"
+                       " FROM orders WHERE idempotency_key = ?1",
 };
 
 typedef struct sq_conn {
@@ -152,6 +154,26 @@ typedef struct batch_args {
     store__batch_result *r;
 } batch_args;
 
+/* Steps s, bound to an idempotency key, into *o. Returns 1 found, 0 not,
+ * or a negative errno. */
+static int read_order(sqlite3 *db, sqlite3_stmt *s, const char *key, store_order *o)
+{
+    bind_text(s, 1, key);
+    int rc = sqlite3_step(s), found = 0;
+    if (rc == SQLITE_ROW) {
+        found = 1;
+        o->order_id = sqlite3_column_int64(s, 0);
+        copy_col(o->sku, sizeof o->sku, s, 1);
+        copy_col(o->user_id, sizeof o->user_id, s, 2);
+        o->qty = sqlite3_column_int64(s, 3);
+        o->stock = sqlite3_column_int64(s, 4);
+        o->version = sqlite3_column_int64(s, 5);
+        rc = SQLITE_DONE;
+    }
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE ? found : sq_err(db, "read key");
+}
+
 /* The reads of the batch: idempotency keys and, when a per-user limit can
  * apply in this batch (need_bought), the buyers' purchases. */
 static int batch_reads(sq *q, const char *sku, store__op **ops, int n, int need_bought)
@@ -166,22 +188,9 @@ static int batch_reads(sq *q, const char *sku, store__op **ops, int n, int need_
         if (op->kind != STORE__DECR)
             continue;
         if (op->key != NULL) {
-            s = q->wst[W_SEL_KEY];
-            bind_text(s, 1, op->key);
-            rc = sqlite3_step(s);
-            if (rc == SQLITE_ROW) {
-                op->key_found = 1;
-                op->prior.order_id = sqlite3_column_int64(s, 0);
-                copy_col(op->prior.sku, sizeof op->prior.sku, s, 1);
-                copy_col(op->prior.user_id, sizeof op->prior.user_id, s, 2);
-                op->prior.qty = sqlite3_column_int64(s, 3);
-                op->prior.stock = sqlite3_column_int64(s, 4);
-                op->prior.version = sqlite3_column_int64(s, 5);
-                rc = SQLITE_DONE;
-            }
-            sqlite3_reset(s);
-            if (rc != SQLITE_DONE)
-                return sq_err(db, "read key");
+            if ((rc = read_order(db, q->wst[W_SEL_KEY], op->key, &op->prior)) < 0)
+                return rc;
+            op->key_found = rc;
         }
         if (!need_bought)
             continue;
@@ -340,6 +349,23 @@ static intptr_t get_blocking(void *arg)
         return -ENOENT;
     store__state_to_item(&s, a->sku, it);
     return 0;
+}
+
+static intptr_t order_blocking(void *arg)
+{
+    read_args *a = arg;
+    sq *q = a->st->impl;
+    pthread_mutex_lock(&q->r.mu);
+    int rc = read_order(q->r.db, q->rst[R_ORDER_BY_KEY], a->sku, a->out);
+    pthread_mutex_unlock(&q->r.mu);
+    return rc < 0 ? rc : rc == 1 ? 0 : -ENOENT;
+}
+
+/* The order of an idempotency key (read_args.sku carries the key). */
+static int sq_order_by_key(store *st, const char *key, store_order *out)
+{
+    read_args a = {.st = st, .sku = key, .out = out};
+    return (int)offload(order_blocking, &a);
 }
 
 static int sq_get_item(store *st, const char *sku, store_item *out)
@@ -706,6 +732,7 @@ static const store__backend sqlite_backend = {
     .name = "sqlite",
     .batch = sq_batch,
     .get_item = sq_get_item,
+    .order_by_key = sq_order_by_key,
     .audit = sq_audit,
     .outbox_fetch = sq_outbox_fetch,
     .outbox_delete = sq_outbox_delete,

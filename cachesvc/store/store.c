@@ -274,12 +274,12 @@ static void lead_batch(store *st, store__batcher *b, store__op *self)
                 continue;
             if (op->outcome == STORE_OK)
                 STORE__STAT_ADD(st, orders, 1);
-            else if (op->outcome == STORE_REPLAYED) {
+            else if (op->outcome == STORE_REPLAYED)
                 STORE__STAT_ADD(st, replays, 1);
-                if (op->replay_of >= 0)
-                    strcpy(op->prior.sku, b->sku);
-            } else
+            else
                 STORE__STAT_ADD(st, rejects, 1);
+            if (op->replay_of >= 0)
+                strcpy(op->prior.sku, b->sku);
         }
         if (r.changed) {
             STORE__STAT_ADD(st, commits, 1);
@@ -425,6 +425,7 @@ int store_decrement(store *st, const char *sku, const char *user_id, int64_t qty
         return -EINVAL;
     memset(&op, 0, sizeof op);
     op.kind = STORE__DECR;
+    op.sku = sku;
     op.user_id = user_id;
     op.qty = qty;
     op.key = key;
@@ -459,7 +460,7 @@ int store_decrement(store *st, const char *sku, const char *user_id, int64_t qty
         out->qty = qty;
         strcpy(out->user_id, user_id);
         strcpy(out->sku, sku);
-    } else if (op.outcome == STORE_REPLAYED) {
+    } else if (op.outcome == STORE_REPLAYED || op.outcome == STORE_KEY_MISMATCH) {
         out->order_id = op.prior.order_id;
         out->qty = op.prior.qty;
         strcpy(out->user_id, op.prior.user_id);
@@ -506,6 +507,15 @@ static int count_error(store *st, int rc)
         STORE__STAT_ADD(st, errors, 1);
     store__leave(st);
     return rc;
+}
+
+int store_order_by_key(store *st, const char *key, store_order *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!store_valid_key(key))
+        return -EINVAL;
+    store__enter(st);
+    return count_error(st, st->be->order_by_key(st, key, out));
 }
 
 int store_get_item(store *st, const char *sku, store_item *out)

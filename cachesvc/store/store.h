@@ -89,7 +89,7 @@ void store_close(store *st);
 /* The decrement's outcome. The names (store_outcome_name) are the API's
  * error codes: "ok", "replayed", "not_found", "sold_out",
  * "insufficient_stock", "limit_exceeded", "sale_not_started", "overloaded",
- * "unavailable", "outcome_unknown". */
+ * "unavailable", "outcome_unknown", "idempotency_key_mismatch". */
 typedef enum store_outcome {
     STORE_OK = 0,
     STORE_REPLAYED,            /* the key was used before: original order */
@@ -101,6 +101,9 @@ typedef enum store_outcome {
     STORE_OVERLOADED,          /* the item's queue is full: nothing queued */
     STORE_UNAVAILABLE,         /* database down / timeout: nothing applied */
     STORE_OUTCOME_UNKNOWN,     /* connection lost in COMMIT: retry, same key */
+    STORE_KEY_MISMATCH,        /* the key's order is for another sku, user
+                                * or qty: nothing applied; the result
+                                * describes that order */
     STORE_OUTCOME_COUNT_
 } store_outcome;
 
@@ -108,10 +111,13 @@ const char *store_outcome_name(store_outcome o);
 
 typedef struct store_decrement_result {
     store_outcome outcome;
-    int64_t order_id;     /* OK and REPLAYED: the order; else 0 */
-    int64_t qty;          /* OK: qty; REPLAYED: the original order's qty */
-    char user_id[STORE_SKU_MAX + 1];   /* REPLAYED: the original buyer */
-    char sku[STORE_SKU_MAX + 1];       /* REPLAYED: the original order's sku */
+    int64_t order_id;     /* OK, REPLAYED, KEY_MISMATCH: the order; else 0 */
+    int64_t qty;          /* OK: qty; REPLAYED, KEY_MISMATCH: the original
+                           * order's qty */
+    char user_id[STORE_SKU_MAX + 1];   /* REPLAYED, KEY_MISMATCH: the
+                                        * original buyer */
+    char sku[STORE_SKU_MAX + 1];       /* REPLAYED, KEY_MISMATCH: the
+                                        * original order's sku */
     int64_t stock;        /* the item after the batch (REPLAYED: after the */
     int64_t version;      /* original batch); 0 for the failure outcomes   */
                           /* that never read the item                      */
@@ -123,8 +129,10 @@ typedef struct store_decrement_result {
 /* Decrements sku's stock by qty for user_id through the item's batcher and
  * parks the caller until its batch committed (or failed). key (1-128
  * printable ASCII bytes) or NULL is the idempotency key: a key seen before
- * (on any sku) answers STORE_REPLAYED with the original order and applies
- * nothing; only successful orders record their key. deadline (rt_now_ns
+ * (on any sku: keys are global, and kept as long as their order) answers
+ * STORE_REPLAYED with the original order when the request is the same
+ * (sku, user_id, qty), STORE_KEY_MISMATCH when it is not, and applies
+ * nothing either way; only successful orders record their key. deadline (rt_now_ns
  * clock, RT_NO_DEADLINE) bounds the time spent queued: a request still
  * queued then is answered STORE_UNAVAILABLE when the batch running ahead of
  * it ends (so at most one batch, itself bounded by timeout_ms, late); once
@@ -138,18 +146,35 @@ int store_decrement(store *st, const char *sku, const char *user_id,
 /* Answers a decrement of an item the caller holds at committed version
  * `version` with stock 0 from memory, exactly as store_decrement would
  * decide it against that version: the key's order of this item
- * (STORE_REPLAYED with the original order), STORE_LIMIT_EXCEEDED (the
- * buyer's orders of the item plus qty pass the per-user limit) or
- * STORE_SOLD_OUT. The first call for a version reads the item and its
- * orders in one snapshot (it parks for that round trip; calls meanwhile
- * answer 0); a batch that changes the item forgets them. Keys used on
- * another item are not known here (see soldout.c). Returns 1 with *out
+ * (STORE_REPLAYED with the original order, or STORE_KEY_MISMATCH),
+ * STORE_LIMIT_EXCEEDED (the buyer's orders of the item plus qty pass the
+ * per-user limit) or STORE_SOLD_OUT. The first call for a version reads
+ * the item and its orders in one snapshot (it parks for that round trip;
+ * calls meanwhile answer 0); a batch that changes the item forgets them. A
+ * key that is not among the item's orders is looked up in the database
+ * (store_order_by_key) before the request is refused: it may be another
+ * item's. Returns 1 with *out
  * filled, 0 when it cannot tell (no set for this version yet, the sale has
  * not started, more than cfg.sold_out_max_orders orders, the item is not
  * sold out at the database): the caller then goes through
  * store_decrement. -EINVAL for bad input. Coroutines only. */
 int store_sold_out(store *st, const char *sku, int64_t version, const char *user_id,
                    int64_t qty, const char *key, store_decrement_result *out);
+
+/* An order as its idempotency key finds it. */
+typedef struct store_order {
+    int64_t order_id;
+    char sku[STORE_SKU_MAX + 1];
+    char user_id[STORE_SKU_MAX + 1];
+    int64_t qty;
+    int64_t stock;     /* the item right after the order's batch */
+    int64_t version;
+} store_order;
+
+/* Reads the order whose idempotency key is key straight from the
+ * database. Returns 0 with *out, -ENOENT (no committed order has the key),
+ * -EINVAL, -EIO, -ETIMEDOUT. Coroutines only. */
+int store_order_by_key(store *st, const char *key, store_order *out);
 
 typedef struct store_item {
     char sku[STORE_SKU_MAX + 1];

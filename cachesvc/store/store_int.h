@@ -24,15 +24,6 @@ typedef struct store__state {
     int64_t units_supplied;
 } store__state;
 
-/* An order found by its idempotency key before the batch ran. */
-typedef struct store__order {
-    int64_t order_id;
-    char sku[STORE_SKU_MAX + 1];
-    char user_id[STORE_SKU_MAX + 1];
-    int64_t qty;
-    int64_t stock;     /* the item after the order's batch */
-    int64_t version;
-} store__order;
 
 /* One queued request: a decrement or a put. It lives on the stack of the
  * coroutine that made the request, which stays parked until the request is
@@ -40,13 +31,15 @@ typedef struct store__order {
 typedef struct store__op {
     int kind;
     /* Inputs (owned by the caller). */
+    const char *sku;
     const char *user_id;
     int64_t qty;
     const char *key;
     store_put put;
-    /* Filled by the backend before store__decide(). */
+    /* Filled by the backend before store__decide(): the order found by
+     * key before the batch ran. */
     int key_found;
-    store__order prior;
+    store_order prior;
     int64_t bought;      /* the user's purchased qty before this batch */
     /* The decision. For a decrement a store_outcome; for a put 0 or
      * -EINVAL. replay_of is the index in the batch of the earlier request
@@ -79,6 +72,12 @@ typedef struct store__op {
  * filled key_found/prior and bought for every decrement. Returns 1 when
  * something changed (an order or a put), else 0. */
 int store__decide(store__state *s, int64_t now_ms, store__op **ops, int n);
+
+/* 1 when the order o is the request (sku, user_id, qty): a replay; 0 when
+ * its key came with another request. An empty o->sku or a NULL sku (the
+ * batch's own item) matches any sku. */
+int store__same_request(const store_order *o, const char *sku, const char *user_id,
+                        int64_t qty);
 
 /* After a commit: fills every op's answer (stock, version, batch size, the
  * order ids of in-batch replays) from the final state s. */
@@ -127,6 +126,7 @@ typedef struct store__backend {
     const char *name;
     int (*batch)(store *st, const char *sku, store__op **ops, int n, store__batch_result *r);
     int (*get_item)(store *st, const char *sku, store_item *out);
+    int (*order_by_key)(store *st, const char *key, store_order *out);
     int (*audit)(store *st, const char *sku, int with_orders, store_audit_result *out);
     int (*outbox_fetch)(store *st, int64_t after_id, size_t max, store_outbox_row *rows);
     int (*outbox_delete)(store *st, const int64_t *ids, size_t n);

@@ -36,6 +36,26 @@ req POST $U/v1/items/one/decrement '{"user_id":"u2","qty":1}'; expect 409 '"sold
 later=$(( ($(date +%s) + 3600) * 1000 ))
 req PUT $U/v1/items/later "{\"stock\":5,\"sale_starts_at_ms\":$later}" "${ADMIN[@]}"
 req POST $U/v1/items/later/decrement '{"user_id":"u1","qty":1}'; expect 425 '"sale_not_started"' "425"
+# 422: an Idempotency-Key replays only the request it was first sent
+# with; a replay describes the stored order; the order can be looked up.
+req PUT $U/v1/items/a '{"stock":10}' "${ADMIN[@]}"; req PUT $U/v1/items/other '{"stock":10}' "${ADMIN[@]}"
+req POST $U/v1/items/a/decrement '{"user_id":"alice","qty":1}' -H 'Idempotency-Key: k1'; expect 200 '"replayed":false' "alice buys a with k1"
+oid=$(json_num order_id <<<"$BODY")
+req POST $U/v1/items/a/decrement '{"user_id":"alice","qty":1}' -H 'Idempotency-Key: k1'
+expect 200 "{\"order_id\":$oid,\"sku\":\"a\",\"user_id\":\"alice\",\"qty\":1," "the same request replays alice's order"
+req POST $U/v1/items/a/decrement '{"user_id":"mallory","qty":3}' -H 'Idempotency-Key: k1'
+expect 422 '"idempotency_key_mismatch"' "k1 with another buyer and qty: 422"
+req POST $U/v1/items/other/decrement '{"user_id":"bob","qty":2}' -H 'Idempotency-Key: k1'
+expect 422 '"idempotency_key_mismatch"' "k1 on another item: 422"
+req GET "$U/admin/items/other/audit" "" "${ADMIN[@]}"
+check "nothing was sold of the other item" [ "$(json_num units_sold <<<"$BODY")" = 0 ]
+req GET "$U/admin/items/a/audit" "" "${ADMIN[@]}"
+check "one unit of a was sold" [ "$(json_num units_sold <<<"$BODY")" = 1 ]
+req GET "$U/v1/orders/by-key?user_id=alice" "" -H 'Idempotency-Key: k1'
+expect 200 "{\"order_id\":$oid,\"sku\":\"a\",\"user_id\":\"alice\",\"qty\":1," "the order looked up by its key"
+req GET "$U/v1/orders/by-key?user_id=mallory" "" -H 'Idempotency-Key: k1'; expect 404 '"not_found"' "another buyer's key: 404"
+req GET "$U/v1/orders/by-key?user_id=alice" "" -H 'Idempotency-Key: never-used'; expect 404 '"not_found"' "an unused key: 404"
+req GET "$U/v1/orders/by-key?user_id=alice"; expect 400 '"bad_request"' "lookup without a key: 400"
 # 413 / 414 / 431
 head -c 70000 /dev/zero | tr '\0' 'a' >"$T/big"
 CODE=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' \

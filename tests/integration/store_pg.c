@@ -134,13 +134,38 @@ static void test_pg_api(void **state)
     assert_int_equal(r.version, 2);
     assert_int_equal(store_decrement(st, "api", "u2", 2, NULL, RT_NO_DEADLINE, &r), 0);
     assert_int_equal(r.outcome, STORE_INSUFFICIENT_STOCK);
-    assert_int_equal(store_decrement(st, "api", "u3", 1, key, RT_NO_DEADLINE, &r), 0);
+    assert_int_equal(store_decrement(st, "api", "u1", 2, key, RT_NO_DEADLINE, &r), 0);
     assert_int_equal(r.outcome, STORE_REPLAYED);
     assert_int_equal(r.order_id, order);
     assert_string_equal(r.user_id, "u1");
     assert_int_equal(r.qty, 2);
     assert_int_equal(r.stock, 1);
     assert_int_equal(r.version, 2);
+    /* The key with another buyer, qty or item: refused, nothing applied,
+     * the answer describing the key's own order. */
+    assert_int_equal(store_decrement(st, "api", "u3", 1, key, RT_NO_DEADLINE, &r), 0);
+    assert_int_equal(r.outcome, STORE_KEY_MISMATCH);
+    assert_int_equal(r.order_id, order);
+    assert_string_equal(r.user_id, "u1");
+    assert_string_equal(r.sku, "api");
+    assert_int_equal(store_decrement(st, "api", "u1", 1, key, RT_NO_DEADLINE, &r), 0);
+    assert_int_equal(r.outcome, STORE_KEY_MISMATCH);
+    assert_int_equal(store_decrement(st, "none", "u1", 2, key, RT_NO_DEADLINE, &r), 0);
+    assert_int_equal(r.outcome, STORE_KEY_MISMATCH);
+    assert_string_equal(r.sku, "api");
+    /* The order is found by its key; an unknown key is not. */
+    store_order o;
+    assert_int_equal(store_order_by_key(st, key, &o), 0);
+    assert_int_equal(o.order_id, order);
+    assert_string_equal(o.sku, "api");
+    assert_string_equal(o.user_id, "u1");
+    assert_int_equal(o.qty, 2);
+    assert_int_equal(o.stock, 1);
+    assert_int_equal(o.version, 2);
+    assert_int_equal(store_order_by_key(st, "no-such-key", &o), -ENOENT);
+    assert_int_equal(store_order_by_key(st, "bad key", &o), -EINVAL);
+    assert_int_equal(store_get_item(st, "api", &it), 0);
+    assert_int_equal(it.version, 2);
     assert_int_equal(store_decrement(st, "none", "u1", 1, NULL, RT_NO_DEADLINE, &r), 0);
     assert_int_equal(r.outcome, STORE_NOT_FOUND);
     assert_int_equal(store_decrement(st, "api", "bad user", 1, NULL, RT_NO_DEADLINE, &r),
@@ -457,7 +482,7 @@ static store_outcome same_as_batch(store *st, const char *sku, int64_t version, 
     assert_int_equal(m.order_id, b.order_id);
     assert_int_equal(m.stock, b.stock);
     assert_int_equal(m.version, b.version);
-    if (m.outcome == STORE_REPLAYED) {
+    if (m.outcome == STORE_REPLAYED || m.outcome == STORE_KEY_MISMATCH) {
         assert_int_equal(m.qty, b.qty);
         assert_string_equal(m.user_id, b.user_id);
         assert_string_equal(m.sku, b.sku);
@@ -472,13 +497,19 @@ static void sold_out_check(const char *url_, const char *sku)
     store_decrement_result r;
     store_stats s0, s1;
     store_item it;
-    char key1[40], key2[40], key3[40];
+    char key1[40], key2[40], key3[40], okey[40], osku[40];
 
     snprintf(key1, sizeof key1, "%s-k1", sku);
     snprintf(key2, sizeof key2, "%s-k2", sku);
     snprintf(key3, sizeof key3, "%s-k3", sku);
+    snprintf(okey, sizeof okey, "%s-other-k", sku);
+    snprintf(osku, sizeof osku, "%s-other", sku);
     assert_int_equal(store_open(url_, &cfg, &st), 0);
     store_put p = {.stock = 3, .per_user_limit = 2, .sale_starts_at_ms = -1};
+    assert_int_equal(store_put_item(st, osku, &p, RT_NO_DEADLINE, &it, NULL), 0);
+    assert_int_equal(store_decrement(st, osku, "u1", 1, okey, RT_NO_DEADLINE, &r), 0);
+    assert_int_equal(r.outcome, STORE_OK);
+    int64_t order_other = r.order_id;
     assert_int_equal(store_put_item(st, sku, &p, RT_NO_DEADLINE, &it, NULL), 0);
 
     /* Not sold out: nothing answered from memory. */
@@ -495,14 +526,22 @@ static void sold_out_check(const char *url_, const char *sku)
     assert_int_equal(store_sold_out(st, sku, v - 1, "u3", 1, key2, &r), 0);
     store_stats_get(st, &s0);
     /* Replay of a committed key after the sell-out, from memory, equal to
-     * the batch's answer (another buyer and qty: still the original). */
-    assert_int_equal(same_as_batch(st, sku, v, "u9", 1, key1), STORE_REPLAYED);
+     * the batch's answer; the key with another buyer or qty is refused,
+     * describing the original order. */
+    assert_int_equal(same_as_batch(st, sku, v, "u1", 2, key1), STORE_REPLAYED);
+    assert_int_equal(same_as_batch(st, sku, v, "u9", 1, key1), STORE_KEY_MISMATCH);
     assert_int_equal(store_sold_out(st, sku, v, "u9", 5, key1, &r), 1);
+    assert_int_equal(r.outcome, STORE_KEY_MISMATCH);
     assert_int_equal(r.order_id, order1);
     assert_int_equal(r.qty, 2);
     assert_string_equal(r.user_id, "u1");
     assert_int_equal(r.stock, 1);
     assert_int_equal(r.version, v - 1);
+    /* Another item's key: not in this item's set, found in the database. */
+    assert_int_equal(same_as_batch(st, sku, v, "u1", 1, okey), STORE_KEY_MISMATCH);
+    assert_int_equal(store_sold_out(st, sku, v, "u1", 1, okey, &r), 1);
+    assert_int_equal(r.order_id, order_other);
+    assert_string_equal(r.sku, osku);
     /* A new key: sold out. A buyer at the limit: limit_exceeded first. */
     assert_int_equal(same_as_batch(st, sku, v, "u3", 1, key2), STORE_SOLD_OUT);
     assert_int_equal(same_as_batch(st, sku, v, "u1", 1, key3), STORE_LIMIT_EXCEEDED);
@@ -511,7 +550,7 @@ static void sold_out_check(const char *url_, const char *sku)
     assert_int_equal(same_as_batch(st, sku, v, "u2", 2, key2), STORE_LIMIT_EXCEEDED);
     store_stats_get(st, &s1);
     assert_int_equal(s1.sold_out_loads, s0.sold_out_loads);   /* loaded once, before */
-    assert_int_equal(s1.sold_out_answers - s0.sold_out_answers, 7);
+    assert_int_equal(s1.sold_out_answers - s0.sold_out_answers, 10);
     assert_int_equal(s1.orders, s0.orders);
 
     /* A restock drops the set: neither version is answered any more. */
@@ -525,10 +564,11 @@ static void sold_out_check(const char *url_, const char *sku)
     assert_int_equal(r.outcome, STORE_OK);
     int64_t order2 = r.order_id;
     /* Sold out again at a new version: a new set, with the new order. */
-    assert_int_equal(same_as_batch(st, sku, v + 2, "u4", 1, key2), STORE_REPLAYED);
-    assert_int_equal(store_sold_out(st, sku, v + 2, "u4", 1, key2, &r), 1);
+    assert_int_equal(same_as_batch(st, sku, v + 2, "u3", 1, key2), STORE_REPLAYED);
+    assert_int_equal(store_sold_out(st, sku, v + 2, "u3", 1, key2, &r), 1);
     assert_int_equal(r.order_id, order2);
-    assert_int_equal(same_as_batch(st, sku, v + 2, "u4", 1, key1), STORE_REPLAYED);
+    assert_int_equal(same_as_batch(st, sku, v + 2, "u1", 2, key1), STORE_REPLAYED);
+    assert_int_equal(same_as_batch(st, sku, v + 2, "u4", 1, key1), STORE_KEY_MISMATCH);
     assert_int_equal(same_as_batch(st, sku, v + 2, "u4", 1, key3), STORE_SOLD_OUT);
 
     /* Sale not started: the store decides. */
@@ -589,7 +629,7 @@ static void sold_out_budget_check(const char *url_)
     snprintf(sku, sizeof sku, "budget%d", 0);   /* budget0 is used again */
     assert_int_equal(store_sold_out(st, sku, v[0], "x", 1, "new", &r), 1);
     snprintf(sku, sizeof sku, "budget%d", 4);   /* drops budget1 */
-    assert_int_equal(store_sold_out(st, sku, v[4], "x", 1, "budget4-k1", &r), 1);
+    assert_int_equal(store_sold_out(st, sku, v[4], "u1", 1, "budget4-k1", &r), 1);
     assert_int_equal(r.outcome, STORE_REPLAYED);
     store_stats_get(st, &s1);
     assert_int_equal(s1.sold_out_loads - s0.sold_out_loads, 5);

@@ -668,8 +668,33 @@ static void test_decrement_codes(void **st)
     assert_non_null(strstr(o, "{\"order_id\":1,\"sku\":\"hot\",\"user_id\":\"u1\","
                               "\"qty\":2,\"stock\":98,\"version\":2,\"replayed\":false}"));
     o = post(f, "hot", "{\"user_id\":\"u1\",\"qty\":2}", "k1");
-    assert_non_null(strstr(o, "\"order_id\":1,"));
-    assert_non_null(strstr(o, "\"replayed\":true}"));
+    assert_non_null(strstr(o, "{\"order_id\":1,\"sku\":\"hot\",\"user_id\":\"u1\","
+                              "\"qty\":2,\"stock\":98,\"version\":2,\"replayed\":true}"));
+    /* The key with another buyer, qty or item: 422, nothing applied. */
+    static const char *const other[][2] = {
+        {"hot", "{\"user_id\":\"mallory\",\"qty\":2}"},
+        {"hot", "{\"user_id\":\"u1\",\"qty\":3}"},
+        {"lim", "{\"user_id\":\"u1\",\"qty\":2}"},
+    };
+    for (size_t i = 0; i < 3; i++) {
+        o = post(f, other[i][0], other[i][1], "k1");
+        assert_non_null(strstr(o, "HTTP/1.1 422 Unprocessable Content\r\n"));
+        assert_non_null(strstr(o, "\"error\":\"idempotency_key_mismatch\""));
+    }
+    assert_int_equal(stock_of(f), 98);
+    /* The order, looked up by its key and buyer. */
+    o = feeds(f, "GET /v1/orders/by-key?user_id=u1 HTTP/1.1\r\nIdempotency-Key: k1\r\n\r\n");
+    assert_non_null(strstr(o, "HTTP/1.1 200 OK\r\n"));
+    assert_non_null(strstr(o, "{\"order_id\":1,\"sku\":\"hot\",\"user_id\":\"u1\","
+                              "\"qty\":2,\"stock\":98,\"version\":2}"));
+    o = feeds(f, "GET /v1/orders/by-key?user_id=mallory HTTP/1.1\r\nIdempotency-Key: k1\r\n\r\n");
+    assert_non_null(strstr(o, "HTTP/1.1 404 Not Found\r\n"));
+    o = feeds(f, "GET /v1/orders/by-key?user_id=u1 HTTP/1.1\r\nIdempotency-Key: k9\r\n\r\n");
+    assert_non_null(strstr(o, "HTTP/1.1 404 Not Found\r\n"));
+    o = feeds(f, "GET /v1/orders/by-key?user_id=u1 HTTP/1.1\r\n\r\n");
+    assert_non_null(strstr(o, "HTTP/1.1 400 Bad Request\r\n"));
+    o = feeds(f, "GET /v1/orders/by-key HTTP/1.1\r\nIdempotency-Key: k1\r\n\r\n");
+    assert_non_null(strstr(o, "HTTP/1.1 400 Bad Request\r\n"));
     o = post(f, "hot", "{\"user_id\":\"u1\",\"qty\":99}", NULL);
     assert_non_null(strstr(o, "HTTP/1.1 409 Conflict"));
     assert_non_null(strstr(o, "\"error\":\"insufficient_stock\""));

@@ -157,12 +157,27 @@ static void paths_body(void *arg)
      * original order exactly as the store does. */
     CHECK(decr(s, "hot", "u1", 1, "key-1", &res) == 0 && res.replayed);
     CHECK(res.order_id == order1 && res.stock == 2 && res.version == v0 + 1);
-    CHECK(decr(s, "hot", "u7", 3, "key-1", &res) == 0 && res.replayed && res.order_id == order1);
+    CHECK(!strcmp(res.sku, "hot") && !strcmp(res.user_id, "u1") && res.qty == 1);
+    /* The key with another buyer or qty: refused, never described as a
+     * purchase of the new request. */
+    CHECK(decr(s, "hot", "u7", 3, "key-1", &res) == HTTP_E_KEY_MISMATCH);
     CHECK(decr(s, "hot", "u3", 1, "key-3", &res) == HTTP_E_SOLD_OUT);
     store_stats_get(s->st, &st1);
     CHECK(st1.batches == st0.batches);
     CHECK(st1.sold_out_loads == st0.sold_out_loads + 1);
     CHECK(st1.sold_out_answers == st0.sold_out_answers + 4);
+    /* The key on another item: refused there too, nothing applied. */
+    CHECK(put(s, "other", 3, 0) == 0);
+    CHECK(decr(s, "other", "u1", 1, "key-1", &res) == HTTP_E_KEY_MISMATCH);
+    http_item oit;
+    http_tier otier;
+    CHECK(svc_get_item(s, "other", &oit, &otier) == 0 && oit.stock == 3);
+    /* The order is found by its key and buyer only. */
+    http_order ord;
+    CHECK(s->api.order_by_key(s, "key-1", "u1", &ord) == 0 && ord.order_id == order1 &&
+          !strcmp(ord.sku, "hot") && ord.qty == 1);
+    CHECK(s->api.order_by_key(s, "key-1", "u7", &ord) == HTTP_E_NOT_FOUND);
+    CHECK(s->api.order_by_key(s, "key-3", "u3", &ord) == HTTP_E_NOT_FOUND);
 
     /* A restock clears the sold-out state: the key refused before buys. */
     CHECK(put(s, "hot", 5, -1) == 0);
@@ -180,8 +195,9 @@ static void paths_body(void *arg)
     CHECK(decr(s, "lim", "c", 1, NULL, &res) == HTTP_E_SOLD_OUT);
     CHECK(decr(s, "lim", "c", 2, "lim-3", &res) == HTTP_E_LIMIT_EXCEEDED);
     CHECK(decr(s, "lim", "c", 1, "lim-3", &res) == HTTP_E_SOLD_OUT);
-    CHECK(decr(s, "lim", "c", 1, "lim-1", &res) == 0 && res.replayed &&
+    CHECK(decr(s, "lim", "a", 1, "lim-1", &res) == 0 && res.replayed &&
           res.order_id == lim_order);
+    CHECK(decr(s, "lim", "c", 1, "lim-1", &res) == HTTP_E_KEY_MISMATCH);
 
     /* A cold item read by many coroutines at once: one fill, the others
      * wait for it and share its answer. */

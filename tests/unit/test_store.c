@@ -95,7 +95,7 @@ static void test_decide_rules(void **state)
 
     o[0] = decr("u1", 2, "k1");          /* ok: stock 1 */
     o[1] = decr("u1", 1, NULL);          /* limit 2: exceeded */
-    o[2] = decr("u2", 1, "k1");          /* replay of o[0] */
+    o[2] = decr("u1", 2, "k1");          /* replay of o[0] */
     o[3] = decr("u2", 2, NULL);          /* insufficient */
     o[4] = decr("u2", 1, "k2");          /* ok: stock 0 */
     o[5] = decr("u3", 1, NULL);          /* sold out */
@@ -104,6 +104,8 @@ static void test_decide_rules(void **state)
     o[8] = decr("u9", 1, "old");         /* a key the database knew */
     o[8].key_found = 1;
     o[8].prior.order_id = 77;
+    strcpy(o[8].prior.user_id, "u9");
+    o[8].prior.qty = 1;
     o[9] = decr("u4", 1, NULL);
     o[9].bought = 0;
     assert_int_equal(store__decide(&s, 2000, p, 10), 1);
@@ -139,6 +141,35 @@ static void test_decide_rules(void **state)
     o[0] = decr("u7", 1, NULL);
     assert_int_equal(store__decide(&s, 2000, p, 1), 0);
     assert_int_equal(o[0].outcome, STORE_SOLD_OUT);
+
+    /* A key replays only the request it was first sent with: another
+     * buyer, qty or sku under it is refused, in the batch and from the
+     * database alike, and applies nothing. */
+    s.stock = 10;
+    s.per_user_limit = 0;
+    o[0] = decr("alice", 1, "k1");           /* ok */
+    o[1] = decr("mallory", 1, "k1");         /* another buyer */
+    o[2] = decr("alice", 3, "k1");           /* another qty */
+    o[3] = decr("alice", 1, "k1");           /* the same: replay */
+    o[4] = decr("bob", 2, "db");             /* the database's key, another sku */
+    o[4].sku = "hot";
+    o[4].key_found = 1;
+    o[4].prior.order_id = 5;
+    strcpy(o[4].prior.sku, "other");
+    strcpy(o[4].prior.user_id, "bob");
+    o[4].prior.qty = 2;
+    o[5] = o[4];
+    o[5].sku = "other";                      /* the same request: replay */
+    assert_int_equal(store__decide(&s, 2000, p, 6), 1);
+    assert_int_equal(o[0].outcome, STORE_OK);
+    assert_int_equal(o[1].outcome, STORE_KEY_MISMATCH);
+    assert_int_equal(o[1].replay_of, 0);
+    assert_int_equal(o[2].outcome, STORE_KEY_MISMATCH);
+    assert_int_equal(o[3].outcome, STORE_REPLAYED);
+    assert_int_equal(o[4].outcome, STORE_KEY_MISMATCH);
+    assert_int_equal(o[5].outcome, STORE_REPLAYED);
+    assert_int_equal(s.stock, 9);
+    assert_string_equal(store_outcome_name(STORE_KEY_MISMATCH), "idempotency_key_mismatch");
 
     /* Deltas per user. */
     const char *users[4];

@@ -39,6 +39,7 @@ typedef struct tsm_model {
     int nkeys;
     char (*keys)[48];
     int *key_order;        /* index of the op whose order holds the key */
+    store_order *key_prior; /* that order as the store's key lookup finds it */
     int nusers;
     char (*users)[16];
     int64_t *bought;
@@ -182,6 +183,7 @@ static inline void tsm_model_init(tsm_model *m)
     m->cap = 4096;
     m->keys = calloc((size_t)m->cap, sizeof *m->keys);
     m->key_order = calloc((size_t)m->cap, sizeof *m->key_order);
+    m->key_prior = calloc((size_t)m->cap, sizeof *m->key_prior);
     m->users = calloc((size_t)m->cap, sizeof *m->users);
     m->bought = calloc((size_t)m->cap, sizeof *m->bought);
 }
@@ -190,6 +192,7 @@ static inline void tsm_model_free(tsm_model *m)
 {
     free(m->keys);
     free(m->key_order);
+    free(m->key_prior);
     free(m->users);
     free(m->bought);
 }
@@ -215,6 +218,7 @@ static inline void tsm_model_apply(tsm_model *m, store__op *op, int64_t now_ms)
                 if (strcmp(m->keys[i], op->key) == 0) {
                     ki = i;
                     op->key_found = 1;
+                    op->prior = m->key_prior[i];
                     op->prior.order_id = m->key_order[i];
                 }
     }
@@ -227,6 +231,10 @@ static inline void tsm_model_apply(tsm_model *m, store__op *op, int64_t now_ms)
         op->order_id = idx;
         if (op->key != NULL && ki < 0) {
             snprintf(m->keys[m->nkeys], sizeof m->keys[0], "%s", op->key);
+            store_order *pr = &m->key_prior[m->nkeys];
+            memset(pr, 0, sizeof *pr);   /* sku "": the model's one item */
+            snprintf(pr->user_id, sizeof pr->user_id, "%s", op->user_id);
+            pr->qty = op->qty;
             m->key_order[m->nkeys++] = idx;
         }
     }
@@ -257,7 +265,8 @@ static inline void tsm_compare_real(const tsm_ops *o, const tsm_real *real)
                             (long long)real[j].order_id, j, o->ops[j].key ? o->ops[j].key : "-",
                             real[j].outcome);
         assert_int_equal(m->outcome, real[i].outcome);
-        if (m->kind == STORE__DECR && m->outcome == STORE_REPLAYED)
+        if (m->kind == STORE__DECR &&
+            (m->outcome == STORE_REPLAYED || m->outcome == STORE_KEY_MISMATCH))
             assert_int_equal(real[i].order_id, real[m->prior.order_id].order_id);
         if (m->kind == STORE__DECR && m->outcome == STORE_OK)
             assert_true(real[i].order_id > 0);
@@ -274,8 +283,8 @@ static inline void tsm_compare(const tsm_model *m, const store__op *model_ops, c
     (void)m;
     for (int i = 0; i < n; i++) {
         r[i].outcome = real[i].outcome;
-        r[i].order_id = real[i].outcome == STORE_REPLAYED ? real[i].prior.order_id
-                                                          : real[i].order_id;
+        r[i].order_id = real[i].outcome == STORE_REPLAYED || real[i].outcome == STORE_KEY_MISMATCH
+                            ? real[i].prior.order_id : real[i].order_id;
     }
     tsm_compare_real(&o, r);
     free(r);
