@@ -77,6 +77,9 @@ static int check_name(const char *v, char *why, size_t n);
       "connections per Redis node")                                                                             \
     X(redis, ttl_ms, K_INT, redis_ttl_ms, 0, INT_MAX, check_any, "3600000",                                  \
       "expiry of the Redis copy of an item; 0 = none")                                                          \
+    X(redis, tombstone_ttl_ms, K_INT, redis_tombstone_ttl_ms, 1000, 86400000, check_any, "60000",            \
+      "how long a delayed delete's tombstone refuses fills older than it (must outlast a reader's "          \
+      "database read plus its Redis fill)")                                                                     \
     X(redis, breaker_failures, K_INT, redis_breaker_failures, 1, 1000000, check_any, "5",                    \
       "consecutive Redis failures that open the breaker (reads then skip Redis)")                               \
     X(redis, breaker_probe_ms, K_INT, redis_breaker_probe_ms, 1, 3600000, check_any, "1000",                 \

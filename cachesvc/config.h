@@ -54,6 +54,7 @@ typedef struct svc_config {
     int redis_timeout_ms;
     int redis_connections;         /* per node */
     int redis_ttl_ms;              /* PX on fills; 0 = no expiry */
+    int redis_tombstone_ttl_ms;    /* PX of a delete's tombstone */
     int redis_breaker_failures;
     int redis_breaker_probe_ms;
     /* [kafka] */

@@ -87,6 +87,7 @@ static void run(void *arg)
 
     /* 256 deletes in flight at once, pipelined by the cluster client. */
     if (svc_redis_sink_start(&a->sink, a->rc, a->cfg.redis_timeout_ms,
+                              a->cfg.redis_tombstone_ttl_ms,
                              SVC_REDIS_SINK_WIDTH) < 0) {
         fprintf(stderr, "invalidator: out of memory\n");
         goto out;

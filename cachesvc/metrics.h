@@ -43,6 +43,10 @@ extern "C" {
       "Redis requests skipped because the breaker was open.")                                   \
     X(REDIS_BREAKER_OPEN, "cachesvc_redis_breaker_opens_total", "",                             \
       "Times the Redis breaker opened.")                                                        \
+    X(LOCAL_STALE_EVICT, "cachesvc_local_stale_evictions_total", "",                           \
+      "Local copies evicted because a decrement refused by the database saw a newer version.") \
+    X(REDIS_TOMBSTONE, "cachesvc_redis_tombstones_total", "",                                   \
+      "Redis reads that found a delete's tombstone (a miss whose version became the local floor).") \
     X(REDIS_STALE, "cachesvc_redis_stale_total", "",                                            \
       "Redis copies older than the local version floor, read past.")                            \
     X(DECR_OK, "cachesvc_decrements_total", "outcome=\"ok\"", "Decrements by outcome.")         \

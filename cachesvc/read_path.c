@@ -171,7 +171,8 @@ static int payload_parse(const char *buf, size_t len, svc_entry *e)
 
 /* Reads sku from Redis. Returns 1 with *e, 0 on a miss (or a value that does
  * not parse: the database repairs it), or a negative code when Redis could
- * not be asked. */
+ * not be asked. A tombstone is a miss that raises the local floor to its
+ * version: no copy older than the delete it marks is installed here. */
 static int redis_get(svc *s, const char *sku, svc_entry *e)
 {
     char key[HTTP_SKU_MAX + 16], buf[96];
@@ -185,6 +186,12 @@ static int redis_get(svc *s, const char *sku, svc_entry *e)
                              rt_deadline_ms(s->cfg.redis_timeout_ms));
     svc_hist_observe(SVC_H_REDIS_S, (uint64_t)(rt_now_ns() - t0));
     svc__breaker_result(&s->breaker, !svc__redis_failed(r));
+    if (r == 2) {
+        if (ver > 0 && ver <= INT64_MAX)
+            svc__local_evict(s, sku, (int64_t)ver);
+        svc_metric_inc(SVC_C_REDIS_TOMBSTONE);
+        return 0;
+    }
     if (r == 1 && payload_parse(buf, len, e) == 0 && ver <= INT64_MAX &&
         (!e->absent || ver == 0)) {
         e->version = (int64_t)ver;

@@ -33,11 +33,12 @@ extern "C" {
 typedef struct svc_redis_sink {
     rc_cluster *rc;          /* not owned; outlives the sink */
     int timeout_ms;          /* deadline of each delete */
+    int tomb_ttl_ms;         /* the tombstone each delete leaves */
     inv_fanout *fanout;      /* owned */
 } svc_redis_sink;
 
-/* One version-guarded delete: stock:{sku} goes only if its cached version
- * is <= version. Returns 0 when applied (deleted, absent, a newer version
+/* One version-guarded delete: stock:{sku} becomes a tombstone at version
+ * (kept tomb_ttl_ms) unless it holds a newer one. Returns 0 when applied (deleted, absent, a newer version
  * kept, or sku no key the service could have written) or a negative
  * rc error (the invalidator retries it). */
 static inline int svc_redis_sink_one(void *ctx, const char *sku, int64_t version)
@@ -48,7 +49,7 @@ static inline int svc_redis_sink_one(void *ctx, const char *sku, int64_t version
     if (kl < 0)
         return 0;
     int r = rc_delete_if_not_newer(rs->rc, key, (size_t)kl, (uint64_t)version,
-                                   rt_deadline_ms(rs->timeout_ms));
+                                   rs->tomb_ttl_ms, rt_deadline_ms(rs->timeout_ms));
     return r < 0 ? r : 0;
 }
 
@@ -62,10 +63,11 @@ static inline int svc_redis_sink_del(void *ctx, inv_del *items, int n)
 /* Starts the pool of `width` coroutines. From a coroutine. Returns 0 or
  * -ENOMEM (then nothing is left to free). */
 static inline int svc_redis_sink_start(svc_redis_sink *rs, rc_cluster *rc, int timeout_ms,
-                                       int width)
+                                       int tomb_ttl_ms, int width)
 {
     rs->rc = rc;
     rs->timeout_ms = timeout_ms;
+    rs->tomb_ttl_ms = tomb_ttl_ms;
     rs->fanout = inv_fanout_new(width, svc_redis_sink_one, rs);
     return rs->fanout != NULL ? 0 : -ENOMEM;
 }

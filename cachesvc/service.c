@@ -583,6 +583,7 @@ int svc_open(const svc_config *cfg, svc **out)
     }
     if ((ic.roles & INV_ROLE_DELAY) &&
         (r = svc_redis_sink_start(&s->rsink, s->rc, cfg->redis_timeout_ms,
+                                  cfg->redis_tombstone_ttl_ms,
                                   SVC_REDIS_SINK_WIDTH)) < 0) {
         SVC_ERROR(NULL, "redis delete pool did not start", "err=\"%s\"", strerror(-r));
         goto fail;

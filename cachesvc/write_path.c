@@ -119,6 +119,22 @@ static int fast_answer(svc *s, const http_decrement_req *req, http_decrement_res
     }
 }
 
+/* A refusal the database decided at committed version `version`: a local
+ * copy older than that is stale (its broadcast was lost or is late, or it
+ * came from an older Redis copy), so it is evicted with the version as
+ * floor, which is raised even when nothing is cached: neither tier can
+ * bring an older copy back. */
+static void refused_at(svc *s, const char *sku, int64_t version)
+{
+    svc_entry e;
+    int had = svc__local_get(s, sku, &e);
+    if (version > 0 && (!had || e.version < version)) {
+        svc__local_evict(s, sku, version);
+        if (had)
+            svc_metric_inc(SVC_C_LOCAL_STALE_EVICT);
+    }
+}
+
 int svc_decrement(void *ctx, const http_decrement_req *req, http_decrement_res *out)
 {
     svc *s = ctx;
@@ -157,19 +173,23 @@ int svc_decrement(void *ctx, const http_decrement_req *req, http_decrement_res *
         return HTTP_E_NOT_FOUND;
     case STORE_SOLD_OUT: {
         svc_metric_inc(SVC_C_DECR_SOLD_OUT);
-        /* Make sure the local tier learns the item is sold out, so the next
-         * decrements are refused without the database. */
+        /* Make sure the local tier learns the item is sold out (and drops
+         * an older copy), so the next decrements are refused without the
+         * database. */
         svc_entry e;
         http_tier tier;
+        refused_at(s, req->sku, res.version);
         if (!svc__local_get(s, req->sku, &e) || e.absent)
             svc__read_item(s, req->sku, &e, &tier);
         return HTTP_E_SOLD_OUT;
     }
     case STORE_INSUFFICIENT_STOCK:
         svc_metric_inc(SVC_C_DECR_INSUFFICIENT);
+        refused_at(s, req->sku, res.version);
         return HTTP_E_INSUFFICIENT_STOCK;
     case STORE_LIMIT_EXCEEDED:
         svc_metric_inc(SVC_C_DECR_LIMIT);
+        refused_at(s, req->sku, res.version);
         return HTTP_E_LIMIT_EXCEEDED;
     case STORE_SALE_NOT_STARTED:
         svc_metric_inc(SVC_C_DECR_NOT_STARTED);

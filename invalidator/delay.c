@@ -209,7 +209,17 @@ static void on_message(void *arg, rd_kafka_message_t *m)
         do_store_offset(d, m->partition);
     } else {
         bool coalesced;
-        inv__hist_add(&iv->transit, inv__wall_ms() - ev.committed_at_ms);
+        int64_t now = inv__wall_ms();
+        inv__hist_add(&iv->transit, now - ev.committed_at_ms);
+        /* The delay counts from receipt, on this process's clock: the
+         * commit stamp is taken before the row lock and the commit, on the
+         * writer's clock, so due_at_ms alone would shorten the delay by the
+         * lock wait, the commit and any clock skew. Receipt comes after
+         * the commit (the relay publishes committed rows only), so the
+         * Redis copy never goes before commit + delay. */
+        int64_t delay = ev.due_at_ms - ev.committed_at_ms;
+        if (delay > 0 && ev.due_at_ms < now + delay)
+            ev.due_at_ms = now + delay;
         if (inv__pq_add(&d->pq, &ev, m->partition, dp->gen, m->offset,
                         &coalesced) < 0) {
             fprintf(stderr, "invalidator: out of memory holding an event\n");

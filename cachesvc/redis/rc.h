@@ -152,7 +152,10 @@ unsigned rc_keyslot(const char *key, size_t len);
 int rc_item_key(char *dst, size_t cap, const char *sku, size_t skulen);
 
 /* Reads a versioned value. Returns 1 and sets *version, copies the payload
- * into buf and its length into *len; 0 if the key is absent; RC_ENOSPC if
+ * into buf and its length into *len; 2 for a tombstone (a delete's mark,
+ * see rc_delete_if_not_newer) with *version its version and *len 0, which a
+ * reader takes as a miss below whose version nothing is current; 0 if the
+ * key is absent; RC_ENOSPC if
  * the payload is longer than cap (*len then tells the size needed);
  * RC_EBADVALUE if the value is not "<version>|..."; or another RC_E*.
  * Reads a replica when replica_reads is configured. */
@@ -161,18 +164,24 @@ int rc_get_versioned(rc_cluster *c, const char *key, size_t keylen,
                      int64_t deadline);
 
 /* Writes "<version>|<payload>" with a time to live of px_ms (<= 0: none)
- * only if the key is absent or holds a lower version; an equal or higher
- * version is kept. Returns 1 written, 0 refused, or an RC_E* code. Runs a
- * Lua script by EVALSHA, falling back to EVAL on NOSCRIPT. */
+ * only if the key is absent, holds a lower version, or holds a tombstone
+ * at this version or a lower one; an equal or higher value, or a newer
+ * tombstone, is kept. Returns 1 written, 0 refused, RC_EINVAL for the
+ * payload "~" (the tombstone's mark), or an RC_E* code. Runs a Lua script
+ * by EVALSHA, falling back to EVAL on NOSCRIPT. */
 int rc_fill_if_newer(rc_cluster *c, const char *key, size_t keylen,
                      uint64_t version, const void *payload, size_t len,
                      int64_t px_ms, int64_t deadline);
 
-/* Deletes the key only if its version is <= version (a value that does not
- * parse counts as older). Returns 1 deleted, 0 kept or absent, or an RC_E*
+/* Deletes the copy if its version is <= version (a value that does not
+ * parse counts as older) by replacing it with a tombstone, "<version>|~",
+ * that expires after tomb_px_ms (> 0; it must outlast any reader's window
+ * between its database read and its fill). The tombstone is written on an
+ * empty key too, and over an older tombstone. Returns 1 when the key holds
+ * the tombstone, 0 when a newer copy or tombstone was kept, or an RC_E*
  * code. EVALSHA with EVAL fallback, like rc_fill_if_newer. */
 int rc_delete_if_not_newer(rc_cluster *c, const char *key, size_t keylen,
-                           uint64_t version, int64_t deadline);
+                           uint64_t version, int64_t tomb_px_ms, int64_t deadline);
 
 /* ------------------------------------------------------------------------ */
 /* Counters for metrics. The list is declared once here (X macro): each    */

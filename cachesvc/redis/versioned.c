@@ -1,6 +1,17 @@
 /*
  * versioned.c: cached items as "<version>|<payload>" strings, and the two
  * Lua scripts that keep an older version from replacing a newer one.
+ *
+ * A delete does not leave the key empty: it writes a tombstone,
+ * "<version>|~", kept for a while (the caller's tomb_px_ms). Without it, a
+ * reader that read version v from the database before v+1 committed could
+ * fill v after the delete of v+1 had run on an empty key, and every
+ * instance without a floor would serve v until its expiry (memcache's
+ * leases close the same window). With it, a fill older than the tombstone
+ * is refused. A fill at the tombstone's own version is taken: the delete of
+ * v+1 removes the copies that were current before v+1 committed, and a
+ * reader holding v+1 read it after that commit (a later commit would have
+ * left a newer tombstone behind it).
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -24,14 +35,23 @@
     "local function newer(a, b)\n" /* a > b */                                \
     "  if #a ~= #b then return #a > #b end\n"                                 \
     "  return a > b\n"                                                        \
+    "end\n"                                                                   \
+    "local function tomb(v)\n"                                                \
+    "  return v ~= nil and string.sub(v, -2) == '|~'\n"                       \
     "end\n"
 
 /* KEYS[1]; ARGV[1] version, ARGV[2] payload, ARGV[3] px (<= 0: no TTL).
- * Returns 1 written, 0 refused (stored version >= given). */
+ * Returns 1 written, 0 refused (a stored value at the same version or
+ * newer, or a tombstone newer than the given version). */
 const char *const rc__fill_script =
     RC_LUA_VERSION_OF
-    "local cur = ver(redis.call('GET', KEYS[1]))\n"
-    "if cur and not newer(ARGV[1], cur) then return 0 end\n"
+    "local v = redis.call('GET', KEYS[1])\n"
+    "local cur = ver(v)\n"
+    "if cur then\n"
+    "  if tomb(v) then\n"
+    "    if newer(cur, ARGV[1]) then return 0 end\n"
+    "  elseif not newer(ARGV[1], cur) then return 0 end\n"
+    "end\n"
     "local px = tonumber(ARGV[3])\n"
     "if px and px > 0 then\n"
     "  redis.call('SET', KEYS[1], ARGV[1] .. '|' .. ARGV[2], 'PX', px)\n"
@@ -40,15 +60,17 @@ const char *const rc__fill_script =
     "end\n"
     "return 1\n";
 
-/* KEYS[1]; ARGV[1] version. Returns 1 deleted (stored version <= given or
- * unparsable), 0 kept or absent. */
+/* KEYS[1]; ARGV[1] version, ARGV[2] the tombstone's px. Returns 1 when the
+ * key now holds a tombstone at the version (a copy at or below it, an
+ * older tombstone, an unparsable value or nothing was there), 0 when a
+ * newer version (a copy or a tombstone) is kept. */
 const char *const rc__delete_script =
     RC_LUA_VERSION_OF
     "local v = redis.call('GET', KEYS[1])\n"
-    "if not v then return 0 end\n"
     "local cur = ver(v)\n"
     "if cur and newer(cur, ARGV[1]) then return 0 end\n"
-    "redis.call('DEL', KEYS[1])\n"
+    "if cur and tomb(v) and cur == ARGV[1] then return 1 end\n"
+    "redis.call('SET', KEYS[1], ARGV[1] .. '|~', 'PX', tonumber(ARGV[2]))\n"
     "return 1\n";
 
 int rc__parse_versioned(const char *s, size_t len, uint64_t *version,
@@ -108,6 +130,11 @@ int rc_get_versioned(rc_cluster *c, const char *key, size_t keylen,
     }
     if ((rc = rc__parse_versioned(r->str, r->len, version, &payload, &plen)) < 0)
         goto out;
+    if (plen == 1 && payload[0] == '~') {   /* a tombstone */
+        *len = 0;
+        rc = 2;
+        goto out;
+    }
     *len = plen;
     if (plen > cap) {
         rc = RC_ENOSPC;
@@ -164,20 +191,23 @@ int rc_fill_if_newer(rc_cluster *c, const char *key, size_t keylen,
     const char *argv[7] = {NULL, NULL, "1", key, ver, payload, px};
     size_t argvlen[7] = {0, 0, 1, keylen, 0, len, 0};
 
+    if (len == 1 && ((const char *)payload)[0] == '~')
+        return RC_EINVAL;   /* the tombstone's mark */
     argvlen[4] = (size_t)snprintf(ver, sizeof ver, "%" PRIu64, version);
     argvlen[6] = (size_t)snprintf(px, sizeof px, "%" PRId64, px_ms > 0 ? px_ms : 0);
     return run_script(c, rc__fill_script, c->fill_sha, 7, argv, argvlen, deadline);
 }
 
 int rc_delete_if_not_newer(rc_cluster *c, const char *key, size_t keylen,
-                           uint64_t version, int64_t deadline)
+                           uint64_t version, int64_t tomb_px_ms, int64_t deadline)
 {
-    char ver[24];
-    const char *argv[5] = {NULL, NULL, "1", key, ver};
-    size_t argvlen[5] = {0, 0, 1, keylen, 0};
+    char ver[24], px[24];
+    const char *argv[6] = {NULL, NULL, "1", key, ver, px};
+    size_t argvlen[6] = {0, 0, 1, keylen, 0, 0};
 
     argvlen[4] = (size_t)snprintf(ver, sizeof ver, "%" PRIu64, version);
-    return run_script(c, rc__delete_script, c->delete_sha, 5, argv, argvlen, deadline);
+    argvlen[5] = (size_t)snprintf(px, sizeof px, "%" PRId64, tomb_px_ms > 0 ? tomb_px_ms : 1);
+    return run_script(c, rc__delete_script, c->delete_sha, 6, argv, argvlen, deadline);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -331,6 +331,12 @@ int its_redis_set(const char *sku, int64_t version)
     return rc;
 }
 
+/* A delete's tombstone, "<version>|~" (cachesvc/redis/versioned.c). */
+static int is_tombstone(const redisReply *r)
+{
+    return r->len >= 2 && r->str[r->len - 2] == '|' && r->str[r->len - 1] == '~';
+}
+
 int its_redis_get(const char *sku, int64_t *version)
 {
     char key[INV_SKU_MAX + 16];
@@ -342,7 +348,7 @@ int its_redis_get(const char *sku, int64_t *version)
     if (r != NULL && r->type == REDIS_REPLY_NIL) {
         rc = 0;
     } else if (r != NULL && r->type == REDIS_REPLY_STRING) {
-        rc = 1;
+        rc = is_tombstone(r) ? 0 : 1;   /* a delete's mark: no copy */
         if (version != NULL)
             *version = strtoll(r->str, NULL, 10);
     }
@@ -395,7 +401,7 @@ int its_redis_count(const char *prefix, int n)
         snprintf(key, sizeof(key), "stock:{%s%d}", prefix, i);
         int port = key_port(key);
         which[i] = port - cl.ports[0];
-        redisAppendCommand(cs[which[i]], "EXISTS %s", key);
+        redisAppendCommand(cs[which[i]], "GET %s", key);
     }
     for (int i = 0; i < n && count >= 0; i++) {
         void *reply = NULL;
@@ -404,8 +410,8 @@ int its_redis_count(const char *prefix, int n)
             break;
         }
         redisReply *r = reply;
-        if (r->type == REDIS_REPLY_INTEGER)
-            count += (int)r->integer;
+        if (r->type == REDIS_REPLY_STRING && !is_tombstone(r))
+            count++;
         freeReplyObject(r);
     }
     for (int i = 0; i < 3; i++)
@@ -429,7 +435,7 @@ static int rs_one(void *ctx, const char *sku, int64_t version)
     its_rsink *s = ctx;
     char key[INV_SKU_MAX + 16];
     int kl = rc_item_key(key, sizeof(key), sku, strlen(sku));
-    int rc = rc_delete_if_not_newer(s->rc, key, (size_t)kl, (uint64_t)version,
+    int rc = rc_delete_if_not_newer(s->rc, key, (size_t)kl, (uint64_t)version, 60000,
                                     rt_deadline_ms(s->timeout_ms));
     return rc < 0 ? rc : 0;
 }

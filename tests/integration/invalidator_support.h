@@ -49,10 +49,13 @@ inv_redis_sink its_rsink_sink(its_rsink *s);
 
 /* Plain blocking helpers (hiredis, any thread), routed by slot. */
 int its_redis_set(const char *sku, int64_t version);
-/* 1 if stock:{sku} exists, 0 if not, -1 on error; *version if not NULL. */
+/* 1 if stock:{sku} holds a copy, 0 if not (absent, or a delete's
+ * tombstone), -1 on error; *version (the copy's or the tombstone's) if not
+ * NULL. */
 int its_redis_get(const char *sku, int64_t *version);
 int its_redis_flush(void);
-/* How many of stock:{<prefix>0} .. stock:{<prefix><n-1>} exist, or -1. */
+/* How many of stock:{<prefix>0} .. stock:{<prefix><n-1>} hold a copy (not
+ * a tombstone), or -1. */
 int its_redis_count(const char *prefix, int n);
 /* CLIENT PAUSE <ms> WRITE on every master: version-guarded deletes (write
  * scripts) block, reads go on. */

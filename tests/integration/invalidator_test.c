@@ -212,6 +212,31 @@ static void test_due_time(void **state)
     its_lsink_free(ls);
 }
 
+/* The delay counts from when the delay consumer received the event, on its
+ * own clock: an event whose commit time was stamped long before its
+ * commit (a lock wait, a slow commit) or on a clock behind the consumer's
+ * still waits the whole delay before the Redis copy goes. */
+static void test_due_on_receipt(void **state)
+{
+    (void)state;
+    inv *iv = make_inv("rcpt", INV_ROLE_RELAY | INV_ROLE_DELAY, "rcpt-a", 1000, NULL, NULL);
+    wait_ready(iv);
+    assert_int_equal(its_redis_set("rcpt1", 5), 0);
+    int64_t t0 = inv__wall_ms();
+    its_outbox_add(outbox, "rcpt1", 5, t0 - 10000);   /* stamped 10 s early */
+    inv_notify(iv);
+    assert_true(its_wait_until(outbox_empty, NULL, 3000));   /* published */
+    int64_t published = inv__wall_ms();
+    sleep_ms(600);
+    assert_int_equal(its_redis_get("rcpt1", NULL), 1);        /* still there */
+    assert_true(its_wait_until(key_gone, "rcpt1", 3000));
+    assert_true(inv__wall_ms() >= published + 600);
+    int64_t v = 0;
+    its_redis_get("rcpt1", &v);
+    assert_int_equal(v, 5);                                   /* its tombstone */
+    stop_inv(iv);
+}
+
 /* An older event never deletes a newer cached version. */
 static void test_older_event_keeps_newer(void **state)
 {
@@ -628,6 +653,7 @@ int main(int argc, char **argv)
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_due_time, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_due_on_receipt, setup, teardown),
         cmocka_unit_test_setup_teardown(test_older_event_keeps_newer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delay_change, setup, teardown),
         cmocka_unit_test_setup_teardown(test_broadcast_two_groups, setup, teardown),

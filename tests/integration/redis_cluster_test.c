@@ -331,6 +331,7 @@ static void keyslot_worker(void *arg)
 
 static void test_versioned(rc_cluster *c, const char *tag)
 {
+    rc_reply *r = NULL;
     char key[64], buf[64];
     uint64_t v = 0;
     size_t len = 0;
@@ -348,17 +349,42 @@ static void test_versioned(rc_cluster *c, const char *tag)
     CHECK(rc_fill_if_newer(c, key, (size_t)klen, 9, "nine", 4, 60000, 0) == 0, "9 < 10");
     CHECK(rc_fill_if_newer(c, key, (size_t)klen, UINT64_MAX, "max", 3, 0, 0) == 1, "max");
     CHECK(rc_fill_if_newer(c, key, (size_t)klen, UINT64_MAX - 1, "m1", 2, 0, 0) == 0, "max-1");
-    CHECK(rc_delete_if_not_newer(c, key, (size_t)klen, UINT64_MAX - 1, 0) == 0, "newer kept");
-    CHECK(rc_delete_if_not_newer(c, key, (size_t)klen, UINT64_MAX, 0) == 1, "equal deleted");
-    CHECK(rc_delete_if_not_newer(c, key, (size_t)klen, 1, 0) == 0, "absent: 0");
+    CHECK(rc_delete_if_not_newer(c, key, (size_t)klen, UINT64_MAX - 1, 60000, 0) == 0, "newer kept");
+    CHECK(rc_delete_if_not_newer(c, key, (size_t)klen, UINT64_MAX, 60000, 0) == 1, "equal deleted");
+    cmd2(c, "DEL", key, 0, NULL);
     CHECK(rc_fill_if_newer(c, key, (size_t)klen, 7, "seven|with|bars", 15, 60000, 0) == 1, "fill 7");
     CHECK(rc_get_versioned(c, key, (size_t)klen, &v, buf, sizeof buf, &len, 0) == 1, "get 7");
     CHECK(v == 7 && len == 15 && memcmp(buf, "seven|with|bars", 15) == 0, "payload with |");
-    CHECK(rc_delete_if_not_newer(c, key, (size_t)klen, 6, 0) == 0, "6 < 7 kept");
-    CHECK(rc_delete_if_not_newer(c, key, (size_t)klen, 8, 0) == 1, "8 > 7 deleted");
+    CHECK(rc_delete_if_not_newer(c, key, (size_t)klen, 6, 60000, 0) == 0, "6 < 7 kept");
+    CHECK(rc_delete_if_not_newer(c, key, (size_t)klen, 8, 60000, 0) == 1, "8 > 7 deleted");
+    /* The delete leaves a tombstone at 8: a reader sees a miss whose
+     * version is a floor; a slower reader's fill of 7 is refused, a fill at
+     * 8 (read after the commit the delete announced) or above is taken. */
+    CHECK(rc_get_versioned(c, key, (size_t)klen, &v, buf, sizeof buf, &len, 0) == 2 && v == 8,
+          "tombstone at 8 (got v=%" PRIu64 ")", v);
+    CHECK(rc_fill_if_newer(c, key, (size_t)klen, 7, "seven", 5, 60000, 0) == 0,
+          "fill of 7 after the delete of 8 refused");
+    CHECK(rc_delete_if_not_newer(c, key, (size_t)klen, 5, 60000, 0) == 0, "an older delete keeps it");
+    CHECK(rc_fill_if_newer(c, key, (size_t)klen, 8, "eight", 5, 60000, 0) == 1, "fill at 8 taken");
+    CHECK(rc_get_versioned(c, key, (size_t)klen, &v, buf, sizeof buf, &len, 0) == 1 && v == 8,
+          "value 8");
+    /* A delete on an empty key (the copy already expired, or never
+     * filled) leaves a tombstone too, with its own expiry. */
+    cmd2(c, "DEL", key, 0, NULL);
+    CHECK(rc_delete_if_not_newer(c, key, (size_t)klen, 12, 30000, 0) == 1, "delete on an empty key");
+    CHECK(rc_fill_if_newer(c, key, (size_t)klen, 11, "eleven", 6, 60000, 0) == 0,
+          "fill of 11 after the delete of 12 on an empty key refused");
+    r = NULL;
+    CHECK(cmd2(c, "PTTL", key, 0, &r) == 0 && r->type == RC_REPLY_INTEGER &&
+          r->integer > 20000 && r->integer <= 30000, "tombstone pttl");
+    rc_reply_free(r);
+    CHECK(rc_fill_if_newer(c, key, (size_t)klen, 13, "t", 1, 60000, 0) == 1, "fill of 13 taken");
+    CHECK(rc_fill_if_newer(c, key, (size_t)klen, 14, "~", 1, 60000, 0) == RC_EINVAL,
+          "the tombstone payload is reserved");
     /* PX applies. */
+    cmd2(c, "DEL", key, 0, NULL);
     CHECK(rc_fill_if_newer(c, key, (size_t)klen, 1, "x", 1, 50000, 0) == 1, "fill with px");
-    rc_reply *r = NULL;
+    r = NULL;
     CHECK(cmd2(c, "PTTL", key, 0, &r) == 0 && r->type == RC_REPLY_INTEGER &&
           r->integer > 40000 && r->integer <= 50000, "pttl");
     rc_reply_free(r);
@@ -368,7 +394,7 @@ static void test_versioned(rc_cluster *c, const char *tag)
           "bad value");
     CHECK(rc_fill_if_newer(c, key, (size_t)klen, 1, "x", 1, 0, 0) == 1, "overwrites garbage");
     CHECK(cmd3(c, "SET", key, "garbage", 0, NULL) == 0, "set garbage");
-    CHECK(rc_delete_if_not_newer(c, key, (size_t)klen, 1, 0) == 1, "deletes garbage");
+    CHECK(rc_delete_if_not_newer(c, key, (size_t)klen, 1, 60000, 0) == 1, "deletes garbage");
     cmd2(c, "DEL", key, 0, NULL);
     CHECK(cmd3(c, "SADD", key, "m", 0, NULL) == 0, "sadd");
     CHECK(rc_fill_if_newer(c, key, (size_t)klen, 1, "x", 1, 0, 0) == RC_ESERVER, "wrongtype");
@@ -383,7 +409,7 @@ static void test_versioned(rc_cluster *c, const char *tag)
         rc_reply_free(r);
     }
     CHECK(rc_fill_if_newer(c, key, (size_t)klen, 3, "three", 5, 0, 0) == 1, "EVAL fallback");
-    CHECK(rc_delete_if_not_newer(c, key, (size_t)klen, 3, 0) == 1, "EVAL fallback delete");
+    CHECK(rc_delete_if_not_newer(c, key, (size_t)klen, 3, 60000, 0) == 1, "EVAL fallback delete");
 }
 
 static void test_multikey(rc_cluster *c)

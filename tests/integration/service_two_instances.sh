@@ -85,4 +85,35 @@ check "audit: no duplicate keys" [ "$(json_num duplicate_idempotency_keys <<<"$B
 check "audit: max user qty 1" [ "$(json_num max_user_qty <<<"$BODY")" = 1 ]
 sleep 0.5
 for u in $A $B; do req GET $u/v1/items/hot; expect 200 '"stock":0' "sold out seen on $u"; done
+
+# A delete leaves a tombstone: a fill older than it is refused.
+r=$(redis-cli -c -h 127.0.0.1 -p $RP GET 'stock:{hot}' 2>/dev/null)
+hv=$(json_num version <<<"$(curl -s -H 'Authorization: Bearer secret' $A/admin/items/hot/audit)")
+check "after the delay Redis holds the audited version or its tombstone (got '$r', audit $hv)" \
+  [ "${r%%|*}" = "$hv" ]
+
+# A Redis copy older than the database (a lost delete, set here by hand),
+# and a fresh instance C that knows no floor: C serves the old copy until
+# one decrement is refused at the newer version; from then on C answers
+# the database's version, and so does Redis.
+req PUT $A/v1/items/stale '{"stock":1}' "${ADMIN[@]}"
+req POST $A/v1/items/stale/decrement '{"user_id":"s1","qty":1}'; expect 200 '"stock":0' "stale: sold out on A"
+sv=$(json_num version <<<"$BODY")
+sleep $(( (DELAY + 800) / 1000 )).$(( (DELAY + 800) % 1000 ))
+redis-cli -c -h 127.0.0.1 -p $RP SET 'stock:{stale}' "$((sv - 1))|1|0|0" PX 3600000 >/dev/null
+PC=$((PA + 2)); C=http://127.0.0.1:$PC
+start_svc c $PC "${common[@]}" --kafka.instance_id=c || exit 1
+wait_ready $C
+req GET $C/v1/items/stale; expect 200 "\"version\":$((sv - 1))" "C serves the old Redis copy (no floor yet)"
+req POST $C/v1/items/stale/decrement '{"user_id":"s2","qty":1}'; expect 409 '"sold_out"' "C's decrement refused by the database"
+req GET $C/v1/items/stale; expect 200 "\"version\":$sv" "C serves the database's version right after the refusal"
+r=$(redis-cli -c -h 127.0.0.1 -p $RP GET 'stock:{stale}' 2>/dev/null)
+check "Redis holds the database's version again (got '$r')" [ "${r%%|*}" = "$sv" ]
+
+# Restart convergence: the fresh instance serves every item at its audited
+# version.
+for item in hot newbie stale; do
+  av=$(json_num version <<<"$(curl -s -H 'Authorization: Bearer secret' $A/admin/items/$item/audit)")
+  req GET $C/v1/items/$item; expect 200 "\"version\":$av" "C serves $item at its audited version $av"
+done
 finish

@@ -346,7 +346,7 @@ static void test_scripts_fallback(void **state)
     stub_rcs[0] = RC_ESERVER;
     stub_replies[0] = parse_resp("-NOSCRIPT No matching script.\r\n");
     stub_replies[1] = parse_resp(":0\r\n");
-    assert_int_equal(rc_delete_if_not_newer(&c, "k", 1, 5, 0), 0);
+    assert_int_equal(rc_delete_if_not_newer(&c, "k", 1, 5, 60000, 0), 0);
     assert_int_equal(stub_calls, 2);
     assert_string_equal(stub_last_cmd[1], "EVAL");
 
