@@ -44,7 +44,7 @@ extern "C" {
     X(REDIS_BREAKER_OPEN, "cachesvc_redis_breaker_opens_total", "",                             \
       "Times the Redis breaker opened.")                                                        \
     X(LOCAL_STALE_EVICT, "cachesvc_local_stale_evictions_total", "",                           \
-      "Local copies evicted because a decrement refused by the database saw a newer version.") \
+      "Local copies evicted because the database showed a decrement a newer version.") \
     X(REDIS_TOMBSTONE, "cachesvc_redis_tombstones_total", "",                                   \
       "Redis reads that found a delete's tombstone (a miss whose version became the local floor).") \
     X(REDIS_STALE, "cachesvc_redis_stale_total", "",                                            \

@@ -96,8 +96,16 @@ static int fast_answer(svc *s, const http_decrement_req *req, http_decrement_res
         return HTTP_E_SOLD_OUT;
     }
     store_decrement_result res;
-    if (store_sold_out(s->st, req->sku, e.version, req->user_id, req->qty,
-                       req->idempotency_key, &res) != 1)
+    int r = store_sold_out(s->st, req->sku, e.version, req->user_id, req->qty,
+                           req->idempotency_key, &res);
+    /* The store saw a newer committed version (the set's read, or a
+     * replay's order): this copy is stale, its broadcast lost or late.
+     * Drop it so that no answer from memory rests on it any more. */
+    if ((r == 0 || (r == 1 && res.outcome == STORE_REPLAYED)) && res.version > e.version) {
+        svc__local_evict(s, req->sku, res.version);
+        svc_metric_inc(SVC_C_LOCAL_STALE_EVICT);
+    }
+    if (r != 1)
         return 0;
     if (res.outcome == STORE_REPLAYED) {
         order_to_http(&res, out);

@@ -377,7 +377,9 @@ void store__so_drop(store *st, const char *sku)
 
 /* Loads sku's set as the holder of token; installs it when the snapshot
  * shows the item sold out. */
-static void load(store *st, const char *sku, int64_t version, uint64_t token)
+/* Loads sku's set for the caller's version. Returns the item's committed
+ * version as read (-1 when the read failed or found no item). */
+static int64_t load(store *st, const char *sku, int64_t version, uint64_t token)
 {
     struct store__so *so = st->so;
     store__so_set *set = set_new(), *old = NULL, *evicted = NULL;
@@ -387,6 +389,8 @@ static void load(store *st, const char *sku, int64_t version, uint64_t token)
         rc = -ENOMEM;
     if (rc == 0 && (!set->item.found || set->item.stock != 0))
         rc = -ESTALE;      /* the caller's copy is not current */
+    int64_t seen = (rc == 0 || rc == -ESTALE || rc == -E2BIG) && set->item.found
+                       ? set->item.version : -1;
     if (rc == 0)
         rc = set_index(set);
     STORE__STAT_ADD(st, sold_out_loads, 1);
@@ -396,7 +400,7 @@ static void load(store *st, const char *sku, int64_t version, uint64_t token)
     if (*pp == NULL || (*pp)->state != SO_LOADING || (*pp)->token != token) {
         pthread_mutex_unlock(&so->lock);   /* cannot happen: loads are exclusive */
         set_free(set);
-        return;
+        return seen;
     }
     so_slot *sl = *pp;
     if (rc == 0) {
@@ -427,6 +431,7 @@ static void load(store *st, const char *sku, int64_t version, uint64_t token)
         set_free(evicted);
         evicted = n;
     }
+    return seen;
 }
 
 int store_sold_out(store *st, const char *sku, int64_t version, const char *user_id,
@@ -436,6 +441,7 @@ int store_sold_out(store *st, const char *sku, int64_t version, const char *user
     store__so_set *stale = NULL;
     uint64_t token = 0;
     int answered = 0, lookup = 0;
+    int64_t newer = 0;     /* a committed version above the caller's, seen */
 
     memset(out, 0, sizeof *out);
     if (!store_valid_id(sku) || !store_valid_id(user_id) || qty < 1 || qty > STORE_QTY_MAX ||
@@ -456,6 +462,8 @@ int store_sold_out(store *st, const char *sku, int64_t version, const char *user
             pthread_mutex_unlock(&so->lock);
             break;
         }
+        if (sl != NULL && sl->state != SO_LOADING && sl->version > version)
+            newer = sl->version;
         if (pass == 1 || (sl != NULL && sl->state == SO_LOADING) ||
             (sl != NULL && sl->version > version) ||
             (sl != NULL && sl->state == SO_REFUSED && sl->version == version &&
@@ -485,8 +493,10 @@ int store_sold_out(store *st, const char *sku, int64_t version, const char *user
         set_free(stale);
         stale = NULL;
         store__enter(st);   /* store_close waits for the read */
-        load(st, sku, version, token);
+        int64_t seen = load(st, sku, version, token);
         store__leave(st);
+        if (seen > version)
+            newer = seen;
     }
     if (answered && lookup) {
         /* The key is not one of this item's orders; it may be another's. */
@@ -499,6 +509,10 @@ int store_sold_out(store *st, const char *sku, int64_t version, const char *user
             answer_key(&o, sku, user_id, qty, out);
         else if (r != -ENOENT)
             answered = 0;   /* cannot tell: the batcher decides */
+    }
+    if (!answered) {
+        memset(out, 0, sizeof *out);
+        out->version = newer;
     }
     if (answered) {
         STORE__STAT_ADD(st, sold_out_answers, 1);

@@ -157,7 +157,10 @@ int store_decrement(store *st, const char *sku, const char *user_id,
  * filled, 0 when it cannot tell (no set for this version yet, the sale has
  * not started, more than cfg.sold_out_max_orders orders, the item is not
  * sold out at the database): the caller then goes through
- * store_decrement. -EINVAL for bad input. Coroutines only. */
+ * store_decrement, and out->version is the item's committed version when
+ * this call saw one above `version` (the caller's copy is stale: it should
+ * drop it), else 0. A replay's out->version above `version` says the same.
+ * -EINVAL for bad input. Coroutines only. */
 int store_sold_out(store *st, const char *sku, int64_t version, const char *user_id,
                    int64_t qty, const char *key, store_decrement_result *out);
 

@@ -110,6 +110,40 @@ req GET $C/v1/items/stale; expect 200 "\"version\":$sv" "C serves the database's
 r=$(redis-cli -c -h 127.0.0.1 -p $RP GET 'stock:{stale}' 2>/dev/null)
 check "Redis holds the database's version again (got '$r')" [ "${r%%|*}" = "$sv" ]
 
+# An instance cut off from the broadcasts (D, with a broker of its own):
+# the item sells out, D's sold-out set is loaded by a keyed request; A
+# restocks and key K buys on A; K retried on D is answered as the replay of
+# K's order (not sold_out), and D drops its stale copy on the way.
+"$DEVBROKER" >"$T/broker2.out" 2>"$T/broker2.log" &
+B2PID=$!; CLEANUPS+=("kill $B2PID")
+for i in $(seq 1 100); do [ -s "$T/broker2.out" ] && break; sleep 0.05; done
+PD=$((PA + 3)); D=http://127.0.0.1:$PD
+start_svc d $PD --store.url="$PG" --redis.url="$SEEDS" --kafka.brokers="$(head -1 "$T/broker2.out")" \
+  --kafka.invalidation_delay_ms=$DELAY --cache.local_ttl_ms=60000 --kafka.instance_id=d || exit 1
+wait_ready $D
+req PUT $A/v1/items/cutoff '{"stock":1}' "${ADMIN[@]}"
+req POST $A/v1/items/cutoff/decrement '{"user_id":"c1","qty":1}'; expect 200 '"stock":0' "cutoff: sold out on A"
+cv=$(json_num version <<<"$BODY")
+# D reads it once Redis's older copy is deleted (every relay publishes
+# every outbox row, D's to its own broker, so that can wait for D's
+# consumer group).
+for i in $(seq 1 200); do
+  r=$(redis-cli -c -h 127.0.0.1 -p $RP GET 'stock:{cutoff}' 2>/dev/null)
+  [ "${r%%|*}" = "$cv" ] && break; sleep 0.1
+done
+req GET $D/v1/items/cutoff; expect 200 '"stock":0' "D sees it sold out (Redis held '$r')"
+req POST $D/v1/items/cutoff/decrement '{"user_id":"c2","qty":1}' -H 'Idempotency-Key: cut-k0'
+expect 409 '"sold_out"' "a keyed request on D loads D's sold-out set"
+req PUT $A/v1/items/cutoff '{"stock":5}' "${ADMIN[@]}"; expect 200 "" "restock on A (D hears nothing)"
+req POST $A/v1/items/cutoff/decrement '{"user_id":"c3","qty":1}' -H 'Idempotency-Key: cut-K'
+expect 200 '"replayed":false' "K buys on A"
+kid=$(json_num order_id <<<"$BODY"); kv=$(json_num version <<<"$BODY")
+req POST $D/v1/items/cutoff/decrement '{"user_id":"c3","qty":1}' -H 'Idempotency-Key: cut-K'
+expect 200 "\"order_id\":$kid," "K retried on D: the replay of K's order"
+check "and marked as a replay" grep -q '"replayed":true' <<<"$BODY"
+req GET $D/v1/items/cutoff; expect 200 "\"version\":$kv" "D dropped its stale copy: the database's version"
+req POST $D/v1/items/cutoff/decrement '{"user_id":"c4","qty":1}'; expect 200 '"stock":3' "a keyless buyer on D buys"
+
 # Restart convergence: the fresh instance serves every item at its audited
 # version.
 for item in hot newbie stale; do
