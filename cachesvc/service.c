@@ -40,6 +40,14 @@ static int outbox_fetch(void *ctx, int64_t after_id, inv_row *rows, int max)
     return n;
 }
 
+static int64_t outbox_depth(void *ctx, int64_t *oldest_committed_at_ms)
+{
+    svc *s = ctx;
+    int64_t rows = 0;
+    int r = store_outbox_stats(s->st, &rows, oldest_committed_at_ms);
+    return r < 0 ? r : rows;
+}
+
 static int outbox_ack(void *ctx, const int64_t *ids, int n)
 {
     svc *s = ctx;
@@ -304,7 +312,7 @@ static void inv_metrics(svc *s, svc_buf *b)
         svc_prom_sample_u64(b, name, NULL, v[i]);
     }
     struct { const char *name, *help; int64_t v; } g[] = {
-        {"cachesvc_inv_outbox_depth", "Outbox rows not yet acknowledged by Kafka.", st->outbox_depth},
+        {"cachesvc_inv_outbox_depth", "Outbox rows in the database, not yet acknowledged by Kafka (read once a second).", st->outbox_depth},
         {"cachesvc_inv_relay_inflight", "Events produced, not yet acknowledged.", st->relay_inflight},
         {"cachesvc_inv_pending", "Events held by the delay consumer.", st->pending},
         {"cachesvc_inv_pending_skus", "Distinct items held by the delay consumer.", st->pending_skus},
@@ -314,6 +322,10 @@ static void inv_metrics(svc *s, svc_buf *b)
         svc_prom_header(b, g[i].name, "gauge", g[i].help);
         svc_prom_sample(b, g[i].name, NULL, (double)g[i].v);
     }
+    svc_prom_header(b, "cachesvc_inv_outbox_oldest_age_seconds", "gauge",
+                    "Age of the oldest outbox row (0 when empty): a row that stays is an event not published.");
+    svc_prom_sample(b, "cachesvc_inv_outbox_oldest_age_seconds", NULL,
+                    (double)st->outbox_oldest_age_ms / 1000.0);
     inv_hist_render(b, "cachesvc_invalidation_lag_seconds",
                     "Commit to version-guarded Redis delete.", &st->lag);
     inv_hist_render(b, "cachesvc_invalidation_lateness_seconds",
@@ -568,7 +580,7 @@ int svc_open(const svc_config *cfg, svc **out)
         .roles = INV_ROLE_RELAY | INV_ROLE_BCAST |
                  (s->rc != NULL && cfg->relay_delay_consumer ? INV_ROLE_DELAY : 0),
     };
-    inv_source src = {.fetch = outbox_fetch, .ack = outbox_ack, .depth = NULL, .ctx = s};
+    inv_source src = {.fetch = outbox_fetch, .ack = outbox_ack, .depth = outbox_depth, .ctx = s};
     /* The delay consumer's deletes go through the same fan-out pool as the
      * standalone invalidator's (redis_sink.h). */
     inv_redis_sink rs = {.del = svc_redis_sink_del, .ctx = &s->rsink};

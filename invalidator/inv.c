@@ -263,6 +263,10 @@ void inv_stats_get(const inv *iv, inv_stats *out)
     INV_COUNTERS(INV_X_COPY)
 #undef INV_X_COPY
     out->outbox_depth = atomic_load(&m->outbox_depth);
+    int64_t oldest = atomic_load(&m->outbox_oldest_ms);
+    out->outbox_oldest_age_ms = oldest > 0 ? inv__wall_ms() - oldest : 0;
+    if (out->outbox_oldest_age_ms < 0)
+        out->outbox_oldest_age_ms = 0;
     out->relay_inflight = atomic_load(&m->relay_inflight);
     out->pending = atomic_load(&m->pending);
     out->pending_skus = atomic_load(&m->pending_skus);

@@ -69,8 +69,10 @@ typedef struct inv_source {
     /* Deletes the rows ids[0..n-1]: Kafka acknowledged them. Returns 0 or a
      * negative errno (the relay keeps the ids and retries). */
     int (*ack)(void *ctx, const int64_t *ids, int n);
-    /* Optional: rows in the outbox now (a gauge), or a negative errno. */
-    int64_t (*depth)(void *ctx);
+    /* Optional: rows in the outbox now (a gauge), or a negative errno, and
+     * in *oldest_committed_at_ms the commit time of the oldest (0 when
+     * empty). Called at most once a second. */
+    int64_t (*depth)(void *ctx, int64_t *oldest_committed_at_ms);
     void *ctx;
 } inv_source;
 
@@ -238,6 +240,8 @@ typedef struct inv_stats {
     INV_COUNTERS(INV_X_FIELD)
 #undef INV_X_FIELD
     int64_t outbox_depth;          /* gauge: source depth, or rows in flight */
+    int64_t outbox_oldest_age_ms;  /* gauge: age of the oldest outbox row
+                                    * (0 when empty or unknown) */
     int64_t relay_inflight;        /* gauge: produced, not yet acknowledged */
     int64_t pending;               /* gauge: events held, not yet applied */
     int64_t pending_skus;          /* gauge: distinct (sku, partition) held */

@@ -61,7 +61,7 @@ struct inv {
 #define INV_X_FIELD(name, help) atomic_ullong name;
     INV_COUNTERS(INV_X_FIELD)
 #undef INV_X_FIELD
-    atomic_llong outbox_depth, relay_inflight, pending, pending_skus;
+    atomic_llong outbox_depth, outbox_oldest_ms, relay_inflight, pending, pending_skus;
     atomic_int relay_ready, delay_ready, bcast_ready;
     inv_hist transit, lag, sink, lateness, bcast_lag;
 };

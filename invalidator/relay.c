@@ -4,13 +4,18 @@
  * item's events stay in order on one partition) and deletes a row only after
  * Kafka acknowledged it.
  *
- * The cursor is the highest id produced. A row whose delivery failed (Kafka
- * unreachable past message.timeout.ms) is still in the outbox: once nothing
- * is in flight the cursor rewinds to just before the lowest failed id and
- * the rows are read again, in order. A crash between commit and publish
- * loses nothing either: the next relay starts from the beginning of the
- * outbox. Rows in flight are bounded (relay_inflight_max): while Kafka is
- * down they wait in the outbox, not in memory.
+ * No cursor. Outbox ids come from a sequence taken at INSERT, and
+ * concurrent transactions become visible out of id order: a cursor past
+ * the highest id produced would skip a row whose transaction commits
+ * later. Instead every round reads the outbox from its start (it holds
+ * only rows not yet acknowledged, so that is cheap) and skips the rows it
+ * holds: produced and not yet settled, or acknowledged and not yet
+ * deleted (the held set, a hash of ids). A row leaves the set when it is
+ * deleted from the outbox, or when its delivery failed (Kafka unreachable
+ * past message.timeout.ms), and the next round publishes it again. A crash
+ * between commit and publish loses nothing either: the next relay reads
+ * the whole outbox. Rows in flight are bounded (relay_inflight_max): while
+ * Kafka is down they wait in the outbox, not in memory.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -26,19 +31,94 @@ struct inv_relay {
     rd_kafka_topic_t *rkt;
     rd_kafka_queue_t *mainq;
     inv_wake *wake;                /* the inv's: outlives the relay */
-    int64_t cursor;                /* highest id produced */
     int64_t inflight;              /* produced, no delivery report yet */
-    int64_t failed_min;            /* lowest failed id; INT64_MAX = none */
+    int failed;                    /* a delivery failed since the last round */
     int64_t *acked;                /* ids to delete from the outbox */
     size_t nacked, capacked;
+    int64_t *held;                 /* open addressing, 0 = empty: ids in
+                                    * flight or acknowledged, not deleted */
+    size_t heldcap, nheld;
+    int64_t depth_next_ns;         /* rt_now_ns() of the next depth query */
     inv_row *rows;
     int64_t drain_deadline;        /* set by inv_stop */
 };
 
+/* ---- the held set: linear probing, deletion by backward shift -------- */
+
+static size_t held_slot(const inv_relay *r, int64_t id)
+{
+    uint64_t h = (uint64_t)id * 0x9e3779b97f4a7c15ull;
+    return (size_t)(h >> 17) & (r->heldcap - 1);
+}
+
+static int held_has(const inv_relay *r, int64_t id)
+{
+    if (r->heldcap == 0)
+        return 0;
+    for (size_t i = held_slot(r, id); r->held[i] != 0; i = (i + 1) & (r->heldcap - 1))
+        if (r->held[i] == id)
+            return 1;
+    return 0;
+}
+
+/* Adds id (> 0). Returns 0 or -ENOMEM. */
+static int held_add(inv_relay *r, int64_t id)
+{
+    if ((r->nheld + 1) * 2 > r->heldcap) {
+        size_t ncap = r->heldcap ? r->heldcap * 2 : 1024;
+        int64_t *n = calloc(ncap, sizeof(*n)), *old = r->held;
+        size_t ocap = r->heldcap;
+        if (n == NULL)
+            return -ENOMEM;
+        r->held = n;
+        r->heldcap = ncap;
+        for (size_t i = 0; i < ocap; i++) {
+            if (old[i] == 0)
+                continue;
+            size_t j = held_slot(r, old[i]);
+            while (r->held[j] != 0)
+                j = (j + 1) & (ncap - 1);
+            r->held[j] = old[i];
+        }
+        free(old);
+    }
+    size_t i = held_slot(r, id);
+    while (r->held[i] != 0 && r->held[i] != id)
+        i = (i + 1) & (r->heldcap - 1);
+    if (r->held[i] == 0) {
+        r->held[i] = id;
+        r->nheld++;
+    }
+    return 0;
+}
+
+static void held_del(inv_relay *r, int64_t id)
+{
+    size_t mask = r->heldcap - 1, i;
+    if (r->heldcap == 0)
+        return;
+    for (i = held_slot(r, id); r->held[i] != id; i = (i + 1) & mask)
+        if (r->held[i] == 0)
+            return;
+    /* Backward shift: move later members of the run into the hole when
+     * their home slot does not lie cyclically in (hole, their slot]. */
+    for (size_t j = (i + 1) & mask; r->held[j] != 0; j = (j + 1) & mask) {
+        size_t home = held_slot(r, r->held[j]);
+        if (((j - home) & mask) >= ((j - i) & mask)) {
+            r->held[i] = r->held[j];
+            i = j;
+        }
+    }
+    r->held[i] = 0;
+    r->nheld--;
+}
+
+/* A row whose delivery failed goes back to the outbox's readers: the next
+ * round publishes it again. */
 static void mark_failed(inv_relay *r, int64_t id)
 {
-    if (id < r->failed_min)
-        r->failed_min = id;
+    held_del(r, id);
+    r->failed = 1;
 }
 
 /* Lists id for deletion from the outbox. Without memory the row is treated
@@ -85,7 +165,6 @@ int inv__relay_new(inv *iv, inv_relay **out)
     if (r == NULL)
         return -ENOMEM;
     r->iv = iv;
-    r->failed_min = INT64_MAX;
     r->wake = &iv->relay_wake;
     r->drain_deadline = INT64_MAX;
     r->rows = calloc((size_t)iv->relay_batch, sizeof(*r->rows));
@@ -152,6 +231,7 @@ void inv__relay_free(inv_relay *r)
         inv__kafka_destroy(r->rk);
     }
     free(r->acked);
+    free(r->held);
     free(r->rows);
     free(r);
 }
@@ -178,12 +258,14 @@ static void ack_rows(inv_relay *r)
         return;
     }
     INV_INC(r->iv, published, r->nacked);
+    for (size_t i = 0; i < r->nacked; i++)
+        held_del(r, r->acked[i]);
     r->nacked = 0;
 }
 
-/* Produces one row. Returns 0, -EAGAIN when librdkafka's queue is full, or
- * another negative errno (the row is then skipped for now and read again
- * after a rewind). */
+/* Produces one row and holds its id. Returns 0, -EAGAIN when librdkafka's
+ * queue is full, or another negative errno (the row is then skipped for now
+ * and read again next round). */
 static int produce_row(inv_relay *r, const inv_row *row)
 {
     inv_event ev;
@@ -199,31 +281,39 @@ static int produce_row(inv_relay *r, const inv_row *row)
     int len = inv__event_encode(&ev, buf, sizeof(buf));
     if (len < 0)
         return len;
+    if (held_add(r, row->id) < 0)
+        return -EAGAIN;
     if (rd_kafka_produce(r->rkt, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY,
                          buf, (size_t)len, ev.sku, ev.sku_len,
                          (void *)(intptr_t)row->id) < 0) {
         rd_kafka_resp_err_t err = rd_kafka_last_error();
+        held_del(r, row->id);
         return err == RD_KAFKA_RESP_ERR__QUEUE_FULL ? -EAGAIN : -EIO;
     }
     r->inflight++;
     return 0;
 }
 
-/* Reads and produces rows until the outbox is drained or the in-flight
- * bound is reached. */
+/* Reads the outbox from its start and produces every row it does not hold,
+ * until the outbox is read through or the in-flight bound is reached. */
 static void publish(inv_relay *r)
 {
     inv *iv = r->iv;
-    while (r->failed_min == INT64_MAX && r->inflight < iv->relay_inflight_max &&
-           !atomic_load(&iv->stopping)) {
-        int64_t room = iv->relay_inflight_max - r->inflight;
-        int max = room < iv->relay_batch ? (int)room : iv->relay_batch;
-        int n = iv->source.fetch(iv->source.ctx, r->cursor, r->rows, max);
+    int64_t after = 0;
+    r->failed = 0;
+    while (r->inflight < iv->relay_inflight_max && !atomic_load(&iv->stopping)) {
+        int max = iv->relay_batch;
+        int n = iv->source.fetch(iv->source.ctx, after, r->rows, max);
         if (n < 0) {
             INV_INC(iv, relay_errors, 1);
             return;
         }
         for (int i = 0; i < n; i++) {
+            after = r->rows[i].id;
+            if (held_has(r, after))
+                continue;          /* in flight, or acknowledged */
+            if (r->inflight >= iv->relay_inflight_max)
+                return;
             int rc = produce_row(r, &r->rows[i]);
             if (rc == -EAGAIN)
                 return;            /* read again from the cursor later */
@@ -235,29 +325,39 @@ static void publish(inv_relay *r)
                         r->rows[i].id, inv_strerror(rc));
                 INV_INC(iv, relay_errors, 1);
                 if (rc != -EINVAL) {
-                    mark_failed(r, r->rows[i].id);
+                    r->failed = 1;
                     return;
                 }
-                push_ack(r, r->rows[i].id);
+                if (held_add(r, r->rows[i].id) == 0)
+                    push_ack(r, r->rows[i].id);
             }
-            r->cursor = r->rows[i].id;
         }
         if (n < max)
             return;
     }
 }
 
+/* The gauges. The outbox's own count (rows in the database, not only
+ * those in flight) and its oldest row are asked at most once a second: the
+ * loop runs after every commit. */
 static void update_gauges(inv_relay *r)
 {
     inv *iv = r->iv;
     atomic_store(&iv->relay_inflight, r->inflight);
-    int64_t depth = r->inflight;
-    if (iv->source.depth != NULL) {
-        int64_t d = iv->source.depth(iv->source.ctx);
-        if (d >= 0)
-            depth = d;
+    if (iv->source.depth == NULL) {
+        atomic_store(&iv->outbox_depth, r->inflight);
+        return;
     }
-    atomic_store(&iv->outbox_depth, depth);
+    int64_t now = rt_now_ns();
+    if (now < r->depth_next_ns)
+        return;
+    r->depth_next_ns = now + 1000000000LL;
+    int64_t oldest = 0;
+    int64_t d = iv->source.depth(iv->source.ctx, &oldest);
+    if (d >= 0) {
+        atomic_store(&iv->outbox_depth, d);
+        atomic_store(&iv->outbox_oldest_ms, d > 0 ? oldest : 0);
+    }
 }
 
 void inv__relay_run(void *arg)
@@ -269,13 +369,8 @@ void inv__relay_run(void *arg)
         inv__wake_drain(r->wake);
         rd_kafka_poll(r->rk, 0);   /* serves delivery reports */
         ack_rows(r);
-        if (r->failed_min != INT64_MAX && r->inflight == 0) {
-            /* Everything in flight has settled: read the failed rows (and
-             * any after them still in the outbox) again, in order. */
-            r->cursor = r->failed_min - 1;
-            r->failed_min = INT64_MAX;
-            INV_INC(iv, retries, 1);
-        }
+        if (r->failed)
+            INV_INC(iv, retries, 1);   /* the next round publishes them again */
         if (atomic_load(&iv->stopping)) {
             if (r->inflight == 0 || rt_now_ns() >= r->drain_deadline)
                 break;
@@ -285,7 +380,7 @@ void inv__relay_run(void *arg)
         publish(r);
         update_gauges(r);
         int64_t wait_ms = iv->relay_poll_ms;
-        if (r->failed_min != INT64_MAX || r->nacked > 0)
+        if (r->failed || r->nacked > 0)
             wait_ms = wait_ms < 100 ? wait_ms : 100;   /* retry soon */
         inv__wake_wait(r->wake, rt_deadline_ms(wait_ms));
     }

@@ -55,7 +55,7 @@ enum {
     PS_IDS, PS_REBUILD, PS_INS_ORDERS, PS_UPS_PURCHASES, PS_UPD_ITEM, PS_INS_ITEM,
     PS_INS_OUTBOX, PS_GET_ITEM, PS_OUTBOX_FETCH, PS_OUTBOX_DEL, PS_ASYNC_COMMIT, PS_PING,
     PS_GUARD, PS_INS_ORDERS_NEW, PS_LOCK_TIMEOUT, PS_ORDER_BY_KEY,
-    PS_COUNT
+    PS_OUTBOX_STATS, PS_COUNT
 };
 static const char *const ps_sql[PS_COUNT] = {
     [PS_BEGIN] = "BEGIN",
@@ -118,6 +118,7 @@ static const char *const ps_sql[PS_COUNT] = {
     [PS_LOCK_TIMEOUT] = "SELECT set_config('lock_timeout', $1, true)",
     [PS_ORDER_BY_KEY] = "SELECT order_id, sku, user_id, qty, stock_after, version_after"
                         " FROM orders WHERE idempotency_key = $1",
+    [PS_OUTBOX_STATS] = "SELECT count(*), coalesce(min(committed_at_ms), 0) FROM outbox",
 };
 
 enum { PG_KNOWN = 64 };
@@ -1517,6 +1518,18 @@ static int pg_outbox_fetch(store *st, int64_t after_id, size_t max, store_outbox
     return nt;
 }
 
+static int pg_outbox_stats(store *st, int64_t *rows, int64_t *oldest_ms)
+{
+    PGresult *r;
+    int rc = run1(st, PS_OUTBOX_STATS, 0, NULL, &r);
+    if (rc < 0)
+        return rc;
+    *rows = col_i64(r, 0, 0);
+    *oldest_ms = col_i64(r, 0, 1);
+    PQclear(r);
+    return 0;
+}
+
 /* Deletes acknowledged outbox rows in a transaction that commits without
  * waiting for its WAL flush: should a crash lose the delete, the rows are
  * published again, which the consumers' version guards make harmless
@@ -1675,6 +1688,7 @@ static const store__backend pg_backend = {
     .audit = pg_audit,
     .outbox_fetch = pg_outbox_fetch,
     .outbox_delete = pg_outbox_delete,
+    .outbox_stats = pg_outbox_stats,
     .ping = pg_ping,
     .sold_out_read = pg_sold_out_read,
     .close = pg_close,

@@ -48,7 +48,7 @@ static const char *const w_sql[W_NSTMT] = {
 
 enum {
     R_BEGIN, R_COMMIT, R_SEL_ITEM, R_AUDIT_ORDERS, R_AUDIT_MAXUSER, R_AUDIT_DUPKEYS,
-    R_AUDIT_IDS, R_OUTBOX, R_PING, R_SO_ORDERS, R_ORDER_BY_KEY, R_NSTMT
+    R_AUDIT_IDS, R_OUTBOX, R_PING, R_SO_ORDERS, R_ORDER_BY_KEY, R_OUTBOX_STATS, R_NSTMT
 };
 static const char *const r_sql[R_NSTMT] = {
     [R_BEGIN] = "BEGIN",
@@ -69,6 +69,7 @@ static const char *const r_sql[R_NSTMT] = {
                     " FROM orders WHERE sku = ?1 LIMIT ?2",
     [R_ORDER_BY_KEY] = "SELECT order_id, sku, user_id, qty, stock_after, version_after"
                        " FROM orders WHERE idempotency_key = ?1",
+    [R_OUTBOX_STATS] = "SELECT count(*), coalesce(min(committed_at_ms), 0) FROM outbox",
 };
 
 typedef struct sq_conn {
@@ -536,6 +537,35 @@ static intptr_t outbox_fetch_blocking(void *arg)
     return rc;
 }
 
+static intptr_t outbox_stats_blocking(void *arg)
+{
+    read_args *a = arg;
+    sq *q = a->st->impl;
+    sqlite3_stmt *s = q->rst[R_OUTBOX_STATS];
+    int64_t *v = a->out;
+    pthread_mutex_lock(&q->r.mu);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        v[0] = sqlite3_column_int64(s, 0);
+        v[1] = sqlite3_column_int64(s, 1);
+        rc = SQLITE_DONE;
+    }
+    sqlite3_reset(s);
+    rc = rc == SQLITE_DONE ? 0 : sq_err(q->r.db, "outbox stats");
+    pthread_mutex_unlock(&q->r.mu);
+    return rc;
+}
+
+static int sq_outbox_stats(store *st, int64_t *rows, int64_t *oldest_ms)
+{
+    int64_t v[2] = {0, 0};
+    read_args a = {.st = st, .out = v};
+    int rc = (int)offload(outbox_stats_blocking, &a);
+    *rows = v[0];
+    *oldest_ms = v[1];
+    return rc;
+}
+
 static int sq_outbox_fetch(store *st, int64_t after_id, size_t max, store_outbox_row *rows)
 {
     read_args a = {.st = st, .out = rows, .after_id = after_id, .max = max};
@@ -736,6 +766,7 @@ static const store__backend sqlite_backend = {
     .audit = sq_audit,
     .outbox_fetch = sq_outbox_fetch,
     .outbox_delete = sq_outbox_delete,
+    .outbox_stats = sq_outbox_stats,
     .ping = sq_ping,
     .sold_out_read = sq_sold_out_read,
     .close = sq_close,

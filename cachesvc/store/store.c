@@ -543,6 +543,14 @@ int store_outbox_fetch(store *st, int64_t after_id, size_t max, store_outbox_row
     return count_error(st, st->be->outbox_fetch(st, after_id, max, rows));
 }
 
+int store_outbox_stats(store *st, int64_t *rows, int64_t *oldest_committed_at_ms)
+{
+    *rows = 0;
+    *oldest_committed_at_ms = 0;
+    store__enter(st);
+    return count_error(st, st->be->outbox_stats(st, rows, oldest_committed_at_ms));
+}
+
 int store_outbox_delete(store *st, const int64_t *ids, size_t n)
 {
     if (n == 0)

@@ -240,6 +240,11 @@ int store_outbox_fetch(store *st, int64_t after_id, size_t max, store_outbox_row
  * negative errno. */
 int store_outbox_delete(store *st, const int64_t *ids, size_t n);
 
+/* The outbox's rows now and the commit time of its oldest (0 when
+ * empty), read from the database, for the operator's gauges. Returns 0 or a
+ * negative errno. */
+int store_outbox_stats(store *st, int64_t *rows, int64_t *oldest_committed_at_ms);
+
 /* Round trip to the database, for /readyz. Returns 0, -EIO or -ETIMEDOUT. */
 int store_ping(store *st);
 

@@ -130,6 +130,7 @@ typedef struct store__backend {
     int (*audit)(store *st, const char *sku, int with_orders, store_audit_result *out);
     int (*outbox_fetch)(store *st, int64_t after_id, size_t max, store_outbox_row *rows);
     int (*outbox_delete)(store *st, const int64_t *ids, size_t n);
+    int (*outbox_stats)(store *st, int64_t *rows, int64_t *oldest_ms);
     int (*ping)(store *st);
     /* Reads, in one consistent snapshot, sku's row into the set
      * (store__so_set_item) and, when its stock is 0, its orders

@@ -85,6 +85,28 @@ int64_t its_outbox_add(its_outbox *o, const char *sku, int64_t version,
     return id;
 }
 
+int64_t its_outbox_reserve(its_outbox *o)
+{
+    int64_t id = its_outbox_add(o, "", -1, -1);   /* version -1: not visible */
+    if (id > 0) {
+        pthread_mutex_lock(&o->mu);
+        o->live--;
+        pthread_mutex_unlock(&o->mu);
+    }
+    return id;
+}
+
+void its_outbox_commit(its_outbox *o, int64_t id, const char *sku, int64_t version)
+{
+    pthread_mutex_lock(&o->mu);
+    inv_row *row = &o->rows[id - 1];
+    snprintf(row->sku, sizeof(row->sku), "%s", sku);
+    row->committed_at_ms = wall_ms();
+    row->version = version;
+    o->live++;
+    pthread_mutex_unlock(&o->mu);
+}
+
 int64_t its_outbox_depth(its_outbox *o)
 {
     pthread_mutex_lock(&o->mu);
@@ -121,8 +143,8 @@ static int ob_fetch(void *ctx, int64_t after_id, inv_row *rows, int max)
     if (i < o->first)
         i = o->first;
     for (; i < o->len && n < max; i++) {
-        if (o->rows[i].id == 0)
-            continue;
+        if (o->rows[i].id == 0 || o->rows[i].version < 0)
+            continue;              /* deleted, or its transaction is open */
         rows[n++] = o->rows[i];
     }
     pthread_mutex_unlock(&o->mu);
@@ -150,8 +172,17 @@ static int ob_ack(void *ctx, const int64_t *ids, int n)
     return 0;
 }
 
-static int64_t ob_depth(void *ctx)
+static int64_t ob_depth(void *ctx, int64_t *oldest_committed_at_ms)
 {
+    its_outbox *o = ctx;
+    pthread_mutex_lock(&o->mu);
+    *oldest_committed_at_ms = 0;
+    for (size_t i = o->first; i < o->len; i++)
+        if (o->rows[i].id != 0 && o->rows[i].version >= 0) {
+            *oldest_committed_at_ms = o->rows[i].committed_at_ms;
+            break;
+        }
+    pthread_mutex_unlock(&o->mu);
     return its_outbox_depth(ctx);
 }
 

@@ -23,6 +23,11 @@ void its_outbox_free(its_outbox *o);
 int64_t its_outbox_add(its_outbox *o, const char *sku, int64_t version,
                        int64_t committed_at_ms);
 int64_t its_outbox_depth(its_outbox *o);
+/* Takes the next id for a row whose transaction is still open: fetch does
+ * not see it (nor its_outbox_depth) until its_outbox_commit. Returns the
+ * id. Any thread. */
+int64_t its_outbox_reserve(its_outbox *o);
+void its_outbox_commit(its_outbox *o, int64_t id, const char *sku, int64_t version);
 /* When set, fetch fails with -EIO (a database outage). */
 void its_outbox_set_down(its_outbox *o, bool down);
 inv_source its_outbox_source(its_outbox *o);

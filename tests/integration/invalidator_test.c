@@ -237,6 +237,36 @@ static void test_due_on_receipt(void **state)
     stop_inv(iv);
 }
 
+/* Outbox rows become visible out of id order (concurrent transactions): a
+ * row whose transaction commits after higher ids were published and
+ * deleted is still published, and deleted, within the poll interval. */
+static void test_out_of_order_commit(void **state)
+{
+    (void)state;
+    inv *iv = make_inv("ooo", INV_ROLE_RELAY | INV_ROLE_DELAY, "ooo-a", 0, NULL, NULL);
+    wait_ready(iv);
+    assert_int_equal(its_redis_set("ooo-late", 3), 0);
+    int64_t late = its_outbox_reserve(outbox);        /* a transaction held open */
+    for (int i = 0; i < 5; i++) {
+        char sku[16];
+        snprintf(sku, sizeof sku, "ooo-%d", i);
+        its_outbox_add(outbox, sku, 1, -1);
+    }
+    inv_notify(iv);
+    applied_at_least a = {iv, 5};
+    assert_true(its_wait_until(applied_cond, &a, 5000));
+    assert_true(its_wait_until(outbox_empty, NULL, 3000));   /* later rows gone */
+    its_outbox_commit(outbox, late, "ooo-late", 4);            /* commits now */
+    int64_t t0 = inv__wall_ms();
+    /* No notify: the poll alone must find it (relay_poll_ms, 200 ms here). */
+    assert_true(its_wait_until(key_gone, "ooo-late", 5000));
+    assert_true(its_wait_until(outbox_empty, NULL, 3000));
+    assert_true(inv__wall_ms() - t0 < 2500);
+    inv_stats *st = stats(iv);
+    assert_int_equal(st->published, 6);
+    stop_inv(iv);
+}
+
 /* An older event never deletes a newer cached version. */
 static void test_older_event_keeps_newer(void **state)
 {
@@ -654,6 +684,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_due_time, setup, teardown),
         cmocka_unit_test_setup_teardown(test_due_on_receipt, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_out_of_order_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_older_event_keeps_newer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delay_change, setup, teardown),
         cmocka_unit_test_setup_teardown(test_broadcast_two_groups, setup, teardown),

@@ -358,6 +358,28 @@ static void test_pg_pool_after_timeout(void **state)
     assert_true(n > 0);
     for (int i = 0; i < n; i++)
         assert_true(rows[i].id > 0 && rows[i].sku[0] != '\0' && rows[i].version > 0);
+    /* The outbox's own count and its oldest row, as the gauges read them;
+     * deleting the rows empties both. */
+    int64_t orows = 0, oldest = 0;
+    assert_int_equal(store_outbox_stats(st, &orows, &oldest), 0);
+    assert_true(orows >= n);
+    int64_t min_at = rows[0].committed_at_ms;
+    for (int i = 0; i < n; i++)
+        if (rows[i].committed_at_ms < min_at)
+            min_at = rows[i].committed_at_ms;
+    assert_true(oldest > 0 && oldest <= min_at);
+    int64_t ids[64];
+    for (;;) {
+        n = store_outbox_fetch(st, 0, 64, rows);
+        if (n <= 0)
+            break;
+        for (int i = 0; i < n; i++)
+            ids[i] = rows[i].id;
+        assert_int_equal(store_outbox_delete(st, ids, (size_t)n), 0);
+    }
+    assert_int_equal(store_outbox_stats(st, &orows, &oldest), 0);
+    assert_int_equal(orows, 0);
+    assert_int_equal(oldest, 0);
     store_audit_result au;
     assert_int_equal(store_audit(st, "misalign", 1, &au), 0);
     assert_int_equal(au.orders, 1);
