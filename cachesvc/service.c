@@ -21,7 +21,13 @@
 /* ------------------------------------------------------------------------ */
 /* The invalidator's source (the store's outbox) and sinks.                  */
 
-static int outbox_fetch(void *ctx, int64_t after_id, inv_row *rows, int max)
+/* How long this instance's relay holds the outbox rows it claimed before
+ * another relay may take them (its publication then counts as lost). Rows
+ * that stay in flight longer (a Kafka outage past the lease) may be
+ * published by two relays: a duplicate the version guards absorb. */
+#define SVC_OUTBOX_LEASE_MS 10000
+
+static int outbox_fetch(void *ctx, int64_t after_id, int mine, inv_row *rows, int max)
 {
     svc *s = ctx;
     if (max <= 0)
@@ -29,7 +35,8 @@ static int outbox_fetch(void *ctx, int64_t after_id, inv_row *rows, int max)
     store_outbox_row *tmp = malloc((size_t)max * sizeof *tmp);
     if (tmp == NULL)
         return -ENOMEM;
-    int n = store_outbox_fetch(s->st, after_id, (size_t)max, tmp);
+    int n = store_outbox_claim(s->st, s->cfg.instance_id, SVC_OUTBOX_LEASE_MS, mine, after_id,
+                               (size_t)max, tmp);
     for (int i = 0; i < n; i++) {
         rows[i].id = tmp[i].id;
         rows[i].version = tmp[i].version;

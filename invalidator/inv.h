@@ -62,10 +62,14 @@ typedef struct inv_row {
 
 /* The outbox, supplied by the service (the store). */
 typedef struct inv_source {
-    /* Fills rows[0..max-1] with the rows whose id > after_id, in id order.
-     * Returns the number filled (0 when none) or a negative errno (the relay
-     * retries later). */
-    int (*fetch)(void *ctx, int64_t after_id, inv_row *rows, int max);
+    /* Fills rows[0..max-1] with rows whose id > after_id, in id order,
+     * that this relay is to publish. A source shared by several relays (one
+     * per instance) hands each row to one of them at a time (a claim with
+     * a lease, so a dead relay's rows go to another); with mine set it also
+     * returns the rows this relay was handed before (to publish again after
+     * a failed delivery). Returns the number filled (0 when none) or a
+     * negative errno (the relay retries later). */
+    int (*fetch)(void *ctx, int64_t after_id, int mine, inv_row *rows, int max);
     /* Deletes the rows ids[0..n-1]: Kafka acknowledged them. Returns 0 or a
      * negative errno (the relay keeps the ids and retries). */
     int (*ack)(void *ctx, const int64_t *ids, int n);

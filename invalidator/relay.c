@@ -16,6 +16,12 @@
  * between commit and publish loses nothing either: the next relay reads
  * the whole outbox. Rows in flight are bounded (relay_inflight_max): while
  * Kafka is down they wait in the outbox, not in memory.
+ *
+ * Several relays (one per instance) share the outbox: the source hands
+ * each row to one of them (a claim with a lease), so each event is
+ * published once by the fleet and a dead relay's rows go to another when
+ * their lease ends. After a failed delivery the next round asks for this
+ * relay's own claimed rows too.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -165,6 +171,8 @@ int inv__relay_new(inv *iv, inv_relay **out)
     if (r == NULL)
         return -ENOMEM;
     r->iv = iv;
+    r->failed = 1;                 /* the first round takes back the rows a
+                                    * previous run of this instance claimed */
     r->wake = &iv->relay_wake;
     r->drain_deadline = INT64_MAX;
     r->rows = calloc((size_t)iv->relay_batch, sizeof(*r->rows));
@@ -300,10 +308,11 @@ static void publish(inv_relay *r)
 {
     inv *iv = r->iv;
     int64_t after = 0;
+    int mine = r->failed;          /* after a failure: our own rows too */
     r->failed = 0;
     while (r->inflight < iv->relay_inflight_max && !atomic_load(&iv->stopping)) {
         int max = iv->relay_batch;
-        int n = iv->source.fetch(iv->source.ctx, after, r->rows, max);
+        int n = iv->source.fetch(iv->source.ctx, after, mine, r->rows, max);
         if (n < 0) {
             INV_INC(iv, relay_errors, 1);
             return;

@@ -37,6 +37,17 @@ void store__state_to_item(const store__state *s, const char *sku, store_item *it
     it->units_supplied = s->units_supplied;
 }
 
+static int cmp_outbox(const void *a, const void *b)
+{
+    int64_t x = ((const store_outbox_row *)a)->id, y = ((const store_outbox_row *)b)->id;
+    return x < y ? -1 : x > y;
+}
+
+void store__sort_outbox(store_outbox_row *rows, size_t n)
+{
+    qsort(rows, n, sizeof *rows, cmp_outbox);
+}
+
 int store_valid_id(const char *s)
 {
     size_t i;

@@ -55,7 +55,7 @@ enum {
     PS_IDS, PS_REBUILD, PS_INS_ORDERS, PS_UPS_PURCHASES, PS_UPD_ITEM, PS_INS_ITEM,
     PS_INS_OUTBOX, PS_GET_ITEM, PS_OUTBOX_FETCH, PS_OUTBOX_DEL, PS_ASYNC_COMMIT, PS_PING,
     PS_GUARD, PS_INS_ORDERS_NEW, PS_LOCK_TIMEOUT, PS_ORDER_BY_KEY,
-    PS_OUTBOX_STATS, PS_COUNT
+    PS_OUTBOX_STATS, PS_OUTBOX_CLAIM, PS_COUNT
 };
 static const char *const ps_sql[PS_COUNT] = {
     [PS_BEGIN] = "BEGIN",
@@ -119,6 +119,17 @@ static const char *const ps_sql[PS_COUNT] = {
     [PS_ORDER_BY_KEY] = "SELECT order_id, sku, user_id, qty, stock_after, version_after"
                         " FROM orders WHERE idempotency_key = $1",
     [PS_OUTBOX_STATS] = "SELECT count(*), coalesce(min(committed_at_ms), 0) FROM outbox",
+    /* Claims on the database's clock, so that relays on hosts whose clocks
+     * differ agree on when a lease ends; SKIP LOCKED lets two relays
+     * claiming at once take different rows. */
+    [PS_OUTBOX_CLAIM] = "WITH c AS (SELECT id FROM outbox WHERE id > $1 AND"
+                        " (claimed_until_ms < (extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+                        " OR ($4::boolean AND claimed_by = $3)) ORDER BY id LIMIT $2"
+                        " FOR UPDATE SKIP LOCKED)"
+                        " UPDATE outbox o SET claimed_by = $3, claimed_until_ms ="
+                        " (extract(epoch FROM clock_timestamp()) * 1000)::bigint + $5"
+                        " FROM c WHERE o.id = c.id"
+                        " RETURNING o.id, o.sku, o.version, o.committed_at_ms",
 };
 
 enum { PG_KNOWN = 64 };
@@ -1495,6 +1506,17 @@ out:
     return rc;
 }
 
+/* Copies nt outbox rows (id, sku, version, committed_at_ms) from r. */
+static void outbox_rows(PGresult *r, int nt, store_outbox_row *rows)
+{
+    for (int i = 0; i < nt; i++) {
+        rows[i].id = col_i64(r, i, 0);
+        snprintf(rows[i].sku, sizeof rows[i].sku, "%s", PQgetvalue(r, i, 1));
+        rows[i].version = col_i64(r, i, 2);
+        rows[i].committed_at_ms = col_i64(r, i, 3);
+    }
+}
+
 static int pg_outbox_fetch(store *st, int64_t after_id, size_t max, store_outbox_row *rows)
 {
     PGresult *r;
@@ -1508,12 +1530,7 @@ static int pg_outbox_fetch(store *st, int64_t after_id, size_t max, store_outbox
     if (rc < 0)
         return rc;
     nt = PQntuples(r);
-    for (int i = 0; i < nt; i++) {
-        rows[i].id = col_i64(r, i, 0);
-        snprintf(rows[i].sku, sizeof rows[i].sku, "%s", PQgetvalue(r, i, 1));
-        rows[i].version = col_i64(r, i, 2);
-        rows[i].committed_at_ms = col_i64(r, i, 3);
-    }
+    outbox_rows(r, nt, rows);
     PQclear(r);
     return nt;
 }
@@ -1530,19 +1547,75 @@ static int pg_outbox_stats(store *st, int64_t *rows, int64_t *oldest_ms)
     return 0;
 }
 
-/* Deletes acknowledged outbox rows in a transaction that commits without
- * waiting for its WAL flush: should a crash lose the delete, the rows are
- * published again, which the consumers' version guards make harmless
- * (at-least-once), while a flush per acknowledgement doubled the fsyncs of
- * a busy item. */
-static int pg_outbox_delete(store *st, const int64_t *ids, size_t n)
+/* Runs statement ps in a transaction that commits without waiting for its
+ * WAL flush, and hands its result to *out (NULL when not wanted; the caller
+ * PQclear()s it). For the outbox's bookkeeping, where a change lost in a
+ * crash is harmless: a lost delete publishes a row again, which the
+ * consumers' version guards absorb (at-least-once), and a lost claim lets
+ * another relay claim the row; a flush per call doubled the fsyncs of a
+ * busy item. Returns 0, -EIO, -ETIMEDOUT or -ENOMEM. */
+static int async_tx(store *st, const char *what, int ps, int nparams, const char *const *params,
+                    PGresult **out)
 {
     int64_t dl = deadline_of(st);
     PGresult *res[4] = {0};
-    sbuf b = {0};
-    const char *p[1];
     pg_conn *pc;
     int rc, fe, synced = 0;
+
+    if (out != NULL)
+        *out = NULL;
+    if ((pc = pool_get(st, dl, &rc)) == NULL)
+        return rc;
+    rc = -EIO;
+    if (pq_exec(pc, PS_BEGIN, 0, NULL) < 0 || pq_exec(pc, PS_ASYNC_COMMIT, 0, NULL) < 0 ||
+        pq_exec(pc, ps, nparams, params) < 0 || pq_exec(pc, PS_COMMIT, 0, NULL) < 0 ||
+        PQpipelineSync(pc->c) != 1)
+        goto out;
+    if ((rc = conn_flush(pc, dl)) < 0 || (rc = conn_collect(pc, dl, res, 4, &fe)) < 0)
+        goto out;
+    synced = 1;
+    if (fe >= 0) {
+        sql_error(what, res[fe]);
+        synced = conn_rollback(pc, dl) == 0;   /* leave no open block */
+        rc = -EIO;
+        goto out;
+    }
+    if (out != NULL) {
+        *out = res[2];
+        res[2] = NULL;
+    }
+out:
+    clear_all(res, 4);
+    pool_put(st, pc, !synced);
+    return rc;
+}
+
+static int pg_outbox_claim(store *st, const char *claimer, int64_t lease_ms, int mine,
+                           int64_t after_id, size_t max, store_outbox_row *rows)
+{
+    PGresult *r;
+    char a[24], m[24], l[24];
+    const char *p[5] = {a, m, claimer, mine ? "true" : "false", l};
+    snprintf(a, sizeof a, "%lld", (long long)after_id);
+    snprintf(m, sizeof m, "%zu", max);
+    snprintf(l, sizeof l, "%lld", (long long)lease_ms);
+    int rc = async_tx(st, "outbox claim", PS_OUTBOX_CLAIM, 5, p, &r);
+    if (rc < 0)
+        return rc;
+    int nt = r != NULL ? PQntuples(r) : 0;
+    if ((size_t)nt > max)
+        nt = (int)max;
+    outbox_rows(r, nt, rows);
+    PQclear(r);
+    store__sort_outbox(rows, (size_t)nt);
+    return nt;
+}
+
+/* Deletes acknowledged outbox rows (async_tx says why without a flush). */
+static int pg_outbox_delete(store *st, const int64_t *ids, size_t n)
+{
+    sbuf b = {0};
+    const char *p[1];
 
     sb_str(&b, "{");
     for (size_t i = 0; i < n; i++)
@@ -1553,26 +1626,7 @@ static int pg_outbox_delete(store *st, const int64_t *ids, size_t n)
         return -ENOMEM;
     }
     p[0] = b.p;
-    if ((pc = pool_get(st, dl, &rc)) == NULL) {
-        free(b.p);
-        return rc;
-    }
-    rc = -EIO;
-    if (pq_exec(pc, PS_BEGIN, 0, NULL) < 0 || pq_exec(pc, PS_ASYNC_COMMIT, 0, NULL) < 0 ||
-        pq_exec(pc, PS_OUTBOX_DEL, 1, p) < 0 || pq_exec(pc, PS_COMMIT, 0, NULL) < 0 ||
-        PQpipelineSync(pc->c) != 1)
-        goto out;
-    if ((rc = conn_flush(pc, dl)) < 0 || (rc = conn_collect(pc, dl, res, 4, &fe)) < 0)
-        goto out;
-    synced = 1;
-    if (fe >= 0) {
-        sql_error("outbox delete", res[fe]);
-        synced = conn_rollback(pc, dl) == 0;   /* leave no open block */
-        rc = -EIO;
-    }
-out:
-    clear_all(res, 4);
-    pool_put(st, pc, !synced);
+    int rc = async_tx(st, "outbox delete", PS_OUTBOX_DEL, 1, p, NULL);
     free(b.p);
     return rc;
 }
@@ -1688,6 +1742,7 @@ static const store__backend pg_backend = {
     .audit = pg_audit,
     .outbox_fetch = pg_outbox_fetch,
     .outbox_delete = pg_outbox_delete,
+    .outbox_claim = pg_outbox_claim,
     .outbox_stats = pg_outbox_stats,
     .ping = pg_ping,
     .sold_out_read = pg_sold_out_read,

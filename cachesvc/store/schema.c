@@ -88,8 +88,21 @@ static const char pg_v1[] =
     " committed_at_ms BIGINT NOT NULL"
     ");";
 
+/* Version 2: outbox claims. A relay claims the rows it publishes for a
+ * lease (claimed_by, claimed_until_ms on the database's clock), so that
+ * each row is published by one relay of the fleet and a dead relay's rows
+ * are taken over when the lease ends. */
+static const char sqlite_v2[] =
+    "ALTER TABLE outbox ADD COLUMN claimed_by TEXT;"
+    "ALTER TABLE outbox ADD COLUMN claimed_until_ms INTEGER NOT NULL DEFAULT 0;";
+
+static const char pg_v2[] =
+    "ALTER TABLE outbox ADD COLUMN claimed_by TEXT;"
+    "ALTER TABLE outbox ADD COLUMN claimed_until_ms BIGINT NOT NULL DEFAULT 0;";
+
 static const char *const migrations[][2] = {
     {sqlite_v1, pg_v1},
+    {sqlite_v2, pg_v2},
 };
 
 int store__schema_version(void)

@@ -18,10 +18,14 @@
 #include "cachesvc/store/store_int.h"
 
 enum {
-    W_BEGIN, W_COMMIT, W_ROLLBACK, W_SEL_ITEM, W_SEL_KEY, W_SEL_BOUGHT, W_INS_ORDER,
+    W_OUTBOX_CLAIM, W_BEGIN, W_COMMIT, W_ROLLBACK, W_SEL_ITEM, W_SEL_KEY, W_SEL_BOUGHT, W_INS_ORDER,
     W_UPS_PURCHASE, W_REBUILD, W_UPD_ITEM, W_INS_ITEM, W_INS_OUTBOX, W_DEL_OUTBOX, W_NSTMT
 };
 static const char *const w_sql[W_NSTMT] = {
+    [W_OUTBOX_CLAIM] = "UPDATE outbox SET claimed_by = ?1, claimed_until_ms = ?2 + ?3"
+                       " WHERE id IN (SELECT id FROM outbox WHERE id > ?4 AND"
+                       " (claimed_until_ms < ?2 OR (?5 AND claimed_by = ?1)) ORDER BY id LIMIT ?6)"
+                       " RETURNING id, sku, version, committed_at_ms",
     [W_BEGIN] = "BEGIN IMMEDIATE",
     [W_COMMIT] = "COMMIT",
     [W_ROLLBACK] = "ROLLBACK",
@@ -595,6 +599,55 @@ out:
     return rc;
 }
 
+typedef struct claim_args {
+    store *st;
+    const char *claimer;
+    int64_t lease_ms;
+    int mine;
+    int64_t after_id;
+    size_t max;
+    store_outbox_row *rows;
+} claim_args;
+
+static intptr_t outbox_claim_blocking(void *arg)
+{
+    claim_args *a = arg;
+    sq *q = a->st->impl;
+    sqlite3_stmt *s = q->wst[W_OUTBOX_CLAIM];
+    size_t n = 0;
+    int rc;
+
+    pthread_mutex_lock(&q->w.mu);
+    bind_text(s, 1, a->claimer);
+    sqlite3_bind_int64(s, 2, store__wall_ms());
+    sqlite3_bind_int64(s, 3, a->lease_ms);
+    sqlite3_bind_int64(s, 4, a->after_id);
+    sqlite3_bind_int(s, 5, a->mine != 0);
+    sqlite3_bind_int64(s, 6, (sqlite3_int64)a->max);
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (n == a->max)
+            continue;      /* the LIMIT makes this impossible */
+        a->rows[n].id = sqlite3_column_int64(s, 0);
+        copy_col(a->rows[n].sku, sizeof a->rows[n].sku, s, 1);
+        a->rows[n].version = sqlite3_column_int64(s, 2);
+        a->rows[n].committed_at_ms = sqlite3_column_int64(s, 3);
+        n++;
+    }
+    sqlite3_reset(s);
+    rc = rc == SQLITE_DONE ? (int)n : sq_err(q->w.db, "outbox claim");
+    pthread_mutex_unlock(&q->w.mu);
+    if (rc > 0)
+        store__sort_outbox(a->rows, n);
+    return rc;
+}
+
+static int sq_outbox_claim(store *st, const char *claimer, int64_t lease_ms, int mine,
+                           int64_t after_id, size_t max, store_outbox_row *rows)
+{
+    claim_args a = {st, claimer, lease_ms, mine, after_id, max, rows};
+    return (int)offload(outbox_claim_blocking, &a);
+}
+
 static int sq_outbox_delete(store *st, const int64_t *ids, size_t n)
 {
     read_args a = {.st = st, .ids = ids, .max = n};
@@ -766,6 +819,7 @@ static const store__backend sqlite_backend = {
     .audit = sq_audit,
     .outbox_fetch = sq_outbox_fetch,
     .outbox_delete = sq_outbox_delete,
+    .outbox_claim = sq_outbox_claim,
     .outbox_stats = sq_outbox_stats,
     .ping = sq_ping,
     .sold_out_read = sq_sold_out_read,

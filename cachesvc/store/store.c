@@ -551,6 +551,18 @@ int store_outbox_stats(store *st, int64_t *rows, int64_t *oldest_committed_at_ms
     return count_error(st, st->be->outbox_stats(st, rows, oldest_committed_at_ms));
 }
 
+int store_outbox_claim(store *st, const char *claimer, int64_t lease_ms, int mine,
+                       int64_t after_id, size_t max, store_outbox_row *rows)
+{
+    size_t cl = claimer != NULL ? strlen(claimer) : 0;
+    if (cl == 0 || cl > 128 || lease_ms <= 0)
+        return -EINVAL;
+    if (max == 0)
+        return 0;
+    store__enter(st);
+    return count_error(st, st->be->outbox_claim(st, claimer, lease_ms, mine, after_id, max, rows));
+}
+
 int store_outbox_delete(store *st, const int64_t *ids, size_t n)
 {
     if (n == 0)

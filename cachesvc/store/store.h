@@ -236,6 +236,15 @@ typedef struct store_outbox_row {
 /* Copies up to max rows with id > after_id, in id order, into rows[].
  * Returns the count (0..max) or a negative errno. */
 int store_outbox_fetch(store *st, int64_t after_id, size_t max, store_outbox_row *rows);
+
+/* Claims up to max rows with id > after_id for claimer (1-128 bytes) for
+ * lease_ms on the database's clock, and copies them, in id order, into
+ * rows[]: rows nobody holds, rows whose lease ended (their relay died or
+ * stalled) and, with mine set, rows claimer already holds (to publish
+ * again after a failed delivery). Each row is thus handed to one claimer at
+ * a time. Returns the count (0..max) or a negative errno. */
+int store_outbox_claim(store *st, const char *claimer, int64_t lease_ms, int mine,
+                       int64_t after_id, size_t max, store_outbox_row *rows);
 /* Deletes the rows with these ids (missing ids are ignored). Returns 0 or a
  * negative errno. */
 int store_outbox_delete(store *st, const int64_t *ids, size_t n);

@@ -104,6 +104,9 @@ int store__keep_purchases(const store__state *final);
 /* Copies the state of sku into *it. */
 void store__state_to_item(const store__state *s, const char *sku, store_item *it);
 
+/* Sorts outbox rows by id (a claim's RETURNING has no order). */
+void store__sort_outbox(store_outbox_row *rows, size_t n);
+
 /* Wall-clock milliseconds. */
 int64_t store__wall_ms(void);
 
@@ -130,6 +133,8 @@ typedef struct store__backend {
     int (*audit)(store *st, const char *sku, int with_orders, store_audit_result *out);
     int (*outbox_fetch)(store *st, int64_t after_id, size_t max, store_outbox_row *rows);
     int (*outbox_delete)(store *st, const int64_t *ids, size_t n);
+    int (*outbox_claim)(store *st, const char *claimer, int64_t lease_ms, int mine,
+                        int64_t after_id, size_t max, store_outbox_row *rows);
     int (*outbox_stats)(store *st, int64_t *rows, int64_t *oldest_ms);
     int (*ping)(store *st);
     /* Reads, in one consistent snapshot, sku's row into the set

@@ -130,8 +130,9 @@ static size_t lower_bound(its_outbox *o, int64_t after)
     return i < o->len ? i : o->len;
 }
 
-static int ob_fetch(void *ctx, int64_t after_id, inv_row *rows, int max)
+static int ob_fetch(void *ctx, int64_t after_id, int mine, inv_row *rows, int max)
 {
+    (void)mine;   /* one relay per in-memory outbox: nothing to claim */
     its_outbox *o = ctx;
     int n = 0;
     pthread_mutex_lock(&o->mu);

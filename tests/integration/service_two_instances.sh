@@ -150,4 +150,19 @@ for item in hot newbie stale; do
   av=$(json_num version <<<"$(curl -s -H 'Authorization: Bearer secret' $A/admin/items/$item/audit)")
   req GET $C/v1/items/$item; expect 200 "\"version\":$av" "C serves $item at its audited version $av"
 done
+
+# One publication per outbox row across the fleet: every relay claims the
+# rows it publishes, so the events published by all four instances add up
+# to the batches they committed, and the outbox ends empty.
+for i in $(seq 1 150); do
+  n=$(psql "$PG" -Atc 'SELECT count(*) FROM outbox' 2>/dev/null); [ "$n" = 0 ] && break; sleep 0.1
+done
+check "the outbox is empty (${n:-?} rows)" [ "$n" = 0 ]
+pub=0; com=0
+for u in $A $B $C $D; do
+  m=$(curl -s $u/metrics)
+  pub=$((pub + $(awk '$1 == "cachesvc_inv_published_total" {print $2}' <<<"$m")))
+  com=$((com + $(awk '$1 == "cachesvc_store_commits_total" {print $2}' <<<"$m")))
+done
+check "each outbox row published once by the fleet ($pub events for $com commits)" [ "$pub" = "$com" ]
 finish

@@ -358,28 +358,6 @@ static void test_pg_pool_after_timeout(void **state)
     assert_true(n > 0);
     for (int i = 0; i < n; i++)
         assert_true(rows[i].id > 0 && rows[i].sku[0] != '\0' && rows[i].version > 0);
-    /* The outbox's own count and its oldest row, as the gauges read them;
-     * deleting the rows empties both. */
-    int64_t orows = 0, oldest = 0;
-    assert_int_equal(store_outbox_stats(st, &orows, &oldest), 0);
-    assert_true(orows >= n);
-    int64_t min_at = rows[0].committed_at_ms;
-    for (int i = 0; i < n; i++)
-        if (rows[i].committed_at_ms < min_at)
-            min_at = rows[i].committed_at_ms;
-    assert_true(oldest > 0 && oldest <= min_at);
-    int64_t ids[64];
-    for (;;) {
-        n = store_outbox_fetch(st, 0, 64, rows);
-        if (n <= 0)
-            break;
-        for (int i = 0; i < n; i++)
-            ids[i] = rows[i].id;
-        assert_int_equal(store_outbox_delete(st, ids, (size_t)n), 0);
-    }
-    assert_int_equal(store_outbox_stats(st, &orows, &oldest), 0);
-    assert_int_equal(orows, 0);
-    assert_int_equal(oldest, 0);
     store_audit_result au;
     assert_int_equal(store_audit(st, "misalign", 1, &au), 0);
     assert_int_equal(au.orders, 1);
@@ -669,6 +647,82 @@ static void sold_out_budget_check(const char *url_)
     store_close(st);
 }
 
+/* ---- outbox claims: one relay per row, a dead relay's rows taken over ---- */
+
+static void drain_outbox(store *st)
+{
+    store_outbox_row rows[64];
+    int64_t ids[64];
+    int n;
+    while ((n = store_outbox_fetch(st, 0, 64, rows)) > 0) {
+        for (int i = 0; i < n; i++)
+            ids[i] = rows[i].id;
+        assert_int_equal(store_outbox_delete(st, ids, (size_t)n), 0);
+    }
+}
+
+static void outbox_claim_check(const char *url_)
+{
+    store *a = NULL, *b = NULL;   /* two instances' stores, one database */
+    store_config cfg = {.pool_size = 2, .timeout_ms = 5000};
+    store_outbox_row rows[64];
+    store_item it;
+    assert_int_equal(store_open(url_, &cfg, &a), 0);
+    assert_int_equal(store_open(url_, &cfg, &b), 0);
+    drain_outbox(a);
+    for (int i = 0; i < 5; i++) {
+        char sku[16];
+        snprintf(sku, sizeof sku, "claim%d", i);
+        store_put p = {.stock = 1, .per_user_limit = -1, .sale_starts_at_ms = -1};
+        assert_int_equal(store_put_item(a, sku, &p, RT_NO_DEADLINE, &it, NULL), 0);
+    }
+    /* A claims two, then the rest; B finds nothing left. */
+    assert_int_equal(store_outbox_claim(a, "relay-a", 60000, 0, 0, 2, rows), 2);
+    assert_true(rows[0].id < rows[1].id);
+    int64_t first = rows[0].id;
+    assert_int_equal(store_outbox_claim(a, "relay-a", 60000, 0, 0, 64, rows), 3);
+    assert_true(rows[0].id > first);
+    assert_int_equal(store_outbox_claim(b, "relay-b", 60000, 0, 0, 64, rows), 0);
+    assert_int_equal(store_outbox_claim(b, "relay-b", 60000, 1, 0, 64, rows), 0);
+    /* A asks for its own rows again (after a failed delivery). */
+    assert_int_equal(store_outbox_claim(a, "relay-a", 60000, 1, 0, 64, rows), 5);
+    assert_int_equal(rows[0].id, first);
+    assert_int_equal(store_outbox_claim(a, "relay-a", 60000, 1, first, 64, rows), 4);
+    /* A "dies": with a short lease its rows go to B once it ends. */
+    assert_int_equal(store_outbox_claim(a, "relay-a", 300, 1, 0, 64, rows), 5);
+    assert_int_equal(store_outbox_claim(b, "relay-b", 60000, 0, 0, 64, rows), 0);
+    rt_sleep(400);
+    assert_int_equal(store_outbox_claim(b, "relay-b", 60000, 0, 0, 64, rows), 5);
+    assert_int_equal(store_outbox_claim(a, "relay-a", 60000, 0, 0, 64, rows), 0);
+    assert_int_equal(store_outbox_claim(a, "", 1000, 0, 0, 64, rows), -EINVAL);
+    /* The gauges' reading: the rows in the database and the oldest one;
+     * deleting the rows empties both. */
+    int64_t orows = 0, oldest = 0;
+    assert_int_equal(store_outbox_stats(a, &orows, &oldest), 0);
+    assert_int_equal(orows, 5);
+    assert_true(oldest > 0 && oldest <= rows[0].committed_at_ms);
+    drain_outbox(a);
+    assert_int_equal(store_outbox_stats(a, &orows, &oldest), 0);
+    assert_int_equal(orows, 0);
+    assert_int_equal(oldest, 0);
+    store_close(b);
+    store_close(a);
+}
+
+static void test_pg_outbox_claim(void **state)
+{
+    (void)state;
+    outbox_claim_check(url);
+}
+
+static void test_sqlite_outbox_claim(void **state)
+{
+    (void)state;
+    char u[300];
+    snprintf(u, sizeof u, "sqlite:%s/claim.db", dir);
+    outbox_claim_check(u);
+}
+
 static void test_pg_sold_out(void **state)
 {
     (void)state;
@@ -698,6 +752,8 @@ int main(void)
         cmocka_unit_test(test_pg_guard_state),
         cmocka_unit_test(test_pg_sold_out),
         cmocka_unit_test(test_sqlite_sold_out),
+        cmocka_unit_test(test_pg_outbox_claim),
+        cmocka_unit_test(test_sqlite_outbox_claim),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
