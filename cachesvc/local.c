@@ -40,8 +40,16 @@ int svc__local_get(svc *s, const char *sku, svc_entry *e)
     uint64_t ver = 0;
     if (lc_get(s->lc, sku, strlen(sku), e, sizeof *e, &len, &ver) != 0 || len != sizeof *e)
         return 0;
+    if (e->cached_at_ns < atomic_load_explicit(&s->trust_after_ns, memory_order_relaxed))
+        return 0;
     e->version = (int64_t)ver;
     return 1;
+}
+
+void svc__local_distrust(svc *s)
+{
+    atomic_store(&s->trust_after_ns, rt_now_ns());
+    svc_metric_inc(SVC_C_LOCAL_DISTRUST);
 }
 
 int svc__local_lease(svc *s, const char *sku, lc_lease *l)
@@ -74,10 +82,12 @@ static uint64_t known_version(svc *s, const char *sku, size_t klen)
 }
 
 int svc__local_fill(svc *s, const char *sku, const lc_lease *l, int held,
-                    const svc_entry *e, int *below_floor)
+                    const svc_entry *in, int *below_floor)
 {
     size_t klen = strlen(sku);
+    svc_entry copy = *in, *e = &copy;
     int r;
+    copy.cached_at_ns = rt_now_ns();
     if (e->absent && s->cfg.negative_ttl_ms == 0) {
         svc__local_release(s, (lc_lease *)l, held);
         if (below_floor != NULL)

@@ -43,6 +43,8 @@ extern "C" {
       "Redis requests skipped because the breaker was open.")                                   \
     X(REDIS_BREAKER_OPEN, "cachesvc_redis_breaker_opens_total", "",                             \
       "Times the Redis breaker opened.")                                                        \
+    X(LOCAL_DISTRUST, "cachesvc_local_distrusts_total", "",                                    \
+      "Times every local copy was distrusted (broadcast events may have been missed).")        \
     X(LOCAL_STALE_EVICT, "cachesvc_local_stale_evictions_total", "",                           \
       "Local copies evicted because the database showed a decrement a newer version.") \
     X(REDIS_TOMBSTONE, "cachesvc_redis_tombstones_total", "",                                   \

@@ -61,6 +61,13 @@ static int outbox_ack(void *ctx, const int64_t *ids, int n)
     return store_outbox_delete(s->st, ids, (size_t)n);
 }
 
+static void local_lost(void *ctx)
+{
+    svc *s = ctx;
+    svc__local_distrust(s);
+    SVC_WARN(NULL, "broadcast events may have been missed: local copies distrusted", NULL);
+}
+
 static void local_evict(void *ctx, const char *sku, int64_t version)
 {
     svc *s = ctx;
@@ -417,20 +424,22 @@ static int svc_metrics(void *ctx, http_buf *out)
 /* ------------------------------------------------------------------------ */
 /* /readyz                                                                   */
 
-/* Kafka counts as up once the consumers hold their partitions, unless the
- * relay has events waiting and Kafka has acknowledged none of them for
- * KAFKA_STALL_NS (a broker outage: rows wait in the outbox meanwhile). */
+/* Kafka counts as up once the relay runs and the broadcast consumer holds
+ * its positions (the fleet's delay group may still be joining), unless
+ * this relay has events in flight and Kafka has acknowledged none of them
+ * for KAFKA_STALL_NS (a broker outage: rows wait in the outbox
+ * meanwhile). */
 #define KAFKA_STALL_NS (5 * 1000000000LL)
 static int kafka_up(svc *s)
 {
-    if (s->iv == NULL || !inv_ready(s->iv))
+    if (s->iv == NULL || !inv_ready_to_serve(s->iv))
         return 0;
     inv_stats *st = malloc(sizeof *st);
     if (st == NULL)
         return 1;
     inv_stats_get(s->iv, st);
     int64_t now = rt_now_ns();
-    int waiting = st->relay_inflight > 0 || st->outbox_depth > 0;
+    int waiting = st->relay_inflight > 0;   /* the outbox holds other relays' rows too */
     uint64_t pub = st->published;
     free(st);
     if (!waiting || pub != atomic_exchange(&s->kafka_published, pub)) {
@@ -591,7 +600,7 @@ int svc_open(const svc_config *cfg, svc **out)
     /* The delay consumer's deletes go through the same fan-out pool as the
      * standalone invalidator's (redis_sink.h). */
     inv_redis_sink rs = {.del = svc_redis_sink_del, .ctx = &s->rsink};
-    inv_local_sink ls = {.evict = local_evict, .ctx = s};
+    inv_local_sink ls = {.evict = local_evict, .lost = local_lost, .ctx = s};
     struct inv_new_args na = {&ic, &src, (ic.roles & INV_ROLE_DELAY) ? &rs : NULL, &ls, NULL};
     inv *iv = NULL;
     if (strcmp(cfg->kafka_brokers, "none") == 0) {

@@ -38,6 +38,7 @@ typedef struct svc_entry {
     int64_t per_user_limit;
     int64_t sale_starts_at_ms;
     int absent;
+    int64_t cached_at_ns;        /* rt_now_ns() when installed locally */
 } svc_entry;
 
 /* The Redis breaker (admission.c). While closed every read goes to Redis;
@@ -66,6 +67,9 @@ typedef struct svc {
     svc_breaker breaker;
     http_service api;
 
+    _Atomic int64_t trust_after_ns;      /* local copies installed before
+                                          * this are not trusted (events
+                                          * may have been missed) */
     _Atomic int64_t local_ttl_ms;        /* run-time settings */
     _Atomic int64_t invalidation_delay_ms;
     _Atomic int64_t slow_ns;             /* log.slow_ms; 0 = off */
@@ -116,8 +120,12 @@ void svc__redis_fill(svc *s, const char *sku, const svc_entry *e);
 int svc__local_new(svc *s);
 void svc__local_free(svc *s);
 /* 1 and *e on a hit (which may be an absent entry: e->absent), 0 on a
- * miss. Never parks. */
+ * miss (a copy installed before svc__local_distrust counts as one). Never
+ * parks. */
 int svc__local_get(svc *s, const char *sku, svc_entry *e);
+/* Stops trusting every local copy installed so far (broadcast events may
+ * have been missed): each is a miss until refilled. Any thread. */
+void svc__local_distrust(svc *s);
 /* Takes sku's fill lease into *l. Returns 1 when held, 0 when none could
  * be had (another holder, or a value appeared); the fill then goes through
  * the version guard alone. */

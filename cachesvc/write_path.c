@@ -242,7 +242,8 @@ int svc_put_item(void *ctx, const http_put_item_req *req, http_item *out, int *c
     svc_metric_inc(SVC_C_PUT_ITEM);
     /* The writer holds the exact committed row: install it (the commit hook
      * already evicted the old copy down to this version). */
-    svc_entry e = {it.stock, it.version, it.per_user_limit, it.sale_starts_at_ms, 0};
+    svc_entry e = {.stock = it.stock, .version = it.version, .per_user_limit = it.per_user_limit,
+                   .sale_starts_at_ms = it.sale_starts_at_ms};
     svc__local_fill(s, req->sku, NULL, 0, &e, NULL);
     /* A new item replaces the absent entry Redis may hold for its sku at
      * once (version-guarded), rather than after the delayed delete, so

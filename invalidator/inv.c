@@ -250,6 +250,16 @@ int inv_ready(const inv *iv)
     return iv->started;
 }
 
+int inv_ready_to_serve(const inv *iv)
+{
+    inv *m = (inv *)iv;
+    if (iv->relay != NULL && !atomic_load(&m->relay_ready))
+        return 0;
+    if (iv->bcast != NULL && !atomic_load(&m->bcast_ready))
+        return 0;
+    return iv->started;
+}
+
 const char *inv_bootstraps(const inv *iv)
 {
     return iv->brokers;

@@ -124,6 +124,10 @@ void inv_fanout_free(inv_fanout *f);
  * copy may be installed again. Must not park for long. */
 typedef struct inv_local_sink {
     void (*evict)(void *ctx, const char *sku, int64_t version);
+    /* Optional: events may have been missed (the log moved past the
+     * consumer's position, a broker lost its log): no local copy cached so
+     * far may be trusted any more. */
+    void (*lost)(void *ctx);
     void *ctx;
 } inv_local_sink;
 
@@ -200,6 +204,11 @@ int64_t inv_delay_ms(const inv *iv);
  * (the broadcast consumer with its positions resolved): events published
  * after this are seen. Callable from any thread. */
 int inv_ready(const inv *iv);
+/* True once the roles this instance's answers depend on are running: the
+ * relay, and the broadcast consumer with its positions resolved. The delay
+ * consumer's group (the fleet's) may still be joining: its events wait in
+ * Kafka meanwhile. Callable from any thread. */
+int inv_ready_to_serve(const inv *iv);
 
 /* The bootstrap address list the inv uses (for "embedded", the mock
  * cluster's). Owned by iv. */
@@ -235,6 +244,7 @@ uint64_t inv_hist_count_le(const inv_hist *h, int64_t le_ms);
     X(retries, "Redis deletes rescheduled after a failure")                   \
     X(decode_errors, "messages that were not a valid event (skipped)")        \
     X(evicted, "broadcast events handed to the local sink")                   \
+    X(bcast_gaps, "times the broadcast consumer's position fell out of the log (local copies distrusted)") \
     X(sink_calls, "Redis sink calls (batches)")                               \
     X(pauses, "times the delay consumer paused fetching (pending full)")      \
     X(rebalances, "partition assignments and revocations")

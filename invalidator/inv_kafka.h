@@ -86,8 +86,9 @@ typedef void (*inv_rebalance_fn)(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                                  void *opaque);
 /* Creates a consumer from conf (consumed, also on failure) with the given
  * rebalance callback and opaque, routes all its events to one queue that
- * wakes w, and subscribes to iv->topic. Sets *rk and *q; returns 0 or
- * -EIO. */
+ * wakes w, and subscribes to iv->topic; with cb NULL it does not subscribe
+ * (the caller assigns partitions itself: no group join). Sets *rk and *q;
+ * returns 0 or -EIO. */
 int inv__consumer_open(inv *iv, rd_kafka_conf_t *conf, inv_rebalance_fn cb,
                        void *opaque, inv_wake *w, rd_kafka_t **rk,
                        rd_kafka_queue_t **q);

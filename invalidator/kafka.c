@@ -119,7 +119,8 @@ int inv__consumer_open(inv *iv, rd_kafka_conf_t *conf, inv_rebalance_fn cb,
                        rd_kafka_queue_t **qp)
 {
     char err[512];
-    rd_kafka_conf_set_rebalance_cb(conf, cb);
+    if (cb != NULL)
+        rd_kafka_conf_set_rebalance_cb(conf, cb);
     rd_kafka_conf_set_opaque(conf, opaque);
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
     if (rk == NULL) {
@@ -132,6 +133,8 @@ int inv__consumer_open(inv *iv, rd_kafka_conf_t *conf, inv_rebalance_fn cb,
     rd_kafka_queue_io_event_enable(q, w->wfd, "1", 1);
     *rkp = rk;
     *qp = q;
+    if (cb == NULL)
+        return 0;                 /* the caller assigns partitions itself */
     rd_kafka_topic_partition_list_t *topics =
         rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(topics, iv->topic, RD_KAFKA_PARTITION_UA);

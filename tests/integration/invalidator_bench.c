@@ -149,7 +149,7 @@ static void run(void *arg)
         .relay_inflight_max = 100000,
     };
     inv_source src = its_outbox_source(b->ob);
-    inv_local_sink ls = {no_evict, NULL};
+    inv_local_sink ls = {.evict = no_evict};
     if (inv_new(&ic, &src, &rs, &ls, &b->iv) < 0 || inv_start(b->iv) < 0) {
         fprintf(stderr, "invalidator_bench: cannot start the invalidator\n");
         goto out;

@@ -573,7 +573,7 @@ static void ls_evict(void *ctx, const char *sku, int64_t version)
 
 inv_local_sink its_lsink_sink(its_lsink *l)
 {
-    inv_local_sink k = {ls_evict, l};
+    inv_local_sink k = {.evict = ls_evict, .ctx = l};
     return k;
 }
 

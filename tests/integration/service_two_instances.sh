@@ -103,6 +103,7 @@ sleep $(( (DELAY + 800) / 1000 )).$(( (DELAY + 800) % 1000 ))
 redis-cli -c -h 127.0.0.1 -p $RP SET 'stock:{stale}' "$((sv - 1))|1|0|0" PX 3600000 >/dev/null
 PC=$((PA + 2)); C=http://127.0.0.1:$PC
 start_svc c $PC "${common[@]}" --kafka.instance_id=c || exit 1
+CPID=$LAST_PID
 wait_ready $C
 req GET $C/v1/items/stale; expect 200 "\"version\":$((sv - 1))" "C serves the old Redis copy (no floor yet)"
 req POST $C/v1/items/stale/decrement '{"user_id":"s2","qty":1}'; expect 409 '"sold_out"' "C's decrement refused by the database"
@@ -165,4 +166,29 @@ for u in $A $B $C $D; do
   com=$((com + $(awk '$1 == "cachesvc_store_commits_total" {print $2}' <<<"$m")))
 done
 check "each outbox row published once by the fleet ($pub events for $com commits)" [ "$pub" = "$com" ]
+# The broker gone for longer than a consumer group's session (10 s) while
+# A commits: B keeps its broadcast position (no group to rejoin) and reads
+# the backlog when the broker returns, although its local copy would last
+# a minute.
+req PUT $A/v1/items/gap '{"stock":10}' "${ADMIN[@]}"
+sleep 0.5
+req GET $B/v1/items/gap; req GET $B/v1/items/gap; check "B holds gap locally" [ "$(header X-Cache)" = local ]
+kill -STOP $BPID
+req POST $A/v1/items/gap/decrement '{"user_id":"g1","qty":1}'; expect 200 '"stock":9' "A commits while the broker is stopped"
+gv=$(json_num version <<<"$BODY")
+sleep 12
+kill -CONT $BPID
+w=$("$SERVICE_CLIENT" wait 127.0.0.1:$PB gap "$gv" 10000) && ok "B serves the version committed during the outage after the broker returned ($w)" \
+  || fail "B did not see version $gv within 10 s of the broker's return"
+
+# An instance killed with -9 and started again is ready without waiting
+# for a consumer group (its broadcast consumer assigns itself).
+kill -KILL "$CPID"; wait "$CPID" 2>/dev/null
+t0=$(date +%s%N)
+start_svc c2 $PC "${common[@]}" --kafka.instance_id=c || exit 1
+wait_ready $C 300
+t1=$(date +%s%N)
+expect 200 "" "C ready again after kill -9"
+echo "restart_ready_ms=$(( (t1 - t0) / 1000000 ))"
+
 finish

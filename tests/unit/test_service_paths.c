@@ -383,21 +383,6 @@ static void breaker_body(void *arg)
  * the first database miss, for cache.negative_ttl_ms; the item's creation
  * replaces the absent entry at once; a decrement is never refused by it;
  * 0 turns it off. */
-static int64_t counter(enum svc_counter_id id)
-{
-    svc_buf b = {0};
-    svc_metrics_render(&b);
-    static const char *const names[] = {
-#define X(id, name, labels, help) [SVC_C_##id] = name "{" labels "} ",
-        SVC_COUNTERS(X)
-#undef X
-    };
-    const char *p = b.p ? strstr(b.p, names[id]) : NULL;
-    int64_t v = p ? atoll(p + strlen(names[id])) : -1;
-    svc_buf_free(&b);
-    return v;
-}
-
 static void absent_body(void *arg)
 {
     (void)arg;
@@ -409,12 +394,12 @@ static void absent_body(void *arg)
     http_item it;
     http_tier tier;
     http_decrement_res res;
-    int64_t db0 = counter(SVC_C_READ_ABSENT_DB), loc0 = counter(SVC_C_READ_ABSENT_LOCAL);
+    int64_t db0 = (int64_t)svc_metric_get(SVC_C_READ_ABSENT_DB), loc0 = (int64_t)svc_metric_get(SVC_C_READ_ABSENT_LOCAL);
     CHECK(svc_get_item(s, "ghost", &it, &tier) == HTTP_E_NOT_FOUND && tier == HTTP_TIER_DB);
     for (int i = 0; i < 5; i++)
         CHECK(svc_get_item(s, "ghost", &it, &tier) == HTTP_E_NOT_FOUND && tier == HTTP_TIER_LOCAL);
-    CHECK(counter(SVC_C_READ_ABSENT_DB) == db0 + 1);
-    CHECK(counter(SVC_C_READ_ABSENT_LOCAL) == loc0 + 5);
+    CHECK((int64_t)svc_metric_get(SVC_C_READ_ABSENT_DB) == db0 + 1);
+    CHECK((int64_t)svc_metric_get(SVC_C_READ_ABSENT_LOCAL) == loc0 + 5);
     /* The database decides a decrement, whatever the local cache holds. */
     CHECK(decr(s, "ghost", "u1", 1, NULL, &res) == HTTP_E_NOT_FOUND);
     /* The absent entry expires. */
@@ -424,6 +409,14 @@ static void absent_body(void *arg)
     CHECK(put(s, "ghost", 2, 0) == 0);
     CHECK(svc_get_item(s, "ghost", &it, &tier) == 0 && tier == HTTP_TIER_LOCAL && it.stock == 2);
     CHECK(decr(s, "ghost", "u1", 1, NULL, &res) == 0 && res.stock == 1);
+    /* When broadcast events may have been missed, no local copy is trusted
+     * until it is read again. */
+    CHECK(svc_get_item(s, "ghost", &it, &tier) == 0 && tier == HTTP_TIER_LOCAL);
+    int64_t distrusts = (int64_t)svc_metric_get(SVC_C_LOCAL_DISTRUST);
+    svc__local_distrust(s);
+    CHECK((int64_t)svc_metric_get(SVC_C_LOCAL_DISTRUST) == distrusts + 1);
+    CHECK(svc_get_item(s, "ghost", &it, &tier) == 0 && tier == HTTP_TIER_DB && it.stock == 1);
+    CHECK(svc_get_item(s, "ghost", &it, &tier) == 0 && tier == HTTP_TIER_LOCAL);
     /* An eviction from another instance's commit (its broadcast) removes
      * an absent entry too: the version floor is above 0. */
     CHECK(svc_get_item(s, "ghost2", &it, &tier) == HTTP_E_NOT_FOUND);
