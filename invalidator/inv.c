@@ -241,13 +241,9 @@ int64_t inv_delay_ms(const inv *iv)
 int inv_ready(const inv *iv)
 {
     inv *m = (inv *)iv;
-    if (iv->relay != NULL && !atomic_load(&m->relay_ready))
-        return 0;
     if (iv->delay != NULL && !atomic_load(&m->delay_ready))
         return 0;
-    if (iv->bcast != NULL && !atomic_load(&m->bcast_ready))
-        return 0;
-    return iv->started;
+    return inv_ready_to_serve(iv);
 }
 
 int inv_ready_to_serve(const inv *iv)
