@@ -46,6 +46,8 @@ struct inv_delay {
     rt_co **appliers;              /* long-lived applier coroutines */
     int napplier;
     atomic_int busy;               /* batches handed out, not finished */
+    int64_t drain_deadline;        /* rt_now_ns(): inv_stop's drain */
+    bool flush_all;                /* stopping, embedded: apply all now */
 };
 
 typedef struct batch {
@@ -344,7 +346,7 @@ static void dispatch(inv_delay *d)
             return;                /* try again on the next wakeup */
         }
         b->d = d;
-        int64_t now = inv__wall_ms();
+        int64_t now = d->flush_all ? INT64_MAX : inv__wall_ms();
         pthread_mutex_lock(&d->mu);
         while (b->n < iv->batch) {
             inv_pentry *e = inv__pq_pop_due(&d->pq, now);
@@ -467,6 +469,56 @@ void inv__delay_kick(inv_delay *d)
     inv__wake_signal(&d->wake);
 }
 
+void inv__delay_set_drain(inv_delay *d, int64_t deadline)
+{
+    d->drain_deadline = deadline;
+}
+
+/* With the embedded broker the log dies with the process, so events held
+ * for their due time would be lost at stop: apply every event held or
+ * still arriving (the relay's last ones) now, until none is left or the
+ * drain deadline passes. Applying early costs only what the delay buys
+ * (Redis load); the version guards and tombstones keep Redis right. */
+/* 1 when the consumer holds partitions and has read each up to its high
+ * watermark. Asks the (in-process) brokers: runs on the blocking pool. */
+static intptr_t caught_up_blocking(void *arg)
+{
+    inv_delay *d = arg;
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    if (rd_kafka_assignment(d->rk, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR || parts == NULL)
+        return 0;
+    int ok = parts->cnt > 0 && rd_kafka_position(d->rk, parts) == RD_KAFKA_RESP_ERR_NO_ERROR;
+    for (int i = 0; ok && i < parts->cnt; i++) {
+        rd_kafka_topic_partition_t *tp = &parts->elems[i];
+        int64_t lo = 0, hi = 0;
+        if (rd_kafka_query_watermark_offsets(d->rk, tp->topic, tp->partition, &lo, &hi, 1000) !=
+            RD_KAFKA_RESP_ERR_NO_ERROR)
+            ok = 0;
+        else if (hi > lo && tp->offset < hi)
+            ok = 0;   /* RD_KAFKA_OFFSET_INVALID (< 0) included: nothing read */
+    }
+    rd_kafka_topic_partition_list_destroy(parts);
+    return ok;
+}
+
+static void flush_at_stop(inv_delay *d)
+{
+    inv *iv = d->iv;
+    d->flush_all = true;
+    while (rt_now_ns() < d->drain_deadline) {
+        inv__wake_drain(&d->wake);
+        inv__consumer_drain(d->rk, &d->wake, on_message, d);
+        dispatch(d);
+        pthread_mutex_lock(&d->mu);
+        size_t held = d->pq.refs;
+        pthread_mutex_unlock(&d->mu);
+        if (held == 0 && atomic_load(&d->busy) == 0 &&
+            atomic_load(&iv->relay_inflight) == 0 && rt_blocking(caught_up_blocking, d) == 1)
+            break;
+        inv__wake_wait(&d->wake, rt_deadline_ms(10));
+    }
+}
+
 /* Milliseconds of wall clock until the next entry falls due, converted to
  * a monotonic deadline. While every applier is busy there is nothing to
  * dispatch: the next one to finish signals the pipe. */
@@ -500,6 +552,8 @@ void inv__delay_run(void *arg)
         dispatch(d);
         inv__wake_wait(&d->wake, next_deadline(d));
     }
+    if (iv->embedded)
+        flush_at_stop(d);
     /* Let the Redis calls in flight finish and store their offsets, then
      * commit and leave the group: pending events go to the next owner. */
     stop_appliers(d);

@@ -194,6 +194,8 @@ int inv_stop(inv *iv, int drain_ms)
     int64_t deadline = rt_deadline_ms(drain_ms > 0 ? drain_ms : 0);
     if (iv->relay != NULL)
         inv__relay_set_drain(iv->relay, deadline);
+    if (iv->delay != NULL)
+        inv__delay_set_drain(iv->delay, deadline);
     atomic_store(&iv->stopping, 1);
     if (iv->relay != NULL)
         inv__relay_kick(iv->relay);

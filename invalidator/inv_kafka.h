@@ -115,6 +115,9 @@ int inv__delay_new(inv *iv, inv_delay **out);
 void inv__delay_run(void *arg);
 void inv__delay_free(inv_delay *d);
 void inv__delay_kick(inv_delay *d);
+/* The deadline of inv_stop's drain (with the embedded broker the delay
+ * consumer applies what it holds by then). */
+void inv__delay_set_drain(inv_delay *d, int64_t deadline);
 
 int inv__bcast_new(inv *iv, inv_bcast **out);
 void inv__bcast_run(void *arg);

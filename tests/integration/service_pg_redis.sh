@@ -75,6 +75,22 @@ check "Redis holds no older version of the $N items after delay + margin ($older
 inv1=$(curl -s $U/metrics | sed -n 's/^cachesvc_inv_applied_total //p')
 check "the delay consumer applied >= $N deletes ($((inv1 - inv0)))" [ $((inv1 - inv0)) -ge $N ]
 
+# The embedded broker's log dies with the process: a SIGTERM within the
+# delay applies the held invalidations before the exit, so Redis holds no
+# copy older than the last commit afterwards.
+start_svc e $((P + 5)) --store.url=sqlite:"$T/embedded.db" --redis.url="$SEEDS" \
+  --kafka.brokers=embedded --kafka.invalidation_delay_ms=5000 --kafka.instance_id=e || exit 1
+EPID=$LAST_PID
+E=http://127.0.0.1:$((P + 5))
+wait_ready $E
+req PUT $E/v1/items/emb '{"stock":5}' "${ADMIN[@]}"; expect 201 "" "embedded: create"
+req POST $E/v1/items/emb/decrement '{"user_id":"e1","qty":1}'; expect 200 '"stock":4' "embedded: a write"
+ev=$(json_num version <<<"$BODY")
+stop_svc "$EPID" TERM
+check "embedded: the instance exits 0 on SIGTERM" [ "$STOP_RC" = 0 ]
+r=$(rget emb)
+check "embedded: Redis holds the tombstone of version $ev after the stop (got '$r')" [ "$r" = "$ev|~" ]
+
 # Redis down: reads keep being served, the breaker opens, readiness says so.
 "$SRC/scripts/redis-cluster" down --dir "$T/redis" >/dev/null 2>&1
 sleep 0.4
@@ -120,4 +136,5 @@ kill $BPID 2>/dev/null; wait $BPID 2>/dev/null
 req POST $U/v1/items/hot/decrement '{"user_id":"u4","qty":1}'; expect 200 "" "decrement with Kafka down"
 for i in $(seq 1 100); do req GET $U/readyz; [[ "$BODY" == *'"kafka":"down"'* ]] && break; sleep 0.2; done
 expect 503 '"kafka":"down"' "readyz names kafka"
+
 finish
