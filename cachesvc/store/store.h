@@ -242,7 +242,9 @@ int store_outbox_fetch(store *st, int64_t after_id, size_t max, store_outbox_row
  * rows[]: rows nobody holds, rows whose lease ended (their relay died or
  * stalled) and, with mine set, rows claimer already holds (to publish
  * again after a failed delivery). Each row is thus handed to one claimer at
- * a time. Returns the count (0..max) or a negative errno. */
+ * a time. SQLite, whose database one process owns, reads the rows without
+ * claiming them (the process's one relay holds what it publishes). Returns
+ * the count (0..max) or a negative errno. */
 int store_outbox_claim(store *st, const char *claimer, int64_t lease_ms, int mine,
                        int64_t after_id, size_t max, store_outbox_row *rows);
 /* Deletes the rows with these ids (missing ids are ignored). Returns 0 or a

@@ -715,12 +715,30 @@ static void test_pg_outbox_claim(void **state)
     outbox_claim_check(url);
 }
 
+/* SQLite: one process per database, so a claim is a plain read. */
 static void test_sqlite_outbox_claim(void **state)
 {
     (void)state;
     char u[300];
+    store *st = NULL;
+    store_config cfg = {.timeout_ms = 5000};
+    store_outbox_row rows[64], rows2[64];
     snprintf(u, sizeof u, "sqlite:%s/claim.db", dir);
-    outbox_claim_check(u);
+    assert_int_equal(store_open(u, &cfg, &st), 0);
+    store_put p = {.stock = 1, .per_user_limit = -1, .sale_starts_at_ms = -1};
+    assert_int_equal(store_put_item(st, "claim-sq", &p, RT_NO_DEADLINE, NULL, NULL), 0);
+    int n = store_outbox_claim(st, "relay-a", 60000, 0, 0, 64, rows);
+    assert_true(n >= 1);
+    assert_int_equal(store_outbox_fetch(st, 0, 64, rows2), n);
+    assert_int_equal(rows[0].id, rows2[0].id);
+    int64_t orows = 0, oldest = 0;
+    assert_int_equal(store_outbox_stats(st, &orows, &oldest), 0);
+    assert_int_equal(orows, n);
+    assert_true(oldest > 0);
+    drain_outbox(st);
+    assert_int_equal(store_outbox_stats(st, &orows, &oldest), 0);
+    assert_int_equal(orows, 0);
+    store_close(st);
 }
 
 static void test_pg_sold_out(void **state)
