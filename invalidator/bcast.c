@@ -155,6 +155,14 @@ static void on_message(void *arg, rd_kafka_message_t *m)
         INV_INC(iv, decode_errors, 1);
         return;
     }
+    if (ev.purge_at_ms > 0) {
+        if (iv->local.purge != NULL)
+            iv->local.purge(iv->local.ctx);
+        else if (iv->local.lost != NULL)
+            iv->local.lost(iv->local.ctx);
+        INV_INC(iv, purges, 1);
+        return;
+    }
     iv->local.evict(iv->local.ctx, ev.sku, ev.version);
     INV_INC(iv, evicted, 1);
     inv__hist_add(&iv->bcast_lag, inv__wall_ms() - ev.committed_at_ms);

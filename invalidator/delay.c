@@ -205,8 +205,11 @@ static void on_message(void *arg, rd_kafka_message_t *m)
         pthread_mutex_unlock(&d->mu);
         return;
     }
-    if (drc < 0) {
-        INV_INC(iv, decode_errors, 1);
+    if (drc < 0 || ev.purge_at_ms > 0) {
+        /* Not an item's event (a purge is the broadcast consumers'; the
+         * operator's call purged Redis itself): nothing to hold. */
+        if (drc < 0)
+            INV_INC(iv, decode_errors, 1);
         inv__offq_done(&dp->offq, m->offset);
         do_store_offset(d, m->partition);
     } else {
@@ -246,6 +249,8 @@ static void on_ref_done(void *arg, const inv_pentry *e, const inv_ref *r)
     if (dp->assigned && dp->gen == e->gen)
         inv__offq_done(&dp->offq, r->offset);
     INV_INC(d->iv, applied, 1);
+    if (d->iv->ack_after_apply && d->iv->relay != NULL)
+        inv__relay_applied(d->iv->relay, e->sku, e->sku_len, r->version);
     inv__hist_add(&d->iv->lag, now - r->committed_at_ms);
     inv__hist_add(&d->iv->lateness, now - r->due_at_ms);
 }

@@ -31,6 +31,10 @@ bool inv__sku_valid(const char *s, size_t n)
 
 int inv__event_encode(const inv_event *ev, char *buf, size_t cap)
 {
+    if (ev->purge_at_ms > 0) {
+        int n = snprintf(buf, cap, "{\"purge_at_ms\":%" PRId64 "}", ev->purge_at_ms);
+        return n < 0 || (size_t)n >= cap ? -ENOSPC : n;
+    }
     if (!inv__sku_valid(ev->sku, ev->sku_len) || ev->version < 0 ||
         ev->committed_at_ms < 0 || ev->due_at_ms < 0)
         return -EINVAL;
@@ -119,7 +123,7 @@ static bool key_is(const char *k, size_t n, const char *lit)
 int inv__event_decode(const char *buf, size_t n, inv_event *ev)
 {
     scan s = {buf, buf + n};
-    enum { F_SKU = 1, F_VER = 2, F_COMMIT = 4, F_DUE = 8, F_ALL = 15 };
+    enum { F_SKU = 1, F_VER = 2, F_COMMIT = 4, F_DUE = 8, F_ALL = 15, F_PURGE = 16 };
     int seen = 0;
 
     memset(ev, 0, sizeof(*ev));
@@ -146,6 +150,9 @@ int inv__event_decode(const char *buf, size_t n, inv_event *ev)
         } else if (key_is(k, klen, "due_at_ms")) {
             bit = F_DUE;
             num = &ev->due_at_ms;
+        } else if (key_is(k, klen, "purge_at_ms")) {
+            bit = F_PURGE;
+            num = &ev->purge_at_ms;
         }
         if (bit & seen)
             return -EINVAL;       /* a key given twice */
@@ -184,7 +191,11 @@ int inv__event_decode(const char *buf, size_t n, inv_event *ev)
         break;
     }
     skip_ws(&s);
-    if (s.p != s.end || seen != F_ALL)
+    if (s.p != s.end)
+        return -EINVAL;
+    if (seen == F_PURGE)
+        return ev->purge_at_ms > 0 ? 0 : -EINVAL;
+    if (seen != F_ALL)
         return -EINVAL;
     return 0;
 }

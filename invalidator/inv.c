@@ -136,6 +136,10 @@ int inv_new(const inv_config *cfg, const inv_source *source,
         if ((rc = inv__mock_acquire(iv->topic, iv->partitions, &iv->brokers)) < 0)
             goto fail;
         iv->embedded = true;
+        /* The embedded log dies with the process: a row deleted from the
+         * outbox once the (in-process) broker has it would be lost by a
+         * kill -9 while its event waits for its due time. */
+        iv->ack_after_apply = (iv->roles & INV_ROLE_RELAY) && (iv->roles & INV_ROLE_DELAY);
     } else if ((iv->brokers = strdup(brokers)) == NULL) {
         rc = -ENOMEM;
         goto fail;
@@ -220,6 +224,13 @@ int inv_stop(inv *iv, int drain_ms)
     iv->bcast = NULL;
     iv->started = false;
     return rc;
+}
+
+int inv_purge(inv *iv, int timeout_ms)
+{
+    if (!iv->started || iv->relay == NULL)
+        return -ENOTSUP;
+    return inv__relay_purge(iv->relay, timeout_ms);
 }
 
 void inv_notify(inv *iv)

@@ -128,6 +128,9 @@ typedef struct inv_local_sink {
      * consumer's position, a broker lost its log): no local copy cached so
      * far may be trusted any more. */
     void (*lost)(void *ctx);
+    /* Optional: an operator purged every tier (inv_purge, from any
+     * instance): forget every copy and every floor. Without it, lost. */
+    void (*purge)(void *ctx);
     void *ctx;
 } inv_local_sink;
 
@@ -195,6 +198,14 @@ void inv_free(inv *iv);
  * inv_free (a no-op before inv_start or after inv_stop); never blocks. */
 void inv_notify(inv *iv);
 
+/* Publishes a purge event: every instance's broadcast consumer (this one
+ * too) hands it to its local sink's purge, consumers that are cut off read
+ * it when they are back. Waits up to timeout_ms for the brokers'
+ * acknowledgement. Call from a coroutine, between inv_start and inv_stop.
+ * Returns 0, -ENOTSUP without the relay role, -ETIMEDOUT, or -EIO (not
+ * acknowledged: call again). */
+int inv_purge(inv *iv, int timeout_ms);
+
 /* Sets the delay applied to events published from now on (atomic).
  * Callable from any thread. */
 void inv_set_delay_ms(inv *iv, int64_t ms);
@@ -235,7 +246,7 @@ uint64_t inv_hist_count_le(const inv_hist *h, int64_t le_ms);
 
 /* Counters (monotonic), declared once. */
 #define INV_COUNTERS(X)                                                       \
-    X(published, "outbox rows acknowledged by Kafka")                          \
+    X(published, "outbox rows published and deleted (with the embedded broker: once their Redis delete is applied)") \
     X(relay_errors, "failed deliveries and outbox fetch/ack errors")          \
     X(received, "events read by the delay consumer")                          \
     X(applied, "events whose version-guarded Redis delete completed")          \
@@ -244,6 +255,7 @@ uint64_t inv_hist_count_le(const inv_hist *h, int64_t le_ms);
     X(retries, "Redis deletes rescheduled after a failure")                   \
     X(decode_errors, "messages that were not a valid event (skipped)")        \
     X(evicted, "broadcast events handed to the local sink")                   \
+    X(purges, "purge events handed to the local sink")                        \
     X(bcast_gaps, "times the broadcast consumer's position fell out of the log (local copies distrusted)") \
     X(sink_calls, "Redis sink calls (batches)")                               \
     X(pauses, "times the delay consumer paused fetching (pending full)")      \

@@ -20,6 +20,9 @@ typedef struct inv_event {
     int64_t version;
     int64_t committed_at_ms;
     int64_t due_at_ms;
+    int64_t purge_at_ms;           /* > 0: a purge, {"purge_at_ms":T}: every
+                                    * instance drops every cached copy; the
+                                    * item fields are unset */
 } inv_event;
 
 /* Longest encoding: the keys, a 64-byte sku and four 19-digit numbers. */
@@ -34,7 +37,8 @@ int inv__event_encode(const inv_event *ev, char *buf, size_t cap);
 
 /* Parses one event from buf[0..n-1] (not NUL-terminated). Keys may come in
  * any order, with JSON whitespace; unknown keys with string or integer
- * values are skipped; every known key is required exactly once. Returns 0
+ * values are skipped; every item key is required exactly once, or
+ * purge_at_ms alone. Returns 0
  * or -EINVAL. Input from the network: never asserts. */
 int inv__event_decode(const char *buf, size_t n, inv_event *ev);
 

@@ -42,6 +42,9 @@ struct inv {
     int retry_backoff_max_ms, linger_ms, session_timeout_ms;
     atomic_llong delay_ms;
     bool embedded;                 /* holds a reference on the mock cluster */
+    bool ack_after_apply;          /* embedded, relay and delay here: an
+                                    * outbox row is deleted only once its
+                                    * Redis delete was applied */
 
     inv_source source;
     inv_redis_sink redis;
@@ -110,6 +113,13 @@ void inv__relay_run(void *arg);            /* arg = inv_relay */
 void inv__relay_free(inv_relay *r);
 void inv__relay_kick(inv_relay *r);
 void inv__relay_set_drain(inv_relay *r, int64_t deadline);
+/* With ack_after_apply: the delay consumer applied the Redis delete of
+ * (sku, version). The relay deletes the outbox rows of that sku at or
+ * below version it had published. Any thread. */
+void inv__relay_applied(inv_relay *r, const char *sku, size_t sku_len,
+                        int64_t version);
+/* inv_purge's work: produces a purge event and waits for its delivery. */
+int inv__relay_purge(inv_relay *r, int timeout_ms);
 
 int inv__delay_new(inv *iv, inv_delay **out);
 void inv__delay_run(void *arg);

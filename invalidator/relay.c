@@ -22,14 +22,51 @@
  * published once by the fleet and a dead relay's rows go to another when
  * their lease ends. After a failed delivery the next round asks for this
  * relay's own claimed rows too.
+ *
+ * With the embedded broker the log lives in this process, so an event
+ * Kafka acknowledged is still lost by a kill -9 while it waits in the
+ * delay queue. There a row stays in the outbox (and held) after Kafka's
+ * acknowledgement until the delay consumer reports its Redis delete
+ * applied (inv__relay_applied); a restarted instance publishes what is
+ * left again.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "invalidator/inv_kafka.h"
+
+typedef struct inv_awaiting {
+    int64_t id, version;
+    uint8_t sku_len;
+    char sku[INV_SKU_MAX];
+} inv_awaiting;
+
+/* Appends to a growable array of inv_awaiting. 0 or -ENOMEM. */
+static int awaiting_push(inv_awaiting **a, size_t *n, size_t *cap,
+                         int64_t id, const char *sku, size_t sku_len,
+                         int64_t version)
+{
+    if (sku_len > INV_SKU_MAX)
+        return -EINVAL;
+    if (*n == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 256;
+        inv_awaiting *na = realloc(*a, ncap * sizeof(*na));
+        if (na == NULL)
+            return -ENOMEM;
+        *a = na;
+        *cap = ncap;
+    }
+    inv_awaiting *w = &(*a)[(*n)++];
+    w->id = id;
+    w->version = version;
+    w->sku_len = (uint8_t)sku_len;
+    memcpy(w->sku, sku, sku_len);
+    return 0;
+}
 
 struct inv_relay {
     inv *iv;
@@ -47,6 +84,14 @@ struct inv_relay {
     int64_t depth_next_ns;         /* rt_now_ns() of the next depth query */
     inv_row *rows;
     int64_t drain_deadline;        /* set by inv_stop */
+
+    /* ack_after_apply: rows Kafka acknowledged whose Redis delete is not
+     * applied yet, and the applied deletes the delay consumer reported. */
+    inv_awaiting *await;
+    size_t nawait, capawait;
+    pthread_mutex_t applied_mu;
+    inv_awaiting *applied;         /* id = rt_now_ns() when noted */
+    size_t napplied, capapplied;
 };
 
 /* ---- the held set: linear probing, deletion by backward shift -------- */
@@ -145,12 +190,60 @@ static void push_ack(inv_relay *r, int64_t id)
     r->acked[r->nacked++] = id;
 }
 
+/* A purge event's producer waits on this; the delivery report fills it.
+ * Two references: the waiter's (it may give up) and the report's. */
+typedef struct purge_wait {
+    atomic_int refs;
+    atomic_int state;              /* 0 pending, 1 delivered, -1 failed */
+} purge_wait;
+
+static void purge_wait_unref(purge_wait *w)
+{
+    if (atomic_fetch_sub(&w->refs, 1) == 1)
+        free(w);
+}
+
+int inv__relay_purge(inv_relay *r, int timeout_ms)
+{
+    inv_event ev;
+    char buf[INV_EVENT_JSON_MAX];
+    memset(&ev, 0, sizeof(ev));
+    ev.purge_at_ms = inv__wall_ms();
+    int len = inv__event_encode(&ev, buf, sizeof(buf));
+    if (len < 0)
+        return len;
+    purge_wait *w = calloc(1, sizeof(*w));
+    if (w == NULL)
+        return -ENOMEM;
+    atomic_init(&w->refs, 2);
+    /* No key: one partition at random; every broadcast consumer reads all
+     * of them. librdkafka's produce is thread-safe. */
+    if (rd_kafka_produce(r->rkt, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY,
+                         buf, (size_t)len, NULL, 0, w) < 0) {
+        free(w);
+        return -EIO;
+    }
+    inv__wake_signal(r->wake);
+    int64_t deadline = rt_deadline_ms(timeout_ms > 0 ? timeout_ms : 0);
+    while (atomic_load(&w->state) == 0 && rt_now_ns() < deadline)
+        rt_sleep_ns(5 * 1000000LL);
+    int state = atomic_load(&w->state);
+    purge_wait_unref(w);
+    return state > 0 ? 0 : state < 0 ? -EIO : -ETIMEDOUT;
+}
+
 /* Delivery report, served by rd_kafka_poll() on the relay's coroutine. */
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m,
                         void *opaque)
 {
     (void)rk;
     inv_relay *r = opaque;
+    if (m->key_len == 0) {         /* a purge (rows always have a sku key) */
+        purge_wait *w = m->_private;
+        atomic_store(&w->state, m->err == RD_KAFKA_RESP_ERR_NO_ERROR ? 1 : -1);
+        purge_wait_unref(w);
+        return;
+    }
     int64_t id = (int64_t)(intptr_t)m->_private;
     r->inflight--;
     if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -158,7 +251,85 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m,
         mark_failed(r, id);
         return;
     }
+    if (r->iv->ack_after_apply) {
+        /* Held until the delay consumer applied it. The payload is ours,
+         * so it decodes; if memory runs out the row is deleted now, as
+         * without ack_after_apply. */
+        inv_event ev;
+        if (inv__event_decode(m->payload, m->len, &ev) == 0 &&
+            awaiting_push(&r->await, &r->nawait, &r->capawait, id, ev.sku,
+                          ev.sku_len, ev.version) == 0)
+            return;
+    }
     push_ack(r, id);
+}
+
+void inv__relay_applied(inv_relay *r, const char *sku, size_t sku_len,
+                        int64_t version)
+{
+    pthread_mutex_lock(&r->applied_mu);
+    int rc = awaiting_push(&r->applied, &r->napplied, &r->capapplied, rt_now_ns(),
+                           sku, sku_len, version);
+    pthread_mutex_unlock(&r->applied_mu);
+    if (rc < 0)
+        fprintf(stderr, "invalidator: out of memory noting an applied delete; "
+                        "its outbox row is published again later\n");
+    inv__wake_signal(r->wake);
+}
+
+/* Moves the awaiting rows whose Redis delete was applied (same sku,
+ * version at or below an applied one) to the rows to delete. An applied
+ * report can come before the delivery report of its row (the consumer
+ * may read the message first): reports that matched no row are kept for
+ * a while (their id is when they were noted). */
+#define APPLIED_KEEP_NS (30 * 1000000000LL)
+
+static void collect_applied(inv_relay *r)
+{
+    inv_awaiting *ap = NULL;
+    size_t nap = 0;
+    pthread_mutex_lock(&r->applied_mu);
+    if (r->napplied > 0) {
+        ap = r->applied;
+        nap = r->napplied;
+        r->applied = NULL;
+        r->napplied = r->capapplied = 0;
+    }
+    pthread_mutex_unlock(&r->applied_mu);
+    if (nap == 0)
+        return;
+    size_t keep = 0;
+    for (size_t i = 0; i < r->nawait; i++) {
+        inv_awaiting *w = &r->await[i];
+        bool done = false;
+        for (size_t k = 0; k < nap && !done; k++) {
+            if (ap[k].sku_len == w->sku_len && ap[k].version >= w->version &&
+                memcmp(ap[k].sku, w->sku, w->sku_len) == 0) {
+                done = true;
+                ap[k].id = -1;     /* matched: no need to keep it */
+            }
+        }
+        if (done)
+            push_ack(r, w->id);
+        else
+            r->await[keep++] = *w;
+    }
+    r->nawait = keep;
+    /* Put the unmatched recent reports back. */
+    int64_t old = rt_now_ns() - APPLIED_KEEP_NS;
+    size_t nk = 0;
+    for (size_t k = 0; k < nap; k++)
+        if (ap[k].id > old)
+            ap[nk++] = ap[k];
+    if (nk > 0) {
+        pthread_mutex_lock(&r->applied_mu);
+        for (size_t k = 0; k < nk; k++)
+            if (awaiting_push(&r->applied, &r->napplied, &r->capapplied, ap[k].id,
+                              ap[k].sku, ap[k].sku_len, ap[k].version) < 0)
+                break;
+        pthread_mutex_unlock(&r->applied_mu);
+    }
+    free(ap);
 }
 
 int inv__relay_new(inv *iv, inv_relay **out)
@@ -175,6 +346,7 @@ int inv__relay_new(inv *iv, inv_relay **out)
                                     * previous run of this instance claimed */
     r->wake = &iv->relay_wake;
     r->drain_deadline = INT64_MAX;
+    pthread_mutex_init(&r->applied_mu, NULL);
     r->rows = calloc((size_t)iv->relay_batch, sizeof(*r->rows));
     if (r->rows == NULL) {
         rc = -ENOMEM;
@@ -241,6 +413,9 @@ void inv__relay_free(inv_relay *r)
     free(r->acked);
     free(r->held);
     free(r->rows);
+    free(r->await);
+    free(r->applied);
+    pthread_mutex_destroy(&r->applied_mu);
     free(r);
 }
 
@@ -377,11 +552,14 @@ void inv__relay_run(void *arg)
     for (;;) {
         inv__wake_drain(r->wake);
         rd_kafka_poll(r->rk, 0);   /* serves delivery reports */
+        collect_applied(r);
         ack_rows(r);
         if (r->failed)
             INV_INC(iv, retries, 1);   /* the next round publishes them again */
         if (atomic_load(&iv->stopping)) {
-            if (r->inflight == 0 || rt_now_ns() >= r->drain_deadline)
+            /* With ack_after_apply the delay consumer applies everything
+             * at stop: wait for its reports too. */
+            if ((r->inflight == 0 && r->nawait == 0) || rt_now_ns() >= r->drain_deadline)
                 break;
             inv__wake_wait(r->wake, r->drain_deadline);
             continue;
@@ -394,6 +572,7 @@ void inv__relay_run(void *arg)
         inv__wake_wait(r->wake, rt_deadline_ms(wait_ms));
     }
     rd_kafka_poll(r->rk, 0);
+    collect_applied(r);
     ack_rows(r);
     update_gauges(r);
 }

@@ -503,6 +503,31 @@ void lc_lease_release(lc_cache *c, const lc_lease *l)
     wctx_close(&w);
 }
 
+void lc_clear(lc_cache *c)
+{
+    for (unsigned s = 0; s < c->nshards; s++) {
+        lc_shard *sh = &c->shards[s];
+        pthread_mutex_lock(&sh->mu);
+        lc__write_begin(sh);
+        for (uint64_t i = 0; i < sh->islots; i++)
+            lc__st(&sh->index[i], 0);
+        for (uint64_t i = 0; i < (sh->kmask + 1) * LC_SKETCH_WAYS; i++) {
+            lc__st(&sh->sketch[i].hash, 0);
+            lc__st(&sh->sketch[i].version, 0);
+            lc__st(&sh->sketch[i].expire, 0);
+        }
+        memset(sh->ghost, 0, sh->gbuckets * LC_GHOST_WAYS * sizeof(*sh->ghost));
+        for (int q = 0; q < 2; q++) {
+            lc_ring *r = &sh->ring[q];
+            r->head = r->tail = r->used = r->live = r->live_bytes = 0;
+        }
+        sh->icount = 0;
+        sh->entries = 0;
+        lc__write_end(sh);
+        pthread_mutex_unlock(&sh->mu);
+    }
+}
+
 /* ---- stats -------------------------------------------------------------- */
 
 static void add_shard(lc_shard *sh, lc_stats *out)

@@ -168,6 +168,13 @@ int lc_fill(lc_cache *c, const lc_lease *l, const void *val, size_t vlen,
  * can take it at once. Harmless if it was cancelled or used. */
 void lc_lease_release(lc_cache *c, const lc_lease *l);
 
+/* Forgets every key: values, floors (the sketch's too) and leases, so a
+ * fill under a lease taken before returns -ESTALE and any version is
+ * accepted afterwards. For when versions start over (a database restored
+ * from a backup). Takes each shard's mutex in turn; readers see either
+ * the old state or nothing. */
+void lc_clear(lc_cache *c);
+
 /* Sums the counters and gauges over all shards (briefly takes each shard's
  * mutex in turn; not for the hot path). */
 void lc_stats_get(lc_cache *c, lc_stats *out);

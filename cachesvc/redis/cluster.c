@@ -909,3 +909,96 @@ out:
         free(lens);
     return rc;
 }
+
+/* ---- purge --------------------------------------------------------------- */
+
+/* UNLINKs the keys of one SCAN page (routed and split by slot). */
+static int unlink_keys(rc_cluster *c, const rc_reply *keys, int64_t deadline,
+                       uint64_t *deleted)
+{
+    size_t n = keys->elements;
+    if (n == 0)
+        return 0;
+    const char **argv = malloc((n + 1) * sizeof(*argv));
+    size_t *argvlen = malloc((n + 1) * sizeof(*argvlen));
+    int rc = RC_ENOMEM;
+    if (argv == NULL || argvlen == NULL)
+        goto out;
+    argv[0] = "UNLINK";
+    argvlen[0] = 6;
+    for (size_t i = 0; i < n; i++) {
+        if (keys->element[i]->type != RC_REPLY_STRING) {
+            rc = RC_EPROTO;
+            goto out;
+        }
+        argv[i + 1] = keys->element[i]->str;
+        argvlen[i + 1] = keys->element[i]->len;
+    }
+    rc_reply *r = NULL;
+    rc = rc_command(c, (int)n + 1, argv, argvlen, deadline, &r);
+    if (rc == 0 && r->type == RC_REPLY_INTEGER && deleted != NULL)
+        *deleted += (uint64_t)r->integer;
+    rc_reply_free(r);
+out:
+    free(argv);
+    free(argvlen);
+    return rc;
+}
+
+/* SCANs one master for item keys and unlinks them. */
+static int purge_node(rc_cluster *c, rc__node *n, int64_t deadline, uint64_t *deleted)
+{
+    char cursor[32] = "0";
+    do {
+        const char *argv[6] = {"SCAN", cursor, "MATCH", "stock:{*", "COUNT", "1000"};
+        size_t argvlen[6] = {4, strlen(cursor), 5, 8, 5, 4};
+        rc_reply *r = NULL;
+        int rc = rc__node_exec(n, 6, argv, argvlen, deadline, &r);
+        if (rc < 0)
+            return rc;
+        if (r->type != RC_REPLY_ARRAY || r->elements != 2 ||
+            r->element[0]->type != RC_REPLY_STRING || r->element[0]->len >= sizeof(cursor) ||
+            r->element[1]->type != RC_REPLY_ARRAY) {
+            rc = r->type == RC_REPLY_ERROR ? RC_ESERVER : RC_EPROTO;
+            rc_reply_free(r);
+            return rc;
+        }
+        memcpy(cursor, r->element[0]->str, r->element[0]->len);
+        cursor[r->element[0]->len] = '\0';
+        rc = unlink_keys(c, r->element[1], deadline, deleted);
+        rc_reply_free(r);
+        if (rc < 0)
+            return rc;
+    } while (strcmp(cursor, "0") != 0);
+    return 0;
+}
+
+int rc_purge_items(rc_cluster *c, int64_t deadline, uint64_t *deleted)
+{
+    uint64_t count = 0;
+    deadline = rc__deadline(c, deadline);
+    int rc = rc_refresh(c, deadline);
+    if (rc < 0)
+        return rc;
+    /* The masters of the slot map, each once (16384 slots, few masters). */
+    rc__node *masters[256];
+    int nm = 0;
+    for (unsigned s = 0; s < RC_SLOTS; s++) {
+        rc__node *n = atomic_load(&c->slots[s]);
+        if (n == NULL)
+            return RC_EUNAVAIL;    /* a slot nobody serves: cannot purge it */
+        int k = 0;
+        while (k < nm && masters[k] != n)
+            k++;
+        if (k == nm) {
+            if (nm == (int)(sizeof(masters) / sizeof(masters[0])))
+                return RC_EINVAL;
+            masters[nm++] = n;
+        }
+    }
+    for (int i = 0; i < nm && rc == 0; i++)
+        rc = purge_node(c, masters[i], deadline, &count);
+    if (deleted != NULL)
+        *deleted = count;
+    return rc;
+}

@@ -183,6 +183,14 @@ int rc_fill_if_newer(rc_cluster *c, const char *key, size_t keylen,
 int rc_delete_if_not_newer(rc_cluster *c, const char *key, size_t keylen,
                            uint64_t version, int64_t tomb_px_ms, int64_t deadline);
 
+/* Deletes every item key ("stock:{*": values, tombstones, absent marks) on
+ * every master: refreshes the slot map, then SCANs each master and UNLINKs
+ * what it finds. Sets *deleted (may be NULL) to the keys removed. Returns
+ * 0, or the first RC_E* code (a master down or the deadline passed; what
+ * was deleted stays deleted, and calling again finishes the job). Keys
+ * written meanwhile may survive: they are fills from the database. */
+int rc_purge_items(rc_cluster *c, int64_t deadline, uint64_t *deleted);
+
 /* ------------------------------------------------------------------------ */
 /* Counters for metrics. The list is declared once here (X macro): each    */
 /* entry is X(name, help). All are monotonic counters except inflight.      */

@@ -522,7 +522,7 @@ struct its_lsink {
     pthread_mutex_t mu;
     lrec *recs;
     size_t len, cap;
-    uint64_t count;
+    uint64_t count, purges;
 };
 
 its_lsink *its_lsink_new(void)
@@ -571,10 +571,27 @@ static void ls_evict(void *ctx, const char *sku, int64_t version)
     pthread_mutex_unlock(&l->mu);
 }
 
+static void ls_purge(void *ctx)
+{
+    its_lsink *l = ctx;
+    pthread_mutex_lock(&l->mu);
+    l->len = 0;                    /* every version forgotten */
+    l->purges++;
+    pthread_mutex_unlock(&l->mu);
+}
+
 inv_local_sink its_lsink_sink(its_lsink *l)
 {
-    inv_local_sink k = {.evict = ls_evict, .ctx = l};
+    inv_local_sink k = {.evict = ls_evict, .purge = ls_purge, .ctx = l};
     return k;
+}
+
+uint64_t its_lsink_purges(its_lsink *l)
+{
+    pthread_mutex_lock(&l->mu);
+    uint64_t n = l->purges;
+    pthread_mutex_unlock(&l->mu);
+    return n;
 }
 
 int64_t its_lsink_version(its_lsink *l, const char *sku)

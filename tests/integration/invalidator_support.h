@@ -75,6 +75,7 @@ inv_local_sink its_lsink_sink(its_lsink *l);
 /* Highest version evicted for sku, or -1. */
 int64_t its_lsink_version(its_lsink *l, const char *sku);
 uint64_t its_lsink_count(its_lsink *l);
+uint64_t its_lsink_purges(its_lsink *l);   /* purge events received */
 
 /* Waits (parking a coroutine or sleeping a thread, polling every 5 ms) until cond(arg) or timeout_ms.
  * Returns true when cond held. */

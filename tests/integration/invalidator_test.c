@@ -64,6 +64,12 @@ static void co_start(void *arg)
     c->rc = inv_start(c->iv);
 }
 
+static void co_purge(void *arg)
+{
+    inv_call *c = arg;
+    c->rc = inv_purge(c->iv, 5000);
+}
+
 static void co_stop(void *arg)
 {
     inv_call *c = arg;
@@ -164,6 +170,13 @@ static bool applied_cond(void *arg)
     return stats(a->iv)->applied >= a->n;
 }
 
+/* The delay consumer read at least n events (the relay published them). */
+static bool received_cond(void *arg)
+{
+    applied_at_least *a = arg;
+    return stats(a->iv)->received >= a->n;
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -225,11 +238,16 @@ static void test_due_on_receipt(void **state)
     int64_t t0 = inv__wall_ms();
     its_outbox_add(outbox, "rcpt1", 5, t0 - 10000);   /* stamped 10 s early */
     inv_notify(iv);
-    assert_true(its_wait_until(outbox_empty, NULL, 3000));   /* published */
+    applied_at_least rcv = {iv, 1};
+    assert_true(its_wait_until(received_cond, &rcv, 3000));  /* published */
     int64_t published = inv__wall_ms();
     sleep_ms(600);
     assert_int_equal(its_redis_get("rcpt1", NULL), 1);        /* still there */
+    /* The embedded log dies with the process: the row stays in the outbox
+     * until its Redis delete is applied, so a kill -9 now loses nothing. */
+    assert_int_equal(its_outbox_depth(outbox), 1);
     assert_true(its_wait_until(key_gone, "rcpt1", 3000));
+    assert_true(its_wait_until(outbox_empty, NULL, 3000));
     assert_true(inv__wall_ms() >= published + 600);
     int64_t v = 0;
     its_redis_get("rcpt1", &v);
@@ -301,7 +319,8 @@ static void test_delay_change(void **state)
     int64_t t0 = inv__wall_ms();
     its_outbox_add(outbox, "dc1", 1, t0);
     inv_notify(iv);
-    assert_true(its_wait_until(outbox_empty, NULL, 3000));  /* published */
+    applied_at_least rcv = {iv, 1};
+    assert_true(its_wait_until(received_cond, &rcv, 3000));  /* published */
     inv_set_delay_ms(iv, 200);
     assert_int_equal(inv_delay_ms(iv), 200);
     int64_t t1 = inv__wall_ms();
@@ -336,6 +355,54 @@ static void test_broadcast_two_groups(void **state)
     assert_int_equal(its_lsink_version(la, "bc1"), 3);
     assert_int_equal(its_lsink_version(lb, "bc1"), 3);
     assert_int_equal(its_lsink_count(lb), 3);
+    stop_inv(b);
+    stop_inv(a);
+    its_lsink_free(la);
+    its_lsink_free(lb);
+}
+
+/* An operator's purge from one instance reaches every instance's local
+ * sink (versions forgotten); the delay consumer skips it without holding
+ * it; events after it are delivered as before. */
+static void test_purge_fleet(void **state)
+{
+    (void)state;
+    its_lsink *la = its_lsink_new(), *lb = its_lsink_new();
+    inv *a = make_inv("purge", INV_ROLE_ALL, "pg-a", 100, la, NULL);
+    inv *b = make_inv("purge", INV_ROLE_BCAST, "pg-b", 100, lb, NULL);
+    wait_ready(a);
+    wait_ready(b);
+    its_outbox_add(outbox, "pu1", 7, -1);
+    inv_notify(a);
+    int64_t deadline = rt_now_ms() + 10000;
+    while (its_lsink_version(lb, "pu1") != 7 && rt_now_ms() < deadline)
+        sleep_ms(5);
+    assert_int_equal(its_lsink_version(lb, "pu1"), 7);
+    inv_call c = {a, 1};
+    on_rt(co_purge, &c);
+    assert_int_equal(c.rc, 0);
+    deadline = rt_now_ms() + 10000;
+    while ((its_lsink_purges(la) < 1 || its_lsink_purges(lb) < 1) && rt_now_ms() < deadline)
+        sleep_ms(5);
+    assert_int_equal(its_lsink_purges(la), 1);
+    assert_int_equal(its_lsink_purges(lb), 1);
+    assert_int_equal(its_lsink_version(lb, "pu1"), -1);   /* forgotten */
+    inv_stats *st = stats(a);
+    assert_int_equal(st->decode_errors, 0);
+    assert_int_equal(st->pending, 0);
+    /* Later events still flow (the delay consumer did not stall on it). */
+    assert_int_equal(its_redis_set("pu2", 1), 0);
+    its_outbox_add(outbox, "pu2", 2, -1);
+    inv_notify(a);
+    assert_true(its_wait_until(key_gone, "pu2", 5000));
+    deadline = rt_now_ms() + 5000;
+    while (its_lsink_version(lb, "pu2") != 2 && rt_now_ms() < deadline)
+        sleep_ms(5);
+    assert_int_equal(its_lsink_version(lb, "pu2"), 2);
+    /* Without the relay role there is no producer to publish with. */
+    c = (inv_call){b, 1};
+    on_rt(co_purge, &c);
+    assert_int_equal(c.rc, -ENOTSUP);
     stop_inv(b);
     stop_inv(a);
     its_lsink_free(la);
@@ -470,10 +537,12 @@ static void test_pending_cap_pauses(void **state)
         sleep_ms(10);
     }
     assert_true(all_gone(&k));
+    applied_at_least a = {iv, (uint64_t)n};   /* counted after the sink call */
+    assert_true(its_wait_until(applied_cond, &a, 2000));
+    assert_true(its_wait_until(outbox_empty, NULL, 3000));
     inv_stats *st = stats(iv);
     assert_true(st->pauses >= 1);
     assert_true(max_pending <= 50);
-    assert_true(st->applied >= (uint64_t)n);
     stop_inv(iv);
 }
 
@@ -688,6 +757,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_older_event_keeps_newer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delay_change, setup, teardown),
         cmocka_unit_test_setup_teardown(test_broadcast_two_groups, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_purge_fleet, setup, teardown),
         cmocka_unit_test_setup_teardown(test_redis_outage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pending_cap_pauses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_broker_down, setup, teardown),

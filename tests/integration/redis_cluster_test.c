@@ -412,6 +412,46 @@ static void test_versioned(rc_cluster *c, const char *tag)
     CHECK(rc_delete_if_not_newer(c, key, (size_t)klen, 3, 60000, 0) == 1, "EVAL fallback delete");
 }
 
+/* rc_purge_items removes every item key (values, tombstones) on every
+ * master and nothing else. */
+static void test_purge(rc_cluster *c)
+{
+    char key[64];
+    int n = 300;
+    for (int i = 0; i < n; i++) {
+        char sku[16];
+        snprintf(sku, sizeof sku, "purge-%d", i);
+        int klen = rc_item_key(key, sizeof key, sku, strlen(sku));
+        if (i % 3 == 0)
+            CHECK(rc_delete_if_not_newer(c, key, (size_t)klen, 9, 60000, 0) == 1, "tombstone %d", i);
+        else
+            CHECK(rc_fill_if_newer(c, key, (size_t)klen, 9, "x", 1, 60000, 0) == 1, "fill %d", i);
+    }
+    CHECK(cmd3(c, "SET", "not-an-item", "kept", 0, NULL) == 0, "other key");
+    uint64_t deleted = 0;
+    int rc = rc_purge_items(c, rt_deadline_ms(5000), &deleted);
+    CHECK(rc == 0 && deleted >= (uint64_t)n, "purge: %d, %" PRIu64 " deleted", rc, deleted);
+    int left = 0;
+    for (int i = 0; i < n; i++) {
+        char sku[16], buf[8];
+        uint64_t v = 0;
+        size_t len = 0;
+        snprintf(sku, sizeof sku, "purge-%d", i);
+        int klen = rc_item_key(key, sizeof key, sku, strlen(sku));
+        if (rc_get_versioned(c, key, (size_t)klen, &v, buf, sizeof buf, &len, 0) != 0)
+            left++;
+        /* Versions may start over: a fill below the purged 9 is taken. */
+        CHECK(rc_fill_if_newer(c, key, (size_t)klen, 2, "y", 1, 60000, 0) == 1, "fill 2 after purge");
+    }
+    CHECK(left == 0, "%d item keys left after the purge", left);
+    rc_reply *r = NULL;
+    CHECK(cmd2(c, "GET", "not-an-item", 0, &r) == 0 && r->type == RC_REPLY_STRING, "other key kept");
+    rc_reply_free(r);
+    cmd2(c, "DEL", "not-an-item", 0, NULL);
+    CHECK(rc_purge_items(c, rt_deadline_ms(5000), &deleted) == 0 && deleted == (uint64_t)n,
+          "second purge removes the refills (%" PRIu64 ")", deleted);
+}
+
 static void test_multikey(rc_cluster *c)
 {
     const char *mset[] = {"a", "b", "c", "d", "{a}x"};
@@ -480,6 +520,7 @@ static int run_routing(void)
     test_versioned(c, "hot");
     test_versioned(c, "cold-1");
     test_multikey(c);
+    test_purge(c);
     /* Replica reads: GET on a replica after the write reached it. */
     rc_cluster *rr = connect_client(g_seeds, 1);
     if (rr) {
@@ -713,6 +754,7 @@ static int run_standalone(void)
     CHECK(cmd3(c, "SET", "a", "1", 0, NULL) == 0, "set");
     test_versioned(c, "solo");
     test_multikey(c);
+    test_purge(c);
     t = traffic_start(c, 64, 1000, 1000);
     rt_sleep(500);
     traffic_stop(t, "standalone traffic");

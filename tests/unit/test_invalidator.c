@@ -112,10 +112,23 @@ static void test_event_decode_variants(void **state)
         "{\"sku\":\"a\",\"x\":{},\"version\":1,\"committed_at_ms\":3,"
         "\"due_at_ms\":5}",
         "{\"sku\":1,\"version\":1,\"committed_at_ms\":3,\"due_at_ms\":5}",
+        /* a purge is purge_at_ms alone, positive */
+        "{\"purge_at_ms\":0}",
+        "{\"purge_at_ms\":5,\"sku\":\"a\"}",
+        "{\"purge_at_ms\":5,\"sku\":\"a\",\"version\":1,\"committed_at_ms\":3,\"due_at_ms\":5}",
+        "{\"purge_at_ms\":5,\"purge_at_ms\":6}",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         assert_int_equal(inv__event_decode(bad[i], strlen(bad[i]), &ev),
                          -EINVAL);
+    /* A purge round-trips and carries no item. */
+    inv_event pe = {.purge_at_ms = 1234};
+    char pbuf[INV_EVENT_JSON_MAX];
+    int pn = inv__event_encode(&pe, pbuf, sizeof(pbuf));
+    assert_true(pn > 0);
+    assert_int_equal(inv__event_decode(pbuf, (size_t)pn, &ev), 0);
+    assert_int_equal(ev.purge_at_ms, 1234);
+    assert_int_equal(ev.sku_len, 0);
     /* Truncations of a valid event are all rejected. */
     const char *full = ok[1];
     for (size_t n = 0; n < strlen(full); n++)

@@ -223,6 +223,41 @@ static void test_floor_semantics(void **state)
 
 /* Floors survive their records being evicted for room (the sketch): after
  * heavy churn, fills older than the floors are still refused. */
+/* lc_clear forgets values, floors and leases: after it any version is
+ * accepted (versions that start over after a database restore). */
+static void test_clear(void **state)
+{
+    (void)state;
+    lc_cache *c = new_cache(1 << 20, 4);
+    char buf[64], key[16];
+    uint64_t v;
+    for (uint32_t i = 0; i < 100; i++) {
+        size_t kl = lct_key(i, key);
+        assert_int_equal(lc_set_if_newer(c, key, kl, "x", 1, 50, 0), 0);
+        assert_int_equal(lc_evict(c, key, kl, i % 2 ? 60 : 0), 0);
+    }
+    assert_int_equal(set_str(c, "a", "v9", 9), 0);
+    lc_lease l;
+    assert_int_equal(lc_lease_acquire(c, "b", 1, &l), 0);
+    lc_clear(c);
+    assert_int_equal(get_str(c, "a", buf, sizeof(buf), &v), -ENOENT);
+    assert_int_equal(v, 0);                        /* no floor either */
+    assert_int_equal(lc_fill(c, &l, "old", 3, 7, 0), -ESTALE);   /* pre-clear lease */
+    for (uint32_t i = 0; i < 100; i++) {
+        size_t kl = lct_key(i, key);
+        assert_int_equal(lc_get(c, key, kl, buf, sizeof(buf), NULL, &v), -ENOENT);
+        assert_int_equal(v, 0);
+        assert_int_equal(lc_set_if_newer(c, key, kl, "y", 1, 3, 0), 0);  /* lower: accepted */
+    }
+    assert_int_equal(set_str(c, "a", "v2", 2), 0);
+    assert_int_equal(get_str(c, "a", buf, sizeof(buf), &v), 0);
+    assert_string_equal(buf, "v2");
+    lc_stats st;
+    lc_stats_get(c, &st);
+    assert_int_equal(st.entries, 101);
+    lc_free(c);
+}
+
 static void test_floor_survives_eviction(void **state)
 {
     (void)state;
@@ -684,6 +719,7 @@ int main(void)
         cmocka_unit_test(test_get_set_versions),
         cmocka_unit_test(test_floor_semantics),
         cmocka_unit_test(test_floor_survives_eviction),
+        cmocka_unit_test(test_clear),
         cmocka_unit_test(test_lease_basic),
         cmocka_unit_test(test_lease_cancel_concurrent),
         cmocka_unit_test(test_ttl),
