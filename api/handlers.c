@@ -470,6 +470,30 @@ static void h_put_config(http_conn *c)
         reply_config(c, R, &v);
 }
 
+static void h_purge_cache(http_conn *c)
+{
+    const int R = HTTP__R_PURGE_CACHE;
+    const http_service *s = c->srv->svc;
+    http_purge_res res;
+    memset(&res, 0, sizeof res);
+    int rc = s->purge_cache(s->ctx, &res);
+    if (rc < 0) {
+        http__reply_error(c, R, http_error_status(rc), http_error_code(rc),
+                          res.detail[0] ? res.detail : http_strerror(rc), NULL);
+        return;
+    }
+    c->body.len = 0;
+    if (http_buf_printf(&c->body,
+            "{\"purged\":true,\"redis\":\"%s\",\"redis_keys_deleted\":%llu,"
+            "\"broadcast\":\"%s\"}",
+            res.redis ? "purged" : "none", (unsigned long long)res.redis_keys,
+            res.broadcast ? "published" : "none") < 0) {
+        c->closing = 1;
+        return;
+    }
+    reply_json(c, R, 200, NULL, 0);
+}
+
 static void h_metrics(http_conn *c)
 {
     const http_service *s = c->srv->svc;
@@ -551,6 +575,7 @@ static int has_impl(const http_service *s, int route)
     case HTTP__R_ORDER_BY_KEY: return s->order_by_key != NULL;
     case HTTP__R_GET_CONFIG: return s->get_config != NULL;
     case HTTP__R_PUT_CONFIG: return s->put_config != NULL;
+    case HTTP__R_PURGE_CACHE: return s->purge_cache != NULL;
     default:                 return 1;
     }
 }
@@ -606,6 +631,7 @@ void http__dispatch(http_conn *c)
     case HTTP__R_ORDER_BY_KEY: h_order_by_key(c, q, qlen); break;
     case HTTP__R_GET_CONFIG: h_get_config(c); break;
     case HTTP__R_PUT_CONFIG: h_put_config(c); break;
+    case HTTP__R_PURGE_CACHE: h_purge_cache(c); break;
     case HTTP__R_METRICS:    h_metrics(c); break;
     case HTTP__R_HEALTHZ:
         c->body.len = 0;

@@ -24,6 +24,7 @@
     X(AUDIT, GET, "/admin/items/{sku}/audit", 1)                             \
     X(GET_CONFIG, GET, "/admin/config", 1)                                   \
     X(PUT_CONFIG, PUT, "/admin/config", 1)                                   \
+    X(PURGE_CACHE, POST, "/admin/cache/purge", 1)                            \
     X(METRICS, GET, "/metrics", 0)                                           \
     X(HEALTHZ, GET, "/healthz", 0)                                           \
     X(READYZ, GET, "/readyz", 0)

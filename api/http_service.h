@@ -126,6 +126,16 @@ typedef struct http_readiness {
     http_dep_state store, redis, kafka;
 } http_readiness;
 
+/* POST /admin/cache/purge: what was done. On failure detail says which
+ * step failed and what was done before it. */
+typedef struct http_purge_res {
+    int redis;                   /* 1 purged, 0 not configured */
+    uint64_t redis_keys;         /* item keys removed from Redis */
+    int broadcast;               /* 1 acknowledged by the brokers, 0 no
+                                  * broker (one instance) */
+    char detail[256];
+} http_purge_res;
+
 typedef struct http_service {
     void *ctx;
     /* GET/HEAD /v1/items/{sku}: fills *out and *tier. */
@@ -154,6 +164,10 @@ typedef struct http_service {
     /* GET /metrics: appends Prometheus text to out (the server appends its
      * own http_* families after it). Returns 0 or a negative errno. */
     int (*metrics)(void *ctx, http_buf *out);
+    /* POST /admin/cache/purge: drops every cached copy fleet-wide (Redis,
+     * this instance's local cache, every other instance's through a
+     * broadcast), floors included, for when versions start over. */
+    int (*purge_cache)(void *ctx, http_purge_res *out);
     /* GET /readyz: fills *out; ready means no dependency is HTTP_DEP_DOWN. */
     int (*ready)(void *ctx, http_readiness *out);
 } http_service;

@@ -52,6 +52,13 @@ void svc__local_distrust(svc *s)
     svc_metric_inc(SVC_C_LOCAL_DISTRUST);
 }
 
+void svc__local_purge(svc *s)
+{
+    atomic_store(&s->trust_after_ns, rt_now_ns());
+    lc_clear(s->lc);
+    svc_metric_inc(SVC_C_LOCAL_PURGE);
+}
+
 int svc__local_lease(svc *s, const char *sku, lc_lease *l)
 {
     return lc_lease_acquire(s->lc, sku, strlen(sku), l) == 0;

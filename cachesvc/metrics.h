@@ -45,6 +45,8 @@ extern "C" {
       "Times the Redis breaker opened.")                                                        \
     X(LOCAL_DISTRUST, "cachesvc_local_distrusts_total", "",                                    \
       "Times every local copy was distrusted (broadcast events may have been missed).")        \
+    X(LOCAL_PURGE, "cachesvc_local_purges_total", "",                                         \
+      "Times the local cache was purged (an operator's fleet-wide purge).")                      \
     X(LOCAL_STALE_EVICT, "cachesvc_local_stale_evictions_total", "",                           \
       "Local copies evicted because the database showed a decrement a newer version.") \
     X(REDIS_TOMBSTONE, "cachesvc_redis_tombstones_total", "",                                   \

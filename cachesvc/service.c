@@ -68,6 +68,13 @@ static void local_lost(void *ctx)
     SVC_WARN(NULL, "broadcast events may have been missed: local copies distrusted", NULL);
 }
 
+static void local_purge(void *ctx)
+{
+    svc *s = ctx;
+    svc__local_purge(s);
+    SVC_INFO(NULL, "local cache purged by a fleet-wide purge event", NULL);
+}
+
 static void local_evict(void *ctx, const char *sku, int64_t version)
 {
     svc *s = ctx;
@@ -151,6 +158,51 @@ static void config_values(svc *s, http_config_values *out)
 static int svc_get_config(void *ctx, http_config_values *out)
 {
     config_values(ctx, out);
+    return 0;
+}
+
+/* POST /admin/cache/purge. Redis first, then this instance, then the
+ * broadcast: a copy dropped locally is never refilled from a Redis copy
+ * that is still to be purged (other instances refill from the database,
+ * through the already purged Redis, until their purge event arrives).
+ * Each step can be repeated, so a failed call is simply called again. */
+/* A failed purge step: says in out->detail what failed and what was done
+ * before it, logs it, and answers 503. */
+static int purge_failed(http_purge_res *out, const char *step, const char *err)
+{
+    if (strcmp(step, "redis") == 0)
+        snprintf(out->detail, sizeof out->detail,
+                 "Redis purge failed after %llu keys: %s; nothing else was purged, "
+                 "call again once Redis is reachable",
+                 (unsigned long long)out->redis_keys, err);
+    else
+        snprintf(out->detail, sizeof out->detail,
+                 "Redis (%llu keys) and this instance were purged, but the purge "
+                 "event was not acknowledged by Kafka (%s): other instances still "
+                 "hold their copies; call again",
+                 (unsigned long long)out->redis_keys, err);
+    SVC_WARN(NULL, "cache purge failed", "step=%s keys=%llu err=\"%s\"", step,
+             (unsigned long long)out->redis_keys, err);
+    return HTTP_E_UNAVAILABLE;
+}
+
+static int svc_purge_cache(void *ctx, http_purge_res *out)
+{
+    svc *s = ctx;
+    int r;
+    if (s->rc != NULL) {
+        if ((r = rc_purge_items(s->rc, rt_deadline_ms(10000), &out->redis_keys)) < 0)
+            return purge_failed(out, "redis", rc_strerror(r));
+        out->redis = 1;
+    }
+    svc__local_purge(s);
+    if (s->iv != NULL) {
+        if ((r = inv_purge(s->iv, 10000)) < 0)
+            return purge_failed(out, "broadcast", inv_strerror(r));
+        out->broadcast = 1;
+    }
+    SVC_INFO(NULL, "cache purged", "redis_keys=%llu broadcast=%d",
+             (unsigned long long)out->redis_keys, out->broadcast);
     return 0;
 }
 
@@ -600,7 +652,7 @@ int svc_open(const svc_config *cfg, svc **out)
     /* The delay consumer's deletes go through the same fan-out pool as the
      * standalone invalidator's (redis_sink.h). */
     inv_redis_sink rs = {.del = svc_redis_sink_del, .ctx = &s->rsink};
-    inv_local_sink ls = {.evict = local_evict, .lost = local_lost, .ctx = s};
+    inv_local_sink ls = {.evict = local_evict, .lost = local_lost, .purge = local_purge, .ctx = s};
     struct inv_new_args na = {&ic, &src, (ic.roles & INV_ROLE_DELAY) ? &rs : NULL, &ls, NULL};
     inv *iv = NULL;
     if (strcmp(cfg->kafka_brokers, "none") == 0) {
@@ -638,6 +690,7 @@ wired:
         .put_item = svc_put_item,
         .audit = svc_audit,
         .order_by_key = svc_order_by_key,
+        .purge_cache = svc_purge_cache,
         .get_config = svc_get_config,
         .put_config = svc_put_config,
         .metrics = svc_metrics,

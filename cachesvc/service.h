@@ -126,6 +126,10 @@ int svc__local_get(svc *s, const char *sku, svc_entry *e);
 /* Stops trusting every local copy installed so far (broadcast events may
  * have been missed): each is a miss until refilled. Any thread. */
 void svc__local_distrust(svc *s);
+/* Forgets every local copy and every floor (versions may start over: a
+ * database restored from a backup). Fills under leases taken before are
+ * refused. Any thread. */
+void svc__local_purge(svc *s);
 /* Takes sku's fill lease into *l. Returns 1 when held, 0 when none could
  * be had (another holder, or a value appeared); the fill then goes through
  * the version guard alone. */

@@ -215,4 +215,35 @@ t1=$(date +%s%N)
 expect 200 "" "C ready again after kill -9"
 echo "restart_ready_ms=$(( (t1 - t0) / 1000000 ))"
 
+# A database restored from a backup reuses version numbers: the fleet-wide
+# purge drops every cached copy (Redis, A's, every other instance's through
+# the broadcast) and every floor, so the restored rows are served at once.
+req PUT $A/v1/items/restored '{"stock":50}' "${ADMIN[@]}"; expect 201 "" "restore: create"
+for i in 1 2 3; do req POST $A/v1/items/restored/decrement "{\"user_id\":\"r$i\",\"qty\":1}"; done
+expect 200 '"stock":47' "restore: three buys"
+rv=$(json_num version <<<"$BODY")
+"$SERVICE_CLIENT" wait 127.0.0.1:$PB restored "$rv" 5000 >/dev/null || fail "B did not see version $rv"
+req GET $B/v1/items/restored; req GET $B/v1/items/restored
+check "restore: B holds version $rv locally" [ "$(header X-Cache)" = local ]
+psql "$PG" -qAtc "UPDATE items SET stock = 50, version = 1 WHERE sku = 'restored'" >/dev/null
+req GET $B/v1/items/restored; expect 200 "\"version\":$rv" "restore: before the purge B still serves the pre-restore copy"
+req POST $A/admin/cache/purge ""; expect 401 "" "purge needs the admin token"
+req POST $A/admin/cache/purge "" "${ADMIN[@]}"; expect 200 '"broadcast":"published"' "purge answered"
+check "purge: Redis was purged" grep -q '"redis":"purged"' <<<"$BODY"
+for i in $(seq 1 50); do
+  req GET $B/v1/items/restored; [[ "$BODY" == *'"version":1,'* ]] && break; sleep 0.1
+done
+expect 200 '"stock":50' "restore: B serves the restored row after the purge"
+check "restore: at the restored version" grep -q '"version":1,' <<<"$BODY"
+req GET $A/v1/items/restored; expect 200 '"version":1,' "restore: A serves the restored row"
+r=$(redis-cli -c -h 127.0.0.1 -p $RP GET 'stock:{restored}' 2>/dev/null)
+check "restore: Redis holds no pre-restore copy (got '$r')" [ "${r%%|*}" -le 1 ] 2>/dev/null
+check "B counted the purge" grep -q '^cachesvc_local_purges_total 1' <(curl -s $B/metrics)
+# Floors are gone too: the restored item's next versions are installed.
+req POST $A/v1/items/restored/decrement '{"user_id":"r9","qty":1}'; expect 200 '"version":2' "restore: a buy after the purge"
+"$SERVICE_CLIENT" wait 127.0.0.1:$PB restored 2 5000 >/dev/null && ok "B serves version 2 after the purge" \
+  || fail "B did not serve version 2"
+req GET $B/v1/items/restored; req GET $B/v1/items/restored
+check "B caches the post-purge version locally" [ "$(header X-Cache)" = local ]
+
 finish
