@@ -113,7 +113,12 @@ static int check_name(const char *v, char *why, size_t n);
       "debug, info, warn or error (run-time setting)")                                                          \
     X(log, slow_ms, K_INT, log_slow_ms, 0, 3600000, check_any, "1000",                                       \
       "item reads, decrements, item writes and audits whose service time (database, Redis, "                  \
-      "waits) passes this are logged at warn with their request id; 0 = never (re-read on SIGHUP)")
+      "waits) passes this are logged at warn with their request id; 0 = never (re-read on SIGHUP)") \
+    X(monitor, sample_every, K_INT, monitor_sample_every, 0, 1000000000, check_any, "1000",                 \
+      "the consistency monitor checks one served read in this many against the database; 0 = off")         \
+    X(monitor, window_ms, K_INT, monitor_window_ms, 0, 3600000, check_any, "0",                             \
+      "a checked read is a violation when a newer version was committed more than this before it; "        \
+      "0 = kafka.invalidation_delay_ms + 250")
 
 typedef struct cfg_key {
     const char *section, *key;

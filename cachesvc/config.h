@@ -74,6 +74,9 @@ typedef struct svc_config {
     /* [log] */
     int log_level;                 /* enum svc_log_level */
     int log_slow_ms;               /* slow-request warning; 0 = off */
+    /* [monitor] */
+    int monitor_sample_every;      /* check one read in N; 0 = off */
+    int monitor_window_ms;         /* 0 = invalidation delay + 250 ms */
 
     /* Where the file came from (empty = none); kept for SIGHUP. */
     char path[SVC_CFG_STR];

@@ -53,6 +53,19 @@ extern "C" {
       "Redis reads that found a delete's tombstone (a miss whose version became the local floor).") \
     X(REDIS_STALE, "cachesvc_redis_stale_total", "",                                            \
       "Redis copies older than the local version floor, read past.")                            \
+    X(CONSIST_CHECK_LOCAL, "cachesvc_consistency_checks_total", "tier=\"local\"",                \
+      "Sampled reads checked against the database by the consistency monitor, by tier.")         \
+    X(CONSIST_CHECK_REDIS, "cachesvc_consistency_checks_total", "tier=\"redis\"", "")             \
+    X(CONSIST_CHECK_DB, "cachesvc_consistency_checks_total", "tier=\"db\"", "")                   \
+    X(CONSIST_VIOL_LOCAL, "cachesvc_consistency_violations_total", "tier=\"local\"",             \
+      "Checked reads that returned a version older than one committed more than the window "     \
+      "before them.")                                                                            \
+    X(CONSIST_VIOL_REDIS, "cachesvc_consistency_violations_total", "tier=\"redis\"", "")          \
+    X(CONSIST_VIOL_DB, "cachesvc_consistency_violations_total", "tier=\"db\"", "")                \
+    X(CONSIST_ERROR, "cachesvc_consistency_check_errors_total", "",                              \
+      "Monitor checks that could not read the database.")                                       \
+    X(CONSIST_DROPPED, "cachesvc_consistency_samples_dropped_total", "",                          \
+      "Sampled reads dropped because the monitor's queue was full.")                            \
     X(DECR_OK, "cachesvc_decrements_total", "outcome=\"ok\"", "Decrements by outcome.")         \
     X(DECR_REPLAYED, "cachesvc_decrements_total", "outcome=\"replayed\"", "")                   \
     X(DECR_SOLD_OUT, "cachesvc_decrements_total", "outcome=\"sold_out\"", "")                   \

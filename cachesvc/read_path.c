@@ -353,6 +353,7 @@ int svc_get_item(void *ctx, const char *sku, http_item *out, http_tier *tier)
         }
         to_http(sku, &e, out);
         svc_metric_inc(SVC_C_READ_LOCAL);
+        svc__monitor_note(s, sku, e.version, HTTP_TIER_LOCAL);
         return 0;
     }
     int64_t t0 = rt_now_ns();
@@ -369,6 +370,7 @@ int svc_get_item(void *ctx, const char *sku, http_item *out, http_tier *tier)
         return r;
     }
     to_http(sku, &e, out);
+    svc__monitor_note(s, sku, e.version, *tier);
     if (*tier == HTTP_TIER_REDIS) {
         svc_metric_inc(SVC_C_READ_REDIS);
         svc_hist_observe(SVC_H_READ_REDIS_S, (uint64_t)dt);

@@ -696,6 +696,10 @@ wired:
         .metrics = svc_metrics,
         .ready = svc_ready,
     };
+    if ((r = svc__monitor_start(s)) < 0) {
+        SVC_ERROR(NULL, "consistency monitor did not start", "err=\"%s\"", strerror(-r));
+        goto fail;
+    }
     SVC_INFO(NULL, "service open", "store=\"%s\" redis=%s kafka=%s bootstrap=%s",
              cfg->store_url, cfg->redis_url, cfg->kafka_brokers, iv ? inv_bootstraps(iv) : "none");
     *out = s;
@@ -721,6 +725,7 @@ void svc_close(svc *s, int drain_ms)
                      "the outbox keeps the rest", "err=\"%s\"", inv_strerror(r));
     }
     svc_redis_sink_stop(&s->rsink);   /* no delete runs once inv is freed */
+    svc__monitor_stop(s);             /* before the store it reads */
     t2 = rt_now_ns();
     if (s->connector != NULL)
         rt_join(s->connector);

@@ -79,6 +79,7 @@ typedef struct svc {
     _Atomic int64_t store_checked_ns;
     _Atomic uint64_t kafka_published;    /* last seen, for /readyz */
     _Atomic int64_t kafka_progress_ns;   /* when it last moved or idled */
+    struct svc_monitor *monitor;         /* NULL: off */
 } svc;
 
 /* Opens every component in order (store, Redis, local cache, invalidator)
@@ -115,6 +116,18 @@ int svc__read_item(svc *s, const char *sku, svc_entry *e, http_tier *tier);
 /* Writes e to Redis unless it holds a newer version (a failure only counts
  * against the breaker). Coroutines only. */
 void svc__redis_fill(svc *s, const char *sku, const svc_entry *e);
+
+/* Wall-clock milliseconds since the epoch (the clock of the store's
+ * commit stamps). Any thread. */
+int64_t svc__wall_ms(void);
+
+/* The online consistency monitor (monitor.c). svc__monitor_note is called
+ * for every read served (any tier) and samples one in
+ * monitor.sample_every; never parks. */
+typedef struct svc_monitor svc_monitor;
+int svc__monitor_start(svc *s);
+void svc__monitor_stop(svc *s);
+void svc__monitor_note(svc *s, const char *sku, int64_t version, http_tier tier);
 
 /* The local tier (local.c). Values are svc_entry, versions the item's. */
 int svc__local_new(svc *s);

@@ -23,7 +23,7 @@
 #include <string.h>
 #include <time.h>
 
-static int64_t wall_ms(void)
+int64_t svc__wall_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -83,7 +83,7 @@ static int fast_answer(svc *s, const http_decrement_req *req, http_decrement_res
     svc_entry e;
     if (!svc__local_get(s, req->sku, &e) || e.absent || e.stock != 0)
         return 0;
-    if (e.sale_starts_at_ms > 0 && wall_ms() < e.sale_starts_at_ms)
+    if (e.sale_starts_at_ms > 0 && svc__wall_ms() < e.sale_starts_at_ms)
         return 0;   /* the store answers sale_not_started */
     if (req->idempotency_key == NULL &&
         (e.per_user_limit == 0 || req->qty > e.per_user_limit)) {

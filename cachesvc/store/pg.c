@@ -55,7 +55,7 @@ enum {
     PS_IDS, PS_REBUILD, PS_INS_ORDERS, PS_UPS_PURCHASES, PS_UPD_ITEM, PS_INS_ITEM,
     PS_INS_OUTBOX, PS_GET_ITEM, PS_OUTBOX_FETCH, PS_OUTBOX_DEL, PS_ASYNC_COMMIT, PS_PING,
     PS_GUARD, PS_INS_ORDERS_NEW, PS_LOCK_TIMEOUT, PS_ORDER_BY_KEY,
-    PS_OUTBOX_STATS, PS_OUTBOX_CLAIM, PS_COUNT
+    PS_OUTBOX_STATS, PS_OUTBOX_CLAIM, PS_VERSION_CHECK, PS_COUNT
 };
 static const char *const ps_sql[PS_COUNT] = {
     [PS_BEGIN] = "BEGIN",
@@ -119,6 +119,11 @@ static const char *const ps_sql[PS_COUNT] = {
     [PS_ORDER_BY_KEY] = "SELECT order_id, sku, user_id, qty, stock_after, version_after"
                         " FROM orders WHERE idempotency_key = $1",
     [PS_OUTBOX_STATS] = "SELECT count(*), coalesce(min(committed_at_ms), 0) FROM outbox",
+    [PS_VERSION_CHECK] = "SELECT i.version, i.updated_at_ms, coalesce(o.t, 0), coalesce(o.v, 0)"
+                         " FROM items i, LATERAL (SELECT min(created_at_ms) AS t, min(version_after) AS v"
+                         " FROM (SELECT created_at_ms, version_after FROM orders WHERE sku = $1"
+                         " ORDER BY order_id DESC LIMIT 64) r WHERE r.version_after > $2::bigint) o"
+                         " WHERE i.sku = $1",
     /* Claims on the database's clock, so that relays on hosts whose clocks
      * differ agree on when a lease ends; SKIP LOCKED lets two relays
      * claiming at once take different rows. */
@@ -1372,6 +1377,29 @@ static int pg_get_item(store *st, const char *sku, store_item *out)
     return rc;
 }
 
+static int pg_version_check(store *st, const char *sku, int64_t version,
+                            store_version_info *out, int64_t *order_version,
+                            int64_t *updated_at_ms)
+{
+    PGresult *r;
+    char v[24];
+    const char *p[2] = {sku, v};
+    snprintf(v, sizeof v, "%lld", (long long)version);
+    int rc = run1(st, PS_VERSION_CHECK, 2, p, &r);
+    if (rc < 0)
+        return rc;
+    if (PQntuples(r) != 1) {
+        rc = -ENOENT;
+    } else {
+        out->version = col_i64(r, 0, 0);
+        *updated_at_ms = col_i64(r, 0, 1);
+        out->first_newer_ms = col_i64(r, 0, 2);
+        *order_version = col_i64(r, 0, 3);
+    }
+    PQclear(r);
+    return rc;
+}
+
 static int pg_order_by_key(store *st, const char *key, store_order *out)
 {
     PGresult *r;
@@ -1744,6 +1772,7 @@ static const store__backend pg_backend = {
     .outbox_delete = pg_outbox_delete,
     .outbox_claim = pg_outbox_claim,
     .outbox_stats = pg_outbox_stats,
+    .version_check = pg_version_check,
     .ping = pg_ping,
     .sold_out_read = pg_sold_out_read,
     .close = pg_close,

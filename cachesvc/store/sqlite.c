@@ -48,7 +48,8 @@ static const char *const w_sql[W_NSTMT] = {
 
 enum {
     R_BEGIN, R_COMMIT, R_SEL_ITEM, R_AUDIT_ORDERS, R_AUDIT_MAXUSER, R_AUDIT_DUPKEYS,
-    R_AUDIT_IDS, R_OUTBOX, R_PING, R_SO_ORDERS, R_ORDER_BY_KEY, R_OUTBOX_STATS, R_NSTMT
+    R_AUDIT_IDS, R_OUTBOX, R_PING, R_SO_ORDERS, R_ORDER_BY_KEY, R_OUTBOX_STATS,
+    R_VERSION_CHECK, R_NSTMT
 };
 static const char *const r_sql[R_NSTMT] = {
     [R_BEGIN] = "BEGIN",
@@ -70,6 +71,11 @@ static const char *const r_sql[R_NSTMT] = {
     [R_ORDER_BY_KEY] = "SELECT order_id, sku, user_id, qty, stock_after, version_after"
                        " FROM orders WHERE idempotency_key = ?1",
     [R_OUTBOX_STATS] = "SELECT count(*), coalesce(min(committed_at_ms), 0) FROM outbox",
+    [R_VERSION_CHECK] = "SELECT i.version, i.updated_at_ms, coalesce(o.t, 0), coalesce(o.v, 0)"
+                        " FROM items i, (SELECT min(created_at_ms) AS t, min(version_after) AS v"
+                        " FROM (SELECT created_at_ms, version_after FROM orders WHERE sku = ?1"
+                        " ORDER BY order_id DESC LIMIT 64) WHERE version_after > ?2) o"
+                        " WHERE i.sku = ?1",
 };
 
 typedef struct sq_conn {
@@ -350,6 +356,45 @@ static intptr_t get_blocking(void *arg)
         return -ENOENT;
     store__state_to_item(&s, a->sku, it);
     return 0;
+}
+
+/* The monitor's check (read_args: sku, after_id = the read's version, out =
+ * int64_t[4]: version, updated_at_ms, first newer order's stamp and
+ * version). */
+static intptr_t version_check_blocking(void *arg)
+{
+    read_args *a = arg;
+    sq *q = a->st->impl;
+    sqlite3_stmt *s = q->rst[R_VERSION_CHECK];
+    int64_t *v = a->out;
+    pthread_mutex_lock(&q->r.mu);
+    sqlite3_bind_text(s, 1, a->sku, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, a->after_id);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        for (int i = 0; i < 4; i++)
+            v[i] = sqlite3_column_int64(s, i);
+        rc = 0;
+    } else {
+        rc = rc == SQLITE_DONE ? -ENOENT : sq_err(q->r.db, "version check");
+    }
+    sqlite3_reset(s);
+    pthread_mutex_unlock(&q->r.mu);
+    return rc;
+}
+
+static int sq_version_check(store *st, const char *sku, int64_t version,
+                            store_version_info *out, int64_t *order_version,
+                            int64_t *updated_at_ms)
+{
+    int64_t v[4] = {0, 0, 0, 0};
+    read_args a = {.st = st, .sku = sku, .after_id = version, .out = v};
+    int rc = (int)offload(version_check_blocking, &a);
+    out->version = v[0];
+    *updated_at_ms = v[1];
+    out->first_newer_ms = v[2];
+    *order_version = v[3];
+    return rc;
 }
 
 static intptr_t order_blocking(void *arg)
@@ -783,6 +828,7 @@ static const store__backend sqlite_backend = {
     .outbox_delete = sq_outbox_delete,
     .outbox_claim = sq_outbox_claim,
     .outbox_stats = sq_outbox_stats,
+    .version_check = sq_version_check,
     .ping = sq_ping,
     .sold_out_read = sq_sold_out_read,
     .close = sq_close,

@@ -526,6 +526,33 @@ int store_get_item(store *st, const char *sku, store_item *out)
     return count_error(st, st->be->get_item(st, sku, out));
 }
 
+int store_version_check(store *st, const char *sku, int64_t version,
+                        store_version_info *out)
+{
+    int64_t updated = 0, over = 0;
+    out->version = 0;
+    out->first_newer_ms = 0;
+    if (!store_valid_id(sku) || version < 0)
+        return -EINVAL;
+    store__enter(st);
+    int rc = count_error(st, st->be->version_check(st, sku, version, out, &over, &updated));
+    if (rc < 0 || out->version <= version) {
+        out->first_newer_ms = 0;
+        return rc;
+    }
+    /* Every commit adds one to the version and stamps the row
+     * (updated_at_ms). The next commit after the read's version is the
+     * row's last one when the version moved by one, else the first newer
+     * order when it carries version + 1 (exact), else that order or the
+     * last commit, whichever came first (an upper bound: item writes in
+     * between leave no stamp of their own). */
+    if (out->version != version + 1 && out->first_newer_ms > 0 && over == version + 1)
+        return 0;
+    if (out->version == version + 1 || out->first_newer_ms == 0 || updated < out->first_newer_ms)
+        out->first_newer_ms = updated;
+    return 0;
+}
+
 int store_audit(store *st, const char *sku, int with_orders, store_audit_result *out)
 {
     memset(out, 0, sizeof *out);

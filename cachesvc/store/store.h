@@ -192,6 +192,23 @@ typedef struct store_item {
  * -EIO, -ETIMEDOUT, -EINVAL. */
 int store_get_item(store *st, const char *sku, store_item *out);
 
+/* What the consistency monitor needs to judge a read of sku that returned
+ * version: the item's version now and when the first version above the
+ * read's was committed, as an upper bound (0 when there is none). Exact
+ * when that commit is the row's last one (its updated_at_ms) or a batch of
+ * orders among the item's 64 latest; otherwise (an item write came first,
+ * or more than 64 orders since) the earlier of the first newer order's
+ * stamp and the row's last commit. Stamps are taken before the row lock,
+ * on the writer's clock. */
+typedef struct store_version_info {
+    int64_t version;
+    int64_t first_newer_ms;
+} store_version_info;
+
+/* Returns 0, -ENOENT, -EIO, -ETIMEDOUT, -EINVAL. */
+int store_version_check(store *st, const char *sku, int64_t version,
+                        store_version_info *out);
+
 /* A create/restock/settings write; a field < 0 leaves it unchanged. stock
  * is required (>= 0) when the item is new. */
 typedef struct store_put {

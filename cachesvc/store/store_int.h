@@ -129,6 +129,13 @@ typedef struct store__backend {
     const char *name;
     int (*batch)(store *st, const char *sku, store__op **ops, int n, store__batch_result *r);
     int (*get_item)(store *st, const char *sku, store_item *out);
+    /* Fills version, first_newer_ms with the stamp of the first order
+     * above version among the item's latest 64 (0 when none is newer),
+     * *order_version with that order's version_after and *updated_at_ms
+     * with the item's last write; store.c combines them. */
+    int (*version_check)(store *st, const char *sku, int64_t version,
+                         store_version_info *out, int64_t *order_version,
+                         int64_t *updated_at_ms);
     int (*order_by_key)(store *st, const char *key, store_order *out);
     int (*audit)(store *st, const char *sku, int with_orders, store_audit_result *out);
     int (*outbox_fetch)(store *st, int64_t after_id, size_t max, store_outbox_row *rows);

@@ -48,7 +48,7 @@ for name in a b; do
   port=$PA; [ $name = b ] && port=$PB
   "$SVC" --server.listen=127.0.0.1:$port --server.admin_token=fs-token --server.workers=2 \
     --store.url="$pg" --redis.url="$seeds" --kafka.brokers="$brokers" \
-    --kafka.instance_id=$name --log.level=warn >"$T/svc-$name.log" 2>&1 &
+    --kafka.instance_id=$name --monitor.sample_every=10 --log.level=warn >"$T/svc-$name.log" 2>&1 &
   pids+=($!)
   disown $!   # no job-control chatter if cleanup has to SIGKILL it
 done
@@ -74,5 +74,10 @@ for d in 0 300; do
   old=$(kv delay_${d}ms_stale_reads_over_1s "$T/sweep.out")
   [ -n "$reads" ] && [ "$reads" -gt 0 ] || fail "delay $d: no reads checked"
   [ $((old * 100)) -le "$reads" ] || fail "delay $d: $old of $reads reads older than 1 s"
+  # The instances' own monitor, beside the tester's count.
+  mchecks=$(kv delay_${d}ms_monitor_checks "$T/sweep.out")
+  [ -n "$mchecks" ] && [ "$mchecks" -gt 0 ] || fail "delay $d: the sweep shows no monitor checks"
+  [ -n "$(kv delay_${d}ms_monitor_violations "$T/sweep.out")" ] || fail "delay $d: no monitor violations line"
 done
+grep -q "monitor_viol/checks" "$T/sweep.out" || fail "the tuning table has no monitor column"
 echo PASS

@@ -120,8 +120,24 @@ B2PID=$!; CLEANUPS+=("kill $B2PID")
 for i in $(seq 1 100); do [ -s "$T/broker2.out" ] && break; sleep 0.05; done
 PD=$((PA + 3)); D=http://127.0.0.1:$PD
 start_svc d $PD --store.url="$PG" --redis.url="$SEEDS" --kafka.brokers="$(head -1 "$T/broker2.out")" \
-  --kafka.invalidation_delay_ms=$DELAY --cache.local_ttl_ms=60000 --kafka.instance_id=d || exit 1
+  --kafka.invalidation_delay_ms=$DELAY --cache.local_ttl_ms=60000 --kafka.instance_id=d \
+  --monitor.sample_every=1 || exit 1
 wait_ready $D
+# The consistency monitor (D checks every read): cut off from the
+# broadcasts, D keeps serving its local copy after A's next commit; a read
+# of it more than the window (delay + 250 ms) after that commit is counted
+# as a violation once its check is due (delay + 1 s later).
+req PUT $A/v1/items/mon '{"stock":10}' "${ADMIN[@]}"; expect 201 "" "monitor: create on A"
+req GET $D/v1/items/mon; req GET $D/v1/items/mon; check "monitor: D holds mon locally" [ "$(header X-Cache)" = local ]
+req POST $A/v1/items/mon/decrement '{"user_id":"m1","qty":1}'; expect 200 '"stock":9' "monitor: a buy on A"
+sleep 0.7
+req GET $D/v1/items/mon; expect 200 '"stock":10' "monitor: D serves its stale copy"
+mviol() { curl -s $D/metrics | awk '$1 == "cachesvc_consistency_violations_total{tier=\"local\"}" {print $2}'; }
+for i in $(seq 1 60); do [ "$(mviol)" -ge 1 ] 2>/dev/null && break; sleep 0.1; done
+check "monitor: the stale read is counted as a violation (got '$(mviol)')" [ "$(mviol)" = 1 ]
+mchk=$(curl -s $D/metrics | awk '$1 == "cachesvc_consistency_checks_total{tier=\"local\"}" {print $2}')
+check "monitor: the fresh reads were checked too ($mchk local checks)" [ "${mchk:-0}" -ge 2 ]
+check "monitor: the violation is logged" grep -q 'msg="stale read served" sku=mon tier=local' "$T/d.log"
 req PUT $A/v1/items/cutoff '{"stock":1}' "${ADMIN[@]}"
 req POST $A/v1/items/cutoff/decrement '{"user_id":"c1","qty":1}'; expect 200 '"stock":0' "cutoff: sold out on A"
 cv=$(json_num version <<<"$BODY")

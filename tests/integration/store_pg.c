@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -741,6 +742,68 @@ static void test_sqlite_outbox_claim(void **state)
     store_close(st);
 }
 
+static int64_t wall_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* store_version_check: the commit time of the first version above a
+ * read's, exact when it is the row's last commit or a newer order's, an
+ * upper bound when an item write stands between (both backends). */
+static void version_check_check(const char *u, const char *sku)
+{
+    store *st = NULL;
+    store_config cfg = {.timeout_ms = 5000};
+    store_version_info vi;
+    store_decrement_result r;
+    assert_int_equal(store_open(u, &cfg, &st), 0);
+    store_put p = {.stock = 100, .per_user_limit = -1, .sale_starts_at_ms = -1};
+    store_item it;
+    assert_int_equal(store_put_item(st, sku, &p, RT_NO_DEADLINE, &it, NULL), 0);
+    int64_t v0 = it.version;
+    assert_int_equal(store_version_check(st, sku, v0, &vi), 0);
+    assert_int_equal(vi.version, v0);
+    assert_int_equal(vi.first_newer_ms, 0);              /* nothing newer */
+    rt_sleep(30);
+    int64_t t1 = wall_now();
+    assert_int_equal(store_decrement(st, sku, "vc1", 1, NULL, RT_NO_DEADLINE, &r), 0);
+    assert_int_equal(r.version, v0 + 1);
+    assert_int_equal(store_version_check(st, sku, v0, &vi), 0);
+    assert_int_equal(vi.version, v0 + 1);
+    assert_true(vi.first_newer_ms >= t1 - 5 && vi.first_newer_ms <= wall_now());
+    int64_t exact = vi.first_newer_ms;
+    rt_sleep(30);
+    assert_int_equal(store_decrement(st, sku, "vc2", 1, NULL, RT_NO_DEADLINE, &r), 0);
+    assert_int_equal(store_version_check(st, sku, v0, &vi), 0);
+    assert_int_equal(vi.first_newer_ms, exact);          /* still v0 + 1's order */
+    /* An item write first, then an order: the bound is the earlier of the
+     * order and the row's last commit, never before the write. */
+    int64_t v2 = r.version;
+    rt_sleep(30);
+    int64_t tw = wall_now();
+    p.stock = 200;
+    assert_int_equal(store_put_item(st, sku, &p, RT_NO_DEADLINE, &it, NULL), 0);
+    rt_sleep(30);
+    assert_int_equal(store_decrement(st, sku, "vc3", 1, NULL, RT_NO_DEADLINE, &r), 0);
+    assert_int_equal(store_version_check(st, sku, v2, &vi), 0);
+    assert_int_equal(vi.version, v2 + 2);
+    assert_true(vi.first_newer_ms >= tw - 5);
+    assert_int_equal(store_version_check(st, "vc-none", 1, &vi), -ENOENT);
+    assert_int_equal(store_version_check(st, "bad sku", 1, &vi), -EINVAL);
+    store_close(st);
+}
+
+static void test_version_check(void **state)
+{
+    (void)state;
+    char u[300];
+    version_check_check(url, "vcheck");
+    snprintf(u, sizeof u, "sqlite:%s/vcheck.db", dir);
+    version_check_check(u, "vcheck");
+}
+
 static void test_pg_sold_out(void **state)
 {
     (void)state;
@@ -769,6 +832,7 @@ int main(void)
         cmocka_unit_test(test_pg_lock_wait),
         cmocka_unit_test(test_pg_guard_state),
         cmocka_unit_test(test_pg_sold_out),
+        cmocka_unit_test(test_version_check),
         cmocka_unit_test(test_sqlite_sold_out),
         cmocka_unit_test(test_pg_outbox_claim),
         cmocka_unit_test(test_sqlite_outbox_claim),

@@ -342,6 +342,10 @@ typedef struct fs_result {
     int nverify;
     int verified;                     /* 0 when --no-verify */
     int verify_failed;
+    /* The instances' own consistency monitor over the round (sweeps only):
+     * checks and violations summed over the targets. */
+    int monitor_seen;                 /* 0: no target exports it */
+    int64_t monitor_checks, monitor_violations;
 } fs_result;
 
 int fs_result_init(fs_result *r, const fs_opts *o, size_t max_seconds);

@@ -187,18 +187,22 @@ void fs_report_sweep(FILE *f, const fs_opts *o, fs_result *const *rs, int n)
         window_name(wn, sizeof(wn), o->windows_ms[w]);
         fprintf(f, " stale>%-6s", wn);
     }
-    fprintf(f, " %9s %11s %9s %8s %8s %7s\n", "redis_hit", "db_reads/s", "req/s", "p50_ms",
-            "p99_ms", "verify");
+    fprintf(f, " %9s %11s %9s %8s %8s %7s %21s\n", "redis_hit", "db_reads/s", "req/s", "p50_ms",
+            "p99_ms", "verify", "monitor_viol/checks");
     for (int i = 0; i < n; i++) {
         const fs_result *r = rs[i];
         fprintf(f, "%9lld", (long long)r->delay_ms);
         for (int w = 0; w < o->nwindows; w++)
             fprintf(f, " %5llu %5.2f%%", (unsigned long long)fs_stale_count(&r->stale, -1, w),
                     100.0 * sweep_stale_ratio(r, w));
-        fprintf(f, " %9.3f %11.1f %9.0f %8.3f %8.3f %7s\n", fs_result_redis_hit_ratio(r),
+        char mon[48] = "-";
+        if (r->monitor_seen)
+            snprintf(mon, sizeof(mon), "%lld/%lld", (long long)r->monitor_violations,
+                     (long long)r->monitor_checks);
+        fprintf(f, " %9.3f %11.1f %9.0f %8.3f %8.3f %7s %21s\n", fs_result_redis_hit_ratio(r),
                 fs_result_db_reads_per_s(r), fs_result_rps(r),
                 ms(fs_hist_percentile(&r->all, 50)), ms(fs_hist_percentile(&r->all, 99)),
-                !r->verified ? "skip" : verify_passed(r) ? "pass" : "FAIL");
+                !r->verified ? "skip" : verify_passed(r) ? "pass" : "FAIL", mon);
     }
 }
 
@@ -254,6 +258,10 @@ static void kv_run(FILE *f, const fs_opts *o, const fs_result *r, const char *pf
         window_name(wn, sizeof(wn), o->windows_ms[w]);
         fprintf(f, "%sstale_reads_over_%s=%llu\n", pfx, wn,
                 (unsigned long long)fs_stale_count(&r->stale, -1, w));
+    }
+    if (r->monitor_seen) {
+        fprintf(f, "%smonitor_checks=%lld\n", pfx, (long long)r->monitor_checks);
+        fprintf(f, "%smonitor_violations=%lld\n", pfx, (long long)r->monitor_violations);
     }
     fprintf(f, "%sredis_hit_ratio=%.4f\n", pfx, fs_result_redis_hit_ratio(r));
     fprintf(f, "%sdb_reads_per_s=%.1f\n", pfx, fs_result_db_reads_per_s(r));

@@ -661,6 +661,46 @@ static intptr_t plot_blocking(void *arg)
 }
 
 /* The invalidation delay target 0 runs with now, or -1 if unknown. */
+/* Sums cachesvc_consistency_checks_total and _violations_total (every
+ * tier) over the targets' /metrics. Returns how many targets export them. */
+static int monitor_counts(const fs_opts *o, int64_t *checks, int64_t *violations)
+{
+    static const char cf[] = "cachesvc_consistency_checks_total";
+    static const char vf[] = "cachesvc_consistency_violations_total";
+    int seen = 0;
+    *checks = *violations = 0;
+    for (int t = 0; t < o->ntargets; t++) {
+        fs_http_resp resp;
+        fs_conn *c = fs_conn_new(&o->targets[t]);
+        if (c == NULL || admin_call(c, o, "GET", "/metrics", NULL, &resp) != 200) {
+            fs_conn_free(c);
+            continue;
+        }
+        int any = 0;
+        const char *p = resp.body, *end = resp.body + resp.body_len;
+        while (p < end) {
+            const char *nl = memchr(p, '\n', (size_t)(end - p));
+            const char *le = nl ? nl : end;
+            int64_t *dst = NULL;
+            if ((size_t)(le - p) > sizeof(cf) - 1 && memcmp(p, cf, sizeof(cf) - 1) == 0)
+                dst = checks;
+            else if ((size_t)(le - p) > sizeof(vf) - 1 && memcmp(p, vf, sizeof(vf) - 1) == 0)
+                dst = violations;
+            if (dst != NULL) {
+                const char *sp = le;
+                while (sp > p && sp[-1] != ' ')
+                    sp--;
+                *dst += strtoll(sp, NULL, 10);
+                any = 1;
+            }
+            p = le + 1;
+        }
+        seen += any;
+        fs_conn_free(c);
+    }
+    return seen;
+}
+
 static int64_t current_delay(const fs_opts *o)
 {
     int64_t d = -1;
@@ -703,10 +743,22 @@ int fs_run_all(fs_opts *o)
             fprintf(stderr, "flashsale: round %d/%d, invalidation_delay_ms=%lld\n", i + 1,
                     rounds, (long long)o->sweep_ms[i]);
         }
+        int64_t mc0 = 0, mv0 = 0;
+        int mon = o->nsweep > 0 ? monitor_counts(o, &mc0, &mv0) : 0;
         if (fs_opts_name_skus(o, o->nsweep > 0 ? i : -1, run_id) < 0 ||
             run_round(o, r, run_id, i) < 0) {
             status = 2;
             break;
+        }
+        if (mon > 0) {
+            /* The monitor checks a read the delay plus a second after it. */
+            int64_t mc1, mv1;
+            rt_sleep(o->sweep_ms[i] + 1200);
+            if (monitor_counts(o, &mc1, &mv1) > 0) {
+                r->monitor_seen = 1;
+                r->monitor_checks = mc1 - mc0;
+                r->monitor_violations = mv1 - mv0;
+            }
         }
         fs_report_text(stdout, o, r);
         fflush(stdout);
