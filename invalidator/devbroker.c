@@ -5,6 +5,10 @@
  * line) and runs until SIGTERM or SIGINT, so several cachesvc instances and
  * invalidators can share one "Kafka" without installing one.
  *
+ * A Kafka outage on demand (fault tests): SIGUSR1 takes every broker down
+ * (connections closed, new ones refused; the log is kept), SIGUSR2 brings
+ * them back.
+ *
  * Usage: cachesvc-devbroker [--brokers N] [--partitions N] [--topic NAME]
  */
 #include <signal.h>
@@ -45,6 +49,8 @@ int main(int argc, char **argv)
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGUSR2);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
 
     char err[256];
@@ -72,7 +78,15 @@ int main(int argc, char **argv)
     fflush(stdout);
 
     int sig = 0;
-    sigwait(&set, &sig);
+    while (sigwait(&set, &sig) == 0 && (sig == SIGUSR1 || sig == SIGUSR2)) {
+        for (int b = 1; b <= brokers; b++) {
+            if (sig == SIGUSR1)
+                rd_kafka_mock_broker_set_down(mc, b);
+            else
+                rd_kafka_mock_broker_set_up(mc, b);
+        }
+        fprintf(stderr, "cachesvc-devbroker: brokers %s\n", sig == SIGUSR1 ? "down" : "up");
+    }
     fprintf(stderr, "cachesvc-devbroker: signal %d, stopping\n", sig);
     rd_kafka_mock_cluster_destroy(mc);
     rd_kafka_destroy(rk);

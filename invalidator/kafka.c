@@ -92,6 +92,10 @@ rd_kafka_conf_t *inv__conf_new(inv *iv, const char *client_suffix)
     if (inv__conf_set(conf, "bootstrap.servers", iv->brokers) < 0 ||
         inv__conf_set(conf, "client.id", id) < 0 ||
         inv__conf_set(conf, "log.connection.close", "false") < 0 ||
+        /* After a broker outage every role reconnects within a second of
+         * the broker's return (librdkafka's default backs off to 10 s, and
+         * the invalidations wait that long). */
+        inv__conf_set(conf, "reconnect.backoff.max.ms", "1000") < 0 ||
         (iv->kafka_debug != NULL &&
          inv__conf_set(conf, "debug", iv->kafka_debug) < 0)) {
         rd_kafka_conf_destroy(conf);

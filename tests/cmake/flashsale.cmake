@@ -44,3 +44,14 @@ if(TARGET flashsale AND TARGET cachesvc AND TARGET cachesvc-devbroker)
                    $<TARGET_FILE:cachesvc-devbroker>)
   set_tests_properties(flashsale_two_instances PROPERTIES LABELS integration TIMEOUT 300)
 endif()
+
+if(TARGET flashsale AND TARGET cachesvc AND TARGET cachesvc-devbroker)
+  # The fleet under faults (scripts/chaos --quick, docs/chaos.md): three
+  # instances, PostgreSQL, a 3+3 Redis Cluster and the dev broker through
+  # every fault kind once while a sale runs. Label chaos: scripts/test runs
+  # it alone, after the integration tests. Ports 27000-27099.
+  add_test(NAME chaos_quick
+           COMMAND bash ${CMAKE_SOURCE_DIR}/scripts/chaos --quick --out ${CMAKE_BINARY_DIR}/chaos-out)
+  set_tests_properties(chaos_quick PROPERTIES LABELS chaos TIMEOUT 600
+                       ENVIRONMENT "CACHESVC_BUILD=${CMAKE_BINARY_DIR}")
+endif()

@@ -21,6 +21,7 @@
 
 #define FS_MAX_TARGETS 16
 #define FS_MAX_WINDOWS 8
+#define FS_MAX_FAULTS 64
 #define FS_MAX_SWEEP 16
 #define FS_SKU_MAX 64
 
@@ -216,6 +217,15 @@ typedef struct fs_target {
     char url[128];
 } fs_target;
 
+/* One fault of a --nemesis schedule: at at_ms after the traffic starts the
+ * command runs (sh -c); the fault's window lasts until it returns (so a
+ * command that pauses something and resumes it spans the pause). */
+typedef struct fs_fault {
+    int64_t at_ms;
+    char name[32];
+    char cmd[512];
+} fs_fault;
+
 typedef struct fs_opts {
     fs_target targets[FS_MAX_TARGETS];
     int ntargets;
@@ -251,6 +261,9 @@ typedef struct fs_opts {
     int no_keys;               /* buys without Idempotency-Key (never retried) */
     int quiet;                 /* no progress line */
     int kv;                    /* name=value summary on stdout */
+    fs_fault faults[FS_MAX_FAULTS];   /* --nemesis FILE, by at_ms */
+    int nfaults;
+    int64_t fault_grace_ms;    /* a window lasts this long after its command */
 } fs_opts;
 
 /* Fills defaults, then parses argv. Returns 0, 1 when --help was printed
@@ -342,6 +355,17 @@ typedef struct fs_result {
     int nverify;
     int verified;                     /* 0 when --no-verify */
     int verify_failed;
+    /* The nemesis: each fault's window (ns since t0; end 0 while it runs),
+     * the command's exit status, the errors answered while it was the
+     * latest fault and its window (plus grace) was open, and the last of
+     * them. Reads sent inside any window (plus grace) are counted apart. */
+    int64_t fault_start_ns[FS_MAX_FAULTS], fault_end_ns[FS_MAX_FAULTS];
+    int fault_rc[FS_MAX_FAULTS];
+    _Atomic uint64_t fault_errors[FS_MAX_FAULTS];
+    _Atomic int64_t fault_last_error_ns[FS_MAX_FAULTS];
+    _Atomic uint64_t reads_in_faults;
+    _Atomic uint64_t stale_in_faults[FS_MAX_WINDOWS];
+    _Atomic int64_t max_age_in_faults_ns, max_age_outside_ns;
     /* The instances' own consistency monitor over the round (sweeps only):
      * checks and violations summed over the targets. */
     int monitor_seen;                 /* 0: no target exports it */

@@ -6,6 +6,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -48,6 +49,15 @@ static const char usage[] =
     "  --sweep-delay MS,...      run once per invalidation delay (set through\n"
     "                            /admin/config) and print the tuning table\n"
     "  --settle MS               pause before the audit (default 200)\n"
+    "Faults\n"
+    "  --nemesis FILE            a schedule of faults, one per line:\n"
+    "                            AT_MS NAME COMMAND... (run with sh -c at AT_MS\n"
+    "                            after the traffic starts; the fault's window\n"
+    "                            lasts until it returns); the report splits\n"
+    "                            stale reads inside and outside the windows and\n"
+    "                            gives each fault its errors and recovery time\n"
+    "  --fault-grace MS          a window stays open this long after its command\n"
+    "                            returned (recovery; default 5000)\n"
     "Output\n"
     "  --json FILE               JSON summary\n"
     "  --plot FILE.png           gnuplot rendering of the run (or of the sweep)\n"
@@ -60,7 +70,7 @@ enum {
     O_TARGETS = 256, O_ADMIN, O_SKUS, O_PREFIX, O_STOCK, O_LIMIT, O_START, O_NOSEED,
     O_USERS, O_SKEW, O_READ, O_QTY, O_CONNS, O_REQS, O_DUR, O_RATE, O_TIMEOUT,
     O_RETRIES, O_SEED, O_WORKERS, O_WINDOWS, O_SWEEP, O_SETTLE, O_JSON, O_PLOT,
-    O_KV, O_QUIET, O_NOVERIFY, O_NOKEYS, O_HELP,
+    O_KV, O_QUIET, O_NOVERIFY, O_NOKEYS, O_NEMESIS, O_GRACE, O_HELP,
 };
 
 static const struct option longopts[] = {
@@ -93,9 +103,60 @@ static const struct option longopts[] = {
     {"quiet", no_argument, NULL, O_QUIET},
     {"no-verify", no_argument, NULL, O_NOVERIFY},
     {"no-idempotency-keys", no_argument, NULL, O_NOKEYS},
+    {"nemesis", required_argument, NULL, O_NEMESIS},
+    {"fault-grace", required_argument, NULL, O_GRACE},
     {"help", no_argument, NULL, O_HELP},
     {NULL, 0, NULL, 0},
 };
+
+/* Reads a --nemesis schedule: "AT_MS NAME COMMAND..." per line, '#'
+ * comments and blank lines skipped, at most FS_MAX_FAULTS, in time order. */
+static int parse_nemesis(fs_opts *o, const char *path, FILE *err)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        fprintf(err, "flashsale: --nemesis %s: %s\n", path, strerror(errno));
+        return -EINVAL;
+    }
+    char line[1024];
+    int lineno = 0, rc = 0;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        lineno++;
+        size_t n = strlen(line);
+        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+            line[--n] = '\0';
+        char *p = line;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        if (*p == '\0' || *p == '#')
+            continue;
+        long long at;
+        int used = 0;
+        char name[32];
+        if (sscanf(p, "%lld %31s %n", &at, name, &used) < 2 || used == 0 || p[used] == '\0' ||
+            at < 0 || strlen(p + used) >= sizeof(o->faults[0].cmd)) {
+            fprintf(err, "flashsale: --nemesis %s:%d: want AT_MS NAME COMMAND\n", path, lineno);
+            rc = -EINVAL;
+            break;
+        }
+        if (o->nfaults == FS_MAX_FAULTS) {
+            fprintf(err, "flashsale: --nemesis %s: more than %d faults\n", path, FS_MAX_FAULTS);
+            rc = -EINVAL;
+            break;
+        }
+        if (o->nfaults > 0 && at < o->faults[o->nfaults - 1].at_ms) {
+            fprintf(err, "flashsale: --nemesis %s:%d: faults must be in time order\n", path, lineno);
+            rc = -EINVAL;
+            break;
+        }
+        fs_fault *ft = &o->faults[o->nfaults++];
+        ft->at_ms = at;
+        snprintf(ft->name, sizeof(ft->name), "%s", name);
+        snprintf(ft->cmd, sizeof(ft->cmd), "%s", p + used);
+    }
+    fclose(f);
+    return rc;
+}
 
 static int parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out)
 {
@@ -302,6 +363,7 @@ static void defaults(fs_opts *o)
     o->windows_ms[2] = 1000;
     o->nwindows = 3;
     o->settle_ms = 200;
+    o->fault_grace_ms = 5000;
     o->seed = 1;
     const char *tok = getenv("FLASHSALE_ADMIN_TOKEN");
     if (tok)
@@ -400,8 +462,8 @@ int fs_opts_parse(fs_opts *o, int argc, char **argv, FILE *out, FILE *err)
                 BAD("--timeout: want milliseconds >= 1");
             break;
         case O_RETRIES:
-            if (parse_i64(a, 0, 100, &v) < 0)
-                BAD("--retries: want 0..100");
+            if (parse_i64(a, 0, 100000, &v) < 0)
+                BAD("--retries: want 0..100000");
             o->retries = (int)v;
             break;
         case O_SEED:
@@ -447,6 +509,14 @@ int fs_opts_parse(fs_opts *o, int argc, char **argv, FILE *out, FILE *err)
             break;
         case O_NOKEYS:
             o->no_keys = 1;
+            break;
+        case O_NEMESIS:
+            if ((rc = parse_nemesis(o, a, err)) < 0)
+                goto out;
+            break;
+        case O_GRACE:
+            if (parse_i64(a, 0, 600000, &o->fault_grace_ms) < 0)
+                BAD("--fault-grace: want milliseconds >= 0");
             break;
         case O_HELP:
             fputs(usage, out);

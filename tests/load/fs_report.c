@@ -69,6 +69,54 @@ static void lat_row(FILE *f, const char *name, const fs_hist *h, uint64_t count,
             ms(fs_hist_max(h)));
 }
 
+/* A fault's recovery: from the end of its command to its last error
+ * (0 when none came after the command returned). */
+static double fault_recovery_ms(const fs_result *r, int i)
+{
+    int64_t last = atomic_load(&r->fault_last_error_ns[i]);
+    return last > r->fault_end_ns[i] ? (double)(last - r->fault_end_ns[i]) / 1e6 : 0.0;
+}
+
+static int faults_run(const fs_opts *o, const fs_result *r)
+{
+    int n = 0;
+    while (n < o->nfaults && r->fault_end_ns[n] > 0)
+        n++;
+    return n;
+}
+
+/* The nemesis part of the text report. */
+static void report_faults(FILE *f, const fs_opts *o, const fs_result *r)
+{
+    int n = faults_run(o, r);
+    uint64_t reads = fs_stale_reads(&r->stale, -1), in = atomic_load(&r->reads_in_faults);
+    fprintf(f, "faults (nemesis: %d of %d run; a window is the command's run plus %lld ms)\n", n,
+            o->nfaults, (long long)o->fault_grace_ms);
+    fprintf(f, "  %3s %-16s %8s %8s %4s %8s %12s\n", "#", "fault", "start_s", "end_s", "rc",
+            "errors", "recovery_ms");
+    for (int i = 0; i < n; i++)
+        fprintf(f, "  %3d %-16s %8.2f %8.2f %4d %8llu %12.0f\n", i, o->faults[i].name,
+                (double)r->fault_start_ns[i] / 1e9, (double)r->fault_end_ns[i] / 1e9,
+                r->fault_rc[i], (unsigned long long)atomic_load(&r->fault_errors[i]),
+                fault_recovery_ms(r, i));
+    fprintf(f, "  reads inside fault windows %llu, outside %llu\n", (unsigned long long)in,
+            (unsigned long long)(reads - in));
+    for (int w = 0; w < o->nwindows; w++) {
+        char wn[32];
+        window_name(wn, sizeof(wn), o->windows_ms[w]);
+        uint64_t si = atomic_load(&r->stale_in_faults[w]);
+        uint64_t so = fs_stale_count(&r->stale, -1, w) - si;
+        fprintf(f, "  stale > %-7s inside %8llu (%5.2f nines)   outside %8llu (%5.2f nines)\n", wn,
+                (unsigned long long)si, nines(si, in), (unsigned long long)so,
+                nines(so, reads - in));
+    }
+    fprintf(f, "  oldest stale read: inside %.1f ms, outside %.1f ms\n",
+            ms(atomic_load(&r->max_age_in_faults_ns)), ms(atomic_load(&r->max_age_outside_ns)));
+    if (r->monitor_seen)
+        fprintf(f, "  the instances' consistency monitor: %lld violations in %lld checks\n",
+                (long long)r->monitor_violations, (long long)r->monitor_checks);
+}
+
 void fs_report_text(FILE *f, const fs_opts *o, const fs_result *r)
 {
     uint64_t total = fs_result_requests(r);
@@ -150,6 +198,8 @@ void fs_report_text(FILE *f, const fs_opts *o, const fs_result *r)
         fprintf(f, "  age of stale reads (ms): p50 %.3f p99 %.3f max %.3f\n",
                 ms(fs_hist_percentile(&r->stale.age, 50)),
                 ms(fs_hist_percentile(&r->stale.age, 99)), ms(fs_hist_max(&r->stale.age)));
+    if (o->nfaults > 0)
+        report_faults(f, o, r);
 
     if (!r->verified) {
         fprintf(f, "verification: skipped\n");
@@ -258,6 +308,36 @@ static void kv_run(FILE *f, const fs_opts *o, const fs_result *r, const char *pf
         window_name(wn, sizeof(wn), o->windows_ms[w]);
         fprintf(f, "%sstale_reads_over_%s=%llu\n", pfx, wn,
                 (unsigned long long)fs_stale_count(&r->stale, -1, w));
+    }
+    if (o->nfaults > 0) {
+        int n = faults_run(o, r);
+        uint64_t in = atomic_load(&r->reads_in_faults);
+        fprintf(f, "%sfaults_run=%d\n", pfx, n);
+        for (int i = 0; i < n; i++) {
+            fprintf(f, "%sfault_%d_name=%s\n", pfx, i, o->faults[i].name);
+            fprintf(f, "%sfault_%d_start_ms=%.0f\n", pfx, i, (double)r->fault_start_ns[i] / 1e6);
+            fprintf(f, "%sfault_%d_duration_ms=%.0f\n", pfx, i,
+                    (double)(r->fault_end_ns[i] - r->fault_start_ns[i]) / 1e6);
+            fprintf(f, "%sfault_%d_rc=%d\n", pfx, i, r->fault_rc[i]);
+            fprintf(f, "%sfault_%d_errors=%llu\n", pfx, i,
+                    (unsigned long long)atomic_load(&r->fault_errors[i]));
+            fprintf(f, "%sfault_%d_recovery_ms=%.0f\n", pfx, i, fault_recovery_ms(r, i));
+        }
+        fprintf(f, "%sreads_in_faults=%llu\n", pfx, (unsigned long long)in);
+        fprintf(f, "%sreads_outside_faults=%llu\n", pfx,
+                (unsigned long long)(fs_stale_reads(&r->stale, -1) - in));
+        for (int w = 0; w < r->stale.nwin; w++) {
+            char wn[32];
+            window_name(wn, sizeof(wn), o->windows_ms[w]);
+            uint64_t si = atomic_load(&r->stale_in_faults[w]);
+            fprintf(f, "%sstale_in_faults_over_%s=%llu\n", pfx, wn, (unsigned long long)si);
+            fprintf(f, "%sstale_outside_faults_over_%s=%llu\n", pfx, wn,
+                    (unsigned long long)(fs_stale_count(&r->stale, -1, w) - si));
+        }
+        fprintf(f, "%smax_stale_age_in_faults_ms=%.1f\n", pfx,
+                ms(atomic_load(&r->max_age_in_faults_ns)));
+        fprintf(f, "%smax_stale_age_outside_ms=%.1f\n", pfx,
+                ms(atomic_load(&r->max_age_outside_ns)));
     }
     if (r->monitor_seen) {
         fprintf(f, "%smonitor_checks=%lld\n", pfx, (long long)r->monitor_checks);
@@ -561,6 +641,19 @@ static int plot_run(FILE *sc, const char *dir, const fs_opts *o, const fs_result
     run_summary(what, sizeof(what), o, fs_result_requests(r));
     const char *since = o->rate > 0 ? "intended send time" : "send time";
     const char *per = fine ? "100 ms" : "second";
+    /* The nemesis' windows, shaded behind the two panels over time: the
+     * command's run darker, its grace lighter, the fault named on top. */
+    for (int i = 0; i < faults_run(o, r); i++) {
+        double x0 = (double)r->fault_start_ns[i] / 1e9, x1 = (double)r->fault_end_ns[i] / 1e9;
+        double x2 = x1 + (double)o->fault_grace_ms / 1e3;
+        fprintf(sc,
+                "set object %d rect from %.3f, graph 0 to %.3f, graph 1 fc rgb '#f4b6b6' "
+                "fs solid 0.5 noborder behind\n"
+                "set object %d rect from %.3f, graph 0 to %.3f, graph 1 fc rgb '#fbe3e3' "
+                "fs solid 0.5 noborder behind\n"
+                "set label %d '%s' at %.3f, graph 0.97 font 'sans,8' tc rgb '#a02020'\n",
+                2 * i + 1, x0, x1, 2 * i + 2, x1, x2, i + 1, o->faults[i].name, x0);
+    }
     fprintf(sc,
             "set terminal pngcairo size 1000,1150 font 'sans,10'\n"
             "set output '%s'\n"
@@ -579,6 +672,7 @@ static int plot_run(FILE *sc, const char *dir, const fs_opts *o, const fs_result
             "plot '%s/timeline.dat' using 1:4 with linespoints title 'p50', "
             "'' using 1:5 with linespoints title 'p99', "
             "'' using 1:6 with linespoints title 'max'\n"
+            "unset object\nunset label\n"
             "set title 'Latency by percentile, whole run (from %s)'\n"
             "set key inside top left opaque box\n"
             "set logscale xy\nset xrange [*:*]\nset yrange [*:*]\nset xlabel 'percentile (%%)'\n"

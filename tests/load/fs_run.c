@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <math.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -47,6 +48,11 @@ typedef struct run {
     _Atomic int64_t next_req;
     rt_event *tick;           /* wakes the progress coroutine at the end */
     atomic_int finished;
+    /* The nemesis: faults whose command runs, the end of the last window's
+     * grace (rt_now_ns), the latest fault started (-1 before any). */
+    atomic_int faults_active;
+    _Atomic int64_t fault_open_until;
+    atomic_int cur_fault;
 } run;
 
 typedef struct conn_arg {
@@ -160,10 +166,31 @@ static int admin_call(fs_conn *c, const fs_opts *o, const char *method, const ch
 /* ------------------------------------------------------------------------ */
 /* Recording                                                                 */
 
+/* 1 when t (rt_now_ns) lies in a fault's window or its grace. */
+static int in_fault(run *rn, int64_t t)
+{
+    return atomic_load_explicit(&rn->faults_active, memory_order_relaxed) > 0 ||
+           t < atomic_load_explicit(&rn->fault_open_until, memory_order_relaxed);
+}
+
+static void atomic_max(_Atomic int64_t *a, int64_t v)
+{
+    int64_t cur = atomic_load_explicit(a, memory_order_relaxed);
+    while (v > cur && !atomic_compare_exchange_weak(a, &cur, v))
+        ;
+}
+
 static void record(run *rn, int route, fs_outcome oc, int64_t intended, int64_t t_recv,
                    int64_t sold)
 {
     fs_result *r = rn->r;
+    if (rn->o->nfaults > 0 && !fs_outcome_ok(oc) && in_fault(rn, t_recv)) {
+        int f = atomic_load(&rn->cur_fault);
+        if (f >= 0) {
+            atomic_fetch_add_explicit(&r->fault_errors[f], 1, memory_order_relaxed);
+            atomic_max(&r->fault_last_error_ns[f], t_recv - rn->t0);
+        }
+    }
     uint64_t lat = t_recv > intended ? (uint64_t)(t_recv - intended) : 0;
     atomic_fetch_add_explicit(&r->outcomes[route][oc], 1, memory_order_relaxed);
     fs_hist_record(&r->lat[route], lat);
@@ -217,7 +244,18 @@ static void do_read(run *rn, fs_conn *c, int target, int item, int64_t intended)
         int64_t version;
         if (fs_json_int(resp.body, resp.body_len, "version", &version) == 0) {
             oc = FS_O_OK;
-            fs_stale_read(&r->stale, item, target, version, sent, recv);
+            int64_t age = fs_stale_read(&r->stale, item, target, version, sent, recv);
+            if (rn->o->nfaults > 0) {
+                int in = in_fault(rn, sent);
+                if (in) {
+                    atomic_fetch_add_explicit(&r->reads_in_faults, 1, memory_order_relaxed);
+                    for (int w = 0; w < r->stale.nwin; w++)
+                        if (age > r->stale.win_ns[w])
+                            atomic_fetch_add_explicit(&r->stale_in_faults[w], 1,
+                                                      memory_order_relaxed);
+                }
+                atomic_max(in ? &r->max_age_in_faults_ns : &r->max_age_outside_ns, age);
+            }
         } else {
             oc = FS_O_BAD_RESPONSE;
         }
@@ -267,10 +305,14 @@ static void do_buy(run *rn, fs_conn *c, int target, int conn_idx, int64_t k, int
     size_t len = (size_t)(p - req);
     fs_outcome oc = FS_O_CONN_ERROR;
     int64_t recv = 0, sold = 0;
+    fs_conn *alt = NULL, *via = c;    /* retries after a transport error go to
+                                       * the next instance: this one may be
+                                       * gone */
+    int alt_target = target;
     for (int attempt = 0;; attempt++) {
         fs_http_resp resp;
         int64_t sent;
-        int rc = fs_conn_send(c, req, len, 0, rt_deadline_ms(o->timeout_ms), &sent, &resp);
+        int rc = fs_conn_send(via, req, len, 0, rt_deadline_ms(o->timeout_ms), &sent, &resp);
         recv = rt_now_ns();
         int in_doubt;
         if (rc < 0) {
@@ -301,6 +343,11 @@ static void do_buy(run *rn, fs_conn *c, int target, int conn_idx, int64_t k, int
                 }
             }
         }
+        /* After an attempt in doubt, an answer that decides nothing (the
+         * database unavailable, overloaded) leaves the buy in doubt: the
+         * earlier attempt may have been applied. */
+        if (!in_doubt && attempt > 0 && (oc == FS_O_UNAVAILABLE || oc == FS_O_OVERLOADED))
+            in_doubt = 1;
         if (!in_doubt)
             break;
         /* Without a key a retry could apply the buy twice: never retry. */
@@ -310,9 +357,15 @@ static void do_buy(run *rn, fs_conn *c, int target, int conn_idx, int64_t k, int
         }
         /* Same idempotency key: the service applies it at most once. */
         atomic_fetch_add_explicit(&r->retries, 1, memory_order_relaxed);
-        if (rc < 0)
-            rt_sleep(5 * (attempt + 1));
+        if (rc < 0 && o->ntargets > 1) {
+            fs_conn_free(alt);
+            alt_target = (alt_target + 1) % o->ntargets;
+            alt = alt_target == target ? NULL : fs_conn_new(&o->targets[alt_target]);
+            via = alt != NULL ? alt : c;
+        }
+        rt_sleep(5 * (attempt + 1) < 200 ? 5 * (attempt + 1) : 200);
     }
+    fs_conn_free(alt);
     record(rn, FS_ROUTE_BUY, oc, intended, recv, sold);
 }
 
@@ -525,6 +578,46 @@ static void free_requests(run *rn)
 
 /* Runs one round into r. Returns 0 (verification may still have failed:
  * r->verify_failed) or -EIO when the setup failed. */
+static intptr_t system_blocking(void *arg)
+{
+    return system((const char *)arg);
+}
+
+/* Runs the --nemesis schedule against the traffic's clock. */
+static void nemesis_main(void *arg)
+{
+    run *rn = arg;
+    const fs_opts *o = rn->o;
+    fs_result *r = rn->r;
+    for (int i = 0; i < o->nfaults; i++) {
+        int64_t at = rn->t0 + o->faults[i].at_ms * 1000000;
+        for (;;) {
+            int64_t now = rt_now_ns();
+            if (now >= at || atomic_load(&rn->finished) || atomic_load(&fs_interrupted))
+                break;
+            int64_t ms = (at - now) / 1000000 + 1;
+            rt_sleep(ms < 100 ? ms : 100);
+        }
+        if (atomic_load(&rn->finished) || atomic_load(&fs_interrupted) || rt_now_ns() >= rn->end_ns)
+            break;
+        r->fault_start_ns[i] = rt_now_ns() - rn->t0;
+        atomic_store(&rn->cur_fault, i);
+        atomic_fetch_add(&rn->faults_active, 1);
+        if (!o->quiet)
+            fprintf(stderr, "\nflashsale: fault %d (%s) at %.1f s: %s\n", i, o->faults[i].name,
+                    (double)r->fault_start_ns[i] / 1e9, o->faults[i].cmd);
+        int st = (int)rt_blocking(system_blocking, (void *)o->faults[i].cmd);
+        int64_t end = rt_now_ns();
+        r->fault_rc[i] = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+        r->fault_end_ns[i] = end - rn->t0;
+        atomic_max(&rn->fault_open_until, end + o->fault_grace_ms * 1000000);
+        atomic_fetch_sub(&rn->faults_active, 1);
+        if (r->fault_rc[i] != 0)
+            fprintf(stderr, "flashsale: fault %d (%s) command exited %d\n", i, o->faults[i].name,
+                    r->fault_rc[i]);
+    }
+}
+
 static int run_round(fs_opts *o, fs_result *r, const char *run_id, int round)
 {
     int rc = 0;
@@ -532,7 +625,8 @@ static int run_round(fs_opts *o, fs_result *r, const char *run_id, int round)
     rt_co **cos = NULL;
     conn_arg *args = NULL;
     rt_co *prog = NULL;
-    run rn = {.o = o, .r = r, .run_id = run_id, .round = round};
+    run rn = {.o = o, .r = r, .run_id = run_id, .round = round, .cur_fault = -1};
+    rt_co *nem = NULL;
     fs_conn *admin = fs_conn_new(&o->targets[0]);
     rn.cdf = calloc((size_t)o->nskus, sizeof(*rn.cdf));
     rn.acks = calloc((size_t)o->nskus, sizeof(*rn.acks));
@@ -585,6 +679,13 @@ static int run_round(fs_opts *o, fs_result *r, const char *run_id, int round)
         if (rt_spawn_ex(&prog, progress_main, &rn, &po) < 0)
             prog = NULL;
     }
+    if (o->nfaults > 0) {
+        rt_spawn_opts no = {.name = "nemesis", .joinable = 1};
+        if (rt_spawn_ex(&nem, nemesis_main, &rn, &no) < 0) {
+            rc = -ENOMEM;
+            goto out;
+        }
+    }
     int started = 0;
     for (int j = 0; j < o->connections; j++) {
         args[j] = (conn_arg){&rn, j};
@@ -603,6 +704,9 @@ static int run_round(fs_opts *o, fs_result *r, const char *run_id, int round)
     rt_event_signal(rn.tick);
     if (prog)
         rt_join(prog);
+    if (nem)
+        rt_join(nem);   /* a fault in progress ends (its command resumes
+                         * what it paused) before the audit */
 
     if (verify) {
         if (o->settle_ms > 0)
@@ -744,7 +848,7 @@ int fs_run_all(fs_opts *o)
                     rounds, (long long)o->sweep_ms[i]);
         }
         int64_t mc0 = 0, mv0 = 0;
-        int mon = o->nsweep > 0 ? monitor_counts(o, &mc0, &mv0) : 0;
+        int mon = o->nsweep > 0 || o->nfaults > 0 ? monitor_counts(o, &mc0, &mv0) : 0;
         if (fs_opts_name_skus(o, o->nsweep > 0 ? i : -1, run_id) < 0 ||
             run_round(o, r, run_id, i) < 0) {
             status = 2;
@@ -753,7 +857,7 @@ int fs_run_all(fs_opts *o)
         if (mon > 0) {
             /* The monitor checks a read the delay plus a second after it. */
             int64_t mc1, mv1;
-            rt_sleep(o->sweep_ms[i] + 1200);
+            rt_sleep(o->nsweep > 0 ? o->sweep_ms[i] + 1200 : 2500);
             if (monitor_counts(o, &mc1, &mv1) > 0) {
                 r->monitor_seen = 1;
                 r->monitor_checks = mc1 - mc0;
