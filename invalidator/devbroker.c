@@ -23,7 +23,8 @@
 
 int main(int argc, char **argv)
 {
-    int brokers = 1, partitions = 4;
+    int brokers = 1, partitions = 16;   /* see inv.c: the mock serves one
+                                         * batch per partition and fetch */
     const char *topic = INV_DEFAULT_TOPIC;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--brokers") == 0 && i + 1 < argc) {

@@ -118,7 +118,12 @@ int inv_new(const inv_config *cfg, const inv_source *source,
         goto fail;
     }
     iv->pending_cap = pos_or(cfg->pending_cap, 100000);
-    iv->partitions = pos_or(cfg->partitions, 4);
+    /* The mock cluster answers a fetch with at most one batch per
+     * partition, found by walking the partition's log from its oldest
+     * batch: with few partitions a consumer needs one round trip per batch
+     * and each walks a longer log, so under sustained writes the consumers
+     * fall behind more and more (docs/chaos.md). 16 partitions spread it. */
+    iv->partitions = pos_or(cfg->partitions, 16);
     iv->appliers = pos_or(cfg->appliers, 4);
     iv->batch = pos_or(cfg->batch, 128);
     iv->relay_batch = pos_or(cfg->relay_batch, 512);

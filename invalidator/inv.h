@@ -152,7 +152,7 @@ typedef struct inv_config {
     int pending_cap;               /* messages held by the delay consumer
                                     * before it pauses fetching; 100000 */
     int roles;                     /* INV_ROLE_* bits; 0 = INV_ROLE_ALL */
-    int partitions;                /* of the embedded cluster's topic; 4 */
+    int partitions;                /* of the embedded cluster's topic; 16 */
     int appliers;                  /* Redis sink calls in flight; 4 */
     int batch;                     /* items per Redis sink call; 128 */
     int relay_batch;               /* outbox rows per fetch; 512 */

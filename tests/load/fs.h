@@ -325,6 +325,7 @@ typedef struct fs_slot {
     _Atomic uint64_t errors;
     _Atomic uint64_t sold;
     _Atomic uint64_t sold_out;
+    _Atomic uint64_t stale;           /* reads staler than the plot's window */
     fs_hist lat;                      /* coarse: sub_bits 6 */
 } fs_slot;
 
@@ -383,6 +384,9 @@ fs_slot *fs_result_fine_slot(fs_result *r, size_t idx);
  * second and the 100 ms that hold it. */
 void fs_result_tick(fs_result *r, int64_t t, uint64_t lat_ns, int error, uint64_t sold,
                     int sold_out);
+/* Counts a read sent at t (ns since t0) that was staler than the plotted
+ * window (the second --stale-windows value, or the only one). */
+void fs_result_stale_tick(fs_result *r, int64_t t);
 uint64_t fs_result_requests(const fs_result *r);
 uint64_t fs_result_errors(const fs_result *r);
 double fs_result_rps(const fs_result *r);

@@ -619,16 +619,16 @@ static int plot_run(FILE *sc, const char *dir, const fs_opts *o, const fs_result
         double span = r->elapsed_s - (double)s * w;
         span = span > w ? w : span < 0.05 * w ? 0.05 * w : span;
         if (sl == NULL) {   /* nothing answered: a stall shows as 0 */
-            fprintf(f, "%.3f 0 0 NaN NaN NaN %llu\n", (double)s * w + span / 2,
+            fprintf(f, "%.3f 0 0 NaN NaN NaN %llu 0\n", (double)s * w + span / 2,
                     (unsigned long long)sold);
             continue;
         }
         sold += atomic_load(&sl->sold);
-        fprintf(f, "%.3f %.0f %.0f %.4f %.4f %.4f %llu\n", (double)s * w + span / 2,
+        fprintf(f, "%.3f %.0f %.0f %.4f %.4f %.4f %llu %.0f\n", (double)s * w + span / 2,
                 (double)atomic_load(&sl->requests) / span,
                 (double)atomic_load(&sl->errors) / span, ms(fs_hist_percentile(&sl->lat, 50)),
                 ms(fs_hist_percentile(&sl->lat, 99)), ms(fs_hist_max(&sl->lat)),
-                (unsigned long long)sold);
+                (unsigned long long)sold, (double)atomic_load(&sl->stale) / span);
     }
     fclose(f);
     for (int rt = 0; rt <= FS_ROUTES; rt++) {
@@ -641,6 +641,9 @@ static int plot_run(FILE *sc, const char *dir, const fs_opts *o, const fs_result
     run_summary(what, sizeof(what), o, fs_result_requests(r));
     const char *since = o->rate > 0 ? "intended send time" : "send time";
     const char *per = fine ? "100 ms" : "second";
+    char stw[32] = "-";
+    if (o->nwindows > 0)
+        window_name(stw, sizeof(stw), o->windows_ms[o->nwindows > 1 ? 1 : 0]);
     /* The nemesis' windows, shaded behind the two panels over time: the
      * command's run darker, its grace lighter, the fault named on top. */
     for (int i = 0; i < faults_run(o, r); i++) {
@@ -665,6 +668,7 @@ static int plot_run(FILE *sc, const char *dir, const fs_opts *o, const fs_result
             "set y2label 'units sold (cumulative)'\nset y2tics\nset y2range [0:%.0f]\n"
             "plot '%s/timeline.dat' using 1:2 with linespoints title 'requests/s', "
             "'' using 1:3 with linespoints title 'errors/s', "
+            "'' using 1:8 with linespoints title 'stale reads/s (> %s)', "
             "'' using 1:7 axes x1y2 with lines lw 2 title 'units sold'\n"
             "unset y2tics\nunset y2label\n"
             "set title 'Latency per %s, all routes (from %s)'\n"
@@ -684,7 +688,7 @@ static int plot_run(FILE *sc, const char *dir, const fs_opts *o, const fs_result
             "'%s/curve2.dat' using 1:2 with lines lw 2 dt 2 title 'all'\n"
             "unset multiplot\n",
             path, r->label[0] ? ", " : "", r->label, what, per,
-            sold > 0 ? (double)sold * 1.15 : 1.0, dir, per, since, dir, since, dir, dir, dir);
+            sold > 0 ? (double)sold * 1.15 : 1.0, dir, stw, per, since, dir, since, dir, dir, dir);
     return 0;
 }
 

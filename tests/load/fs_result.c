@@ -178,6 +178,17 @@ void fs_result_tick(fs_result *r, int64_t t, uint64_t lat_ns, int error, uint64_
                  sold_out);
 }
 
+void fs_result_stale_tick(fs_result *r, int64_t t)
+{
+    if (t < 0)
+        t = 0;
+    fs_slot *s = fs_result_slot(r, (size_t)(t / 1000000000));
+    if (s != NULL)
+        atomic_fetch_add_explicit(&s->stale, 1, memory_order_relaxed);
+    if (t / FS_FINE_NS < FS_FINE_SLOTS && (s = fs_result_fine_slot(r, (size_t)(t / FS_FINE_NS))))
+        atomic_fetch_add_explicit(&s->stale, 1, memory_order_relaxed);
+}
+
 uint64_t fs_result_requests(const fs_result *r)
 {
     uint64_t n = 0;

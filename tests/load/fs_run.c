@@ -245,6 +245,8 @@ static void do_read(run *rn, fs_conn *c, int target, int item, int64_t intended)
         if (fs_json_int(resp.body, resp.body_len, "version", &version) == 0) {
             oc = FS_O_OK;
             int64_t age = fs_stale_read(&r->stale, item, target, version, sent, recv);
+            if (r->stale.nwin > 0 && age > r->stale.win_ns[r->stale.nwin > 1 ? 1 : 0])
+                fs_result_stale_tick(r, sent - rn->t0);
             if (rn->o->nfaults > 0) {
                 int in = in_fault(rn, sent);
                 if (in) {
