@@ -9,6 +9,8 @@
 #     the fake serves stale data, and none where it does not;
 #   - in the open loop a stall of the server is charged to every request
 #     that was due during it (latency from the intended send time);
+#   - a --nemesis schedule: its faults run at their times, with their exit
+#     status and windows, and reads inside the windows are counted apart;
 #   - bad usage and an unreachable target exit 2.
 # Usage: flashsale_fake.sh FLASHSALE FLASHSALE_FAKE   (ports 26100-26149)
 set -uo pipefail
@@ -146,6 +148,36 @@ awk -v p="$(kv p90_ms "$dir/co.out")" -v m="$(kv max_ms "$dir/co.out")" \
   'BEGIN { exit !(p > 100 && m > 400) }' \
   || { cat "$dir/co.out"; fail "open loop: a 0.6 s stall is not charged to the queued requests"; }
 echo "stall charged: p90 $(kv p90_ms "$dir/co.out") ms, max $(kv max_ms "$dir/co.out") ms"
+
+# 4c. The nemesis: a schedule freezes the fake for 0.5 s at 0.6 s (the
+# command's run is the fault's window) and runs a failing command at 1.5 s;
+# the report gives both faults with their exit status, the reads inside
+# the windows apart from the others, and the JSON carries the same.
+start_fake 26136
+fake_pid=${pids[${#pids[@]}-1]}
+printf '# at_ms name command\n600 freeze kill -STOP %s; sleep 0.5; kill -CONT %s\n1500 failing exit 3\n' \
+  "$fake_pid" "$fake_pid" >"$dir/nemesis.txt"
+"$FS" --targets http://127.0.0.1:26136 --admin-token tok --stock 1000000 --per-user-limit 0 \
+  --users 1000 --read-ratio 0.5 --rate 1000 --duration 2.5 --connections 8 --workers 2 \
+  --nemesis "$dir/nemesis.txt" --fault-grace 200 --quiet --kv --json "$dir/nem.json" \
+  >"$dir/nem.out" 2>&1
+rc=$?
+[ $rc -eq 0 ] || { cat "$dir/nem.out"; fail "nemesis run: exit $rc"; }
+[ "$(kv faults_run "$dir/nem.out")" = 2 ] || { cat "$dir/nem.out"; fail "nemesis: not both faults ran"; }
+[ "$(kv fault_0_name "$dir/nem.out")" = freeze ] && [ "$(kv fault_0_rc "$dir/nem.out")" = 0 ] \
+  || fail "nemesis: fault 0 not reported as freeze with status 0"
+[ "$(kv fault_1_rc "$dir/nem.out")" = 3 ] || fail "nemesis: the failing command's status is not 3"
+awk -v d="$(kv fault_0_duration_ms "$dir/nem.out")" 'BEGIN { exit !(d >= 450 && d < 1500) }' \
+  || fail "nemesis: the freeze window lasted $(kv fault_0_duration_ms "$dir/nem.out") ms"
+in=$(kv reads_in_faults "$dir/nem.out"); outside=$(kv reads_outside_faults "$dir/nem.out")
+[ "${in:-0}" -gt 0 ] && [ "${outside:-0}" -gt "${in:-0}" ] \
+  || fail "nemesis: reads inside $in, outside $outside"
+grep -q '"faults"' "$dir/nem.json" && grep -q '"fault_windows"' "$dir/nem.json" \
+  || fail "nemesis: the JSON has no faults"
+printf '100 x\n' >"$dir/bad-nemesis.txt"
+"$FS" --nemesis "$dir/bad-nemesis.txt" >/dev/null 2>&1; rc=$?
+[ $rc -eq 2 ] || fail "a nemesis line without a command: exit $rc, want 2"
+echo "nemesis: reads inside $in, outside $outside, freeze $(kv fault_0_duration_ms "$dir/nem.out") ms"
 
 # 5. Bad usage exits 2; so does a target nobody listens on.
 "$FS" --read-ratio 2 >/dev/null 2>&1; rc=$?

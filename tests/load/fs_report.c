@@ -455,6 +455,39 @@ static cJSON *run_json(const fs_opts *o, const fs_result *r)
         cJSON_AddItemToArray(per, e);
     }
     cJSON_AddItemToObject(st, "age_of_stale_reads", hist_json(&r->stale.age));
+    if (o->nfaults > 0) {
+        /* Inside / outside the nemesis' windows, per window W. */
+        uint64_t in = atomic_load(&r->reads_in_faults);
+        cJSON *fi = cJSON_AddObjectToObject(st, "fault_windows");
+        cJSON_AddNumberToObject(fi, "reads_inside", (double)in);
+        cJSON_AddNumberToObject(fi, "reads_outside", (double)(fs_stale_reads(&r->stale, -1) - in));
+        cJSON *si = cJSON_AddArrayToObject(fi, "stale_inside");
+        cJSON *so = cJSON_AddArrayToObject(fi, "stale_outside");
+        for (int w = 0; w < r->stale.nwin; w++) {
+            uint64_t x = atomic_load(&r->stale_in_faults[w]);
+            cJSON_AddItemToArray(si, cJSON_CreateNumber((double)x));
+            cJSON_AddItemToArray(so, cJSON_CreateNumber((double)(fs_stale_count(&r->stale, -1, w) - x)));
+        }
+        cJSON_AddNumberToObject(fi, "max_age_inside_ms", ms(atomic_load(&r->max_age_in_faults_ns)));
+        cJSON_AddNumberToObject(fi, "max_age_outside_ms", ms(atomic_load(&r->max_age_outside_ns)));
+        cJSON *fa = cJSON_AddArrayToObject(j, "faults");
+        for (int i = 0; i < faults_run(o, r); i++) {
+            cJSON *e = cJSON_CreateObject();
+            cJSON_AddStringToObject(e, "name", o->faults[i].name);
+            cJSON_AddStringToObject(e, "command", o->faults[i].cmd);
+            cJSON_AddNumberToObject(e, "start_s", (double)r->fault_start_ns[i] / 1e9);
+            cJSON_AddNumberToObject(e, "end_s", (double)r->fault_end_ns[i] / 1e9);
+            cJSON_AddNumberToObject(e, "exit_status", r->fault_rc[i]);
+            cJSON_AddNumberToObject(e, "errors", (double)atomic_load(&r->fault_errors[i]));
+            cJSON_AddNumberToObject(e, "recovery_ms", fault_recovery_ms(r, i));
+            cJSON_AddItemToArray(fa, e);
+        }
+    }
+    if (r->monitor_seen) {
+        cJSON *mo = cJSON_AddObjectToObject(j, "monitor");
+        cJSON_AddNumberToObject(mo, "checks", (double)r->monitor_checks);
+        cJSON_AddNumberToObject(mo, "violations", (double)r->monitor_violations);
+    }
 
     cJSON *v = cJSON_AddObjectToObject(j, "verification");
     cJSON_AddBoolToObject(v, "performed", r->verified);
