@@ -20,7 +20,8 @@
  * Several relays (one per instance) share the outbox: the source hands
  * each row to one of them (a claim with a lease), so each event is
  * published once by the fleet and a dead relay's rows go to another when
- * their lease ends. After a failed delivery the next round asks for this
+ * their lease ends. After a failed delivery or a failed fetch (a claim
+ * may have committed with its answer lost) the next round asks for this
  * relay's own claimed rows too.
  *
  * With the embedded broker the log lives in this process, so an event
@@ -489,7 +490,11 @@ static void publish(inv_relay *r)
         int max = iv->relay_batch;
         int n = iv->source.fetch(iv->source.ctx, after, mine, r->rows, max);
         if (n < 0) {
+            /* The claim may have committed with its answer lost (the
+             * database died between them): those rows are ours for the
+             * lease, and only a fetch of our own claims finds them. */
             INV_INC(iv, relay_errors, 1);
+            r->failed = 1;
             return;
         }
         for (int i = 0; i < n; i++) {

@@ -174,6 +174,17 @@ in=$(kv reads_in_faults "$dir/nem.out"); outside=$(kv reads_outside_faults "$dir
   || fail "nemesis: reads inside $in, outside $outside"
 grep -q '"faults"' "$dir/nem.json" && grep -q '"fault_windows"' "$dir/nem.json" \
   || fail "nemesis: the JSON has no faults"
+# A restock in the middle and a limit on every second item only: the
+# audits verify (units supplied grow by the restock; limited items keep
+# their limit).
+start_fake 26137
+"$FS" --targets http://127.0.0.1:26137 --admin-token tok --skus 4 --stock 300 --per-user-limit 1 \
+  --limit-every 2 --users 200 --read-ratio 0.2 --rate 1000 --duration 1.5 --restock-at 0.7 \
+  --restock 100 --connections 8 --workers 2 --quiet --kv >"$dir/rst.out" 2>&1
+rc=$?
+[ $rc -eq 0 ] || { cat "$dir/rst.out"; fail "restock run: exit $rc"; }
+[ "$(kv restocked_items "$dir/rst.out")" = 2 ] || { cat "$dir/rst.out"; fail "restock: not 2 items restocked"; }
+[ "$(kv limit_violations "$dir/rst.out")" = 0 ] || fail "restock: limit violations"
 printf '100 x\n' >"$dir/bad-nemesis.txt"
 "$FS" --nemesis "$dir/bad-nemesis.txt" >/dev/null 2>&1; rc=$?
 [ $rc -eq 2 ] || fail "a nemesis line without a command: exit $rc, want 2"

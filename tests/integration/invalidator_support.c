@@ -35,10 +35,17 @@ static int64_t wall_ms(void)
 struct its_outbox {
     pthread_mutex_t mu;
     inv_row *rows;                 /* in id order; deleted ones have id 0 */
+    int64_t *claimed_until;        /* per row, wall ms: as the stores do, a
+                                    * fetch claims what it returns for a
+                                    * lease, and a fetch that is not "mine"
+                                    * skips rows under a live claim */
     size_t len, cap, live, first;  /* first: index of the first live row */
     int64_t next_id;
     bool down;
+    int lose_replies;              /* fetches that claim, then fail */
 };
+
+#define ITS_CLAIM_LEASE_MS 10000
 
 its_outbox *its_outbox_new(void)
 {
@@ -56,6 +63,7 @@ void its_outbox_free(its_outbox *o)
         return;
     pthread_mutex_destroy(&o->mu);
     free(o->rows);
+    free(o->claimed_until);
     free(o);
 }
 
@@ -66,13 +74,18 @@ int64_t its_outbox_add(its_outbox *o, const char *sku, int64_t version,
     if (o->len == o->cap) {
         size_t ncap = o->cap ? o->cap * 2 : 1024;
         inv_row *r = realloc(o->rows, ncap * sizeof(*r));
-        if (r == NULL) {
+        int64_t *c = r ? realloc(o->claimed_until, ncap * sizeof(*c)) : NULL;
+        if (r == NULL || c == NULL) {
+            if (r != NULL)
+                o->rows = r;
             pthread_mutex_unlock(&o->mu);
             return -1;
         }
         o->rows = r;
+        o->claimed_until = c;
         o->cap = ncap;
     }
+    o->claimed_until[o->len] = 0;
     inv_row *row = &o->rows[o->len++];
     memset(row, 0, sizeof(*row));
     row->id = o->next_id++;
@@ -115,6 +128,13 @@ int64_t its_outbox_depth(its_outbox *o)
     return n;
 }
 
+void its_outbox_lose_replies(its_outbox *o, int n)
+{
+    pthread_mutex_lock(&o->mu);
+    o->lose_replies = n;
+    pthread_mutex_unlock(&o->mu);
+}
+
 void its_outbox_set_down(its_outbox *o, bool down)
 {
     pthread_mutex_lock(&o->mu);
@@ -132,9 +152,9 @@ static size_t lower_bound(its_outbox *o, int64_t after)
 
 static int ob_fetch(void *ctx, int64_t after_id, int mine, inv_row *rows, int max)
 {
-    (void)mine;   /* one relay per in-memory outbox: nothing to claim */
-    its_outbox *o = ctx;
+    its_outbox *o = ctx;   /* one relay per outbox: every claim is "mine" */
     int n = 0;
+    int64_t now = wall_ms();
     pthread_mutex_lock(&o->mu);
     if (o->down) {
         pthread_mutex_unlock(&o->mu);
@@ -146,7 +166,14 @@ static int ob_fetch(void *ctx, int64_t after_id, int mine, inv_row *rows, int ma
     for (; i < o->len && n < max; i++) {
         if (o->rows[i].id == 0 || o->rows[i].version < 0)
             continue;              /* deleted, or its transaction is open */
+        if (!mine && o->claimed_until[i] > now)
+            continue;              /* under a live claim */
+        o->claimed_until[i] = now + ITS_CLAIM_LEASE_MS;
         rows[n++] = o->rows[i];
+    }
+    if (o->lose_replies > 0) {     /* the claims were made; the answer is lost */
+        o->lose_replies--;
+        n = -EIO;
     }
     pthread_mutex_unlock(&o->mu);
     return n;

@@ -30,6 +30,9 @@ int64_t its_outbox_reserve(its_outbox *o);
 void its_outbox_commit(its_outbox *o, int64_t id, const char *sku, int64_t version);
 /* When set, fetch fails with -EIO (a database outage). */
 void its_outbox_set_down(its_outbox *o, bool down);
+/* The next n fetches claim the rows they would return (a 10 s lease), then
+ * fail with -EIO: a claim committed whose answer the relay never got. */
+void its_outbox_lose_replies(its_outbox *o, int n);
 inv_source its_outbox_source(its_outbox *o);
 
 /* ---- Redis Cluster ---------------------------------------------------------- */

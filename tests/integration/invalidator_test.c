@@ -285,6 +285,27 @@ static void test_out_of_order_commit(void **state)
     stop_inv(iv);
 }
 
+/* A claim that committed but whose answer was lost (the database died
+ * between them): the rows are this relay's for the lease, and a relay that
+ * only asks for unclaimed rows would leave them unpublished until the lease
+ * ends (10 s). After a failed fetch the relay asks for its own claims too,
+ * so the row is published and deleted within the poll interval. */
+static void test_lost_claim_reply(void **state)
+{
+    (void)state;
+    inv *iv = make_inv("lostclaim", INV_ROLE_RELAY | INV_ROLE_DELAY, "lc-a", 0, NULL, NULL);
+    wait_ready(iv);
+    assert_int_equal(its_redis_set("lc1", 1), 0);
+    its_outbox_lose_replies(outbox, 1);
+    its_outbox_add(outbox, "lc1", 2, -1);
+    int64_t t0 = inv__wall_ms();
+    inv_notify(iv);
+    assert_true(its_wait_until(key_gone, "lc1", 5000));
+    assert_true(its_wait_until(outbox_empty, NULL, 3000));
+    assert_true(inv__wall_ms() - t0 < 5000);   /* the lease is 10 s */
+    stop_inv(iv);
+}
+
 /* An older event never deletes a newer cached version. */
 static void test_older_event_keeps_newer(void **state)
 {
@@ -754,6 +775,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_due_time, setup, teardown),
         cmocka_unit_test_setup_teardown(test_due_on_receipt, setup, teardown),
         cmocka_unit_test_setup_teardown(test_out_of_order_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lost_claim_reply, setup, teardown),
         cmocka_unit_test_setup_teardown(test_older_event_keeps_newer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delay_change, setup, teardown),
         cmocka_unit_test_setup_teardown(test_broadcast_two_groups, setup, teardown),

@@ -264,7 +264,13 @@ typedef struct fs_opts {
     fs_fault faults[FS_MAX_FAULTS];   /* --nemesis FILE, by at_ms */
     int nfaults;
     int64_t fault_grace_ms;    /* a window lasts this long after its command */
+    int limit_every;           /* per_user_limit on every K-th item (0, K, 2K...) */
+    double restock_at_s;       /* 0 = no restock in the run */
+    int64_t restock_units;     /* added to every second item (1, 3, 5...) */
 } fs_opts;
+
+/* The per-user limit item i is seeded with. */
+int64_t fs_opts_item_limit(const fs_opts *o, int item);
 
 /* Fills defaults, then parses argv. Returns 0, 1 when --help was printed
  * (to out), or -EINVAL after printing the reason to err. Whatever it
@@ -367,6 +373,7 @@ typedef struct fs_result {
     _Atomic uint64_t reads_in_faults;
     _Atomic uint64_t stale_in_faults[FS_MAX_WINDOWS];
     _Atomic int64_t max_age_in_faults_ns, max_age_outside_ns;
+    int restocked;                    /* items restocked during the run */
     /* The instances' own consistency monitor over the round (sweeps only):
      * checks and violations summed over the targets. */
     int monitor_seen;                 /* 0: no target exports it */

@@ -25,6 +25,11 @@ static const char usage[] =
     "  --sku-prefix P            prefix of generated item names (default fs)\n"
     "  --stock N                 units per item (default 10000)\n"
     "  --per-user-limit N        units one buyer may buy, 0 = none (default 1)\n"
+    "  --limit-every K           the limit on every K-th item only (0, K, 2K, ...;\n"
+    "                            default 1: all)\n"
+    "  --restock-at S            S seconds into the run, add --restock units to\n"
+    "                            every second item (1, 3, 5, ...)\n"
+    "  --restock N               units a restock adds (default 1000)\n"
     "  --sale-start MS           the sale opens MS ms after seeding (default 0)\n"
     "  --no-seed                 the items exist already: do not PUT them\n"
     "Buyers and traffic\n"
@@ -70,7 +75,8 @@ enum {
     O_TARGETS = 256, O_ADMIN, O_SKUS, O_PREFIX, O_STOCK, O_LIMIT, O_START, O_NOSEED,
     O_USERS, O_SKEW, O_READ, O_QTY, O_CONNS, O_REQS, O_DUR, O_RATE, O_TIMEOUT,
     O_RETRIES, O_SEED, O_WORKERS, O_WINDOWS, O_SWEEP, O_SETTLE, O_JSON, O_PLOT,
-    O_KV, O_QUIET, O_NOVERIFY, O_NOKEYS, O_NEMESIS, O_GRACE, O_HELP,
+    O_KV, O_QUIET, O_NOVERIFY, O_NOKEYS, O_NEMESIS, O_GRACE, O_LIMIT_EVERY, O_RESTOCK_AT,
+    O_RESTOCK, O_HELP,
 };
 
 static const struct option longopts[] = {
@@ -105,6 +111,9 @@ static const struct option longopts[] = {
     {"no-idempotency-keys", no_argument, NULL, O_NOKEYS},
     {"nemesis", required_argument, NULL, O_NEMESIS},
     {"fault-grace", required_argument, NULL, O_GRACE},
+    {"limit-every", required_argument, NULL, O_LIMIT_EVERY},
+    {"restock-at", required_argument, NULL, O_RESTOCK_AT},
+    {"restock", required_argument, NULL, O_RESTOCK},
     {"help", no_argument, NULL, O_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -156,6 +165,11 @@ static int parse_nemesis(fs_opts *o, const char *path, FILE *err)
     }
     fclose(f);
     return rc;
+}
+
+int64_t fs_opts_item_limit(const fs_opts *o, int item)
+{
+    return o->limit_every > 0 && item % o->limit_every == 0 ? o->per_user_limit : 0;
 }
 
 static int parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out)
@@ -364,6 +378,8 @@ static void defaults(fs_opts *o)
     o->nwindows = 3;
     o->settle_ms = 200;
     o->fault_grace_ms = 5000;
+    o->limit_every = 1;
+    o->restock_units = 1000;
     o->seed = 1;
     const char *tok = getenv("FLASHSALE_ADMIN_TOKEN");
     if (tok)
@@ -513,6 +529,22 @@ int fs_opts_parse(fs_opts *o, int argc, char **argv, FILE *out, FILE *err)
         case O_NEMESIS:
             if ((rc = parse_nemesis(o, a, err)) < 0)
                 goto out;
+            break;
+        case O_LIMIT_EVERY:
+            if (parse_i64(a, 1, 1000000, &v) < 0)
+                BAD("--limit-every: want K >= 1");
+            o->limit_every = (int)v;
+            break;
+        case O_RESTOCK_AT: {
+            char *end;
+            o->restock_at_s = strtod(a, &end);
+            if (*a == '\0' || *end != '\0' || !(o->restock_at_s > 0))
+                BAD("--restock-at: want seconds > 0");
+            break;
+        }
+        case O_RESTOCK:
+            if (parse_i64(a, 1, INT32_MAX, &o->restock_units) < 0)
+                BAD("--restock: want units >= 1");
             break;
         case O_GRACE:
             if (parse_i64(a, 0, 600000, &o->fault_grace_ms) < 0)

@@ -309,6 +309,8 @@ static void kv_run(FILE *f, const fs_opts *o, const fs_result *r, const char *pf
         fprintf(f, "%sstale_reads_over_%s=%llu\n", pfx, wn,
                 (unsigned long long)fs_stale_count(&r->stale, -1, w));
     }
+    if (o->restock_at_s > 0)
+        fprintf(f, "%srestocked_items=%d\n", pfx, r->restocked);
     if (o->nfaults > 0) {
         int n = faults_run(o, r);
         uint64_t in = atomic_load(&r->reads_in_faults);

@@ -480,7 +480,7 @@ static int seed(run *rn, fs_conn *c)
         snprintf(path, sizeof(path), "/v1/items/%s", o->skus[i]);
         snprintf(body, sizeof(body),
                  "{\"stock\":%lld,\"per_user_limit\":%lld,\"sale_starts_at_ms\":%lld}",
-                 (long long)o->stock, (long long)o->per_user_limit, (long long)starts);
+                 (long long)o->stock, (long long)fs_opts_item_limit(o, i), (long long)starts);
         int st = admin_call(c, o, "PUT", path, body, &resp);
         if (st != 200 && st != 201) {
             fprintf(stderr, "flashsale: seeding %s%s: %s%.*s\n", o->targets[0].url, path,
@@ -620,6 +620,44 @@ static void nemesis_main(void *arg)
     }
 }
 
+/* The restock in the middle of the run: at --restock-at, every second item
+ * gets --restock more units (its stock read from the audit, then PUT; an
+ * answer lost to a fault is retried by admin_call). The new version is
+ * known from then on. */
+static void restock_main(void *arg)
+{
+    run *rn = arg;
+    const fs_opts *o = rn->o;
+    int64_t at = rn->t0 + (int64_t)(o->restock_at_s * 1e9);
+    while (rt_now_ns() < at && !atomic_load(&rn->finished) && !atomic_load(&fs_interrupted))
+        rt_sleep(50);
+    if (atomic_load(&rn->finished) || atomic_load(&fs_interrupted))
+        return;
+    fs_conn *c = fs_conn_new(&o->targets[0]);
+    for (int i = 1; c != NULL && i < o->nskus; i += 2) {
+        fs_audit a;
+        if (audit(o, c, o->skus[i], &a) < 0)
+            continue;
+        char path[128], body[64];
+        fs_http_resp resp;
+        snprintf(path, sizeof(path), "/v1/items/%s", o->skus[i]);
+        snprintf(body, sizeof(body), "{\"stock\":%lld}", (long long)(a.stock + o->restock_units));
+        fs_audit_free(&a);
+        int64_t version;
+        if (admin_call(c, o, "PUT", path, body, &resp) == 200 &&
+            fs_json_int(resp.body, resp.body_len, "version", &version) == 0) {
+            fs_stale_commit(&rn->r->stale, i, version, rt_now_ns());
+            rn->r->restocked++;
+        } else {
+            fprintf(stderr, "flashsale: restock of %s failed\n", o->skus[i]);
+        }
+    }
+    fs_conn_free(c);
+    if (!o->quiet)
+        fprintf(stderr, "\nflashsale: restocked %d items by %lld units\n", rn->r->restocked,
+                (long long)o->restock_units);
+}
+
 static int run_round(fs_opts *o, fs_result *r, const char *run_id, int round)
 {
     int rc = 0;
@@ -628,7 +666,7 @@ static int run_round(fs_opts *o, fs_result *r, const char *run_id, int round)
     conn_arg *args = NULL;
     rt_co *prog = NULL;
     run rn = {.o = o, .r = r, .run_id = run_id, .round = round, .cur_fault = -1};
-    rt_co *nem = NULL;
+    rt_co *nem = NULL, *rst = NULL;
     fs_conn *admin = fs_conn_new(&o->targets[0]);
     rn.cdf = calloc((size_t)o->nskus, sizeof(*rn.cdf));
     rn.acks = calloc((size_t)o->nskus, sizeof(*rn.acks));
@@ -688,6 +726,11 @@ static int run_round(fs_opts *o, fs_result *r, const char *run_id, int round)
             goto out;
         }
     }
+    if (o->restock_at_s > 0 && can_admin) {
+        rt_spawn_opts ro = {.name = "restock", .joinable = 1};
+        if (rt_spawn_ex(&rst, restock_main, &rn, &ro) < 0)
+            rst = NULL;
+    }
     int started = 0;
     for (int j = 0; j < o->connections; j++) {
         args[j] = (conn_arg){&rn, j};
@@ -707,7 +750,9 @@ static int run_round(fs_opts *o, fs_result *r, const char *run_id, int round)
     if (prog)
         rt_join(prog);
     if (nem)
-        rt_join(nem);   /* a fault in progress ends (its command resumes
+        rt_join(nem);
+    if (rst)
+        rt_join(rst);   /* a fault in progress ends (its command resumes
                          * what it paused) before the audit */
 
     if (verify) {
@@ -725,7 +770,7 @@ static int run_round(fs_opts *o, fs_result *r, const char *run_id, int round)
             }
             fs_verify_in in = {
                 .sku = o->skus[i],
-                .per_user_limit = o->per_user_limit,
+                .per_user_limit = fs_opts_item_limit(o, i),
                 .before = &before[i],
                 .after = &after,
                 .acks = rn.acks[i].v,
