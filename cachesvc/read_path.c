@@ -223,9 +223,13 @@ void svc__redis_fill(svc *s, const char *sku, const svc_entry *e)
 }
 
 /* The leader's fill: Redis, then the database. An absent entry, found or
- * made, answers HTTP_E_NOT_FOUND with *tier set. */
-static int fill(svc *s, const char *sku, svc_entry *e, http_tier *tier)
+ * made, answers HTTP_E_NOT_FOUND with *tier set. After a database read
+ * *redis_fill is set: the caller writes *e to Redis once the readers that
+ * wait for this fill have their answer (a slow or paused Redis node then
+ * delays only the leader, not every reader of a hot item). */
+static int fill(svc *s, const char *sku, svc_entry *e, http_tier *tier, int *redis_fill)
 {
+    *redis_fill = 0;
     lc_lease lease;
     int held = svc__local_lease(s, sku, &lease);
     if (s->rc != NULL && svc__breaker_allow(&s->breaker)) {
@@ -249,8 +253,8 @@ static int fill(svc *s, const char *sku, svc_entry *e, http_tier *tier)
     if (r == -ENOENT) {
         memset(e, 0, sizeof *e);
         e->absent = 1;
-        svc__redis_fill(s, sku, e);
         svc__local_fill(s, sku, &lease, held, e, NULL);
+        *redis_fill = 1;
         return HTTP_E_NOT_FOUND;
     }
     if (r < 0) {
@@ -263,9 +267,19 @@ static int fill(svc *s, const char *sku, svc_entry *e, http_tier *tier)
     e->per_user_limit = it.per_user_limit;
     e->sale_starts_at_ms = it.sale_starts_at_ms;
     e->absent = 0;
-    svc__redis_fill(s, sku, e);
     svc__local_fill(s, sku, &lease, held, e, NULL);
+    *redis_fill = 1;
     return 0;
+}
+
+/* fill() for a reader that nobody waits for: Redis filled at once. */
+static int fill_alone(svc *s, const char *sku, svc_entry *e, http_tier *tier)
+{
+    int redis_fill;
+    int r = fill(s, sku, e, tier, &redis_fill);
+    if (redis_fill)
+        svc__redis_fill(s, sku, e);
+    return r;
 }
 
 int svc__read_item(svc *s, const char *sku, svc_entry *e, http_tier *tier)
@@ -300,12 +314,12 @@ int svc__read_item(svc *s, const char *sku, svc_entry *e, http_tier *tier)
         }
         /* The leader is stuck (a slow database): fill on our own. */
         svc_metric_inc(SVC_C_FILL_WAIT_TIMEOUT);
-        return fill(s, sku, e, tier);
+        return fill_alone(s, sku, e, tier);
     }
     f = calloc(1, sizeof *f);
     if (f == NULL) {
         rt_mutex_unlock(st->mu);
-        return fill(s, sku, e, tier);
+        return fill_alone(s, sku, e, tier);
     }
     snprintf(f->sku, sizeof f->sku, "%s", sku);
     f->refs = 1;
@@ -314,7 +328,8 @@ int svc__read_item(svc *s, const char *sku, svc_entry *e, http_tier *tier)
     st->head = f;
     rt_mutex_unlock(st->mu);
 
-    r = fill(s, sku, e, tier);
+    int redis_fill;
+    r = fill(s, sku, e, tier, &redis_fill);
 
     rt_mutex_lock(st->mu);
     f->done = 1;
@@ -327,6 +342,8 @@ int svc__read_item(svc *s, const char *sku, svc_entry *e, http_tier *tier)
     if (--f->refs == 0)
         free(f);
     rt_mutex_unlock(st->mu);
+    if (redis_fill)
+        svc__redis_fill(s, sku, e);   /* the waiters have their answer */
     return r;
 }
 
