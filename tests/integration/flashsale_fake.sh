@@ -167,6 +167,7 @@ rc=$?
 [ "$(kv fault_0_name "$dir/nem.out")" = freeze ] && [ "$(kv fault_0_rc "$dir/nem.out")" = 0 ] \
   || fail "nemesis: fault 0 not reported as freeze with status 0"
 [ "$(kv fault_1_rc "$dir/nem.out")" = 3 ] || fail "nemesis: the failing command's status is not 3"
+[ -n "$(kv fault_1_p99_recovery_ms "$dir/nem.out")" ] || fail "nemesis: no p99 recovery figure"
 awk -v d="$(kv fault_0_duration_ms "$dir/nem.out")" 'BEGIN { exit !(d >= 450 && d < 1500) }' \
   || fail "nemesis: the freeze window lasted $(kv fault_0_duration_ms "$dir/nem.out") ms"
 in=$(kv reads_in_faults "$dir/nem.out"); outside=$(kv reads_outside_faults "$dir/nem.out")

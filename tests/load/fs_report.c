@@ -77,6 +77,50 @@ static double fault_recovery_ms(const fs_result *r, int i)
     return last > r->fault_end_ns[i] ? (double)(last - r->fault_end_ns[i]) / 1e6 : 0.0;
 }
 
+/* The p99 (ms) of the answers of second s of the run; -1 when none. */
+static double second_p99_ms(const fs_result *r, size_t s)
+{
+    if (s >= r->nslots)
+        return -1;
+    fs_slot *sl = atomic_load(&r->slots[s]);
+    if (sl == NULL || atomic_load(&sl->requests) == 0)
+        return -1;
+    return ms(fs_hist_percentile(&sl->lat, 99));
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* A fault's latency recovery: from its command's end to the first second
+ * (of the per-second timeline) whose p99 is back within twice the median
+ * p99 of the 5 seconds before the fault; -1 when that never happens in the
+ * run or there is no second before it to compare with. */
+static double fault_p99_recovery_ms(const fs_result *r, int i)
+{
+    size_t start = (size_t)(r->fault_start_ns[i] / 1000000000);
+    double base[5];
+    int nb = 0;
+    for (size_t s = start >= 5 ? start - 5 : 0; s < start; s++) {
+        double p = second_p99_ms(r, s);
+        if (p >= 0)
+            base[nb++] = p;
+    }
+    if (nb == 0)
+        return -1;
+    qsort(base, (size_t)nb, sizeof(base[0]), cmp_double);
+    double limit = 2 * base[nb / 2];
+    double end_ms = (double)r->fault_end_ns[i] / 1e6;
+    for (size_t s = (size_t)(r->fault_end_ns[i] / 1000000000); s < r->nslots; s++) {
+        double p = second_p99_ms(r, s);
+        if (p >= 0 && p <= limit)
+            return (double)s * 1000 > end_ms ? (double)s * 1000 - end_ms : 0.0;
+    }
+    return -1;
+}
+
 static int faults_run(const fs_opts *o, const fs_result *r)
 {
     int n = 0;
@@ -92,13 +136,15 @@ static void report_faults(FILE *f, const fs_opts *o, const fs_result *r)
     uint64_t reads = fs_stale_reads(&r->stale, -1), in = atomic_load(&r->reads_in_faults);
     fprintf(f, "faults (nemesis: %d of %d run; a window is the command's run plus %lld ms)\n", n,
             o->nfaults, (long long)o->fault_grace_ms);
-    fprintf(f, "  %3s %-16s %8s %8s %4s %8s %12s\n", "#", "fault", "start_s", "end_s", "rc",
-            "errors", "recovery_ms");
+    fprintf(f, "  %3s %-16s %8s %8s %4s %8s %12s %12s\n", "#", "fault", "start_s", "end_s", "rc",
+            "errors", "recovery_ms", "p99_back_ms");
     for (int i = 0; i < n; i++)
-        fprintf(f, "  %3d %-16s %8.2f %8.2f %4d %8llu %12.0f\n", i, o->faults[i].name,
+        fprintf(f, "  %3d %-16s %8.2f %8.2f %4d %8llu %12.0f %12.0f\n", i, o->faults[i].name,
                 (double)r->fault_start_ns[i] / 1e9, (double)r->fault_end_ns[i] / 1e9,
                 r->fault_rc[i], (unsigned long long)atomic_load(&r->fault_errors[i]),
-                fault_recovery_ms(r, i));
+                fault_recovery_ms(r, i), fault_p99_recovery_ms(r, i));
+    fprintf(f, "  (recovery: from the command's end to its last error; p99_back: to the first\n"
+               "   second whose p99 is within 2x the median p99 of the 5 s before it, -1 never)\n");
     fprintf(f, "  reads inside fault windows %llu, outside %llu\n", (unsigned long long)in,
             (unsigned long long)(reads - in));
     for (int w = 0; w < o->nwindows; w++) {
@@ -324,6 +370,7 @@ static void kv_run(FILE *f, const fs_opts *o, const fs_result *r, const char *pf
             fprintf(f, "%sfault_%d_errors=%llu\n", pfx, i,
                     (unsigned long long)atomic_load(&r->fault_errors[i]));
             fprintf(f, "%sfault_%d_recovery_ms=%.0f\n", pfx, i, fault_recovery_ms(r, i));
+            fprintf(f, "%sfault_%d_p99_recovery_ms=%.0f\n", pfx, i, fault_p99_recovery_ms(r, i));
         }
         fprintf(f, "%sreads_in_faults=%llu\n", pfx, (unsigned long long)in);
         fprintf(f, "%sreads_outside_faults=%llu\n", pfx,
@@ -482,6 +529,7 @@ static cJSON *run_json(const fs_opts *o, const fs_result *r)
             cJSON_AddNumberToObject(e, "exit_status", r->fault_rc[i]);
             cJSON_AddNumberToObject(e, "errors", (double)atomic_load(&r->fault_errors[i]));
             cJSON_AddNumberToObject(e, "recovery_ms", fault_recovery_ms(r, i));
+            cJSON_AddNumberToObject(e, "p99_recovery_ms", fault_p99_recovery_ms(r, i));
             cJSON_AddItemToArray(fa, e);
         }
     }
