@@ -86,12 +86,13 @@ struct inv_relay {
     inv_row *rows;
     int64_t drain_deadline;        /* set by inv_stop */
 
-    /* ack_after_apply: rows Kafka acknowledged whose Redis delete is not
-     * applied yet, and the applied deletes the delay consumer reported. */
+    /* ack_after_apply: rows produced whose Redis delete is not applied yet
+     * (listed at produce time, so an applied report always finds its row),
+     * and the applied deletes the delay consumer reported. */
     inv_awaiting *await;
     size_t nawait, capawait;
     pthread_mutex_t applied_mu;
-    inv_awaiting *applied;         /* id = rt_now_ns() when noted */
+    inv_awaiting *applied;         /* id unused */
     size_t napplied, capapplied;
 };
 
@@ -249,19 +250,17 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m,
     r->inflight--;
     if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
         INV_INC(r->iv, relay_errors, 1);
+        for (size_t i = 0; i < r->nawait; i++) {
+            if (r->await[i].id == id) {   /* published again next round */
+                r->await[i] = r->await[--r->nawait];
+                break;
+            }
+        }
         mark_failed(r, id);
         return;
     }
-    if (r->iv->ack_after_apply) {
-        /* Held until the delay consumer applied it. The payload is ours,
-         * so it decodes; if memory runs out the row is deleted now, as
-         * without ack_after_apply. */
-        inv_event ev;
-        if (inv__event_decode(m->payload, m->len, &ev) == 0 &&
-            awaiting_push(&r->await, &r->nawait, &r->capawait, id, ev.sku,
-                          ev.sku_len, ev.version) == 0)
-            return;
-    }
+    if (r->iv->ack_after_apply)
+        return;                    /* deleted once the delay consumer applied it */
     push_ack(r, id);
 }
 
@@ -269,8 +268,8 @@ void inv__relay_applied(inv_relay *r, const char *sku, size_t sku_len,
                         int64_t version)
 {
     pthread_mutex_lock(&r->applied_mu);
-    int rc = awaiting_push(&r->applied, &r->napplied, &r->capapplied, rt_now_ns(),
-                           sku, sku_len, version);
+    int rc = awaiting_push(&r->applied, &r->napplied, &r->capapplied, 0, sku, sku_len,
+                           version);
     pthread_mutex_unlock(&r->applied_mu);
     if (rc < 0)
         fprintf(stderr, "invalidator: out of memory noting an applied delete; "
@@ -279,57 +278,32 @@ void inv__relay_applied(inv_relay *r, const char *sku, size_t sku_len,
 }
 
 /* Moves the awaiting rows whose Redis delete was applied (same sku,
- * version at or below an applied one) to the rows to delete. An applied
- * report can come before the delivery report of its row (the consumer
- * may read the message first): reports that matched no row are kept for
- * a while (their id is when they were noted). */
-#define APPLIED_KEEP_NS (30 * 1000000000LL)
-
+ * version at or below an applied one) to the rows to delete. */
 static void collect_applied(inv_relay *r)
 {
-    inv_awaiting *ap = NULL;
-    size_t nap = 0;
     pthread_mutex_lock(&r->applied_mu);
-    if (r->napplied > 0) {
-        ap = r->applied;
-        nap = r->napplied;
-        r->applied = NULL;
-        r->napplied = r->capapplied = 0;
-    }
+    inv_awaiting *ap = r->applied;
+    size_t nap = r->napplied;
+    r->applied = NULL;
+    r->napplied = r->capapplied = 0;
     pthread_mutex_unlock(&r->applied_mu);
-    if (nap == 0)
+    if (nap == 0) {
+        free(ap);
         return;
+    }
     size_t keep = 0;
     for (size_t i = 0; i < r->nawait; i++) {
         inv_awaiting *w = &r->await[i];
         bool done = false;
-        for (size_t k = 0; k < nap && !done; k++) {
-            if (ap[k].sku_len == w->sku_len && ap[k].version >= w->version &&
-                memcmp(ap[k].sku, w->sku, w->sku_len) == 0) {
-                done = true;
-                ap[k].id = -1;     /* matched: no need to keep it */
-            }
-        }
+        for (size_t k = 0; k < nap && !done; k++)
+            done = ap[k].sku_len == w->sku_len && ap[k].version >= w->version &&
+                   memcmp(ap[k].sku, w->sku, w->sku_len) == 0;
         if (done)
             push_ack(r, w->id);
         else
             r->await[keep++] = *w;
     }
     r->nawait = keep;
-    /* Put the unmatched recent reports back. */
-    int64_t old = rt_now_ns() - APPLIED_KEEP_NS;
-    size_t nk = 0;
-    for (size_t k = 0; k < nap; k++)
-        if (ap[k].id > old)
-            ap[nk++] = ap[k];
-    if (nk > 0) {
-        pthread_mutex_lock(&r->applied_mu);
-        for (size_t k = 0; k < nk; k++)
-            if (awaiting_push(&r->applied, &r->napplied, &r->capapplied, ap[k].id,
-                              ap[k].sku, ap[k].sku_len, ap[k].version) < 0)
-                break;
-        pthread_mutex_unlock(&r->applied_mu);
-    }
     free(ap);
 }
 
@@ -467,11 +441,19 @@ static int produce_row(inv_relay *r, const inv_row *row)
         return len;
     if (held_add(r, row->id) < 0)
         return -EAGAIN;
+    int awaiting = r->iv->ack_after_apply;
+    if (awaiting && awaiting_push(&r->await, &r->nawait, &r->capawait, row->id, ev.sku,
+                                  ev.sku_len, ev.version) < 0) {
+        held_del(r, row->id);
+        return -EAGAIN;
+    }
     if (rd_kafka_produce(r->rkt, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY,
                          buf, (size_t)len, ev.sku, ev.sku_len,
                          (void *)(intptr_t)row->id) < 0) {
         rd_kafka_resp_err_t err = rd_kafka_last_error();
         held_del(r, row->id);
+        if (awaiting)
+            r->nawait--;           /* the entry pushed just above */
         return err == RD_KAFKA_RESP_ERR__QUEUE_FULL ? -EAGAIN : -EIO;
     }
     r->inflight++;
