@@ -278,8 +278,16 @@ static int conn_open(pg_conn *pc, const char *url, int64_t deadline, int verbose
     }
     for (;;) {
         PostgresPollingStatusType ps = PQconnectPoll(c);
+        /* Each step may be on a new socket: a multi-host URL (or an SSL
+         * retry) closes one and opens the next, which usually gets the
+         * closed one's number, whose epoll registration the close dropped.
+         * So register afresh at every step (a handful per connect); the
+         * add reports what is ready already. */
         int nfd = PQsocket(c);
-        if (nfd != fd && nfd >= 0) {
+        if (fd >= 0)
+            rt_fd_unregister(fd);
+        fd = pc->fd = -1;
+        if (nfd >= 0) {
             if ((rc = rt_fd_register(nfd)) < 0)
                 goto fail;
             fd = pc->fd = nfd;

@@ -15,7 +15,11 @@
  *     loads and answers, and the audit lists every order id;
  *   - kill -9 of a process in the middle of a decrement load, on both
  *     backends: afterwards units_supplied - units_sold == stock >= 0 and no
- *     idempotency key is on two orders.
+ *     idempotency key is on two orders;
+ *   - a multi-host URL (a database failover's shape) whose first host is
+ *     down or read-only: libpq moves to the next host on a new socket,
+ *     usually under the same descriptor number, and the store must wait
+ *     on that socket, not on the closed one.
  * cmocka asserts run on the main thread, after rt_main() returned.
  */
 #include <errno.h>
@@ -27,6 +31,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -629,6 +635,119 @@ static void test_kill9_sqlite(void **state)
     kill9(url, "kill9");
 }
 
+/* ---- a multi-host URL ------------------------------------------------------ */
+
+static void open_body(void *arg)
+{
+    load *l = arg;
+    store_config cfg = {.pool_size = 1, .timeout_ms = 3000};
+    if ((l->open_rc = store_open(l->url, &cfg, &l->st)) < 0)
+        return;
+    l->open_rc = store_ping(l->st);
+    store_close(l->st);
+    l->st = NULL;
+}
+
+/* Reads exactly n bytes from fd; 0 or -1 at EOF or on an error. */
+static int read_full(int fd, void *buf, size_t n)
+{
+    for (size_t got = 0; got < n;) {
+        ssize_t r = read(fd, (char *)buf + got, n - got);
+        if (r <= 0)
+            return -1;
+        got += (size_t)r;
+    }
+    return 0;
+}
+
+static size_t put_msg(char *out, char type, const char *body, size_t len)
+{
+    uint32_t n = htonl((uint32_t)(len + 4));
+    out[0] = type;
+    memcpy(out + 1, &n, 4);
+    memcpy(out + 5, body, len);
+    return len + 5;
+}
+
+/* A child that plays a read-only PostgreSQL server on 127.0.0.1:port (a
+ * standby, or a primary that pg_auto_failover fenced during a failover):
+ * it trusts the startup packet and reports the session read-only, so
+ * target_session_attrs=read-write makes libpq move to the next host. */
+static pid_t read_only_server(int port)
+{
+    int s = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+    assert_true(s >= 0);
+    setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(s, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(s, 16), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid != 0) {
+        close(s);
+        return pid;
+    }
+    static const char auth_ok[8] = {0, 0, 0, 8 - 4 + 4, 0, 0, 0, 0};
+    static const char standby[] = "in_hot_standby\0on";
+    static const char ro[] = "default_transaction_read_only\0on";
+    static const char ver[] = "server_version\0" "15.0";
+    static const char key[8] = {0, 0, 0, 1, 0, 0, 0, 2};
+    char out[256], buf[1024];
+    size_t n = 0;
+    n += put_msg(out + n, 'R', auth_ok + 4, 4);
+    n += put_msg(out + n, 'S', standby, sizeof standby);
+    n += put_msg(out + n, 'S', ro, sizeof ro);
+    n += put_msg(out + n, 'S', ver, sizeof ver);
+    n += put_msg(out + n, 'K', key, sizeof key);
+    n += put_msg(out + n, 'Z', "I", 1);
+    for (;;) {
+        int c = accept(s, NULL, NULL);
+        uint32_t len;
+        if (c < 0)
+            continue;
+        if (read_full(c, &len, 4) == 0 && ntohl(len) >= 8 && ntohl(len) - 4 <= sizeof buf &&
+            read_full(c, buf, ntohl(len) - 4) == 0 && write(c, out, n) == (ssize_t)n) {
+            while (read(c, buf, sizeof buf) > 0) {
+            }
+        }
+        close(c);
+    }
+}
+
+static void open_multi_host(int first_port)
+{
+    char url[300];
+    snprintf(url, sizeof url,
+             "postgresql://cachesvc@127.0.0.1:%d,127.0.0.1:%d/cachesvc"
+             "?target_session_attrs=read-write&sslmode=disable&gssencmode=disable",
+             first_port, PORT);
+    load l;
+    rt_config rc = {.workers = 1};
+    for (int i = 0; i < 3; i++) {
+        memset(&l, 0, sizeof l);
+        l.url = url;
+        assert_int_equal(rt_main(&rc, open_body, &l), 0);
+        if (l.open_rc != 0)
+            break;
+    }
+    assert_int_equal(l.open_rc, 0);
+}
+
+/* The first host is down (refused) or read-only: libpq moves to the next
+ * one on a new socket, usually under the closed one's descriptor number.
+ * The store waited on the old registration, which the close had removed
+ * from epoll, and the open failed at its 3 s deadline. */
+static void test_pg_multi_host(void **state)
+{
+    (void)state;
+    open_multi_host(PORT + 2);   /* nothing listens there */
+    pid_t pid = read_only_server(PORT + 1);
+    open_multi_host(PORT + 1);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -640,6 +759,7 @@ int main(void)
         cmocka_unit_test(test_pg_sold_out_large),
         cmocka_unit_test(test_kill9_pg),
         cmocka_unit_test(test_kill9_sqlite),
+        cmocka_unit_test(test_pg_multi_host),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
