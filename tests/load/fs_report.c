@@ -121,6 +121,19 @@ static double fault_p99_recovery_ms(const fs_result *r, int i)
     return -1;
 }
 
+/* How long the fleet took to recover, from the fault's start: until its
+ * last error and until the p99 was back (fault_p99_recovery_ms after the
+ * command's end), whichever came later; -1 when the p99 never came back. */
+static double fault_recovered_ms(const fs_result *r, int i)
+{
+    double p99 = fault_p99_recovery_ms(r, i);
+    if (p99 < 0)
+        return -1;
+    double end = (double)(r->fault_end_ns[i] - r->fault_start_ns[i]) / 1e6;
+    double err = end + fault_recovery_ms(r, i);
+    return err > end + p99 ? err : end + p99;
+}
+
 static int faults_run(const fs_opts *o, const fs_result *r)
 {
     int n = 0;
@@ -136,15 +149,16 @@ static void report_faults(FILE *f, const fs_opts *o, const fs_result *r)
     uint64_t reads = fs_stale_reads(&r->stale, -1), in = atomic_load(&r->reads_in_faults);
     fprintf(f, "faults (nemesis: %d of %d run; a window is the command's run plus %lld ms)\n", n,
             o->nfaults, (long long)o->fault_grace_ms);
-    fprintf(f, "  %3s %-16s %8s %8s %4s %8s %12s %12s\n", "#", "fault", "start_s", "end_s", "rc",
-            "errors", "recovery_ms", "p99_back_ms");
+    fprintf(f, "  %3s %-16s %8s %8s %4s %8s %12s %12s %13s\n", "#", "fault", "start_s", "end_s",
+            "rc", "errors", "recovery_ms", "p99_back_ms", "recovered_ms");
     for (int i = 0; i < n; i++)
-        fprintf(f, "  %3d %-16s %8.2f %8.2f %4d %8llu %12.0f %12.0f\n", i, o->faults[i].name,
+        fprintf(f, "  %3d %-16s %8.2f %8.2f %4d %8llu %12.0f %12.0f %13.0f\n", i, o->faults[i].name,
                 (double)r->fault_start_ns[i] / 1e9, (double)r->fault_end_ns[i] / 1e9,
                 r->fault_rc[i], (unsigned long long)atomic_load(&r->fault_errors[i]),
-                fault_recovery_ms(r, i), fault_p99_recovery_ms(r, i));
+                fault_recovery_ms(r, i), fault_p99_recovery_ms(r, i), fault_recovered_ms(r, i));
     fprintf(f, "  (recovery: from the command's end to its last error; p99_back: to the first\n"
-               "   second whose p99 is within 2x the median p99 of the 5 s before it, -1 never)\n");
+               "   second whose p99 is within 2x the median p99 of the 5 s before it, -1 never;\n"
+               "   recovered: from the fault's start to the later of the two)\n");
     fprintf(f, "  reads inside fault windows %llu, outside %llu\n", (unsigned long long)in,
             (unsigned long long)(reads - in));
     for (int w = 0; w < o->nwindows; w++) {
@@ -371,6 +385,7 @@ static void kv_run(FILE *f, const fs_opts *o, const fs_result *r, const char *pf
                     (unsigned long long)atomic_load(&r->fault_errors[i]));
             fprintf(f, "%sfault_%d_recovery_ms=%.0f\n", pfx, i, fault_recovery_ms(r, i));
             fprintf(f, "%sfault_%d_p99_recovery_ms=%.0f\n", pfx, i, fault_p99_recovery_ms(r, i));
+            fprintf(f, "%sfault_%d_recovered_ms=%.0f\n", pfx, i, fault_recovered_ms(r, i));
         }
         fprintf(f, "%sreads_in_faults=%llu\n", pfx, (unsigned long long)in);
         fprintf(f, "%sreads_outside_faults=%llu\n", pfx,
@@ -530,6 +545,7 @@ static cJSON *run_json(const fs_opts *o, const fs_result *r)
             cJSON_AddNumberToObject(e, "errors", (double)atomic_load(&r->fault_errors[i]));
             cJSON_AddNumberToObject(e, "recovery_ms", fault_recovery_ms(r, i));
             cJSON_AddNumberToObject(e, "p99_recovery_ms", fault_p99_recovery_ms(r, i));
+            cJSON_AddNumberToObject(e, "recovered_ms", fault_recovered_ms(r, i));
             cJSON_AddItemToArray(fa, e);
         }
     }
