@@ -254,6 +254,11 @@ check "restore: at the restored version" grep -q '"version":1,' <<<"$BODY"
 req GET $A/v1/items/restored; expect 200 '"version":1,' "restore: A serves the restored row"
 r=$(redis-cli -c -h 127.0.0.1 -p $RP GET 'stock:{restored}' 2>/dev/null)
 check "restore: Redis holds no pre-restore copy (got '$r')" [ "${r%%|*}" -le 1 ] 2>/dev/null
+# B applies the purge event when its broadcast consumer gets it (it may
+# already serve the restored row through a local miss before then).
+for i in $(seq 1 50); do
+  curl -s $B/metrics | grep -q '^cachesvc_local_purges_total 1' && break; sleep 0.1
+done
 check "B counted the purge" grep -q '^cachesvc_local_purges_total 1' <(curl -s $B/metrics)
 # Floors are gone too: the restored item's next versions are installed.
 req POST $A/v1/items/restored/decrement '{"user_id":"r9","qty":1}'; expect 200 '"version":2' "restore: a buy after the purge"
