@@ -47,10 +47,11 @@ int http__server_init(http_server *srv, const http_server_config *cfg,
             return -ENOMEM;
         srv->token_len = strlen(srv->token);
     }
-    c->admin_token = srv->token;
+    c->admin_token = NULL;   /* the token may change: read srv->token */
     srv->lfd = NULL;
     srv->port = cfg->port;
     pthread_mutex_init(&srv->lock, NULL);
+    pthread_mutex_init(&srv->token_lock, NULL);
     return 0;
 }
 
@@ -61,4 +62,5 @@ void http__server_fini(http_server *srv)
     free(srv->token);
     srv->token = NULL;
     pthread_mutex_destroy(&srv->lock);
+    pthread_mutex_destroy(&srv->token_lock);
 }

@@ -1,13 +1,15 @@
 /*
- * handlers.c: routes a complete request and answers it: admin auth, input
- * validation, JSON bodies (json.c in, direct formatting out), the service
- * call and the mapping of its result to a status and the error envelope.
+ * handlers.c: routes a complete request and answers it: admin auth (and
+ * the admin token's run-time swap), input validation, JSON bodies (json.c
+ * in, direct formatting out), the service call and the mapping of its
+ * result to a status, the error envelope and its headers.
  */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "api/http_int.h"
 
@@ -49,18 +51,57 @@ static void reply_json(http_conn *c, int route, int status,
                 c->body.len);
 }
 
-/* Answers a service error; retry_after_s is used with HTTP_E_OVERLOADED. */
+/* Answers a service error. A 429 or 503 carries Retry-After:
+ * retry_after_s when the service gave one (> 0), else 1 (response.c adds
+ * that default). */
 static void reply_err(http_conn *c, int route, int err, int64_t retry_after_s)
 {
     char extra[48];
     const char *ex = NULL;
-    if (err == HTTP_E_OVERLOADED) {
+    int status = http_error_status(err);
+    if ((status == 429 || status == 503) && retry_after_s > 1) {
         ex = extra;
-        snprintf(extra, sizeof extra, "Retry-After: %lld\r\n",
-                 (long long)(retry_after_s > 0 ? retry_after_s : 1));
+        snprintf(extra, sizeof extra, "Retry-After: %lld\r\n", (long long)retry_after_s);
     }
-    http__reply_error(c, route, http_error_status(err), http_error_code(err),
-                      http_strerror(err), ex);
+    http__reply_error(c, route, status, http_error_code(err), http_strerror(err), ex);
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Answers 425 sale_not_started. When the service knows the start
+ * (starts_at_ms > 0) the envelope gets "sale_starts_at_ms" and
+ * Retry-After is the seconds until then, rounded up, at least 1; when it
+ * does not, Retry-After is 1. */
+static void reply_not_started(http_conn *c, int route, int64_t starts_at_ms)
+{
+    char extra[48];
+    int64_t wait_s = 1;
+    if (starts_at_ms > 0) {
+        int64_t left = starts_at_ms - wall_ms();
+        if (left > 1000)
+            wait_s = left / 1000 + (left % 1000 != 0);
+    }
+    snprintf(extra, sizeof extra, "Retry-After: %lld\r\n", (long long)wait_s);
+    const char *detail = http_strerror(HTTP_E_SALE_NOT_STARTED);
+    http_buf *b = &c->body;
+    b->len = 0;
+    int e = http_buf_puts(b, "{\"error\":\"sale_not_started\",\"detail\":");
+    e |= http_buf_json_str(b, detail, strlen(detail));
+    if (starts_at_ms > 0) {
+        e |= http_buf_puts(b, ",\"sale_starts_at_ms\":");
+        e |= http_buf_i64(b, starts_at_ms);
+    }
+    e |= http_buf_puts(b, "}");
+    if (e < 0) {
+        c->closing = 1;
+        return;
+    }
+    http__reply(c, route, 425, JSON, extra, strlen(extra), b->data, b->len);
 }
 
 static void bad_request(http_conn *c, int route, const char *detail)
@@ -210,6 +251,12 @@ static void h_get_item(http_conn *c, const char *sku)
     http_item it;
     http_tier tier = HTTP_TIER_LOCAL;
     int rc = s->get_item(s->ctx, sku, &it, &tier);
+    if (rc == HTTP_E_NOT_FOUND) {
+        /* An absent item is an answer of a tier too (negative caching). */
+        http__reply_error(c, HTTP__R_GET_ITEM, 404, "not_found",
+                          http_strerror(rc), tier_name(tier));
+        return;
+    }
     if (rc < 0) {
         reply_err(c, HTTP__R_GET_ITEM, rc, 0);
         return;
@@ -275,6 +322,10 @@ static void h_decrement(http_conn *c, const char *sku)
     http_decrement_res res;
     memset(&res, 0, sizeof res);
     int rc = s->decrement(s->ctx, &req, &res);
+    if (rc == HTTP_E_SALE_NOT_STARTED) {
+        reply_not_started(c, R, res.sale_starts_at_ms);
+        return;
+    }
     if (rc < 0) {
         reply_err(c, R, rc, res.retry_after_s);
         return;
@@ -406,14 +457,45 @@ static void h_audit(http_conn *c, const char *sku, const char *q, size_t qlen)
     reply_json(c, R, 200, NULL, 0);
 }
 
-static void reply_config(http_conn *c, int route, const http_config_values *v)
+/* True when b[from, len) is one JSON object as far as its ends show
+ * (surrounding whitespace allowed): a guard against a service callback
+ * that appended nothing or something else, not a full JSON check. */
+static int looks_like_object(const http_buf *b, size_t from)
 {
+    size_t i = from, j = b->len;
+    while (i < j && memchr(" \t\r\n", b->data[i], 4))
+        i++;
+    while (j > i && memchr(" \t\r\n", b->data[j - 1], 4))
+        j--;
+    return j - i >= 2 && b->data[i] == '{' && b->data[j - 1] == '}';
+}
+
+/* Answers the tunables; with_settings adds "settings", the object the
+ * service's config_settings appends (GET only, when it is set). */
+static void reply_config(http_conn *c, int route, const http_config_values *v,
+                         int with_settings)
+{
+    const http_service *s = c->srv->svc;
     http_buf *b = &c->body;
     b->len = 0;
     int e = http_buf_printf(b,
         "{\"invalidation_delay_ms\":%lld,\"local_ttl_ms\":%lld,\"log_level\":",
         (long long)v->invalidation_delay_ms, (long long)v->local_ttl_ms);
     e |= http_buf_json_str(b, v->log_level, strlen(v->log_level));
+    if (e == 0 && with_settings && s->config_settings) {
+        e = http_buf_puts(b, ",\"settings\":");
+        size_t at = b->len;
+        int rc = e < 0 ? e : s->config_settings(s->ctx, b);
+        if (rc < 0) {
+            reply_err(c, route, rc, 0);
+            return;
+        }
+        if (!looks_like_object(b, at)) {
+            http__reply_error(c, route, 500, "internal",
+                              "the service's settings are not a JSON object", NULL);
+            return;
+        }
+    }
     e |= http_buf_puts(b, "}");
     if (e < 0) {
         c->closing = 1;
@@ -431,7 +513,7 @@ static void h_get_config(http_conn *c)
     if (rc < 0)
         reply_err(c, HTTP__R_GET_CONFIG, rc, 0);
     else
-        reply_config(c, HTTP__R_GET_CONFIG, &v);
+        reply_config(c, HTTP__R_GET_CONFIG, &v, 1);
 }
 
 static void h_put_config(http_conn *c)
@@ -467,7 +549,7 @@ static void h_put_config(http_conn *c)
     if (rc < 0)
         reply_err(c, R, rc, 0);
     else
-        reply_config(c, R, &v);
+        reply_config(c, R, &v, 0);
 }
 
 static void h_purge_cache(http_conn *c)
@@ -517,36 +599,89 @@ static const char *dep_name(http_dep_state s)
     return s == HTTP_DEP_UP ? "up" : s == HTTP_DEP_NONE ? "none" : "down";
 }
 
+/* GET /readyz (http_readiness says why): 503 "draining" from SIGTERM
+ * on, 503 "not_ready" while the store is down, else 200: "degraded" when
+ * Redis or Kafka is down (listed in "degraded"), "ready" otherwise. Every
+ * answer lists each dependency's state and "degraded" ([] when none). */
 static void h_readyz(http_conn *c)
 {
     const http_service *s = c->srv->svc;
-    http_readiness r = {HTTP_DEP_UP, HTTP_DEP_NONE, HTTP_DEP_NONE};
+    http_readiness r = {.store = HTTP_DEP_UP, .redis = HTTP_DEP_NONE,
+                        .kafka = HTTP_DEP_NONE, .draining = 0};
     int rc = s->ready ? s->ready(s->ctx, &r) : 0;
     if (rc < 0) {
         reply_err(c, HTTP__R_READYZ, rc, 0);
         return;
     }
-    int ok = r.store != HTTP_DEP_DOWN && r.redis != HTTP_DEP_DOWN &&
-             r.kafka != HTTP_DEP_DOWN;
+    int redis_down = r.redis == HTTP_DEP_DOWN, kafka_down = r.kafka == HTTP_DEP_DOWN;
+    const char *status = r.draining                ? "draining"
+                         : r.store == HTTP_DEP_DOWN ? "not_ready"
+                         : redis_down || kafka_down ? "degraded"
+                                                    : "ready";
+    int code = r.draining || r.store == HTTP_DEP_DOWN ? 503 : 200;
     c->body.len = 0;
     if (http_buf_printf(&c->body,
-            "{\"status\":\"%s\",\"store\":\"%s\",\"redis\":\"%s\",\"kafka\":\"%s\"}",
-            ok ? "ready" : "not_ready", dep_name(r.store), dep_name(r.redis),
-            dep_name(r.kafka)) < 0) {
+            "{\"status\":\"%s\",\"store\":\"%s\",\"redis\":\"%s\",\"kafka\":\"%s\","
+            "\"degraded\":[%s%s%s]}",
+            status, dep_name(r.store), dep_name(r.redis), dep_name(r.kafka),
+            redis_down ? "\"redis\"" : "", redis_down && kafka_down ? "," : "",
+            kafka_down ? "\"kafka\"" : "") < 0) {
         c->closing = 1;
         return;
     }
-    reply_json(c, HTTP__R_READYZ, ok ? 200 : 503, NULL, 0);
+    /* A 503 gets Retry-After: 1 (response.c): a prober may look again. */
+    reply_json(c, HTTP__R_READYZ, code, NULL, 0);
 }
 
 /* ------------------------------------------------------------------------ */
+
+/* The token is read and compared under token_lock, a plain mutex held
+ * only for the comparison (no switching call inside): the swap is rare
+ * (SIGHUP) and admin requests are few, so a lock costs nothing that
+ * matters, and unlike a bare pointer swap it lets the old copy be wiped
+ * and freed at once, with no reader left holding it. */
+int http__admin_token_check(http_server *srv, const char *p, size_t n)
+{
+    pthread_mutex_lock(&srv->token_lock);
+    int rc = srv->token == NULL ? -1
+             : http_consttime_eq(p, n, srv->token, srv->token_len);
+    pthread_mutex_unlock(&srv->token_lock);
+    return rc;
+}
+
+int http_server_set_admin_token(http_server *srv, const char *token)
+{
+    char *copy = NULL;
+    size_t n = token ? strlen(token) : 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)token[i] < 0x21 || (unsigned char)token[i] > 0x7e)
+            return -EINVAL;
+    if (n > 0 && (copy = strdup(token)) == NULL)
+        return -ENOMEM;
+    pthread_mutex_lock(&srv->token_lock);
+    char *old = srv->token;
+    size_t old_len = srv->token_len;
+    srv->token = copy;
+    srv->token_len = n;
+    pthread_mutex_unlock(&srv->token_lock);
+    if (old) {
+        /* A wipe the compiler may not drop: old escapes to free(). */
+        memset(old, 0, old_len);
+        __asm__ __volatile__("" : : "r"(old) : "memory");
+        free(old);
+    }
+    return 0;
+}
 
 /* Checks the admin token. Returns 1 when the request may go on; otherwise
  * the 401/403 answer has been written. */
 static int admin_ok(http_conn *c, int route)
 {
-    const http_server *srv = c->srv;
-    if (srv->token == NULL) {
+    size_t len = 0;
+    const char *v = header(c, "authorization", &len);
+    int bearer = v && len > 7 && strncasecmp(v, "Bearer ", 7) == 0;
+    int rc = http__admin_token_check(c->srv, bearer ? v + 7 : "", bearer ? len - 7 : 0);
+    if (rc < 0) {
         http__reply_error(c, route, 403, "forbidden",
             "admin routes are disabled because no admin token is configured; "
             "set [server] admin_token (CACHESVC_SERVER_ADMIN_TOKEN, "
@@ -554,10 +689,7 @@ static int admin_ok(http_conn *c, int route)
             NULL);
         return 0;
     }
-    size_t len;
-    const char *v = header(c, "authorization", &len);
-    if (v && len > 7 && strncasecmp(v, "Bearer ", 7) == 0 &&
-        http_consttime_eq(v + 7, len - 7, srv->token, srv->token_len))
+    if (bearer && rc == 1)
         return 1;
     http__reply_error(c, route, 401, "unauthorized",
                       v ? "invalid admin token" : "missing admin token",
@@ -565,7 +697,7 @@ static int admin_ok(http_conn *c, int route)
     return 0;
 }
 
-static int has_impl(const http_service *s, int route)
+int http__implemented(const http_service *s, int route)
 {
     switch (route) {
     case HTTP__R_GET_ITEM:   return s->get_item != NULL;
@@ -609,7 +741,7 @@ void http__dispatch(http_conn *c)
     int r = m.route;
     if (http__routes[r].admin && !admin_ok(c, r))
         return;
-    if (!has_impl(c->srv->svc, r)) {
+    if (!http__implemented(c->srv->svc, r)) {
         http__reply_error(c, r, 501, "not_implemented",
                           "the service does not implement this route", NULL);
         return;

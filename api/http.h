@@ -117,6 +117,23 @@ int http_server_start(const http_server_config *cfg,
 /* The port the server listens on (useful with port 0). Any thread. */
 int http_server_port(const http_server *srv);
 
+/* The server binds with SO_REUSEPORT, which would let a second process
+ * share a port silently; a program asks this before http_server_start. A
+ * plain bind to host:port (IPv4) fails on any socket bound there. Returns
+ * 0 when the address is free (also for port 0 and for a host that is not
+ * an IPv4 literal: the server then reports) or -EADDRINUSE. Any thread. */
+int http_port_free(const char *host, int port);
+
+/* Replaces the admin token (SIGHUP reload): requests checked from the
+ * return on compare against token; NULL or "" disables the admin routes
+ * (403). A request sees either the old or the new token whole, never a
+ * mix; requests already past the check finish as they were. token is
+ * copied; the old copy is wiped and freed. Returns 0, -EINVAL when token
+ * has a byte outside visible ASCII (0x21-0x7e: no client could send it),
+ * or -ENOMEM; on failure the old token stays. Any thread, the server
+ * running or not; never parks. */
+int http_server_set_admin_token(http_server *srv, const char *token);
+
 /* Graceful stop: stops accepting, closes idle keep-alive connections, lets
  * requests in flight finish and their responses be written (with
  * Connection: close) until deadline (absolute rt_now_ns() time); then shuts
@@ -137,9 +154,12 @@ size_t http_request_id(char *buf, size_t cap);
 
 /* Appends the server's own metrics as Prometheus text: per-route request
  * counters by status code, per-route latency histograms, connection
- * gauges and counters. srv may be NULL (counters are process-wide; every
- * server in the process adds to the same ones). Any thread. Returns 0 or
- * -ENOMEM. */
+ * gauges and counters. Series exist at zero before their first event:
+ * each route with the codes api/openapi.yaml documents for it (501 only
+ * for a route srv's service leaves unimplemented), see docs/metrics.md.
+ * srv may be NULL (every route counts as implemented; counters are
+ * process-wide: every server in the process adds to the same ones). Any
+ * thread. Returns 0 or -ENOMEM. */
 int http_metrics_append(const http_server *srv, http_buf *out);
 
 /* Constant-time comparison of two byte strings (time depends on the

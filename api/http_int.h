@@ -120,9 +120,14 @@ struct http_conn {
 };
 
 struct http_server {
-    http_server_config cfg;      /* copy; admin_token points at token */
+    http_server_config cfg;      /* copy; admin_token is NULL (the token
+                                  * lives in token, under token_lock) */
     const http_service *svc;
-    char *token;                 /* owned copy of cfg.admin_token or NULL */
+    pthread_mutex_t token_lock;  /* guards token and token_len: the admin
+                                  * check reads them under it, and
+                                  * http_server_set_admin_token swaps them;
+                                  * never held across a switching call */
+    char *token;                 /* owned copy of the admin token or NULL */
     size_t token_len;
     /* Runtime side (server.c). */
     int port;
@@ -171,6 +176,13 @@ void http__reply_error(http_conn *c, int route, int status, const char *code,
 
 /* Handles one complete request (handlers.c). */
 void http__dispatch(http_conn *c);
+/* Whether svc implements route (a handler the dispatcher would call; it
+ * answers 501 otherwise). Routes without a callback are always served. */
+int http__implemented(const http_service *svc, int route);
+/* Compares the n bytes at p with the admin token under token_lock, in
+ * time that depends on the lengths only. Returns 1 on a match, 0 when
+ * they differ, -1 when no token is configured (handlers.c). */
+int http__admin_token_check(http_server *srv, const char *p, size_t n);
 
 /* Response writing (response.c). */
 /* Writes the current request's X-Request-Id (the client's when it sent a

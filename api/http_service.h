@@ -65,7 +65,11 @@ typedef struct http_decrement_res {
     int64_t stock;               /* stock after this order */
     int64_t version;             /* item version after this order */
     int replayed;                /* nonzero: an earlier outcome of the key */
-    int64_t retry_after_s;       /* read with HTTP_E_OVERLOADED; 0 = 1 */
+    int64_t retry_after_s;       /* read with HTTP_E_OVERLOADED and
+                                  * HTTP_E_UNAVAILABLE; 0 = 1 */
+    int64_t sale_starts_at_ms;   /* read with HTTP_E_SALE_NOT_STARTED: when
+                                  * the sale starts (ms since the epoch);
+                                  * 0 = unknown */
 } http_decrement_res;
 
 /* PUT /v1/items/{sku}: every field optional but stock for a new item
@@ -122,8 +126,14 @@ typedef enum http_dep_state {
     HTTP_DEP_NONE = 2,           /* not configured */
 } http_dep_state;
 
+/* GET /readyz. The instance can sell while its store is up and it is not
+ * draining: only then is the answer 503. A Redis or Kafka outage is
+ * "degraded" (200, the dependency named), because the service still sells
+ * and reads from the database; a load balancer that took every instance out
+ * for it would stop the sale. */
 typedef struct http_readiness {
     http_dep_state store, redis, kafka;
+    int draining;                /* 1 from SIGTERM on: 503 "draining" */
 } http_readiness;
 
 /* POST /admin/cache/purge: what was done. On failure detail says which
@@ -141,8 +151,9 @@ typedef struct http_service {
     /* GET/HEAD /v1/items/{sku}: fills *out and *tier. */
     int (*get_item)(void *ctx, const char *sku, http_item *out,
                     http_tier *tier);
-    /* POST /v1/items/{sku}/decrement. With HTTP_E_OVERLOADED,
-     * out->retry_after_s is read for the Retry-After header. */
+    /* POST /v1/items/{sku}/decrement. With HTTP_E_OVERLOADED or
+     * HTTP_E_UNAVAILABLE, out->retry_after_s is read for the Retry-After
+     * header; with HTTP_E_SALE_NOT_STARTED, out->sale_starts_at_ms. */
     int (*decrement)(void *ctx, const http_decrement_req *req,
                      http_decrement_res *out);
     /* PUT /v1/items/{sku}: fills *out with the item after the write and sets
@@ -168,8 +179,14 @@ typedef struct http_service {
      * this instance's local cache, every other instance's through a
      * broadcast), floors included, for when versions start over. */
     int (*purge_cache)(void *ctx, http_purge_res *out);
-    /* GET /readyz: fills *out; ready means no dependency is HTTP_DEP_DOWN. */
+    /* GET /readyz: fills *out (see http_readiness for what the answer
+     * means). */
     int (*ready)(void *ctx, http_readiness *out);
+    /* GET /admin/config also lists every setting: appends one JSON object
+     * {"<section>.<key>": {"value": ..., "source": "default|file|env|flag|set"},
+     * ...} with secrets as "<redacted>". NULL = the answer has no
+     * "settings" member. */
+    int (*config_settings)(void *ctx, http_buf *out);
 } http_service;
 
 #ifdef __cplusplus

@@ -1,8 +1,12 @@
 /*
  * memserver.c: http-memserver, the HTTP server over the in-memory service,
  * for integration tests and the HTTP benchmark. SIGTERM or SIGINT drains
- * gracefully and exits 0.
+ * gracefully and exits 0 (after --drain-grace-ms of answering /readyz 503
+ * "draining"). SIGHUP reads the admin token again from --admin-token-file;
+ * SIGUSR1 toggles a store outage (every service call fails 503
+ * unavailable), for the contract tests.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -20,6 +24,10 @@ typedef struct opts {
     http_server_config cfg;
     int workers;
     int64_t drain_ms;
+    int64_t drain_grace_ms;
+    int64_t retry_after_s;
+    http_dep_state redis, kafka;
+    const char *token_file;
     const char *port_file;
     char **items;
     int nitems;
@@ -44,8 +52,49 @@ static void usage(FILE *f)
         "  --header-timeout-ms N    deadline for a request's headers (10000)\n"
         "  --body-timeout-ms N      deadline for a request's body (10000)\n"
         "  --drain-ms N             graceful stop deadline on SIGTERM (5000)\n"
+        "  --drain-grace-ms N       on SIGTERM, answer /readyz 503 draining this\n"
+        "                           long before the stop begins (0)\n"
+        "  --admin-token-file F     read the admin token from F (first line), and\n"
+        "                           again on SIGHUP\n"
+        "  --ready-redis STATE      what /readyz reports for Redis: up|down|none (none)\n"
+        "  --ready-kafka STATE      the same for Kafka (none)\n"
+        "  --retry-after-s N        Retry-After of a decrement during a SIGUSR1\n"
+        "                           outage (0 = the server's default, 1)\n"
         "  --item SKU:STOCK[:LIMIT] create an item (repeatable; default hot:1000000000)\n"
         "  --port-file F            write the bound port to F once listening\n");
+}
+
+/* Reads the first line of path (surrounding whitespace dropped) into buf.
+ * Returns 0 or a negative errno. */
+static int read_token(const char *path, char *buf, size_t cap)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -errno;
+    if (fgets(buf, (int)cap, f) == NULL)
+        buf[0] = 0;
+    fclose(f);
+    size_t n = strlen(buf);
+    while (n > 0 && isspace((unsigned char)buf[n - 1]))
+        buf[--n] = 0;
+    size_t i = 0;
+    while (isspace((unsigned char)buf[i]))
+        i++;
+    memmove(buf, buf + i, n - i + 1);
+    return 0;
+}
+
+static int dep_state(const char *s, http_dep_state *out)
+{
+    if (strcmp(s, "up") == 0)
+        *out = HTTP_DEP_UP;
+    else if (strcmp(s, "down") == 0)
+        *out = HTTP_DEP_DOWN;
+    else if (strcmp(s, "none") == 0)
+        *out = HTTP_DEP_NONE;
+    else
+        return -1;
+    return 0;
 }
 
 static void serve(void *arg)
@@ -69,6 +118,18 @@ static void serve(void *arg)
     }
     if (o->nitems == 0)
         http_memservice_put(svc, "hot", 1000000000LL, 0, 0);
+    http_memservice_set_ready(svc, o->redis, o->kafka, 0);
+    http_memservice_retry_after(svc, o->retry_after_s);
+    char token[512];
+    if (o->token_file) {
+        int tr = read_token(o->token_file, token, sizeof token);
+        if (tr < 0) {
+            fprintf(stderr, "http-memserver: %s: %s\n", o->token_file, strerror(-tr));
+            o->rc = 2;
+            goto out;
+        }
+        o->cfg.admin_token = token;
+    }
     int rc = http_server_start(&o->cfg, svc, &srv);
     if (rc < 0) {
         fprintf(stderr, "http-memserver: listen %s:%d: %s\n", o->cfg.host,
@@ -86,9 +147,27 @@ static void serve(void *arg)
             fclose(f);
         }
     }
+    int outage = 0;
     if (rt_fd_register(o->sigfd) == 0) {
         struct signalfd_siginfo si;
-        rt_read(o->sigfd, &si, sizeof si, RT_NO_DEADLINE);
+        while (rt_read(o->sigfd, &si, sizeof si, RT_NO_DEADLINE) == (ssize_t)sizeof si) {
+            if (si.ssi_signo == SIGHUP && o->token_file) {
+                int tr = read_token(o->token_file, token, sizeof token);
+                if (tr == 0)
+                    tr = http_server_set_admin_token(srv, token);
+                fprintf(stderr, "http-memserver: admin token %s%s\n",
+                        tr == 0 ? "reloaded" : "kept: ", tr == 0 ? "" : http_strerror(tr));
+            } else if (si.ssi_signo == SIGUSR1) {
+                outage = !outage;
+                http_memservice_fail(svc, outage ? HTTP_E_UNAVAILABLE : 0);
+            } else if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
+                break;
+            }
+        }
+    }
+    if (o->drain_grace_ms > 0) {
+        http_memservice_set_ready(svc, o->redis, o->kafka, 1);
+        rt_sleep(o->drain_grace_ms);
     }
     rc = http_server_stop(srv, rt_deadline_ms(o->drain_ms));
     fprintf(stderr, "http-memserver: stopped%s\n",
@@ -103,10 +182,11 @@ int main(int argc, char **argv)
     http_server_config_defaults(&o.cfg);
     o.cfg.port = 8080;
     o.drain_ms = 5000;
+    o.redis = o.kafka = HTTP_DEP_NONE;
     o.items = calloc((size_t)argc, sizeof *o.items);
     enum { O_HOST = 256, O_PORT, O_WORKERS, O_ACCEPTORS, O_TOKEN, O_CONNS,
            O_URI, O_HDRS, O_BODY, O_IDLE, O_HTO, O_BTO, O_DRAIN, O_ITEM,
-           O_PORTFILE, O_HELP };
+           O_PORTFILE, O_GRACE, O_TOKENFILE, O_REDIS, O_KAFKA, O_RETRY, O_HELP };
     static const struct option lo[] = {
         {"host", 1, 0, O_HOST}, {"port", 1, 0, O_PORT},
         {"workers", 1, 0, O_WORKERS}, {"acceptors", 1, 0, O_ACCEPTORS},
@@ -115,7 +195,10 @@ int main(int argc, char **argv)
         {"max-body", 1, 0, O_BODY}, {"idle-timeout-ms", 1, 0, O_IDLE},
         {"header-timeout-ms", 1, 0, O_HTO}, {"body-timeout-ms", 1, 0, O_BTO},
         {"drain-ms", 1, 0, O_DRAIN}, {"item", 1, 0, O_ITEM},
-        {"port-file", 1, 0, O_PORTFILE}, {"help", 0, 0, O_HELP}, {0, 0, 0, 0},
+        {"port-file", 1, 0, O_PORTFILE}, {"drain-grace-ms", 1, 0, O_GRACE},
+        {"admin-token-file", 1, 0, O_TOKENFILE}, {"ready-redis", 1, 0, O_REDIS},
+        {"ready-kafka", 1, 0, O_KAFKA}, {"retry-after-s", 1, 0, O_RETRY},
+        {"help", 0, 0, O_HELP}, {0, 0, 0, 0},
     };
     int ch;
     while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -135,6 +218,17 @@ int main(int argc, char **argv)
         case O_DRAIN: o.drain_ms = atoll(optarg); break;
         case O_ITEM: o.items[o.nitems++] = optarg; break;
         case O_PORTFILE: o.port_file = optarg; break;
+        case O_GRACE: o.drain_grace_ms = atoll(optarg); break;
+        case O_TOKENFILE: o.token_file = optarg; break;
+        case O_REDIS:
+        case O_KAFKA:
+            if (dep_state(optarg, ch == O_REDIS ? &o.redis : &o.kafka) < 0) {
+                fprintf(stderr, "http-memserver: %s: up, down or none\n", optarg);
+                free(o.items);
+                return 2;
+            }
+            break;
+        case O_RETRY: o.retry_after_s = atoll(optarg); break;
         case O_HELP: usage(stdout); free(o.items); return 0;
         default: usage(stderr); free(o.items); return 2;
         }
@@ -145,6 +239,8 @@ int main(int argc, char **argv)
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
     o.sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);

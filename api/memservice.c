@@ -118,7 +118,10 @@ typedef struct mem {
     mmap keys;                   /* idempotency key -> moutcome */
     int64_t next_order;
     http_config_values cfg;
+    unsigned cfg_set;            /* bit per tunable changed by put_config */
     _Atomic int fail;
+    _Atomic int64_t retry_after_s;
+    _Atomic int redis, kafka, draining;
 } mem;
 
 static void item_free(void *v)
@@ -171,8 +174,10 @@ static int do_decrement(mem *m, const http_decrement_req *req,
     mitem *it = map_get(&m->items, req->sku);
     if (it == NULL)
         return HTTP_E_NOT_FOUND;
-    if (it->it.sale_starts_at_ms && now_ms() < it->it.sale_starts_at_ms)
+    if (it->it.sale_starts_at_ms && now_ms() < it->it.sale_starts_at_ms) {
+        out->sale_starts_at_ms = it->it.sale_starts_at_ms;
         return HTTP_E_SALE_NOT_STARTED;
+    }
     if (it->it.stock == 0)
         return HTTP_E_SOLD_OUT;
     if (it->it.stock < req->qty)
@@ -212,8 +217,10 @@ static int m_decrement(void *ctx, const http_decrement_req *req,
 {
     mem *m = ctx;
     int rc = enter(m);
-    if (rc)
+    if (rc) {
+        out->retry_after_s = atomic_load(&m->retry_after_s);
         return rc;
+    }
     if (req->idempotency_key) {
         moutcome *o = map_get(&m->keys, req->idempotency_key);
         if (o) {
@@ -355,13 +362,19 @@ static int m_put_config(void *ctx, const http_config_update *upd,
     int rc = enter(m);
     if (rc)
         return rc;
-    if (upd->has_invalidation_delay_ms)
+    if (upd->has_invalidation_delay_ms) {
         m->cfg.invalidation_delay_ms = upd->invalidation_delay_ms;
-    if (upd->has_local_ttl_ms)
+        m->cfg_set |= 1;
+    }
+    if (upd->has_local_ttl_ms) {
         m->cfg.local_ttl_ms = upd->local_ttl_ms;
-    if (upd->log_level)
+        m->cfg_set |= 2;
+    }
+    if (upd->log_level) {
         snprintf(m->cfg.log_level, sizeof m->cfg.log_level, "%s",
                  upd->log_level);
+        m->cfg_set |= 4;
+    }
     *out = m->cfg;
     pthread_mutex_unlock(&m->lock);
     return 0;
@@ -386,9 +399,30 @@ static int m_ready(void *ctx, http_readiness *out)
 {
     mem *m = ctx;
     out->store = failing(m) ? HTTP_DEP_DOWN : HTTP_DEP_UP;
-    out->redis = HTTP_DEP_NONE;
-    out->kafka = HTTP_DEP_NONE;
+    out->redis = (http_dep_state)atomic_load(&m->redis);
+    out->kafka = (http_dep_state)atomic_load(&m->kafka);
+    out->draining = atomic_load(&m->draining);
     return 0;
+}
+
+/* The tunables in the shape of the service's settings list, with the
+ * source "default" until put_config changed them ("set"). */
+static int m_config_settings(void *ctx, http_buf *out)
+{
+    mem *m = ctx;
+    int rc = enter(m);
+    if (rc)
+        return rc;
+    http_config_values v = m->cfg;
+    unsigned set = m->cfg_set;
+    pthread_mutex_unlock(&m->lock);
+    return http_buf_printf(out,
+        "{\"kafka.invalidation_delay_ms\":{\"value\":%lld,\"source\":\"%s\"},"
+        "\"cache.local_ttl_ms\":{\"value\":%lld,\"source\":\"%s\"},"
+        "\"log.level\":{\"value\":\"%s\",\"source\":\"%s\"}}",
+        (long long)v.invalidation_delay_ms, set & 1 ? "set" : "default",
+        (long long)v.local_ttl_ms, set & 2 ? "set" : "default",
+        v.log_level, set & 4 ? "set" : "default");
 }
 
 http_service *http_memservice_new(void)
@@ -400,6 +434,8 @@ http_service *http_memservice_new(void)
     m->cfg.invalidation_delay_ms = 500;
     m->cfg.local_ttl_ms = 2000;
     strcpy(m->cfg.log_level, "info");
+    atomic_store(&m->redis, HTTP_DEP_NONE);
+    atomic_store(&m->kafka, HTTP_DEP_NONE);
     m->svc = (http_service){
         .ctx = m,
         .get_item = m_get_item,
@@ -411,6 +447,7 @@ http_service *http_memservice_new(void)
         .put_config = m_put_config,
         .metrics = m_metrics,
         .ready = m_ready,
+        .config_settings = m_config_settings,
     };
     return &m->svc;
 }
@@ -445,4 +482,19 @@ void http_memservice_fail(http_service *svc, int err)
 {
     mem *m = svc->ctx;
     atomic_store(&m->fail, err);
+}
+
+void http_memservice_retry_after(http_service *svc, int64_t retry_after_s)
+{
+    mem *m = svc->ctx;
+    atomic_store(&m->retry_after_s, retry_after_s);
+}
+
+void http_memservice_set_ready(http_service *svc, http_dep_state redis,
+                               http_dep_state kafka, int draining)
+{
+    mem *m = svc->ctx;
+    atomic_store(&m->redis, (int)redis);
+    atomic_store(&m->kafka, (int)kafka);
+    atomic_store(&m->draining, draining);
 }

@@ -1,8 +1,9 @@
 /*
  * response.c: formats responses straight into the connection's output
  * buffer: status line, Server, Date, Content-Type, Content-Length,
- * X-Request-Id, extra headers, Connection when needed, then the body
- * (omitted for HEAD).
+ * X-Request-Id, extra headers, Retry-After on a 429 or 503 whose extra
+ * headers lack one, Connection when needed, then the body (omitted for
+ * HEAD).
  */
 #include <stdio.h>
 #include <string.h>
@@ -107,11 +108,26 @@ size_t http__request_id(http_conn *c, char *out)
     return (size_t)(o - out);
 }
 
+/* True when the extra header lines carry Retry-After. */
+static int has_retry_after(const char *extra, size_t len)
+{
+    static const char name[] = "retry-after:";
+    const size_t n = sizeof name - 1;
+    for (size_t i = 0; i + n <= len; i++)
+        if ((i == 0 || extra[i - 1] == '\n') && strncasecmp(extra + i, name, n) == 0)
+            return 1;
+    return 0;
+}
+
 void http__reply(http_conn *c, int route, int status, const char *ctype,
                  const char *extra, size_t extra_len, const char *body,
                  size_t body_len)
 {
-    size_t need = 320 + extra_len + body_len;
+    /* Every 429 and 503 tells the client when to come back: 1 s unless
+     * the caller said otherwise (docs/api.md, "Retry-After"). */
+    int retry_after = (status == 503 || status == 429) &&
+                      !has_retry_after(extra, extra_len);
+    size_t need = 340 + extra_len + body_len;
     if (http_buf_reserve(&c->out, need) < 0) {
         c->closing = 1;
         return;
@@ -143,6 +159,8 @@ void http__reply(http_conn *c, int route, int status, const char *ctype,
     o = CPY(o, "\r\n");
     if (extra_len)
         o = cpy(o, extra, extra_len);
+    if (retry_after)
+        o = CPY(o, "Retry-After: 1\r\n");
     if (c->closing)
         o = CPY(o, "Connection: close\r\n");
     else if (c->parser.http_major == 1 && c->parser.http_minor == 0)

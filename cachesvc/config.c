@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 extern char **environ;
@@ -37,6 +38,7 @@ static int check_store_url(const char *v, char *why, size_t n);
 static int check_redis_url(const char *v, char *why, size_t n);
 static int check_kafka(const char *v, char *why, size_t n);
 static int check_name(const char *v, char *why, size_t n);
+static int check_user(const char *v, char *why, size_t n);
 
 
 /* section, key, kind, field, min, max, checker, default, meaning */
@@ -55,6 +57,12 @@ static int check_name(const char *v, char *why, size_t n);
       "a request's headers must arrive within this time")                                                       \
     X(server, drain_timeout_ms, K_INT, drain_timeout_ms, 1, 600000, check_any, "10000",                      \
       "on SIGTERM/SIGINT, in-flight requests get this long before exit")                                        \
+    X(server, shutdown_delay_ms, K_INT, shutdown_delay_ms, 0, 600000, check_any, "0",                         \
+      "on SIGTERM/SIGINT, /readyz answers 503 draining and the listener keeps serving this long "             \
+      "before the drain starts, so load balancers take the instance out first (the lame-duck period)")       \
+    X(server, admin_token_file, K_STR, admin_token_file, 0, 0, check_any, "",                                 \
+      "file whose first line is the admin token, read at start and on SIGHUP (keeps the token off "           \
+      "the command line); not together with server.admin_token")                                              \
     X(store, url, K_STR, store_url, 0, 0, check_store_url, "sqlite:./cachesvc.db",                           \
       "database: sqlite:<path> or postgresql://user@host:port/db")                                              \
     X(store, batch_max, K_INT, store_batch_max, 1, 100000, check_any, "1024",                                \
@@ -84,6 +92,11 @@ static int check_name(const char *v, char *why, size_t n);
       "consecutive Redis failures that open the breaker (reads then skip Redis)")                               \
     X(redis, breaker_probe_ms, K_INT, redis_breaker_probe_ms, 1, 3600000, check_any, "1000",                 \
       "while the breaker is open, one read probes Redis this often")                                            \
+    X(redis, user, K_STR, redis_user, 0, 0, check_user, "",                                                    \
+      "ACL user sent with AUTH on every node connection; empty = the default user")                            \
+    X(redis, password, K_STR, redis_password, 0, 0, check_any, "",                                            \
+      "password sent with AUTH on every node connection; empty = no AUTH (prefer the environment "           \
+      "variable to a flag)")                                                                                    \
     X(kafka, brokers, K_STR, kafka_brokers, 0, 0, check_kafka, "embedded",                                   \
       "Kafka bootstrap host:port list; embedded = in-process mock cluster; "                  \
       "none = no invalidation events (one instance, no Redis; tests)")                                     \
@@ -118,7 +131,10 @@ static int check_name(const char *v, char *why, size_t n);
       "the consistency monitor checks one served read in this many against the database; 0 = off")         \
     X(monitor, window_ms, K_INT, monitor_window_ms, 0, 3600000, check_any, "0",                             \
       "a checked read is a violation when a newer version was committed more than this before it; "        \
-      "0 = kafka.invalidation_delay_ms + 250")
+      "0 = kafka.invalidation_delay_ms + 250")                                                        \
+    X(invalidator, listen, K_STR, invalidator_listen, 0, 0, check_listen, "127.0.0.1:8081",                 \
+      "address:port of the standalone invalidator's /metrics, /healthz and /readyz (not used by "         \
+      "cachesvc)")
 
 typedef struct cfg_key {
     const char *section, *key;
@@ -136,6 +152,9 @@ static const cfg_key cfg_keys[] = {
 #undef X
 };
 #define N_KEYS (sizeof cfg_keys / sizeof cfg_keys[0])
+_Static_assert(N_KEYS <= SVC_CFG_MAX_KEYS, "svc_config.source is too small");
+
+static const char *const source_names[] = {"default", "file", "env", "flag", "set"};
 
 static void errf(char *err, size_t n, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -182,7 +201,7 @@ static int check_any(const char *v, char *why, size_t n)
 
 /* Parses "host:port" with a numeric port 1..65535 (0 allowed: any free
  * port, useful in tests). host may be empty (all addresses) or [v6]. */
-static int parse_hostport(const char *v, char *host, size_t hostlen, int *port)
+int svc_parse_hostport(const char *v, char *host, size_t hostlen, int *port)
 {
     const char *colon = strrchr(v, ':');
     if (colon == NULL || colon[1] == '\0')
@@ -212,7 +231,7 @@ static int parse_hostport(const char *v, char *host, size_t hostlen, int *port)
 static int check_listen(const char *v, char *why, size_t n)
 {
     char host[64];
-    if (parse_hostport(v, host, sizeof host, NULL) < 0) {
+    if (svc_parse_hostport(v, host, sizeof host, NULL) < 0) {
         errf(why, n, "want host:port with a port 0..65535");
         return -EINVAL;
     }
@@ -244,7 +263,7 @@ static int check_hostport_list(const char *v, char *why, size_t n)
         memcpy(item, p, len);
         item[len] = '\0';
         int port = 0;
-        if (parse_hostport(item, NULL, 256, &port) < 0 || port == 0 || item[0] == ':')
+        if (svc_parse_hostport(item, NULL, 256, &port) < 0 || port == 0 || item[0] == ':')
             goto bad;
         p += len;
         if (*p == ',')
@@ -277,6 +296,16 @@ static int check_kafka(const char *v, char *why, size_t n)
         return 0;
     errf(why, n, "want embedded, none or host:port[,host:port...]");
     return -EINVAL;
+}
+
+static int check_user(const char *v, char *why, size_t n)
+{
+    for (const char *p = v; *p; p++)
+        if ((unsigned char)*p <= ' ' || (unsigned char)*p == 0x7f) {
+            errf(why, n, "want a user name without spaces or control bytes");
+            return -EINVAL;
+        }
+    return 0;
 }
 
 static int check_name(const char *v, char *why, size_t n)
@@ -313,8 +342,22 @@ static int parse_bool(const char *v)
 }
 
 /* Stores value into the field of k. src names the source for errors. */
-static int set_key(svc_config *cfg, const cfg_key *k, const char *value,
+static int set_key_value(svc_config *cfg, const cfg_key *k, const char *value,
+                         const char *src, char *err, size_t errlen);
+
+/* Stores value into the field of k and records where it came from (srcid,
+ * enum svc_config_source). src names the source for errors. */
+static int set_key(svc_config *cfg, const cfg_key *k, const char *value, int srcid,
                    const char *src, char *err, size_t errlen)
+{
+    int rc = set_key_value(cfg, k, value, src, err, errlen);
+    if (rc == 0)
+        cfg->source[k - cfg_keys] = (unsigned char)srcid;
+    return rc;
+}
+
+static int set_key_value(svc_config *cfg, const cfg_key *k, const char *value,
+                         const char *src, char *err, size_t errlen)
 {
     char *field = (char *)cfg + k->off;
     char why[160] = "";
@@ -376,7 +419,7 @@ void svc_config_defaults(svc_config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
     for (size_t i = 0; i < N_KEYS; i++) {
-        int rc = set_key(cfg, &cfg_keys[i], cfg_keys[i].def, "default", NULL, 0);
+        int rc = set_key(cfg, &cfg_keys[i], cfg_keys[i].def, SVC_SRC_DEFAULT, "default", NULL, 0);
         if (rc < 0) {
             /* A default the validator refuses is a bug in SVC_CONFIG_KEYS. */
             fprintf(stderr, "config: bad default for %s.%s\n", cfg_keys[i].section,
@@ -398,15 +441,62 @@ static const cfg_key *find_dotted(const char *dotted)
     return find_key(sec, dot + 1);
 }
 
+/* "kafka.<name with a dot>": a librdkafka property passed through. */
+static int is_kafka_prop(const char *dotted)
+{
+    return strncasecmp(dotted, "kafka.", 6) == 0 && strchr(dotted + 6, '.') != NULL;
+}
+
+/* Sets the librdkafka property name (as librdkafka spells it) to value;
+ * a later source replaces an earlier one. The value is checked by
+ * librdkafka when the service starts. */
+static int set_kafka_prop(svc_config *cfg, const char *name, const char *value, int srcid,
+                          const char *src, char *err, size_t errlen)
+{
+    size_t nl = strlen(name);
+    if (nl == 0 || nl >= sizeof cfg->kafka_props[0].key || name[nl - 1] == '.') {
+        errf(err, errlen, "config: kafka.%s (%s): not a librdkafka property name", name, src);
+        return -EINVAL;
+    }
+    for (const char *p = name; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '.' && *p != '_' && *p != '-') {
+            errf(err, errlen, "config: kafka.%s (%s): not a librdkafka property name", name, src);
+            return -EINVAL;
+        }
+    if (strlen(value) >= sizeof cfg->kafka_props[0].value) {
+        errf(err, errlen, "config: kafka.%s (%s): value longer than %zu bytes", name, src,
+             sizeof cfg->kafka_props[0].value - 1);
+        return -EINVAL;
+    }
+    int i;
+    for (i = 0; i < cfg->n_kafka_props; i++)
+        if (strcmp(cfg->kafka_props[i].key, name) == 0)
+            break;
+    if (i == cfg->n_kafka_props) {
+        if (i == SVC_KAFKA_PROPS_MAX) {
+            errf(err, errlen, "config: kafka.%s (%s): more than %d librdkafka properties", name,
+                 src, SVC_KAFKA_PROPS_MAX);
+            return -EINVAL;
+        }
+        cfg->n_kafka_props++;
+        snprintf(cfg->kafka_props[i].key, sizeof cfg->kafka_props[i].key, "%s", name);
+    }
+    snprintf(cfg->kafka_props[i].value, sizeof cfg->kafka_props[i].value, "%s", value);
+    cfg->kafka_props[i].source = (unsigned char)srcid;
+    return 0;
+}
+
 int svc_config_set(svc_config *cfg, const char *dotted_key, const char *value,
                    char *err, size_t errlen)
 {
     const cfg_key *k = find_dotted(dotted_key);
     if (k == NULL) {
+        if (is_kafka_prop(dotted_key))
+            return set_kafka_prop(cfg, dotted_key + 6, value, SVC_SRC_SET, "set", err, errlen);
         errf(err, errlen, "config: unknown key %s", dotted_key);
         return -EINVAL;
     }
-    return set_key(cfg, k, value, "set", err, errlen);
+    return set_key(cfg, k, value, SVC_SRC_SET, "set", err, errlen);
 }
 
 struct ini_ctx {
@@ -423,12 +513,16 @@ static int cfg_ini_handler(void *user, const char *section, const char *name, co
     if (c->rc < 0)
         return 0;
     const cfg_key *k = find_key(section, name);
+    if (k == NULL && strcasecmp(section, "kafka") == 0 && strchr(name, '.') != NULL) {
+        c->rc = set_kafka_prop(c->cfg, name, value, SVC_SRC_FILE, c->src, c->err, c->errlen);
+        return c->rc == 0;
+    }
     if (k == NULL) {
         errf(c->err, c->errlen, "config: unknown key %s.%s (%s)", section, name, c->src);
         c->rc = -EINVAL;
         return 0;
     }
-    c->rc = set_key(c->cfg, k, value, c->src, c->err, c->errlen);
+    c->rc = set_key(c->cfg, k, value, SVC_SRC_FILE, c->src, c->err, c->errlen);
     return c->rc == 0;
 }
 
@@ -494,6 +588,104 @@ static int flag_config_path(int argc, char **argv, const char **path, char *err,
     return 0;
 }
 
+/* CACHESVC_KAFKA_PROP_<NAME>=value sets the librdkafka property <name>,
+ * lower-cased with '_' read as '.' (CACHESVC_KAFKA_PROP_SASL_PASSWORD is
+ * sasl.password): the way to keep a SASL password off the command line. */
+static int env_kafka_props(svc_config *cfg, char **envp, char *err, size_t errlen)
+{
+    static const char prefix[] = "CACHESVC_KAFKA_PROP_";
+    for (char **e = envp; e && *e; e++) {
+        if (strncmp(*e, prefix, sizeof prefix - 1) != 0)
+            continue;
+        const char *name = *e + sizeof prefix - 1, *eq = strchr(name, '=');
+        char prop[128], src[192];
+        size_t nl = eq ? (size_t)(eq - name) : 0;
+        if (eq == NULL || nl == 0 || nl >= sizeof prop) {
+            errf(err, errlen, "config: %.*s: not a librdkafka property", 100, *e);
+            return -EINVAL;
+        }
+        for (size_t i = 0; i < nl; i++)
+            prop[i] = name[i] == '_' ? '.' : (char)tolower((unsigned char)name[i]);
+        prop[nl] = '\0';
+        snprintf(src, sizeof src, "env %s%s", prefix, prop);
+        int rc = set_kafka_prop(cfg, prop, eq + 1, SVC_SRC_ENV, src, err, errlen);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int key_index(const char *section, const char *key)
+{
+    const cfg_key *k = find_key(section, key);
+    return k ? (int)(k - cfg_keys) : -1;
+}
+
+/* server.admin_token_file: the token is the file's first line (trailing
+ * spaces and the line end cut). A file others may read is refused, as
+ * libpq refuses such a password file. */
+static int load_token_file(svc_config *cfg, char *err, size_t errlen)
+{
+    const char *path = cfg->admin_token_file;
+    if (path[0] == '\0')
+        return 0;
+    int ti = key_index("server", "admin_token");
+    if (cfg->source[ti] != SVC_SRC_DEFAULT) {
+        errf(err, errlen, "config: server.admin_token and server.admin_token_file are both set; "
+             "keep one");
+        return -EINVAL;
+    }
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        errf(err, errlen, "config: server.admin_token_file %s: %s", path, strerror(errno));
+        return -EINVAL;
+    }
+    struct stat st;
+    if (fstat(fileno(f), &st) == 0 && (st.st_mode & S_IRWXO) != 0) {
+        fclose(f);
+        errf(err, errlen, "config: server.admin_token_file %s: others may read it "
+             "(chmod o-rwx)", path);
+        return -EINVAL;
+    }
+    char line[SVC_CFG_STR + 2];
+    if (fgets(line, sizeof line, f) == NULL)
+        line[0] = '\0';
+    fclose(f);
+    size_t n = strlen(line);
+    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r' || line[n - 1] == ' ' ||
+                     line[n - 1] == '\t'))
+        line[--n] = '\0';
+    if (n == 0) {
+        errf(err, errlen, "config: server.admin_token_file %s: the first line is empty", path);
+        return -EINVAL;
+    }
+    if (n >= sizeof cfg->admin_token) {
+        errf(err, errlen, "config: server.admin_token_file %s: token longer than %zu bytes",
+             path, sizeof cfg->admin_token - 1);
+        return -EINVAL;
+    }
+    memcpy(cfg->admin_token, line, n + 1);
+    cfg->source[ti] = SVC_SRC_FILE;
+    return 0;
+}
+
+int svc_config_action(int argc, char **argv)
+{
+    int act = SVC_ACT_RUN;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0)
+            return SVC_ACT_HELP;
+        if (strcmp(a, "--version") == 0 || strcmp(a, "-V") == 0)
+            act = SVC_ACT_VERSION;
+        else if ((strcmp(a, "--check-config") == 0 || strcmp(a, "-t") == 0) && act == SVC_ACT_RUN)
+            act = SVC_ACT_CHECK;
+        else if (strcmp(a, "--print-config") == 0 && act != SVC_ACT_VERSION)
+            act = SVC_ACT_PRINT;
+    }
+    return act;
+}
+
 int svc_config_load(svc_config *cfg, int argc, char **argv, char **envp,
                     int *want_help, char *err, size_t errlen)
 {
@@ -520,9 +712,11 @@ int svc_config_load(svc_config *cfg, int argc, char **argv, char **envp,
             continue;
         char src[160];
         snprintf(src, sizeof src, "env %s", name);
-        if ((rc = set_key(cfg, &cfg_keys[i], v, src, err, errlen)) < 0)
+        if ((rc = set_key(cfg, &cfg_keys[i], v, SVC_SRC_ENV, src, err, errlen)) < 0)
             return rc;
     }
+    if ((rc = env_kafka_props(cfg, envp, err, errlen)) < 0)
+        return rc;
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -536,6 +730,9 @@ int svc_config_load(svc_config *cfg, int argc, char **argv, char **envp,
             continue;
         }
         if (strncmp(a, "--config=", 9) == 0)
+            continue;
+        if (strcmp(a, "--version") == 0 || strcmp(a, "-V") == 0 || strcmp(a, "-t") == 0 ||
+            strcmp(a, "--check-config") == 0 || strcmp(a, "--print-config") == 0)
             continue;
         if (strncmp(a, "--", 2) != 0) {
             errf(err, errlen, "config: unexpected argument \"%s\" (want --section.key=value)", a);
@@ -552,6 +749,18 @@ int svc_config_load(svc_config *cfg, int argc, char **argv, char **envp,
         memcpy(dotted, a + 2, kl);
         dotted[kl] = '\0';
         const cfg_key *k = find_dotted(dotted);
+        if (k == NULL && is_kafka_prop(dotted)) {
+            char src[160];
+            snprintf(src, sizeof src, "flag --%s", dotted);
+            if (eq == NULL && i + 1 >= argc) {
+                errf(err, errlen, "config: flag --%s needs a value", dotted);
+                return -EINVAL;
+            }
+            if ((rc = set_kafka_prop(cfg, dotted + 6, eq ? eq + 1 : argv[++i], SVC_SRC_FLAG, src,
+                                     err, errlen)) < 0)
+                return rc;
+            continue;
+        }
         if (k == NULL) {
             errf(err, errlen, "config: unknown flag --%s (see --help)", dotted);
             return -EINVAL;
@@ -568,11 +777,13 @@ int svc_config_load(svc_config *cfg, int argc, char **argv, char **envp,
         }
         char src[160];
         snprintf(src, sizeof src, "flag --%s", dotted);
-        if ((rc = set_key(cfg, k, value, src, err, errlen)) < 0)
+        if ((rc = set_key(cfg, k, value, SVC_SRC_FLAG, src, err, errlen)) < 0)
             return rc;
     }
 
     /* Keys that depend on each other. */
+    if ((rc = load_token_file(cfg, err, errlen)) < 0)
+        return rc;
     if (strcmp(cfg->kafka_brokers, "none") == 0 && strcmp(cfg->redis_url, "none") != 0) {
         errf(err, errlen, "config: kafka.brokers = \"none\" needs redis.url = \"none\": "
              "without invalidation events nothing would delete stale Redis copies");
@@ -580,7 +791,7 @@ int svc_config_load(svc_config *cfg, int argc, char **argv, char **envp,
     }
 
     /* Derived values. */
-    parse_hostport(cfg->listen, cfg->listen_host, sizeof cfg->listen_host, &cfg->listen_port);
+    svc_parse_hostport(cfg->listen, cfg->listen_host, sizeof cfg->listen_host, &cfg->listen_port);
     if (cfg->workers == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         cfg->workers = n > 0 ? (int)n : 1;
@@ -651,32 +862,269 @@ void svc_config_help(FILE *out, const char *prog)
     }
 }
 
+char *svc_redact_url(const char *url, char *buf, size_t cap)
+{
+    static const char red[] = "<redacted>";
+    size_t o = 0;
+    if (cap == 0)
+        return buf;
+#define PUT(p, len)                                        \
+    do {                                                   \
+        size_t l_ = (len);                                 \
+        if (l_ > cap - 1 - o)                              \
+            l_ = cap - 1 - o;                              \
+        memcpy(buf + o, (p), l_);                          \
+        o += l_;                                           \
+    } while (0)
+    const char *p = url;
+    const char *scheme = strstr(url, "://");
+    if (scheme != NULL) {
+        /* user:password@ before the first '/', '?' or '#' after the scheme;
+         * a multi-host URL has one user info, before the first host. */
+        const char *auth = scheme + 3;
+        size_t alen = strcspn(auth, "/?#");
+        const char *at = memchr(auth, '@', alen);
+        const char *colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
+        if (colon != NULL) {
+            PUT(url, (size_t)(colon + 1 - url));
+            PUT(red, sizeof red - 1);
+            p = at;
+        }
+    }
+    /* password=... as a URL parameter or a libpq keyword. */
+    for (;;) {
+        const char *q = strstr(p, "password=");
+        if (q == NULL)
+            break;
+        /* sslpassword= (a client key's) too. */
+        PUT(p, (size_t)(q + 9 - p));
+        p = q + 9;
+        PUT(red, sizeof red - 1);
+        p += strcspn(p, "& ");
+    }
+    PUT(p, strlen(p));
+#undef PUT
+    buf[o] = '\0';
+    return buf;
+}
+
+static int is_secret_name(const char *name)
+{
+    return strstr(name, "password") != NULL || strstr(name, "secret") != NULL ||
+           strstr(name, "token") != NULL;
+}
+
+/* The text of k's value in cfg; secrets redacted when redact is set. */
+static void format_value(const svc_config *cfg, const cfg_key *k, int redact, char *buf, size_t n)
+{
+    const char *field = (const char *)cfg + k->off;
+    switch (k->kind) {
+    case K_INT: snprintf(buf, n, "%d", *(const int *)field); return;
+    case K_I64: snprintf(buf, n, "%" PRId64, *(const int64_t *)field); return;
+    case K_BOOL: snprintf(buf, n, "%s", *(const int *)field ? "true" : "false"); return;
+    case K_LEVEL: snprintf(buf, n, "%s", svc_log_level_name(*(const int *)field)); return;
+    case K_STR:
+        if (redact && field[0] != '\0' && is_secret_name(k->key) &&
+            strcmp(k->key, "admin_token_file") != 0)
+            snprintf(buf, n, "<redacted>");
+        else if (redact && strcmp(k->section, "store") == 0 && strcmp(k->key, "url") == 0)
+            svc_redact_url(field, buf, n);
+        else
+            snprintf(buf, n, "%s", field);
+        return;
+    }
+}
+
+static const char *prop_value(const struct svc_kafka_prop *p, int redact)
+{
+    return redact && is_secret_name(p->key) ? "<redacted>" : p->value;
+}
+
+/* Where a value came from, as --print-config says it. */
+static void source_text(const svc_config *cfg, int srcid, const char *section, const char *key,
+                        char *buf, size_t n)
+{
+    switch (srcid) {
+    case SVC_SRC_FILE: snprintf(buf, n, "file %s", cfg->path); return;
+    case SVC_SRC_ENV:
+        if (strchr(key, '.') != NULL) {   /* a Kafka property */
+            size_t o = (size_t)snprintf(buf, n, "env CACHESVC_KAFKA_PROP_");
+            for (const char *p = key; *p && o + 1 < n; p++)
+                buf[o++] = *p == '.' ? '_' : (char)toupper((unsigned char)*p);
+            buf[o < n ? o : n - 1] = '\0';
+        } else {
+            cfg_key k = {.section = section, .key = key};
+            char env[128];
+            env_name(&k, env, sizeof env);
+            snprintf(buf, n, "env %s", env);
+        }
+        return;
+    case SVC_SRC_FLAG: snprintf(buf, n, "flag --%s.%s", section, key); return;
+    case SVC_SRC_SET: snprintf(buf, n, "set"); return;
+    default: snprintf(buf, n, "default"); return;
+    }
+}
+
+static void dump_kafka_props(FILE *out, const svc_config *cfg)
+{
+    if (cfg->n_kafka_props == 0)
+        return;
+    fprintf(out, "; librdkafka properties passed through\n");
+    for (int i = 0; i < cfg->n_kafka_props; i++) {
+        char src[SVC_CFG_STR + 64];
+        source_text(cfg, cfg->kafka_props[i].source, "kafka", cfg->kafka_props[i].key, src,
+                    sizeof src);
+        fprintf(out, "; from %s\n%s = %s\n", src, cfg->kafka_props[i].key,
+                prop_value(&cfg->kafka_props[i], 1));
+    }
+}
+
 void svc_config_dump(FILE *out, const svc_config *cfg)
 {
     const char *sec = "";
     for (size_t i = 0; i < N_KEYS; i++) {
         const cfg_key *k = &cfg_keys[i];
-        const char *field = (const char *)cfg + k->off;
         if (strcmp(sec, k->section) != 0) {
+            if (strcmp(sec, "kafka") == 0)
+                dump_kafka_props(out, cfg);
             sec = k->section;
             fprintf(out, "%s[%s]\n", i ? "\n" : "", sec);
         }
-        char help[512];
+        char help[512], value[SVC_CFG_STR + 16], src[SVC_CFG_STR + 64];
         snprintf(help, sizeof help, "%s (default %s%s%s)", k->help, k->def[0] ? "" : "\"",
                  k->def, k->def[0] ? "" : "\"");
         put_wrapped(out, "; ", help, 80);
-        fprintf(out, "%s = ", k->key);
-        switch (k->kind) {
-        case K_INT: fprintf(out, "%d\n", *(const int *)field); break;
-        case K_I64: fprintf(out, "%" PRId64 "\n", *(const int64_t *)field); break;
-        case K_BOOL: fprintf(out, "%s\n", *(const int *)field ? "true" : "false"); break;
-        case K_LEVEL: fprintf(out, "%s\n", svc_log_level_name(*(const int *)field)); break;
-        case K_STR:
-            if (strstr(k->key, "token") != NULL && field[0] != '\0')
-                fprintf(out, "***\n");
-            else
-                fprintf(out, "%s\n", field);
-            break;
-        }
+        source_text(cfg, cfg->source[i], k->section, k->key, src, sizeof src);
+        format_value(cfg, k, 1, value, sizeof value);
+        fprintf(out, "; from %s\n%s = %s\n", src, k->key, value);
     }
+    if (strcmp(sec, "kafka") == 0)
+        dump_kafka_props(out, cfg);
+}
+
+/* Appends s to f as a JSON string. */
+static void json_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            fprintf(f, "\\%c", c);
+        else if (c < 0x20)
+            fprintf(f, "\\u%04x", c);
+        else
+            fputc(c, f);
+    }
+    fputc('"', f);
+}
+
+char *svc_config_json(const svc_config *cfg)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (f == NULL)
+        return NULL;
+    fputc('{', f);
+    for (size_t i = 0; i < N_KEYS; i++) {
+        const cfg_key *k = &cfg_keys[i];
+        char value[SVC_CFG_STR + 16];
+        format_value(cfg, k, 1, value, sizeof value);
+        fprintf(f, "%s\"%s.%s\":{\"value\":", i ? "," : "", k->section, k->key);
+        if (k->kind == K_INT || k->kind == K_I64 || k->kind == K_BOOL)
+            fputs(value, f);
+        else
+            json_str(f, value);
+        fprintf(f, ",\"source\":\"%s\"}", source_names[cfg->source[i] < 5 ? cfg->source[i] : 0]);
+    }
+    for (int i = 0; i < cfg->n_kafka_props; i++) {
+        fprintf(f, ",\"kafka.%s\":{\"value\":", cfg->kafka_props[i].key);
+        json_str(f, prop_value(&cfg->kafka_props[i], 1));
+        fprintf(f, ",\"source\":\"%s\"}",
+                source_names[cfg->kafka_props[i].source < 5 ? cfg->kafka_props[i].source : 0]);
+    }
+    fputc('}', f);
+    if (fclose(f) != 0) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+int svc_config_get(const svc_config *cfg, const char *dotted_key, int redact, char *buf,
+                   size_t n)
+{
+    const cfg_key *k = find_dotted(dotted_key);
+    if (k == NULL)
+        return -EINVAL;
+    format_value(cfg, k, redact, buf, n);
+    return 0;
+}
+
+int svc_config_copy_key(svc_config *dst, const svc_config *src, const char *dotted_key)
+{
+    const cfg_key *k = find_dotted(dotted_key);
+    if (k == NULL)
+        return -EINVAL;
+    memcpy((char *)dst + k->off, (const char *)src + k->off, k->size);
+    dst->source[k - cfg_keys] = src->source[k - cfg_keys];
+    return 0;
+}
+
+static const char *const runtime_keys[] = {
+    "kafka.invalidation_delay_ms", "cache.local_ttl_ms", "log.level", "log.slow_ms",
+    "server.admin_token", "server.admin_token_file",
+};
+
+int svc_config_runtime(const char *dotted_key)
+{
+    for (size_t i = 0; i < sizeof runtime_keys / sizeof runtime_keys[0]; i++)
+        if (strcasecmp(runtime_keys[i], dotted_key) == 0)
+            return 1;
+    return 0;
+}
+
+void svc_config_copy_runtime(svc_config *dst, const svc_config *src)
+{
+    for (size_t i = 0; i < sizeof runtime_keys / sizeof runtime_keys[0]; i++)
+        svc_config_copy_key(dst, src, runtime_keys[i]);
+}
+
+static int props_equal(const svc_config *a, const svc_config *b)
+{
+    if (a->n_kafka_props != b->n_kafka_props)
+        return 0;
+    for (int i = 0; i < a->n_kafka_props; i++) {
+        int j;
+        for (j = 0; j < b->n_kafka_props; j++)
+            if (strcmp(a->kafka_props[i].key, b->kafka_props[j].key) == 0)
+                break;
+        if (j == b->n_kafka_props || strcmp(a->kafka_props[i].value, b->kafka_props[j].value) != 0)
+            return 0;
+    }
+    return 1;
+}
+
+int svc_config_diff(const svc_config *old, const svc_config *next,
+                    void (*fn)(void *arg, const char *key, int runtime), void *arg)
+{
+    int n = 0;
+    for (size_t i = 0; i < N_KEYS; i++) {
+        const cfg_key *k = &cfg_keys[i];
+        char a[SVC_CFG_STR + 16], b[SVC_CFG_STR + 16], dotted[160];
+        format_value(old, k, 0, a, sizeof a);
+        format_value(next, k, 0, b, sizeof b);
+        /* instance_id defaults to host-pid, which a reload recomputes
+         * the same; any other change is real. */
+        if (strcmp(a, b) == 0)
+            continue;
+        snprintf(dotted, sizeof dotted, "%s.%s", k->section, k->key);
+        fn(arg, dotted, svc_config_runtime(dotted));
+        n++;
+    }
+    if (!props_equal(old, next)) {
+        fn(arg, "kafka.<properties>", 0);
+        n++;
+    }
+    return n;
 }

@@ -1,16 +1,21 @@
 /*
  * main.c: the cachesvc binary.
  *
- * Start: configuration (file, environment, flags; --help), then the runtime,
- * then svc_open (store, Redis, local cache, invalidator), then the HTTP
- * server. Signals are blocked in every thread and read from a signalfd on
- * the runtime's netpoll by the main coroutine:
+ * Start: configuration (file, environment, flags; --help, --version,
+ * --check-config, --print-config), then the runtime, then svc_open (store,
+ * Redis, local cache, invalidator), then the HTTP server. Signals are
+ * blocked in every thread and read from a signalfd on the runtime's netpoll
+ * by the main coroutine:
  *   SIGHUP          re-reads the configuration the same way it was read at
- *                   start and applies the run-time settings (invalidation
- *                   delay, local TTL, log level); a bad file keeps the old
- *                   settings and logs why;
- *   SIGTERM/SIGINT  drain: the server stops accepting, finishes requests in
- *                   flight within server.drain_timeout_ms, then the
+ *                   start, applies every run-time key the sources changed
+ *                   (svc_apply_runtime; the admin token here) and logs by
+ *                   name each other key that changed (it needs a restart);
+ *                   a bad file keeps the running settings and logs why;
+ *   SIGTERM/SIGINT  lame duck, then drain: /readyz answers 503 draining
+ *                   while the listener keeps serving for
+ *                   server.shutdown_delay_ms (a second signal cuts it
+ *                   short), then the server stops accepting, finishes
+ *                   requests in flight within server.drain_timeout_ms, the
  *                   invalidator hands its outbox to Kafka, the components
  *                   close and the process exits 0. A watchdog thread ends
  *                   the process if closing takes longer than the deadline
@@ -21,7 +26,9 @@
 #include "cachesvc/config.h"
 #include "cachesvc/log.h"
 #include "cachesvc/metrics.h"
+#include "cachesvc/sd_notify.h"
 #include "cachesvc/service.h"
+#include "cachesvc_version.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -39,10 +46,13 @@
 struct app {
     int argc;
     char **argv;
-    svc_config cfg;
+    svc_config cfg;            /* as loaded at start */
+    svc_config ref;            /* what SIGHUP compares with: the start's
+                                * static keys, the last load's run-time ones */
     sigset_t mask;
     int exit_code;
     _Atomic int drained;       /* every request in flight was answered */
+    int64_t sd_watchdog_usec;  /* systemd's WATCHDOG_USEC; 0 = no watchdog */
 };
 
 static void *watchdog(void *arg)
@@ -59,39 +69,71 @@ static void *watchdog(void *arg)
     return NULL;
 }
 
-/* The server binds with SO_REUSEPORT, which would let a second instance
- * share a port silently. A plain bind fails on any socket bound there:
- * returns 0 when the address is free, or a negative errno. */
-static int port_free(const char *host, int port)
+static void reload(struct app *a, svc *s, http_server *srv)
 {
-    if (port == 0)
-        return 0;
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
-        return 0;   /* not IPv4: let the server report */
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return 0;
-    int one = 1, r = 0;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0)
-        r = -EADDRINUSE;
-    close(fd);
-    return r;
-}
-
-static void reload(struct app *a, svc *s)
-{
-    svc_config next;
+    svc_config *next = malloc(sizeof *next);
     char err[512];
-    int r = svc_config_load(&next, a->argc, a->argv, NULL, NULL, err, sizeof err);
+    if (next == NULL) {
+        svc_metric_inc(SVC_C_RELOAD_ERROR);
+        SVC_ERROR(NULL, "reload refused: out of memory", NULL);
+        return;
+    }
+    int r = svc_config_load(next, a->argc, a->argv, NULL, NULL, err, sizeof err);
     if (r < 0) {
         svc_metric_inc(SVC_C_RELOAD_ERROR);
         SVC_ERROR(NULL, "reload refused; keeping the running settings", "err=\"%s\"", err);
+        free(next);
+        return;
+    }
+    if (strcmp(a->ref.admin_token, next->admin_token) != 0 &&
+        (r = http_server_set_admin_token(srv, next->admin_token)) < 0) {
+        svc_metric_inc(SVC_C_RELOAD_ERROR);
+        SVC_ERROR(NULL, "reload refused: the admin token could not be replaced",
+                  "err=\"%s\"", http_strerror(r));
+        free(next);
         return;
     }
     svc_metric_inc(SVC_C_RELOAD_OK);
-    svc_apply_runtime(s, &next);
+    svc_apply_runtime(s, &a->ref, next);
+    svc_config_copy_runtime(&a->ref, next);
+    free(next);
+}
+
+/* The lame-duck period: /readyz already answers 503 draining; requests are
+ * still served for server.shutdown_delay_ms so that load balancers see the
+ * 503 and stop sending before the listener closes. A second SIGTERM or
+ * SIGINT ends it at once; a SIGHUP meanwhile is ignored. */
+static void lame_duck(struct app *a, int sfd)
+{
+    if (a->cfg.shutdown_delay_ms <= 0)
+        return;
+    SVC_INFO(NULL, "lame duck: /readyz answers 503, requests are still served",
+             "ms=%d", a->cfg.shutdown_delay_ms);
+    int64_t end = rt_deadline_ms(a->cfg.shutdown_delay_ms);
+    for (;;) {
+        struct signalfd_siginfo si;
+        ssize_t n = rt_read(sfd, &si, sizeof si, end);
+        if (n != (ssize_t)sizeof si)
+            return;   /* the deadline (or the runtime stopping) */
+        if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
+            SVC_INFO(NULL, "lame duck cut short by a second signal", NULL);
+            return;
+        }
+    }
+}
+
+/* systemd's watchdog (WatchdogSec=): WATCHDOG=1 every half of the interval
+ * it asked for, sent from a coroutine, so a runtime that stops scheduling
+ * coroutines stops pinging and systemd aborts and restarts the process.
+ * Ends when the runtime shuts down (rt_sleep answers -ECANCELED). */
+static void sd_watchdog(void *arg)
+{
+    int64_t half_ms = *(const int64_t *)arg / 2000;
+    if (half_ms < 1)
+        half_ms = 1;
+    do
+        svc_sd_notify("WATCHDOG=1");
+    while (rt_sleep(half_ms) == 0);
 }
 
 static void app_main(void *arg)
@@ -102,7 +144,7 @@ static void app_main(void *arg)
     int sfd = -1, r;
 
     const char *host = a->cfg.listen_host[0] ? a->cfg.listen_host : "0.0.0.0";
-    if ((r = port_free(host, a->cfg.listen_port)) < 0) {
+    if ((r = http_port_free(host, a->cfg.listen_port)) < 0) {
         SVC_ERROR(NULL, "cannot listen", "listen=%s err=\"%s\"", a->cfg.listen, strerror(-r));
         a->exit_code = 1;
         return;
@@ -133,6 +175,13 @@ static void app_main(void *arg)
     }
     SVC_INFO(NULL, "listening", "addr=%s port=%d workers=%d pid=%ld", hc.host,
              http_server_port(srv), rt_workers(), (long)getpid());
+    /* Type=notify: started once it listens. A no-op outside systemd. */
+    svc_sd_notifyf("READY=1\nSTATUS=serving on %s:%d", hc.host, http_server_port(srv));
+    a->sd_watchdog_usec = svc_sd_watchdog_usec();
+    if (a->sd_watchdog_usec > 0 && rt_spawn(NULL, sd_watchdog, &a->sd_watchdog_usec) < 0)
+        SVC_WARN(NULL, "systemd watchdog pings not started", NULL);
+    else if (a->sd_watchdog_usec < 0)
+        SVC_WARN(NULL, "WATCHDOG_USEC or WATCHDOG_PID is not a number; no watchdog pings", NULL);
 
     for (;;) {
         struct signalfd_siginfo si;
@@ -143,11 +192,18 @@ static void app_main(void *arg)
             continue;
         if (si.ssi_signo == SIGHUP) {
             SVC_INFO(NULL, "SIGHUP: reloading configuration", NULL);
-            reload(a, s);
+            svc_sd_notify_reloading();
+            reload(a, s, srv);
+            svc_sd_notify("READY=1");
             continue;
         }
-        SVC_INFO(NULL, "draining", "signal=%s deadline_ms=%d",
-                 si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT", a->cfg.drain_timeout_ms);
+        SVC_INFO(NULL, "stopping", "signal=%s shutdown_delay_ms=%d drain_timeout_ms=%d",
+                 si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT", a->cfg.shutdown_delay_ms,
+                 a->cfg.drain_timeout_ms);
+        svc_sd_notify("STOPPING=1\nSTATUS=stopping: lame duck, then drain");
+        atomic_store(&s->draining, 1);
+        lame_duck(a, sfd);
+        SVC_INFO(NULL, "draining", "deadline_ms=%d", a->cfg.drain_timeout_ms);
         break;
     }
     a->exit_code = 0;
@@ -174,19 +230,35 @@ int main(int argc, char **argv)
 {
     static struct app a;
     char err[512];
-    int help = 0;
-    int r = svc_config_load(&a.cfg, argc, argv, NULL, &help, err, sizeof err);
-    if (help) {
+    int act = svc_config_action(argc, argv);
+    if (act == SVC_ACT_HELP) {
         svc_config_help(stdout, argv[0]);
         return 0;
     }
+    if (act == SVC_ACT_VERSION) {
+        printf("cachesvc %s (%s)\n", CACHESVC_VERSION, CACHESVC_COMMIT);
+        return 0;
+    }
+    int r = svc_config_load(&a.cfg, argc, argv, NULL, NULL, err, sizeof err);
     if (r < 0) {
         fprintf(stderr, "cachesvc: %s\n", err);
         return 2;
     }
+    if (act == SVC_ACT_CHECK) {
+        printf("cachesvc: configuration ok (%s%s)\n", a.cfg.path[0] ? "file " : "no file",
+               a.cfg.path);
+        return 0;
+    }
+    if (act == SVC_ACT_PRINT) {
+        svc_config_dump(stdout, &a.cfg);
+        return 0;
+    }
     a.argc = argc;
     a.argv = argv;
+    a.ref = a.cfg;
     svc_log_set_level(a.cfg.log_level);
+    SVC_INFO(NULL, "starting", "version=%s commit=%s pid=%ld config=\"%s\"", CACHESVC_VERSION,
+             CACHESVC_COMMIT, (long)getpid(), a.cfg.path);
 
     /* Blocked here, before the runtime starts its threads, so every thread
      * inherits the mask and the signals are only ever read from the fd. */

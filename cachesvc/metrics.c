@@ -12,12 +12,17 @@
  */
 #include "cachesvc/metrics.h"
 
+#include <dirent.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
+#include "cachesvc_version.h"
 #include "runtime/rt.h"   /* rt_counter_add only (inline): no link dependency */
 
 #define WORKER_SLOTS 32          /* workers beyond these share the last slot */
@@ -195,12 +200,33 @@ void svc_prom_header(svc_buf *b, const char *name, const char *type, const char 
     svc_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+/* The shortest %g form of v that reads back as v; Prometheus spells the
+ * special values NaN, +Inf and -Inf. */
+static void fmt_value(char *buf, size_t cap, double v)
+{
+    if (isnan(v)) {
+        snprintf(buf, cap, "NaN");
+        return;
+    }
+    if (isinf(v)) {
+        snprintf(buf, cap, v > 0 ? "+Inf" : "-Inf");
+        return;
+    }
+    for (int p = 1; p <= 17; p++) {
+        snprintf(buf, cap, "%.*g", p, v);
+        if (strtod(buf, NULL) == v)
+            return;
+    }
+}
+
 void svc_prom_sample(svc_buf *b, const char *name, const char *labels, double v)
 {
+    char num[40];
+    fmt_value(num, sizeof num, v);
     if (labels != NULL && labels[0] != '\0')
-        svc_buf_printf(b, "%s{%s} %.17g\n", name, labels, v);
+        svc_buf_printf(b, "%s{%s} %s\n", name, labels, num);
     else
-        svc_buf_printf(b, "%s %.17g\n", name, v);
+        svc_buf_printf(b, "%s %s\n", name, num);
 }
 
 void svc_prom_sample_u64(svc_buf *b, const char *name, const char *labels, uint64_t v)
@@ -211,34 +237,216 @@ void svc_prom_sample_u64(svc_buf *b, const char *name, const char *labels, uint6
         svc_buf_printf(b, "%s %llu\n", name, (unsigned long long)v);
 }
 
+size_t svc_prom_decimal(char *buf, size_t cap, double v)
+{
+    if (!isfinite(v) || fabs(v) >= 1e15 || (v != 0 && fabs(v) < 1e-12)) {
+        fmt_value(buf, cap, v);   /* no plain form worth writing */
+        return strlen(buf);
+    }
+    int n = 0;
+    for (int p = 0; p <= 17; p++) {
+        n = snprintf(buf, cap, "%.*f", p, v);
+        if (strtod(buf, NULL) == v)
+            break;
+    }
+    if (n < 0 || (size_t)n >= cap)
+        return strlen(buf);
+    if (memchr(buf, '.', (size_t)n) != NULL) {   /* "0.50" cannot happen, but be sure */
+        while (n > 0 && buf[n - 1] == '0')
+            buf[--n] = '\0';
+        if (n > 0 && buf[n - 1] == '.')
+            buf[--n] = '\0';
+    }
+    if (strcmp(buf, "-0") == 0) {
+        strcpy(buf, "0");
+        n = 1;
+    }
+    return (size_t)n;
+}
+
+void svc_prom_hist(svc_buf *b, const char *name, const char *labels, const double *le,
+                   const uint64_t *counts, int nb, double sum)
+{
+    const char *lb = labels != NULL ? labels : "";
+    const char *sep = lb[0] ? "," : "";
+    uint64_t cum = 0;
+    char bound[40];
+    for (int i = 0; i <= nb; i++) {
+        cum += counts[i];
+        if (i < nb)
+            svc_prom_decimal(bound, sizeof bound, le[i]);
+        else
+            strcpy(bound, "+Inf");
+        svc_buf_printf(b, "%s_bucket{%s%sle=\"%s\"} %llu\n", name, lb, sep, bound,
+                       (unsigned long long)cum);
+    }
+    char metric[160];
+    snprintf(metric, sizeof metric, "%s_sum", name);
+    svc_prom_sample(b, metric, lb, sum);
+    snprintf(metric, sizeof metric, "%s_count", name);
+    svc_prom_sample_u64(b, metric, lb, cum);
+}
+
 static void render_hist(svc_buf *b, int id)
 {
-    uint64_t cells[NB_MAX + 1] = {0}, sum = 0, cum = 0;
+    uint64_t cells[NB_MAX + 1] = {0}, sum = 0;
     int kind = h_kind[id], nb = nbuckets(kind);
     for (int s = 0; s < SLOTS; s++) {
         for (int i = 0; i <= nb; i++)
             cells[i] += atomic_load_explicit(&slots[s].h[id].bucket[i], memory_order_relaxed);
         sum += atomic_load_explicit(&slots[s].h[id].sum, memory_order_relaxed);
     }
-    const char *lb = h_labels[id];
-    const char *sep = lb[0] ? "," : "";
-    for (int i = 0; i <= nb; i++) {
-        cum += cells[i];
-        if (i < nb)
-            svc_buf_printf(b, "%s_bucket{%s%sle=\"%g\"} %llu\n", h_name[id], lb, sep,
-                           bounds(kind)[i], (unsigned long long)cum);
-        else
-            svc_buf_printf(b, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", h_name[id], lb, sep,
-                           (unsigned long long)cum);
+    svc_prom_hist(b, h_name[id], h_labels[id], bounds(kind), cells, nb,
+                  kind == SVC_HIST_SECONDS ? (double)sum / 1e9 : (double)sum);
+}
+
+/* ------------------------------------------------------------------------ */
+/* process_* (as the Prometheus client libraries define them), build info,  */
+/* health.                                                                   */
+
+/* Reads up to cap - 1 bytes of path into buf, NUL-terminated. Returns the
+ * length or -1. */
+static ssize_t read_small(const char *path, char *buf, size_t cap)
+{
+    FILE *f = fopen(path, "re");
+    if (f == NULL)
+        return -1;
+    size_t n = fread(buf, 1, cap - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return (ssize_t)n;
+}
+
+/* The boot time in seconds since the epoch ("btime" of /proc/stat); 0 when
+ * unknown. Read once: it does not change while the process runs. */
+static double boot_time(void)
+{
+    static _Atomic long long cached = -1;
+    long long bt = atomic_load_explicit(&cached, memory_order_relaxed);
+    if (bt >= 0)
+        return (double)bt;
+    bt = 0;
+    FILE *f = fopen("/proc/stat", "re");
+    if (f != NULL) {
+        char line[256];
+        /* A long line (intr) comes in pieces; only a line's start can
+         * read "btime ". */
+        while (fgets(line, sizeof line, f) != NULL)
+            if (strncmp(line, "btime ", 6) == 0) {
+                bt = strtoll(line + 6, NULL, 10);
+                break;
+            }
+        fclose(f);
     }
-    char name[128];
-    snprintf(name, sizeof name, "%s_sum", h_name[id]);
-    if (kind == SVC_HIST_SECONDS)
-        svc_prom_sample(b, name, lb, (double)sum / 1e9);
-    else
-        svc_prom_sample_u64(b, name, lb, sum);
-    snprintf(name, sizeof name, "%s_count", h_name[id]);
-    svc_prom_sample_u64(b, name, lb, cum);
+    atomic_store_explicit(&cached, bt, memory_order_relaxed);
+    return (double)bt;
+}
+
+void svc_process_metrics(svc_buf *b)
+{
+    char st[1024];
+    long ticks = sysconf(_SC_CLK_TCK);
+    long page = sysconf(_SC_PAGESIZE);
+    if (ticks <= 0)
+        ticks = 100;
+    if (page <= 0)
+        page = 4096;
+    /* /proc/self/stat: the fields after the command name (which may hold
+     * spaces and parentheses) start at field 3, state. */
+    char *p = read_small("/proc/self/stat", st, sizeof st) > 0 ? strrchr(st, ')') : NULL;
+    if (p != NULL) {
+        unsigned long long utime = 0, stime = 0, start = 0, vsize = 0;
+        long long rss = 0;
+        /* 3 state .. 13 majflt are skipped, 14 utime 15 stime, 16-21
+         * skipped, 22 starttime 23 vsize 24 rss. */
+        int n = sscanf(p + 1,
+                       " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu"
+                       " %*d %*d %*d %*d %*d %*d %llu %llu %lld",
+                       &utime, &stime, &start, &vsize, &rss);
+        if (n == 5) {
+            svc_prom_header(b, "process_cpu_seconds_total", "counter",
+                            "Total user and system CPU time spent in seconds.");
+            svc_prom_sample(b, "process_cpu_seconds_total", NULL,
+                            (double)(utime + stime) / (double)ticks);
+            svc_prom_header(b, "process_resident_memory_bytes", "gauge",
+                            "Resident memory size in bytes.");
+            svc_prom_sample_u64(b, "process_resident_memory_bytes", NULL,
+                                (uint64_t)(rss > 0 ? rss : 0) * (uint64_t)page);
+            svc_prom_header(b, "process_virtual_memory_bytes", "gauge",
+                            "Virtual memory size in bytes.");
+            svc_prom_sample_u64(b, "process_virtual_memory_bytes", NULL, vsize);
+            svc_prom_header(b, "process_start_time_seconds", "gauge",
+                            "Start time of the process since unix epoch in seconds.");
+            svc_prom_sample(b, "process_start_time_seconds", NULL,
+                            boot_time() + (double)start / (double)ticks);
+        }
+    }
+    DIR *d = opendir("/proc/self/fd");
+    if (d != NULL) {
+        uint64_t fds = 0;
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL)
+            if (e->d_name[0] != '.')
+                fds++;
+        closedir(d);
+        svc_prom_header(b, "process_open_fds", "gauge", "Number of open file descriptors.");
+        svc_prom_sample_u64(b, "process_open_fds", NULL, fds);
+    }
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        svc_prom_header(b, "process_max_fds", "gauge",
+                        "Maximum number of open file descriptors.");
+        if (rl.rlim_cur == RLIM_INFINITY)
+            svc_prom_sample(b, "process_max_fds", NULL, INFINITY);
+        else
+            svc_prom_sample_u64(b, "process_max_fds", NULL, (uint64_t)rl.rlim_cur);
+    }
+}
+
+/* Appends s as a label value: backslash, double quote and newline escaped. */
+static void label_value(svc_buf *b, const char *s)
+{
+    for (; *s; s++) {
+        if (*s == '\\' || *s == '"')
+            svc_buf_printf(b, "\\%c", *s);
+        else if (*s == '\n')
+            svc_buf_append(b, "\\n", 2);
+        else
+            svc_buf_append(b, s, 1);
+    }
+}
+
+void svc_build_info_metrics(svc_buf *b)
+{
+    svc_prom_header(b, "cachesvc_build_info", "gauge",
+                    "Always 1; the version and commit the binary was built from.");
+    svc_buf_printf(b, "cachesvc_build_info{version=\"");
+    label_value(b, CACHESVC_VERSION);
+    svc_buf_printf(b, "\",commit=\"");
+    label_value(b, CACHESVC_COMMIT);
+    svc_buf_printf(b, "\"} 1\n");
+}
+
+void svc_health_metrics(svc_buf *b, enum svc_dep store, enum svc_dep redis, enum svc_dep kafka,
+                        int ready, int draining)
+{
+    const struct { const char *name; enum svc_dep st; } deps[] = {
+        {"store", store}, {"redis", redis}, {"kafka", kafka}};
+    svc_prom_header(b, "cachesvc_dependency_up", "gauge",
+                    "1 while the dependency answers, 0 while it is down; no series when it is "
+                    "not configured.");
+    for (size_t i = 0; i < sizeof deps / sizeof deps[0]; i++) {
+        if (deps[i].st == SVC_DEP_ABSENT)
+            continue;
+        char lb[48];
+        snprintf(lb, sizeof lb, "dependency=\"%s\"", deps[i].name);
+        svc_prom_sample_u64(b, "cachesvc_dependency_up", lb, deps[i].st == SVC_DEP_UP);
+    }
+    svc_prom_header(b, "cachesvc_ready", "gauge", "1 when /readyz answers 200.");
+    svc_prom_sample_u64(b, "cachesvc_ready", NULL, ready != 0);
+    svc_prom_header(b, "cachesvc_draining", "gauge",
+                    "1 from SIGTERM on: the process is leaving (/readyz answers 503).");
+    svc_prom_sample_u64(b, "cachesvc_draining", NULL, draining != 0);
 }
 
 void svc_metrics_render(svc_buf *b)

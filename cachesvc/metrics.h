@@ -143,10 +143,40 @@ void svc_buf_free(svc_buf *b);
 void svc_metrics_render(svc_buf *b);
 
 /* Writers for gauges and foreign counters at scrape time: one header per
- * family, then its samples. labels may be NULL or "" for none. */
+ * family, then its samples. labels may be NULL or "" for none. Values are
+ * written in the shortest form that reads back exactly. */
 void svc_prom_header(svc_buf *b, const char *name, const char *type, const char *help);
 void svc_prom_sample(svc_buf *b, const char *name, const char *labels, double v);
 void svc_prom_sample_u64(svc_buf *b, const char *name, const char *labels, uint64_t v);
+
+/* Writes v into buf (cap bytes, 32 are always enough) as the shortest
+ * plain decimal that reads back as v: "0.00005", "0.25", "1", "4096"; never
+ * an exponent. Every histogram's le label is written with it, so one bound
+ * has one spelling in every family. Returns the length. */
+size_t svc_prom_decimal(char *buf, size_t cap, double v);
+
+/* Writes one histogram series (no header): nb upper bounds le[0..nb-1],
+ * counts[0..nb] per bucket, not cumulative (counts[nb] is above the last
+ * bound, the +Inf bucket), and the sum of the observations. labels may be
+ * NULL or "" for none. */
+void svc_prom_hist(svc_buf *b, const char *name, const char *labels, const double *le,
+                   const uint64_t *counts, int nb, double sum);
+
+/* The families every binary of the project exports (docs/metrics.md):
+ *   process_*: the standard process metrics of the Prometheus client
+ *   libraries, read from /proc/self and getrlimit;
+ *   cachesvc_build_info{version,commit} 1, from cachesvc_version.h. */
+void svc_process_metrics(svc_buf *b);
+void svc_build_info_metrics(svc_buf *b);
+
+/* The state of a dependency for cachesvc_dependency_up. */
+enum svc_dep { SVC_DEP_ABSENT = -1, SVC_DEP_DOWN = 0, SVC_DEP_UP = 1 };
+
+/* cachesvc_dependency_up{dependency="store|redis|kafka"} (a dependency that
+ * is SVC_DEP_ABSENT, not configured, has no series), cachesvc_ready (1 when
+ * /readyz answers 200) and cachesvc_draining. */
+void svc_health_metrics(svc_buf *b, enum svc_dep store, enum svc_dep redis, enum svc_dep kafka,
+                        int ready, int draining);
 
 #ifdef __cplusplus
 }

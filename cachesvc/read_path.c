@@ -250,6 +250,8 @@ static int fill(svc *s, const char *sku, svc_entry *e, http_tier *tier, int *red
     store_item it;
     int r = store_get_item(s->st, sku, &it);
     *tier = HTTP_TIER_DB;
+    if (r == 0 || r == -ENOENT || r == -EIO || r == -ETIMEDOUT)
+        svc__store_seen(s, r == 0 || r == -ENOENT);
     if (r == -ENOENT) {
         memset(e, 0, sizeof *e);
         e->absent = 1;

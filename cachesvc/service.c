@@ -5,6 +5,7 @@
  * api/http_service.h. The read and write paths are in read_path.c and
  * write_path.c.
  */
+#include "cachesvc/component_metrics.h"
 #include "cachesvc/log.h"
 #include "cachesvc/metrics.h"
 #include "cachesvc/redis_sink.h"
@@ -84,12 +85,19 @@ static void local_evict(void *ctx, const char *sku, int64_t version)
 
 /* ------------------------------------------------------------------------ */
 
+/* r is what the operation got: 0, a store outcome (> 0, a decrement's), a
+ * negative store errno or a negative HTTP_E_* code; the line names it by
+ * the API's error code (ok, sold_out, unavailable, outcome_unknown, ...). */
 void svc__slow_check(svc *s, const char *op, const char *sku, int64_t dt, int r)
 {
     int64_t limit = atomic_load_explicit(&s->slow_ns, memory_order_relaxed);
-    if (limit > 0 && dt > limit)
-        SVC_WARN(NULL, "slow request", "op=%s sku=%s ms=%.3f result=%d", op, sku,
-                 (double)dt / 1e6, r);
+    if (limit <= 0 || dt <= limit)
+        return;
+    const char *error = r == 0 ? "ok"
+                        : r > 0 ? store_outcome_name((store_outcome)r)
+                        : http_error_code(r <= HTTP_E_BAD_REQUEST ? r : svc__store_err(r));
+    SVC_WARN(NULL, "slow request", "op=%s sku=%s ms=%.3f error=%s", op, sku, (double)dt / 1e6,
+             error);
 }
 
 static int svc_order_by_key(void *ctx, const char *key, const char *user_id, http_order *out)
@@ -213,6 +221,14 @@ static void set_delay(svc *s, int64_t ms)
         inv_set_delay_ms(s->iv, ms);
 }
 
+/* A PUT /admin/config change, recorded in the listed settings as "set". */
+static void settings_set(svc *s, const char *key, const char *value)
+{
+    pthread_mutex_lock(&s->settings_mu);
+    svc_config_set(s->settings, key, value, NULL, 0);
+    pthread_mutex_unlock(&s->settings_mu);
+}
+
 static int svc_put_config(void *ctx, const http_config_update *upd, http_config_values *out)
 {
     svc *s = ctx;
@@ -229,175 +245,128 @@ static int svc_put_config(void *ctx, const http_config_update *upd, http_config_
         SVC_WARN(NULL, "admin config change refused", "why=\"%s\"", bad);
         return HTTP_E_BAD_REQUEST;
     }
-    if (upd->has_invalidation_delay_ms)
+    char v[32];
+    if (upd->has_invalidation_delay_ms) {
         set_delay(s, upd->invalidation_delay_ms);
-    if (upd->has_local_ttl_ms)
+        snprintf(v, sizeof v, "%lld", (long long)upd->invalidation_delay_ms);
+        settings_set(s, "kafka.invalidation_delay_ms", v);
+    }
+    if (upd->has_local_ttl_ms) {
         atomic_store(&s->local_ttl_ms, upd->local_ttl_ms);
-    if (level >= 0)
+        snprintf(v, sizeof v, "%lld", (long long)upd->local_ttl_ms);
+        settings_set(s, "cache.local_ttl_ms", v);
+    }
+    if (level >= 0) {
         svc_log_set_level(level);
+        settings_set(s, "log.level", svc_log_level_name(level));
+    }
     config_values(s, out);
     SVC_INFO(NULL, "config changed", "source=admin invalidation_delay_ms=%lld local_ttl_ms=%lld log_level=%s",
              (long long)out->invalidation_delay_ms, (long long)out->local_ttl_ms, out->log_level);
     return 0;
 }
 
-void svc_apply_runtime(svc *s, const svc_config *cfg)
+struct reload_ctx {
+    svc *s;
+    const svc_config *next;
+    int restart;
+};
+
+static void reload_key(void *arg, const char *key, int runtime)
 {
-    set_delay(s, cfg->invalidation_delay_ms);
-    atomic_store(&s->slow_ns, (int64_t)cfg->log_slow_ms * 1000000);
-    atomic_store(&s->local_ttl_ms, cfg->local_ttl_ms);
-    svc_log_set_level(cfg->log_level);
-    /* Static settings: compare the dumps key by key would need the table;
-     * the ones operators change most are named. */
-    if (strcmp(cfg->listen, s->cfg.listen) != 0 || strcmp(cfg->store_url, s->cfg.store_url) != 0 ||
-        strcmp(cfg->redis_url, s->cfg.redis_url) != 0 ||
-        strcmp(cfg->kafka_brokers, s->cfg.kafka_brokers) != 0 || cfg->workers != s->cfg.workers)
-        SVC_WARN(NULL, "reload: static settings changed; they apply after a restart",
-                 "listen=%s store_url=%s redis_url=%s kafka_brokers=%s", cfg->listen,
-                 cfg->store_url, cfg->redis_url, cfg->kafka_brokers);
-    SVC_INFO(NULL, "config reloaded", "invalidation_delay_ms=%d local_ttl_ms=%d log_level=%s slow_ms=%d",
-             cfg->invalidation_delay_ms, cfg->local_ttl_ms, svc_log_level_name(cfg->log_level),
-             cfg->log_slow_ms);
+    struct reload_ctx *c = arg;
+    svc *s = c->s;
+    const svc_config *n = c->next;
+    char value[SVC_CFG_STR + 16] = "";
+    svc_config_get(n, key, 1, value, sizeof value);
+    if (!runtime) {
+        c->restart++;
+        SVC_WARN(NULL, "reload: this setting applies after a restart", "key=%s value=\"%s\"",
+                 key, value);
+        return;
+    }
+    if (strcmp(key, "kafka.invalidation_delay_ms") == 0)
+        set_delay(s, n->invalidation_delay_ms);
+    else if (strcmp(key, "cache.local_ttl_ms") == 0)
+        atomic_store(&s->local_ttl_ms, n->local_ttl_ms);
+    else if (strcmp(key, "log.level") == 0)
+        svc_log_set_level(n->log_level);
+    else if (strcmp(key, "log.slow_ms") == 0)
+        atomic_store(&s->slow_ns, (int64_t)n->log_slow_ms * 1000000);
+    /* server.admin_token(_file): the HTTP server's, applied by the caller. */
+    pthread_mutex_lock(&s->settings_mu);
+    svc_config_copy_key(s->settings, n, key);
+    pthread_mutex_unlock(&s->settings_mu);
+    SVC_INFO(NULL, "reload: setting applied", "key=%s value=\"%s\"", key, value);
+}
+
+int svc_apply_runtime(svc *s, const svc_config *old, const svc_config *next)
+{
+    struct reload_ctx c = {s, next, 0};
+    int n = svc_config_diff(old, next, reload_key, &c);
+    SVC_INFO(NULL, "config reloaded", "changed=%d need_restart=%d", n, c.restart);
+    return c.restart;
+}
+
+/* GET /admin/config's "settings": the running settings and their sources. */
+static int svc_config_settings(void *ctx, http_buf *out)
+{
+    svc *s = ctx;
+    pthread_mutex_lock(&s->settings_mu);
+    char *json = svc_config_json(s->settings);
+    pthread_mutex_unlock(&s->settings_mu);
+    if (json == NULL)
+        return -ENOMEM;
+    int r = http_buf_append(out, json, strlen(json));
+    free(json);
+    return r;
 }
 
 /* ------------------------------------------------------------------------ */
 /* /metrics                                                                  */
 
 
-/* Writes one of the store's histograms (non-cumulative counts per bucket,
- * upper bounds in le, the last bucket being +Inf) as a Prometheus family. */
-static void store_histogram(svc_buf *b, const char *name, const char *help,
-                            const uint64_t *counts, const double *le, int n, double sum)
-{
-    char metric[96], lb[64];
-    uint64_t cum = 0;
-    svc_prom_header(b, name, "histogram", help);
-    snprintf(metric, sizeof metric, "%s_bucket", name);
-    for (int i = 0; i < n; i++) {
-        cum += counts[i];
-        if (i == n - 1)
-            snprintf(lb, sizeof lb, "le=\"+Inf\"");
-        else
-            snprintf(lb, sizeof lb, "le=\"%g\"", le[i]);
-        svc_prom_sample_u64(b, metric, lb, cum);
-    }
-    snprintf(metric, sizeof metric, "%s_sum", name);
-    svc_prom_sample(b, metric, NULL, sum);
-    snprintf(metric, sizeof metric, "%s_count", name);
-    svc_prom_sample_u64(b, metric, NULL, cum);
-}
-
 static void store_metrics(svc *s, svc_buf *b)
 {
     store_stats st;
     store_stats_get(s->st, &st);
-#define X(f, name, help) svc_prom_header(b, "cachesvc_" name, "counter", help); \
+#define X(f, name, help) svc_prom_header(b, "cachesvc_" name, "counter", help "."); \
     svc_prom_sample_u64(b, "cachesvc_" name, NULL, st.f);
     STORE_COUNTERS(X)
 #undef X
     svc_prom_header(b, "cachesvc_store_queued", "gauge", "Decrements waiting in item batchers.");
     svc_prom_sample_u64(b, "cachesvc_store_queued", NULL, st.queued);
+    svc_prom_header(b, "cachesvc_store_queue_max", "gauge",
+                    "Decrements an item's batcher holds before answering overloaded (store.queue_max).");
+    svc_prom_sample_u64(b, "cachesvc_store_queue_max", NULL, st.queue_max);
 
-    store_histogram(b, "cachesvc_store_batch_size", "Requests per batch transaction.",
-                    st.batch_size_bucket, store_batch_bucket_le, STORE_BATCH_BUCKETS,
-                    (double)st.batch_size_sum);
-    store_histogram(b, "cachesvc_store_commit_seconds",
-                    "Batch transaction latency, first statement to COMMIT's answer.",
-                    st.latency_bucket, store_latency_bucket_le, STORE_LATENCY_BUCKETS,
-                    st.latency_sum_s);
+    /* The store's histograms hold n buckets, the last one +Inf. */
+    svc_prom_header(b, "cachesvc_store_batch_size", "histogram", "Requests per batch transaction.");
+    svc_prom_hist(b, "cachesvc_store_batch_size", NULL, store_batch_bucket_le,
+                  st.batch_size_bucket, STORE_BATCH_BUCKETS - 1, (double)st.batch_size_sum);
+    svc_prom_header(b, "cachesvc_store_commit_seconds", "histogram",
+                    "Batch transaction latency, first statement to COMMIT's answer.");
+    svc_prom_hist(b, "cachesvc_store_commit_seconds", NULL, store_latency_bucket_le,
+                  st.latency_bucket, STORE_LATENCY_BUCKETS - 1, st.latency_sum_s);
 }
 
 static void redis_metrics(svc *s, svc_buf *b)
 {
-    enum { MAXN = 64 };
-    rc_node_stats *ns = calloc(MAXN, sizeof *ns);
-    if (ns == NULL)
-        return;
-    int n = rc_stats(s->rc, ns, MAXN);
-    if (n > MAXN)
-        n = MAXN;
-    char lb[128], name[96];
-    /* Counters end in _total; inflight is the one gauge. */
-#define X(f, help)                                                                        \
-    {                                                                                     \
-        int gauge = strcmp(#f, "inflight") == 0;                                          \
-        snprintf(name, sizeof name, "cachesvc_redis_node_%s%s", #f, gauge ? "" : "_total"); \
-        svc_prom_header(b, name, gauge ? "gauge" : "counter", help);                      \
-        for (int i = 0; i < n; i++) {                                                     \
-            snprintf(lb, sizeof lb, "node=\"%s\",role=\"%s\"", ns[i].addr,                \
-                     ns[i].master ? "master" : "replica");                                \
-            svc_prom_sample_u64(b, name, lb, ns[i].f);                                    \
-        }                                                                                 \
-    }
-    RC_NODE_COUNTERS(X)
-#undef X
-    svc_prom_header(b, "cachesvc_redis_node_up", "gauge", "1 while the node is not marked down.");
-    for (int i = 0; i < n; i++) {
-        snprintf(lb, sizeof lb, "node=\"%s\"", ns[i].addr);
-        svc_prom_sample_u64(b, "cachesvc_redis_node_up", lb, (uint64_t)ns[i].up);
-    }
+    svc_rc_metrics(b, s->rc);
     svc_prom_header(b, "cachesvc_redis_breaker_open", "gauge", "1 while reads skip Redis.");
     svc_prom_sample_u64(b, "cachesvc_redis_breaker_open", NULL,
                         (uint64_t)svc__breaker_is_open(&s->breaker));
-    free(ns);
-}
-
-static void inv_hist_render(svc_buf *b, const char *name, const char *help, const inv_hist *h)
-{
-    static const int64_t le_ms[] = {1, 2, 5, 10, 25, 50, 100, 200, 300, 500, 750, 1000,
-                                    1500, 2000, 3000, 5000, 10000, 30000, 60000};
-    char lb[64], n2[128];
-    svc_prom_header(b, name, "histogram", help);
-    snprintf(n2, sizeof n2, "%s_bucket", name);
-    for (size_t i = 0; i < sizeof le_ms / sizeof le_ms[0]; i++) {
-        snprintf(lb, sizeof lb, "le=\"%g\"", (double)le_ms[i] / 1000.0);
-        svc_prom_sample_u64(b, n2, lb, inv_hist_count_le(h, le_ms[i]));
-    }
-    svc_prom_sample_u64(b, n2, "le=\"+Inf\"", h->count);
-    snprintf(n2, sizeof n2, "%s_sum", name);
-    svc_prom_sample(b, n2, NULL, (double)h->sum_ms / 1000.0);
-    snprintf(n2, sizeof n2, "%s_count", name);
-    svc_prom_sample_u64(b, n2, NULL, h->count);
 }
 
 static void inv_metrics(svc *s, svc_buf *b)
 {
-    inv_stats *st = malloc(sizeof *st);
-    if (st == NULL)
+    inv_stats *st = malloc(sizeof *st);   /* about 12 KiB: not on the stack */
+    if (st == NULL) {
+        b->oom = 1;
         return;
+    }
     inv_stats_get(s->iv, st);
-    const uint64_t v[] = {
-#define X(f, help) st->f,
-        INV_COUNTERS(X)
-#undef X
-    };
-    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
-        char name[96];
-        snprintf(name, sizeof name, "cachesvc_inv_%s_total", inv_counter_names[i]);
-        svc_prom_header(b, name, "counter", inv_counter_help[i]);
-        svc_prom_sample_u64(b, name, NULL, v[i]);
-    }
-    struct { const char *name, *help; int64_t v; } g[] = {
-        {"cachesvc_inv_outbox_depth", "Outbox rows in the database, not yet acknowledged by Kafka (read once a second).", st->outbox_depth},
-        {"cachesvc_inv_relay_inflight", "Events produced, not yet acknowledged.", st->relay_inflight},
-        {"cachesvc_inv_pending", "Events held by the delay consumer.", st->pending},
-        {"cachesvc_inv_pending_skus", "Distinct items held by the delay consumer.", st->pending_skus},
-        {"cachesvc_inv_delay_ms", "The invalidation delay in force.", st->delay_ms},
-    };
-    for (size_t i = 0; i < sizeof g / sizeof g[0]; i++) {
-        svc_prom_header(b, g[i].name, "gauge", g[i].help);
-        svc_prom_sample(b, g[i].name, NULL, (double)g[i].v);
-    }
-    svc_prom_header(b, "cachesvc_inv_outbox_oldest_age_seconds", "gauge",
-                    "Age of the oldest outbox row (0 when empty): a row that stays is an event not published.");
-    svc_prom_sample(b, "cachesvc_inv_outbox_oldest_age_seconds", NULL,
-                    (double)st->outbox_oldest_age_ms / 1000.0);
-    inv_hist_render(b, "cachesvc_invalidation_lag_seconds",
-                    "Commit to version-guarded Redis delete.", &st->lag);
-    inv_hist_render(b, "cachesvc_invalidation_lateness_seconds",
-                    "Due time to Redis delete.", &st->lateness);
-    inv_hist_render(b, "cachesvc_broadcast_lag_seconds",
-                    "Commit to local eviction on this instance.", &st->bcast_lag);
+    svc_inv_metrics(b, st);
     free(st);
 }
 
@@ -410,19 +379,20 @@ static void runtime_metrics(svc_buf *b)
     for (int i = 0; i < n; i++)
         rt_worker_stats_get(i, &ws[i]);
     char lb[32];
-#define W(f, type, help)                                                  \
-    svc_prom_header(b, "cachesvc_rt_worker_" #f, type, help);             \
+#define W(f, name, type, help)                                            \
+    svc_prom_header(b, name, type, help);                                 \
     for (int i = 0; i < n; i++) {                                         \
         snprintf(lb, sizeof lb, "worker=\"%d\"", i);                      \
-        svc_prom_sample_u64(b, "cachesvc_rt_worker_" #f, lb, ws[i].f);    \
+        svc_prom_sample_u64(b, name, lb, ws[i].f);                        \
     }
-    W(spawns, "counter", "Coroutines spawned by the worker.")
-    W(switches, "counter", "Context switches into coroutines.")
-    W(steals, "counter", "Successful steals by the worker.")
-    W(stolen_tasks, "counter", "Coroutines moved by those steals.")
-    W(parks, "counter", "Times the worker went idle.")
-    W(polls, "counter", "Netpoll calls by the worker.")
-    W(runq_depth, "gauge", "Coroutines in the worker's local queue.")
+    W(spawns, "cachesvc_rt_worker_spawns_total", "counter", "Coroutines spawned by the worker.")
+    W(switches, "cachesvc_rt_worker_switches_total", "counter", "Context switches into coroutines.")
+    W(steals, "cachesvc_rt_worker_steals_total", "counter", "Successful steals by the worker.")
+    W(stolen_tasks, "cachesvc_rt_worker_stolen_tasks_total", "counter",
+      "Coroutines moved by those steals.")
+    W(parks, "cachesvc_rt_worker_parks_total", "counter", "Times the worker went idle.")
+    W(polls, "cachesvc_rt_worker_polls_total", "counter", "Netpoll calls by the worker.")
+    W(runq_depth, "cachesvc_rt_worker_runq_depth", "gauge", "Coroutines in the worker's local queue.")
 #undef W
     free(ws);
     rt_stats st;
@@ -455,10 +425,16 @@ static void jemalloc_metrics(svc_buf *b)
 #endif
 }
 
+static void deps_state(svc *s, int live, http_readiness *out);
+
 static int svc_metrics(void *ctx, http_buf *out)
 {
     svc *s = ctx;
     svc_buf b = {0};
+    http_readiness rd = {0};
+    deps_state(s, 0, &rd);
+    svc_build_info_metrics(&b);
+    svc_readiness_metrics(&b, &rd, !rd.draining && rd.store != HTTP_DEP_DOWN);
     svc_metrics_render(&b);
     svc__local_metrics(s, &b);
     store_metrics(s, &b);
@@ -468,6 +444,7 @@ static int svc_metrics(void *ctx, http_buf *out)
         inv_metrics(s, &b);
     runtime_metrics(&b);
     jemalloc_metrics(&b);
+    svc_process_metrics(&b);
     int r = b.oom ? -ENOMEM : http_buf_append(out, b.p, b.len);
     svc_buf_free(&b);
     return r;
@@ -480,7 +457,7 @@ static int svc_metrics(void *ctx, http_buf *out)
  * its positions (the fleet's delay group may still be joining), unless
  * this relay has events in flight and Kafka has acknowledged none of them
  * for KAFKA_STALL_NS (a broker outage: rows wait in the outbox
- * meanwhile). */
+ * meanwhile). Reads counters only: no round trip. */
 #define KAFKA_STALL_NS (5 * 1000000000LL)
 static int kafka_up(svc *s)
 {
@@ -506,27 +483,61 @@ static int kafka_up(svc *s)
     return now - since < KAFKA_STALL_NS;
 }
 
-static int svc_ready(void *ctx, http_readiness *out)
+/* What is known of a dependency stays good this long; a scrape older than
+ * that checks it afresh (a /readyz always does). */
+#define DEPS_FRESH_NS (5 * 1000000000LL)
+
+void svc__store_seen(svc *s, int ok)
 {
-    svc *s = ctx;
-    int r = store_ping(s->st);
-    atomic_store(&s->store_up, r == 0);
-    out->store = r == 0 ? HTTP_DEP_UP : HTTP_DEP_DOWN;
+    int64_t now = rt_now_ns();
+    /* Under load every database read reports: write only on a change or
+     * every 100 ms, so readers do not bounce the line. */
+    if (atomic_load_explicit(&s->store_up, memory_order_relaxed) != ok)
+        atomic_store_explicit(&s->store_up, ok, memory_order_relaxed);
+    else if (now - atomic_load_explicit(&s->store_checked_ns, memory_order_relaxed) < 100000000)
+        return;
+    atomic_store_explicit(&s->store_checked_ns, now, memory_order_relaxed);
+}
+
+/* Fills out->store, redis, kafka and draining. With live set (a /readyz),
+ * or when what is known is older than DEPS_FRESH_NS, the store and Redis
+ * are checked with a round trip (store_ping, a Redis PING); otherwise the
+ * last round trip or request outcome is used. Redis is also down while
+ * its breaker is open; Kafka is judged from the relay's counters
+ * (kafka_up). Coroutines only (it may park on the round trips). */
+static void deps_state(svc *s, int live, http_readiness *out)
+{
+    int64_t now = rt_now_ns();
+    if (live || now - atomic_load(&s->store_checked_ns) > DEPS_FRESH_NS) {
+        int r = store_ping(s->st);
+        atomic_store(&s->store_up, r == 0);
+        atomic_store(&s->store_checked_ns, rt_now_ns());
+    }
+    out->store = atomic_load(&s->store_up) ? HTTP_DEP_UP : HTTP_DEP_DOWN;
     if (s->rc == NULL) {
         out->redis = HTTP_DEP_NONE;
     } else {
-        const char *argv[] = {"PING"};
-        rc_reply *rep = NULL;
-        int pr = rc_command(s->rc, 1, argv, NULL, rt_deadline_ms(s->cfg.redis_timeout_ms), &rep);
-        rc_reply_free(rep);
-        out->redis = pr == 0 ? HTTP_DEP_UP : HTTP_DEP_DOWN;
+        if (live || now - atomic_load(&s->redis_checked_ns) > DEPS_FRESH_NS) {
+            const char *argv[] = {"PING"};
+            rc_reply *rep = NULL;
+            int pr = rc_command(s->rc, 1, argv, NULL, rt_deadline_ms(s->cfg.redis_timeout_ms), &rep);
+            rc_reply_free(rep);
+            atomic_store(&s->redis_up, pr == 0);
+            atomic_store(&s->redis_checked_ns, rt_now_ns());
+        }
+        int up = atomic_load(&s->redis_up) && !svc__breaker_is_open(&s->breaker);
+        out->redis = up ? HTTP_DEP_UP : HTTP_DEP_DOWN;
     }
     if (strcmp(s->cfg.kafka_brokers, "none") == 0)
         out->kafka = HTTP_DEP_NONE;
     else
         out->kafka = kafka_up(s) ? HTTP_DEP_UP : HTTP_DEP_DOWN;
-    if (atomic_load(&s->draining))
-        out->store = HTTP_DEP_DOWN;   /* leaving: take us out of rotation */
+    out->draining = atomic_load(&s->draining) != 0;
+}
+
+static int svc_ready(void *ctx, http_readiness *out)
+{
+    deps_state(ctx, 1, out);
     return 0;
 }
 
@@ -582,9 +593,18 @@ int svc_open(const svc_config *cfg, svc **out)
     if (s == NULL)
         return -ENOMEM;
     s->cfg = *cfg;
+    pthread_mutex_init(&s->settings_mu, NULL);
+    if ((s->settings = malloc(sizeof *s->settings)) == NULL) {
+        free(s);
+        return -ENOMEM;
+    }
+    *s->settings = *cfg;
     svc_metrics_set_worker_id(rt_worker_id);   /* each worker its own slot */
-    /* Lines logged while a request is served carry its X-Request-Id. */
+    /* Lines logged while a request is served carry its X-Request-Id; every
+     * module's lines (store, redis, inv, rt, kafka) come through this
+     * logger, rate-limited and redacted. */
     svc_log_set_reqid_source(http_request_id);
+    svc_log_install();
     atomic_store(&s->local_ttl_ms, cfg->local_ttl_ms);
     atomic_store(&s->invalidation_delay_ms, cfg->invalidation_delay_ms);
     atomic_store(&s->slow_ns, (int64_t)cfg->log_slow_ms * 1000000);
@@ -616,13 +636,27 @@ int svc_open(const svc_config *cfg, svc **out)
             .conns_per_node = cfg->redis_connections,
             .connect_timeout_ms = cfg->redis_timeout_ms * 5 > 1000 ? 1000 : cfg->redis_timeout_ms * 5,
             .command_timeout_ms = cfg->redis_timeout_ms,
+            /* Every connection the client opens sends AUTH with these. */
+            .user = cfg->redis_user,
+            .password = cfg->redis_password,
         };
         if ((s->rc = rc_new(&rcfg)) == NULL) {
-            SVC_ERROR(NULL, "redis client refused its configuration", "url=%s", cfg->redis_url);
+            SVC_ERROR(NULL, "redis client refused its configuration", "url=%s why=\"%s\"", cfg->redis_url,
+                      cfg->redis_user[0] && !cfg->redis_password[0] ? "redis.user needs redis.password"
+                                                                    : "bad seed list");
             r = -EINVAL;
             goto fail;
         }
         r = rc_connect(s->rc, rt_deadline_ms(2000));
+        if (r == RC_EAUTH) {
+            /* Wrong credentials do not heal by waiting: refuse to start.
+             * The node's answer names it; the password is never logged. */
+            char why[256], q[300];
+            rc_auth_error(s->rc, why, sizeof why);
+            SVC_ERROR(NULL, "redis refused the credentials", "url=%s user=%s err=%s", cfg->redis_url,
+                      cfg->redis_user[0] ? cfg->redis_user : "default", rt_log_q(q, sizeof q, why));
+            goto fail;
+        }
         if (r < 0) {
             SVC_WARN(NULL, "redis not reachable; reads skip it until it is",
                      "url=%s err=\"%s\"", cfg->redis_url, rc_strerror(r));
@@ -648,6 +682,12 @@ int svc_open(const svc_config *cfg, svc **out)
         .roles = INV_ROLE_RELAY | INV_ROLE_BCAST |
                  (s->rc != NULL && cfg->relay_delay_consumer ? INV_ROLE_DELAY : 0),
     };
+    /* [kafka] keys with a dot: librdkafka properties, passed through. */
+    inv_kafka_prop kprops[SVC_KAFKA_PROPS_MAX];
+    for (int i = 0; i < cfg->n_kafka_props && i < SVC_KAFKA_PROPS_MAX; i++)
+        kprops[i] = (inv_kafka_prop){cfg->kafka_props[i].key, cfg->kafka_props[i].value};
+    ic.kafka_props = kprops;
+    ic.n_kafka_props = cfg->n_kafka_props < SVC_KAFKA_PROPS_MAX ? cfg->n_kafka_props : SVC_KAFKA_PROPS_MAX;
     inv_source src = {.fetch = outbox_fetch, .ack = outbox_ack, .depth = outbox_depth, .ctx = s};
     /* The delay consumer's deletes go through the same fan-out pool as the
      * standalone invalidator's (redis_sink.h). */
@@ -695,6 +735,7 @@ wired:
         .put_config = svc_put_config,
         .metrics = svc_metrics,
         .ready = svc_ready,
+        .config_settings = svc_config_settings,
     };
     if ((r = svc__monitor_start(s)) < 0) {
         SVC_ERROR(NULL, "consistency monitor did not start", "err=\"%s\"", strerror(-r));
@@ -738,5 +779,7 @@ void svc_close(svc *s, int drain_ms)
              (long long)((rt_now_ns() - t2) / 1000000));
     svc__local_free(s);
     svc__flights_free(s->flights);
+    pthread_mutex_destroy(&s->settings_mu);
+    free(s->settings);
     free(s);
 }

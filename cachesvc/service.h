@@ -11,6 +11,7 @@
 #ifndef CACHESVC_SERVICE_H
 #define CACHESVC_SERVICE_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -75,11 +76,18 @@ typedef struct svc {
     _Atomic int64_t slow_ns;             /* log.slow_ms; 0 = off */
     _Atomic int puts_inflight;           /* item writes of this instance */
     _Atomic int draining;
-    _Atomic int store_up;                /* last known, for /readyz */
-    _Atomic int64_t store_checked_ns;
+    _Atomic int store_up;                /* last known (round trip or a
+                                          * request's outcome), for /readyz
+                                          * and cachesvc_dependency_up */
+    _Atomic int64_t store_checked_ns;    /* when store_up was last learnt */
+    _Atomic int redis_up;                /* the last PING's outcome */
+    _Atomic int64_t redis_checked_ns;    /* when it was sent; 0 = never */
     _Atomic uint64_t kafka_published;    /* last seen, for /readyz */
     _Atomic int64_t kafka_progress_ns;   /* when it last moved or idled */
     struct svc_monitor *monitor;         /* NULL: off */
+    pthread_mutex_t settings_mu;         /* guards settings */
+    svc_config *settings;                /* the running settings, as GET
+                                          * /admin/config lists them */
 } svc;
 
 /* Opens every component in order (store, Redis, local cache, invalidator)
@@ -92,10 +100,15 @@ int svc_open(const svc_config *cfg, svc **out);
  * be running. Coroutines only. */
 void svc_close(svc *s, int drain_ms);
 
-/* Applies the run-time settings of cfg (delay, local TTL, log level) and
- * logs the static ones that differ from the running configuration (they
- * need a restart). Any thread. */
-void svc_apply_runtime(svc *s, const svc_config *cfg);
+/* SIGHUP: applies every run-time key (svc_config_runtime) whose value
+ * differs between old (the sources as last loaded) and next (as loaded
+ * now), logs each change by name, and logs each other key that changed as
+ * needing a restart. A key the sources did not change keeps its running
+ * value, so a PUT /admin/config change lasts until the sources change that
+ * key or the process restarts. The admin token is the HTTP server's: the
+ * caller applies it. Returns the number of keys that need a restart. Any
+ * thread. */
+int svc_apply_runtime(svc *s, const svc_config *old, const svc_config *next);
 
 /* The api/http_service.h implementation (service.c, read_path.c,
  * write_path.c). */
@@ -182,6 +195,11 @@ void svc__on_commit(void *ctx, const char *sku, int64_t stock, int64_t version,
  * dt_ns (measured by the caller, who times it for its histogram anyway)
  * longer than log.slow_ms; r is its result. Never parks. */
 void svc__slow_check(svc *s, const char *op, const char *sku, int64_t dt_ns, int r);
+
+/* Records what a request saw of the database for /readyz and the
+ * dependency gauges: ok 1 after an answer, 0 after a failure that means
+ * the database is unwell (-EIO, -ETIMEDOUT). Any thread; never parks. */
+void svc__store_seen(svc *s, int ok);
 
 /* Maps a store errno to an api error code. */
 int svc__store_err(int err);

@@ -143,6 +143,26 @@ static void refused_at(svc *s, const char *sku, int64_t version)
     }
 }
 
+/* When the sale of sku starts, for the 425 answer (0 = unknown), on the
+ * rare path where the store refused with sale_not_started (its result
+ * carries no item fields). The read path answers it, from the local entry
+ * in the common case. A copy that shows the sale already started
+ * contradicts the database's decision (it is stale): then the database
+ * decides, read straight, and the stale copy is dropped. */
+static int64_t sale_start_of(svc *s, const char *sku)
+{
+    svc_entry e;
+    http_tier tier;
+    int64_t now = svc__wall_ms();
+    if (svc__read_item(s, sku, &e, &tier) == 0 && !e.absent && e.sale_starts_at_ms > now)
+        return e.sale_starts_at_ms;
+    store_item it;
+    if (store_get_item(s->st, sku, &it) != 0 || it.sale_starts_at_ms <= now)
+        return 0;
+    refused_at(s, sku, it.version);
+    return it.sale_starts_at_ms;
+}
+
 int svc_decrement(void *ctx, const http_decrement_req *req, http_decrement_res *out)
 {
     svc *s = ctx;
@@ -201,6 +221,7 @@ int svc_decrement(void *ctx, const http_decrement_req *req, http_decrement_res *
         return HTTP_E_LIMIT_EXCEEDED;
     case STORE_SALE_NOT_STARTED:
         svc_metric_inc(SVC_C_DECR_NOT_STARTED);
+        out->sale_starts_at_ms = sale_start_of(s, req->sku);
         return HTTP_E_SALE_NOT_STARTED;
     case STORE_OVERLOADED:
         svc_metric_inc(SVC_C_DECR_OVERLOADED);

@@ -145,9 +145,11 @@ static void on_message(void *arg, rd_kafka_message_t *m)
             atomic_store(&b->reassign, 1);
             return;
         }
-        if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-            fprintf(stderr, "invalidator: broadcast consumer: %s\n",
-                    rd_kafka_message_errstr(m));
+        if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF && rt_log_enabled(RT_LOG_WARN)) {
+            char qe[300];
+            rt_log(RT_LOG_WARN, "kafka", "consumer error", "role=broadcast error=%s err=%s",
+                   rd_kafka_err2name(m->err), rt_log_q(qe, sizeof qe, rd_kafka_message_errstr(m)));
+        }
         return;
     }
     inv_event ev;

@@ -142,7 +142,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         for (int i = 0; i < parts->cnt; i++) {
             dpart *dp = part_get(d, parts->elems[i].partition);
             if (dp == NULL) {
-                fprintf(stderr, "invalidator: out of memory in rebalance\n");
+                rt_log(RT_LOG_ERROR, "inv", "out of memory in rebalance", "fatal=true");
                 abort();
             }
             inv__offq_free(&dp->offq);
@@ -186,9 +186,11 @@ static void on_message(void *arg, rd_kafka_message_t *m)
     inv_delay *d = arg;
     inv *iv = d->iv;
     if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-            fprintf(stderr, "invalidator: delay consumer: %s\n",
-                    rd_kafka_message_errstr(m));
+        if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF && rt_log_enabled(RT_LOG_WARN)) {
+            char qe[300];
+            rt_log(RT_LOG_WARN, "kafka", "consumer error", "role=delay error=%s err=%s",
+                   rd_kafka_err2name(m->err), rt_log_q(qe, sizeof qe, rd_kafka_message_errstr(m)));
+        }
         return;
     }
     INV_INC(iv, received, 1);
@@ -227,7 +229,7 @@ static void on_message(void *arg, rd_kafka_message_t *m)
             ev.due_at_ms = now + delay;
         if (inv__pq_add(&d->pq, &ev, m->partition, dp->gen, m->offset,
                         &coalesced) < 0) {
-            fprintf(stderr, "invalidator: out of memory holding an event\n");
+            rt_log(RT_LOG_ERROR, "inv", "out of memory holding an event", "fatal=true");
             abort();
         }
         if (coalesced)

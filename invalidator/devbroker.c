@@ -19,7 +19,8 @@
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 
-#include "invalidator/inv.h"
+#include "cachesvc_version.h"
+#include "invalidator/inv_kafka.h"   /* inv__conf_log */
 
 int main(int argc, char **argv)
 {
@@ -27,6 +28,10 @@ int main(int argc, char **argv)
                                          * batch per partition and fetch */
     const char *topic = INV_DEFAULT_TOPIC;
     for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--version") == 0) {
+            printf("cachesvc-devbroker %s (%s)\n", CACHESVC_VERSION, CACHESVC_COMMIT);
+            return 0;
+        }
         if (strcmp(argv[i], "--brokers") == 0 && i + 1 < argc) {
             brokers = atoi(argv[++i]);
         } else if (strcmp(argv[i], "--partitions") == 0 && i + 1 < argc) {
@@ -56,25 +61,28 @@ int main(int argc, char **argv)
 
     char err[256];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    inv__conf_log(conf);   /* librdkafka's lines as logfmt, module=kafka */
     /* The handle only hosts the cluster: no notice about its own missing
      * bootstrap servers. */
     rd_kafka_conf_set(conf, "log_level", "3", err, sizeof(err));
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
     if (rk == NULL) {
-        fprintf(stderr, "cachesvc-devbroker: %s\n", err);
+        char qe[300];
+        rt_log(RT_LOG_ERROR, "kafka", "devbroker: handle not created", "err=%s",
+               rt_log_q(qe, sizeof qe, err));
         return 1;
     }
     rd_kafka_mock_cluster_t *mc = rd_kafka_mock_cluster_new(rk, brokers);
     if (mc == NULL) {
-        fprintf(stderr, "cachesvc-devbroker: cannot create the mock cluster\n");
+        rt_log(RT_LOG_ERROR, "kafka", "devbroker: mock cluster not created", NULL);
         rd_kafka_destroy(rk);
         return 1;
     }
     int rf = brokers < 3 ? brokers : 3;
     rd_kafka_resp_err_t kerr = rd_kafka_mock_topic_create(mc, topic, partitions, rf);
     if (kerr != RD_KAFKA_RESP_ERR_NO_ERROR)
-        fprintf(stderr, "cachesvc-devbroker: topic %s: %s\n", topic,
-                rd_kafka_err2str(kerr));
+        rt_log(RT_LOG_ERROR, "kafka", "devbroker: topic not created", "topic=%s error=%s",
+               topic, rd_kafka_err2name(kerr));
     printf("%s\n", rd_kafka_mock_cluster_bootstraps(mc));
     fflush(stdout);
 
@@ -86,9 +94,10 @@ int main(int argc, char **argv)
             else
                 rd_kafka_mock_broker_set_up(mc, b);
         }
-        fprintf(stderr, "cachesvc-devbroker: brokers %s\n", sig == SIGUSR1 ? "down" : "up");
+        rt_log(RT_LOG_INFO, "kafka", sig == SIGUSR1 ? "devbroker: brokers down" : "devbroker: brokers up",
+               "brokers=%d", brokers);
     }
-    fprintf(stderr, "cachesvc-devbroker: signal %d, stopping\n", sig);
+    rt_log(RT_LOG_INFO, "kafka", "devbroker: stopping", "signal=%d", sig);
     rd_kafka_mock_cluster_destroy(mc);
     rd_kafka_destroy(rk);
     return 0;

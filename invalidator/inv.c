@@ -73,7 +73,44 @@ void inv_free(inv *iv)
     free(iv->bcast_group);
     free(iv->instance_id);
     free(iv->kafka_debug);
+    for (int i = 0; i < iv->nprops; i++) {
+        /* Values may be secrets (sasl.password): wipe them. */
+        char *v = (char *)iv->props[i].value;
+        if (v != NULL)
+            explicit_bzero(v, strlen(v));
+        free((char *)iv->props[i].key);
+        free(v);
+    }
+    free(iv->props);
     free(iv);
+}
+
+/* Copies cfg's librdkafka properties into iv (checked first) and lets those
+ * that replace a field set it. Returns 0, -EINVAL (logged, naming the
+ * property) or -ENOMEM. */
+static int copy_props(inv *iv, const inv_config *cfg)
+{
+    char err[512], q[600];
+    int rc;
+
+    if (cfg->n_kafka_props == 0)
+        return 0;
+    if ((rc = inv_check_kafka_props(cfg, err, sizeof err)) < 0) {
+        rt_log(RT_LOG_ERROR, "inv", "kafka property refused", "err=%s",
+               rt_log_q(q, sizeof q, err));
+        return rc;
+    }
+    if ((iv->props = calloc((size_t)cfg->n_kafka_props, sizeof *iv->props)) == NULL)
+        return -ENOMEM;
+    for (int i = 0; i < cfg->n_kafka_props; i++) {
+        iv->props[i].key = strdup(cfg->kafka_props[i].key);
+        iv->props[i].value = strdup(cfg->kafka_props[i].value);
+        iv->nprops = i + 1;
+        if (iv->props[i].key == NULL || iv->props[i].value == NULL)
+            return -ENOMEM;
+    }
+    return inv__props_apply_fields(iv->props, iv->nprops, &iv->message_timeout_ms,
+                                   &iv->linger_ms, &iv->session_timeout_ms, err, sizeof err);
 }
 
 int inv_new(const inv_config *cfg, const inv_source *source,
@@ -133,6 +170,8 @@ int inv_new(const inv_config *cfg, const inv_source *source,
     iv->retry_backoff_max_ms = pos_or(cfg->retry_backoff_max_ms, 1000);
     iv->linger_ms = cfg->linger_ms > 0 ? cfg->linger_ms : 1;
     iv->session_timeout_ms = pos_or(cfg->session_timeout_ms, 10000);
+    if ((rc = copy_props(iv, cfg)) < 0)
+        goto fail;
     inv_set_delay_ms(iv, cfg->delay_ms > 0 ? cfg->delay_ms
                                            : (cfg->delay_ms == 0 ? 500 : 0));
 

@@ -141,6 +141,13 @@ enum {
     INV_ROLE_ALL = 7,
 };
 
+/* One librdkafka property passed through to every producer and consumer
+ * the invalidator creates (inv_config.kafka_props). */
+typedef struct inv_kafka_prop {
+    const char *key;               /* e.g. "security.protocol" */
+    const char *value;             /* e.g. "SASL_SSL" */
+} inv_kafka_prop;
+
 /* Zero or NULL in any field means its default. Strings are copied. */
 typedef struct inv_config {
     const char *brokers;           /* "embedded" (default) or "h:p,h:p" */
@@ -165,7 +172,32 @@ typedef struct inv_config {
                                     * soon a dead consumer's partitions move;
                                     * 10000 */
     const char *kafka_debug;       /* librdkafka "debug" property; NULL */
+    /* librdkafka properties (copied) set with rd_kafka_conf_set on every
+     * producer and consumer configuration, after the invalidator's own
+     * settings, so they override them (socket.timeout.ms, client.id,
+     * fetch.wait.max.ms, ...). message.timeout.ms (delivery.timeout.ms),
+     * linger.ms (queue.buffering.max.ms, whole milliseconds) and
+     * session.timeout.ms replace the fields above. Refused (inv_new fails
+     * with -EINVAL): an unknown property, a value librdkafka rejects, and
+     * the properties the invalidator's guarantees rest on, listed by
+     * inv_kafka_prop_reserved(). With brokers "embedded" the security.*,
+     * sasl.* and ssl.* properties are checked but not applied: the
+     * in-process cluster speaks plaintext. */
+    const inv_kafka_prop *kafka_props;
+    int n_kafka_props;
 } inv_config;
+
+/* Checks cfg->kafka_props as inv_new() would, without creating anything.
+ * Returns 0, or -EINVAL with a one-line reason in err (errlen bytes,
+ * NUL-terminated) that names the first bad property; a value is quoted
+ * only when the property's name says neither password, secret nor token.
+ * Callable from any thread. */
+int inv_check_kafka_props(const inv_config *cfg, char *err, size_t errlen);
+
+/* If key is a property the invalidator sets itself and an operator must
+ * not override, returns why (a static sentence naming what to use
+ * instead); otherwise NULL. */
+const char *inv_kafka_prop_reserved(const char *key);
 
 /* Creates an invalidator. source is needed for INV_ROLE_RELAY, redis for
  * INV_ROLE_DELAY, local for INV_ROLE_BCAST (others may be NULL); the

@@ -40,6 +40,10 @@ struct inv {
     int roles, pending_cap, partitions, appliers, batch, relay_batch;
     int relay_inflight_max, relay_poll_ms, message_timeout_ms;
     int retry_backoff_max_ms, linger_ms, session_timeout_ms;
+    inv_kafka_prop *props;         /* passed-through librdkafka properties;
+                                    * keys and values strdup'ed, values
+                                    * wiped by inv_free */
+    int nprops;
     atomic_llong delay_ms;
     bool embedded;                 /* holds a reference on the mock cluster */
     bool ack_after_apply;          /* embedded, relay and delay here: an
@@ -78,6 +82,31 @@ rd_kafka_conf_t *inv__conf_new(inv *iv, const char *client_suffix);
  * wait. Returns 0 or -EIO. */
 int inv__conf_consumer(inv *iv, rd_kafka_conf_t *conf, const char *group);
 int inv__conf_set(rd_kafka_conf_t *conf, const char *name, const char *value);
+/* Routes conf's librdkafka log lines (log_cb, syslog levels mapped to
+ * RT_LOG_*) and errors (error_cb) into rt_log with module=kafka. Every
+ * conf the invalidator (and the devbroker) creates gets it. */
+void inv__conf_log(rd_kafka_conf_t *conf);
+enum { INV_PROPS_GLOBAL = 1, INV_PROPS_PRODUCER = 2, INV_PROPS_CONSUMER = 4 };
+/* Sets the operator's properties (iv->props) that concern the kinds of
+ * client given (INV_PROPS_* bits; global ones always) on conf, except,
+ * with the embedded cluster, the security ones. inv__conf_new does it
+ * after the common settings (the relay's producer settings that follow
+ * are reserved, or taken from fields inv_new filled from the properties),
+ * and inv__consumer_open again right before it creates a consumer, so they
+ * override the roles' own consumer settings. Returns 0, or -EINVAL
+ * (librdkafka refused one that inv_new had accepted). */
+int inv__conf_props(inv *iv, rd_kafka_conf_t *conf, int kinds);
+/* Which clients librdkafka says the property concerns: INV_PROPS_GLOBAL
+ * (both), _PRODUCER, _CONSUMER, or an OR of them; GLOBAL when unknown. */
+int inv__prop_kinds(const char *key);
+/* Sets *message_timeout_ms, *linger_ms and *session_timeout_ms from the
+ * properties among p[0..n-1] that replace them (message.timeout.ms or
+ * delivery.timeout.ms, linger.ms or queue.buffering.max.ms,
+ * session.timeout.ms); the others are left alone. Returns 0, or -EINVAL
+ * with err set when such a value is not a whole number of milliseconds. */
+int inv__props_apply_fields(const inv_kafka_prop *p, int n, int *message_timeout_ms,
+                            int *linger_ms, int *session_timeout_ms, char *err,
+                            size_t errlen);
 /* Takes a reference on the in-process mock cluster (created on first use
  * with the topic) and returns its bootstrap list (strdup'ed) in *boot. */
 int inv__mock_acquire(const char *topic, int partitions, char **boot);

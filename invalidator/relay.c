@@ -272,8 +272,9 @@ void inv__relay_applied(inv_relay *r, const char *sku, size_t sku_len,
                            version);
     pthread_mutex_unlock(&r->applied_mu);
     if (rc < 0)
-        fprintf(stderr, "invalidator: out of memory noting an applied delete; "
-                        "its outbox row is published again later\n");
+        rt_log(RT_LOG_WARN, "inv",
+               "out of memory noting an applied delete; its outbox row is published again later",
+               "sku=%.*s version=%" PRId64, (int)sku_len, sku, version);
     inv__wake_signal(r->wake);
 }
 
@@ -348,7 +349,9 @@ int inv__relay_new(inv *iv, inv_relay **out)
     rd_kafka_conf_set_opaque(conf, r);
     r->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
     if (r->rk == NULL) {
-        fprintf(stderr, "invalidator: producer: %s\n", err);
+        char qe[560];
+        rt_log(RT_LOG_ERROR, "kafka", "producer not created", "err=%s",
+               rt_log_q(qe, sizeof qe, err));
         rc = -EIO;
         goto fail;
     }
@@ -491,9 +494,8 @@ static void publish(inv_relay *r)
             if (rc < 0) {
                 /* An invalid row (bad sku) can never be published; it is
                  * acknowledged so it does not block the outbox. */
-                fprintf(stderr,
-                        "invalidator: outbox row %" PRId64 " not publishable: %s\n",
-                        r->rows[i].id, inv_strerror(rc));
+                rt_log(RT_LOG_WARN, "inv", "outbox row not publishable", "row=%" PRId64 " err=\"%s\"",
+                       r->rows[i].id, inv_strerror(rc));
                 INV_INC(iv, relay_errors, 1);
                 if (rc != -EINVAL) {
                     r->failed = 1;

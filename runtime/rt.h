@@ -41,6 +41,8 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 
+#include "runtime/rt_log.h"   /* rt_log: the one log stream of every module */
+
 #ifdef __cplusplus
 extern "C" {
 #endif

@@ -982,11 +982,12 @@ static void *monitor_main(void *arg)
                 const char *name = atomic_load_explicit(&w->mon_name, RT_RELAXED);
                 void *fp;
                 memcpy(&fp, &fn, sizeof fp);
-                fprintf(stderr,
-                        "rt: coroutine %llu (%s, fn %p) has held worker %d for %lld ms "
-                        "without yielding\n",
-                        (unsigned long long)atomic_load_explicit(&w->mon_id, RT_RELAXED),
-                        name ? name : "?", fp, i, (long long)((now - since[i]) / 1000000));
+                char qname[96];
+                rt_log(RT_LOG_WARN, "rt", "coroutine holds a worker without yielding",
+                       "co=%llu name=%s fn=%p worker=%d ms=%lld",
+                       (unsigned long long)atomic_load_explicit(&w->mon_id, RT_RELAXED),
+                       rt_log_q(qname, sizeof qname, name ? name : "?"), fp, i,
+                       (long long)((now - since[i]) / 1000000));
             }
         }
         /* Netpoll and timers must not starve while every worker is busy. */

@@ -70,9 +70,18 @@ int rt__futex_wake(atomic_int *addr, int n)
 
 void rt__panic(const char *fmt, ...)
 {
+    /* Through the log hook, so the last line of a dying process reads like
+     * every other (module=rt, level=error, fatal=true). */
+    char text[512];
     va_list ap;
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    int n = vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
+    size_t len = n < 0 ? 0 : (size_t)n < sizeof text ? (size_t)n : sizeof text - 1;
+    text[len] = '\0';
+    while (len > 0 && text[len - 1] == '\n')
+        text[--len] = '\0';
+    const char *msg = strncmp(text, "rt: ", 4) == 0 ? text + 4 : text;
+    rt_log(RT_LOG_ERROR, "rt", msg, "fatal=true");
     abort();
 }

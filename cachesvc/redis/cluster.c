@@ -35,6 +35,7 @@ const char *rc_strerror(int err)
     case RC_ECANCELED: return "client shutting down";
     case RC_ENOSPC: return "buffer too small";
     case RC_EBADVALUE: return "cached value is not <version>|<payload>";
+    case RC_EAUTH: return "credentials refused (wrong redis user or password, or a missing ACL permission)";
     default: return err < 0 ? strerror(-err) : "unknown error";
     }
 }
@@ -113,6 +114,11 @@ bool rc__node_is_down(rc__node *n)
 void rc__node_mark_down(rc__node *n)
 {
     int b = atomic_load(&n->down_backoff_ms);
+    /* Logged when it goes down, not at every retry; a refusal of the
+     * credentials was logged as such (rc__auth_refused). */
+    if (b == 0 && !atomic_load_explicit(&n->auth_refused, memory_order_relaxed))
+        rt_log(RT_LOG_WARN, "redis", "node unreachable", "node=%s retry_ms=%d", n->addr,
+               RC_DOWN_MIN_MS);
     b = b == 0 ? RC_DOWN_MIN_MS : (b * 2 > RC_DOWN_MAX_MS ? RC_DOWN_MAX_MS : b * 2);
     atomic_store(&n->down_backoff_ms, b);
     atomic_store(&n->down_until, rt_now_ns() + (int64_t)b * 1000000);
@@ -120,7 +126,8 @@ void rc__node_mark_down(rc__node *n)
 
 void rc__node_mark_up(rc__node *n)
 {
-    atomic_store(&n->down_backoff_ms, 0);
+    if (atomic_exchange(&n->down_backoff_ms, 0) != 0)
+        rt_log(RT_LOG_INFO, "redis", "node reachable again", "node=%s", n->addr);
     atomic_store(&n->down_until, 0);
 }
 
@@ -164,6 +171,9 @@ rc_cluster *rc_new(const rc_config *cfg)
 
     if (cfg == NULL || cfg->seeds == NULL || parse_seeds(cfg->seeds, NULL, NULL) <= 0)
         return NULL;
+    if (cfg->user != NULL && cfg->user[0] != '\0' &&
+        (cfg->password == NULL || cfg->password[0] == '\0'))
+        return NULL;   /* a user without a password is a mistake */
     if ((c = calloc(1, sizeof *c)) == NULL)
         return NULL;
     c->cfg = *cfg;
@@ -202,6 +212,20 @@ rc_cluster *rc_new(const rc_config *cfg)
         return NULL;
     }
     c->cfg.seeds = c->seeds;
+    /* The credentials live only in the AUTH command, formatted once. */
+    c->cfg.user = c->cfg.password = NULL;
+    if (cfg->password != NULL && cfg->password[0] != '\0') {
+        bool user = cfg->user != NULL && cfg->user[0] != '\0';
+        const char *argv[3] = {"AUTH", user ? cfg->user : cfg->password, cfg->password};
+        size_t argvlen[3] = {4, strlen(argv[1]), strlen(argv[2])};
+        int argc = user ? 3 : 2;
+        c->auth_len = rc__format_len(argc, argv, argvlen);
+        if ((c->auth_cmd = malloc(c->auth_len)) == NULL) {
+            rc_free(c);
+            return NULL;
+        }
+        rc__format(c->auth_cmd, argc, argv, argvlen);
+    }
     rc__sha1_hex(rc__fill_script, strlen(rc__fill_script), c->fill_sha);
     rc__sha1_hex(rc__delete_script, strlen(rc__delete_script), c->delete_sha);
     return c;
@@ -232,7 +256,41 @@ void rc_free(rc_cluster *c)
     rt_mutex_free(c->refresh_mu);
     pthread_mutex_destroy(&c->mu);
     free(c->seeds);
+    if (c->auth_cmd != NULL) {
+        explicit_bzero(c->auth_cmd, c->auth_len);
+        free(c->auth_cmd);
+    }
     free(c);
+}
+
+void rc__auth_refused(rc__node *n, const char *cmd, const char *text, size_t len)
+{
+    rc_cluster *c = n->c;
+
+    while (len > 0 && (text[len - 1] == '\r' || text[len - 1] == '\n'))
+        len--;
+    atomic_fetch_add_explicit(&n->auth_failures, 1, memory_order_relaxed);
+    pthread_mutex_lock(&c->mu);
+    snprintf(c->auth_err, sizeof c->auth_err, "%s answered %s with %.*s", n->addr, cmd,
+             (int)(len > 200 ? 200 : len), text);
+    pthread_mutex_unlock(&c->mu);
+    if (rt_log_enabled(RT_LOG_ERROR)) {
+        /* The server's answer, never the command (it holds the password). */
+        char q[256], reply[208];
+        snprintf(reply, sizeof reply, "%.*s", (int)(len > 200 ? 200 : len), text);
+        rt_log(RT_LOG_ERROR, "redis", "node refused the credentials", "node=%s cmd=\"%s\" reply=%s",
+               n->addr, cmd, rt_log_q(q, sizeof q, reply));
+    }
+}
+
+int rc_auth_error(rc_cluster *c, char *buf, size_t cap)
+{
+    int n;
+
+    pthread_mutex_lock(&c->mu);
+    n = snprintf(buf, cap, "%s", c->auth_err);
+    pthread_mutex_unlock(&c->mu);
+    return n;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -277,6 +335,15 @@ static int apply_ranges(rc_cluster *c, const rc__range *g, int ng)
     return 0;
 }
 
+/* True for the error replies that say the connection's credentials do not
+ * allow a command: NOAUTH (none given), WRONGPASS, NOPERM. */
+static bool auth_error_reply(const char *s, size_t len)
+{
+    return (len >= 6 && memcmp(s, "NOAUTH", 6) == 0) ||
+           (len >= 9 && memcmp(s, "WRONGPASS", 9) == 0) ||
+           (len >= 6 && memcmp(s, "NOPERM", 6) == 0);
+}
+
 /* Asks node n for the slot map and installs it. Returns 0 or an error. */
 static int refresh_from(rc_cluster *c, rc__node *n, int64_t deadline)
 {
@@ -289,6 +356,13 @@ static int refresh_from(rc_cluster *c, rc__node *n, int64_t deadline)
     if ((rc = rc__node_exec(n, 2, argv, argvlen, deadline, &r)) < 0)
         goto out;
     if (r->type == RC_REPLY_ERROR) {
+        if (auth_error_reply(r->str, r->len)) {
+            /* NOAUTH (a password is required and none is configured) or
+             * NOPERM (the user may not run CLUSTER SLOTS). */
+            rc__auth_refused(n, "CLUSTER SLOTS", r->str, r->len);
+            rc = RC_EAUTH;
+            goto out;
+        }
         if (strstr(r->str, "cluster support disabled") == NULL) {
             rc = RC_ESERVER;
             goto out;
@@ -334,6 +408,7 @@ static int do_refresh(rc_cluster *c, int64_t deadline)
 {
     rc__node **cand = NULL, *n;
     int nc = 0, k = 0, rc = RC_EUNAVAIL;
+    bool refused = false;
 
     parse_seeds(c->seeds, add_seed, c);
     pthread_mutex_lock(&c->mu);
@@ -357,12 +432,15 @@ static int do_refresh(rc_cluster *c, int64_t deadline)
             }
             int64_t dl = rt_deadline_ms(c->cfg.command_timeout_ms);
             rc = refresh_from(c, n, dl < deadline ? dl : deadline);
+            refused |= rc == RC_EAUTH;
             k++;
         }
     }
 out:
     free(cand);
-    return rc;
+    /* No node answered: a refusal of the credentials says more than the
+     * other nodes' being down or slow (and does not heal by itself). */
+    return rc < 0 && refused ? RC_EAUTH : rc;
 }
 
 int rc_refresh(rc_cluster *c, int64_t deadline)
@@ -446,8 +524,8 @@ static void load_scripts(rc_cluster *c, int64_t deadline)
             if (rc__node_exec(masters[i], 3, argv, argvlen, deadline, &r) == 0 &&
                 r->type == RC_REPLY_STRING && r->len == 40 &&
                 memcmp(r->str, j ? c->delete_sha : c->fill_sha, 40) != 0)
-                fprintf(stderr, "rc: %s: script digest %.40s differs from ours\n",
-                        masters[i]->addr, r->str);
+                rt_log(RT_LOG_WARN, "redis", "script digest differs from ours",
+                       "node=%s digest=%.40s", masters[i]->addr, r->str);
             rc_reply_free(r);
         }
     }
@@ -620,6 +698,10 @@ static int exec_routed(rc_cluster *c, int argc, const char **argv, const size_t 
             return RC_ENOMEM;
         rc__format(r->body, argc, argv, argvlen);
         rc = rc__submit(n, r);
+        if (rc == RC_EAUTH) {
+            rc__req_unref(r);
+            return rc;
+        }
         if (rc == RC_EDOWN) {
             rc__req_unref(r);
             atomic_fetch_add_explicit(&n->retries, 1, memory_order_relaxed);
@@ -638,7 +720,7 @@ static int exec_routed(rc_cluster *c, int argc, const char **argv, const size_t 
             rc = r->err;
             bool written = r->written;
             rc__req_unref(r);
-            if (rc == RC_ECANCELED)
+            if (rc == RC_ECANCELED || rc == RC_EAUTH)
                 return rc;
             if (written && (!(flags & RC_CMD_IDEMPOTENT) || ++resent > c->cfg.max_redirects))
                 return rc;

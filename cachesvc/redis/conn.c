@@ -301,15 +301,18 @@ static intptr_t resolve_blocking(void *arg)
     return rc == 0 ? 0 : RC_EDOWN;
 }
 
-/* Sends READONLY and waits for +OK, before the reader runs. */
-static int conn_readonly(rc__conn *cn, int64_t deadline)
+/* Sends one command of the connection's setup (len bytes of RESP at cmd)
+ * and waits for its reply, before the reader runs. Returns 0 with *out
+ * set (the caller frees it), or a transport error. */
+static int conn_handshake(rc__conn *cn, const char *cmd, size_t len, int64_t deadline,
+                          rc_reply **out)
 {
     char buf[256];
     void *reply = NULL;
     ssize_t nr;
-    int rc;
 
-    nr = rt_write(cn->fd, RC_READONLY, sizeof RC_READONLY - 1, deadline);
+    *out = NULL;
+    nr = rt_write(cn->fd, cmd, len, deadline);
     if (nr < 0)
         return (int)nr;
     while (reply == NULL) {
@@ -319,14 +322,54 @@ static int conn_readonly(rc__conn *cn, int64_t deadline)
             redisReaderGetReply(cn->rd, &reply) != REDIS_OK)
             return RC_EPROTO;
     }
+    *out = reply;
+    return 0;
+}
+
+/* Sends AUTH [user] password and waits for +OK. Returns 0, RC_EAUTH when
+ * the node refused (recorded with rc__auth_refused: the node and its
+ * answer, never the command, which holds the password), or a transport
+ * error. */
+static int conn_auth(rc__conn *cn, int64_t deadline)
+{
+    rc__node *n = cn->node;
+    rc_reply *reply;
+    int rc;
+
+    if ((rc = conn_handshake(cn, n->c->auth_cmd, n->c->auth_len, deadline, &reply)) < 0)
+        return rc;
+    if (reply->type == RC_REPLY_ERROR) {
+        rc__auth_refused(n, "AUTH", reply->str, reply->len);
+        rc = RC_EAUTH;
+    } else if (reply->type != RC_REPLY_STATUS) {
+        rc = RC_EPROTO;
+    }
+    freeReplyObject(reply);
+    if (rc == 0)
+        atomic_store(&n->auth_refused, 0);
+    else if (rc == RC_EAUTH)
+        atomic_store(&n->auth_refused, 1);
+    return rc;
+}
+
+/* Sends READONLY and waits for +OK, before the reader runs. */
+static int conn_readonly(rc__conn *cn, int64_t deadline)
+{
+    rc_reply *reply;
+    int rc;
+
+    if ((rc = conn_handshake(cn, RC_READONLY, sizeof RC_READONLY - 1, deadline, &reply)) < 0)
+        return rc;
     /* A server without cluster support refuses READONLY: harmless. */
-    rc = ((rc_reply *)reply)->type == RC_REPLY_ARRAY ? RC_EPROTO : 0;
+    rc = reply->type == RC_REPLY_ARRAY ? RC_EPROTO : 0;
     freeReplyObject(reply);
     return rc;
 }
 
-/* Connects, sends READONLY if replica reads are on, starts the reader.
- * Called by the writer with cn->fd < 0. */
+/* Connects, authenticates when a password is configured, sends READONLY
+ * if replica reads are on, starts the reader. Every connection of the
+ * client is opened here, so every one of them authenticates. Called by the
+ * writer with cn->fd < 0. */
 static int conn_open(rc__conn *cn)
 {
     rc__node *n = cn->node;
@@ -343,13 +386,18 @@ static int conn_open(rc__conn *cn)
             return rc;
         host = rs.out;
     }
-    if ((fd = rt_dial_tcp(host, n->port, deadline)) < 0)
+    if ((fd = rt_dial_tcp(host, n->port, deadline)) < 0) {
+        /* Down now, whatever it answered to AUTH before. */
+        atomic_store(&n->auth_refused, 0);
         return fd;
+    }
     cn->fd = fd;
     if ((cn->rd = redisReaderCreate()) == NULL) {
         rc = RC_ENOMEM;
         goto fail;
     }
+    if (c->auth_cmd != NULL && (rc = conn_auth(cn, deadline)) < 0)
+        goto fail;
     if (c->cfg.replica_reads && !atomic_load(&c->standalone) &&
         (rc = conn_readonly(cn, deadline)) < 0)
         goto fail;
@@ -530,8 +578,10 @@ static void conn_writer(void *arg)
             pthread_mutex_unlock(&cn->mu);
             if ((rc = conn_open(cn)) < 0) {
                 atomic_fetch_add_explicit(&n->errors, 1, memory_order_relaxed);
+                /* Refused credentials: the node backs off like a down one,
+                 * so it is not asked again at once, but callers learn why. */
                 rc__node_mark_down(n);
-                fail_list(take_queue(cn), RC_EDOWN);
+                fail_list(take_queue(cn), rc == RC_EAUTH ? RC_EAUTH : RC_EDOWN);
                 rc__refresh_async(n->c);
                 continue;
             }
@@ -554,7 +604,7 @@ int rc__submit(rc__node *n, rc__req *r)
     int w = rt_worker_id(), rc;
 
     if (rc__node_is_down(n))
-        return RC_EDOWN;
+        return atomic_load_explicit(&n->auth_refused, memory_order_relaxed) ? RC_EAUTH : RC_EDOWN;
     if (n->nconns == 1)
         cn = &n->conns[0];
     else if (w >= 0)

@@ -68,6 +68,12 @@ typedef redisReply rc_reply;
 #define RC_ECANCELED  (-ECANCELED)    /* the client is shutting down */
 #define RC_ENOSPC     (-ENOSPC)       /* the caller's buffer is too small */
 #define RC_EBADVALUE  (-EBADMSG)      /* a cached value is not "<version>|..." */
+#define RC_EAUTH      (-EACCES)       /* a node refused the credentials (AUTH),
+                                       * or asked for some (NOAUTH), or the user
+                                       * may not run CLUSTER SLOTS (NOPERM);
+                                       * rc_auth_error() says which node and
+                                       * what it answered. Retrying does not
+                                       * help: the configuration is wrong. */
 
 /* Returns a static description of an RC_E* code (or any negative errno). */
 const char *rc_strerror(int err);
@@ -93,19 +99,31 @@ typedef struct rc_config {
                                * 0 = 100 */
     int refresh_interval_ms;  /* periodic refresh while healthy; 0 = 30000,
                                * -1 = only on demand */
+    const char *user;         /* ACL user for AUTH (copied); NULL or "" =
+                               * "AUTH <password>", the default user; set
+                               * only together with a password */
+    const char *password;     /* NULL or "" = no AUTH; otherwise every
+                               * connection the client opens (seeds,
+                               * discovered nodes, replicas, redirect
+                               * targets, reconnects, every pooled
+                               * connection) sends AUTH first and is used
+                               * only once the node accepted it. Copied;
+                               * the copy is wiped by rc_free. */
 } rc_config;
 
 /* Creates a client for cfg. Does no I/O and starts no coroutine; call
  * rc_connect() next. Returns NULL on a bad configuration (no seeds, a seed
- * that is not host:port) or out of memory. The caller owns the client and
+ * that is not host:port, a user without a password) or out of memory. The caller owns the client and
  * frees it with rc_free(). Callable from any thread. */
 rc_cluster *rc_new(const rc_config *cfg);
 
 /* Learns the slot map from the first seed (or known node) that answers
  * CLUSTER SLOTS, detects a standalone server, loads the versioned scripts
  * on every master (SCRIPT LOAD), and starts the background refresher.
- * Returns 0, RC_ETIMEDOUT if no seed answered before deadline, or another
- * RC_E* code. May be called again (it then only refreshes). */
+ * Returns 0, RC_ETIMEDOUT if no seed answered before deadline, RC_EAUTH
+ * when no node answered and at least one refused the credentials (at
+ * once, without waiting for the deadline), or another RC_E* code. May be
+ * called again (it then only refreshes). */
 int rc_connect(rc_cluster *c, int64_t deadline);
 
 /* Refreshes the slot map now (synchronously), bypassing the cooldown.
@@ -133,6 +151,14 @@ void rc_free(rc_cluster *c);
  * with RC_ECONN. */
 int rc_command(rc_cluster *c, int argc, const char **argv,
                const size_t *argvlen, int64_t deadline, rc_reply **out);
+
+/* Copies into buf (cap bytes, NUL-terminated when cap > 0) the most
+ * recent refusal of the client's credentials: the node and what it
+ * answered, e.g. "127.0.0.1:7000 answered AUTH with WRONGPASS invalid
+ * username-password pair or user is disabled.". The server's text never
+ * contains the password, and neither does this. Returns the text's length
+ * (like snprintf), 0 when no node has refused them. Any thread. */
+int rc_auth_error(rc_cluster *c, char *buf, size_t cap);
 
 /* Frees a reply from rc_command (NULL is fine). */
 void rc_reply_free(rc_reply *r);
@@ -203,6 +229,7 @@ int rc_purge_items(rc_cluster *c, int64_t deadline, uint64_t *deleted);
     X(ask,       "ASK redirections received from the node")                   \
     X(retries,   "requests retried after an error from or about the node")    \
     X(errors,    "connection failures, timeouts and malformed replies")       \
+    X(auth_failures, "connections the node refused at AUTH (wrong user or password)") \
     X(refreshes, "slot map refreshes answered by the node")
 
 typedef struct rc_node_stats {

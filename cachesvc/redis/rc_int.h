@@ -136,6 +136,8 @@ struct rc__node {
     _Atomic int nreplicas;
     _Atomic(rc__node *) replicas[RC_MAX_REPLICAS];
     _Atomic unsigned rr;       /* round robin among connections/replicas */
+    _Atomic int auth_refused;  /* its last AUTH was refused: while it is
+                                * marked down, submits fail with RC_EAUTH */
 #define RC__X(name, help) _Atomic uint64_t name;
     RC_NODE_COUNTERS(RC__X)
 #undef RC__X
@@ -160,7 +162,18 @@ struct rc_cluster {
     bool started;
     char fill_sha[41], delete_sha[41];
     _Atomic unsigned seed;     /* jitter */
+    char *auth_cmd;            /* the RESP of AUTH [user] password, sent first
+                                * on every connection; NULL = no AUTH. Holds
+                                * the password: wiped by rc_free, never
+                                * logged */
+    size_t auth_len;
+    char auth_err[256];        /* rc_auth_error's text; under mu */
 };
+
+/* Records that node n refused the credentials (or asked for them): what
+ * it answered to cmd (an error reply's text, len bytes) becomes
+ * rc_auth_error's text and n's auth_failures counter grows. Any thread. */
+void rc__auth_refused(rc__node *n, const char *cmd, const char *text, size_t len);
 
 /* Returns node host:port, creating it (and its connections) if unknown.
  * NULL only when out of memory. */

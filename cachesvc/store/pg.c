@@ -309,8 +309,11 @@ static int conn_open(pg_conn *pc, const char *url, int64_t deadline, int verbose
     }
     return 0;
 fail:
-    if (rc == -EIO && verbose)
-        fprintf(stderr, "store: postgresql connect: %s", PQerrorMessage(c));
+    if (rc == -EIO && verbose && rt_log_enabled(RT_LOG_WARN)) {
+        char q[512];
+        rt_log(RT_LOG_WARN, "store", "postgresql connect failed", "err=%s",
+               rt_log_q(q, sizeof q, PQerrorMessage(c)));
+    }
     conn_drop(pc);
     return rc == -ECANCELED ? -EIO : rc;
 }
@@ -479,7 +482,9 @@ static int conn_prepare(pg_conn *pc, int64_t deadline)
         return -EIO;
     if ((rc = conn_flush(pc, deadline)) == 0 &&
         (rc = conn_collect(pc, deadline, res, PS_COUNT + 2, &fe)) == 0 && fe >= 0) {
-        fprintf(stderr, "store: postgresql prepare: %s", PQresultErrorMessage(res[fe]));
+        char q[512];
+        rt_log(RT_LOG_ERROR, "store", "postgresql prepare failed", "err=%s",
+               rt_log_q(q, sizeof q, PQresultErrorMessage(res[fe])));
         rc = -EIO;
     }
     clear_all(res, PS_COUNT + 2);
@@ -624,7 +629,14 @@ static void row_state(PGresult *r, store__state *s)
 
 static void sql_error(const char *what, PGresult *r)
 {
-    fprintf(stderr, "store: postgresql %s: %s", what, r ? PQresultErrorMessage(r) : "no result\n");
+    if (!rt_log_enabled(RT_LOG_WARN))
+        return;
+    char qw[64], q[512];
+    rt_log(RT_LOG_WARN, "store", "postgresql statement failed", "op=%s sqlstate=%s err=%s",
+           rt_log_q(qw, sizeof qw, what),
+           r && PQresultErrorField(r, PG_DIAG_SQLSTATE) ? PQresultErrorField(r, PG_DIAG_SQLSTATE)
+                                                        : "none",
+           rt_log_q(q, sizeof q, r ? PQresultErrorMessage(r) : "no result"));
 }
 
 /* ---- the items' last known states (pg.known) ------------------------------ */
@@ -1085,8 +1097,8 @@ static int batch_write(batch_ctx *b, const store__state *s0, const store__batch_
         /* Committed: orders whose ids cannot be told are answered
          * outcome_unknown (a retry with the key replays its order). */
         if (known && at[W_ORDERS] >= 0 && assign_new_ids(b, res[at[W_ORDERS]], k) < 0) {
-            fprintf(stderr, "store: postgresql batch write: %d order ids for %d orders\n",
-                    PQntuples(res[at[W_ORDERS]]), k);
+            rt_log(RT_LOG_ERROR, "store", "postgresql batch write returned too few order ids",
+                   "ids=%d orders=%d", PQntuples(res[at[W_ORDERS]]), k);
             rc = -ECONNABORTED;
         }
         goto out;
@@ -1726,8 +1738,9 @@ static int migrate(store *st, pg_conn *pc)
     have = (int)col_i64(r, 0, 0);
     PQclear(r);
     if (have > store__schema_version()) {
-        fprintf(stderr, "store: database schema version %d is newer than this build's %d\n",
-                have, store__schema_version());
+        rt_log(RT_LOG_ERROR, "store", "database schema is newer than this build",
+               "backend=postgresql schema_version=%d supported=%d", have,
+               store__schema_version());
         rc = -EIO;
         goto unlock;
     }

@@ -98,9 +98,18 @@ static intptr_t offload(intptr_t (*fn)(void *), void *arg)
     return fn(arg);
 }
 
+static __attribute__((noinline, cold)) void sq_log(sqlite3 *db, const char *what)
+{
+    char q[256];
+    rt_log(RT_LOG_WARN, "store", "sqlite statement failed", "op=%s err=%s", what,
+           rt_log_q(q, sizeof q, sqlite3_errmsg(db)));
+}
+
+/* Logs why a statement failed and returns -EIO (inline, so callers'
+ * flow analysis sees the error return). */
 static int sq_err(sqlite3 *db, const char *what)
 {
-    fprintf(stderr, "store: sqlite %s: %s\n", what, sqlite3_errmsg(db));
+    sq_log(db, what);
     return -EIO;
 }
 
@@ -442,7 +451,7 @@ static intptr_t audit_blocking(void *arg)
     sqlite3 *db = q->r.db;
     store_audit_result *au = a->out;
     store__state s;
-    int64_t v[2];
+    int64_t v[2] = {0, 0};   /* one_row leaves them alone when no row comes */
     int rc;
 
     memset(au, 0, sizeof *au);
@@ -696,14 +705,18 @@ static int conn_open(sq_conn *c, const char *path, int timeout_ms)
     char *err = NULL;
     if (sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
                         SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
-        fprintf(stderr, "store: sqlite open %s: %s\n", path,
-                c->db ? sqlite3_errmsg(c->db) : "out of memory");
+        char qp[256], qe[256];
+        rt_log(RT_LOG_ERROR, "store", "sqlite open failed", "path=%s err=%s",
+               rt_log_q(qp, sizeof qp, path),
+               rt_log_q(qe, sizeof qe, c->db ? sqlite3_errmsg(c->db) : "out of memory"));
         return -EIO;
     }
     sqlite3_busy_timeout(c->db, timeout_ms);
     if (sqlite3_exec(c->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;",
                      NULL, NULL, &err) != SQLITE_OK) {
-        fprintf(stderr, "store: sqlite pragmas: %s\n", err ? err : "?");
+        char q[256];
+        rt_log(RT_LOG_ERROR, "store", "sqlite pragmas failed", "err=%s",
+               rt_log_q(q, sizeof q, err ? err : "?"));
         sqlite3_free(err);
         return -EIO;
     }
@@ -724,7 +737,7 @@ static int prepare_all(sqlite3 *db, sqlite3_stmt **stmts, const char *const *sql
 static int migrate(sqlite3 *db)
 {
     char *err = NULL;
-    char sql[128];
+    char sql[128], qerr[256];
     int rc = 0, have = 0;
     sqlite3_stmt *s = NULL;
 
@@ -743,8 +756,8 @@ static int migrate(sqlite3 *db)
     have = sqlite3_column_int(s, 0);
     sqlite3_finalize(s);
     if (have > store__schema_version()) {
-        fprintf(stderr, "store: database schema version %d is newer than this build's %d\n",
-                have, store__schema_version());
+        rt_log(RT_LOG_ERROR, "store", "database schema is newer than this build",
+               "backend=sqlite schema_version=%d supported=%d", have, store__schema_version());
         rc = -EIO;
         goto rollback;
     }
@@ -760,14 +773,16 @@ static int migrate(sqlite3 *db)
         goto fail_tx;
     return 0;
 fail_tx:
-    fprintf(stderr, "store: sqlite migration: %s\n", err ? err : "?");
+    rt_log(RT_LOG_ERROR, "store", "sqlite migration failed", "err=%s",
+           rt_log_q(qerr, sizeof qerr, err ? err : "?"));
     sqlite3_free(err);
     rc = -EIO;
 rollback:
     sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
     return rc;
 fail:
-    fprintf(stderr, "store: sqlite migration: %s\n", err ? err : "?");
+    rt_log(RT_LOG_ERROR, "store", "sqlite migration failed", "err=%s",
+           rt_log_q(qerr, sizeof qerr, err ? err : "?"));
     sqlite3_free(err);
     return -EIO;
 }

@@ -70,6 +70,7 @@ int store_open(const char *url, const store_config *cfg, store **out)
     if (cfg != NULL)
         st->cfg = *cfg;
     cfg_defaults(&st->cfg);
+    st->stats.queue_max = (uint64_t)st->cfg.queue_max;
     pthread_mutex_init(&st->lock, NULL);
     if ((rc = store__so_new(st)) < 0) {
         pthread_mutex_destroy(&st->lock);
@@ -119,8 +120,8 @@ void store_close(store *st)
      * gave up, a read) would use the connections and st after they are
      * freed: wait for it; if it does not end, leave st open. */
     if (close_wait(st) < 0) {
-        fprintf(stderr, "store: %d calls still running at close; the store is left open\n",
-                __atomic_load_n(&st->inflight, __ATOMIC_ACQUIRE));
+        rt_log(RT_LOG_ERROR, "store", "calls still running at close; the store is left open",
+               "calls=%d", __atomic_load_n(&st->inflight, __ATOMIC_ACQUIRE));
         return;
     }
     st->be->close(st);
@@ -225,7 +226,7 @@ static void lead_batch(store *st, store__batcher *b, store__op *self)
     pthread_mutex_lock(&st->lock);
     if (b->head != self) {   /* cannot happen: the lead goes to the head */
         pthread_mutex_unlock(&st->lock);
-        fprintf(stderr, "store: batcher lead is not at the queue head\n");
+        rt_log(RT_LOG_ERROR, "store", "batcher lead is not at the queue head", "fatal=true");
         abort();
     }
     do_expire(st, b, self);

@@ -309,6 +309,7 @@ typedef struct store_stats {
     uint64_t latency_bucket[STORE_LATENCY_BUCKETS];      /* non-cumulative */
     double latency_sum_s;
     uint64_t queued;          /* gauge: requests waiting in batchers */
+    uint64_t queue_max;       /* the bound per item (store_config.queue_max) */
 } store_stats;
 
 /* Copies the counters. Callable from any thread. */

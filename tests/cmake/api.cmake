@@ -34,6 +34,14 @@ if(FUZZ)
   endforeach()
 endif()
 
+# The API contract through a real OpenAPI linter (Redocly CLI, installed by
+# scripts/setup): any error or warning fails.
+if(NOT FUZZ)
+  add_test(NAME api_openapi_lint
+    COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/integration/api_openapi_lint.sh ${CMAKE_SOURCE_DIR})
+  set_tests_properties(api_openapi_lint PROPERTIES LABELS unit TIMEOUT 60)
+endif()
+
 # The server on the runtime over loopback, ports 21400-21420.
 if(TARGET http AND NOT FUZZ)
   add_executable(test_api_server unit/test_api_server.c)
@@ -42,7 +50,7 @@ if(TARGET http AND NOT FUZZ)
   set_tests_properties(api_unit_server PROPERTIES LABELS unit TIMEOUT 120)
 endif()
 
-# Integration: the server binary on 127.0.0.1, ports 21200-21210.
+# Integration: the server binary on 127.0.0.1, ports 21200-21211.
 if(TARGET http-memserver AND NOT FUZZ)
   add_executable(api_server_it integration/api_server.c)
   target_link_libraries(api_server_it PRIVATE Threads::Threads)

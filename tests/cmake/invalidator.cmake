@@ -33,6 +33,14 @@ if(TARGET inv AND TARGET rc)
     TIMEOUT 600 RESOURCE_LOCK invalidator_redis_24100)
 endif()
 
+# The librdkafka properties passed through (inv_config.kafka_props).
+if(TARGET inv)
+  add_executable(test_inv_props ${CMAKE_SOURCE_DIR}/tests/unit/test_inv_props.c)
+  target_link_libraries(test_inv_props PRIVATE inv PkgConfig::CMOCKA)
+  add_test(NAME invalidator_props COMMAND test_inv_props)
+  set_tests_properties(invalidator_props PROPERTIES LABELS unit TIMEOUT 60)
+endif()
+
 # The benchmark driver (scripts/bench.d/invalidator): needs the cluster client.
 if(TARGET inv_test_support)
   add_executable(invalidator_bench

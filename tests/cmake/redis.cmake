@@ -23,6 +23,17 @@ if(TARGET rt AND EXISTS ${CMAKE_SOURCE_DIR}/runtime/CMakeLists.txt)
   endforeach()
 endif()
 
+# Authentication (AUTH with an ACL user) on every connection, against a
+# cluster started with a password.
+if(TARGET rt AND EXISTS ${CMAKE_SOURCE_DIR}/runtime/CMakeLists.txt)
+  add_executable(redis_auth_test ${CMAKE_SOURCE_DIR}/tests/integration/redis_auth_test.c)
+  target_link_libraries(redis_auth_test PRIVATE rc rt)
+  add_test(NAME redis_auth
+           COMMAND ${CMAKE_SOURCE_DIR}/tests/integration/redis_auth.sh
+                   $<TARGET_FILE:redis_auth_test> 22150)
+  set_tests_properties(redis_auth PROPERTIES LABELS integration TIMEOUT 180)
+endif()
+
 # The throughput benchmark's driver (scripts/bench.d/redis runs it).
 if(TARGET rt AND EXISTS ${CMAKE_SOURCE_DIR}/runtime/CMakeLists.txt)
   add_executable(redis_bench ${CMAKE_SOURCE_DIR}/tests/integration/redis_bench.c)

@@ -3,7 +3,7 @@
 # runtime (its sources compiled in, two runtime calls stubbed).
 set(STORE_SRC ${CMAKE_SOURCE_DIR}/cachesvc/store)
 add_executable(test_store unit/test_store.c unit/test_store_rtstub.c
-  ${STORE_SRC}/decide.c ${STORE_SRC}/schema.c ${STORE_SRC}/sqlite.c
+  ${CMAKE_SOURCE_DIR}/runtime/log.c ${STORE_SRC}/decide.c ${STORE_SRC}/schema.c ${STORE_SRC}/sqlite.c
   ${STORE_SRC}/soldout.c)
 target_link_libraries(test_store PRIVATE PkgConfig::SQLITE3 PkgConfig::CMOCKA Threads::Threads)
 add_test(NAME store_unit_rules COMMAND test_store)
@@ -12,7 +12,7 @@ set_tests_properties(store_unit_rules PROPERTIES LABELS unit TIMEOUT 120)
 # The PostgreSQL store against a real server (scripts/postgres, port 23100),
 # on the same runtime stand-in.
 add_executable(test_store_pg integration/store_pg.c unit/test_store_rtstub.c
-  ${STORE_SRC}/store.c ${STORE_SRC}/decide.c ${STORE_SRC}/schema.c ${STORE_SRC}/sqlite.c
+  ${CMAKE_SOURCE_DIR}/runtime/log.c ${STORE_SRC}/store.c ${STORE_SRC}/decide.c ${STORE_SRC}/schema.c ${STORE_SRC}/sqlite.c
   ${STORE_SRC}/pg.c ${STORE_SRC}/soldout.c)
 target_compile_definitions(test_store_pg PRIVATE STORE_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
 target_link_libraries(test_store_pg PRIVATE PkgConfig::SQLITE3 PkgConfig::LIBPQ

@@ -43,7 +43,7 @@ echo "redis: $redis_url"
 SVC_PID=$!
 ready=""
 for _ in $(seq 1 300); do
-  if curl -sf http://127.0.0.1:$P/readyz >/dev/null 2>&1; then ready=1; break; fi
+  if curl -sf http://127.0.0.1:$P/readyz 2>/dev/null | grep -q '"status":"ready"'; then ready=1; break; fi
   kill -0 "$SVC_PID" 2>/dev/null || fail "cachesvc exited during start"
   sleep 0.1
 done

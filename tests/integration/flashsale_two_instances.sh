@@ -55,7 +55,7 @@ done
 for port in $PA $PB; do
   ok=""
   for _ in $(seq 1 300); do
-    curl -sf http://127.0.0.1:$port/readyz >/dev/null 2>&1 && { ok=1; break; }
+    curl -sf http://127.0.0.1:$port/readyz 2>/dev/null | grep -q '"status":"ready"' && { ok=1; break; }
     sleep 0.1
   done
   [ -n "$ok" ] || fail "instance on $port not ready"

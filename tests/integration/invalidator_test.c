@@ -673,6 +673,7 @@ static void test_standalone_binaries(void **state)
     snprintf(a_brokers, sizeof(a_brokers), "--kafka.brokers=%s", boot);
     snprintf(a_redis, sizeof(a_redis), "--redis.url=%s", its_cluster_seeds());
     char *iargv[] = {INV_TEST_INVALIDATOR, "--stats-ms", "0", a_brokers,
+                     "--invalidator.listen=127.0.0.1:0",   /* any free port */
                      "--kafka.topic=inv-test-standalone",
                      "--kafka.group=inv-test-standalone-delay", a_redis, NULL};
     pid_t inval;

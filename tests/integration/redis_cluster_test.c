@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "cachesvc/redis/rc_int.h"
+#include "tests/support/sh.h"
 
 static int failures;
 static const char *g_seeds, *g_dir;
@@ -47,51 +48,6 @@ static int g_port;
 #else
 #define SLACK_NS (250LL * 1000 * 1000)
 #endif
-
-/* ------------------------------------------------------------------------ */
-/* Shell helpers, run on a blocking thread.                                  */
-
-struct shcmd {
-    char cmd[1024];
-    char out[4096];
-};
-
-static intptr_t sh_blocking(void *arg)
-{
-    struct shcmd *s = arg;
-    FILE *f = popen(s->cmd, "r");
-    size_t n = 0;
-
-    if (f == NULL)
-        return -1;
-    while (n + 1 < sizeof s->out) {
-        size_t k = fread(s->out + n, 1, sizeof s->out - 1 - n, f);
-        if (k == 0)
-            break;
-        n += k;
-    }
-    s->out[n] = '\0';
-    while (n > 0 && (s->out[n - 1] == '\n' || s->out[n - 1] == '\r'))
-        s->out[--n] = '\0';
-    return pclose(f);
-}
-
-/* Runs a shell command; its stdout (trimmed) is copied to out if given. */
-static int sh(char *out, size_t cap, const char *fmt, ...)
-{
-    struct shcmd *s = calloc(1, sizeof *s);
-    va_list ap;
-    int rc;
-
-    va_start(ap, fmt);
-    vsnprintf(s->cmd, sizeof s->cmd, fmt, ap);
-    va_end(ap);
-    rc = (int)rt_blocking(sh_blocking, s);
-    if (out)
-        snprintf(out, cap, "%s", s->out);
-    free(s);
-    return rc;
-}
 
 /* ------------------------------------------------------------------------ */
 /* Client helpers                                                            */

@@ -36,6 +36,10 @@ req POST $U/v1/items/one/decrement '{"user_id":"u2","qty":1}'; expect 409 '"sold
 later=$(( ($(date +%s) + 3600) * 1000 ))
 req PUT $U/v1/items/later "{\"stock\":5,\"sale_starts_at_ms\":$later}" "${ADMIN[@]}"
 req POST $U/v1/items/later/decrement '{"user_id":"u1","qty":1}'; expect 425 '"sale_not_started"' "425"
+expect 425 "\"sale_starts_at_ms\":$later}" "425 says when the sale starts"
+in_range() { [ -n "$1" ] && [ "$1" -ge "$2" ] && [ "$1" -le "$3" ]; }
+ra=$(header Retry-After)
+check "425 Retry-After is the seconds until the start (${ra:-none})" in_range "$ra" 3590 3600
 # 422: an Idempotency-Key replays only the request it was first sent
 # with; a replay describes the stored order; the order can be looked up.
 req PUT $U/v1/items/a '{"stock":10}' "${ADMIN[@]}"; req PUT $U/v1/items/other '{"stock":10}' "${ADMIN[@]}"

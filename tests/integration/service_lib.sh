@@ -32,16 +32,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 1' INT TERM
 
-fail() { echo "FAIL: $*"; FAILS=$((FAILS + 1)); }
-ok() { echo "ok: $*"; }
-check() {   # check "what" <command...>: passes when the command succeeds
-  local what=$1; shift
-  if "$@"; then ok "$what"; else fail "$what"; fi
-}
-finish() {
-  if [ "$FAILS" -ne 0 ]; then echo "$FAILS check(s) failed"; exit 1; fi
-  echo "all checks passed"; exit 0
-}
+# shellcheck source=tests/integration/checks.sh
+. "$(dirname "${BASH_SOURCE[0]}")/checks.sh"
 
 # start_svc NAME PORT [flags...]: starts the binary with its log in
 # $T/NAME.log and waits for /healthz. Sets LAST_PID.
@@ -68,11 +60,15 @@ stop_svc() {
   STOP_RC=$?
 }
 
-# wait_ready URL [tries]: polls /readyz until 200 (the consumers join their
-# groups a few seconds after start); leaves the last req in CODE/BODY.
+# wait_ready URL [tries]: polls /readyz until it answers "ready" (the
+# consumers join their groups a few seconds after start; until then Kafka
+# is down and the answer is 200 "degraded"); leaves the last req in
+# CODE/BODY.
 wait_ready() {
   local u=$1 n=${2:-150} i
-  for i in $(seq 1 "$n"); do req GET "$u/readyz"; [ "$CODE" = 200 ] && return 0; sleep 0.1; done
+  for i in $(seq 1 "$n"); do
+    req GET "$u/readyz"; [ "$CODE" = 200 ] && [[ "$BODY" == *'"status":"ready"'* ]] && return 0; sleep 0.1
+  done
   return 1
 }
 

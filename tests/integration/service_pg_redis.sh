@@ -123,7 +123,9 @@ t0=$(date +%s%N)
 for i in $(seq 1 20); do req GET $U/v1/items/hot; [ "$CODE" = 200 ] || break; sleep 0.05; done
 expect 200 "\"version\":$v1" "reads served with Redis down"
 req POST $U/v1/items/hot/decrement '{"user_id":"u2","qty":1}'; expect 200 "" "decrements with Redis down"
-req GET $U/readyz; expect 503 '"redis":"down"' "readyz names redis"
+req GET $U/readyz; expect 200 '"redis":"down"' "readyz names redis"
+expect 200 '"status":"degraded"' "Redis down is degraded (200: the instance still sells)"
+expect 200 '"degraded":["redis"]' "readyz lists redis as degraded"
 # The breaker counts failed Redis reads, which come only as local entries
 # expire (1 s TTL): keep reading for up to 6 s until it has opened.
 for i in $(seq 1 60); do
@@ -141,11 +143,14 @@ req GET "$U/admin/items/hot/audit" "" "${ADMIN[@]}"; sold0=$(json_num units_sold
 "$SRC/scripts/postgres" kill --dir "$T/pg" >/dev/null 2>&1
 req POST $U/v1/items/hot/decrement '{"user_id":"u3","qty":1}' -H 'Idempotency-Key: pgdown-1'
 expect 503 "" "503 with the database down"
+check "the 503 carries Retry-After" [ -n "$(header Retry-After)" ]
 check "503 code is unavailable or outcome_unknown" grep -Eq '"(unavailable|outcome_unknown)"' <<<"$BODY"
 id=$(header X-Request-Id)
 check "the store failure is logged with the request's id (req=$id)" \
   grep -Eq "level=(warn|error) msg=\"decrement failed.* req=$id sku=hot" "$T/a.log"
 req GET $U/readyz; expect 503 '"store":"down"' "readyz names the store"
+expect 503 '"status":"not_ready"' "the store down is not_ready"
+check "a 503 readyz carries Retry-After" [ -n "$(header Retry-After)" ]
 "$SRC/scripts/postgres" up --dir "$T/pg" --port $PGP >/dev/null 2>&1 || fail "postgres restart"
 for i in $(seq 1 100); do
   req POST $U/v1/items/hot/decrement '{"user_id":"u3","qty":1}' -H 'Idempotency-Key: pgdown-1'
@@ -160,6 +165,7 @@ check "exactly one unit sold by the retried key" [ "$(json_num units_sold <<<"$B
 kill $BPID 2>/dev/null; wait $BPID 2>/dev/null
 req POST $U/v1/items/hot/decrement '{"user_id":"u4","qty":1}'; expect 200 "" "decrement with Kafka down"
 for i in $(seq 1 100); do req GET $U/readyz; [[ "$BODY" == *'"kafka":"down"'* ]] && break; sleep 0.2; done
-expect 503 '"kafka":"down"' "readyz names kafka"
+expect 200 '"kafka":"down"' "readyz names kafka"
+expect 200 '"status":"degraded"' "Kafka (and Redis) down is degraded"
 
 finish

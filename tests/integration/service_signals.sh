@@ -17,7 +17,7 @@ done
 expect 200 '"invalidation_delay_ms":1234' "SIGHUP changes the delay"
 check "SIGHUP changes the local TTL" grep -q '"local_ttl_ms":777' <<<"$BODY"
 check "SIGHUP changes the log level" grep -q '"log_level":"debug"' <<<"$BODY"
-check "metrics show the new delay" grep -q '^cachesvc_inv_delay_ms 1234' <(curl -s $U/metrics)
+check "metrics show the new delay" grep -q '^cachesvc_inv_delay_seconds 1.234$' <(curl -s $U/metrics)
 printf '[kafka]\ninvalidation_delay_ms = never\n' >"$T/svc.ini"
 kill -HUP $PID; sleep 0.5
 req GET $U/admin/config "" "${ADMIN[@]}"; expect 200 '"invalidation_delay_ms":1234' "a bad file on SIGHUP keeps the running settings"
@@ -50,5 +50,6 @@ check "audit invariant" [ $(( $(json_num units_supplied <<<"$BODY") - $(json_num
 # SIGINT drains the same way.
 stop_svc $LAST_PID INT
 check "SIGINT exits 0" [ "$STOP_RC" = 0 ]
-check "SIGINT drains" grep -q 'msg="draining" signal=SIGINT' "$T/b.log"
+check "SIGINT stops" grep -q 'msg="stopping" signal=SIGINT' "$T/b.log"
+check "SIGINT drains" grep -q 'msg="draining" deadline_ms=' "$T/b.log"
 finish

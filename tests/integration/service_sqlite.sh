@@ -78,7 +78,7 @@ for fam in 'http_requests_total{route="/v1/items/{sku}",method="GET",code="200"}
            cachesvc_local_fills_refused_total cachesvc_local_refused_floor_total \
            cachesvc_store_batch_size_bucket cachesvc_store_commit_seconds_bucket \
            cachesvc_invalidation_lag_seconds_bucket cachesvc_inv_outbox_depth \
-           'cachesvc_rt_worker_switches{worker="0"}' cachesvc_broadcast_lag_seconds_count; do
+           'cachesvc_rt_worker_switches_total{worker="0"}' cachesvc_broadcast_lag_seconds_count; do
   check "metrics has $fam" grep -qF "$fam" "$T/metrics"
 done
 if [ -z "${CACHESVC_NO_JEMALLOC:-}" ]; then

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <string.h>
 
+#include "cachesvc_version.h"
 #include "runtime/rt.h"
 
 typedef struct main_arg {
@@ -31,6 +32,11 @@ static void main_co(void *arg)
 int main(int argc, char **argv)
 {
     fs_opts o;
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--version") == 0) {
+            printf("flashsale %s (%s)\n", CACHESVC_VERSION, CACHESVC_COMMIT);
+            return 0;
+        }
     int rc = fs_opts_parse(&o, argc, argv, stdout, stderr);
     if (rc != 0) {
         fs_opts_free(&o);

@@ -1,9 +1,12 @@
 /*
  * test_api_parse.c: api/'s request handling without sockets: parsing,
- * limits, pipelining order, keep-alive, router, auth, the JSON routes and
- * the error mapping, and the contract check against api/openapi.yaml.
+ * limits, pipelining order, keep-alive, router, auth and the admin token's
+ * run-time swap, the JSON routes, readiness, the error mapping and its
+ * headers, and the contract check against api/openapi.yaml.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <time.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -106,6 +109,18 @@ static int count(const char *hay, const char *needle)
     for (const char *p = hay; (p = strstr(p, needle)) != NULL; p++)
         n++;
     return n;
+}
+
+/* An unknown item's 404 says which tier knew it absent. */
+static void test_get_absent(void **st)
+{
+    (void)st;
+    fixture *f = fx_new(NULL, NULL);
+    const char *o = feeds(f, "GET /v1/items/none HTTP/1.1\r\n\r\n");
+    assert_non_null(strstr(o, "HTTP/1.1 404 Not Found\r\n"));
+    assert_non_null(strstr(o, "\r\nX-Cache: local\r\n"));
+    assert_non_null(strstr(o, "{\"error\":\"not_found\""));
+    fx_free(f);
 }
 
 static void test_get_item(void **st)
@@ -630,7 +645,7 @@ static void test_auth(void **st)
     o = feeds(f, "GET /admin/config HTTP/1.1\r\nAuthorization: Bearer s3cret\r\n\r\n");
     assert_non_null(strstr(o, "HTTP/1.1 200 OK\r\n"));
     assert_non_null(strstr(o, "{\"invalidation_delay_ms\":500,\"local_ttl_ms\":2000,"
-                              "\"log_level\":\"info\"}"));
+                              "\"log_level\":\"info\",\"settings\":{"));
     o = feeds(f, "PUT /admin/config HTTP/1.1\r\nAuthorization: Bearer s3cret\r\n"
                  "Content-Length: 50\r\n\r\n"
                  "{\"invalidation_delay_ms\":900,\"log_level\":\"debug\"} ");
@@ -735,16 +750,325 @@ static void test_decrement_codes(void **st)
         char code[64];
         snprintf(code, sizeof code, "\"error\":\"%s\"", map[i].code);
         assert_non_null(strstr(o, code));
-        if (map[i].err == HTTP_E_OVERLOADED)
-            assert_non_null(strstr(o, "Retry-After: 1\r\n"));
+        /* Every 429 and 503 says when to come back. */
+        if (map[i].line[9] == '4' || map[i].line[9] == '5')
+            assert_int_equal(count(o, "Retry-After:"), map[i].err == -EINVAL ? 0 : 1);
+        if (map[i].err != -EINVAL)
+            assert_non_null(strstr(o, "\r\nRetry-After: 1\r\n"));
     }
-    o = feeds(f, "GET /readyz HTTP/1.1\r\n\r\n");
-    assert_non_null(strstr(o, "HTTP/1.1 503 "));
-    assert_non_null(strstr(o, "\"status\":\"not_ready\""));
     http_memservice_fail(f->svc, 0);
+    fx_free(f);
+}
+
+/* The service's Retry-After wins over the default; every 503 of every
+ * route carries one; 425 says when the sale starts. */
+static void test_retry_after(void **st)
+{
+    (void)st;
+    fixture *f = fx_new("t", NULL);
+    const char *o;
+    http_memservice_retry_after(f->svc, 7);
+    const int errs[] = {HTTP_E_OVERLOADED, HTTP_E_UNAVAILABLE, HTTP_E_OUTCOME_UNKNOWN, -ETIMEDOUT};
+    for (size_t i = 0; i < sizeof errs / sizeof errs[0]; i++) {
+        http_memservice_fail(f->svc, errs[i]);
+        o = post(f, "hot", "{\"user_id\":\"u1\",\"qty\":1}", NULL);
+        assert_non_null(strstr(o, "\r\nRetry-After: 7\r\n"));
+        assert_int_equal(count(o, "Retry-After:"), 1);
+    }
+    http_memservice_retry_after(f->svc, 0);
+    http_memservice_fail(f->svc, HTTP_E_UNAVAILABLE);
+    static const char *const reqs[] = {
+        "GET /v1/items/hot HTTP/1.1\r\n\r\n",
+        "HEAD /v1/items/hot HTTP/1.1\r\n\r\n",
+        "POST /v1/items/hot/decrement HTTP/1.1\r\nContent-Length: 23\r\n\r\n{\"user_id\":\"u\",\"qty\":1}",
+        "PUT /v1/items/hot HTTP/1.1\r\nAuthorization: Bearer t\r\nContent-Length: 11\r\n\r\n{\"stock\":1}",
+        "GET /v1/orders/by-key?user_id=u HTTP/1.1\r\nIdempotency-Key: k\r\n\r\n",
+        "GET /admin/items/hot/audit HTTP/1.1\r\nAuthorization: Bearer t\r\n\r\n",
+        "GET /admin/config HTTP/1.1\r\nAuthorization: Bearer t\r\n\r\n",
+        "PUT /admin/config HTTP/1.1\r\nAuthorization: Bearer t\r\nContent-Length: 18\r\n\r\n{\"local_ttl_ms\":5}",
+        "GET /readyz HTTP/1.1\r\n\r\n",
+    };
+    for (size_t i = 0; i < sizeof reqs / sizeof reqs[0]; i++) {
+        o = feeds(f, reqs[i]);
+        if (strstr(o, "HTTP/1.1 503 Service Unavailable\r\n") == NULL ||
+            strstr(o, "\r\nRetry-After: 1\r\n") == NULL)
+            fail_msg("no 503 with Retry-After: 1 for %s:\n%s", reqs[i], o);
+    }
+    http_memservice_fail(f->svc, 0);
+
+    /* 425: the start in the envelope, Retry-After the seconds until then. */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    int64_t start = now + 90 * 1000 + 500;
+    assert_int_equal(http_memservice_put(f->svc, "soon", 10, 0, start), 0);
+    o = post(f, "soon", "{\"user_id\":\"u1\",\"qty\":1}", NULL);
+    assert_non_null(strstr(o, "HTTP/1.1 425 Too Early\r\n"));
+    char body[160];
+    snprintf(body, sizeof body,
+             "{\"error\":\"sale_not_started\",\"detail\":\"%s\",\"sale_starts_at_ms\":%lld}",
+             http_strerror(HTTP_E_SALE_NOT_STARTED), (long long)start);
+    assert_non_null(strstr(o, body));
+    const char *ra = strstr(o, "\r\nRetry-After: ");
+    assert_non_null(ra);
+    long wait_s = strtol(ra + 15, NULL, 10);
+    assert_true(wait_s >= 89 && wait_s <= 91);
+    /* A start a few milliseconds away still asks for at least 1 s. */
+    assert_int_equal(http_memservice_put(f->svc, "now", 10, 0, now + 400), 0);
+    o = post(f, "now", "{\"user_id\":\"u1\",\"qty\":1}", NULL);
+    if (strstr(o, "HTTP/1.1 425 ") != NULL)
+        assert_non_null(strstr(o, "\r\nRetry-After: 1\r\n"));
+    fx_free(f);
+}
+
+/* A service whose decrement refuses with sale_not_started without saying
+ * when (sale_starts_at_ms 0): Retry-After 1, no member. */
+static int not_started_unknown(void *ctx, const http_decrement_req *req, http_decrement_res *out)
+{
+    (void)ctx;
+    (void)req;
+    (void)out;
+    return HTTP_E_SALE_NOT_STARTED;
+}
+
+static void test_not_started_unknown(void **st)
+{
+    (void)st;
+    fixture *f = fx_new(NULL, NULL);
+    http_service svc = *f->svc;
+    svc.decrement = not_started_unknown;
+    f->srv.svc = &svc;
+    const char *o = post(f, "hot", "{\"user_id\":\"u1\",\"qty\":1}", NULL);
+    assert_non_null(strstr(o, "HTTP/1.1 425 Too Early\r\n"));
+    assert_non_null(strstr(o, "\r\nRetry-After: 1\r\n"));
+    assert_null(strstr(o, "sale_starts_at_ms"));
+    assert_non_null(strstr(o, "{\"error\":\"sale_not_started\",\"detail\":"));
+    f->srv.svc = f->svc;
+    fx_free(f);
+}
+
+/* GET /readyz: 503 only while draining or with the store down; a Redis
+ * or Kafka outage is 200 "degraded" and named. */
+static void test_readyz(void **st)
+{
+    (void)st;
+    fixture *f = fx_new(NULL, NULL);
+    const char *o;
+    o = feeds(f, "GET /readyz HTTP/1.1\r\n\r\n");
+    assert_non_null(strstr(o, "HTTP/1.1 200 OK\r\n"));
+    assert_non_null(strstr(o, "\r\n\r\n{\"status\":\"ready\",\"store\":\"up\",\"redis\":\"none\","
+                              "\"kafka\":\"none\",\"degraded\":[]}"));
+    assert_null(strstr(o, "Retry-After"));
+    static const struct {
+        http_dep_state redis, kafka;
+        int draining, fail;
+        const char *line, *body;
+    } cases[] = {
+        {HTTP_DEP_UP, HTTP_DEP_UP, 0, 0, "HTTP/1.1 200 OK\r\n",
+         "{\"status\":\"ready\",\"store\":\"up\",\"redis\":\"up\",\"kafka\":\"up\",\"degraded\":[]}"},
+        {HTTP_DEP_DOWN, HTTP_DEP_UP, 0, 0, "HTTP/1.1 200 OK\r\n",
+         "{\"status\":\"degraded\",\"store\":\"up\",\"redis\":\"down\",\"kafka\":\"up\","
+         "\"degraded\":[\"redis\"]}"},
+        {HTTP_DEP_UP, HTTP_DEP_DOWN, 0, 0, "HTTP/1.1 200 OK\r\n",
+         "{\"status\":\"degraded\",\"store\":\"up\",\"redis\":\"up\",\"kafka\":\"down\","
+         "\"degraded\":[\"kafka\"]}"},
+        {HTTP_DEP_DOWN, HTTP_DEP_DOWN, 0, 0, "HTTP/1.1 200 OK\r\n",
+         "{\"status\":\"degraded\",\"store\":\"up\",\"redis\":\"down\",\"kafka\":\"down\","
+         "\"degraded\":[\"redis\",\"kafka\"]}"},
+        {HTTP_DEP_NONE, HTTP_DEP_DOWN, 0, 0, "HTTP/1.1 200 OK\r\n",
+         "{\"status\":\"degraded\",\"store\":\"up\",\"redis\":\"none\",\"kafka\":\"down\","
+         "\"degraded\":[\"kafka\"]}"},
+        {HTTP_DEP_UP, HTTP_DEP_UP, 0, 1, "HTTP/1.1 503 Service Unavailable\r\n",
+         "{\"status\":\"not_ready\",\"store\":\"down\",\"redis\":\"up\",\"kafka\":\"up\","
+         "\"degraded\":[]}"},
+        {HTTP_DEP_DOWN, HTTP_DEP_UP, 0, 1, "HTTP/1.1 503 Service Unavailable\r\n",
+         "{\"status\":\"not_ready\",\"store\":\"down\",\"redis\":\"down\",\"kafka\":\"up\","
+         "\"degraded\":[\"redis\"]}"},
+        {HTTP_DEP_UP, HTTP_DEP_UP, 1, 0, "HTTP/1.1 503 Service Unavailable\r\n",
+         "{\"status\":\"draining\",\"store\":\"up\",\"redis\":\"up\",\"kafka\":\"up\","
+         "\"degraded\":[]}"},
+        {HTTP_DEP_DOWN, HTTP_DEP_UP, 1, 1, "HTTP/1.1 503 Service Unavailable\r\n",
+         "{\"status\":\"draining\",\"store\":\"down\",\"redis\":\"down\",\"kafka\":\"up\","
+         "\"degraded\":[\"redis\"]}"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        http_memservice_set_ready(f->svc, cases[i].redis, cases[i].kafka, cases[i].draining);
+        http_memservice_fail(f->svc, cases[i].fail ? HTTP_E_UNAVAILABLE : 0);
+        o = feeds(f, "GET /readyz HTTP/1.1\r\n\r\n");
+        if (!strstr(o, cases[i].line) || !strstr(o, cases[i].body))
+            fail_msg("case %zu: want %s%s, got:\n%s", i, cases[i].line, cases[i].body, o);
+        int is503 = cases[i].line[9] == '5';
+        assert_int_equal(count(o, "\r\nRetry-After: 1\r\n"), is503);
+        assert_non_null(strstr(o, "Content-Type: application/json\r\n"));
+    }
+    /* A service without ready() is ready. */
+    http_service svc = *f->svc;
+    svc.ready = NULL;
+    f->srv.svc = &svc;
     o = feeds(f, "GET /readyz HTTP/1.1\r\n\r\n");
     assert_non_null(strstr(o, "{\"status\":\"ready\",\"store\":\"up\",\"redis\":\"none\","
-                              "\"kafka\":\"none\"}"));
+                              "\"kafka\":\"none\",\"degraded\":[]}"));
+    f->srv.svc = f->svc;
+    http_memservice_fail(f->svc, 0);
+    fx_free(f);
+}
+
+static int settings_fail(void *ctx, http_buf *out)
+{
+    (void)ctx;
+    (void)out;
+    return HTTP_E_UNAVAILABLE;
+}
+
+static int settings_junk(void *ctx, http_buf *out)
+{
+    (void)ctx;
+    return http_buf_puts(out, "\"not an object\"");
+}
+
+/* GET /admin/config carries the service's settings verbatim; PUT's
+ * answer and a service without config_settings do not. */
+static void test_config_settings(void **st)
+{
+    (void)st;
+    fixture *f = fx_new("t", NULL);
+    const char *o;
+    o = feeds(f, "GET /admin/config HTTP/1.1\r\nAuthorization: Bearer t\r\n\r\n");
+    assert_non_null(strstr(o, "HTTP/1.1 200 OK\r\n"));
+    assert_non_null(strstr(o,
+        "\r\n\r\n{\"invalidation_delay_ms\":500,\"local_ttl_ms\":2000,\"log_level\":\"info\","
+        "\"settings\":{\"kafka.invalidation_delay_ms\":{\"value\":500,\"source\":\"default\"},"
+        "\"cache.local_ttl_ms\":{\"value\":2000,\"source\":\"default\"},"
+        "\"log.level\":{\"value\":\"info\",\"source\":\"default\"}}}"));
+    o = feeds(f, "PUT /admin/config HTTP/1.1\r\nAuthorization: Bearer t\r\n"
+                 "Content-Length: 20\r\n\r\n{\"local_ttl_ms\":750}");
+    assert_non_null(strstr(o, "\r\n\r\n{\"invalidation_delay_ms\":500,\"local_ttl_ms\":750,"
+                              "\"log_level\":\"info\"}"));
+    assert_null(strstr(o, "settings"));
+    o = feeds(f, "GET /admin/config HTTP/1.1\r\nAuthorization: Bearer t\r\n\r\n");
+    assert_non_null(strstr(o, "\"cache.local_ttl_ms\":{\"value\":750,\"source\":\"set\"}"));
+    http_service svc = *f->svc;
+    f->srv.svc = &svc;
+    svc.config_settings = NULL;
+    o = feeds(f, "GET /admin/config HTTP/1.1\r\nAuthorization: Bearer t\r\n\r\n");
+    assert_non_null(strstr(o, "\r\n\r\n{\"invalidation_delay_ms\":500,\"local_ttl_ms\":750,"
+                              "\"log_level\":\"info\"}"));
+    svc.config_settings = settings_fail;
+    o = feeds(f, "GET /admin/config HTTP/1.1\r\nAuthorization: Bearer t\r\n\r\n");
+    assert_non_null(strstr(o, "HTTP/1.1 503 "));
+    assert_non_null(strstr(o, "\r\n\r\n{\"error\":\"unavailable\""));
+    assert_non_null(strstr(o, "\r\nRetry-After: 1\r\n"));
+    svc.config_settings = settings_junk;
+    o = feeds(f, "GET /admin/config HTTP/1.1\r\nAuthorization: Bearer t\r\n\r\n");
+    assert_non_null(strstr(o, "HTTP/1.1 500 "));
+    assert_non_null(strstr(o, "\r\n\r\n{\"error\":\"internal\""));
+    f->srv.svc = f->svc;
+    fx_free(f);
+}
+
+static const char *get_config(fixture *f, const char *token)
+{
+    char req[256];
+    snprintf(req, sizeof req, "GET /admin/config HTTP/1.1\r\nAuthorization: Bearer %s\r\n\r\n",
+             token);
+    return feeds(f, req);
+}
+
+/* http_server_set_admin_token: the next check uses the new token; NULL or
+ * "" disables the admin routes; bad tokens are refused and change
+ * nothing. */
+static void test_admin_token_swap(void **st)
+{
+    (void)st;
+    fixture *f = fx_new("first", NULL);
+    assert_non_null(strstr(get_config(f, "first"), "HTTP/1.1 200 OK\r\n"));
+    assert_int_equal(http_server_set_admin_token(&f->srv, "second-token"), 0);
+    assert_non_null(strstr(get_config(f, "first"), "HTTP/1.1 401 "));
+    assert_non_null(strstr(get_config(f, "second-token"), "HTTP/1.1 200 OK\r\n"));
+    assert_int_equal(http_server_set_admin_token(&f->srv, "bad token"), -EINVAL);
+    assert_int_equal(http_server_set_admin_token(&f->srv, "bad\ntoken"), -EINVAL);
+    assert_int_equal(http_server_set_admin_token(&f->srv, "bad\x7f"), -EINVAL);
+    assert_int_equal(http_server_set_admin_token(&f->srv, "b\xc3\xa4" "d"), -EINVAL);
+    assert_non_null(strstr(get_config(f, "second-token"), "HTTP/1.1 200 OK\r\n"));
+    assert_int_equal(http_server_set_admin_token(&f->srv, ""), 0);
+    assert_non_null(strstr(get_config(f, "second-token"), "HTTP/1.1 403 Forbidden\r\n"));
+    assert_int_equal(http_server_set_admin_token(&f->srv, "third"), 0);
+    assert_non_null(strstr(get_config(f, "third"), "HTTP/1.1 200 OK\r\n"));
+    assert_int_equal(http_server_set_admin_token(&f->srv, NULL), 0);
+    assert_non_null(strstr(get_config(f, "third"), "HTTP/1.1 403 Forbidden\r\n"));
+    assert_null(f->srv.token);
+    /* A token set at run time on a server started without one. */
+    fx_free(f);
+    f = fx_new(NULL, NULL);
+    assert_non_null(strstr(get_config(f, "x"), "HTTP/1.1 403 "));
+    assert_int_equal(http_server_set_admin_token(&f->srv, "x"), 0);
+    assert_non_null(strstr(get_config(f, "x"), "HTTP/1.1 200 OK\r\n"));
+    fx_free(f);
+}
+
+/* Readers racing with swaps between two tokens see one or the other whole:
+ * a mix of the two (A's bytes with B's length, half of each) never
+ * matches, and each token matches only while it is set. */
+#define SWAP_A "aaaaaaaaaaaaaaaa"
+#define SWAP_B "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+typedef struct swap_arg {
+    http_server *srv;
+    _Atomic int *stop;
+    long matches_a, matches_b, torn;
+} swap_arg;
+
+static void *swap_reader(void *p)
+{
+    swap_arg *a = p;
+    static const char *const torn[] = {
+        "aaaaaaaabbbbbbbb", "bbbbbbbbaaaaaaaa", "bbbbbbbbbbbbbbbb",
+        "aaaaaaaaaaaaaaaabbbbbbbbbbbbbbbb", "aaaaaaaaaaaaaaaa\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
+    };
+    static const size_t torn_len[] = {16, 16, 16, 32, 32};
+    while (!atomic_load(a->stop)) {
+        a->matches_a += http__admin_token_check(a->srv, SWAP_A, 16) == 1;
+        a->matches_b += http__admin_token_check(a->srv, SWAP_B, 32) == 1;
+        for (size_t i = 0; i < 5; i++)
+            a->torn += http__admin_token_check(a->srv, torn[i], torn_len[i]) != 0;
+    }
+    return NULL;
+}
+
+static void test_admin_token_concurrent(void **st)
+{
+    (void)st;
+    fixture *f = fx_new(SWAP_A, NULL);
+    _Atomic int stop = 0;
+    swap_arg args[3];
+    pthread_t th[3];
+    for (int i = 0; i < 3; i++) {
+        args[i] = (swap_arg){.srv = &f->srv, .stop = &stop};
+        assert_int_equal(pthread_create(&th[i], NULL, swap_reader, &args[i]), 0);
+    }
+    /* Swap for at least 20000 rounds and 300 ms, so that the readers run
+     * under both tokens even on a loaded machine. */
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (long i = 0;; i++) {
+        assert_int_equal(http_server_set_admin_token(&f->srv, i & 1 ? SWAP_A : SWAP_B), 0);
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        if (i >= 20000 && (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 >= 300)
+            break;
+    }
+    assert_int_equal(http_server_set_admin_token(&f->srv, SWAP_A), 0);
+    atomic_store(&stop, 1);
+    long a = 0, b = 0, torn = 0;
+    for (int i = 0; i < 3; i++) {
+        pthread_join(th[i], NULL);
+        a += args[i].matches_a;
+        b += args[i].matches_b;
+        torn += args[i].torn;
+    }
+    assert_int_equal(torn, 0);
+    assert_true(a > 0 && b > 0);
+    /* The last swap set A: only A matches now. */
+    assert_int_equal(http__admin_token_check(&f->srv, SWAP_A, 16), 1);
+    assert_int_equal(http__admin_token_check(&f->srv, SWAP_B, 32), 0);
     fx_free(f);
 }
 
@@ -866,6 +1190,13 @@ int main(void)
         cmocka_unit_test(test_router),
         cmocka_unit_test(test_auth),
         cmocka_unit_test(test_decrement_codes),
+        cmocka_unit_test(test_retry_after),
+        cmocka_unit_test(test_not_started_unknown),
+        cmocka_unit_test(test_readyz),
+        cmocka_unit_test(test_config_settings),
+        cmocka_unit_test(test_admin_token_swap),
+        cmocka_unit_test(test_admin_token_concurrent),
+        cmocka_unit_test(test_get_absent),
         cmocka_unit_test(test_admin_items),
         cmocka_unit_test(test_openapi_contract),
     };

@@ -1,8 +1,8 @@
 /*
  * test_api_server.c: the server on the runtime, over loopback (ports
  * 21400-21420): keep-alive reuse, idle and header deadlines, the connection
- * cap, graceful stop with a request in flight, and a stop whose deadline
- * passes.
+ * cap, graceful stop with a request in flight, a stop whose deadline
+ * passes, and an admin token swapped while an admin request is in flight.
  *
  * cmocka's assertions longjmp, which must not cross coroutine stacks, so
  * the coroutines record the first failure in `failed` and the test asserts
@@ -44,6 +44,14 @@ static int slow_get_item(void *ctx, const char *sku, http_item *out,
     return mem->get_item(mem->ctx, sku, out, tier);
 }
 
+/* get_config parks slow_ms too (an admin route in flight). */
+static int slow_get_config(void *ctx, http_config_values *out)
+{
+    if (slow_ms)
+        rt_sleep(slow_ms);
+    return mem->get_config(mem->ctx, out);
+}
+
 static http_service slow_svc;
 
 static void run(rt_fn fn)
@@ -54,6 +62,7 @@ static void run(rt_fn fn)
     http_memservice_put(mem, "hot", 100, 0, 0);
     slow_svc = *mem;
     slow_svc.get_item = slow_get_item;
+    slow_svc.get_config = slow_get_config;
     slow_ms = 0;
     rt_config cfg = {.workers = 2};
     assert_int_equal(rt_main(&cfg, fn, NULL), 0);
@@ -202,6 +211,7 @@ static void co_cap(void *arg)
     CHECK(read_resp(fds[2], buf, sizeof buf, 2000) > 0);
     CHECK(strncmp(buf, "HTTP/1.1 503 ", 13) == 0);
     CHECK(strstr(buf, "\"error\":\"unavailable\"") != NULL);
+    CHECK(strstr(buf, "\r\nRetry-After: 1\r\n") != NULL);
     for (int i = 0; i < 3; i++)
         rt_close(fds[i]);
     CHECK(http_server_stop(srv, rt_deadline_ms(2000)) == 0);
@@ -295,6 +305,52 @@ static void test_drain_deadline(void **st)
     run(co_drain_deadline);
 }
 
+static void token_old(http_server_config *c)
+{
+    c->admin_token = "old-token";
+}
+
+static const char cfg_old[] =
+    "GET /admin/config HTTP/1.1\r\nAuthorization: Bearer old-token\r\n\r\n";
+static const char cfg_new[] =
+    "GET /admin/config HTTP/1.1\r\nAuthorization: Bearer new-token\r\n\r\n";
+
+/* http_server_set_admin_token while an admin request (checked with the
+ * old token) is parked in the service: that request is answered 200;
+ * later ones need the new token, on the same connection too. */
+static void co_token_swap(void *arg)
+{
+    (void)arg;
+    http_server *srv = start(21405, token_old);
+    if (!srv)
+        return;
+    char buf[4096];
+    int fd = rt_dial_tcp("127.0.0.1", 21405, rt_deadline_ms(2000));
+    CHECK(fd >= 0);
+    slow_ms = 300;
+    CHECK(rt_write(fd, cfg_old, sizeof cfg_old - 1, rt_deadline_ms(1000)) > 0);
+    rt_sleep(100);
+    CHECK(http_server_set_admin_token(srv, "new-token") == 0);
+    int n = read_resp(fd, buf, sizeof buf, 3000);
+    CHECK(n > 0 && strncmp(buf, "HTTP/1.1 200 OK\r\n", 17) == 0);
+    CHECK(strstr(buf, "\"invalidation_delay_ms\":") != NULL);
+    slow_ms = 0;
+    CHECK(rt_write(fd, cfg_old, sizeof cfg_old - 1, rt_deadline_ms(1000)) > 0);
+    n = read_resp(fd, buf, sizeof buf, 2000);
+    CHECK(n > 0 && strncmp(buf, "HTTP/1.1 401 ", 13) == 0);
+    CHECK(rt_write(fd, cfg_new, sizeof cfg_new - 1, rt_deadline_ms(1000)) > 0);
+    n = read_resp(fd, buf, sizeof buf, 2000);
+    CHECK(n > 0 && strncmp(buf, "HTTP/1.1 200 OK\r\n", 17) == 0);
+    rt_close(fd);
+    CHECK(http_server_stop(srv, rt_deadline_ms(2000)) == 0);
+}
+
+static void test_token_swap(void **st)
+{
+    (void)st;
+    run(co_token_swap);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -304,6 +360,7 @@ int main(void)
         cmocka_unit_test(test_conn_cap),
         cmocka_unit_test(test_drain_inflight),
         cmocka_unit_test(test_drain_deadline),
+        cmocka_unit_test(test_token_swap),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

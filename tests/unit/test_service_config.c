@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -83,8 +84,8 @@ static void test_precedence(void **state)
     unlink(path);
 }
 
-/* The dump of c as one string (malloc'ed) without the instance_id line,
- * which a default fills per process. */
+/* The dump of c as one string (malloc'ed) without its "; from <source>"
+ * lines, so that the same values from different sources compare equal. */
 static char *dump_of(const svc_config *c)
 {
     char *buf = NULL;
@@ -92,7 +93,32 @@ static char *dump_of(const svc_config *c)
     FILE *f = open_memstream(&buf, &len);
     svc_config_dump(f, c);
     fclose(f);
+    char *w = buf;
+    for (char *r = buf; *r;) {
+        char *nl = strchr(r, '\n');
+        size_t n = nl ? (size_t)(nl - r + 1) : strlen(r);
+        if (strncmp(r, "; from ", 7) != 0) {
+            memmove(w, r, n);
+            w += n;
+        }
+        r += n;
+    }
+    *w = '\0';
     return buf;
+}
+
+/* A token file only its owner may read (mkstemp makes it 0600). */
+static const char *token_file(void)
+{
+    static char path[64];
+    if (path[0] == '\0') {
+        strcpy(path, "/tmp/svc_tok_XXXXXX");
+        int fd = mkstemp(path);
+        assert_true(fd >= 0);
+        assert_int_equal(write(fd, "tok-from-file\n", 14), 14);
+        close(fd);
+    }
+    return path;
 }
 
 /* A valid value other than the default for a key whose default text is
@@ -110,10 +136,14 @@ static const char *other_value(const char *dotted, const char *def, char *buf, s
         {"kafka.group", "group-2"},
         {"kafka.instance_id", "instance-2"},
         {"log.level", "warn"},
+        {"server.admin_token_file", NULL},
+        {"redis.user", "user-2"},
+        {"redis.password", "pw-2"},
+        {"invalidator.listen", "127.0.0.1:25996"},
     };
     for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
         if (strcmp(strs[i].key, dotted) == 0)
-            return strs[i].value;
+            return strs[i].value ? strs[i].value : token_file();
     if (strcmp(def, "true") == 0)
         return "false";
     if (strcmp(def, "false") == 0)
@@ -212,7 +242,8 @@ static void test_every_key_every_source(void **state)
 
         /* A value of the wrong shape is refused, naming the key (free-text
          * keys take anything). */
-        static const char *const free_text[] = {"server.admin_token", "kafka.instance_id"};
+        static const char *const free_text[] = {"server.admin_token", "kafka.instance_id",
+                                                "redis.password"};
         int skip = 0;
         for (size_t i = 0; i < sizeof free_text / sizeof free_text[0]; i++)
             skip |= strcmp(dotted, free_text[i]) == 0;
@@ -325,7 +356,7 @@ static void test_metrics_render(void **state)
     assert_false(b.oom);
     assert_non_null(strstr(b.p, "cachesvc_decrements_total{outcome=\"ok\"} 42\n"));
     assert_non_null(strstr(b.p, "cachesvc_reads_total{tier=\"local\"} 1\n"));
-    assert_non_null(strstr(b.p, "cachesvc_read_seconds_bucket{tier=\"db\",le=\"5e-05\"} 1\n"));
+    assert_non_null(strstr(b.p, "cachesvc_read_seconds_bucket{tier=\"db\",le=\"0.00005\"} 1\n"));
     assert_non_null(strstr(b.p, "cachesvc_read_seconds_bucket{tier=\"db\",le=\"+Inf\"} 2\n"));
     assert_non_null(strstr(b.p, "cachesvc_read_seconds_count{tier=\"db\"} 2\n"));
     /* One HELP per family. */
@@ -446,6 +477,205 @@ static void test_log_request_id(void **state)
     assert_non_null(strstr(buf, "msg=\"outside\"\n"));
 }
 
+/* librdkafka properties: any [kafka] key with a dot, from the file, a
+ * flag or CACHESVC_KAFKA_PROP_*; a later source replaces an earlier one;
+ * the dump lists them with their sources and redacts secrets. */
+static void test_kafka_props(void **state)
+{
+    (void)state;
+    svc_config c;
+    char err[256];
+    char *path = write_tmp("[kafka]\nsecurity.protocol = SSL\nsasl.mechanisms = PLAIN\n");
+    char flag[96];
+    snprintf(flag, sizeof flag, "--config=%s", path);
+    char *env[] = {"CACHESVC_KAFKA_PROP_SASL_PASSWORD=pw-env", NULL};
+    char *argv[] = {"cachesvc", flag, "--kafka.security.protocol=SASL_SSL",
+                    "--kafka.socket.timeout.ms", "3000", NULL};
+    assert_int_equal(load(&c, 5, argv, env, err), 0);
+    assert_int_equal(c.n_kafka_props, 4);
+    int seen = 0;
+    for (int i = 0; i < c.n_kafka_props; i++) {
+        const struct svc_kafka_prop *p = &c.kafka_props[i];
+        if (strcmp(p->key, "security.protocol") == 0) {
+            assert_string_equal(p->value, "SASL_SSL");   /* the flag beats the file */
+            assert_int_equal(p->source, SVC_SRC_FLAG);
+            seen |= 1;
+        } else if (strcmp(p->key, "sasl.mechanisms") == 0) {
+            assert_int_equal(p->source, SVC_SRC_FILE);
+            seen |= 2;
+        } else if (strcmp(p->key, "sasl.password") == 0) {
+            assert_string_equal(p->value, "pw-env");
+            assert_int_equal(p->source, SVC_SRC_ENV);
+            seen |= 4;
+        } else if (strcmp(p->key, "socket.timeout.ms") == 0) {
+            assert_string_equal(p->value, "3000");
+            seen |= 8;
+        }
+    }
+    assert_int_equal(seen, 15);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    svc_config_dump(f, &c);
+    fclose(f);
+    assert_non_null(strstr(buf, "; from flag --kafka.security.protocol\nsecurity.protocol = SASL_SSL\n"));
+    assert_non_null(strstr(buf, "; from env CACHESVC_KAFKA_PROP_SASL_PASSWORD\nsasl.password = <redacted>\n"));
+    assert_null(strstr(buf, "pw-env"));
+    /* The dump loads back with the properties in [kafka]. */
+    char *back = write_tmp(buf);
+    free(buf);
+    snprintf(flag, sizeof flag, "--config=%s", back);
+    char *argv2[] = {"cachesvc", flag, NULL};
+    svc_config d;
+    assert_int_equal(load(&d, 2, argv2, NULL, err), 0);
+    assert_int_equal(d.n_kafka_props, 4);
+    unlink(back);
+    char *json = svc_config_json(&c);
+    assert_non_null(strstr(json, "\"kafka.sasl.password\":{\"value\":\"<redacted>\",\"source\":\"env\"}"));
+    free(json);
+
+    /* Not a property name; too many. */
+    char *bad[] = {"cachesvc", "--kafka.bad name.x=1", NULL};
+    assert_int_equal(load(&c, 2, bad, NULL, err), -EINVAL);
+    assert_non_null(strstr(err, "kafka.bad name.x"));
+    char *many[SVC_KAFKA_PROPS_MAX + 3];
+    char texts[SVC_KAFKA_PROPS_MAX + 1][48];
+    many[0] = "cachesvc";
+    for (int i = 0; i <= SVC_KAFKA_PROPS_MAX; i++) {
+        snprintf(texts[i], sizeof texts[i], "--kafka.x.p%d=1", i);
+        many[i + 1] = texts[i];
+    }
+    many[SVC_KAFKA_PROPS_MAX + 2] = NULL;
+    assert_int_equal(load(&c, SVC_KAFKA_PROPS_MAX + 2, many, NULL, err), -EINVAL);
+    assert_non_null(strstr(err, "more than"));
+    unlink(path);
+}
+
+static void test_admin_token_file(void **state)
+{
+    (void)state;
+    svc_config c;
+    char err[256], flag[96];
+    snprintf(flag, sizeof flag, "--server.admin_token_file=%s", token_file());
+    char *argv[] = {"cachesvc", flag, NULL};
+    assert_int_equal(load(&c, 2, argv, NULL, err), 0);
+    assert_string_equal(c.admin_token, "tok-from-file");   /* the line end cut */
+    char *both[] = {"cachesvc", flag, "--server.admin_token=x", NULL};
+    assert_int_equal(load(&c, 3, both, NULL, err), -EINVAL);
+    assert_non_null(strstr(err, "both set"));
+    char *missing[] = {"cachesvc", "--server.admin_token_file=/nonexistent/tok", NULL};
+    assert_int_equal(load(&c, 2, missing, NULL, err), -EINVAL);
+    assert_non_null(strstr(err, "server.admin_token_file"));
+    char *empty = write_tmp("\n");
+    chmod(empty, 0600);
+    snprintf(flag, sizeof flag, "--server.admin_token_file=%s", empty);
+    assert_int_equal(load(&c, 2, argv, NULL, err), -EINVAL);
+    assert_non_null(strstr(err, "empty"));
+    FILE *f = fopen(empty, "w");
+    fputs("tok\n", f);
+    fclose(f);
+    chmod(empty, 0644);
+    assert_int_equal(load(&c, 2, argv, NULL, err), -EINVAL);
+    assert_non_null(strstr(err, "others may read"));
+    unlink(empty);
+}
+
+static void test_redact_url(void **state)
+{
+    (void)state;
+    char b[256];
+    struct { const char *in, *out; } cases[] = {
+        {"postgresql://app:s3cret@db1:5432,db2:5432/shop?target_session_attrs=read-write",
+         "postgresql://app:<redacted>@db1:5432,db2:5432/shop?target_session_attrs=read-write"},
+        {"postgresql://app@db/shop", "postgresql://app@db/shop"},
+        {"postgresql://db/shop?user=app&password=s3cret&sslmode=require",
+         "postgresql://db/shop?user=app&password=<redacted>&sslmode=require"},
+        {"host=db user=app password=s3cret dbname=shop",
+         "host=db user=app password=<redacted> dbname=shop"},
+        {"postgresql://u:p@h/d?sslpassword=k", "postgresql://u:<redacted>@h/d?sslpassword=<redacted>"},
+        {"sqlite:/var/lib/cachesvc/cachesvc.db", "sqlite:/var/lib/cachesvc/cachesvc.db"},
+        {"postgresql://h/d?x=1#a:b@c", "postgresql://h/d?x=1#a:b@c"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        assert_string_equal(svc_redact_url(cases[i].in, b, sizeof b), cases[i].out);
+    /* Cut to the buffer, never past it. */
+    char small[12];
+    svc_redact_url("postgresql://app:s3cret@db/shop", small, sizeof small);
+    assert_int_equal(strlen(small), sizeof small - 1);
+    assert_null(strstr(small, "s3"));
+}
+
+struct diff_seen {
+    char keys[16][64];
+    int runtime[16];
+    int n;
+};
+
+static void diff_cb(void *arg, const char *key, int runtime)
+{
+    struct diff_seen *d = arg;
+    if (d->n < 16) {
+        snprintf(d->keys[d->n], sizeof d->keys[0], "%s", key);
+        d->runtime[d->n++] = runtime;
+    }
+}
+
+static void test_diff_and_runtime_keys(void **state)
+{
+    (void)state;
+    svc_config a, b;
+    char err[256];
+    char *argv_a[] = {"cachesvc", "--kafka.invalidation_delay_ms=500", NULL};
+    char *argv_b[] = {"cachesvc", "--kafka.invalidation_delay_ms=900", "--store.batch_max=7",
+                      "--kafka.client.id=x", NULL};
+    assert_int_equal(load(&a, 2, argv_a, NULL, err), 0);
+    assert_int_equal(load(&b, 4, argv_b, NULL, err), 0);
+    struct diff_seen d = {0};
+    assert_int_equal(svc_config_diff(&a, &b, diff_cb, &d), 3);
+    assert_string_equal(d.keys[0], "store.batch_max");
+    assert_int_equal(d.runtime[0], 0);
+    assert_string_equal(d.keys[1], "kafka.invalidation_delay_ms");
+    assert_int_equal(d.runtime[1], 1);
+    assert_string_equal(d.keys[2], "kafka.<properties>");
+    assert_int_equal(d.runtime[2], 0);
+    /* The same sources twice: nothing changed (instance_id is per process
+     * and stable within it). */
+    assert_int_equal(load(&b, 2, argv_a, NULL, err), 0);
+    memset(&d, 0, sizeof d);
+    assert_int_equal(svc_config_diff(&a, &b, diff_cb, &d), 0);
+    /* copy_runtime takes the run-time keys only. */
+    assert_int_equal(load(&b, 4, argv_b, NULL, err), 0);
+    svc_config_copy_runtime(&a, &b);
+    assert_int_equal(a.invalidation_delay_ms, 900);
+    assert_int_equal(a.store_batch_max, 1024);
+    assert_true(svc_config_runtime("log.level"));
+    assert_false(svc_config_runtime("store.url"));
+    char v[64];
+    assert_int_equal(svc_config_get(&b, "store.batch_max", 1, v, sizeof v), 0);
+    assert_string_equal(v, "7");
+    assert_int_equal(svc_config_get(&b, "no.such", 1, v, sizeof v), -EINVAL);
+}
+
+static void test_action_flags(void **state)
+{
+    (void)state;
+    char *v[] = {"cachesvc", "--version", NULL};
+    char *t[] = {"cachesvc", "-c", "x.ini", "-t", NULL};
+    char *p[] = {"cachesvc", "--print-config", "--log.level=warn", NULL};
+    char *h[] = {"cachesvc", "--print-config", "--help", NULL};
+    char *r[] = {"cachesvc", "--log.level=warn", NULL};
+    assert_int_equal(svc_config_action(2, v), SVC_ACT_VERSION);
+    assert_int_equal(svc_config_action(4, t), SVC_ACT_CHECK);
+    assert_int_equal(svc_config_action(3, p), SVC_ACT_PRINT);
+    assert_int_equal(svc_config_action(3, h), SVC_ACT_HELP);
+    assert_int_equal(svc_config_action(2, r), SVC_ACT_RUN);
+    /* The loader accepts the action flags beside the settings. */
+    svc_config c;
+    char err[256];
+    assert_int_equal(load(&c, 3, p, NULL, err), 0);
+    assert_int_equal(c.log_level, SVC_LOG_WARN);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -454,6 +684,11 @@ int main(void)
         cmocka_unit_test(test_bad_values_name_the_key),
         cmocka_unit_test(test_every_key_every_source),
         cmocka_unit_test(test_help_and_dump),
+        cmocka_unit_test(test_kafka_props),
+        cmocka_unit_test(test_admin_token_file),
+        cmocka_unit_test(test_redact_url),
+        cmocka_unit_test(test_diff_and_runtime_keys),
+        cmocka_unit_test(test_action_flags),
         cmocka_unit_test(test_metrics_render),
         cmocka_unit_test(test_metrics_worker_slots),
         cmocka_unit_test(test_log_format),
