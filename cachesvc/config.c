@@ -1128,3 +1128,17 @@ int svc_config_diff(const svc_config *old, const svc_config *next,
     }
     return n;
 }
+
+int svc_config_finish_action(const char *prog, int act, const svc_config *cfg)
+{
+    if (act == SVC_ACT_CHECK) {
+        printf("%s: configuration ok (%s%s)\n", prog, cfg->path[0] ? "file " : "no file",
+               cfg->path);
+        return 0;
+    }
+    if (act == SVC_ACT_PRINT) {
+        svc_config_dump(stdout, cfg);
+        return 0;
+    }
+    return -1;
+}

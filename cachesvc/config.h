@@ -151,6 +151,12 @@ void svc_config_help(FILE *out, const char *prog);
  * whose name says password or secret. */
 void svc_config_dump(FILE *out, const svc_config *cfg);
 
+/* Finishes SVC_ACT_CHECK ("<prog>: configuration ok (file ...)") and
+ * SVC_ACT_PRINT (svc_config_dump) on stdout for a loaded cfg. Returns the
+ * exit code (0) when act was one of them, -1 when the program should go on
+ * and start. */
+int svc_config_finish_action(const char *prog, int act, const svc_config *cfg);
+
 /* The settings as one JSON object {"section.key": {"value": <string, number
  * or bool>, "source": "default|file|env|flag|set"}, ...}, secrets as
  * "<redacted>", Kafka properties as "kafka.<property>". Returns a malloc()ed

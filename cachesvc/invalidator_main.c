@@ -437,15 +437,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "invalidator: kafka.brokers is required\n");
         return 2;
     }
-    if (act == SVC_ACT_CHECK) {
-        printf("invalidator: configuration ok (%s%s)\n", a.cfg.path[0] ? "file " : "no file",
-               a.cfg.path);
-        return 0;
-    }
-    if (act == SVC_ACT_PRINT) {
-        svc_config_dump(stdout, &a.cfg);
-        return 0;
-    }
+    int r = svc_config_finish_action("invalidator", act, &a.cfg);
+    if (r >= 0)
+        return r;
     a.argc = argc;
     a.argv = argv;
     a.ref = a.cfg;

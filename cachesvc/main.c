@@ -244,15 +244,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "cachesvc: %s\n", err);
         return 2;
     }
-    if (act == SVC_ACT_CHECK) {
-        printf("cachesvc: configuration ok (%s%s)\n", a.cfg.path[0] ? "file " : "no file",
-               a.cfg.path);
-        return 0;
-    }
-    if (act == SVC_ACT_PRINT) {
-        svc_config_dump(stdout, &a.cfg);
-        return 0;
-    }
+    if ((r = svc_config_finish_action("cachesvc", act, &a.cfg)) >= 0)
+        return r;
     a.argc = argc;
     a.argv = argv;
     a.ref = a.cfg;
