@@ -142,6 +142,10 @@ typedef struct fs_ack {
     int64_t order_id;
     int32_t user;
     int32_t qty;
+    int32_t at_ms;             /* when the answer came, from the sale's start */
+    int16_t target;            /* the instance that answered */
+    uint8_t attempt;           /* 0 = first try */
+    uint8_t replayed;          /* answered from the idempotency record */
 } fs_ack;
 
 typedef struct fs_verify_in {
@@ -164,6 +168,7 @@ typedef struct fs_verify_out {
     int64_t phantom_units;     /* units sold that no acknowledged or in-doubt buy explains */
     int64_t acked_units;
     int64_t sold_units;        /* during the sale, from the audits */
+    fs_ack lost_first[4];      /* the first min(lost, 4) lost orders */
     int audit_failed;          /* the audit could not be read: nothing verified */
     int passed;
 } fs_verify_out;
@@ -374,6 +379,7 @@ typedef struct fs_result {
     _Atomic uint64_t stale_in_faults[FS_MAX_WINDOWS];
     _Atomic int64_t max_age_in_faults_ns, max_age_outside_ns;
     int restocked;                    /* items restocked during the run */
+    int64_t t0_wall_ms;               /* the sale's start, Unix ms (for the logs) */
     /* The instances' own consistency monitor over the round (sweeps only):
      * checks and violations summed over the targets. */
     int monitor_seen;                 /* 0: no target exports it */

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 static const char *route_name[FS_ROUTES] = {"GET item", "POST buy"};
@@ -278,6 +279,20 @@ void fs_report_text(FILE *f, const fs_opts *o, const fs_result *r)
                 (long long)v->oversold, (long long)v->ledger_mismatch, (long long)v->lost,
                 (long long)v->duplicates, (long long)v->limit_violations,
                 (long long)v->phantom_units, v->passed ? "ok" : "FAILED");
+        for (int64_t k = 0; k < v->lost && k < 4; k++) {
+            const fs_ack *l = &v->lost_first[k];
+            int64_t wall = r->t0_wall_ms + l->at_ms;
+            time_t secs = (time_t)(wall / 1000);
+            struct tm tm;
+            char hms[16] = "?";
+            if (gmtime_r(&secs, &tm) != NULL)
+                strftime(hms, sizeof(hms), "%H:%M:%S", &tm);
+            fprintf(f, "    lost order %lld: user u%d, %d unit(s), acknowledged at %.3f s "
+                       "(%s.%03d UTC) by instance %d on attempt %d%s\n",
+                    (long long)l->order_id, l->user, l->qty, l->at_ms / 1e3, hms,
+                    (int)(wall % 1000), l->target, l->attempt + 1,
+                    l->replayed ? " (a replay)" : "");
+        }
     }
     fprintf(f, "verification: %s\n", verify_passed(r) ? "PASSED" : "FAILED");
 }

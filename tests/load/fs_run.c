@@ -201,7 +201,7 @@ static void record(run *rn, int route, fs_outcome oc, int64_t intended, int64_t 
         fs_result_sale(r, t_recv - rn->t0);
 }
 
-static void add_ack(sku_acks *a, int64_t order_id, int32_t user, int32_t qty)
+static void add_ack(sku_acks *a, fs_ack ack)
 {
     pthread_mutex_lock(&a->mu);
     if (a->n == a->cap) {
@@ -215,7 +215,7 @@ static void add_ack(sku_acks *a, int64_t order_id, int32_t user, int32_t qty)
         a->v = v;
         a->cap = cap;
     }
-    a->v[a->n++] = (fs_ack){order_id, user, qty};
+    a->v[a->n++] = ack;
     pthread_mutex_unlock(&a->mu);
 }
 
@@ -337,7 +337,12 @@ static void do_buy(run *rn, fs_conn *c, int target, int conn_idx, int64_t k, int
                     oc = FS_O_BAD_RESPONSE;
                     in_doubt = 1;
                 } else {
-                    add_ack(&rn->acks[item], order_id, user, (int32_t)o->qty);
+                    add_ack(&rn->acks[item],
+                            (fs_ack){.order_id = order_id, .user = user, .qty = (int32_t)o->qty,
+                                     .at_ms = (int32_t)((recv - rn->t0) / 1000000),
+                                     .target = (int16_t)alt_target,
+                                     .attempt = (uint8_t)(attempt < 255 ? attempt : 255),
+                                     .replayed = (uint8_t)replayed});
                     fs_stale_commit(&r->stale, item, version, recv);
                     sold = o->qty;
                     atomic_fetch_add_explicit(&r->sold_units, (uint64_t)o->qty,
@@ -621,9 +626,40 @@ static void nemesis_main(void *arg)
 }
 
 /* The restock in the middle of the run: at --restock-at, every second item
- * gets --restock more units (its stock read from the audit, then PUT; an
- * answer lost to a fault is retried by admin_call). The new version is
- * known from then on. */
+ * gets --restock more units: its stock read from the audit, then PUT. A
+ * fault may take the database away for several seconds, so an item whose
+ * audit or PUT fails is tried again, with a fresh audit, for up to 30 s (a
+ * PUT whose answer was lost may have applied: the fresh audit then sees its
+ * stock, and the item is restocked twice, which the ledger accounts for).
+ * The new version is known from then on. */
+static int restock_item(run *rn, fs_conn *c, int i)
+{
+    const fs_opts *o = rn->o;
+    int64_t give_up = rt_now_ns() + 30 * INT64_C(1000000000);
+    for (int attempt = 0; rt_now_ns() < give_up && !atomic_load(&fs_interrupted); attempt++) {
+        if (attempt > 0)
+            rt_sleep(500);
+        fs_audit a;
+        if (audit(o, c, o->skus[i], &a) < 0)
+            continue;
+        char path[128], body[64];
+        fs_http_resp resp;
+        snprintf(path, sizeof(path), "/v1/items/%s", o->skus[i]);
+        snprintf(body, sizeof(body), "{\"stock\":%lld}", (long long)(a.stock + o->restock_units));
+        fs_audit_free(&a);
+        int64_t version;
+        int st = admin_call(c, o, "PUT", path, body, &resp);
+        if (st == 200 && fs_json_int(resp.body, resp.body_len, "version", &version) == 0) {
+            fs_stale_commit(&rn->r->stale, i, version, rt_now_ns());
+            return 0;
+        }
+        fprintf(stderr, "flashsale: restock of %s: %s, trying again\n", o->skus[i],
+                st < 0 ? rt_strerror(st) : "answer not 200");
+    }
+    fprintf(stderr, "flashsale: restock of %s failed\n", o->skus[i]);
+    return -EIO;
+}
+
 static void restock_main(void *arg)
 {
     run *rn = arg;
@@ -634,24 +670,9 @@ static void restock_main(void *arg)
     if (atomic_load(&rn->finished) || atomic_load(&fs_interrupted))
         return;
     fs_conn *c = fs_conn_new(&o->targets[0]);
-    for (int i = 1; c != NULL && i < o->nskus; i += 2) {
-        fs_audit a;
-        if (audit(o, c, o->skus[i], &a) < 0)
-            continue;
-        char path[128], body[64];
-        fs_http_resp resp;
-        snprintf(path, sizeof(path), "/v1/items/%s", o->skus[i]);
-        snprintf(body, sizeof(body), "{\"stock\":%lld}", (long long)(a.stock + o->restock_units));
-        fs_audit_free(&a);
-        int64_t version;
-        if (admin_call(c, o, "PUT", path, body, &resp) == 200 &&
-            fs_json_int(resp.body, resp.body_len, "version", &version) == 0) {
-            fs_stale_commit(&rn->r->stale, i, version, rt_now_ns());
+    for (int i = 1; c != NULL && i < o->nskus; i += 2)
+        if (restock_item(rn, c, i) == 0)
             rn->r->restocked++;
-        } else {
-            fprintf(stderr, "flashsale: restock of %s failed\n", o->skus[i]);
-        }
-    }
     fs_conn_free(c);
     if (!o->quiet)
         fprintf(stderr, "\nflashsale: restocked %d items by %lld units\n", rn->r->restocked,
@@ -712,6 +733,7 @@ static int run_round(fs_opts *o, fs_result *r, const char *run_id, int round)
 
     double cpu0 = process_cpu_s();
     rn.t0 = rt_now_ns();
+    r->t0_wall_ms = wall_ms();
     r->t0_ns = rn.t0;
     rn.end_ns = o->duration_s > 0 ? rn.t0 + (int64_t)(o->duration_s * 1e9) : INT64_MAX;
     if (!o->quiet) {

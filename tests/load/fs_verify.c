@@ -55,8 +55,11 @@ void fs_verify(const fs_verify_in *in, fs_verify_out *out)
      * id list, fall back to the unit count. */
     if (a->has_order_ids) {
         for (size_t i = 0; i < in->nacks; i++)
-            if (!has_id(a, in->acks[i].order_id))
+            if (!has_id(a, in->acks[i].order_id)) {
+                if (out->lost < (int64_t)(sizeof(out->lost_first) / sizeof(out->lost_first[0])))
+                    out->lost_first[out->lost] = in->acks[i];
                 out->lost++;
+            }
     } else if (out->acked_units > out->sold_units) {
         out->lost = out->acked_units - out->sold_units;
     }

@@ -19,6 +19,8 @@
 
 #include "fs.h"
 
+#define ACK(id, u, q) ((fs_ack){.order_id = (id), .user = (u), .qty = (q)})
+
 #define MS(x) ((int64_t)(x) * 1000000)
 
 /* ------------------------------------------------------------------------ */
@@ -240,7 +242,7 @@ static void verify_clean_sale_passes(void **state)
 {
     (void)state;
     int64_t ids[] = {1, 2, 3, 4};
-    fs_ack acks[] = {{3, 30, 1}, {1, 10, 1}, {4, 40, 1}, {2, 20, 1}};
+    fs_ack acks[] = {ACK(3, 30, 1), ACK(1, 10, 1), ACK(4, 40, 1), ACK(2, 20, 1)};
     fs_audit after = audit_of(4, 4, 1, ids, 4);
     fs_verify_in in = {.sku = "a", .per_user_limit = 1, .after = &after, .acks = acks, .nacks = 4};
     fs_verify_out out;
@@ -266,7 +268,7 @@ static void verify_detects_each_violation(void **state)
 {
     (void)state;
     int64_t ids[] = {1, 2, 3};
-    fs_ack acks[] = {{1, 10, 1}, {2, 20, 1}, {3, 30, 1}};
+    fs_ack acks[] = {ACK(1, 10, 1), ACK(2, 20, 1), ACK(3, 30, 1)};
     fs_verify_out out;
 
     /* Oversold: more sold than supplied, stock negative. */
@@ -305,7 +307,7 @@ static void verify_detects_each_violation(void **state)
     fs_verify(&in, &out);
     assert_int_equal(out.duplicates, 2);
     a.duplicate_idempotency_keys = 0;
-    fs_ack dup[] = {{1, 10, 1}, {2, 20, 1}, {2, 30, 1}};
+    fs_ack dup[] = {ACK(1, 10, 1), ACK(2, 20, 1), ACK(2, 30, 1)};
     in.acks = dup;
     fs_verify(&in, &out);
     assert_int_equal(out.duplicates, 1);
@@ -317,7 +319,7 @@ static void verify_detects_each_violation(void **state)
     fs_verify(&in, &out);
     assert_int_equal(out.limit_violations, 1);
     a.max_user_qty = 1;
-    fs_ack twice[] = {{1, 10, 1}, {2, 10, 1}, {3, 10, 1}};
+    fs_ack twice[] = {ACK(1, 10, 1), ACK(2, 10, 1), ACK(3, 10, 1)};
     in.acks = twice;
     fs_verify(&in, &out);
     assert_int_equal(out.limit_violations, 1);   /* one user, counted once */
@@ -333,7 +335,7 @@ static void verify_uses_the_baseline(void **state)
     int64_t after_ids[] = {1, 2, 7};
     fs_audit b = audit_of(10, 2, 1, before_ids, 2);
     fs_audit a = audit_of(10, 3, 1, after_ids, 3);
-    fs_ack acks[] = {{7, 1, 1}};
+    fs_ack acks[] = {ACK(7, 1, 1)};
     fs_verify_in in = {.sku = "a", .per_user_limit = 1, .before = &b, .after = &a, .acks = acks,
                        .nacks = 1};
     fs_verify_out out;
