@@ -39,6 +39,7 @@ static int check_redis_url(const char *v, char *why, size_t n);
 static int check_kafka(const char *v, char *why, size_t n);
 static int check_name(const char *v, char *why, size_t n);
 static int check_user(const char *v, char *why, size_t n);
+static int check_bcast_mode(const char *v, char *why, size_t n);
 
 
 /* section, key, kind, field, min, max, checker, default, meaning */
@@ -110,6 +111,10 @@ static int check_user(const char *v, char *why, size_t n);
       "Redis copies are deleted this long after a commit (run-time setting)")                                   \
     X(kafka, delay_consumer, K_BOOL, relay_delay_consumer, 0, 1, check_any, "true",                          \
       "run the delay consumer (Redis deletes) in this process")                                                 \
+    X(kafka, broadcast_mode, K_STR, kafka_broadcast_mode, 0, 0, check_bcast_mode, "update",                 \
+      "update: events carry the committed row, every instance installs it and the writer refreshes "        \
+      "Redis (the delayed delete spares that copy); evict: events only evict (the protocol before "         \
+      "0.10, for comparison and rollback)")                                                                   \
     X(cache, capacity_mb, K_I64, cache_capacity_mb, 1, 1048576, check_any, "256",                            \
       "memory bound of the local cache in MiB")                                                                 \
     X(cache, shards, K_INT, cache_shards, 1, 65536, check_any, "64",                                         \
@@ -318,6 +323,14 @@ static int check_name(const char *v, char *why, size_t n)
     return 0;
 bad:
     errf(why, n, "want a non-empty name of [A-Za-z0-9._-]");
+    return -EINVAL;
+}
+
+static int check_bcast_mode(const char *v, char *why, size_t n)
+{
+    if (strcmp(v, "update") == 0 || strcmp(v, "evict") == 0)
+        return 0;
+    errf(why, n, "want update or evict");
     return -EINVAL;
 }
 

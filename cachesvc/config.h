@@ -70,6 +70,7 @@ typedef struct svc_config {
     char kafka_brokers[SVC_CFG_STR]; /* "embedded" or host:port list */
     char kafka_topic[128];
     char kafka_group[128];
+    char kafka_broadcast_mode[8];  /* "update" or "evict" */
     char instance_id[128];         /* names this instance's broadcast group */
     int invalidation_delay_ms;
     int relay_delay_consumer;      /* bool: run the delay consumer in process */

@@ -307,6 +307,9 @@ static void run(void *arg)
         SVC_ERROR(NULL, "out of memory", NULL);
         goto out;
     }
+    /* The fleet's broadcast_mode decides whether a copy at the event's own
+     * version is the writer's refresh, to be spared (docs/invalidator.md). */
+    a->sink.spare_equal = strcmp(a->cfg.kafka_broadcast_mode, "evict") != 0;
     inv_kafka_prop props[SVC_KAFKA_PROPS_MAX];
     for (int i = 0; i < a->cfg.n_kafka_props && i < SVC_KAFKA_PROPS_MAX; i++)
         props[i] = (inv_kafka_prop){a->cfg.kafka_props[i].key, a->cfg.kafka_props[i].value};

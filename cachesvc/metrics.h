@@ -47,6 +47,8 @@ extern "C" {
       "Times every local copy was distrusted (broadcast events may have been missed).")        \
     X(LOCAL_PURGE, "cachesvc_local_purges_total", "",                                         \
       "Times the local cache was purged (an operator's fleet-wide purge).")                      \
+    X(LOCAL_INSTALLS, "cachesvc_local_installs_total", "",                                     \
+      "Committed rows from broadcast events handed to the local cache (installed when newer).") \
     X(LOCAL_STALE_EVICT, "cachesvc_local_stale_evictions_total", "",                           \
       "Local copies evicted because the database showed a decrement a newer version.") \
     X(REDIS_TOMBSTONE, "cachesvc_redis_tombstones_total", "",                                   \

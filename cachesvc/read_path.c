@@ -222,6 +222,41 @@ void svc__redis_fill(svc *s, const char *sku, const svc_entry *e)
     svc__breaker_result(&s->breaker, !svc__redis_failed(r));
 }
 
+typedef struct refresh_arg {
+    svc *s;
+    svc_entry e;
+    char sku[HTTP_SKU_MAX + 1];
+} refresh_arg;
+
+static void refresh_main(void *arg)
+{
+    refresh_arg *a = arg;
+    svc *s = a->s;
+    svc__redis_fill(s, a->sku, &a->e);
+    free(a);
+    atomic_fetch_sub_explicit(&s->refreshes, 1, memory_order_acq_rel);
+}
+
+void svc__redis_refresh(svc *s, const char *sku, const svc_entry *e)
+{
+    if (!s->bcast_update || s->rc == NULL || atomic_load(&s->draining))
+        return;
+    size_t n = strlen(sku);
+    refresh_arg *a = malloc(sizeof *a);
+    if (a == NULL || n >= sizeof a->sku) {
+        free(a);
+        return;
+    }
+    a->s = s;
+    a->e = *e;
+    memcpy(a->sku, sku, n + 1);
+    atomic_fetch_add_explicit(&s->refreshes, 1, memory_order_acq_rel);
+    if (rt_spawn(NULL, refresh_main, a) < 0) {
+        atomic_fetch_sub_explicit(&s->refreshes, 1, memory_order_acq_rel);
+        free(a);
+    }
+}
+
 /* The leader's fill: Redis, then the database. An absent entry, found or
  * made, answers HTTP_E_NOT_FOUND with *tier set. After a database read
  * *redis_fill is set: the caller writes *e to Redis once the readers that

@@ -34,11 +34,14 @@ typedef struct svc_redis_sink {
     rc_cluster *rc;          /* not owned; outlives the sink */
     int timeout_ms;          /* deadline of each delete */
     int tomb_ttl_ms;         /* the tombstone each delete leaves */
+    int spare_equal;         /* keep a copy at the event's own version
+                              * (broadcast_mode update: rc_delete_if_older) */
     inv_fanout *fanout;      /* owned */
 } svc_redis_sink;
 
 /* One version-guarded delete: stock:{sku} becomes a tombstone at version
- * (kept tomb_ttl_ms) unless it holds a newer one. Returns 0 when applied (deleted, absent, a newer version
+ * (kept tomb_ttl_ms) unless it holds a newer one (or, with spare_equal, a
+ * copy at the version itself). Returns 0 when applied (deleted, absent, a newer version
  * kept, or sku no key the service could have written) or a negative
  * rc error (the invalidator retries it). */
 static inline int svc_redis_sink_one(void *ctx, const char *sku, int64_t version)
@@ -48,8 +51,11 @@ static inline int svc_redis_sink_one(void *ctx, const char *sku, int64_t version
     int kl = rc_item_key(key, sizeof key, sku, strlen(sku));
     if (kl < 0)
         return 0;
-    int r = rc_delete_if_not_newer(rs->rc, key, (size_t)kl, (uint64_t)version,
-                                   rs->tomb_ttl_ms, rt_deadline_ms(rs->timeout_ms));
+    int r = rs->spare_equal
+                ? rc_delete_if_older(rs->rc, key, (size_t)kl, (uint64_t)version,
+                                     rs->tomb_ttl_ms, rt_deadline_ms(rs->timeout_ms))
+                : rc_delete_if_not_newer(rs->rc, key, (size_t)kl, (uint64_t)version,
+                                         rs->tomb_ttl_ms, rt_deadline_ms(rs->timeout_ms));
     return r < 0 ? r : 0;
 }
 

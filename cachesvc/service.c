@@ -43,6 +43,10 @@ static int outbox_fetch(void *ctx, int64_t after_id, int mine, inv_row *rows, in
         rows[i].version = tmp[i].version;
         rows[i].committed_at_ms = tmp[i].committed_at_ms;
         memcpy(rows[i].sku, tmp[i].sku, sizeof rows[i].sku);
+        rows[i].has_item = tmp[i].has_item;
+        rows[i].item = (inv_item){.stock = tmp[i].stock,
+                                  .per_user_limit = tmp[i].per_user_limit,
+                                  .sale_starts_at_ms = tmp[i].sale_starts_at_ms};
     }
     free(tmp);
     return n;
@@ -81,6 +85,22 @@ static void local_evict(void *ctx, const char *sku, int64_t version)
     svc *s = ctx;
     svc__local_evict(s, sku, version);
     svc__flights_invalidate(s, sku);
+}
+
+/* A broadcast event with the committed row: install it unless a newer copy
+ * is held (the version guard), raising the floor to it either way, so the
+ * item stays warm on every instance while it sells. */
+static void local_install(void *ctx, const char *sku, int64_t version, const inv_item *item)
+{
+    svc *s = ctx;
+    svc_entry e = {.stock = item->stock,
+                   .version = version,
+                   .per_user_limit = item->per_user_limit,
+                   .sale_starts_at_ms = item->sale_starts_at_ms};
+    svc__local_evict(s, sku, version);
+    svc__local_fill(s, sku, NULL, 0, &e, NULL);
+    svc__flights_invalidate(s, sku);
+    svc_metric_inc(SVC_C_LOCAL_INSTALLS);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -593,6 +613,7 @@ int svc_open(const svc_config *cfg, svc **out)
     if (s == NULL)
         return -ENOMEM;
     s->cfg = *cfg;
+    s->bcast_update = strcmp(cfg->kafka_broadcast_mode, "evict") != 0;
     pthread_mutex_init(&s->settings_mu, NULL);
     if ((s->settings = malloc(sizeof *s->settings)) == NULL) {
         free(s);
@@ -681,6 +702,7 @@ int svc_open(const svc_config *cfg, svc **out)
         .delay_ms = cfg->invalidation_delay_ms,
         .roles = INV_ROLE_RELAY | INV_ROLE_BCAST |
                  (s->rc != NULL && cfg->relay_delay_consumer ? INV_ROLE_DELAY : 0),
+        .broadcast_evict = strcmp(cfg->kafka_broadcast_mode, "evict") == 0,
     };
     /* [kafka] keys with a dot: librdkafka properties, passed through. */
     inv_kafka_prop kprops[SVC_KAFKA_PROPS_MAX];
@@ -692,7 +714,8 @@ int svc_open(const svc_config *cfg, svc **out)
     /* The delay consumer's deletes go through the same fan-out pool as the
      * standalone invalidator's (redis_sink.h). */
     inv_redis_sink rs = {.del = svc_redis_sink_del, .ctx = &s->rsink};
-    inv_local_sink ls = {.evict = local_evict, .lost = local_lost, .purge = local_purge, .ctx = s};
+    inv_local_sink ls = {.evict = local_evict, .install = local_install, .lost = local_lost,
+                         .purge = local_purge, .ctx = s};
     struct inv_new_args na = {&ic, &src, (ic.roles & INV_ROLE_DELAY) ? &rs : NULL, &ls, NULL};
     inv *iv = NULL;
     if (strcmp(cfg->kafka_brokers, "none") == 0) {
@@ -708,6 +731,7 @@ int svc_open(const svc_config *cfg, svc **out)
         SVC_ERROR(NULL, "redis delete pool did not start", "err=\"%s\"", strerror(-r));
         goto fail;
     }
+    s->rsink.spare_equal = !ic.broadcast_evict;
     r = (int)rt_blocking(inv_new_blocking, &na);
     iv = na.out;
     if (r < 0) {
@@ -767,6 +791,10 @@ void svc_close(svc *s, int drain_ms)
     }
     svc_redis_sink_stop(&s->rsink);   /* no delete runs once inv is freed */
     svc__monitor_stop(s);             /* before the store it reads */
+    /* Writers' Redis refreshes still running (each ends by its Redis
+     * deadline; draining stops new ones). */
+    while (atomic_load(&s->refreshes) > 0)
+        rt_sleep(1);
     t2 = rt_now_ns();
     if (s->connector != NULL)
         rt_join(s->connector);

@@ -75,6 +75,9 @@ typedef struct svc {
     _Atomic int64_t invalidation_delay_ms;
     _Atomic int64_t slow_ns;             /* log.slow_ms; 0 = off */
     _Atomic int puts_inflight;           /* item writes of this instance */
+    int bcast_update;                    /* kafka.broadcast_mode = update */
+    _Atomic int refreshes;               /* svc__redis_refresh coroutines
+                                          * running (svc_close waits) */
     _Atomic int draining;
     _Atomic int store_up;                /* last known (round trip or a
                                           * request's outcome), for /readyz
@@ -129,6 +132,12 @@ int svc__read_item(svc *s, const char *sku, svc_entry *e, http_tier *tier);
 /* Writes e to Redis unless it holds a newer version (a failure only counts
  * against the breaker). Coroutines only. */
 void svc__redis_fill(svc *s, const char *sku, const svc_entry *e);
+/* With broadcast_mode update: the writer's refresh of the Redis copy with
+ * the row it just committed, version-guarded, on a coroutine of its own so
+ * that the batch's commit path does not wait for Redis. A no-op otherwise,
+ * or without Redis, or when the coroutine cannot be had (the delayed
+ * delete and the next reader's fill stand in). */
+void svc__redis_refresh(svc *s, const char *sku, const svc_entry *e);
 
 /* Wall-clock milliseconds since the epoch (the clock of the store's
  * commit stamps). Any thread. */

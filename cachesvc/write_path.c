@@ -49,6 +49,7 @@ void svc__on_commit(void *ctx, const char *sku, int64_t stock, int64_t version,
         e.version = version;
         svc__local_evict(s, sku, version);
         svc__local_fill(s, sku, NULL, 0, &e, NULL);
+        svc__redis_refresh(s, sku, &e);
     } else {
         svc__local_evict(s, sku, version);
     }
@@ -268,8 +269,9 @@ int svc_put_item(void *ctx, const http_put_item_req *req, http_item *out, int *c
     svc__local_fill(s, req->sku, NULL, 0, &e, NULL);
     /* A new item replaces the absent entry Redis may hold for its sku at
      * once (version-guarded), rather than after the delayed delete, so
-     * instances that miss locally do not keep answering 404. */
-    if (cr)
+     * instances that miss locally do not keep answering 404. With update
+     * events every item write refreshes Redis so. */
+    if (cr || s->bcast_update)
         svc__redis_fill(s, req->sku, &e);
     snprintf(out->sku, sizeof out->sku, "%s", it.sku);
     out->stock = it.stock;

@@ -1,7 +1,8 @@
 /*
  * bcast.c: the broadcast consumer. Every instance reads every event and
- * hands it to the local sink, which evicts the item leaving the event's
- * version as its floor. Offsets are never committed: a restart starts at
+ * hands it to the local sink: an event that carries the item's committed
+ * row is installed unless a newer copy is held, one without it evicts the
+ * item; either leaves the event's version as the item's floor. Offsets are never committed: a restart starts at
  * the end again (a fresh instance has nothing cached).
  *
  * No consumer group: the consumer assigns itself every partition of the
@@ -165,8 +166,13 @@ static void on_message(void *arg, rd_kafka_message_t *m)
         INV_INC(iv, purges, 1);
         return;
     }
-    iv->local.evict(iv->local.ctx, ev.sku, ev.version);
-    INV_INC(iv, evicted, 1);
+    if (ev.has_item && iv->local.install != NULL && !iv->broadcast_evict) {
+        iv->local.install(iv->local.ctx, ev.sku, ev.version, &ev.item);
+        INV_INC(iv, installed, 1);
+    } else {
+        iv->local.evict(iv->local.ctx, ev.sku, ev.version);
+        INV_INC(iv, evicted, 1);
+    }
     inv__hist_add(&iv->bcast_lag, inv__wall_ms() - ev.committed_at_ms);
 }
 

@@ -38,7 +38,21 @@ int inv__event_encode(const inv_event *ev, char *buf, size_t cap)
     if (!inv__sku_valid(ev->sku, ev->sku_len) || ev->version < 0 ||
         ev->committed_at_ms < 0 || ev->due_at_ms < 0)
         return -EINVAL;
-    int n = snprintf(buf, cap,
+    if (ev->has_item && (ev->item.stock < 0 || ev->item.per_user_limit < 0 ||
+                         ev->item.sale_starts_at_ms < 0))
+        return -EINVAL;
+    int n;
+    if (ev->has_item)
+        n = snprintf(buf, cap,
+                     "{\"sku\":\"%.*s\",\"version\":%" PRId64
+                     ",\"committed_at_ms\":%" PRId64 ",\"due_at_ms\":%" PRId64
+                     ",\"stock\":%" PRId64 ",\"per_user_limit\":%" PRId64
+                     ",\"sale_starts_at_ms\":%" PRId64 "}",
+                     (int)ev->sku_len, ev->sku, ev->version, ev->committed_at_ms,
+                     ev->due_at_ms, ev->item.stock, ev->item.per_user_limit,
+                     ev->item.sale_starts_at_ms);
+    else
+        n = snprintf(buf, cap,
                      "{\"sku\":\"%.*s\",\"version\":%" PRId64
                      ",\"committed_at_ms\":%" PRId64 ",\"due_at_ms\":%" PRId64
                      "}",
@@ -123,7 +137,10 @@ static bool key_is(const char *k, size_t n, const char *lit)
 int inv__event_decode(const char *buf, size_t n, inv_event *ev)
 {
     scan s = {buf, buf + n};
-    enum { F_SKU = 1, F_VER = 2, F_COMMIT = 4, F_DUE = 8, F_ALL = 15, F_PURGE = 16 };
+    enum {
+        F_SKU = 1, F_VER = 2, F_COMMIT = 4, F_DUE = 8, F_ALL = 15, F_PURGE = 16,
+        F_STOCK = 32, F_LIMIT = 64, F_START = 128, F_ITEM = 224,
+    };
     int seen = 0;
 
     memset(ev, 0, sizeof(*ev));
@@ -150,6 +167,15 @@ int inv__event_decode(const char *buf, size_t n, inv_event *ev)
         } else if (key_is(k, klen, "due_at_ms")) {
             bit = F_DUE;
             num = &ev->due_at_ms;
+        } else if (key_is(k, klen, "stock")) {
+            bit = F_STOCK;
+            num = &ev->item.stock;
+        } else if (key_is(k, klen, "per_user_limit")) {
+            bit = F_LIMIT;
+            num = &ev->item.per_user_limit;
+        } else if (key_is(k, klen, "sale_starts_at_ms")) {
+            bit = F_START;
+            num = &ev->item.sale_starts_at_ms;
         } else if (key_is(k, klen, "purge_at_ms")) {
             bit = F_PURGE;
             num = &ev->purge_at_ms;
@@ -195,7 +221,13 @@ int inv__event_decode(const char *buf, size_t n, inv_event *ev)
         return -EINVAL;
     if (seen == F_PURGE)
         return ev->purge_at_ms > 0 ? 0 : -EINVAL;
-    if (seen != F_ALL)
+    /* The item's row comes whole (stock, limit, sale start) or not at all:
+     * an event without it (an older writer, or broadcast_mode evict) only
+     * evicts. */
+    if ((seen & F_ITEM) != 0 && (seen & F_ITEM) != F_ITEM)
+        return -EINVAL;
+    ev->has_item = (seen & F_ITEM) == F_ITEM;
+    if ((seen & ~F_ITEM) != F_ALL)
         return -EINVAL;
     return 0;
 }

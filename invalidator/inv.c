@@ -164,6 +164,7 @@ int inv_new(const inv_config *cfg, const inv_source *source,
     iv->appliers = pos_or(cfg->appliers, 4);
     iv->batch = pos_or(cfg->batch, 128);
     iv->relay_batch = pos_or(cfg->relay_batch, 512);
+    iv->broadcast_evict = cfg->broadcast_evict != 0;
     iv->relay_inflight_max = pos_or(cfg->relay_inflight_max, 20000);
     iv->relay_poll_ms = pos_or(cfg->relay_poll_ms, 1000);
     iv->message_timeout_ms = pos_or(cfg->message_timeout_ms, 30000);

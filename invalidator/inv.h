@@ -23,8 +23,14 @@
  *
  * Event on the wire (key = sku, topic default "stock-invalidations"):
  *   {"sku":"hot","version":12,"committed_at_ms":1700000000000,
- *    "due_at_ms":1700000000200}
+ *    "due_at_ms":1700000000200,"stock":95,"per_user_limit":1,
+ *    "sale_starts_at_ms":0}
  * due_at_ms = committed_at_ms + the delay in force when the relay published.
+ * The last three, the item's committed row at version, come whole or not at
+ * all: the relay attaches them when the item still stands at the row's
+ * version (a later commit's event carries the later row) and
+ * broadcast_update is set. An event with the row is installed ("update");
+ * one without it evicts.
  *
  * Threads. Everything runs on coroutines of the runtime (runtime/rt.h):
  * inv_start() must be called from a coroutine, and the source and sink
@@ -52,12 +58,23 @@ extern "C" {
 
 typedef struct inv inv;
 
+/* An item's committed row (besides its sku and version). */
+typedef struct inv_item {
+    int64_t stock;
+    int64_t per_user_limit;
+    int64_t sale_starts_at_ms;
+} inv_item;
+
 /* One outbox row, as the source returns it. sku is NUL-terminated. */
 typedef struct inv_row {
     int64_t id;
     int64_t version;
     int64_t committed_at_ms;       /* wall clock (epoch) milliseconds */
     char sku[INV_SKU_MAX + 1];
+    int has_item;                  /* item holds the row committed at version
+                                    * (0: the item has moved on, or the
+                                    * source does not tell) */
+    inv_item item;
 } inv_row;
 
 /* The outbox, supplied by the service (the store). */
@@ -124,6 +141,10 @@ void inv_fanout_free(inv_fanout *f);
  * copy may be installed again. Must not park for long. */
 typedef struct inv_local_sink {
     void (*evict)(void *ctx, const char *sku, int64_t version);
+    /* Optional: the event carried the item's committed row at version:
+     * install it unless a newer copy is held, and raise the floor to
+     * version either way. Without it (or with broadcast_update off), evict. */
+    void (*install)(void *ctx, const char *sku, int64_t version, const inv_item *item);
     /* Optional: events may have been missed (the log moved past the
      * consumer's position, a broker lost its log): no local copy cached so
      * far may be trusted any more. */
@@ -171,6 +192,11 @@ typedef struct inv_config {
     int session_timeout_ms;        /* consumer group session timeout: how
                                     * soon a dead consumer's partitions move;
                                     * 10000 */
+    int broadcast_evict;           /* 1: the old protocol ("evict"): the
+                                    * relay sends no item rows and the
+                                    * broadcast consumer evicts on every
+                                    * event; 0 (default, "update"): rows are
+                                    * sent and installed */
     const char *kafka_debug;       /* librdkafka "debug" property; NULL */
     /* librdkafka properties (copied) set with rd_kafka_conf_set on every
      * producer and consumer configuration, after the invalidator's own
@@ -286,7 +312,8 @@ uint64_t inv_hist_count_le(const inv_hist *h, int64_t le_ms);
     X(errors, "Redis sink failures (per item)")                               \
     X(retries, "Redis deletes rescheduled after a failure")                   \
     X(decode_errors, "messages that were not a valid event (skipped)")        \
-    X(evicted, "broadcast events handed to the local sink")                   \
+    X(evicted, "broadcast events handed to the local sink to evict")          \
+    X(installed, "broadcast events whose committed row went to the local sink to install") \
     X(purges, "purge events handed to the local sink")                        \
     X(bcast_gaps, "times the broadcast consumer's position fell out of the log (local copies distrusted)") \
     X(sink_calls, "Redis sink calls (batches)")                               \

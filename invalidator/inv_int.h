@@ -23,10 +23,12 @@ typedef struct inv_event {
     int64_t purge_at_ms;           /* > 0: a purge, {"purge_at_ms":T}: every
                                     * instance drops every cached copy; the
                                     * item fields are unset */
+    int has_item;                  /* the committed row at version follows */
+    inv_item item;
 } inv_event;
 
-/* Longest encoding: the keys, a 64-byte sku and four 19-digit numbers. */
-#define INV_EVENT_JSON_MAX 192
+/* Longest encoding: the keys, a 64-byte sku and seven 19-digit numbers. */
+#define INV_EVENT_JSON_MAX 320
 
 /* True when s[0..n-1] is a valid sku: 1-64 bytes of [A-Za-z0-9._:-]. */
 bool inv__sku_valid(const char *s, size_t n);

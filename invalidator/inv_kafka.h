@@ -38,6 +38,7 @@ struct inv {
     char *brokers;                 /* bootstrap list in use */
     char *topic, *delay_group, *bcast_group, *instance_id, *kafka_debug;
     int roles, pending_cap, partitions, appliers, batch, relay_batch;
+    int broadcast_evict;           /* inv_config.broadcast_evict */
     int relay_inflight_max, relay_poll_ms, message_timeout_ms;
     int retry_backoff_max_ms, linger_ms, session_timeout_ms;
     inv_kafka_prop *props;         /* passed-through librdkafka properties;

@@ -439,6 +439,10 @@ static int produce_row(inv_relay *r, const inv_row *row)
     ev.committed_at_ms = row->committed_at_ms;
     ev.due_at_ms = row->committed_at_ms +
                    atomic_load_explicit(&r->iv->delay_ms, memory_order_relaxed);
+    if (row->has_item && !r->iv->broadcast_evict) {
+        ev.has_item = 1;
+        ev.item = row->item;
+    }
     int len = inv__event_encode(&ev, buf, sizeof(buf));
     if (len < 0)
         return len;

@@ -209,6 +209,12 @@ int rc_fill_if_newer(rc_cluster *c, const char *key, size_t keylen,
 int rc_delete_if_not_newer(rc_cluster *c, const char *key, size_t keylen,
                            uint64_t version, int64_t tomb_px_ms, int64_t deadline);
 
+/* The same, but a copy at exactly version is spared (returns 0): it is the
+ * row committed at version, which a writer's refresh or a reader after the
+ * commit put there (docs/invalidator.md, "Update events"). */
+int rc_delete_if_older(rc_cluster *c, const char *key, size_t keylen,
+                       uint64_t version, int64_t tomb_px_ms, int64_t deadline);
+
 /* Deletes every item key ("stock:{*": values, tombstones, absent marks) on
  * every master: refreshes the slot map, then SCANs each master and UNLINKs
  * what it finds. Sets *deleted (may be NULL) to the keys removed. Returns

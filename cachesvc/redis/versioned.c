@@ -60,16 +60,18 @@ const char *const rc__fill_script =
     "end\n"
     "return 1\n";
 
-/* KEYS[1]; ARGV[1] version, ARGV[2] the tombstone's px. Returns 1 when the
- * key now holds a tombstone at the version (a copy at or below it, an
- * older tombstone, an unparsable value or nothing was there), 0 when a
- * newer version (a copy or a tombstone) is kept. */
+/* KEYS[1]; ARGV[1] version, ARGV[2] the tombstone's px, ARGV[3] "1" to
+ * spare a copy at exactly the version. Returns 1 when the key now holds a
+ * tombstone at the version (a copy at or below it, an older tombstone, an
+ * unparsable value or nothing was there), 0 when a newer version (a copy
+ * or a tombstone), or a spared copy at the version, is kept. */
 const char *const rc__delete_script =
     RC_LUA_VERSION_OF
     "local v = redis.call('GET', KEYS[1])\n"
     "local cur = ver(v)\n"
     "if cur and newer(cur, ARGV[1]) then return 0 end\n"
     "if cur and tomb(v) and cur == ARGV[1] then return 1 end\n"
+    "if cur and cur == ARGV[1] and ARGV[3] == '1' then return 0 end\n"
     "redis.call('SET', KEYS[1], ARGV[1] .. '|~', 'PX', tonumber(ARGV[2]))\n"
     "return 1\n";
 
@@ -198,16 +200,28 @@ int rc_fill_if_newer(rc_cluster *c, const char *key, size_t keylen,
     return run_script(c, rc__fill_script, c->fill_sha, 7, argv, argvlen, deadline);
 }
 
-int rc_delete_if_not_newer(rc_cluster *c, const char *key, size_t keylen,
-                           uint64_t version, int64_t tomb_px_ms, int64_t deadline)
+static int delete_versioned(rc_cluster *c, const char *key, size_t keylen, uint64_t version,
+                            int64_t tomb_px_ms, int spare_equal, int64_t deadline)
 {
     char ver[24], px[24];
-    const char *argv[6] = {NULL, NULL, "1", key, ver, px};
-    size_t argvlen[6] = {0, 0, 1, keylen, 0, 0};
+    const char *argv[7] = {NULL, NULL, "1", key, ver, px, spare_equal ? "1" : "0"};
+    size_t argvlen[7] = {0, 0, 1, keylen, 0, 0, 1};
 
     argvlen[4] = (size_t)snprintf(ver, sizeof ver, "%" PRIu64, version);
     argvlen[5] = (size_t)snprintf(px, sizeof px, "%" PRId64, tomb_px_ms > 0 ? tomb_px_ms : 1);
-    return run_script(c, rc__delete_script, c->delete_sha, 6, argv, argvlen, deadline);
+    return run_script(c, rc__delete_script, c->delete_sha, 7, argv, argvlen, deadline);
+}
+
+int rc_delete_if_not_newer(rc_cluster *c, const char *key, size_t keylen,
+                           uint64_t version, int64_t tomb_px_ms, int64_t deadline)
+{
+    return delete_versioned(c, key, keylen, version, tomb_px_ms, 0, deadline);
+}
+
+int rc_delete_if_older(rc_cluster *c, const char *key, size_t keylen,
+                       uint64_t version, int64_t tomb_px_ms, int64_t deadline)
+{
+    return delete_versioned(c, key, keylen, version, tomb_px_ms, 1, deadline);
 }
 
 /* ------------------------------------------------------------------------ */

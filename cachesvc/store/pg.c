@@ -48,6 +48,9 @@ typedef struct pg_conn {
  * them on every call was a fifth of the server's CPU per batch. */
 #define ITEM_COLS "stock, version, per_user_limit, sale_starts_at_ms, units_supplied"
 #define SELECT_BOUGHT "SELECT user_id, qty FROM purchases WHERE sku = $1 AND user_id = ANY($2::text[])"
+/* The item's row beside an outbox row, NULL unless it still stands at the
+ * row's version (i: items LEFT JOINed on sku and version). */
+#define OUTBOX_ITEM_COLS "i.stock, i.per_user_limit, i.sale_starts_at_ms"
 #define SELECT_IDS "SELECT nextval('orders_order_id_seq') FROM generate_series(1, $1::int)"
 
 enum {
@@ -90,8 +93,9 @@ static const char *const ps_sql[PS_COUNT] = {
                     " VALUES ($1, $2, $3, $4, $5, $6, $7)",
     [PS_INS_OUTBOX] = "INSERT INTO outbox (sku, version, committed_at_ms) VALUES ($1, $2, $3)",
     [PS_GET_ITEM] = "SELECT " ITEM_COLS " FROM items WHERE sku = $1",
-    [PS_OUTBOX_FETCH] = "SELECT id, sku, version, committed_at_ms FROM outbox WHERE id > $1"
-                        " ORDER BY id LIMIT $2",
+    [PS_OUTBOX_FETCH] = "SELECT o.id, o.sku, o.version, o.committed_at_ms, " OUTBOX_ITEM_COLS
+                        " FROM outbox o LEFT JOIN items i ON i.sku = o.sku AND i.version = o.version"
+                        " WHERE o.id > $1 ORDER BY o.id LIMIT $2",
     [PS_OUTBOX_DEL] = "DELETE FROM outbox WHERE id = ANY($1::bigint[])",
     [PS_ASYNC_COMMIT] = "SELECT set_config('synchronous_commit', 'off', true)",
     [PS_PING] = "SELECT 1",
@@ -130,11 +134,13 @@ static const char *const ps_sql[PS_COUNT] = {
     [PS_OUTBOX_CLAIM] = "WITH c AS (SELECT id FROM outbox WHERE id > $1 AND"
                         " (claimed_until_ms < (extract(epoch FROM clock_timestamp()) * 1000)::bigint"
                         " OR ($4::boolean AND claimed_by = $3)) ORDER BY id LIMIT $2"
-                        " FOR UPDATE SKIP LOCKED)"
-                        " UPDATE outbox o SET claimed_by = $3, claimed_until_ms ="
+                        " FOR UPDATE SKIP LOCKED),"
+                        " u AS (UPDATE outbox o SET claimed_by = $3, claimed_until_ms ="
                         " (extract(epoch FROM clock_timestamp()) * 1000)::bigint + $5"
                         " FROM c WHERE o.id = c.id"
-                        " RETURNING o.id, o.sku, o.version, o.committed_at_ms",
+                        " RETURNING o.id, o.sku, o.version, o.committed_at_ms)"
+                        " SELECT o.id, o.sku, o.version, o.committed_at_ms, " OUTBOX_ITEM_COLS
+                        " FROM u o LEFT JOIN items i ON i.sku = o.sku AND i.version = o.version",
 };
 
 enum { PG_KNOWN = 64 };
@@ -1554,7 +1560,8 @@ out:
     return rc;
 }
 
-/* Copies nt outbox rows (id, sku, version, committed_at_ms) from r. */
+/* Copies nt outbox rows (id, sku, version, committed_at_ms, then the
+ * item's stock, limit and sale start, NULL when it moved on) from r. */
 static void outbox_rows(PGresult *r, int nt, store_outbox_row *rows)
 {
     for (int i = 0; i < nt; i++) {
@@ -1562,6 +1569,10 @@ static void outbox_rows(PGresult *r, int nt, store_outbox_row *rows)
         snprintf(rows[i].sku, sizeof rows[i].sku, "%s", PQgetvalue(r, i, 1));
         rows[i].version = col_i64(r, i, 2);
         rows[i].committed_at_ms = col_i64(r, i, 3);
+        rows[i].has_item = !PQgetisnull(r, i, 4);
+        rows[i].stock = rows[i].has_item ? col_i64(r, i, 4) : 0;
+        rows[i].per_user_limit = rows[i].has_item ? col_i64(r, i, 5) : 0;
+        rows[i].sale_starts_at_ms = rows[i].has_item ? col_i64(r, i, 6) : 0;
     }
 }
 

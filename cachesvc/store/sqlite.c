@@ -63,8 +63,12 @@ static const char *const r_sql[R_NSTMT] = {
                         " AND idempotency_key IS NOT NULL GROUP BY idempotency_key"
                         " HAVING count(*) > 1)",
     [R_AUDIT_IDS] = "SELECT order_id FROM orders WHERE sku = ?1 ORDER BY order_id",
-    [R_OUTBOX] = "SELECT id, sku, version, committed_at_ms FROM outbox WHERE id > ?1"
-                 " ORDER BY id LIMIT ?2",
+    /* The item's row beside each outbox row, NULL unless the item still
+     * stands at the row's version. */
+    [R_OUTBOX] = "SELECT o.id, o.sku, o.version, o.committed_at_ms,"
+                 " i.stock, i.per_user_limit, i.sale_starts_at_ms"
+                 " FROM outbox o LEFT JOIN items i ON i.sku = o.sku AND i.version = o.version"
+                 " WHERE o.id > ?1 ORDER BY o.id LIMIT ?2",
     [R_PING] = "SELECT 1",
     [R_SO_ORDERS] = "SELECT user_id, qty, idempotency_key, order_id, stock_after, version_after"
                     " FROM orders WHERE sku = ?1 LIMIT ?2",
@@ -578,6 +582,10 @@ static intptr_t outbox_fetch_blocking(void *arg)
         copy_col(rows[n].sku, sizeof rows[n].sku, s, 1);
         rows[n].version = sqlite3_column_int64(s, 2);
         rows[n].committed_at_ms = sqlite3_column_int64(s, 3);
+        rows[n].has_item = sqlite3_column_type(s, 4) != SQLITE_NULL;
+        rows[n].stock = sqlite3_column_int64(s, 4);
+        rows[n].per_user_limit = sqlite3_column_int64(s, 5);
+        rows[n].sale_starts_at_ms = sqlite3_column_int64(s, 6);
         n++;
     }
     if (n == a->max)

@@ -248,6 +248,11 @@ typedef struct store_outbox_row {
     char sku[STORE_SKU_MAX + 1];
     int64_t version;
     int64_t committed_at_ms;
+    /* The item's row when it still stands at this version (read with the
+     * outbox row); has_item 0 when a later commit moved it on, whose own
+     * row carries the later state. */
+    int has_item;
+    int64_t stock, per_user_limit, sale_starts_at_ms;
 } store_outbox_row;
 
 /* Copies up to max rows with id > after_id, in id order, into rows[].

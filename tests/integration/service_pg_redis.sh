@@ -2,6 +2,9 @@
 # The binary with PostgreSQL, a local Redis Cluster and cachesvc-devbroker:
 # the three read tiers, the delayed Redis delete, Redis down (the breaker:
 # reads keep being served), the database down (503, readiness) and back.
+# The instances here run the eviction protocol (kafka.broadcast_mode =
+# evict), whose delayed delete leaves a tombstone at every write's version;
+# service_two_instances checks the update protocol, the default.
 . "$(dirname "$0")/service_lib.sh"
 : "${DEVBROKER:?cachesvc-devbroker not built}"
 P=25100; RP=25110; PGP=25120
@@ -20,7 +23,7 @@ echo "pg=$PG redis=$SEEDS brokers=$BROKERS"
 rget() { redis-cli -c -h 127.0.0.1 -p $RP GET "stock:{$1}" 2>/dev/null; }
 start_svc a $P --store.url="$PG" --redis.url="$SEEDS" --kafka.brokers="$BROKERS" \
   --kafka.invalidation_delay_ms=300 --cache.local_ttl_ms=1000 --redis.breaker_probe_ms=300 \
-  --redis.timeout_ms=100 --kafka.instance_id=a || exit 1
+  --redis.timeout_ms=100 --kafka.instance_id=a --kafka.broadcast_mode=evict || exit 1
 wait_ready $U
 expect 200 '"redis":"up"' "readyz: all up"
 curl -s $U/metrics >"$T/metrics"
@@ -79,7 +82,8 @@ check "the delay consumer applied >= $N deletes ($((inv1 - inv0)))" [ $((inv1 - 
 # delay applies the held invalidations before the exit, so Redis holds no
 # copy older than the last commit afterwards.
 start_svc e $((P + 5)) --store.url=sqlite:"$T/embedded.db" --redis.url="$SEEDS" \
-  --kafka.brokers=embedded --kafka.invalidation_delay_ms=5000 --kafka.instance_id=e || exit 1
+  --kafka.brokers=embedded --kafka.invalidation_delay_ms=5000 --kafka.instance_id=e \
+  --kafka.broadcast_mode=evict || exit 1
 EPID=$LAST_PID
 E=http://127.0.0.1:$((P + 5))
 wait_ready $E
@@ -96,7 +100,8 @@ check "embedded: Redis holds the tombstone of version $ev after the stop (got '$
 # the restarted instance publishes it again and Redis ends at the write's
 # version.
 start_svc e2 $((P + 5)) --store.url=sqlite:"$T/embedded.db" --redis.url="$SEEDS" \
-  --kafka.brokers=embedded --kafka.invalidation_delay_ms=5000 --kafka.instance_id=e || exit 1
+  --kafka.brokers=embedded --kafka.invalidation_delay_ms=5000 --kafka.instance_id=e \
+  --kafka.broadcast_mode=evict || exit 1
 EPID=$LAST_PID
 wait_ready $E
 req GET $E/v1/items/emb; expect 200 "\"version\":$ev" "embedded: read after the restart"
@@ -109,7 +114,8 @@ stop_svc "$EPID" KILL
 r=$(rget emb)
 check "embedded: right after kill -9 Redis still holds the older copy (got '$r')" [ "${r%%|*}" = "$ev" ]
 start_svc e3 $((P + 5)) --store.url=sqlite:"$T/embedded.db" --redis.url="$SEEDS" \
-  --kafka.brokers=embedded --kafka.invalidation_delay_ms=5000 --kafka.instance_id=e || exit 1
+  --kafka.brokers=embedded --kafka.invalidation_delay_ms=5000 --kafka.instance_id=e \
+  --kafka.broadcast_mode=evict || exit 1
 EPID=$LAST_PID
 for i in $(seq 1 100); do r=$(rget emb); [ "${r%%|*}" -ge "$kv" ] 2>/dev/null && break; sleep 0.1; done
 check "embedded: after kill -9, restart and the delay Redis holds no copy older than $kv (got '$r')" \

@@ -135,6 +135,61 @@ static void test_event_decode_variants(void **state)
         assert_int_equal(inv__event_decode(full, n, &ev), -EINVAL);
 }
 
+/* An update event carries the committed row; it round-trips whole, the
+ * longest one fits INV_EVENT_JSON_MAX, a partial row is refused, and an
+ * event without the row (an older writer's) decodes with has_item 0. */
+static void test_event_with_item(void **state)
+{
+    (void)state;
+    inv_event ev = mkev("hot", 12, 1700000000000, 1700000000200);
+    ev.has_item = 1;
+    ev.item = (inv_item){.stock = 95, .per_user_limit = 1, .sale_starts_at_ms = 0};
+    char buf[INV_EVENT_JSON_MAX];
+    int n = inv__event_encode(&ev, buf, sizeof(buf));
+    assert_true(n > 0);
+    assert_string_equal(buf, "{\"sku\":\"hot\",\"version\":12,"
+                             "\"committed_at_ms\":1700000000000,\"due_at_ms\":1700000000200,"
+                             "\"stock\":95,\"per_user_limit\":1,\"sale_starts_at_ms\":0}");
+    inv_event out;
+    assert_int_equal(inv__event_decode(buf, (size_t)n, &out), 0);
+    assert_int_equal(out.has_item, 1);
+    assert_int_equal(out.version, 12);
+    assert_int_equal(out.item.stock, 95);
+    assert_int_equal(out.item.per_user_limit, 1);
+    assert_int_equal(out.item.sale_starts_at_ms, 0);
+
+    char sku[INV_SKU_MAX + 1];
+    memset(sku, 'x', INV_SKU_MAX);
+    sku[INV_SKU_MAX] = '\0';
+    inv_event big = mkev(sku, INT64_MAX, INT64_MAX, INT64_MAX);
+    big.has_item = 1;
+    big.item = (inv_item){INT64_MAX, INT64_MAX, INT64_MAX};
+    n = inv__event_encode(&big, buf, sizeof(buf));
+    assert_true(n > 0);
+    assert_int_equal(inv__event_decode(buf, (size_t)n, &out), 0);
+    assert_int_equal(out.item.sale_starts_at_ms, INT64_MAX);
+
+    ev.item.stock = -1;
+    assert_int_equal(inv__event_encode(&ev, buf, sizeof(buf)), -EINVAL);
+
+    const char *old = "{\"sku\":\"a\",\"version\":3,\"committed_at_ms\":1,\"due_at_ms\":2}";
+    assert_int_equal(inv__event_decode(old, strlen(old), &out), 0);
+    assert_int_equal(out.has_item, 0);
+    const char *partial[] = {
+        "{\"sku\":\"a\",\"version\":3,\"committed_at_ms\":1,\"due_at_ms\":2,\"stock\":5}",
+        "{\"sku\":\"a\",\"version\":3,\"committed_at_ms\":1,\"due_at_ms\":2,\"stock\":5,"
+        "\"per_user_limit\":0}",
+        "{\"sku\":\"a\",\"version\":3,\"committed_at_ms\":1,\"due_at_ms\":2,\"stock\":-5,"
+        "\"per_user_limit\":0,\"sale_starts_at_ms\":0}",
+        "{\"sku\":\"a\",\"version\":3,\"committed_at_ms\":1,\"due_at_ms\":2,\"stock\":5,"
+        "\"stock\":5,\"per_user_limit\":0,\"sale_starts_at_ms\":0}",
+        "{\"purge_at_ms\":5,\"stock\":5,\"per_user_limit\":0,\"sale_starts_at_ms\":0}",
+        "{\"stock\":5,\"per_user_limit\":0,\"sale_starts_at_ms\":0}",
+    };
+    for (size_t i = 0; i < sizeof(partial) / sizeof(partial[0]); i++)
+        assert_int_equal(inv__event_decode(partial[i], strlen(partial[i]), &out), -EINVAL);
+}
+
 /* ---------------------------------------------------------------------- */
 /* Histogram                                                                */
 
@@ -369,6 +424,7 @@ int main(void)
         cmocka_unit_test(test_event_max_length),
         cmocka_unit_test(test_event_encode_rejects),
         cmocka_unit_test(test_event_decode_variants),
+        cmocka_unit_test(test_event_with_item),
         cmocka_unit_test(test_hist),
         cmocka_unit_test(test_offq),
         cmocka_unit_test(test_pq_order_and_due),

@@ -133,6 +133,7 @@ static const char *other_value(const char *dotted, const char *def, char *buf, s
         {"redis.url", "127.0.0.1:25998"},
         {"kafka.brokers", "127.0.0.1:25997"},
         {"kafka.topic", "topic-2"},
+        {"kafka.broadcast_mode", "evict"},
         {"kafka.group", "group-2"},
         {"kafka.instance_id", "instance-2"},
         {"log.level", "warn"},
@@ -274,6 +275,7 @@ static void test_bad_values_name_the_key(void **state)
         {"--kafka.delay_consumer=maybe", "kafka.delay_consumer"},
         {"--nosuch.key=1", "nosuch.key"},
         {"--kafka.topic=bad topic", "kafka.topic"},
+        {"--kafka.broadcast_mode=both", "kafka.broadcast_mode"},
         {"--store.sold_out_max_orders=-1", "store.sold_out_max_orders"},
         {"--store.sold_out_max_orders=10000001", "store.sold_out_max_orders"},
     };
