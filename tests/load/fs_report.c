@@ -422,6 +422,19 @@ static void kv_run(FILE *f, const fs_opts *o, const fs_result *r, const char *pf
         fprintf(f, "%smonitor_checks=%lld\n", pfx, (long long)r->monitor_checks);
         fprintf(f, "%smonitor_violations=%lld\n", pfx, (long long)r->monitor_violations);
     }
+    /* Reads answered from an instance's own memory, for the instance that
+     * answered the fewest so (one line per target too). */
+    double local_min = -1;
+    for (int t = 0; t < o->ntargets; t++) {
+        uint64_t n = 0;
+        for (int k = 0; k < FS_TIERS; k++)
+            n += atomic_load(&r->tiers[t][k]);
+        double lr = n ? (double)atomic_load(&r->tiers[t][FS_TIER_LOCAL]) / (double)n : 0.0;
+        fprintf(f, "%slocal_hit_ratio_%d=%.4f\n", pfx, t, lr);
+        if (local_min < 0 || lr < local_min)
+            local_min = lr;
+    }
+    fprintf(f, "%slocal_hit_ratio_min=%.4f\n", pfx, local_min < 0 ? 0.0 : local_min);
     fprintf(f, "%sredis_hit_ratio=%.4f\n", pfx, fs_result_redis_hit_ratio(r));
     fprintf(f, "%sdb_reads_per_s=%.1f\n", pfx, fs_result_db_reads_per_s(r));
     fprintf(f, "%sverify=%s\n", pfx, !r->verified ? "skipped" : verify_passed(r) ? "pass" : "fail");
