@@ -194,10 +194,11 @@ int svc__breaker_is_open(svc_breaker *b);
 /* True for the error codes that mean Redis itself is unwell. */
 int svc__redis_failed(int rc);
 
-/* The store's commit hook (write_path.c): local eviction down to the
- * committed version, flights detached, the relay woken. */
-void svc__on_commit(void *ctx, const char *sku, int64_t stock, int64_t version,
-                    int64_t committed_at_ms);
+/* The store's commit hook (write_path.c): the committed row installed
+ * locally and refreshed in Redis (broadcast_mode update), or the local
+ * copy evicted down to the committed version; flights detached, the relay
+ * woken. */
+void svc__on_commit(void *ctx, const char *sku, const store_committed *row);
 
 /* Logs a warning "slow request" (with the request id, as every line
  * logged while a request is served) when the operation op on sku took

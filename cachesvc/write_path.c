@@ -11,9 +11,10 @@
  *    a batch in one transaction; a full queue answers 429 Retry-After.
  * 3. After each commit (svc__on_commit, called by the store before any
  *    request of the batch is answered) the local entry is replaced by the
- *    committed row or evicted with the committed version as its floor, fills
- *    in flight are detached, and the invalidator's relay is woken so the
- *    other instances and Redis hear of it.
+ *    committed row (with broadcast_mode update, which also refreshes Redis
+ *    with it) or evicted with the committed version as its floor, fills in
+ *    flight are detached, and the invalidator's relay is woken so the other
+ *    instances and Redis hear of it.
  */
 #include "cachesvc/log.h"
 #include "cachesvc/metrics.h"
@@ -31,27 +32,39 @@ int64_t svc__wall_ms(void)
 }
 
 /* Called by the store after COMMIT of a batch that changed sku. */
-void svc__on_commit(void *ctx, const char *sku, int64_t stock, int64_t version,
-                    int64_t committed_at_ms)
+void svc__on_commit(void *ctx, const char *sku, const store_committed *row)
 {
     svc *s = ctx;
-    (void)committed_at_ms;
-    svc_entry old;
-    int had = svc__local_get(s, sku, &old);
-    /* When the cached copy is the committed state just before this batch
-     * and no item write of this instance is in flight, the batch changed
-     * only the stock: install the committed row itself, so reads keep
-     * hitting locally during a sale. Otherwise evict down to the floor. */
-    if (had && !old.absent && old.version == version - 1 &&
-        atomic_load_explicit(&s->puts_inflight, memory_order_acquire) == 0) {
-        svc_entry e = old;
-        e.stock = stock;
-        e.version = version;
+    int64_t version = row->version;
+    if (s->bcast_update) {
+        /* The batch hands over the whole committed row: install it under
+         * the version guard (a newer copy, installed from another
+         * instance's event, is kept) and refresh Redis with it, so neither
+         * tier goes cold while the item sells. */
+        svc_entry e = {.stock = row->stock,
+                       .version = version,
+                       .per_user_limit = row->per_user_limit,
+                       .sale_starts_at_ms = row->sale_starts_at_ms};
         svc__local_evict(s, sku, version);
         svc__local_fill(s, sku, NULL, 0, &e, NULL);
         svc__redis_refresh(s, sku, &e);
     } else {
-        svc__local_evict(s, sku, version);
+        /* The eviction protocol as it was: when the cached copy is the
+         * committed state just before this batch and no item write of this
+         * instance is in flight, the batch changed only the stock: install
+         * the committed row itself. Otherwise evict down to the floor. */
+        svc_entry old;
+        int had = svc__local_get(s, sku, &old);
+        if (had && !old.absent && old.version == version - 1 &&
+            atomic_load_explicit(&s->puts_inflight, memory_order_acquire) == 0) {
+            svc_entry e = old;
+            e.stock = row->stock;
+            e.version = version;
+            svc__local_evict(s, sku, version);
+            svc__local_fill(s, sku, NULL, 0, &e, NULL);
+        } else {
+            svc__local_evict(s, sku, version);
+        }
     }
     svc__flights_invalidate(s, sku);
     if (s->iv != NULL)
@@ -269,9 +282,9 @@ int svc_put_item(void *ctx, const http_put_item_req *req, http_item *out, int *c
     svc__local_fill(s, req->sku, NULL, 0, &e, NULL);
     /* A new item replaces the absent entry Redis may hold for its sku at
      * once (version-guarded), rather than after the delayed delete, so
-     * instances that miss locally do not keep answering 404. With update
-     * events every item write refreshes Redis so. */
-    if (cr || s->bcast_update)
+     * instances that miss locally do not keep answering 404 (with update
+     * events the commit hook refreshes Redis too, on its own coroutine). */
+    if (cr)
         svc__redis_fill(s, req->sku, &e);
     snprintf(out->sku, sizeof out->sku, "%s", it.sku);
     out->stock = it.stock;

@@ -285,9 +285,14 @@ static void lead_batch(store *st, store__batcher *b, store__op *self)
         if (r.changed) {
             STORE__STAT_ADD(st, commits, 1);
             store__so_drop(st, b->sku);
-            if (st->cfg.on_commit != NULL)
-                st->cfg.on_commit(st->cfg.on_commit_ctx, b->sku, r.state.stock, r.state.version,
-                                  r.committed_at_ms);
+            if (st->cfg.on_commit != NULL) {
+                store_committed row = {.stock = r.state.stock,
+                                       .version = r.state.version,
+                                       .per_user_limit = r.state.per_user_limit,
+                                       .sale_starts_at_ms = r.state.sale_starts_at_ms,
+                                       .committed_at_ms = r.committed_at_ms};
+                st->cfg.on_commit(st->cfg.on_commit_ctx, b->sku, &row);
+            }
         }
     } else {
         if (rc == -ECONNABORTED)

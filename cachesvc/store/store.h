@@ -51,13 +51,20 @@ typedef struct store store;
 #define STORE_KEY_MAX 128    /* idempotency key: printable ASCII 0x21-0x7e */
 #define STORE_QTY_MAX 1000000
 
+/* An item's row as a batch committed it. */
+typedef struct store_committed {
+    int64_t stock;
+    int64_t version;
+    int64_t per_user_limit;
+    int64_t sale_starts_at_ms;
+    int64_t committed_at_ms;   /* wall-clock ms (the outbox row's) */
+} store_committed;
+
 /* Called once per committed batch that changed the item, on the coroutine
  * that ran the batch, after COMMIT and before any request of the batch is
- * answered. stock and version are the item's committed values; committed_at_ms
- * is wall-clock milliseconds (the outbox row carries the same). It should be
- * quick; it may call runtime functions. sku is valid during the call only. */
-typedef void (*store_commit_fn)(void *ctx, const char *sku, int64_t stock,
-                                int64_t version, int64_t committed_at_ms);
+ * answered, with the item's committed row. It should be quick; it may call
+ * runtime functions. sku and row are valid during the call only. */
+typedef void (*store_commit_fn)(void *ctx, const char *sku, const store_committed *row);
 
 typedef struct store_config {
     int pool_size;        /* PostgreSQL connections; 0 = 4 (SQLite: unused) */

@@ -61,9 +61,11 @@ SEEDS=$(REDIS_CLUSTER_PASSWORD=$RPW "$SRC/scripts/redis-cluster" up --dir "$T/re
 [ -n "$SEEDS" ] || { fail "redis-cluster up with a password"; finish; }
 rget() { REDISCLI_AUTH=$RPW redis-cli -c -p $RP --no-auth-warning GET "stock:{$1}" 2>/dev/null; }
 
+# The eviction protocol, so that the delayed delete leaves a tombstone to
+# see (the update protocol spares the writer's copy at the same version).
 CACHESVC_REDIS_PASSWORD=$RPW start_svc redis-auth $P $SQL --redis.url="$SEEDS" \
   --redis.user=cachesvc --redis.connections=2 --kafka.invalidation_delay_ms=100 \
-  --cache.local_ttl_ms=500 || { fail "start with redis.user/password"; finish; }
+  --cache.local_ttl_ms=500 --kafka.broadcast_mode=evict || { fail "start with redis.user/password"; finish; }
 RPID=$LAST_PID
 wait_ready $U; expect 200 '"redis":"up"' "ready, Redis up with AUTH"
 check "the password is not on the command line" \

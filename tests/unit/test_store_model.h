@@ -526,10 +526,10 @@ typedef struct tsm_hook {
     int out_of_order;
 } tsm_hook;
 
-static inline void tsm_on_commit(void *ctx, const char *sku, int64_t stock, int64_t version,
-                      int64_t committed_at_ms)
+static inline void tsm_on_commit(void *ctx, const char *sku, const store_committed *row)
 {
     tsm_hook *h = ctx;
+    int64_t stock = row->stock, version = row->version, committed_at_ms = row->committed_at_ms;
     (void)sku;
     if (version <= h->last_version || stock < 0 || committed_at_ms <= 0)
         h->out_of_order = 1;
