@@ -67,7 +67,7 @@ void svc_inv_metrics(svc_buf *b, const inv_stats *st)
     inv_hist_family(b, "cachesvc_inv_sink_seconds",
              "Duration of one call of the Redis sink (a batch of version-guarded deletes).",
              &st->sink);
-    inv_hist_family(b, "cachesvc_broadcast_lag_seconds", "Commit to local eviction on this instance.",
+    inv_hist_family(b, "cachesvc_broadcast_lag_seconds", "Commit to local install or eviction on this instance.",
              &st->bcast_lag);
 }
 

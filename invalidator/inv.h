@@ -336,7 +336,7 @@ typedef struct inv_stats {
     inv_hist lag;                  /* committed_at -> Redis delete applied */
     inv_hist sink;                 /* duration of one Redis sink call */
     inv_hist lateness;             /* due_at -> Redis delete applied */
-    inv_hist bcast_lag;            /* committed_at -> local eviction */
+    inv_hist bcast_lag;            /* committed_at -> local install or eviction */
 } inv_stats;
 
 /* Copies the current figures into *out (about 12 KiB: keep it off small

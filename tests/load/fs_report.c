@@ -297,6 +297,26 @@ void fs_report_text(FILE *f, const fs_opts *o, const fs_result *r)
     fprintf(f, "verification: %s\n", verify_passed(r) ? "PASSED" : "FAILED");
 }
 
+/* Reads target t answered from its own memory, over the reads it answered
+ * with a tier. */
+static double local_hit_ratio(const fs_result *r, int t)
+{
+    uint64_t n = 0;
+    for (int k = 0; k < FS_TIERS; k++)
+        n += atomic_load(&r->tiers[t][k]);
+    return n ? (double)atomic_load(&r->tiers[t][FS_TIER_LOCAL]) / (double)n : 0.0;
+}
+
+/* The same for the target that answered the fewest reads from memory. */
+static double local_hit_ratio_min(const fs_opts *o, const fs_result *r)
+{
+    double m = o->ntargets > 0 ? 1.0 : 0.0;
+    for (int t = 0; t < o->ntargets; t++)
+        if (local_hit_ratio(r, t) < m)
+            m = local_hit_ratio(r, t);
+    return m;
+}
+
 static double sweep_stale_ratio(const fs_result *r, int w)
 {
     uint64_t reads = fs_stale_reads(&r->stale, -1);
@@ -312,8 +332,8 @@ void fs_report_sweep(FILE *f, const fs_opts *o, fs_result *const *rs, int n)
         window_name(wn, sizeof(wn), o->windows_ms[w]);
         fprintf(f, " stale>%-6s", wn);
     }
-    fprintf(f, " %9s %11s %9s %8s %8s %7s %21s\n", "redis_hit", "db_reads/s", "req/s", "p50_ms",
-            "p99_ms", "verify", "monitor_viol/checks");
+    fprintf(f, " %9s %9s %11s %9s %8s %8s %7s %21s\n", "local_min", "redis_hit", "db_reads/s",
+            "req/s", "p50_ms", "p99_ms", "verify", "monitor_viol/checks");
     for (int i = 0; i < n; i++) {
         const fs_result *r = rs[i];
         fprintf(f, "%9lld", (long long)r->delay_ms);
@@ -324,7 +344,8 @@ void fs_report_sweep(FILE *f, const fs_opts *o, fs_result *const *rs, int n)
         if (r->monitor_seen)
             snprintf(mon, sizeof(mon), "%lld/%lld", (long long)r->monitor_violations,
                      (long long)r->monitor_checks);
-        fprintf(f, " %9.3f %11.1f %9.0f %8.3f %8.3f %7s %21s\n", fs_result_redis_hit_ratio(r),
+        fprintf(f, " %9.3f %9.3f %11.1f %9.0f %8.3f %8.3f %7s %21s\n",
+                local_hit_ratio_min(o, r), fs_result_redis_hit_ratio(r),
                 fs_result_db_reads_per_s(r), fs_result_rps(r),
                 ms(fs_hist_percentile(&r->all, 50)), ms(fs_hist_percentile(&r->all, 99)),
                 !r->verified ? "skip" : verify_passed(r) ? "pass" : "FAIL", mon);
@@ -422,19 +443,9 @@ static void kv_run(FILE *f, const fs_opts *o, const fs_result *r, const char *pf
         fprintf(f, "%smonitor_checks=%lld\n", pfx, (long long)r->monitor_checks);
         fprintf(f, "%smonitor_violations=%lld\n", pfx, (long long)r->monitor_violations);
     }
-    /* Reads answered from an instance's own memory, for the instance that
-     * answered the fewest so (one line per target too). */
-    double local_min = -1;
-    for (int t = 0; t < o->ntargets; t++) {
-        uint64_t n = 0;
-        for (int k = 0; k < FS_TIERS; k++)
-            n += atomic_load(&r->tiers[t][k]);
-        double lr = n ? (double)atomic_load(&r->tiers[t][FS_TIER_LOCAL]) / (double)n : 0.0;
-        fprintf(f, "%slocal_hit_ratio_%d=%.4f\n", pfx, t, lr);
-        if (local_min < 0 || lr < local_min)
-            local_min = lr;
-    }
-    fprintf(f, "%slocal_hit_ratio_min=%.4f\n", pfx, local_min < 0 ? 0.0 : local_min);
+    for (int t = 0; t < o->ntargets; t++)
+        fprintf(f, "%slocal_hit_ratio_%d=%.4f\n", pfx, t, local_hit_ratio(r, t));
+    fprintf(f, "%slocal_hit_ratio_min=%.4f\n", pfx, local_hit_ratio_min(o, r));
     fprintf(f, "%sredis_hit_ratio=%.4f\n", pfx, fs_result_redis_hit_ratio(r));
     fprintf(f, "%sdb_reads_per_s=%.1f\n", pfx, fs_result_db_reads_per_s(r));
     fprintf(f, "%sverify=%s\n", pfx, !r->verified ? "skipped" : verify_passed(r) ? "pass" : "fail");
