@@ -98,6 +98,23 @@ int64_t its_outbox_add(its_outbox *o, const char *sku, int64_t version,
     return id;
 }
 
+int64_t its_outbox_add_item(its_outbox *o, const char *sku, int64_t version, int64_t stock)
+{
+    int64_t id = its_outbox_add(o, sku, version, -1);
+    if (id < 0)
+        return id;
+    pthread_mutex_lock(&o->mu);
+    for (size_t i = o->len; i-- > 0;) {
+        if (o->rows[i].id == id) {
+            o->rows[i].has_item = 1;
+            o->rows[i].item = (inv_item){.stock = stock};
+            break;
+        }
+    }
+    pthread_mutex_unlock(&o->mu);
+    return id;
+}
+
 int64_t its_outbox_reserve(its_outbox *o)
 {
     int64_t id = its_outbox_add(o, "", -1, -1);   /* version -1: not visible */
@@ -549,7 +566,8 @@ struct its_lsink {
     pthread_mutex_t mu;
     lrec *recs;
     size_t len, cap;
-    uint64_t count, purges;
+    uint64_t count, purges, installs;
+    int64_t last_stock;            /* of the last install */
 };
 
 its_lsink *its_lsink_new(void)
@@ -598,6 +616,19 @@ static void ls_evict(void *ctx, const char *sku, int64_t version)
     pthread_mutex_unlock(&l->mu);
 }
 
+/* An install counts as an eviction to its version (the floor it leaves)
+ * plus the row it carried. */
+static void ls_install(void *ctx, const char *sku, int64_t version, const inv_item *item)
+{
+    its_lsink *l = ctx;
+    ls_evict(ctx, sku, version);
+    pthread_mutex_lock(&l->mu);
+    l->count--;
+    l->installs++;
+    l->last_stock = item->stock;
+    pthread_mutex_unlock(&l->mu);
+}
+
 static void ls_purge(void *ctx)
 {
     its_lsink *l = ctx;
@@ -630,6 +661,23 @@ int64_t its_lsink_version(its_lsink *l, const char *sku)
             v = l->recs[i].version;
     pthread_mutex_unlock(&l->mu);
     return v;
+}
+
+inv_local_sink its_lsink_sink_installing(its_lsink *l)
+{
+    inv_local_sink k = its_lsink_sink(l);
+    k.install = ls_install;
+    return k;
+}
+
+uint64_t its_lsink_installs(its_lsink *l, int64_t *last_stock)
+{
+    pthread_mutex_lock(&l->mu);
+    uint64_t n = l->installs;
+    if (last_stock != NULL)
+        *last_stock = l->last_stock;
+    pthread_mutex_unlock(&l->mu);
+    return n;
 }
 
 uint64_t its_lsink_count(its_lsink *l)

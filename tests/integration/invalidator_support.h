@@ -22,6 +22,9 @@ void its_outbox_free(its_outbox *o);
  * given time. Returns its id. Any thread. */
 int64_t its_outbox_add(its_outbox *o, const char *sku, int64_t version,
                        int64_t committed_at_ms);
+/* The same, with the item's committed row (stock; limit and sale start 0)
+ * beside it, as the stores return a row whose item still stands at it. */
+int64_t its_outbox_add_item(its_outbox *o, const char *sku, int64_t version, int64_t stock);
 int64_t its_outbox_depth(its_outbox *o);
 /* Takes the next id for a row whose transaction is still open: fetch does
  * not see it (nor its_outbox_depth) until its_outbox_commit. Returns the
@@ -78,6 +81,11 @@ inv_local_sink its_lsink_sink(its_lsink *l);
 /* Highest version evicted for sku, or -1. */
 int64_t its_lsink_version(its_lsink *l, const char *sku);
 uint64_t its_lsink_count(its_lsink *l);
+/* A sink that also takes installs (events with the row); its_lsink_count
+ * counts evictions only, its_lsink_installs the installs and the last
+ * one's stock. */
+inv_local_sink its_lsink_sink_installing(its_lsink *l);
+uint64_t its_lsink_installs(its_lsink *l, int64_t *last_stock);
 uint64_t its_lsink_purges(its_lsink *l);   /* purge events received */
 
 /* Waits (parking a coroutine or sleeping a thread, polling every 5 ms) until cond(arg) or timeout_ms.

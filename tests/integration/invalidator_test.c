@@ -81,6 +81,8 @@ static void sleep_ms(int ms)
     usleep((useconds_t)ms * 1000);
 }
 
+static int g_installing;   /* make_inv's local sink also takes installs */
+
 static inv *make_inv(const char *name, int roles, const char *instance,
                      int64_t delay_ms, its_lsink *ls, inv_config *extra)
 {
@@ -104,7 +106,7 @@ static inv *make_inv(const char *name, int roles, const char *instance,
     inv_redis_sink rs = its_rsink_sink(rsink);
     inv_local_sink lsk;
     if (ls != NULL)
-        lsk = its_lsink_sink(ls);
+        lsk = g_installing ? its_lsink_sink_installing(ls) : its_lsink_sink(ls);
     inv *iv = NULL;
     assert_int_equal(inv_new(&cfg, &src, &rs, ls ? &lsk : NULL, &iv), 0);
     inv_call c = {iv, 0};
@@ -380,6 +382,61 @@ static void test_broadcast_two_groups(void **state)
     stop_inv(a);
     its_lsink_free(la);
     its_lsink_free(lb);
+}
+
+static bool lsink_at(its_lsink *l, const char *sku, int64_t v)
+{
+    int64_t deadline = rt_now_ms() + 10000;
+    while (its_lsink_version(l, sku) != v && rt_now_ms() < deadline)
+        sleep_ms(5);
+    return its_lsink_version(l, sku) == v;
+}
+
+/* Update events: a row that carries the item's committed row is installed,
+ * one without it (superseded) evicts; a consumer on broadcast_evict evicts
+ * on both; a relay on broadcast_evict (the older protocol) sends no rows,
+ * so even an installing consumer evicts. */
+static void test_update_events(void **state)
+{
+    (void)state;
+    its_lsink *lu = its_lsink_new(), *le = its_lsink_new(), *lr = its_lsink_new();
+    inv_config evict = {.broadcast_evict = 1};
+    g_installing = 1;
+    inv *a = make_inv("upd", INV_ROLE_RELAY | INV_ROLE_BCAST, "up-a", 100, lu, NULL);
+    inv *b = make_inv("upd", INV_ROLE_BCAST, "up-b", 100, le, &evict);
+    g_installing = 0;
+    wait_ready(a);
+    wait_ready(b);
+    its_outbox_add(outbox, "up1", 1, -1);
+    its_outbox_add_item(outbox, "up1", 2, 42);
+    inv_notify(a);
+    assert_true(lsink_at(lu, "up1", 2));
+    assert_true(lsink_at(le, "up1", 2));
+    int64_t stock = -1;
+    assert_int_equal(its_lsink_installs(lu, &stock), 1);
+    assert_int_equal(stock, 42);
+    assert_int_equal(its_lsink_count(lu), 1);
+    assert_int_equal(its_lsink_installs(le, NULL), 0);
+    assert_int_equal(its_lsink_count(le), 2);
+    stop_inv(b);
+    stop_inv(a);
+
+    inv *r = make_inv("upd2", INV_ROLE_RELAY, "up-r", 100, NULL, &evict);
+    g_installing = 1;
+    inv *c = make_inv("upd2", INV_ROLE_BCAST, "up-c", 100, lr, NULL);
+    g_installing = 0;
+    wait_ready(r);
+    wait_ready(c);
+    its_outbox_add_item(outbox, "up2", 3, 9);
+    inv_notify(r);
+    assert_true(lsink_at(lr, "up2", 3));
+    assert_int_equal(its_lsink_installs(lr, NULL), 0);
+    assert_int_equal(its_lsink_count(lr), 1);
+    stop_inv(c);
+    stop_inv(r);
+    its_lsink_free(lu);
+    its_lsink_free(le);
+    its_lsink_free(lr);
 }
 
 /* An operator's purge from one instance reaches every instance's local
@@ -791,6 +848,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_older_event_keeps_newer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delay_change, setup, teardown),
         cmocka_unit_test_setup_teardown(test_broadcast_two_groups, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_update_events, setup, teardown),
         cmocka_unit_test_setup_teardown(test_purge_fleet, setup, teardown),
         cmocka_unit_test_setup_teardown(test_redis_outage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pending_cap_pauses, setup, teardown),

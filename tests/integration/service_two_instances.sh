@@ -19,7 +19,7 @@ for i in $(seq 1 100); do [ -s "$T/broker.out" ] && break; sleep 0.05; done
 BROKERS=$(head -1 "$T/broker.out")
 
 common=(--store.url="$PG" --redis.url="$SEEDS" --kafka.brokers="$BROKERS"
-        --kafka.invalidation_delay_ms=$DELAY --cache.local_ttl_ms=60000)
+        --kafka.invalidation_delay_ms=$DELAY --cache.local_ttl_ms=60000 ${TWO_EXTRA:-})
 start_svc a $PA "${common[@]}" --kafka.instance_id=a || exit 1
 start_svc b $PB "${common[@]}" --kafka.instance_id=b || exit 1
 for u in $A $B; do
@@ -87,19 +87,20 @@ check "Redis holds the writer's copy of version $v, spared by its delayed delete
   [ "$rv" = "$v" -a "${r#*|}" != "~" ]
 
 # A rolling upgrade: an instance of the old protocol (E, broadcast_mode
-# evict: its events carry no row) writes; B evicts on its event, then
-# installs again on A's next event.
+# evict) joins and writes. Which relay publishes E's commit is the
+# outbox's choice (E's sends no row, A's and B's do), so B either evicts
+# or installs on it; either way B serves E's version, and installs again
+# on A's next write. (That an event without a row evicts is checked
+# deterministically in invalidator_integration, test_update_events.)
 PE=$((PA + 7)); E=http://127.0.0.1:$PE
 start_svc e $PE "${common[@]}" --kafka.instance_id=e --kafka.broadcast_mode=evict || exit 1
 EPID=$LAST_PID
 wait_ready $E
-ev_b0=$(metric $B 'cachesvc_inv_evicted_total')
 req POST $E/v1/items/hot/decrement '{"user_id":"old1","qty":1}'; expect 200 "" "a decrement on the old-protocol instance"
 ve=$(json_num version <<<"$BODY")
 w=$("$SERVICE_CLIENT" wait 127.0.0.1:$PB hot "$ve" 5000) && ok "B sees version $ve of the old-protocol write ($w)" \
   || fail "B did not see version $ve within 5 s"
-check "B evicted on the event without a row ($(metric $B 'cachesvc_inv_evicted_total') evictions, was $ev_b0)" \
-  [ "$(metric $B 'cachesvc_inv_evicted_total')" -gt "$ev_b0" ]
+req GET $B/v1/items/hot; expect 200 "\"version\":$ve" "B serves the old-protocol write's version"
 req POST $A/v1/items/hot/decrement '{"user_id":"new1","qty":1}'; expect 200 "" "then a decrement on A"
 va=$(json_num version <<<"$BODY")
 "$SERVICE_CLIENT" wait 127.0.0.1:$PB hot "$va" 5000 >/dev/null || fail "B did not see version $va within 5 s"
@@ -218,15 +219,28 @@ for round in 1 2 3 4 5; do
   done
   for p in "${pids[@]}"; do wait "$p"; done
 done
+# Every instance must converge; how long that takes is printed (the
+# broadcast's latency, longer on a loaded machine or under a sanitizer).
 sleep $(( (DELAY + 1500) / 1000 )).$(( (DELAY + 1500) % 1000 ))
-bad=0
-for i in $(seq 0 47); do
-  av=$(json_num version <<<"$(curl -s -H 'Authorization: Bearer secret' $A/admin/items/many$i/audit)")
-  for u in $A $B; do
-    req GET $u/v1/items/many$i
-    [ "$(json_num version <<<"$BODY")" = "$av" ] || { bad=$((bad + 1)); echo "many$i on $u: $BODY (audit version $av)"; }
+t0=$(date +%s%N)
+for attempt in $(seq 1 20); do
+  bad=0; late=""
+  for i in $(seq 0 47); do
+    av=$(json_num version <<<"$(curl -s -H 'Authorization: Bearer secret' $A/admin/items/many$i/audit)")
+    for u in $A $B; do
+      req GET $u/v1/items/many$i
+      [ "$(json_num version <<<"$BODY")" = "$av" ] || { bad=$((bad + 1)); late+="many$i on $u: $BODY X-Cache $(header X-Cache) (audit version $av)"$'\n'; }
+    done
   done
+  [ "$bad" = 0 ] && break
+  echo "attempt $attempt: $bad reads behind the audit"; printf '%s' "$late" | head -3
+  if [ "$attempt" = 2 ]; then   # what the fleet knows of the late items
+    psql "$PG" -Atc "SELECT id, sku, version, claimed_by, claimed_until_ms FROM outbox ORDER BY id LIMIT 10"
+    for u in $A $B; do curl -s $u/metrics | grep -E '^cachesvc_inv_(installed|evicted|bcast_gaps|decode_errors|published|relay_inflight)_?'; done
+  fi
+  sleep 0.5
 done
+echo "converged $(( ($(date +%s%N) - t0) / 1000000 )) ms after delay + 1.5 s"
 check "48 items after five concurrent rounds: every read on both instances is the audited version" [ "$bad" = 0 ]
 
 # One publication per outbox row across the fleet: every relay claims the
