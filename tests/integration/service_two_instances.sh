@@ -106,6 +106,10 @@ va=$(json_num version <<<"$BODY")
 "$SERVICE_CLIENT" wait 127.0.0.1:$PB hot "$va" 5000 >/dev/null || fail "B did not see version $va within 5 s"
 inst_b2=$(metric $B 'cachesvc_local_installs_total')
 check "B installed A's row again (installs $inst_b1 -> $inst_b2)" [ "$inst_b2" -gt "$inst_b1" ]
+# E's share of the fleet's publications and commits, for the count below.
+em=$(curl -s $E/metrics)
+e_pub=$(awk '$1 == "cachesvc_inv_published_total" {print $2}' <<<"$em")
+e_com=$(awk '$1 == "cachesvc_store_commits_total" {print $2}' <<<"$em")
 stop_svc "$EPID" TERM
 v=$va
 
@@ -244,13 +248,14 @@ echo "converged $(( ($(date +%s%N) - t0) / 1000000 )) ms after delay + 1.5 s"
 check "48 items after five concurrent rounds: every read on both instances is the audited version" [ "$bad" = 0 ]
 
 # One publication per outbox row across the fleet: every relay claims the
-# rows it publishes, so the events published by all four instances add up
-# to the batches they committed, and the outbox ends empty.
+# rows it publishes, so the events published by all five instances (E's
+# counted before its stop) add up to the batches they committed, and the
+# outbox ends empty.
 for i in $(seq 1 150); do
   n=$(psql "$PG" -Atc 'SELECT count(*) FROM outbox' 2>/dev/null); [ "$n" = 0 ] && break; sleep 0.1
 done
 check "the outbox is empty (${n:-?} rows)" [ "$n" = 0 ]
-pub=0; com=0
+pub=${e_pub:-0}; com=${e_com:-0}
 for u in $A $B $C $D; do
   m=$(curl -s $u/metrics)
   pub=$((pub + $(awk '$1 == "cachesvc_inv_published_total" {print $2}' <<<"$m")))
