@@ -128,6 +128,12 @@ void svc__local_evict(svc *s, const char *sku, int64_t floor)
     lc_evict(s->lc, sku, strlen(sku), floor > 0 ? (uint64_t)floor : 0);
 }
 
+void svc__local_install(svc *s, const char *sku, const svc_entry *e)
+{
+    svc__local_evict(s, sku, e->version);
+    svc__local_fill(s, sku, NULL, 0, e, NULL);
+}
+
 void svc__local_metrics(svc *s, svc_buf *b)
 {
     lc_stats st;

@@ -97,8 +97,7 @@ static void local_install(void *ctx, const char *sku, int64_t version, const inv
                    .version = version,
                    .per_user_limit = item->per_user_limit,
                    .sale_starts_at_ms = item->sale_starts_at_ms};
-    svc__local_evict(s, sku, version);
-    svc__local_fill(s, sku, NULL, 0, &e, NULL);
+    svc__local_install(s, sku, &e);
     svc__flights_invalidate(s, sku);
     svc_metric_inc(SVC_C_LOCAL_INSTALLS);
 }

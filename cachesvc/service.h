@@ -181,6 +181,10 @@ int svc__local_fill(svc *s, const char *sku, const lc_lease *l, int held,
  * Evictions always carry the committed version (0 only in tests): the
  * lease fallback in svc__local_fill relies on it. */
 void svc__local_evict(svc *s, const char *sku, int64_t floor);
+/* Installs a committed row known whole (a commit of this instance, or a
+ * broadcast event that carried it): older copies and fill leases go, the
+ * floor rises to e->version, and e is kept unless a newer copy is held. */
+void svc__local_install(svc *s, const char *sku, const svc_entry *e);
 /* Appends the local cache's gauges and counters to b. */
 struct svc_buf;
 void svc__local_metrics(svc *s, struct svc_buf *b);

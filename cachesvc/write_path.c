@@ -45,8 +45,7 @@ void svc__on_commit(void *ctx, const char *sku, const store_committed *row)
                        .version = version,
                        .per_user_limit = row->per_user_limit,
                        .sale_starts_at_ms = row->sale_starts_at_ms};
-        svc__local_evict(s, sku, version);
-        svc__local_fill(s, sku, NULL, 0, &e, NULL);
+        svc__local_install(s, sku, &e);
         svc__redis_refresh(s, sku, &e);
     } else {
         /* The eviction protocol as it was: when the cached copy is the
@@ -60,8 +59,7 @@ void svc__on_commit(void *ctx, const char *sku, const store_committed *row)
             svc_entry e = old;
             e.stock = row->stock;
             e.version = version;
-            svc__local_evict(s, sku, version);
-            svc__local_fill(s, sku, NULL, 0, &e, NULL);
+            svc__local_install(s, sku, &e);
         } else {
             svc__local_evict(s, sku, version);
         }
