@@ -1,5 +1,5 @@
 /*
- * buf.c: the growable buffer, number and JSON string formatting, the error
+ * buf.c: number and JSON string formatting into a kit_buf, the error
  * table and the constant-time compare.
  */
 #include <errno.h>
@@ -9,54 +9,6 @@
 #include <string.h>
 
 #include "api/http_int.h"
-
-int http_buf_reserve(http_buf *b, size_t extra)
-{
-    if (b->cap - b->len >= extra && b->data != NULL)
-        return 0;
-    size_t need = b->len + extra;
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap < need)
-        cap *= 2;
-    char *p = realloc(b->data, cap);
-    if (p == NULL)
-        return -ENOMEM;
-    b->data = p;
-    b->cap = cap;
-    return 0;
-}
-
-int http_buf_append(http_buf *b, const void *p, size_t n)
-{
-    if (http_buf_reserve(b, n) < 0)
-        return -ENOMEM;
-    if (n)
-        memcpy(b->data + b->len, p, n);
-    b->len += n;
-    return 0;
-}
-
-int http_buf_puts(http_buf *b, const char *s)
-{
-    return http_buf_append(b, s, strlen(s));
-}
-
-int http_buf_printf(http_buf *b, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return -EINVAL;
-    if (http_buf_reserve(b, (size_t)n + 1) < 0)
-        return -ENOMEM;
-    va_start(ap, fmt);
-    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
-    return 0;
-}
 
 /* Two digits per division: a response formats five or six numbers. */
 static const char digits2[] =
@@ -104,19 +56,19 @@ size_t http__fmt_u64_hex(char *dst, uint64_t v)
     return o;
 }
 
-int http_buf_i64(http_buf *b, int64_t v)
+int http_buf_i64(kit_buf *b, int64_t v)
 {
-    if (http_buf_reserve(b, 24) < 0)
+    if (kit_buf_reserve(b, 24) < 0)
         return -ENOMEM;
     b->len += http__fmt_i64(b->data + b->len, v);
     return 0;
 }
 
-int http_buf_json_str(http_buf *b, const char *s, size_t n)
+int http_buf_json_str(kit_buf *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
     /* Worst case every byte becomes \u00XX. */
-    if (http_buf_reserve(b, n * 6 + 2) < 0)
+    if (kit_buf_reserve(b, n * 6 + 2) < 0)
         return -ENOMEM;
     char *o = b->data + b->len;
     *o++ = '"';
@@ -139,13 +91,6 @@ int http_buf_json_str(http_buf *b, const char *s, size_t n)
     *o++ = '"';
     b->len = (size_t)(o - b->data);
     return 0;
-}
-
-void http_buf_free(http_buf *b)
-{
-    free(b->data);
-    b->data = NULL;
-    b->len = b->cap = 0;
 }
 
 /* ------------------------------------------------------------------------ */

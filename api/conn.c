@@ -385,8 +385,8 @@ void http__conn_fini(http_conn *c)
 {
     free(c->in);
     c->in = NULL;
-    http_buf_free(&c->out);
-    http_buf_free(&c->body);
+    kit_buf_free(&c->out);
+    kit_buf_free(&c->body);
 }
 
 /* Moves the current request to the front of the buffer. */
@@ -524,7 +524,7 @@ int http__conn_process(http_conn *c)
         return HTTP__CLOSE;
     } else if (c->req.expect_continue && !c->req.continue_sent) {
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-        if (http_buf_append(&c->out, cont, sizeof cont - 1) < 0)
+        if (kit_buf_append(&c->out, cont, sizeof cont - 1) < 0)
             return HTTP__CLOSE;
         c->req.continue_sent = 1;
     }

@@ -12,22 +12,9 @@
 #include <time.h>
 
 #include "api/http_int.h"
+#include "kit/kit.h"
 
 #define JSON "application/json"
-
-int http__valid_ident(const char *s, size_t n, size_t max)
-{
-    if (n == 0 || n > max)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-              (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' ||
-              ch == ':' || ch == '-'))
-            return 0;
-    }
-    return 1;
-}
 
 /* The value of header name (lower case) in the current request, or NULL. */
 static const char *header(const http_conn *c, const char *name, size_t *len)
@@ -66,12 +53,6 @@ static void reply_err(http_conn *c, int route, int err, int64_t retry_after_s)
     http__reply_error(c, route, status, http_error_code(err), http_strerror(err), ex);
 }
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Answers 425 sale_not_started. When the service knows the start
  * (starts_at_ms > 0) the envelope gets "sale_starts_at_ms" and
@@ -82,21 +63,21 @@ static void reply_not_started(http_conn *c, int route, int64_t starts_at_ms)
     char extra[48];
     int64_t wait_s = 1;
     if (starts_at_ms > 0) {
-        int64_t left = starts_at_ms - wall_ms();
+        int64_t left = starts_at_ms - kit_wall_ms();
         if (left > 1000)
             wait_s = left / 1000 + (left % 1000 != 0);
     }
     snprintf(extra, sizeof extra, "Retry-After: %lld\r\n", (long long)wait_s);
     const char *detail = http_strerror(HTTP_E_SALE_NOT_STARTED);
-    http_buf *b = &c->body;
+    kit_buf *b = &c->body;
     b->len = 0;
-    int e = http_buf_puts(b, "{\"error\":\"sale_not_started\",\"detail\":");
+    int e = kit_buf_puts(b, "{\"error\":\"sale_not_started\",\"detail\":");
     e |= http_buf_json_str(b, detail, strlen(detail));
     if (starts_at_ms > 0) {
-        e |= http_buf_puts(b, ",\"sale_starts_at_ms\":");
+        e |= kit_buf_puts(b, ",\"sale_starts_at_ms\":");
         e |= http_buf_i64(b, starts_at_ms);
     }
-    e |= http_buf_puts(b, "}");
+    e |= kit_buf_puts(b, "}");
     if (e < 0) {
         c->closing = 1;
         return;
@@ -154,16 +135,16 @@ static const char *query_param(const char *q, size_t qlen, const char *name, siz
 /* Appends the item as JSON with one reservation: the GET hot path. A sku
  * the service hands back is an identifier (nothing to escape); any other
  * string goes through the escaping writer. */
-static int json_item(http_buf *b, const http_item *it)
+static int json_item(kit_buf *b, const http_item *it)
 {
     size_t n = strnlen(it->sku, sizeof it->sku);
-    if (!http__valid_ident(it->sku, n, HTTP_SKU_MAX)) {
-        int rc = http_buf_puts(b, "{\"sku\":");
+    if (!kit_ident_valid(it->sku, n, HTTP_SKU_MAX)) {
+        int rc = kit_buf_puts(b, "{\"sku\":");
         rc |= http_buf_json_str(b, it->sku, n);
-        if (rc < 0 || http_buf_reserve(b, 160) < 0)
+        if (rc < 0 || kit_buf_reserve(b, 160) < 0)
             return -ENOMEM;
     } else {
-        if (http_buf_reserve(b, n + 176) < 0)
+        if (kit_buf_reserve(b, n + 176) < 0)
             return -ENOMEM;
         char *o = b->data + b->len;
         o = PUT_LIT(o, "{\"sku\":\"");
@@ -208,7 +189,7 @@ static int json_ident(const http__jobj *o, const char *name, char *dst, size_t m
     const http__jmember *m = http__json_get(o, name);
     if (m == NULL)
         return 0;
-    if (m->type != HTTP__J_STRING || !http__valid_ident(m->str, m->str_len, max))
+    if (m->type != HTTP__J_STRING || !kit_ident_valid(m->str, m->str_len, max))
         return -1;
     memcpy(dst, m->str, m->str_len);
     dst[m->str_len] = '\0';
@@ -274,21 +255,21 @@ static void h_get_item(http_conn *c, const char *sku)
  * object). */
 static void reply_order(http_conn *c, int route, const http_order *o, const char *tail)
 {
-    http_buf *b = &c->body;
+    kit_buf *b = &c->body;
     b->len = 0;
-    int e = http_buf_puts(b, "{\"order_id\":");
+    int e = kit_buf_puts(b, "{\"order_id\":");
     e |= http_buf_i64(b, o->order_id);
-    e |= http_buf_puts(b, ",\"sku\":");
+    e |= kit_buf_puts(b, ",\"sku\":");
     e |= http_buf_json_str(b, o->sku, strnlen(o->sku, sizeof o->sku));
-    e |= http_buf_puts(b, ",\"user_id\":");
+    e |= kit_buf_puts(b, ",\"user_id\":");
     e |= http_buf_json_str(b, o->user_id, strnlen(o->user_id, sizeof o->user_id));
-    e |= http_buf_puts(b, ",\"qty\":");
+    e |= kit_buf_puts(b, ",\"qty\":");
     e |= http_buf_i64(b, o->qty);
-    e |= http_buf_puts(b, ",\"stock\":");
+    e |= kit_buf_puts(b, ",\"stock\":");
     e |= http_buf_i64(b, o->stock);
-    e |= http_buf_puts(b, ",\"version\":");
+    e |= kit_buf_puts(b, ",\"version\":");
     e |= http_buf_i64(b, o->version);
-    e |= http_buf_puts(b, tail);
+    e |= kit_buf_puts(b, tail);
     if (e < 0) {
         c->closing = 1;
         return;
@@ -354,7 +335,7 @@ static void h_order_by_key(http_conn *c, const char *q, size_t qlen)
     }
     size_t ulen = 0;
     const char *u = query_param(q, qlen, "user_id", &ulen);
-    if (u == NULL || !http__valid_ident(u, ulen, HTTP_USER_MAX)) {
+    if (u == NULL || !kit_ident_valid(u, ulen, HTTP_USER_MAX)) {
         bad_request(c, R, "the user_id query parameter must be 1-64 bytes of [A-Za-z0-9._:-]");
         return;
     }
@@ -428,11 +409,11 @@ static void h_audit(http_conn *c, const char *sku, const char *q, size_t qlen)
         reply_err(c, R, rc, 0);
         return;
     }
-    http_buf *b = &c->body;
+    kit_buf *b = &c->body;
     b->len = 0;
-    int e = http_buf_puts(b, "{\"sku\":");
+    int e = kit_buf_puts(b, "{\"sku\":");
     e |= http_buf_json_str(b, sku, strlen(sku));
-    e |= http_buf_printf(b,
+    e |= kit_buf_printf(b,
         ",\"stock\":%lld,\"version\":%lld,\"units_supplied\":%lld,"
         "\"units_sold\":%lld,\"orders\":%lld,\"max_user_qty\":%lld,"
         "\"duplicate_idempotency_keys\":%lld",
@@ -440,15 +421,15 @@ static void h_audit(http_conn *c, const char *sku, const char *q, size_t qlen)
         (long long)a.units_sold, (long long)a.orders,
         (long long)a.max_user_qty, (long long)a.duplicate_idempotency_keys);
     if (with_orders) {
-        e |= http_buf_puts(b, ",\"order_ids\":[");
+        e |= kit_buf_puts(b, ",\"order_ids\":[");
         for (size_t i = 0; i < a.n_order_ids; i++) {
             if (i)
-                e |= http_buf_puts(b, ",");
+                e |= kit_buf_puts(b, ",");
             e |= http_buf_i64(b, a.order_ids[i]);
         }
-        e |= http_buf_puts(b, "]");
+        e |= kit_buf_puts(b, "]");
     }
-    e |= http_buf_puts(b, "}");
+    e |= kit_buf_puts(b, "}");
     free(a.order_ids);
     if (e < 0) {
         c->closing = 1;
@@ -460,7 +441,7 @@ static void h_audit(http_conn *c, const char *sku, const char *q, size_t qlen)
 /* True when b[from, len) is one JSON object as far as its ends show
  * (surrounding whitespace allowed): a guard against a service callback
  * that appended nothing or something else, not a full JSON check. */
-static int looks_like_object(const http_buf *b, size_t from)
+static int looks_like_object(const kit_buf *b, size_t from)
 {
     size_t i = from, j = b->len;
     while (i < j && memchr(" \t\r\n", b->data[i], 4))
@@ -476,14 +457,14 @@ static void reply_config(http_conn *c, int route, const http_config_values *v,
                          int with_settings)
 {
     const http_service *s = c->srv->svc;
-    http_buf *b = &c->body;
+    kit_buf *b = &c->body;
     b->len = 0;
-    int e = http_buf_printf(b,
+    int e = kit_buf_printf(b,
         "{\"invalidation_delay_ms\":%lld,\"local_ttl_ms\":%lld,\"log_level\":",
         (long long)v->invalidation_delay_ms, (long long)v->local_ttl_ms);
     e |= http_buf_json_str(b, v->log_level, strlen(v->log_level));
     if (e == 0 && with_settings && s->config_settings) {
-        e = http_buf_puts(b, ",\"settings\":");
+        e = kit_buf_puts(b, ",\"settings\":");
         size_t at = b->len;
         int rc = e < 0 ? e : s->config_settings(s->ctx, b);
         if (rc < 0) {
@@ -496,7 +477,7 @@ static void reply_config(http_conn *c, int route, const http_config_values *v,
             return;
         }
     }
-    e |= http_buf_puts(b, "}");
+    e |= kit_buf_puts(b, "}");
     if (e < 0) {
         c->closing = 1;
         return;
@@ -565,7 +546,7 @@ static void h_purge_cache(http_conn *c)
         return;
     }
     c->body.len = 0;
-    if (http_buf_printf(&c->body,
+    if (kit_buf_printf(&c->body,
             "{\"purged\":true,\"redis\":\"%s\",\"redis_keys_deleted\":%llu,"
             "\"broadcast\":\"%s\"}",
             res.redis ? "purged" : "none", (unsigned long long)res.redis_keys,
@@ -579,7 +560,7 @@ static void h_purge_cache(http_conn *c)
 static void h_metrics(http_conn *c)
 {
     const http_service *s = c->srv->svc;
-    http_buf *b = &c->body;
+    kit_buf *b = &c->body;
     b->len = 0;
     int rc = 0;
     if (s->metrics)
@@ -620,7 +601,7 @@ static void h_readyz(http_conn *c)
                                                     : "ready";
     int code = r.draining || r.store == HTTP_DEP_DOWN ? 503 : 200;
     c->body.len = 0;
-    if (http_buf_printf(&c->body,
+    if (kit_buf_printf(&c->body,
             "{\"status\":\"%s\",\"store\":\"%s\",\"redis\":\"%s\",\"kafka\":\"%s\","
             "\"degraded\":[%s%s%s]}",
             status, dep_name(r.store), dep_name(r.redis), dep_name(r.kafka),
@@ -748,7 +729,7 @@ void http__dispatch(http_conn *c)
     }
     char sku[HTTP_SKU_MAX + 1];
     if (m.nparams > 0) {
-        if (!http__valid_ident(m.param[0], m.param_len[0], HTTP_SKU_MAX)) {
+        if (!kit_ident_valid(m.param[0], m.param_len[0], HTTP_SKU_MAX)) {
             bad_request(c, r, "sku must be 1-64 bytes of [A-Za-z0-9._:-]");
             return;
         }
@@ -767,7 +748,7 @@ void http__dispatch(http_conn *c)
     case HTTP__R_METRICS:    h_metrics(c); break;
     case HTTP__R_HEALTHZ:
         c->body.len = 0;
-        http_buf_puts(&c->body, "{\"status\":\"ok\"}");
+        kit_buf_puts(&c->body, "{\"status\":\"ok\"}");
         reply_json(c, r, 200, NULL, 0);
         break;
     case HTTP__R_READYZ:     h_readyz(c); break;

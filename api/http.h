@@ -23,29 +23,20 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kit/buf.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
 /* ------------------------------------------------------------------------ */
-/* Growable byte buffer. The owner frees it with http_buf_free(); the      */
-/* append calls return 0 or -ENOMEM (the buffer is unchanged on failure).   */
+/* Responses and metrics are written into the tree's one growable buffer,   */
+/* kit_buf (kit/buf.h). The API adds two JSON formatters; both return 0 or  */
+/* -ENOMEM.                                                                 */
 
-typedef struct http_buf {
-    char *data;    /* owned; NULL until the first append */
-    size_t len;
-    size_t cap;
-} http_buf;
-
-int http_buf_reserve(http_buf *b, size_t extra);
-int http_buf_append(http_buf *b, const void *p, size_t n);
-int http_buf_puts(http_buf *b, const char *s);
-int http_buf_printf(http_buf *b, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-int http_buf_i64(http_buf *b, int64_t v);
+int http_buf_i64(kit_buf *b, int64_t v);
 /* Appends s as a JSON string literal, quotes included. */
-int http_buf_json_str(http_buf *b, const char *s, size_t n);
-void http_buf_free(http_buf *b);
+int http_buf_json_str(kit_buf *b, const char *s, size_t n);
 
 /* ------------------------------------------------------------------------ */
 /* Error codes a service returns; each maps to one status and one `error`  */
@@ -160,7 +151,7 @@ size_t http_request_id(char *buf, size_t cap);
  * srv may be NULL (every route counts as implemented; counters are
  * process-wide: every server in the process adds to the same ones). Any
  * thread. Returns 0 or -ENOMEM. */
-int http_metrics_append(const http_server *srv, http_buf *out);
+int http_metrics_append(const http_server *srv, kit_buf *out);
 
 /* Constant-time comparison of two byte strings (time depends on the
  * lengths only). Returns 1 when equal. */

@@ -105,8 +105,8 @@ struct http_conn {
     size_t req_start;            /* offset of the current request */
     size_t parsed;               /* bytes handed to the parser */
     http__req req;
-    http_buf out;                /* owned response bytes not yet written */
-    http_buf body;               /* owned scratch for one response body */
+    kit_buf out;                /* owned response bytes not yet written */
+    kit_buf body;               /* owned scratch for one response body */
     int closing;                 /* answer with Connection: close, then close */
     int64_t t_read;              /* rt_now_ns() of the last read */
     int64_t t_reply;             /* rt_now_ns() when the last answer was
@@ -198,20 +198,16 @@ const char *http__reason(int status);
 /* ------------------------------------------------------------------------ */
 /* Metrics (metrics.c)                                                       */
 
-typedef int (*http__worker_id_fn)(void);
-extern _Atomic(http__worker_id_fn) http__worker_id;
 void http__metrics_request(int route, int status, int64_t latency_ns);
 #define HTTP__CONN_COUNTERS(X)                                               \
-    X(accepted, "http_connections_accepted_total",                          \
-      "Connections accepted")                                               \
-    X(rejected, "http_connections_rejected_total",                          \
+    X(connections_accepted, "Connections accepted")                         \
+    X(connections_rejected,                                                 \
       "Connections answered 503 and closed at the connection cap")          \
-    X(timeouts, "http_connections_timed_out_total",                         \
+    X(connections_timed_out,                                                \
       "Connections closed by the idle, header, body or write deadline")     \
-    X(parse_errors, "http_parse_errors_total",                               \
-      "Requests rejected as malformed or over a limit")
+    X(parse_errors, "Requests rejected as malformed or over a limit")
 enum {
-#define X(id, name, help) HTTP__C_##id,
+#define X(name, help) HTTP__C_##name,
     HTTP__CONN_COUNTERS(X)
 #undef X
     HTTP__C_COUNT
@@ -259,6 +255,5 @@ int http__json_object(char *buf, size_t len, http__jobj *o);
 const http__jmember *http__json_get(const http__jobj *o, const char *name);
 
 /* Validation (handlers.c). */
-int http__valid_ident(const char *s, size_t n, size_t max);
 
 #endif /* CACHESVC_HTTP_INT_H */

@@ -174,7 +174,7 @@ typedef struct http_service {
                       http_config_values *out);
     /* GET /metrics: appends Prometheus text to out (the server appends its
      * own http_* families after it). Returns 0 or a negative errno. */
-    int (*metrics)(void *ctx, http_buf *out);
+    int (*metrics)(void *ctx, kit_buf *out);
     /* POST /admin/cache/purge: drops every cached copy fleet-wide (Redis,
      * this instance's local cache, every other instance's through a
      * broadcast), floors included, for when versions start over. */
@@ -186,7 +186,7 @@ typedef struct http_service {
      * {"<section>.<key>": {"value": ..., "source": "default|file|env|flag|set"},
      * ...} with secrets as "<redacted>". NULL = the answer has no
      * "settings" member. */
-    int (*config_settings)(void *ctx, http_buf *out);
+    int (*config_settings)(void *ctx, kit_buf *out);
 } http_service;
 
 #ifdef __cplusplus

@@ -380,14 +380,14 @@ static int m_put_config(void *ctx, const http_config_update *upd,
     return 0;
 }
 
-static int m_metrics(void *ctx, http_buf *out)
+static int m_metrics(void *ctx, kit_buf *out)
 {
     mem *m = ctx;
     pthread_mutex_lock(&m->lock);
     size_t n = m->items.n;
     int64_t orders = m->next_order;
     pthread_mutex_unlock(&m->lock);
-    return http_buf_printf(out,
+    return kit_buf_printf(out,
         "# HELP memservice_items Items in the in-memory service.\n"
         "# TYPE memservice_items gauge\nmemservice_items %zu\n"
         "# HELP memservice_orders_total Orders taken.\n"
@@ -407,7 +407,7 @@ static int m_ready(void *ctx, http_readiness *out)
 
 /* The tunables in the shape of the service's settings list, with the
  * source "default" until put_config changed them ("set"). */
-static int m_config_settings(void *ctx, http_buf *out)
+static int m_config_settings(void *ctx, kit_buf *out)
 {
     mem *m = ctx;
     int rc = enter(m);
@@ -416,7 +416,7 @@ static int m_config_settings(void *ctx, http_buf *out)
     http_config_values v = m->cfg;
     unsigned set = m->cfg_set;
     pthread_mutex_unlock(&m->lock);
-    return http_buf_printf(out,
+    return kit_buf_printf(out,
         "{\"kafka.invalidation_delay_ms\":{\"value\":%lld,\"source\":\"%s\"},"
         "\"cache.local_ttl_ms\":{\"value\":%lld,\"source\":\"%s\"},"
         "\"log.level\":{\"value\":\"%s\",\"source\":\"%s\"}}",

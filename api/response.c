@@ -128,7 +128,7 @@ void http__reply(http_conn *c, int route, int status, const char *ctype,
     int retry_after = (status == 503 || status == 429) &&
                       !has_retry_after(extra, extra_len);
     size_t need = 340 + extra_len + body_len;
-    if (http_buf_reserve(&c->out, need) < 0) {
+    if (kit_buf_reserve(&c->out, need) < 0) {
         c->closing = 1;
         return;
     }
@@ -176,13 +176,13 @@ void http__reply(http_conn *c, int route, int status, const char *ctype,
 void http__reply_error(http_conn *c, int route, int status, const char *code,
                        const char *detail, const char *extra_hdrs)
 {
-    http_buf *b = &c->body;
+    kit_buf *b = &c->body;
     b->len = 0;
-    int rc = http_buf_puts(b, "{\"error\":");
+    int rc = kit_buf_puts(b, "{\"error\":");
     rc |= http_buf_json_str(b, code, strlen(code));
-    rc |= http_buf_puts(b, ",\"detail\":");
+    rc |= kit_buf_puts(b, ",\"detail\":");
     rc |= http_buf_json_str(b, detail, strlen(detail));
-    rc |= http_buf_puts(b, "}");
+    rc |= kit_buf_puts(b, "}");
     if (rc < 0) {
         c->closing = 1;
         return;

@@ -92,9 +92,9 @@ static int flush(http_conn *c)
     /* Give back the memory of an unusually large answer (an audit with
      * every order id); idle connections should stay small. */
     if (c->out.cap > 65536)
-        http_buf_free(&c->out);
+        kit_buf_free(&c->out);
     if (rc == -ETIMEDOUT)
-        http__metrics_count(HTTP__C_timeouts);
+        http__metrics_count(HTTP__C_connections_timed_out);
     return rc;
 }
 
@@ -186,7 +186,7 @@ static void conn_main(void *arg)
         atomic_store_explicit(&c->idle, 0, memory_order_release);
         if (n <= 0) {
             if (n == -ETIMEDOUT) {
-                http__metrics_count(HTTP__C_timeouts);
+                http__metrics_count(HTTP__C_connections_timed_out);
                 /* A request that stalled mid-way gets a 408 when possible. */
                 if (!idle) {
                     c->closing = 1;
@@ -259,14 +259,14 @@ static void acceptor_main(void *arg)
             rt_sleep(10);
             continue;
         }
-        http__metrics_count(HTTP__C_accepted);
+        http__metrics_count(HTTP__C_connections_accepted);
         if (atomic_load_explicit(&srv->draining, memory_order_acquire)) {
             rt_close(fd);
             continue;
         }
         if (atomic_load_explicit(&srv->nconns, memory_order_relaxed) >=
             srv->cfg.max_conns) {
-            http__metrics_count(HTTP__C_rejected);
+            http__metrics_count(HTTP__C_connections_rejected);
             /* Best effort: the socket buffer of a new connection is empty. */
             ssize_t w = send(fd, srv->overload, srv->overload_len,
                              MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -361,7 +361,6 @@ int http_server_start(const http_server_config *cfg,
         free(srv);
         return rc;
     }
-    atomic_store(&http__worker_id, rt_worker_id);
     srv->overload_len = (size_t)snprintf(srv->overload, sizeof srv->overload,
                                          overload_503, sizeof OVERLOAD_BODY - 1);
     /* Request ids are <connection>-<sequence> in hex; a random start makes

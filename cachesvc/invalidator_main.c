@@ -132,37 +132,34 @@ static int app_ready(void *ctx, http_readiness *out)
     return 0;
 }
 
-static int app_metrics(void *ctx, http_buf *out)
+static int app_metrics(void *ctx, kit_buf *out)
 {
     app *a = ctx;
-    svc_buf b = {0};
     http_readiness rd = {0};
     app_ready(a, &rd);
-    svc_build_info_metrics(&b);
-    svc_readiness_metrics(&b, &rd, !rd.draining);
-    svc_prom_header(&b, "cachesvc_reloads_total", "counter", "Configuration reloads (SIGHUP).");
-    svc_prom_sample_u64(&b, "cachesvc_reloads_total", "result=\"ok\"",
+    svc_build_info_metrics(out);
+    svc_readiness_metrics(out, &rd, !rd.draining);
+    kit_prom_header(out, "cachesvc_reloads_total", "counter", "Configuration reloads (SIGHUP).");
+    kit_prom_sample_u64(out, "cachesvc_reloads_total", "result=\"ok\"",
                         svc_metric_get(SVC_C_RELOAD_OK));
-    svc_prom_sample_u64(&b, "cachesvc_reloads_total", "result=\"error\"",
+    kit_prom_sample_u64(out, "cachesvc_reloads_total", "result=\"error\"",
                         svc_metric_get(SVC_C_RELOAD_ERROR));
     inv *iv = atomic_load(&a->iv_live);
     if (iv != NULL) {
         inv_stats *st = malloc(sizeof *st);   /* about 12 KiB: not on the stack */
         if (st == NULL) {
-            b.oom = 1;
+            out->oom = 1;
         } else {
             inv_stats_get(iv, st);
-            svc_inv_metrics(&b, st);
+            inv_metrics_append(st, out);
             free(st);
         }
     }
     rc_cluster *rc = atomic_load(&a->rc_live);
     if (rc != NULL)
-        svc_rc_metrics(&b, rc);
-    svc_process_metrics(&b);
-    int r = b.oom ? -ENOMEM : http_buf_append(out, b.p, b.len);
-    svc_buf_free(&b);
-    return r;
+        rc_metrics_append(rc, out);
+    kit_prom_process(out);
+    return out->oom ? -ENOMEM : 0;
 }
 
 static int start_http(app *a, http_server **srv)

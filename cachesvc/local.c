@@ -134,36 +134,18 @@ void svc__local_install(svc *s, const char *sku, const svc_entry *e)
     svc__local_fill(s, sku, NULL, 0, e, NULL);
 }
 
-void svc__local_metrics(svc *s, svc_buf *b)
+void svc__local_metrics(svc *s, kit_buf *b)
 {
     lc_stats st;
     lc_stats_get(s->lc, &st);
-    static const struct { const char *name, *help; } counters[] = {
-#define X(f) {"cachesvc_local_" #f "_total", "Local cache: " #f " (localcache/lc.h)."},
-        LC_STATS_COUNTERS(X)
+    static const kit_metric counters[] = {LC_STATS_COUNTERS(KIT_METRIC)};
+    static const kit_metric gauges[] = {LC_STATS_GAUGES(KIT_METRIC)};
+#define X(name, help) st.name,
+    const uint64_t cv[] = {LC_STATS_COUNTERS(X)};
+    const uint64_t gv[] = {LC_STATS_GAUGES(X)};
 #undef X
-    };
-    const uint64_t cv[] = {
-#define X(f) st.f,
-        LC_STATS_COUNTERS(X)
-#undef X
-    };
-    for (size_t i = 0; i < sizeof cv / sizeof cv[0]; i++) {
-        svc_prom_header(b, counters[i].name, "counter", counters[i].help);
-        svc_prom_sample_u64(b, counters[i].name, NULL, cv[i]);
-    }
-    static const struct { const char *name, *help; } gauges[] = {
-#define X(f) {"cachesvc_local_" #f, "Local cache gauge: " #f " (localcache/lc.h)."},
-        LC_STATS_GAUGES(X)
-#undef X
-    };
-    const uint64_t gv[] = {
-#define X(f) st.f,
-        LC_STATS_GAUGES(X)
-#undef X
-    };
-    for (size_t i = 0; i < sizeof gv / sizeof gv[0]; i++) {
-        svc_prom_header(b, gauges[i].name, "gauge", gauges[i].help);
-        svc_prom_sample_u64(b, gauges[i].name, NULL, gv[i]);
-    }
+    kit_prom_list(b, "cachesvc_local_", "_total", "counter", "Local cache: ", counters, cv,
+                  sizeof cv / sizeof cv[0]);
+    kit_prom_list(b, "cachesvc_local_", "", "gauge", "Local cache: ", gauges, gv,
+                  sizeof gv / sizeof gv[0]);
 }

@@ -3,6 +3,7 @@
  * rate limit of repeated lines.
  */
 #include "cachesvc/log.h"
+#include "kit/kit.h"
 
 #include <pthread.h>
 #include <sched.h>
@@ -126,13 +127,10 @@ static void site_unlock(log_site *s)
  * carries a number (librdkafka's "after 12ms") is one site. */
 static uint64_t site_key(const char *module, const char *msg)
 {
-    uint64_t h = 14695981039346656037ULL;
-    for (const char *p = module; *p; p++)
-        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
-    h = (h ^ 0xff) * 1099511628211ULL;
+    uint64_t h = kit_hash_more(kit_hash(module, strlen(module)), "\xff", 1);
     for (const char *p = msg; *p; p++)
         if (*p < '0' || *p > '9')
-            h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+            h = kit_hash_more(h, p, 1);
     return h;
 }
 

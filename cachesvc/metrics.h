@@ -1,14 +1,13 @@
 /*
- * metrics.h: the service's Prometheus registry.
+ * metrics.h: the service's Prometheus registry, on the metrics kit
+ * (kit/metrics.h).
  *
  * Counters and histograms are declared once, as lines of SVC_COUNTERS and
  * SVC_HISTOGRAMS (one line = one time series; lines of one family are
- * adjacent). Updates go to the calling worker's own slot as a relaxed load
- * and store (no locked instruction, no shared cache line); threads that are
- * not runtime workers share one slot with atomic adds. A scrape sums the
- * slots. Gauges and
- * the components' own statistics are written at scrape time through
- * svc_prom_* by whoever owns them.
+ * adjacent, so a line names its family and its labels beside the kit's
+ * X(name, help)). Updates go to the kit's per-thread cells. Gauges and the
+ * components' own statistics are written at scrape time through kit_prom_*
+ * by whoever owns them.
  *
  * Every function here is callable from any thread or coroutine and never
  * switches coroutines.
@@ -18,6 +17,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "kit/metrics.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -114,13 +115,6 @@ enum svc_hist_id {
     SVC_H__COUNT
 };
 
-/* The runtime's worker index (rt_worker_id: 0..workers-1 on a worker
- * thread, negative elsewhere), installed once by the service before the
- * workers count anything; NULL = every update goes to the shared slot.
- * fn must never switch coroutines. */
-typedef int (*svc_worker_id_fn)(void);
-void svc_metrics_set_worker_id(svc_worker_id_fn fn);
-
 void svc_metric_add(enum svc_counter_id id, uint64_t n);
 static inline void svc_metric_inc(enum svc_counter_id id) { svc_metric_add(id, 1); }
 /* Records v: nanoseconds for SVC_HIST_SECONDS histograms, a count otherwise. */
@@ -130,46 +124,13 @@ uint64_t svc_metric_get(enum svc_counter_id id);
 /* Reads a histogram's observation count. */
 uint64_t svc_hist_count(enum svc_hist_id id);
 
-/* A growable text buffer; the owner frees p with free(). */
-typedef struct svc_buf {
-    char *p;
-    size_t len, cap;
-    int oom;          /* set when an append failed; the text is then cut */
-} svc_buf;
-
-void svc_buf_printf(svc_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void svc_buf_append(svc_buf *b, const char *s, size_t n);
-void svc_buf_free(svc_buf *b);
-
 /* Writes every declared counter and histogram in Prometheus text format. */
-void svc_metrics_render(svc_buf *b);
+void svc_metrics_render(kit_buf *b);
 
-/* Writers for gauges and foreign counters at scrape time: one header per
- * family, then its samples. labels may be NULL or "" for none. Values are
- * written in the shortest form that reads back exactly. */
-void svc_prom_header(svc_buf *b, const char *name, const char *type, const char *help);
-void svc_prom_sample(svc_buf *b, const char *name, const char *labels, double v);
-void svc_prom_sample_u64(svc_buf *b, const char *name, const char *labels, uint64_t v);
-
-/* Writes v into buf (cap bytes, 32 are always enough) as the shortest
- * plain decimal that reads back as v: "0.00005", "0.25", "1", "4096"; never
- * an exponent. Every histogram's le label is written with it, so one bound
- * has one spelling in every family. Returns the length. */
-size_t svc_prom_decimal(char *buf, size_t cap, double v);
-
-/* Writes one histogram series (no header): nb upper bounds le[0..nb-1],
- * counts[0..nb] per bucket, not cumulative (counts[nb] is above the last
- * bound, the +Inf bucket), and the sum of the observations. labels may be
- * NULL or "" for none. */
-void svc_prom_hist(svc_buf *b, const char *name, const char *labels, const double *le,
-                   const uint64_t *counts, int nb, double sum);
-
-/* The families every binary of the project exports (docs/metrics.md):
- *   process_*: the standard process metrics of the Prometheus client
- *   libraries, read from /proc/self and getrlimit;
- *   cachesvc_build_info{version,commit} 1, from cachesvc_version.h. */
-void svc_process_metrics(svc_buf *b);
-void svc_build_info_metrics(svc_buf *b);
+/* cachesvc_build_info{version,commit} 1, from cachesvc_version.h; with
+ * kit_prom_process (process_*) the families every binary of the project
+ * exports (docs/metrics.md). */
+void svc_build_info_metrics(kit_buf *b);
 
 /* The state of a dependency for cachesvc_dependency_up. */
 enum svc_dep { SVC_DEP_ABSENT = -1, SVC_DEP_DOWN = 0, SVC_DEP_UP = 1 };
@@ -177,7 +138,7 @@ enum svc_dep { SVC_DEP_ABSENT = -1, SVC_DEP_DOWN = 0, SVC_DEP_UP = 1 };
 /* cachesvc_dependency_up{dependency="store|redis|kafka"} (a dependency that
  * is SVC_DEP_ABSENT, not configured, has no series), cachesvc_ready (1 when
  * /readyz answers 200) and cachesvc_draining. */
-void svc_health_metrics(svc_buf *b, enum svc_dep store, enum svc_dep redis, enum svc_dep kafka,
+void svc_health_metrics(kit_buf *b, enum svc_dep store, enum svc_dep redis, enum svc_dep kafka,
                         int ready, int draining);
 
 #ifdef __cplusplus

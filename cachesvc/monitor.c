@@ -22,6 +22,7 @@
 #include "cachesvc/log.h"
 #include "cachesvc/metrics.h"
 #include "cachesvc/service.h"
+#include "kit/kit.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -74,7 +75,7 @@ void svc__monitor_note(svc *s, const char *sku, int64_t version, http_tier tier)
     if (m == NULL || ++reads_since_sample < (uint32_t)s->cfg.monitor_sample_every)
         return;
     reads_since_sample = 0;
-    int64_t now = svc__wall_ms();
+    int64_t now = kit_wall_ms();
     int64_t delay = atomic_load_explicit(&s->invalidation_delay_ms, memory_order_relaxed);
     sample x;
     size_t n = strnlen(sku, HTTP_SKU_MAX);
@@ -129,7 +130,7 @@ static void check(svc_monitor *m, const sample *x)
         vi.first_newer_ms >= x->read_ms - x->window_ms)
         return;
     svc_metric_inc(violation_id(x->tier));
-    int64_t now = svc__wall_ms();
+    int64_t now = kit_wall_ms();
     if (now - m->last_log_ms >= 1000) {   /* at most one line a second */
         m->last_log_ms = now;
         SVC_WARN(NULL, "stale read served", "sku=%s tier=%s version=%lld newer=%lld age_ms=%lld window_ms=%lld",
@@ -143,7 +144,7 @@ static void monitor_run(void *arg)
     svc_monitor *m = arg;
     sample x;
     while (!atomic_load(&m->stop)) {
-        while (!atomic_load(&m->stop) && take_due(m, svc__wall_ms(), &x))
+        while (!atomic_load(&m->stop) && take_due(m, kit_wall_ms(), &x))
             check(m, &x);
         rt_event_wait(m->wake, rt_deadline_ms(MONITOR_TICK_MS));
     }

@@ -26,6 +26,7 @@
 #include "cachesvc/log.h"
 #include "cachesvc/metrics.h"
 #include "cachesvc/service.h"
+#include "kit/kit.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -58,10 +59,7 @@ struct svc_flights {
 
 static uint64_t hash_sku(const char *s)
 {
-    uint64_t h = 1469598103934665603ull;     /* FNV-1a */
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
+    return kit_hash(s, strlen(s));
 }
 
 int svc__flights_new(struct svc_flights **out)

@@ -328,7 +328,7 @@ int svc_apply_runtime(svc *s, const svc_config *old, const svc_config *next)
 }
 
 /* GET /admin/config's "settings": the running settings and their sources. */
-static int svc_config_settings(void *ctx, http_buf *out)
+static int svc_config_settings(void *ctx, kit_buf *out)
 {
     svc *s = ctx;
     pthread_mutex_lock(&s->settings_mu);
@@ -336,7 +336,7 @@ static int svc_config_settings(void *ctx, http_buf *out)
     pthread_mutex_unlock(&s->settings_mu);
     if (json == NULL)
         return -ENOMEM;
-    int r = http_buf_append(out, json, strlen(json));
+    int r = kit_buf_append(out, json, strlen(json));
     free(json);
     return r;
 }
@@ -345,39 +345,43 @@ static int svc_config_settings(void *ctx, http_buf *out)
 /* /metrics                                                                  */
 
 
-static void store_metrics(svc *s, svc_buf *b)
+static void store_metrics(svc *s, kit_buf *b)
 {
     store_stats st;
     store_stats_get(s->st, &st);
-#define X(f, name, help) svc_prom_header(b, "cachesvc_" name, "counter", help "."); \
-    svc_prom_sample_u64(b, "cachesvc_" name, NULL, st.f);
-    STORE_COUNTERS(X)
+    static const kit_metric counters[] = {STORE_COUNTERS(KIT_METRIC)};
+    const uint64_t v[] = {
+#define X(name, help) st.name,
+        STORE_COUNTERS(X)
 #undef X
-    svc_prom_header(b, "cachesvc_store_queued", "gauge", "Decrements waiting in item batchers.");
-    svc_prom_sample_u64(b, "cachesvc_store_queued", NULL, st.queued);
-    svc_prom_header(b, "cachesvc_store_queue_max", "gauge",
-                    "Decrements an item's batcher holds before answering overloaded (store.queue_max).");
-    svc_prom_sample_u64(b, "cachesvc_store_queue_max", NULL, st.queue_max);
+    };
+    kit_prom_list(b, "cachesvc_store_", "_total", "counter", "", counters, v,
+                  sizeof v / sizeof v[0]);
+    kit_prom_one_u64(b, "cachesvc_store_queued", "gauge", "Decrements waiting in item batchers",
+                     st.queued);
+    kit_prom_one_u64(b, "cachesvc_store_queue_max", "gauge",
+                     "Decrements an item's batcher holds before answering overloaded "
+                     "(store.queue_max)",
+                     st.queue_max);
 
     /* The store's histograms hold n buckets, the last one +Inf. */
-    svc_prom_header(b, "cachesvc_store_batch_size", "histogram", "Requests per batch transaction.");
-    svc_prom_hist(b, "cachesvc_store_batch_size", NULL, store_batch_bucket_le,
+    kit_prom_header(b, "cachesvc_store_batch_size", "histogram", "Requests per batch transaction.");
+    kit_prom_hist(b, "cachesvc_store_batch_size", NULL, store_batch_bucket_le,
                   st.batch_size_bucket, STORE_BATCH_BUCKETS - 1, (double)st.batch_size_sum);
-    svc_prom_header(b, "cachesvc_store_commit_seconds", "histogram",
+    kit_prom_header(b, "cachesvc_store_commit_seconds", "histogram",
                     "Batch transaction latency, first statement to COMMIT's answer.");
-    svc_prom_hist(b, "cachesvc_store_commit_seconds", NULL, store_latency_bucket_le,
+    kit_prom_hist(b, "cachesvc_store_commit_seconds", NULL, store_latency_bucket_le,
                   st.latency_bucket, STORE_LATENCY_BUCKETS - 1, st.latency_sum_s);
 }
 
-static void redis_metrics(svc *s, svc_buf *b)
+static void redis_metrics(svc *s, kit_buf *b)
 {
-    svc_rc_metrics(b, s->rc);
-    svc_prom_header(b, "cachesvc_redis_breaker_open", "gauge", "1 while reads skip Redis.");
-    svc_prom_sample_u64(b, "cachesvc_redis_breaker_open", NULL,
-                        (uint64_t)svc__breaker_is_open(&s->breaker));
+    rc_metrics_append(s->rc, b);
+    kit_prom_one_u64(b, "cachesvc_redis_breaker_open", "gauge", "1 while reads skip Redis",
+                     (uint64_t)svc__breaker_is_open(&s->breaker));
 }
 
-static void inv_metrics(svc *s, svc_buf *b)
+static void inv_metrics(svc *s, kit_buf *b)
 {
     inv_stats *st = malloc(sizeof *st);   /* about 12 KiB: not on the stack */
     if (st == NULL) {
@@ -385,46 +389,48 @@ static void inv_metrics(svc *s, svc_buf *b)
         return;
     }
     inv_stats_get(s->iv, st);
-    svc_inv_metrics(b, st);
+    inv_metrics_append(st, b);
     free(st);
 }
 
-static void runtime_metrics(svc_buf *b)
+/* The runtime's per-worker statistics, declared once in rt.h. */
+static void runtime_metrics(kit_buf *b)
 {
     int n = rt_workers();
     rt_worker_stats *ws = calloc((size_t)(n > 0 ? n : 1), sizeof *ws);
-    if (ws == NULL)
+    if (ws == NULL) {
+        b->oom = 1;
         return;
+    }
     for (int i = 0; i < n; i++)
         rt_worker_stats_get(i, &ws[i]);
-    char lb[32];
-#define W(f, name, type, help)                                            \
-    svc_prom_header(b, name, type, help);                                 \
+    char lb[32], name[64];
+#define W(f, help, suffix, type)                                          \
+    snprintf(name, sizeof name, "cachesvc_rt_worker_%s%s", #f, suffix);   \
+    kit_buf_printf(b, "# HELP %s %s.\n", name, help);                     \
+    kit_buf_printf(b, "# TYPE %s %s\n", name, type);                      \
     for (int i = 0; i < n; i++) {                                         \
         snprintf(lb, sizeof lb, "worker=\"%d\"", i);                      \
-        svc_prom_sample_u64(b, name, lb, ws[i].f);                        \
+        kit_prom_sample_u64(b, name, lb, ws[i].f);                        \
     }
-    W(spawns, "cachesvc_rt_worker_spawns_total", "counter", "Coroutines spawned by the worker.")
-    W(switches, "cachesvc_rt_worker_switches_total", "counter", "Context switches into coroutines.")
-    W(steals, "cachesvc_rt_worker_steals_total", "counter", "Successful steals by the worker.")
-    W(stolen_tasks, "cachesvc_rt_worker_stolen_tasks_total", "counter",
-      "Coroutines moved by those steals.")
-    W(parks, "cachesvc_rt_worker_parks_total", "counter", "Times the worker went idle.")
-    W(polls, "cachesvc_rt_worker_polls_total", "counter", "Netpoll calls by the worker.")
-    W(runq_depth, "cachesvc_rt_worker_runq_depth", "gauge", "Coroutines in the worker's local queue.")
+#define C(f, help) W(f, help, "_total", "counter")
+#define G(f, help) W(f, help, "", "gauge")
+    RT_WORKER_COUNTERS(C)
+    RT_WORKER_GAUGES(G)
+#undef G
+#undef C
 #undef W
     free(ws);
     rt_stats st;
     rt_stats_get(&st);
-    svc_prom_header(b, "cachesvc_rt_coroutines", "gauge", "Coroutines alive.");
-    svc_prom_sample_u64(b, "cachesvc_rt_coroutines", NULL, st.live);
-    svc_prom_header(b, "cachesvc_rt_hogs_total", "counter", "Coroutines reported running too long.");
-    svc_prom_sample_u64(b, "cachesvc_rt_hogs_total", NULL, st.hogs);
-    svc_prom_header(b, "cachesvc_rt_blocking_calls_total", "counter", "Calls offloaded to blocking threads.");
-    svc_prom_sample_u64(b, "cachesvc_rt_blocking_calls_total", NULL, st.blocking_calls);
+    kit_prom_one_u64(b, "cachesvc_rt_coroutines", "gauge", "Coroutines alive", st.live);
+    kit_prom_one_u64(b, "cachesvc_rt_hogs_total", "counter", "Coroutines reported running too long",
+                     st.hogs);
+    kit_prom_one_u64(b, "cachesvc_rt_blocking_calls_total", "counter",
+                     "Calls offloaded to blocking threads", st.blocking_calls);
 }
 
-static void jemalloc_metrics(svc_buf *b)
+static void jemalloc_metrics(kit_buf *b)
 {
 #ifdef CACHESVC_JEMALLOC
     uint64_t epoch = 1;
@@ -435,10 +441,10 @@ static void jemalloc_metrics(svc_buf *b)
     mallctl("stats.allocated", &allocated, &sz, NULL, 0);
     sz = sizeof resident;
     mallctl("stats.resident", &resident, &sz, NULL, 0);
-    svc_prom_header(b, "cachesvc_jemalloc_allocated_bytes", "gauge", "Bytes allocated by the application.");
-    svc_prom_sample_u64(b, "cachesvc_jemalloc_allocated_bytes", NULL, allocated);
-    svc_prom_header(b, "cachesvc_jemalloc_resident_bytes", "gauge", "Bytes in physically resident data pages.");
-    svc_prom_sample_u64(b, "cachesvc_jemalloc_resident_bytes", NULL, resident);
+    kit_prom_one_u64(b, "cachesvc_jemalloc_allocated_bytes", "gauge",
+                     "Bytes allocated by the application", allocated);
+    kit_prom_one_u64(b, "cachesvc_jemalloc_resident_bytes", "gauge",
+                     "Bytes in physically resident data pages", resident);
 #else
     (void)b;
 #endif
@@ -446,27 +452,24 @@ static void jemalloc_metrics(svc_buf *b)
 
 static void deps_state(svc *s, int live, http_readiness *out);
 
-static int svc_metrics(void *ctx, http_buf *out)
+static int svc_metrics(void *ctx, kit_buf *out)
 {
     svc *s = ctx;
-    svc_buf b = {0};
     http_readiness rd = {0};
     deps_state(s, 0, &rd);
-    svc_build_info_metrics(&b);
-    svc_readiness_metrics(&b, &rd, !rd.draining && rd.store != HTTP_DEP_DOWN);
-    svc_metrics_render(&b);
-    svc__local_metrics(s, &b);
-    store_metrics(s, &b);
+    svc_build_info_metrics(out);
+    svc_readiness_metrics(out, &rd, !rd.draining && rd.store != HTTP_DEP_DOWN);
+    svc_metrics_render(out);
+    svc__local_metrics(s, out);
+    store_metrics(s, out);
     if (s->rc != NULL)
-        redis_metrics(s, &b);
+        redis_metrics(s, out);
     if (s->iv != NULL)
-        inv_metrics(s, &b);
-    runtime_metrics(&b);
-    jemalloc_metrics(&b);
-    svc_process_metrics(&b);
-    int r = b.oom ? -ENOMEM : http_buf_append(out, b.p, b.len);
-    svc_buf_free(&b);
-    return r;
+        inv_metrics(s, out);
+    runtime_metrics(out);
+    jemalloc_metrics(out);
+    kit_prom_process(out);
+    return out->oom ? -ENOMEM : 0;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -619,7 +622,6 @@ int svc_open(const svc_config *cfg, svc **out)
         return -ENOMEM;
     }
     *s->settings = *cfg;
-    svc_metrics_set_worker_id(rt_worker_id);   /* each worker its own slot */
     /* Lines logged while a request is served carry its X-Request-Id; every
      * module's lines (store, redis, inv, rt, kafka) come through this
      * logger, rate-limited and redacted. */

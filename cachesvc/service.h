@@ -24,6 +24,7 @@
 #include "invalidator/inv.h"
 #include "localcache/lc.h"
 #include "runtime/rt.h"
+#include "kit/kit.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -141,7 +142,6 @@ void svc__redis_refresh(svc *s, const char *sku, const svc_entry *e);
 
 /* Wall-clock milliseconds since the epoch (the clock of the store's
  * commit stamps). Any thread. */
-int64_t svc__wall_ms(void);
 
 /* The online consistency monitor (monitor.c). svc__monitor_note is called
  * for every read served (any tier) and samples one in
@@ -186,8 +186,8 @@ void svc__local_evict(svc *s, const char *sku, int64_t floor);
  * floor rises to e->version, and e is kept unless a newer copy is held. */
 void svc__local_install(svc *s, const char *sku, const svc_entry *e);
 /* Appends the local cache's gauges and counters to b. */
-struct svc_buf;
-void svc__local_metrics(svc *s, struct svc_buf *b);
+struct kit_buf;
+void svc__local_metrics(svc *s, struct kit_buf *b);
 
 /* The Redis breaker (admission.c). */
 void svc__breaker_init(svc_breaker *b, int threshold, int probe_ms);

@@ -19,17 +19,11 @@
 #include "cachesvc/log.h"
 #include "cachesvc/metrics.h"
 #include "cachesvc/service.h"
+#include "kit/kit.h"
 
 #include <errno.h>
 #include <string.h>
 #include <time.h>
-
-int64_t svc__wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Called by the store after COMMIT of a batch that changed sku. */
 void svc__on_commit(void *ctx, const char *sku, const store_committed *row)
@@ -95,7 +89,7 @@ static int fast_answer(svc *s, const http_decrement_req *req, http_decrement_res
     svc_entry e;
     if (!svc__local_get(s, req->sku, &e) || e.absent || e.stock != 0)
         return 0;
-    if (e.sale_starts_at_ms > 0 && svc__wall_ms() < e.sale_starts_at_ms)
+    if (e.sale_starts_at_ms > 0 && kit_wall_ms() < e.sale_starts_at_ms)
         return 0;   /* the store answers sale_not_started */
     if (req->idempotency_key == NULL &&
         (e.per_user_limit == 0 || req->qty > e.per_user_limit)) {
@@ -165,7 +159,7 @@ static int64_t sale_start_of(svc *s, const char *sku)
 {
     svc_entry e;
     http_tier tier;
-    int64_t now = svc__wall_ms();
+    int64_t now = kit_wall_ms();
     if (svc__read_item(s, sku, &e, &tier) == 0 && !e.absent && e.sale_starts_at_ms > now)
         return e.sale_starts_at_ms;
     store_item it;

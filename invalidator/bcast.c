@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "invalidator/inv_kafka.h"
+#include "kit/kit.h"
 
 struct inv_bcast {
     inv *iv;
@@ -173,7 +174,7 @@ static void on_message(void *arg, rd_kafka_message_t *m)
         iv->local.evict(iv->local.ctx, ev.sku, ev.version);
         INV_INC(iv, evicted, 1);
     }
-    inv__hist_add(&iv->bcast_lag, inv__wall_ms() - ev.committed_at_ms);
+    inv__hist_add(&iv->bcast_lag, kit_wall_ms() - ev.committed_at_ms);
 }
 
 void inv__bcast_run(void *arg)

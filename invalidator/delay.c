@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "invalidator/inv_kafka.h"
+#include "kit/kit.h"
 
 typedef struct dpart {
     bool assigned;
@@ -216,7 +217,7 @@ static void on_message(void *arg, rd_kafka_message_t *m)
         do_store_offset(d, m->partition);
     } else {
         bool coalesced;
-        int64_t now = inv__wall_ms();
+        int64_t now = kit_wall_ms();
         inv__hist_add(&iv->transit, now - ev.committed_at_ms);
         /* The delay counts from receipt, on this process's clock: the
          * commit stamp is taken before the row lock and the commit, on the
@@ -246,7 +247,7 @@ static void on_message(void *arg, rd_kafka_message_t *m)
 static void on_ref_done(void *arg, const inv_pentry *e, const inv_ref *r)
 {
     inv_delay *d = arg;
-    int64_t now = inv__wall_ms();
+    int64_t now = kit_wall_ms();
     dpart *dp = &d->parts[e->partition];
     if (dp->assigned && dp->gen == e->gen)
         inv__offq_done(&dp->offq, r->offset);
@@ -278,7 +279,7 @@ static void apply_batch(inv_delay *d, batch *b)
     inv *iv = d->iv;
     int64_t t0 = rt_now_ns();
     int rc = iv->redis.del(iv->redis.ctx, b->items, b->n);
-    int64_t now = inv__wall_ms();
+    int64_t now = kit_wall_ms();
     INV_INC(iv, sink_calls, 1);
     inv__hist_add(&iv->sink, (rt_now_ns() - t0) / 1000000);
 
@@ -353,7 +354,7 @@ static void dispatch(inv_delay *d)
             return;                /* try again on the next wakeup */
         }
         b->d = d;
-        int64_t now = d->flush_all ? INT64_MAX : inv__wall_ms();
+        int64_t now = d->flush_all ? INT64_MAX : kit_wall_ms();
         pthread_mutex_lock(&d->mu);
         while (b->n < iv->batch) {
             inv_pentry *e = inv__pq_pop_due(&d->pq, now);
@@ -538,7 +539,7 @@ static int64_t next_deadline(inv_delay *d)
     pthread_mutex_unlock(&d->mu);
     if (due == INT64_MAX)
         return rt_deadline_ms(1000);
-    int64_t wait = due - inv__wall_ms();
+    int64_t wait = due - kit_wall_ms();
     if (wait < 0)
         wait = 0;
     if (wait > 1000)

@@ -13,21 +13,7 @@
 #include <time.h>
 
 #include "invalidator/inv_int.h"
-
-bool inv__sku_valid(const char *s, size_t n)
-{
-    if (n < 1 || n > INV_SKU_MAX)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
-                  (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-                  c == ':' || c == '-';
-        if (!ok)
-            return false;
-    }
-    return true;
-}
+#include "kit/kit.h"
 
 int inv__event_encode(const inv_event *ev, char *buf, size_t cap)
 {
@@ -35,7 +21,7 @@ int inv__event_encode(const inv_event *ev, char *buf, size_t cap)
         int n = snprintf(buf, cap, "{\"purge_at_ms\":%" PRId64 "}", ev->purge_at_ms);
         return n < 0 || (size_t)n >= cap ? -ENOSPC : n;
     }
-    if (!inv__sku_valid(ev->sku, ev->sku_len) || ev->version < 0 ||
+    if (!kit_sku_valid(ev->sku, ev->sku_len) || ev->version < 0 ||
         ev->committed_at_ms < 0 || ev->due_at_ms < 0)
         return -EINVAL;
     if (ev->has_item && (ev->item.stock < 0 || ev->item.per_user_limit < 0 ||
@@ -186,7 +172,7 @@ int inv__event_decode(const char *buf, size_t n, inv_event *ev)
         if (bit == F_SKU) {
             const char *v;
             size_t vlen;
-            if (!scan_string(&s, &v, &vlen) || !inv__sku_valid(v, vlen))
+            if (!scan_string(&s, &v, &vlen) || !kit_sku_valid(v, vlen))
                 return -EINVAL;
             memcpy(ev->sku, v, vlen);
             ev->sku[vlen] = '\0';
@@ -230,13 +216,6 @@ int inv__event_decode(const char *buf, size_t n, inv_event *ev)
     if ((seen & ~F_ITEM) != F_ALL)
         return -EINVAL;
     return 0;
-}
-
-int64_t inv__wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* ---------------------------------------------------------------------- */

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "invalidator/inv_kafka.h"
+#include "kit/kit.h"
 
 const char *const inv_counter_names[] = {
 #define INV_X_NAME(name, help) #name,
@@ -328,7 +329,7 @@ void inv_stats_get(const inv *iv, inv_stats *out)
 #undef INV_X_COPY
     out->outbox_depth = atomic_load(&m->outbox_depth);
     int64_t oldest = atomic_load(&m->outbox_oldest_ms);
-    out->outbox_oldest_age_ms = oldest > 0 ? inv__wall_ms() - oldest : 0;
+    out->outbox_oldest_age_ms = oldest > 0 ? kit_wall_ms() - oldest : 0;
     if (out->outbox_oldest_age_ms < 0)
         out->outbox_oldest_age_ms = 0;
     out->relay_inflight = atomic_load(&m->relay_inflight);

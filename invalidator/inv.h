@@ -47,6 +47,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kit/metrics.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -342,6 +344,13 @@ typedef struct inv_stats {
 /* Copies the current figures into *out (about 12 KiB: keep it off small
  * coroutine stacks). Callable from any thread. */
 void inv_stats_get(const inv *iv, inv_stats *out);
+
+/* Appends the invalidator's families from st in Prometheus text (the
+ * metrics kit, kit/metrics.h): counters cachesvc_inv_<name>_total, gauges,
+ * histograms cachesvc_invalidation_{lag,lateness,transit}_seconds,
+ * cachesvc_inv_sink_seconds, cachesvc_broadcast_lag_seconds. Failures show
+ * as b->oom. */
+void inv_metrics_append(const inv_stats *st, kit_buf *b);
 
 /* Names of the counters in INV_COUNTERS order and their help texts. */
 extern const char *const inv_counter_names[];

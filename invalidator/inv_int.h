@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "invalidator/inv.h"
+#include "kit/kit.h"
 
 /* ---------------------------------------------------------------------- */
 /* Event codec (event.c)                                                    */
@@ -31,7 +32,6 @@ typedef struct inv_event {
 #define INV_EVENT_JSON_MAX 320
 
 /* True when s[0..n-1] is a valid sku: 1-64 bytes of [A-Za-z0-9._:-]. */
-bool inv__sku_valid(const char *s, size_t n);
 
 /* Writes ev as JSON into buf (cap bytes, NUL-terminated). Returns the length
  * without the NUL, or -EINVAL (bad sku or negative numbers), -ENOSPC. */
@@ -45,7 +45,6 @@ int inv__event_encode(const inv_event *ev, char *buf, size_t cap);
 int inv__event_decode(const char *buf, size_t n, inv_event *ev);
 
 /* Wall-clock milliseconds since the epoch (the clock of committed_at). */
-int64_t inv__wall_ms(void);
 
 /* ---------------------------------------------------------------------- */
 /* Histograms (event.c): updated with relaxed atomics from any thread.     */

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "invalidator/inv_int.h"
+#include "kit/kit.h"
 
 /* ---------------------------------------------------------------------- */
 /* Offsets                                                                  */
@@ -202,12 +203,8 @@ static void heap_fix(inv_pq *pq, inv_pentry *e)
 
 static uint32_t key_hash(const char *sku, size_t n, int32_t partition)
 {
-    uint32_t h = 2166136261u ^ (uint32_t)partition;   /* FNV-1a */
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)sku[i];
-        h *= 16777619u;
-    }
-    return h;
+    uint64_t h = kit_hash_more(KIT_HASH_INIT ^ (uint32_t)partition, sku, n);
+    return (uint32_t)(h ^ (h >> 32));
 }
 
 static inv_pentry **tab_slot(inv_pq *pq, const char *sku, size_t n,

@@ -39,6 +39,7 @@
 #include <string.h>
 
 #include "invalidator/inv_kafka.h"
+#include "kit/kit.h"
 
 typedef struct inv_awaiting {
     int64_t id, version;
@@ -210,7 +211,7 @@ int inv__relay_purge(inv_relay *r, int timeout_ms)
     inv_event ev;
     char buf[INV_EVENT_JSON_MAX];
     memset(&ev, 0, sizeof(ev));
-    ev.purge_at_ms = inv__wall_ms();
+    ev.purge_at_ms = kit_wall_ms();
     int len = inv__event_encode(&ev, buf, sizeof(buf));
     if (len < 0)
         return len;

@@ -533,7 +533,7 @@ void lc_clear(lc_cache *c)
 static void add_shard(lc_shard *sh, lc_stats *out)
 {
     pthread_mutex_lock(&sh->mu);
-#define LC_ADD_(name) out->name += sh->n.name;
+#define LC_ADD_(name, help) out->name += sh->n.name;
     LC_STATS_COUNTERS(LC_ADD_)
 #undef LC_ADD_
     out->entries += sh->entries;

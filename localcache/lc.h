@@ -89,30 +89,30 @@ typedef struct lc_lease {
     unsigned char key[LC_KEY_MAX];
 } lc_lease;
 
-/* Counters (monotonic) and gauges, declared once. */
+/* Counters (monotonic) and gauges, declared once in the form X(name, help)
+ * that the metrics kit (kit/metrics.h) renders. */
 #define LC_STATS_COUNTERS(X)                                                   \
-    X(hits)            /* lc_get found a live value */                         \
-    X(misses)          /* lc_get found none (absent, removed or expired) */    \
-    X(sets)            /* values stored by lc_set_if_newer or lc_fill */       \
-    X(refused_version) /* stores refused: older than the value cached */       \
-    X(refused_floor)   /* stores refused: older than the key's floor */        \
-    X(refused_lease)   /* fills refused: lease cancelled or taken over */      \
-    X(removals)        /* values removed by lc_evict */                        \
-    X(evictions)       /* entries dropped to make room */                      \
-    X(expirations)     /* expired values dropped */                            \
-    X(leases)          /* leases granted */                                    \
-    X(lease_busy)      /* lease requests answered -EBUSY */                    \
-    X(floors_spilled)  /* floors moved to the sketch when their entry left */
+    X(hits, "lc_get found a live value")                                      \
+    X(misses, "lc_get found none (absent, removed or expired)")               \
+    X(sets, "Values stored by lc_set_if_newer or lc_fill")                    \
+    X(refused_version, "Stores refused: older than the value cached")         \
+    X(refused_floor, "Stores refused: older than the key's floor")            \
+    X(refused_lease, "Fills refused: lease cancelled or taken over")          \
+    X(removals, "Values removed by lc_evict")                                 \
+    X(evictions, "Entries dropped to make room")                              \
+    X(expirations, "Expired values dropped")                                  \
+    X(leases, "Fill leases granted")                                          \
+    X(lease_busy, "Lease requests answered -EBUSY")                           \
+    X(floors_spilled, "Floors moved to the sketch when their entry left")
 #define LC_STATS_GAUGES(X)                                                     \
-    X(entries)         /* keys with a value cached (expired ones included    \
-                          until they are dropped) */                           \
-    X(records)         /* keys with any state: value, floor or lease */        \
-    X(bytes)           /* ring bytes held by those records */                  \
-    X(mem_bytes)       /* everything allocated by lc_new (<= capacity) */      \
-    X(capacity_bytes)  /* the configured bound */
+    X(entries, "Keys with a value cached (expired ones included until they are dropped)") \
+    X(records, "Keys with any state: value, floor or lease")                  \
+    X(bytes, "Ring bytes held by those records")                              \
+    X(mem_bytes, "Everything allocated by lc_new (at most the capacity)")     \
+    X(capacity_bytes, "The configured bound")
 
 typedef struct lc_stats {
-#define LC_STATS_FIELD_(name) uint64_t name;
+#define LC_STATS_FIELD_(name, help) uint64_t name;
     LC_STATS_COUNTERS(LC_STATS_FIELD_)
     LC_STATS_GAUGES(LC_STATS_FIELD_)
 #undef LC_STATS_FIELD_

@@ -162,7 +162,7 @@ typedef struct lc_sketch_slot {
 /* Per-shard counters kept under the shard mutex (hits and misses are per
  * thread stripe, in lc_cache). */
 typedef struct lc_shard_counters {
-#define LC_FIELD_(name) uint64_t name;
+#define LC_FIELD_(name, help) uint64_t name;
     LC_STATS_COUNTERS(LC_FIELD_)
 #undef LC_FIELD_
 } lc_shard_counters;

@@ -131,18 +131,6 @@ int rt_workers(void);
 /* One pointer of coroutine-local storage, NULL at spawn. */
 void **rt_co_local(void);
 
-/* Adds n to a counter of a per-worker slot (metrics summed when read):
- * when the caller's worker owns the slot (owned != 0), a relaxed load and
- * store, no locked instruction; when threads share it, an atomic add. */
-static inline void rt_counter_add(_Atomic uint64_t *v, uint64_t n, int owned)
-{
-    if (owned)
-        atomic_store_explicit(v, atomic_load_explicit(v, memory_order_relaxed) + n,
-                              memory_order_relaxed);
-    else
-        atomic_fetch_add_explicit(v, n, memory_order_relaxed);
-}
-
 /* Monotonic clock. */
 int64_t rt_now_ns(void);
 int64_t rt_now_ms(void);
@@ -263,14 +251,22 @@ intptr_t rt_blocking(intptr_t (*fn)(void *arg), void *arg);
 /* ------------------------------------------------------------------------ */
 /* Introspection for metrics. Counters are monotonic except the gauges.     */
 
+/* A worker's counters (monotonic) and gauges, declared once in the form
+ * X(name, help) of the metrics kit (kit/metrics.h). */
+#define RT_WORKER_COUNTERS(X)                                                 \
+    X(spawns, "Coroutines spawned by the worker")                             \
+    X(switches, "Context switches into coroutines")                           \
+    X(steals, "Successful steals by the worker")                              \
+    X(stolen_tasks, "Coroutines moved by those steals")                       \
+    X(parks, "Times the worker went idle")                                    \
+    X(polls, "Netpoll calls by the worker")
+#define RT_WORKER_GAUGES(X) X(runq_depth, "Coroutines in the worker's local queue")
+
 typedef struct rt_worker_stats {
-    uint64_t spawns;        /* coroutines spawned by this worker */
-    uint64_t switches;      /* context switches into coroutines */
-    uint64_t steals;        /* successful steals by this worker */
-    uint64_t stolen_tasks;  /* coroutines moved by those steals */
-    uint64_t parks;         /* times the worker went idle */
-    uint64_t polls;         /* netpoll calls made by this worker */
-    uint64_t runq_depth;    /* gauge: coroutines in its local queue */
+#define RT_STATS_FIELD_(name, help) uint64_t name;
+    RT_WORKER_COUNTERS(RT_STATS_FIELD_)
+    RT_WORKER_GAUGES(RT_STATS_FIELD_)
+#undef RT_STATS_FIELD_
 } rt_worker_stats;
 
 typedef struct rt_stats {

@@ -575,57 +575,41 @@ int rc_stats(rc_cluster *c, rc_node_stats *out, int max)
     return k;
 }
 
-/* Appends to buf like snprintf, tracking the total length in *len. */
-static void appendf(char *buf, size_t cap, size_t *len, const char *fmt, ...)
+void rc_metrics_append(rc_cluster *c, kit_buf *b)
 {
-    va_list ap;
-    int n;
-
-    va_start(ap, fmt);
-    n = vsnprintf(*len < cap ? buf + *len : NULL, *len < cap ? cap - *len : 0, fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        *len += (size_t)n;
-}
-
-int rc_metrics_text(rc_cluster *c, char *buf, size_t cap)
-{
-    rc_node_stats *st = NULL;
-    size_t len = 0;
-    int n, k;
-
-    if (cap > 0)
-        buf[0] = '\0';
-    n = rc_stats(c, NULL, 0);
-    if (n > 0 && (st = calloc((size_t)n, sizeof *st)) == NULL)
-        return RC_ENOMEM;
-    k = rc_stats(c, st, n);
-    if (k > n)
-        k = n;
-#define RC__X(name, help)                                                              \
-    {                                                                                  \
-        bool gauge = strcmp(#name, "inflight") == 0;                                  \
-        const char *sfx = gauge ? "" : "_total";                                       \
-        appendf(buf, cap, &len, "# HELP cachesvc_redis_%s%s %s\n", #name, sfx, help);  \
-        appendf(buf, cap, &len, "# TYPE cachesvc_redis_%s%s %s\n", #name, sfx,         \
-                gauge ? "gauge" : "counter");                                          \
-        for (int i = 0; i < k; i++)                                                    \
-            appendf(buf, cap, &len, "cachesvc_redis_%s%s{node=\"%s\"} %" PRIu64 "\n",   \
-                    #name, sfx, st[i].addr, st[i].name);                               \
+    enum { MAXN = 64 };
+    rc_node_stats *ns = calloc(MAXN, sizeof *ns);
+    if (ns == NULL) {
+        b->oom = 1;
+        return;
     }
-    RC_NODE_COUNTERS(RC__X)
-#undef RC__X
-    appendf(buf, cap, &len, "# HELP cachesvc_redis_node_up 1 unless the node is marked down\n");
-    appendf(buf, cap, &len, "# TYPE cachesvc_redis_node_up gauge\n");
-    for (int i = 0; i < k; i++)
-        appendf(buf, cap, &len, "cachesvc_redis_node_up{node=\"%s\",role=\"%s\"} %d\n",
-                st[i].addr, st[i].master ? "master" : "replica", st[i].up);
-    appendf(buf, cap, &len, "# HELP cachesvc_redis_slot_refreshes_total slot map refreshes\n");
-    appendf(buf, cap, &len, "# TYPE cachesvc_redis_slot_refreshes_total counter\n");
-    appendf(buf, cap, &len, "cachesvc_redis_slot_refreshes_total %" PRIu64 "\n",
-            rc_refresh_count(c));
-    free(st);
-    return len > INT32_MAX ? INT32_MAX : (int)len;
+    int n = rc_stats(c, ns, MAXN);
+    if (n > MAXN)
+        n = MAXN;
+    char lb[128], name[96];
+    /* Counters end in _total; inflight is the one gauge. */
+#define X(f, help)                                                                        \
+    {                                                                                     \
+        int gauge = strcmp(#f, "inflight") == 0;                                          \
+        snprintf(name, sizeof name, "cachesvc_redis_node_%s%s", #f, gauge ? "" : "_total"); \
+        kit_buf_printf(b, "# HELP %s Redis node: %s.\n", name, help);                     \
+        kit_buf_printf(b, "# TYPE %s %s\n", name, gauge ? "gauge" : "counter");            \
+        for (int i = 0; i < n; i++) {                                                     \
+            snprintf(lb, sizeof lb, "node=\"%s\",role=\"%s\"", ns[i].addr,                \
+                     ns[i].master ? "master" : "replica");                                \
+            kit_prom_sample_u64(b, name, lb, ns[i].f);                                    \
+        }                                                                                 \
+    }
+    RC_NODE_COUNTERS(X)
+#undef X
+    kit_prom_header(b, "cachesvc_redis_node_up", "gauge", "1 while the node is not marked down.");
+    for (int i = 0; i < n; i++) {
+        snprintf(lb, sizeof lb, "node=\"%s\"", ns[i].addr);
+        kit_prom_sample_u64(b, "cachesvc_redis_node_up", lb, (uint64_t)ns[i].up);
+    }
+    kit_prom_one_u64(b, "cachesvc_redis_slot_refreshes_total", "counter",
+                     "Slot map refreshes done (successful ones)", rc_refresh_count(c));
+    free(ns);
 }
 
 /* ------------------------------------------------------------------------ */

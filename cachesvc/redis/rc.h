@@ -35,6 +35,8 @@
 
 #include <hiredis/hiredis.h>
 
+#include "kit/metrics.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -254,12 +256,12 @@ int rc_stats(rc_cluster *c, rc_node_stats *out, int max);
 /* Slot map refreshes done so far (successful ones). Any thread. */
 uint64_t rc_refresh_count(rc_cluster *c);
 
-/* Writes the counters in Prometheus text format into buf (NUL-terminated
- * when cap > 0): cachesvc_redis_<name>_total{node="host:port"} for each
- * counter, cachesvc_redis_inflight and cachesvc_redis_node_up gauges, with
- * HELP and TYPE lines. Returns the length of the whole text (like snprintf:
- * a value >= cap means it was cut). Any thread. */
-int rc_metrics_text(rc_cluster *c, char *buf, size_t cap);
+/* Appends the client's families in Prometheus text (the metrics kit,
+ * kit/metrics.h), as /metrics serves them: cachesvc_redis_node_<name>_total
+ * {node="host:port",role="master|replica"} per counter of RC_NODE_COUNTERS,
+ * the gauge cachesvc_redis_node_inflight, cachesvc_redis_node_up{node} and
+ * cachesvc_redis_slot_refreshes_total. Failures show as b->oom. Any thread. */
+void rc_metrics_append(rc_cluster *c, kit_buf *b);
 
 #ifdef __cplusplus
 }

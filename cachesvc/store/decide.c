@@ -12,19 +12,8 @@
 #include <time.h>
 
 #include "cachesvc/store/store_int.h"
+#include "kit/kit.h"
 
-int64_t store__wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int is_id_char(unsigned char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '.' || c == '_' || c == ':' || c == '-';
-}
 
 void store__state_to_item(const store__state *s, const char *sku, store_item *it)
 {
@@ -50,13 +39,7 @@ void store__sort_outbox(store_outbox_row *rows, size_t n)
 
 int store_valid_id(const char *s)
 {
-    size_t i;
-    if (s == NULL)
-        return 0;
-    for (i = 0; s[i] != '\0'; i++)
-        if (i >= STORE_SKU_MAX || !is_id_char((unsigned char)s[i]))
-            return 0;
-    return i > 0;
+    return s != NULL && kit_ident_valid(s, strnlen(s, STORE_SKU_MAX + 1), STORE_SKU_MAX);
 }
 
 int store_valid_key(const char *s)
@@ -272,9 +255,7 @@ int store__purchase_deltas(store__op **ops, int n, const char **users, int64_t *
 
 static uint64_t str_hash(const char *s)
 {
-    uint64_t h = 14695981039346656037ull;
-    while (*s)
-        h = (h ^ (unsigned char)*s++) * 1099511628211ull;
+    uint64_t h = kit_hash(s, strlen(s));
     return h ^ (h >> 32);
 }
 

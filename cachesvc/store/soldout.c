@@ -54,6 +54,7 @@
 #include <string.h>
 
 #include "cachesvc/store/store_int.h"
+#include "kit/kit.h"
 
 #define SO_NBUCKETS 64
 #define SO_RETRY_NS (1000LL * 1000000)   /* after a failed load */
@@ -110,9 +111,7 @@ struct store__so {
 
 static uint64_t hash_str(const char *s)
 {
-    uint64_t h = 14695981039346656037ull;
-    while (*s)
-        h = (h ^ (unsigned char)*s++) * 1099511628211ull;
+    uint64_t h = kit_hash(s, strlen(s));
     return h ^ (h >> 29);
 }
 
@@ -454,7 +453,7 @@ int store_sold_out(store *st, const char *sku, int64_t version, const char *user
         pthread_mutex_lock(&so->lock);
         so_slot **pp = do_slot_find(so, sku), *sl = *pp;
         if (sl != NULL && sl->state == SO_READY && sl->version == version) {
-            if (store__wall_ms() >= sl->set->item.sale_starts_at_ms) {
+            if (kit_wall_ms() >= sl->set->item.sale_starts_at_ms) {
                 lookup = set_decide(sl->set, sku, user_id, qty, key, out);
                 sl->used = ++so->clock;
                 answered = 1;

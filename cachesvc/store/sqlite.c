@@ -16,6 +16,7 @@
 #include <sqlite3.h>
 
 #include "cachesvc/store/store_int.h"
+#include "kit/kit.h"
 
 enum {
     W_BEGIN, W_COMMIT, W_ROLLBACK, W_SEL_ITEM, W_SEL_KEY, W_SEL_BOUGHT, W_INS_ORDER,
@@ -314,7 +315,7 @@ static intptr_t batch_blocking(void *arg)
     if ((rc = batch_reads(q, a->sku, a->ops, a->n, s0.per_user_limit > 0 || rebuild)) < 0)
         goto rollback;
     a->r->state = s0;
-    a->r->committed_at_ms = store__wall_ms();
+    a->r->committed_at_ms = kit_wall_ms();
     a->r->changed = store__decide(&a->r->state, a->r->committed_at_ms, a->ops, a->n);
     if (!a->r->changed)
         goto rollback_ok;
@@ -773,7 +774,7 @@ static int migrate(sqlite3 *db)
         if (sqlite3_exec(db, store__migration(STORE__SQLITE, v), NULL, NULL, &err) != SQLITE_OK)
             goto fail_tx;
         snprintf(sql, sizeof sql, "INSERT INTO schema_version VALUES (%d, %lld)", v,
-                 (long long)store__wall_ms());
+                 (long long)kit_wall_ms());
         if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK)
             goto fail_tx;
     }

@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "cachesvc/store/store_int.h"
+#include "kit/kit.h"
 
 enum { OP_QUEUED = 1, OP_TAKEN = 2, OP_DONE = 3 };
 
@@ -39,10 +40,7 @@ const double store_latency_bucket_le[STORE_LATENCY_BUCKETS] = {
 
 static unsigned sku_hash(const char *s)
 {
-    unsigned h = 2166136261u;
-    while (*s)
-        h = (h ^ (unsigned char)*s++) * 16777619u;
-    return h % STORE__NBUCKETS;
+    return (unsigned)(kit_hash(s, strlen(s)) % STORE__NBUCKETS);
 }
 
 static void cfg_defaults(store_config *c)
@@ -137,12 +135,10 @@ void store_close(store *st)
     free(st);
 }
 
+/* The store's histograms hold nb buckets, the last one +Inf. */
 static void hist_add(uint64_t *buckets, const double *le, int nb, double v)
 {
-    int i = 0;
-    while (i < nb - 1 && v > le[i])
-        i++;
-    __atomic_fetch_add(&buckets[i], 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&buckets[kit_bucket(le, nb - 1, v)], 1, __ATOMIC_RELAXED);
 }
 
 /* Finds or creates sku's batcher. Call with st->lock held. */

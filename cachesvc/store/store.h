@@ -41,6 +41,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kit/metrics.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -289,21 +291,22 @@ int store_outbox_stats(store *st, int64_t *rows, int64_t *oldest_committed_at_ms
 int store_ping(store *st);
 
 /* Counters (monotonic) and histograms for /metrics. STORE_COUNTERS is an
- * X-macro list: X(field, prometheus name, help). */
+ * X-macro list in the metrics kit's form X(name, help), exported as
+ * cachesvc_store_<name>_total (kit/metrics.h). */
 #define STORE_COUNTERS(X) \
-    X(batches, "store_batches_total", "Batch transactions run") \
-    X(batched_requests, "store_batched_requests_total", "Requests decided in batches") \
-    X(commits, "store_commits_total", "Batches committed that changed an item") \
-    X(orders, "store_orders_total", "Orders created") \
-    X(replays, "store_replays_total", "Decrements answered from an earlier idempotency key") \
-    X(rejects, "store_rejects_total", "Decrements refused: sold out, limit, not started, not found") \
-    X(overloaded, "store_overloaded_total", "Decrements refused because the item queue was full") \
-    X(errors, "store_errors_total", "Batches or calls that failed: nothing applied") \
-    X(unknown_outcomes, "store_unknown_outcomes_total", "Batches whose COMMIT outcome is unknown") \
-    X(retries, "store_retries_total", "Batches rerun after a unique-key conflict") \
-    X(sold_out_answers, "store_sold_out_answers_total", "Decrements of sold-out items answered from memory") \
-    X(sold_out_loads, "store_sold_out_loads_total", "Snapshots of sold-out items read into memory") \
-    X(reconnects, "store_reconnects_total", "Database connections (re)established")
+    X(batches, "Batch transactions run") \
+    X(batched_requests, "Requests decided in batches") \
+    X(commits, "Batches committed that changed an item") \
+    X(orders, "Orders created") \
+    X(replays, "Decrements answered from an earlier idempotency key") \
+    X(rejects, "Decrements refused: sold out, limit, not started, not found") \
+    X(overloaded, "Decrements refused because the item queue was full") \
+    X(errors, "Batches or calls that failed: nothing applied") \
+    X(unknown_outcomes, "Batches whose COMMIT outcome is unknown") \
+    X(retries, "Batches rerun after a unique-key conflict") \
+    X(sold_out_answers, "Decrements of sold-out items answered from memory") \
+    X(sold_out_loads, "Snapshots of sold-out items read into memory") \
+    X(reconnects, "Database connections (re)established")
 
 /* Histogram bounds: batch size (requests) and commit latency (seconds,
  * from the transaction's first statement to COMMIT's answer). */
@@ -313,9 +316,7 @@ extern const double store_batch_bucket_le[STORE_BATCH_BUCKETS];
 extern const double store_latency_bucket_le[STORE_LATENCY_BUCKETS];
 
 typedef struct store_stats {
-#define STORE_X_FIELD(f, name, help) uint64_t f;
-    STORE_COUNTERS(STORE_X_FIELD)
-#undef STORE_X_FIELD
+    STORE_COUNTERS(KIT_FIELD)
     uint64_t batch_size_bucket[STORE_BATCH_BUCKETS];     /* non-cumulative */
     uint64_t batch_size_sum;
     uint64_t latency_bucket[STORE_LATENCY_BUCKETS];      /* non-cumulative */

@@ -11,6 +11,8 @@
 
 #include "cachesvc/store/store.h"
 #include "runtime/rt.h"
+#include "kit/kit.h"
+#define store__wall_ms kit_wall_ms /* until pg.c moves to kit_wall_ms */
 
 enum { STORE__DECR = 1, STORE__PUT = 2 };
 
@@ -108,7 +110,6 @@ void store__state_to_item(const store__state *s, const char *sku, store_item *it
 void store__sort_outbox(store_outbox_row *rows, size_t n);
 
 /* Wall-clock milliseconds. */
-int64_t store__wall_ms(void);
 
 /* A sold-out item's row and orders (soldout.c). */
 typedef struct store__so_set store__so_set;

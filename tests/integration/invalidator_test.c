@@ -32,6 +32,7 @@
 #include "invalidator/inv_kafka.h"
 #include "runtime/rt.h"
 #include "tests/integration/invalidator_support.h"
+#include "kit/kit.h"
 
 #define REDIS_PORT 24100
 #define REDIS_TIMEOUT_MS 300
@@ -207,13 +208,13 @@ static void test_due_time(void **state)
     inv *iv = make_inv("due", INV_ROLE_ALL, "due-a", 1000, ls, NULL);
     wait_ready(iv);
     assert_int_equal(its_redis_set("due1", 5), 0);
-    int64_t t0 = inv__wall_ms();
+    int64_t t0 = kit_wall_ms();
     its_outbox_add(outbox, "due1", 5, t0);
     inv_notify(iv);
     sleep_ms(500);
     assert_int_equal(its_redis_get("due1", NULL), 1);
     assert_true(its_wait_until(key_gone, "due1", 3000));
-    int64_t gone = inv__wall_ms();
+    int64_t gone = kit_wall_ms();
     assert_true(gone >= t0 + 1000);
     assert_true(gone <= t0 + 1000 + 500);
     assert_true(its_wait_until(outbox_empty, NULL, 2000));
@@ -237,12 +238,12 @@ static void test_due_on_receipt(void **state)
     inv *iv = make_inv("rcpt", INV_ROLE_RELAY | INV_ROLE_DELAY, "rcpt-a", 1000, NULL, NULL);
     wait_ready(iv);
     assert_int_equal(its_redis_set("rcpt1", 5), 0);
-    int64_t t0 = inv__wall_ms();
+    int64_t t0 = kit_wall_ms();
     its_outbox_add(outbox, "rcpt1", 5, t0 - 10000);   /* stamped 10 s early */
     inv_notify(iv);
     applied_at_least rcv = {iv, 1};
     assert_true(its_wait_until(received_cond, &rcv, 3000));  /* published */
-    int64_t published = inv__wall_ms();
+    int64_t published = kit_wall_ms();
     sleep_ms(600);
     assert_int_equal(its_redis_get("rcpt1", NULL), 1);        /* still there */
     /* The embedded log dies with the process: the row stays in the outbox
@@ -250,7 +251,7 @@ static void test_due_on_receipt(void **state)
     assert_int_equal(its_outbox_depth(outbox), 1);
     assert_true(its_wait_until(key_gone, "rcpt1", 3000));
     assert_true(its_wait_until(outbox_empty, NULL, 3000));
-    assert_true(inv__wall_ms() >= published + 600);
+    assert_true(kit_wall_ms() >= published + 600);
     int64_t v = 0;
     its_redis_get("rcpt1", &v);
     assert_int_equal(v, 5);                                   /* its tombstone */
@@ -277,11 +278,11 @@ static void test_out_of_order_commit(void **state)
     assert_true(its_wait_until(applied_cond, &a, 5000));
     assert_true(its_wait_until(outbox_empty, NULL, 3000));   /* later rows gone */
     its_outbox_commit(outbox, late, "ooo-late", 4);            /* commits now */
-    int64_t t0 = inv__wall_ms();
+    int64_t t0 = kit_wall_ms();
     /* No notify: the poll alone must find it (relay_poll_ms, 200 ms here). */
     assert_true(its_wait_until(key_gone, "ooo-late", 5000));
     assert_true(its_wait_until(outbox_empty, NULL, 3000));
-    assert_true(inv__wall_ms() - t0 < 2500);
+    assert_true(kit_wall_ms() - t0 < 2500);
     inv_stats *st = stats(iv);
     assert_int_equal(st->published, 6);
     stop_inv(iv);
@@ -300,11 +301,11 @@ static void test_lost_claim_reply(void **state)
     assert_int_equal(its_redis_set("lc1", 1), 0);
     its_outbox_lose_replies(outbox, 1);
     its_outbox_add(outbox, "lc1", 2, -1);
-    int64_t t0 = inv__wall_ms();
+    int64_t t0 = kit_wall_ms();
     inv_notify(iv);
     assert_true(its_wait_until(key_gone, "lc1", 5000));
     assert_true(its_wait_until(outbox_empty, NULL, 3000));
-    assert_true(inv__wall_ms() - t0 < 5000);   /* the lease is 10 s */
+    assert_true(kit_wall_ms() - t0 < 5000);   /* the lease is 10 s */
     stop_inv(iv);
 }
 
@@ -339,22 +340,22 @@ static void test_delay_change(void **state)
     wait_ready(iv);
     assert_int_equal(its_redis_set("dc1", 1), 0);
     assert_int_equal(its_redis_set("dc2", 1), 0);
-    int64_t t0 = inv__wall_ms();
+    int64_t t0 = kit_wall_ms();
     its_outbox_add(outbox, "dc1", 1, t0);
     inv_notify(iv);
     applied_at_least rcv = {iv, 1};
     assert_true(its_wait_until(received_cond, &rcv, 3000));  /* published */
     inv_set_delay_ms(iv, 200);
     assert_int_equal(inv_delay_ms(iv), 200);
-    int64_t t1 = inv__wall_ms();
+    int64_t t1 = kit_wall_ms();
     its_outbox_add(outbox, "dc2", 1, t1);
     inv_notify(iv);
     assert_true(its_wait_until(key_gone, "dc2", 2000));
-    assert_true(inv__wall_ms() >= t1 + 200);
-    assert_true(inv__wall_ms() < t0 + 4000);
+    assert_true(kit_wall_ms() >= t1 + 200);
+    assert_true(kit_wall_ms() < t0 + 4000);
     assert_int_equal(its_redis_get("dc1", NULL), 1);
     assert_true(its_wait_until(key_gone, "dc1", 6000));
-    assert_true(inv__wall_ms() >= t0 + 4000);
+    assert_true(kit_wall_ms() >= t0 + 4000);
     stop_inv(iv);
 }
 

@@ -464,15 +464,16 @@ static int run_routing(void)
     CHECK(SUM(c, moved) == 0, "MOVED with a fresh map: %" PRIu64, SUM(c, moved));
     CHECK(SUM(c, commands) >= 20000, "commands counted");
     CHECK(SUM(c, batches) > 0 && SUM(c, batches) <= SUM(c, commands), "batches counted");
-    /* Prometheus text: sized like snprintf, every node listed. */
-    int need = rc_metrics_text(c, NULL, 0);
-    char *text = malloc((size_t)need + 1);
-    CHECK(need > 0 && rc_metrics_text(c, text, (size_t)need + 1) == need, "metrics size");
-    CHECK(strstr(text, "# TYPE cachesvc_redis_commands_total counter") != NULL, "metrics type");
-    CHECK(strstr(text, "cachesvc_redis_inflight{node=\"127.0.0.1:") != NULL, "metrics gauge");
+    /* Prometheus text as /metrics serves it: every node listed. */
+    kit_buf mb = {0};
+    rc_metrics_append(c, &mb);
+    const char *text = kit_buf_cstr(&mb);
+    CHECK(!mb.oom && mb.len > 0, "metrics written");
+    CHECK(strstr(text, "# TYPE cachesvc_redis_node_commands_total counter") != NULL, "metrics type");
+    CHECK(strstr(text, "cachesvc_redis_node_inflight{node=\"127.0.0.1:") != NULL, "metrics gauge");
     CHECK(strstr(text, "cachesvc_redis_node_up{node=") != NULL, "metrics up");
-    CHECK(text[need] == '\0', "metrics NUL");
-    free(text);
+    CHECK(strstr(text, "cachesvc_redis_slot_refreshes_total ") != NULL, "metrics refreshes");
+    kit_buf_free(&mb);
     test_versioned(c, "hot");
     test_versioned(c, "cold-1");
     test_multikey(c);

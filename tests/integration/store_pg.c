@@ -29,6 +29,7 @@
 
 #include "cachesvc/store/store_int.h"
 #include "tests/unit/test_store_model.h"
+#include "kit/kit.h"
 
 #define PORT 23100
 
@@ -176,7 +177,7 @@ static void test_pg_api(void **state)
     /* Sale start in the future, then a restock. */
     p.stock = 10;
     p.per_user_limit = 0;
-    p.sale_starts_at_ms = store__wall_ms() + 3600 * 1000;
+    p.sale_starts_at_ms = kit_wall_ms() + 3600 * 1000;
     assert_int_equal(store_put_item(st, "api", &p, RT_NO_DEADLINE, &it, &created), 0);
     assert_int_equal(created, 0);
     assert_int_equal(it.units_supplied, 12);
@@ -574,7 +575,7 @@ static void sold_out_check(const char *url_, const char *sku)
 
     /* Sale not started: the store decides. */
     p.stock = 0;
-    p.sale_starts_at_ms = store__wall_ms() + 3600 * 1000;
+    p.sale_starts_at_ms = kit_wall_ms() + 3600 * 1000;
     assert_int_equal(store_put_item(st, sku, &p, RT_NO_DEADLINE, &it, NULL), 0);
     assert_int_equal(store_sold_out(st, sku, it.version, "u4", 1, key3, &r), 0);
     assert_int_equal(store_decrement(st, sku, "u4", 1, key3, RT_NO_DEADLINE, &r), 0);

@@ -2,6 +2,7 @@
  * fs_opts.c: command-line options of flashsale.
  */
 #include "fs.h"
+#include "kit/kit.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -221,13 +222,7 @@ static int parse_list(const char *s, int64_t *out, int max, int sorted)
 
 static int valid_id(const char *s)
 {
-    size_t l = strlen(s);
-    if (l < 1 || l > FS_SKU_MAX)
-        return 0;
-    for (size_t i = 0; i < l; i++)
-        if (!isalnum((unsigned char)s[i]) && !strchr("._:-", s[i]))
-            return 0;
-    return 1;
+    return kit_ident_valid(s, strlen(s), FS_SKU_MAX);
 }
 
 int fs_target_parse(fs_target *t, const char *url)

@@ -6,6 +6,7 @@
  * verifies, and repeats per invalidation delay when sweeping.
  */
 #include "fs.h"
+#include "kit/kit.h"
 
 #include <errno.h>
 #include <math.h>
@@ -122,13 +123,6 @@ static double process_cpu_s(void)
         return 0.0;
     return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
            (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
-}
-
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static void auth_header(const fs_opts *o, char *buf, size_t n)
@@ -478,7 +472,7 @@ static int set_delay(fs_opts *o, int64_t delay_ms)
 static int seed(run *rn, fs_conn *c)
 {
     fs_opts *o = rn->o;
-    int64_t starts = o->sale_start_ms > 0 ? wall_ms() + o->sale_start_ms : 0;
+    int64_t starts = o->sale_start_ms > 0 ? kit_wall_ms() + o->sale_start_ms : 0;
     for (int i = 0; i < o->nskus; i++) {
         char path[128], body[160];
         fs_http_resp resp;
@@ -733,7 +727,7 @@ static int run_round(fs_opts *o, fs_result *r, const char *run_id, int round)
 
     double cpu0 = process_cpu_s();
     rn.t0 = rt_now_ns();
-    r->t0_wall_ms = wall_ms();
+    r->t0_wall_ms = kit_wall_ms();
     r->t0_ns = rn.t0;
     rn.end_ns = o->duration_s > 0 ? rn.t0 + (int64_t)(o->duration_s * 1e9) : INT64_MAX;
     if (!o->quiet) {
@@ -892,7 +886,7 @@ int fs_run_all(fs_opts *o)
     int64_t saved_delay = o->nsweep > 0 ? current_delay(o) : -1;
     fs_result **rs = calloc((size_t)rounds, sizeof(*rs));
     char run_id[32];
-    snprintf(run_id, sizeof(run_id), "%llx%x", (unsigned long long)wall_ms(),
+    snprintf(run_id, sizeof(run_id), "%llx%x", (unsigned long long)kit_wall_ms(),
              (unsigned)getpid() & 0xfff);
     if (rs == NULL)
         return 2;

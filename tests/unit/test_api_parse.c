@@ -24,7 +24,7 @@ typedef struct fixture {
     http_service *svc;
     http_server srv;
     http_conn c;
-    http_buf all;        /* every byte written to the "socket" */
+    kit_buf all;        /* every byte written to the "socket" */
     int state;
 } fixture;
 
@@ -53,7 +53,7 @@ static void fx_free(fixture *f)
     http__conn_fini(&f->c);
     http__server_fini(&f->srv);
     http_memservice_free(f->svc);
-    http_buf_free(&f->all);
+    kit_buf_free(&f->all);
     free(f);
 }
 
@@ -79,13 +79,13 @@ static const char *feed(fixture *f, const char *data, size_t len, size_t chunk)
         pos += n;
         do {
             f->state = http__conn_process(&f->c);
-            http_buf_append(&f->all, f->c.out.data, f->c.out.len);
+            kit_buf_append(&f->all, f->c.out.data, f->c.out.len);
             f->c.out.len = 0;
         } while (f->state == HTTP__FLUSH);
         if (f->state == HTTP__CLOSE)
             break;
     }
-    http_buf_append(&f->all, "", 1);
+    kit_buf_append(&f->all, "", 1);
     return f->all.data;
 }
 
@@ -203,9 +203,9 @@ static void test_pipeline_flush_bound(void **st)
 {
     (void)st;
     fixture *f = fx_new(NULL, small_pipeline_out);
-    http_buf in = {0};
+    kit_buf in = {0};
     for (int i = 0; i < 50; i++)
-        http_buf_puts(&in, "GET /healthz HTTP/1.1\r\n\r\n");
+        kit_buf_puts(&in, "GET /healthz HTTP/1.1\r\n\r\n");
     size_t room;
     char *p = http__conn_read_ptr(&f->c, &room);
     assert_true(room >= in.len);
@@ -215,7 +215,7 @@ static void test_pipeline_flush_bound(void **st)
     for (;;) {
         int s = http__conn_process(&f->c);
         assert_true(f->c.out.len < 300 + 400);
-        answered += count(f->c.out.len ? (http_buf_append(&f->c.out, "", 1),
+        answered += count(f->c.out.len ? (kit_buf_append(&f->c.out, "", 1),
                                           f->c.out.data) : "", "200 OK");
         f->c.out.len = 0;
         if (s != HTTP__FLUSH)
@@ -224,7 +224,7 @@ static void test_pipeline_flush_bound(void **st)
     }
     assert_int_equal(answered, 50);
     assert_true(flushes > 5);
-    http_buf_free(&in);
+    kit_buf_free(&in);
     fx_free(f);
 }
 
@@ -232,11 +232,11 @@ static void test_uri_limit(void **st)
 {
     (void)st;
     fixture *f = fx_new(NULL, NULL);
-    http_buf b = {0};
-    http_buf_puts(&b, "GET /v1/items/");
+    kit_buf b = {0};
+    kit_buf_puts(&b, "GET /v1/items/");
     for (int i = 0; i < 2100; i++)
-        http_buf_puts(&b, "a");
-    http_buf_puts(&b, " HTTP/1.1\r\n\r\n");
+        kit_buf_puts(&b, "a");
+    kit_buf_puts(&b, " HTTP/1.1\r\n\r\n");
     const char *o = feed(f, b.data, b.len, 0);
     assert_int_equal(f->state, HTTP__CLOSE);
     assert_non_null(strstr(o, "HTTP/1.1 414 URI Too Long\r\n"));
@@ -248,7 +248,7 @@ static void test_uri_limit(void **st)
     o = feed(f, b.data, b.len, 100);
     assert_non_null(strstr(o, "414"));
     fx_free(f);
-    http_buf_free(&b);
+    kit_buf_free(&b);
 }
 
 static void test_header_limit(void **st)
@@ -256,37 +256,37 @@ static void test_header_limit(void **st)
     (void)st;
     for (size_t chunk = 0; chunk <= 500; chunk += 500) {
         fixture *f = fx_new(NULL, NULL);
-        http_buf b = {0};
-        http_buf_puts(&b, "GET /healthz HTTP/1.1\r\nX-Big: ");
+        kit_buf b = {0};
+        kit_buf_puts(&b, "GET /healthz HTTP/1.1\r\nX-Big: ");
         for (int i = 0; i < 9000; i++)
-            http_buf_puts(&b, "a");
-        http_buf_puts(&b, "\r\n\r\n");
+            kit_buf_puts(&b, "a");
+        kit_buf_puts(&b, "\r\n\r\n");
         const char *o = feed(f, b.data, b.len, chunk);
         assert_int_equal(f->state, HTTP__CLOSE);
         assert_non_null(strstr(o, "HTTP/1.1 431 "));
         assert_non_null(strstr(o, "headers_too_large"));
-        http_buf_free(&b);
+        kit_buf_free(&b);
         fx_free(f);
     }
     /* Many small headers add up. */
     fixture *f = fx_new(NULL, NULL);
-    http_buf b = {0};
-    http_buf_puts(&b, "GET /healthz HTTP/1.1\r\n");
+    kit_buf b = {0};
+    kit_buf_puts(&b, "GET /healthz HTTP/1.1\r\n");
     for (int i = 0; i < 100; i++)
-        http_buf_printf(&b, "X-H%d: v\r\n", i);
-    http_buf_puts(&b, "\r\n");
+        kit_buf_printf(&b, "X-H%d: v\r\n", i);
+    kit_buf_puts(&b, "\r\n");
     assert_non_null(strstr(feed(f, b.data, b.len, 0), "HTTP/1.1 431 "));
-    http_buf_free(&b);
+    kit_buf_free(&b);
     fx_free(f);
     /* Just under the limit passes. */
     f = fx_new(NULL, NULL);
-    b = (http_buf){0};
-    http_buf_puts(&b, "GET /healthz HTTP/1.1\r\nX-Big: ");
+    b = (kit_buf){0};
+    kit_buf_puts(&b, "GET /healthz HTTP/1.1\r\nX-Big: ");
     for (int i = 0; i < 8000; i++)
-        http_buf_puts(&b, "a");
-    http_buf_puts(&b, "\r\n\r\n");
+        kit_buf_puts(&b, "a");
+    kit_buf_puts(&b, "\r\n\r\n");
     assert_non_null(strstr(feed(f, b.data, b.len, 0), "200 OK"));
-    http_buf_free(&b);
+    kit_buf_free(&b);
     fx_free(f);
 }
 
@@ -498,13 +498,13 @@ static void test_json_reader(void **st)
     assert_int_equal(http__json_get(&o, "t")->type, HTTP__J_TRUE);
     assert_null(http__json_get(&o, "missing"));
     /* More members than the reader keeps. */
-    http_buf many = {0};
-    http_buf_puts(&many, "{");
+    kit_buf many = {0};
+    kit_buf_puts(&many, "{");
     for (int i = 0; i <= HTTP__JSON_MAX_MEMBERS; i++)
-        http_buf_printf(&many, "%s\"m%d\":%d", i ? "," : "", i, i);
-    http_buf_puts(&many, "}");
+        kit_buf_printf(&many, "%s\"m%d\":%d", i ? "," : "", i, i);
+    kit_buf_puts(&many, "}");
     assert_int_equal(http__json_object(many.data, many.len, &o), -1);
-    http_buf_free(&many);
+    kit_buf_free(&many);
 }
 
 static void test_malformed(void **st)
@@ -913,17 +913,17 @@ static void test_readyz(void **st)
     fx_free(f);
 }
 
-static int settings_fail(void *ctx, http_buf *out)
+static int settings_fail(void *ctx, kit_buf *out)
 {
     (void)ctx;
     (void)out;
     return HTTP_E_UNAVAILABLE;
 }
 
-static int settings_junk(void *ctx, http_buf *out)
+static int settings_junk(void *ctx, kit_buf *out)
 {
     (void)ctx;
-    return http_buf_puts(out, "\"not an object\"");
+    return kit_buf_puts(out, "\"not an object\"");
 }
 
 /* GET /admin/config carries the service's settings verbatim; PUT's

@@ -31,7 +31,7 @@ static void test_decimal(void **st)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char buf[40];
-        size_t n = svc_prom_decimal(buf, sizeof buf, cases[i].v);
+        size_t n = kit_prom_decimal(buf, sizeof buf, cases[i].v);
         if (strcmp(buf, cases[i].want) != 0 || n != strlen(buf))
             fail_msg("%.17g: got \"%s\", want \"%s\"", cases[i].v, buf, cases[i].want);
     }
@@ -42,25 +42,25 @@ static void test_hist_series(void **st)
     (void)st;
     const double le[] = {0.00005, 0.5, 2};
     const uint64_t counts[] = {1, 0, 2, 3};
-    svc_buf b = {0};
-    svc_prom_hist(&b, "x_seconds", "tier=\"db\"", le, counts, 3, 0.75);
+    kit_buf b = {0};
+    kit_prom_hist(&b, "x_seconds", "tier=\"db\"", le, counts, 3, 0.75);
     assert_false(b.oom);
-    assert_string_equal(b.p,
+    assert_string_equal(b.data,
                         "x_seconds_bucket{tier=\"db\",le=\"0.00005\"} 1\n"
                         "x_seconds_bucket{tier=\"db\",le=\"0.5\"} 1\n"
                         "x_seconds_bucket{tier=\"db\",le=\"2\"} 3\n"
                         "x_seconds_bucket{tier=\"db\",le=\"+Inf\"} 6\n"
                         "x_seconds_sum{tier=\"db\"} 0.75\n"
                         "x_seconds_count{tier=\"db\"} 6\n");
-    svc_buf_free(&b);
-    svc_prom_hist(&b, "y", NULL, le, counts, 1, 3);
-    assert_non_null(strstr(b.p, "y_bucket{le=\"0.00005\"} 1\ny_bucket{le=\"+Inf\"} 1\n"));
-    svc_buf_free(&b);
+    kit_buf_free(&b);
+    kit_prom_hist(&b, "y", NULL, le, counts, 1, 3);
+    assert_non_null(strstr(b.data, "y_bucket{le=\"0.00005\"} 1\ny_bucket{le=\"+Inf\"} 1\n"));
+    kit_buf_free(&b);
     /* Values: the shortest form that reads back. */
-    svc_prom_sample(&b, "z", NULL, 0.1);
-    svc_prom_sample(&b, "w", NULL, 1796490835.95);
-    assert_string_equal(b.p, "z 0.1\nw 1796490835.95\n");
-    svc_buf_free(&b);
+    kit_prom_sample(&b, "z", NULL, 0.1);
+    kit_prom_sample(&b, "w", NULL, 1796490835.95);
+    assert_string_equal(b.data, "z 0.1\nw 1796490835.95\n");
+    kit_buf_free(&b);
 }
 
 /* The value of the sample "name " in text, or -1. */
@@ -75,52 +75,52 @@ static double sample(const char *text, const char *name)
 static void test_process(void **st)
 {
     (void)st;
-    svc_buf b = {0};
-    svc_buf_append(&b, "\n", 1);
-    svc_process_metrics(&b);
+    kit_buf b = {0};
+    kit_buf_append(&b, "\n", 1);
+    kit_prom_process(&b);
     assert_false(b.oom);
-    assert_non_null(strstr(b.p, "# TYPE process_cpu_seconds_total counter\n"));
+    assert_non_null(strstr(b.data, "# TYPE process_cpu_seconds_total counter\n"));
     const char *gauges[] = {"process_resident_memory_bytes", "process_virtual_memory_bytes",
                             "process_open_fds", "process_max_fds", "process_start_time_seconds"};
     for (size_t i = 0; i < sizeof gauges / sizeof gauges[0]; i++) {
         char t[96];
         snprintf(t, sizeof t, "# TYPE %s gauge\n", gauges[i]);
-        if (strstr(b.p, t) == NULL)
-            fail_msg("no %s in:\n%s", gauges[i], b.p);
+        if (strstr(b.data, t) == NULL)
+            fail_msg("no %s in:\n%s", gauges[i], b.data);
     }
-    assert_true(sample(b.p, "process_cpu_seconds_total") >= 0);
-    assert_true(sample(b.p, "process_resident_memory_bytes") > 1024 * 1024 / 2);
-    assert_true(sample(b.p, "process_virtual_memory_bytes") >=
-                sample(b.p, "process_resident_memory_bytes"));
-    assert_true(sample(b.p, "process_open_fds") >= 3);
+    assert_true(sample(b.data, "process_cpu_seconds_total") >= 0);
+    assert_true(sample(b.data, "process_resident_memory_bytes") > 1024 * 1024 / 2);
+    assert_true(sample(b.data, "process_virtual_memory_bytes") >=
+                sample(b.data, "process_resident_memory_bytes"));
+    assert_true(sample(b.data, "process_open_fds") >= 3);
     struct rlimit rl;
     assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
     if (rl.rlim_cur != RLIM_INFINITY)
-        assert_true(sample(b.p, "process_max_fds") == (double)rl.rlim_cur);
-    double start = sample(b.p, "process_start_time_seconds"), now = (double)time(NULL);
+        assert_true(sample(b.data, "process_max_fds") == (double)rl.rlim_cur);
+    double start = sample(b.data, "process_start_time_seconds"), now = (double)time(NULL);
     if (start > now + 1 || start < now - 600)
         fail_msg("process_start_time_seconds %.2f, now %.0f", start, now);
-    svc_buf_free(&b);
+    kit_buf_free(&b);
 }
 
 static void test_build_info_and_health(void **st)
 {
     (void)st;
-    svc_buf b = {0};
+    kit_buf b = {0};
     svc_build_info_metrics(&b);
     char want[256];
     snprintf(want, sizeof want, "cachesvc_build_info{version=\"%s\",commit=\"%s\"} 1\n",
              CACHESVC_VERSION, CACHESVC_COMMIT);
-    assert_non_null(strstr(b.p, want));
-    svc_buf_free(&b);
+    assert_non_null(strstr(b.data, want));
+    kit_buf_free(&b);
 
     svc_health_metrics(&b, SVC_DEP_UP, SVC_DEP_ABSENT, SVC_DEP_DOWN, 1, 0);
-    assert_non_null(strstr(b.p, "cachesvc_dependency_up{dependency=\"store\"} 1\n"));
-    assert_null(strstr(b.p, "dependency=\"redis\""));   /* not configured: no series */
-    assert_non_null(strstr(b.p, "cachesvc_dependency_up{dependency=\"kafka\"} 0\n"));
-    assert_non_null(strstr(b.p, "\ncachesvc_ready 1\n"));
-    assert_non_null(strstr(b.p, "\ncachesvc_draining 0\n"));
-    svc_buf_free(&b);
+    assert_non_null(strstr(b.data, "cachesvc_dependency_up{dependency=\"store\"} 1\n"));
+    assert_null(strstr(b.data, "dependency=\"redis\""));   /* not configured: no series */
+    assert_non_null(strstr(b.data, "cachesvc_dependency_up{dependency=\"kafka\"} 0\n"));
+    assert_non_null(strstr(b.data, "\ncachesvc_ready 1\n"));
+    assert_non_null(strstr(b.data, "\ncachesvc_draining 0\n"));
+    kit_buf_free(&b);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -199,7 +199,7 @@ static int openapi_codes(series *out)
  * in this process). */
 static int zero_series(const http_server *srv, series *out, char **text)
 {
-    http_buf b = {0};
+    kit_buf b = {0};
     assert_int_equal(http_metrics_append(srv, &b), 0);
     int n = 0;
     const char *p = b.data;
@@ -253,7 +253,7 @@ static void test_http_zero_series_are_the_contract(void **st)
     free(text);
 }
 
-static int fake_metrics(void *ctx, http_buf *out) { (void)ctx; (void)out; return 0; }
+static int fake_metrics(void *ctx, kit_buf *out) { (void)ctx; (void)out; return 0; }
 static int fake_ready(void *ctx, http_readiness *out) { (void)ctx; (void)out; return 0; }
 
 /* A service implementing only /metrics and /readyz (the invalidator):

@@ -263,11 +263,11 @@ static void paths_body(void *arg)
     free(au.order_ids);
 
     /* Metrics render. */
-    http_buf b = {0};
+    kit_buf b = {0};
     CHECK(s->api.metrics(s, &b) == 0);
     CHECK(b.data != NULL && strstr(b.data, "cachesvc_decrements_total{outcome=\"ok\"}") != NULL);
     CHECK(strstr(b.data, "cachesvc_local_entries") != NULL);
-    http_buf_free(&b);
+    kit_buf_free(&b);
 
     svc_close(s, 1000);
 }

@@ -142,9 +142,9 @@ static void service_log(void *arg)
 static void service_metrics(void *arg)
 {
     (void)arg;
-    svc_buf b = {0};
+    kit_buf b = {0};
     svc_metrics_render(&b);
-    svc_buf_free(&b);
+    kit_buf_free(&b);
     char buf[64];
     snprintf(buf, sizeof buf, "%.17g %g %.17g", 1.7e308, 4.9e-324, -2.2250738585072014e-308);
 }

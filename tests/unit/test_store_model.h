@@ -19,6 +19,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "kit/kit.h"
+
 typedef struct tsm_spec {
     int kind;              /* STORE__DECR or STORE__PUT */
     char user[16];
@@ -505,7 +507,7 @@ static inline void tsm_load_check(tsm_load *l)
     }
     tsm_model_init(&model);
     for (int i = 0; i < n; i++)
-        tsm_model_apply(&model, &arrival.ops[i], store__wall_ms());
+        tsm_model_apply(&model, &arrival.ops[i], kit_wall_ms());
     tsm_compare_real(&arrival, real);
 
     assert_int_equal(l->audit_rc, 0);
