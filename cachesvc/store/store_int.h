@@ -1,7 +1,8 @@
 /*
  * store_int.h: the store's internals, shared by store.c (API, batcher),
  * decide.c (the serial decision rules), schema.c (migrations), sqlite.c and
- * pg.c (backends). Not for other folders.
+ * pg*.c (backends; pg_int.h is what the PostgreSQL files share among
+ * themselves). Not for other folders.
  */
 #ifndef CACHESVC_STORE_INT_H
 #define CACHESVC_STORE_INT_H
