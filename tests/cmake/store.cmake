@@ -46,3 +46,9 @@ if(TARGET rt)
   set_tests_properties(store_integration_concurrent PROPERTIES LABELS integration TIMEOUT 300)
 endif()
 
+# The benchmark driver of scripts/bench store (not a test).
+add_executable(store_bench ${CMAKE_SOURCE_DIR}/tests/bench/store/store_bench.c)
+target_link_libraries(store_bench PRIVATE store rt)
+if(CACHESVC_USE_JEMALLOC)
+  target_link_libraries(store_bench PRIVATE PkgConfig::JEMALLOC)
+endif()
