@@ -15,13 +15,33 @@
 
 #include "cachesvc/store/pg_int.h"
 
+/* Sends what pc has queued, up to its Sync, and reads the n answers into
+ * res[] (the caller PQclears them). Returns 0, -EIO when a statement
+ * failed (logged as the operation what), or the transport's error.
+ * *synced is set once every answer was read: the connection may then go
+ * back to the pool. */
+static int round_trip(store__pg_conn *pc, int64_t dl, PGresult **res, int n, const char *what,
+                      int *synced)
+{
+    int rc, fe;
+
+    if ((rc = store__pg_flush(pc, dl)) < 0 || (rc = store__pg_collect(pc, dl, res, n, &fe)) < 0)
+        return rc;
+    *synced = 1;
+    if (fe >= 0) {
+        store__pg_sql_error(what, res[fe]);
+        return -EIO;
+    }
+    return 0;
+}
+
 /* Runs one statement (in its own implicit transaction) and returns its
  * result in *out (caller PQclears). Returns 0 or a negative errno. */
 static int run1(store *st, int ps, int np, const char *const *params, PGresult **out)
 {
     int64_t dl = store__pg_deadline(st);
     store__pg_conn *pc;
-    int rc, fe, synced = 0;
+    int rc, synced = 0;
 
     *out = NULL;
     if ((pc = store__pg_pool_get(st, dl, &rc)) == NULL)
@@ -30,13 +50,7 @@ static int run1(store *st, int ps, int np, const char *const *params, PGresult *
         rc = -EIO;
         goto out;
     }
-    if ((rc = store__pg_flush(pc, dl)) < 0 || (rc = store__pg_collect(pc, dl, out, 1, &fe)) < 0)
-        goto out;
-    synced = 1;
-    if (fe >= 0) {
-        store__pg_sql_error("query", *out);
-        rc = -EIO;
-    }
+    rc = round_trip(pc, dl, out, 1, "query", &synced);
 out:
     store__pg_pool_put(st, pc, !synced);   /* replies may still be due: not reusable */
     if (rc < 0) {
@@ -46,28 +60,33 @@ out:
     return rc;
 }
 
-static void fill_item(store_item *it, const char *sku, PGresult *r)
+/* run1 for a statement that answers one row: -ENOENT (and *out NULL)
+ * when it answers none. */
+static int run1_row(store *st, int ps, int np, const char *const *params, PGresult **out)
 {
-    memset(it, 0, sizeof *it);
-    snprintf(it->sku, sizeof it->sku, "%s", sku);
-    it->stock = store__pg_i64(r, 0, 0);
-    it->version = store__pg_i64(r, 0, 1);
-    it->per_user_limit = store__pg_i64(r, 0, 2);
-    it->sale_starts_at_ms = store__pg_i64(r, 0, 3);
-    it->units_supplied = store__pg_i64(r, 0, 4);
+    int rc = run1(st, ps, np, params, out);
+    if (rc == 0 && PQntuples(*out) != 1) {
+        PQclear(*out);
+        *out = NULL;
+        rc = -ENOENT;
+    }
+    return rc;
 }
 
+/* The item row of r (one row, ITEM_COLS) as sku's store_item. */
+static void fill_item(store_item *it, const char *sku, PGresult *r)
+{
+    store__state s;
+    store__pg_row_state(r, &s);
+    store__state_to_item(&s, sku, it);
+}
 
 int store__pg_get_item(store *st, const char *sku, store_item *out)
 {
     PGresult *r;
     const char *p[1] = {sku};
-    int rc = run1(st, PS_GET_ITEM, 1, p, &r);
-    if (rc < 0)
-        return rc;
-    if (PQntuples(r) != 1)
-        rc = -ENOENT;
-    else
+    int rc = run1_row(st, PS_GET_ITEM, 1, p, &r);
+    if (rc == 0)
         fill_item(out, sku, r);
     PQclear(r);
     return rc;
@@ -81,12 +100,8 @@ int store__pg_version_check(store *st, const char *sku, int64_t version,
     char v[24];
     const char *p[2] = {sku, v};
     snprintf(v, sizeof v, "%lld", (long long)version);
-    int rc = run1(st, PS_VERSION_CHECK, 2, p, &r);
-    if (rc < 0)
-        return rc;
-    if (PQntuples(r) != 1) {
-        rc = -ENOENT;
-    } else {
+    int rc = run1_row(st, PS_VERSION_CHECK, 2, p, &r);
+    if (rc == 0) {
         out->version = store__pg_i64(r, 0, 0);
         *updated_at_ms = store__pg_i64(r, 0, 1);
         out->first_newer_ms = store__pg_i64(r, 0, 2);
@@ -100,12 +115,8 @@ int store__pg_order_by_key(store *st, const char *key, store_order *out)
 {
     PGresult *r;
     const char *p[1] = {key};
-    int rc = run1(st, PS_ORDER_BY_KEY, 1, p, &r);
-    if (rc < 0)
-        return rc;
-    if (PQntuples(r) != 1)
-        rc = -ENOENT;
-    else
+    int rc = run1_row(st, PS_ORDER_BY_KEY, 1, p, &r);
+    if (rc == 0)
         store__pg_row_order(r, 0, 0, out);
     PQclear(r);
     return rc;
@@ -119,7 +130,7 @@ int store__pg_audit(store *st, const char *sku, int with_orders, store_audit_res
     PGresult *res[A_MAX] = {0};
     const char *p[1] = {sku};
     store__pg_conn *pc;
-    int rc, fe, nq = 0, synced = 0;
+    int rc, nq = 0, synced = 0;
 
     memset(out, 0, sizeof *out);
     if ((pc = store__pg_pool_get(st, dl, &rc)) == NULL)
@@ -145,14 +156,8 @@ int store__pg_audit(store *st, const char *sku, int with_orders, store_audit_res
     if (store__pg_send(pc, "COMMIT", 0, NULL) < 0 || PQpipelineSync(pc->c) != 1)
         goto out;
     nq++;
-    if ((rc = store__pg_flush(pc, dl)) < 0 || (rc = store__pg_collect(pc, dl, res, nq, &fe)) < 0)
+    if ((rc = round_trip(pc, dl, res, nq, "audit", &synced)) < 0)
         goto out;
-    synced = 1;
-    if (fe >= 0) {
-        store__pg_sql_error("audit", res[fe]);
-        rc = -EIO;
-        goto out;
-    }
     if (PQntuples(res[A_ITEM]) != 1) {
         rc = -ENOENT;
         goto out;
@@ -190,7 +195,7 @@ int store__pg_sold_out_read(store *st, const char *sku, int64_t max, store__so_s
     char lim[24];
     const char *p[2] = {sku, lim};
     store__pg_conn *pc;
-    int rc, fe, synced = 0;
+    int rc, synced = 0;
 
     snprintf(lim, sizeof lim, "%lld", (long long)max + 1);
     if ((pc = store__pg_pool_get(st, dl, &rc)) == NULL)
@@ -204,14 +209,8 @@ int store__pg_sold_out_read(store *st, const char *sku, int64_t max, store__so_s
                        2, p) < 0 ||
         store__pg_send(pc, "COMMIT", 0, NULL) < 0 || PQpipelineSync(pc->c) != 1)
         goto out;
-    if ((rc = store__pg_flush(pc, dl)) < 0 || (rc = store__pg_collect(pc, dl, res, S_MAX, &fe)) < 0)
+    if ((rc = round_trip(pc, dl, res, S_MAX, "sold-out snapshot", &synced)) < 0)
         goto out;
-    synced = 1;
-    if (fe >= 0) {
-        store__pg_sql_error("sold-out snapshot", res[fe]);
-        rc = -EIO;
-        goto out;
-    }
     store__state s;
     store__pg_row_state(res[S_ITEM], &s);
     store__so_set_item(set, &s);
@@ -291,7 +290,7 @@ static int async_tx(store *st, const char *what, int ps, int nparams, const char
     int64_t dl = store__pg_deadline(st);
     PGresult *res[4] = {0};
     store__pg_conn *pc;
-    int rc, fe, synced = 0;
+    int rc, synced = 0;
 
     if (out != NULL)
         *out = NULL;
@@ -304,13 +303,9 @@ static int async_tx(store *st, const char *what, int ps, int nparams, const char
         store__pg_exec(pc, PS_COMMIT, 0, NULL) < 0 ||
         PQpipelineSync(pc->c) != 1)
         goto out;
-    if ((rc = store__pg_flush(pc, dl)) < 0 || (rc = store__pg_collect(pc, dl, res, 4, &fe)) < 0)
-        goto out;
-    synced = 1;
-    if (fe >= 0) {
-        store__pg_sql_error(what, res[fe]);
-        synced = store__pg_rollback(pc, dl) == 0;   /* leave no open block */
-        rc = -EIO;
+    if ((rc = round_trip(pc, dl, res, 4, what, &synced)) < 0) {
+        if (synced)   /* an SQL error: leave no open block */
+            synced = store__pg_rollback(pc, dl) == 0;
         goto out;
     }
     if (out != NULL) {
