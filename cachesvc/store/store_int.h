@@ -1,7 +1,8 @@
 /*
  * store_int.h: the store's internals, shared by store.c (API, batcher),
  * decide.c (the serial decision rules), schema.c (migrations), sqlite.c and
- * pg.c (backends). Not for other folders.
+ * pg*.c (backends; pg_int.h is what the PostgreSQL files share among
+ * themselves). Not for other folders.
  */
 #ifndef CACHESVC_STORE_INT_H
 #define CACHESVC_STORE_INT_H
@@ -12,7 +13,6 @@
 #include "cachesvc/store/store.h"
 #include "runtime/rt.h"
 #include "kit/kit.h"
-#define store__wall_ms kit_wall_ms /* until pg.c moves to kit_wall_ms */
 
 enum { STORE__DECR = 1, STORE__PUT = 2 };
 
