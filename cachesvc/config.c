@@ -7,6 +7,7 @@
  * be a value the validator would refuse.
  */
 #include "cachesvc/config.h"
+#include "kit/kit.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -433,12 +434,7 @@ void svc_config_defaults(svc_config *cfg)
     memset(cfg, 0, sizeof *cfg);
     for (size_t i = 0; i < N_KEYS; i++) {
         int rc = set_key(cfg, &cfg_keys[i], cfg_keys[i].def, SVC_SRC_DEFAULT, "default", NULL, 0);
-        if (rc < 0) {
-            /* A default the validator refuses is a bug in SVC_CONFIG_KEYS. */
-            fprintf(stderr, "config: bad default for %s.%s\n", cfg_keys[i].section,
-                    cfg_keys[i].key);
-            abort();
-        }
+        KIT_ASSERT(rc >= 0);   /* a default the validator refuses: a bug in SVC_CONFIG_KEYS */
     }
 }
 

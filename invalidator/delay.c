@@ -86,6 +86,7 @@ static void update_gauges(inv_delay *d)
 /* Stores the committable position of partition p. Caller holds mu. */
 static void do_store_offset(inv_delay *d, int32_t p)
 {
+    KIT_ASSERT_LOCKED(&d->mu);
     dpart *dp = &d->parts[p];
     int64_t pos = inv__offq_advance(&dp->offq, NULL);
     if (pos < 0)

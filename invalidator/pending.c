@@ -14,7 +14,6 @@
  * every message already due; messages not yet due keep the entry armed until
  * their own due time, so no message's delete happens before it is due.
  */
-#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -172,7 +171,7 @@ static int heap_reserve(inv_pq *pq)
 
 static void heap_push(inv_pq *pq, inv_pentry *e)
 {
-    assert(pq->hlen < pq->hcap);
+    KIT_ASSERT(pq->hlen < pq->hcap);
     pq->heap[pq->hlen] = e;
     e->heap_idx = (int)pq->hlen;
     pq->hlen++;

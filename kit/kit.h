@@ -1,18 +1,60 @@
 /*
- * kit.h: what every layer needs and none owns: the sku rule, the string
- * hash and the wall clock. Header only, depends on nothing, so that every
- * module (localcache and the tests included) can use it.
+ * kit.h: what every layer needs and none owns: invariants, the sku rule,
+ * the string hash and the wall clock. Header only, depends on nothing, so
+ * that every module (localcache and the tests included) can use it.
  */
 #ifndef KIT_KIT_H
 #define KIT_KIT_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <time.h>
 
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* Invariants. KIT_ASSERT holds in every build (a cheap check whose failure
+ * means the process can no longer be trusted: it aborts with the file,
+ * line and condition on stderr, for the core dump and the supervisor's
+ * restart). KIT_DASSERT is the costly kind, compiled only into builds with
+ * KIT_DEBUG_CHECKS (Debug and the sanitizer builds); elsewhere its
+ * condition is not evaluated. KIT_PANIC is the unconditional failure. */
+__attribute__((noreturn, cold)) static inline void kit_panic(const char *file, int line,
+                                                            const char *what)
+{
+    fprintf(stderr, "cachesvc: panic at %s:%d: %s\n", file, line, what);
+    fflush(stderr);
+    abort();
+}
+
+#define KIT_PANIC(what) kit_panic(__FILE__, __LINE__, (what))
+#define KIT_ASSERT(cond)                                                      \
+    do {                                                                      \
+        if (__builtin_expect(!(cond), 0))                                     \
+            kit_panic(__FILE__, __LINE__, "assertion failed: " #cond);        \
+    } while (0)
+#ifdef KIT_DEBUG_CHECKS
+#define KIT_DASSERT(cond) KIT_ASSERT(cond)
+#else
+#define KIT_DASSERT(cond) ((void)sizeof(!(cond)))
+#endif
+
+/* For the do_* functions that must run under a lock: 1 when m is locked
+ * (by anyone; a caller that forgot the lock finds it free). It takes and
+ * drops the lock when free, so it is a KIT_DASSERT check:
+ * KIT_ASSERT_LOCKED(&st->lock). */
+static inline int kit_mutex_locked(pthread_mutex_t *m)
+{
+    if (pthread_mutex_trylock(m) != 0)
+        return 1;
+    pthread_mutex_unlock(m);
+    return 0;
+}
+#define KIT_ASSERT_LOCKED(m) KIT_DASSERT(kit_mutex_locked(m))
 
 /* Skus, user ids and idempotency-key-like identifiers: 1 to KIT_SKU_MAX
  * bytes of [A-Za-z0-9._:-]. Buffers that hold one are KIT_SKU_MAX + 1. */

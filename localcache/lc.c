@@ -3,9 +3,9 @@
  * seqlock reader; every other call takes the key's shard mutex and hands
  * the record changes to lc_policy.c.
  */
+#include "kit/kit.h"
 #include "localcache/lc_int.h"
 
-#include <assert.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -288,7 +288,7 @@ int lc_get(lc_cache *c, const void *key, size_t klen, void *buf, size_t cap, siz
         if (atomic_load_explicit(&sh->seq, memory_order_relaxed) == s1 && rc != -EAGAIN)
             break;
     }
-    assert(rc != -EAGAIN);
+    KIT_ASSERT(rc != -EAGAIN);
 
     lc_stripe *st = my_stripe(c);
     if (rc == -ENOENT) {
@@ -374,6 +374,7 @@ static bool has_live_value(const lc_recstate *st, uint64_t now)
 static int do_store(lc_cache *c, lc_wctx *w, const void *val, size_t vlen, uint64_t version,
                     uint32_t ttl_ms)
 {
+    KIT_ASSERT_LOCKED(&w->sh->mu);
     lc_shard *sh = w->sh;
     lc_recstate *st = &w->st;
     if (version < st->floor) {

@@ -25,9 +25,9 @@
  * ghost and sketch (~15%) inside the bound. Moving S keys to M after one
  * read beats moving them after two (0.775).
  */
+#include "kit/kit.h"
 #include "localcache/lc_int.h"
 
-#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -212,8 +212,7 @@ static uint64_t do_index_find_loc(const lc_shard *sh, uint64_t h, uint32_t loc)
         if (lc__slot_loc(s) == loc)
             return i;
     }
-    fprintf(stderr, "localcache: record without an index slot (shard corrupt)\n");
-    abort();
+    KIT_PANIC("localcache: record without an index slot (shard corrupt)");
 }
 
 static void do_index_insert(lc_shard *sh, uint64_t h, uint32_t loc, unsigned freq)
@@ -291,6 +290,7 @@ void do_rec_state(const lc_shard *sh, int64_t i, lc_recstate *st)
 
 void do_rec_meta(lc_shard *sh, int64_t i, const lc_recstate *st)
 {
+    KIT_ASSERT_LOCKED(&sh->mu);
     uint64_t *r = lc__rec(sh, lc__slot_loc(lc__ld(&sh->index[i])));
     uint64_t m = r[LC_W_META];
     bool had = lc__meta_flags(m) & LC_F_VALUE;
@@ -309,6 +309,7 @@ void do_rec_meta(lc_shard *sh, int64_t i, const lc_recstate *st)
 
 void do_rec_drop(lc_shard *sh, int64_t i)
 {
+    KIT_ASSERT_LOCKED(&sh->mu);
     uint32_t loc = lc__slot_loc(lc__ld(&sh->index[i]));
     uint64_t *r = lc__rec(sh, loc);
     uint64_t m = r[LC_W_META];
@@ -420,7 +421,7 @@ static void do_tail_step(lc_shard *sh, unsigned q, uint64_t now, unsigned *budge
     uint64_t m = r[LC_W_META];
     uint32_t size = lc__meta_size(m);
     unsigned flags = lc__meta_flags(m);
-    assert(ring->used > 0 && size >= 8);
+    KIT_ASSERT(ring->used > 0 && size >= 8);
 
     if (flags & (LC_F_PAD | LC_F_DEAD)) {
         ring_advance_tail(ring, size);
@@ -485,6 +486,7 @@ static void do_evict_one(lc_shard *sh, uint64_t now)
 void do_rec_put(lc_shard *sh, int64_t slot, uint64_t h, const uint64_t *kw, size_t klen,
                 const lc_recstate *st, uint64_t now)
 {
+    KIT_ASSERT_LOCKED(&sh->mu);
     uint32_t size = lc__rec_size(klen, st->flags & LC_F_VALUE ? st->vlen : 0);
     unsigned q, freq = 0;
     if (slot >= 0) {

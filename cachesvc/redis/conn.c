@@ -21,6 +21,7 @@
 #include <sys/socket.h>
 
 #include "cachesvc/redis/rc_int.h"
+#include "kit/kit.h"
 
 #define RC_ASKING "*1\r\n$6\r\nASKING\r\n"
 #define RC_READONLY "*1\r\n$8\r\nREADONLY\r\n"
@@ -472,6 +473,7 @@ static rc__req *take_queue(rc__conn *cn)
  * released. Returns 0 or the write's error. */
 static int conn_write_batch(rc__conn *cn)
 {
+    KIT_ASSERT_LOCKED(&cn->mu);
     rc_cluster *c = cn->node->c;
     rc__req *first = NULL, *last = NULL, *r;
     size_t bytes = 0, k = 0;

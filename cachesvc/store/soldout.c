@@ -320,6 +320,7 @@ void store__so_free(store *st)
 
 static so_slot **do_slot_find(struct store__so *so, const char *sku)
 {
+    KIT_ASSERT_LOCKED(&so->lock);
     so_slot **pp = &so->buckets[hash_str(sku) % SO_NBUCKETS];
     while (*pp != NULL && strcmp((*pp)->sku, sku) != 0)
         pp = &(*pp)->next;
@@ -343,6 +344,7 @@ static store__so_set *do_slot_remove(struct store__so *so, so_slot **pp)
 static void do_make_room(struct store__so *so, size_t budget, size_t n, const so_slot *keep,
                          store__so_set **freelist)
 {
+    KIT_ASSERT_LOCKED(&so->lock);
     while (so->rows + n > budget) {
         so_slot **victim = NULL;
         for (int i = 0; i < SO_NBUCKETS; i++)
@@ -396,8 +398,10 @@ static int64_t load(store *st, const char *sku, int64_t version, uint64_t token)
 
     pthread_mutex_lock(&so->lock);
     so_slot **pp = do_slot_find(so, sku);
+    /* Loads are exclusive: the slot is this load's. */
+    KIT_DASSERT(*pp != NULL && (*pp)->state == SO_LOADING && (*pp)->token == token);
     if (*pp == NULL || (*pp)->state != SO_LOADING || (*pp)->token != token) {
-        pthread_mutex_unlock(&so->lock);   /* cannot happen: loads are exclusive */
+        pthread_mutex_unlock(&so->lock);
         set_free(set);
         return seen;
     }

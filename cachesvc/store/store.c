@@ -144,6 +144,7 @@ static void hist_add(uint64_t *buckets, const double *le, int nb, double v)
 /* Finds or creates sku's batcher. Call with st->lock held. */
 static store__batcher *do_batcher_get(store *st, const char *sku, int *created)
 {
+    KIT_ASSERT_LOCKED(&st->lock);
     unsigned h = sku_hash(sku);
     store__batcher *b;
     for (b = st->buckets[h]; b != NULL; b = b->next)
@@ -162,6 +163,7 @@ static store__batcher *do_batcher_get(store *st, const char *sku, int *created)
 
 static void do_batcher_remove(store *st, store__batcher *b)
 {
+    KIT_ASSERT_LOCKED(&st->lock);
     store__batcher **pp = &st->buckets[sku_hash(b->sku)];
     while (*pp != b)
         pp = &(*pp)->next;
@@ -178,6 +180,7 @@ static void do_batcher_remove(store *st, store__batcher *b)
  * self, the caller's own op, is not signalled. */
 static void do_expire(store *st, store__batcher *b, store__op *self)
 {
+    KIT_ASSERT_LOCKED(&st->lock);
     store__op **pp = &b->head, *prev = NULL;
     int64_t now;
     if (b->head == NULL || b->earliest == RT_NO_DEADLINE || (now = rt_now_ns()) < b->earliest)
@@ -220,11 +223,7 @@ static void lead_batch(store *st, store__batcher *b, store__op *self)
     int cap = ops == ops_small ? (st->cfg.batch_max < 64 ? st->cfg.batch_max : 64) : st->cfg.batch_max;
 
     pthread_mutex_lock(&st->lock);
-    if (b->head != self) {   /* cannot happen: the lead goes to the head */
-        pthread_mutex_unlock(&st->lock);
-        rt_log(RT_LOG_ERROR, "store", "batcher lead is not at the queue head", "fatal=true");
-        abort();
-    }
+    KIT_ASSERT(b->head == self);   /* the lead goes to the head */
     do_expire(st, b, self);
     while (n < cap && b->head != NULL) {
         store__op *op = b->head;
