@@ -25,6 +25,12 @@ static jmp_buf shim_jmp;
                 __FILE__, __LINE__);                                            \
         longjmp(shim_jmp, 1);                                                   \
     } while (0)
+#define fail_msg(...)                                                           \
+    do {                                                                        \
+        char shim_msg[640];                                                     \
+        snprintf(shim_msg, sizeof shim_msg, __VA_ARGS__);                       \
+        shim_fail(shim_msg);                                                    \
+    } while (0)
 #define assert_true(c) do { if (!(c)) shim_fail(#c); } while (0)
 #define assert_false(c) assert_true(!(c))
 #define assert_int_equal(a, b) assert_true((long long)(a) == (long long)(b))
