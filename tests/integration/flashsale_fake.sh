@@ -54,9 +54,8 @@ cat "$dir/clean.out"
 sold=$(kv sold "$dir/clean.out")
 [ "$sold" -gt 0 ] && [ "$sold" -le 400 ] || fail "clean sale: sold $sold"
 grep -Eq '"passed":[[:space:]]*true' "$dir/s.json" || fail "JSON summary lacks passed: true"
-if command -v gnuplot >/dev/null; then
-  [ -s "$dir/s.png" ] || fail "no plot written"
-fi
+command -v gnuplot >/dev/null || fail "gnuplot is not installed (scripts/setup)"
+[ -s "$dir/s.png" ] || fail "no plot written"
 grep -q "http://localhost:26101\|http://127.0.0.1:26101" "$dir/clean.out" || fail "no per-target rows"
 
 # 1b. An audit answer larger than several reads (20,000 order ids):
