@@ -679,7 +679,6 @@ static void test_consumer_restart(void **state)
 /* The standalone binaries: cachesvc-devbroker serves the events, the
  * `invalidator` binary applies them to the Redis Cluster, SIGTERM stops
  * both cleanly. */
-#if defined(INV_TEST_DEVBROKER) && defined(INV_TEST_INVALIDATOR)
 static pid_t spawn_out(char *const argv[], int *out_fd)
 {
     posix_spawn_file_actions_t fa;
@@ -767,13 +766,6 @@ static void test_standalone_binaries(void **state)
     assert_true(WIFEXITED(st_inval) && WEXITSTATUS(st_inval) == 0);
     assert_true(WIFEXITED(st_broker) && WEXITSTATUS(st_broker) == 0);
 }
-#else
-static void test_standalone_binaries(void **state)
-{
-    (void)state;
-    skip();                        /* the binaries are not built */
-}
-#endif
 
 typedef struct child_args {
     const char *boot, *seeds, *topic, *group;
