@@ -9,10 +9,10 @@ set_tests_properties(invalidator_unit PROPERTIES LABELS unit TIMEOUT 60)
 # test) reached through the cluster client; the dev broker and the
 # standalone invalidator binary as child processes.
 add_library(inv_test_support STATIC
-  ${CMAKE_SOURCE_DIR}/tests/integration/invalidator_support.c)
+  ${CMAKE_SOURCE_DIR}/tests/support/invalidator_support.c)
 target_link_libraries(inv_test_support PUBLIC inv rc PkgConfig::HIREDIS)
 add_executable(test_invalidator_kafka
-  ${CMAKE_SOURCE_DIR}/tests/integration/invalidator_test.c)
+  ${CMAKE_SOURCE_DIR}/tests/integration/invalidator_kafka.c)
 target_link_libraries(test_invalidator_kafka PRIVATE inv_test_support
   PkgConfig::CMOCKA)
 target_compile_definitions(test_invalidator_kafka PRIVATE
@@ -28,9 +28,9 @@ set_tests_properties(invalidator_integration PROPERTIES LABELS integration
   TIMEOUT 600 RESOURCE_LOCK invalidator_redis_24100)
 
 # The librdkafka properties passed through (inv_config.kafka_props).
-add_executable(test_inv_props ${CMAKE_SOURCE_DIR}/tests/unit/test_inv_props.c)
-target_link_libraries(test_inv_props PRIVATE inv PkgConfig::CMOCKA)
-add_test(NAME invalidator_props COMMAND test_inv_props)
+add_executable(test_invalidator_props ${CMAKE_SOURCE_DIR}/tests/unit/test_invalidator_props.c)
+target_link_libraries(test_invalidator_props PRIVATE inv PkgConfig::CMOCKA)
+add_test(NAME invalidator_props COMMAND test_invalidator_props)
 set_tests_properties(invalidator_props PROPERTIES LABELS unit TIMEOUT 60)
 
 # The benchmark driver (scripts/bench.d/invalidator): needs the cluster client.

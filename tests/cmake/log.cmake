@@ -2,9 +2,9 @@
 # handler, quoting, redaction) and the service's logger as its handler
 # (cachesvc/log.c: module and request id, rate limit). See docs/service.md,
 # "Logs".
-add_executable(test_log ${CMAKE_SOURCE_DIR}/tests/unit/test_log.c)
-target_link_libraries(test_log PRIVATE svc_core rt PkgConfig::CMOCKA Threads::Threads)
-add_test(NAME service_unit_log COMMAND test_log)
+add_executable(test_service_log ${CMAKE_SOURCE_DIR}/tests/unit/test_service_log.c)
+target_link_libraries(test_service_log PRIVATE svc_core rt PkgConfig::CMOCKA Threads::Threads)
+add_test(NAME service_unit_log COMMAND test_service_log)
 set_tests_properties(service_unit_log PROPERTIES LABELS unit TIMEOUT 60)
 
 # The binary's log stream end to end: PostgreSQL (stopped mid-run), a Redis

@@ -1,14 +1,14 @@
 # Tests of the systemd integration and the Debian package (packaging/,
 # cachesvc/sd_notify.c). See docs/operations.md, "Installing". Port range:
 # 28xxx.
-add_executable(test_sd_notify ${CMAKE_SOURCE_DIR}/tests/unit/test_sd_notify.c)
-target_link_libraries(test_sd_notify PRIVATE svc_core PkgConfig::CMOCKA)
-add_test(NAME packaging_unit_sd_notify COMMAND test_sd_notify)
+add_executable(test_packaging_sd_notify ${CMAKE_SOURCE_DIR}/tests/unit/test_packaging_sd_notify.c)
+target_link_libraries(test_packaging_sd_notify PRIVATE svc_core PkgConfig::CMOCKA)
+add_test(NAME packaging_unit_sd_notify COMMAND test_packaging_sd_notify)
 set_tests_properties(packaging_unit_sd_notify PROPERTIES LABELS unit TIMEOUT 60)
 
 # The integration tests use every installed binary.
 add_executable(packaging_notify_listen
-               ${CMAKE_SOURCE_DIR}/tests/integration/packaging_notify_listen.c)
+               ${CMAKE_SOURCE_DIR}/tests/support/packaging_notify_listen.c)
 set(PKG_TEST_ENV
     "SRC=${CMAKE_SOURCE_DIR}"
     "BUILD_DIR=${CMAKE_BINARY_DIR}"

@@ -5,8 +5,8 @@ add_test(NAME redis_unit COMMAND test_redis)
 set_tests_properties(redis_unit PROPERTIES LABELS unit TIMEOUT 60)
 
 # Integration cases against real redis-server processes (and fake ones),
-# each started in a fresh temp dir by redis_run.sh.
-add_executable(redis_cluster_test ${CMAKE_SOURCE_DIR}/tests/integration/redis_cluster_test.c)
+# each started in a fresh temp dir by tests/support/redis_run.sh.
+add_executable(redis_cluster_test ${CMAKE_SOURCE_DIR}/tests/integration/redis_cluster.c)
 target_link_libraries(redis_cluster_test PRIVATE rc rt)
 set(_redis_cases routing:22100:120 reshard:22110:300 failover:22120:300
                  standalone:22130:60 faults:22140:60)
@@ -16,14 +16,14 @@ foreach(_c ${_redis_cases})
   list(GET _p 1 _port)
   list(GET _p 2 _timeout)
   add_test(NAME redis_${_name}
-           COMMAND ${CMAKE_SOURCE_DIR}/tests/integration/redis_run.sh
+           COMMAND ${CMAKE_SOURCE_DIR}/tests/support/redis_run.sh
                    $<TARGET_FILE:redis_cluster_test> ${_name} ${_port})
   set_tests_properties(redis_${_name} PROPERTIES LABELS integration TIMEOUT ${_timeout})
 endforeach()
 
 # Authentication (AUTH with an ACL user) on every connection, against a
 # cluster started with a password.
-add_executable(redis_auth_test ${CMAKE_SOURCE_DIR}/tests/integration/redis_auth_test.c)
+add_executable(redis_auth_test ${CMAKE_SOURCE_DIR}/tests/integration/redis_auth.c)
 target_link_libraries(redis_auth_test PRIVATE rc rt)
 add_test(NAME redis_auth
          COMMAND ${CMAKE_SOURCE_DIR}/tests/integration/redis_auth.sh

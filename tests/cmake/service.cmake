@@ -17,7 +17,7 @@ target_link_libraries(test_service_paths PRIVATE svc_service PkgConfig::CMOCKA)
 add_test(NAME service_unit_paths COMMAND test_service_paths)
 set_tests_properties(service_unit_paths PROPERTIES LABELS unit TIMEOUT 120)
 
-add_executable(service_client ${CMAKE_SOURCE_DIR}/tests/integration/service_client.c)
+add_executable(service_client ${CMAKE_SOURCE_DIR}/tests/support/service_client.c)
 target_link_libraries(service_client PRIVATE Threads::Threads)
 set(SVC_TEST_ENV
     "CACHESVC_BIN=$<TARGET_FILE:cachesvc>"
@@ -41,8 +41,8 @@ foreach(t sqlite:120 errors:180 hostile:180 config:60 signals:120 ops:120 metric
 endforeach()
 
 # The stack a connection coroutine's code uses, library calls included.
-add_executable(test_stack_budget ${CMAKE_SOURCE_DIR}/tests/unit/test_stack_budget.c)
-target_link_libraries(test_stack_budget PRIVATE svc_service PkgConfig::CJSON
+add_executable(test_service_stack_budget ${CMAKE_SOURCE_DIR}/tests/unit/test_service_stack_budget.c)
+target_link_libraries(test_service_stack_budget PRIVATE svc_service PkgConfig::CJSON
                       PkgConfig::HIREDIS PkgConfig::LIBPQ PkgConfig::CMOCKA)
-add_test(NAME service_unit_stack_budget COMMAND test_stack_budget)
+add_test(NAME service_unit_stack_budget COMMAND test_service_stack_budget)
 set_tests_properties(service_unit_stack_budget PROPERTIES LABELS unit TIMEOUT 60)

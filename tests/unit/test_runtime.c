@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #if defined(RT_TEST_SHIM)
-#include "test_runtime_shim.h"
+#include "tests/support/cmocka_shim.h"
 #else
 #include <cmocka.h>
 #endif

@@ -1,6 +1,6 @@
 /*
  * Integration tests of the Redis Cluster client against real servers on
- * loopback, started by tests/integration/redis_run.sh:
+ * loopback, started by tests/support/redis_run.sh:
  *
  *   redis_cluster_test routing    SEEDS DIR   10,000 keys vs CLUSTER KEYSLOT,
  *                                             versioned scripts, multi-key

@@ -2,7 +2,7 @@
  * invalidator_support.c: fixtures for the invalidator's integration tests
  * and benchmark. See invalidator_support.h.
  */
-#include "tests/integration/invalidator_support.h"
+#include "tests/support/invalidator_support.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,5 +1,5 @@
 /*
- * invalidator_test.c: integration tests of the invalidator against
+ * invalidator_kafka.c: integration tests of the invalidator against
  * librdkafka's mock cluster (in process) and a real 3-master Redis Cluster
  * on loopback (ports 24100-24102, scripts/redis-cluster), reached through
  * the cluster client (cachesvc/redis/rc.h).
@@ -31,7 +31,7 @@
 
 #include "invalidator/inv_kafka.h"
 #include "runtime/rt.h"
-#include "tests/integration/invalidator_support.h"
+#include "tests/support/invalidator_support.h"
 
 #define REDIS_PORT 24100
 #define REDIS_TIMEOUT_MS 300

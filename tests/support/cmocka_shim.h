@@ -1,10 +1,10 @@
 /*
- * test_runtime_shim.h: the few cmocka calls test_runtime.c uses, for the
+ * cmocka_shim.h: the few cmocka calls test_runtime.c uses, for the
  * aarch64 cross build (tests/unit/test_runtime_aarch64.sh), where no
  * aarch64 cmocka is installed. Same reporting shape as cmocka.
  */
-#ifndef TEST_RUNTIME_SHIM_H
-#define TEST_RUNTIME_SHIM_H
+#ifndef CACHESVC_TESTS_CMOCKA_SHIM_H
+#define CACHESVC_TESTS_CMOCKA_SHIM_H
 
 #include <fnmatch.h>
 #include <setjmp.h>
@@ -67,4 +67,4 @@ static int shim_run(const struct CMUnitTest *t, size_t n)
     return failed ? 1 : 0;
 }
 
-#endif
+#endif /* CACHESVC_TESTS_CMOCKA_SHIM_H */
