@@ -18,21 +18,13 @@ set(PKG_TEST_ENV
 if(NOT CACHESVC_USE_JEMALLOC)
   list(APPEND PKG_TEST_ENV "CACHESVC_NO_JEMALLOC=1")
 endif()
-# name, timeout (seconds). The package, the install tree and the sandbox
-# check are about release binaries: a sanitizer build has its own runtime
-# (libasan in Depends, its own system calls), so it runs only the
-# notification protocol.
+# tests/integration/packaging_<name>.sh as packaging_int_<name>, timeouts
+# in seconds. The package, the install tree and the sandbox check are
+# about release binaries: a sanitizer build has its own runtime (libasan in
+# Depends, its own system calls), so it runs only the notification
+# protocol.
 set(PKG_TESTS notify:120)
 if(NOT (ASAN OR TSAN OR UBSAN))
   list(APPEND PKG_TESTS deb:300 install:120 sandbox:120)
 endif()
-foreach(t ${PKG_TESTS})
-  string(REPLACE ":" ";" parts ${t})
-  list(GET parts 0 name)
-  list(GET parts 1 timeout)
-  set(script ${CMAKE_SOURCE_DIR}/tests/integration/packaging_${name}.sh)
-  list(APPEND CACHESVC_TEST_SCRIPTS ${script})
-  add_test(NAME packaging_int_${name} COMMAND bash ${script})
-  set_tests_properties(packaging_int_${name} PROPERTIES LABELS integration
-                       TIMEOUT ${timeout} ENVIRONMENT "${PKG_TEST_ENV}")
-endforeach()
+cachesvc_script_tests(packaging "${PKG_TEST_ENV}" ${PKG_TESTS})

@@ -28,21 +28,15 @@ set(SVC_TEST_ENV
 if(NOT CACHESVC_USE_JEMALLOC)
   list(APPEND SVC_TEST_ENV "CACHESVC_NO_JEMALLOC=1")
 endif()
-# name, script, timeout (seconds)
-foreach(t sqlite:120 errors:180 hostile:180 config:60 signals:120 ops:120 metrics:240 connectivity:300 pg_redis:300 two_instances:400)
-  string(REPLACE ":" ";" parts ${t})
-  list(GET parts 0 name)
-  list(GET parts 1 timeout)
-  set(script ${CMAKE_SOURCE_DIR}/tests/integration/service_${name}.sh)
-  list(APPEND CACHESVC_TEST_SCRIPTS ${script})
-  add_test(NAME service_int_${name} COMMAND bash ${script})
-  set_tests_properties(service_int_${name} PROPERTIES LABELS integration TIMEOUT ${timeout}
-                       ENVIRONMENT "${SVC_TEST_ENV}" SKIP_RETURN_CODE 77)
-endforeach()
+# tests/integration/service_<name>.sh as service_int_<name>, timeouts in
+# seconds.
+cachesvc_script_tests(service "${SVC_TEST_ENV}"
+  sqlite:120 errors:180 hostile:180 config:60 signals:120 ops:120 metrics:240
+  connectivity:300 pg_redis:300 two_instances:400)
 
 # The stack a connection coroutine's code uses, library calls included.
 add_executable(test_service_stack_budget ${CMAKE_SOURCE_DIR}/tests/unit/test_service_stack_budget.c)
-target_link_libraries(test_service_stack_budget PRIVATE svc_service PkgConfig::CJSON
+target_link_libraries(test_service_stack_budget PRIVATE svc_service memservice PkgConfig::CJSON
                       PkgConfig::HIREDIS PkgConfig::LIBPQ PkgConfig::CMOCKA)
 add_test(NAME service_unit_stack_budget COMMAND test_service_stack_budget)
 set_tests_properties(service_unit_stack_budget PROPERTIES LABELS unit TIMEOUT 60)
