@@ -6,11 +6,12 @@ target_link_libraries(test_flashsale PRIVATE flashsale_core PkgConfig::CMOCKA)
 add_test(NAME flashsale_unit COMMAND test_flashsale)
 set_tests_properties(flashsale_unit PROPERTIES LABELS unit TIMEOUT 60)
 
-# The tester against its in-memory fake: clean sale, wrong audits, retries,
-# open-loop sweep. Ports 26100-26149.
+# The tester against the in-memory service (http-memserver and its
+# faults): clean sale, wrong audits, retries, open-loop sweep. Ports
+# 26100-26149.
 add_test(NAME flashsale_fake
          COMMAND bash ${CMAKE_SOURCE_DIR}/tests/integration/flashsale_fake.sh
-                 $<TARGET_FILE:flashsale> $<TARGET_FILE:flashsale-fake>)
+                 $<TARGET_FILE:flashsale> $<TARGET_FILE:http-memserver>)
 set_tests_properties(flashsale_fake PROPERTIES LABELS integration TIMEOUT 180)
 
 # A short sale against the real service (SQLite, embedded Kafka, a local

@@ -22,9 +22,9 @@
 
 #include "api/http.h"
 #include "api/http_service.h"
-#include "api/memservice.h"
 #include "runtime/rt.h"
 #include "tests/support/check.h"
+#include "tests/support/memservice.h"
 
 static http_service *mem;
 static int64_t slow_ms;     /* get_item parks this long (slow service) */

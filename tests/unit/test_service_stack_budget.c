@@ -26,11 +26,11 @@
 #include <libpq-fe.h>
 
 #include "api/http_int.h"
-#include "api/memservice.h"
 #include "cachesvc/log.h"
 #include "cachesvc/metrics.h"
 #include "runtime/rt.h"
 #include "tests/support/http_feed.h"
+#include "tests/support/memservice.h"
 #include "tests/support/sanitized.h"
 
 
