@@ -4,8 +4,8 @@
  * cachesvc/ implements it with plain functions over typed structs; api/ owns
  * everything HTTP: JSON parsing and formatting, input validation (sku, user
  * id, qty range, idempotency key), status mapping, the error envelope and
- * headers. api/memservice.c is a small in-memory implementation for tests
- * and benchmarks (api/memservice.h).
+ * headers. tests/support/memservice.c is a small in-memory implementation
+ * for tests and benchmarks (tests/support/memservice.h).
  *
  * Calling convention. Every function runs inside the calling connection's
  * coroutine and may park (rt_* calls); it may be called concurrently from

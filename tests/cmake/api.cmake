@@ -1,20 +1,44 @@
 # Tests of api/ (HTTP server, router, limits, the API contract).
-set(API_CORE_SOURCES buf.c config.c conn.c handlers.c json.c metrics.c response.c router.c memservice.c)
-
-if(TARGET http_core AND NOT FUZZ)
+if(NOT FUZZ)
   add_executable(test_api_parse unit/test_api_parse.c)
-  target_link_libraries(test_api_parse PRIVATE http_core PkgConfig::CMOCKA)
+  target_link_libraries(test_api_parse PRIVATE http_core memservice PkgConfig::CMOCKA)
   add_test(NAME api_unit_parse COMMAND test_api_parse)
   set_tests_properties(api_unit_parse PROPERTIES LABELS unit TIMEOUT 60
     ENVIRONMENT "CACHESVC_SOURCE_DIR=${CMAKE_SOURCE_DIR}")
+
+  # The API contract through a real OpenAPI linter (Redocly CLI, installed by
+  # scripts/setup): any error or warning fails.
+  add_test(NAME api_openapi_lint
+    COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/integration/api_openapi_lint.sh ${CMAKE_SOURCE_DIR})
+  set_tests_properties(api_openapi_lint PROPERTIES LABELS unit TIMEOUT 60)
+
+  # The server on the runtime over loopback, ports 21400-21420.
+  add_executable(test_api_server unit/test_api_server.c)
+  target_link_libraries(test_api_server PRIVATE http memservice PkgConfig::CMOCKA)
+  add_test(NAME api_unit_server COMMAND test_api_server)
+  set_tests_properties(api_unit_server PROPERTIES LABELS unit TIMEOUT 120)
+
+  # Integration: http-memserver (tests/support/) on 127.0.0.1, ports
+  # 21200-21211.
+  add_executable(api_server_it integration/api_server.c)
+  target_link_libraries(api_server_it PRIVATE Threads::Threads)
+  add_test(NAME api_integration_server
+    COMMAND api_server_it $<TARGET_FILE:http-memserver> 21200)
+  add_test(NAME api_integration_curl
+    COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/integration/api_curl.sh $<TARGET_FILE:http-memserver> 21210)
+  set_tests_properties(api_integration_server api_integration_curl PROPERTIES
+    LABELS integration TIMEOUT 120)
 endif()
 
 if(FUZZ)
   # The api sources are compiled into the targets so libFuzzer's coverage
-  # instrumentation reaches them; so are the runtime's, with its
-  # AddressSanitizer fiber annotations (RT_ASAN), because every input runs
-  # on a coroutine of the production stack size (fuzz/fuzz_co.h).
-  list(TRANSFORM API_CORE_SOURCES PREPEND ${CMAKE_SOURCE_DIR}/api/ OUTPUT_VARIABLE _api_fuzz_src)
+  # instrumentation reaches them, with the in-memory service they serve;
+  # so are the runtime's, with its AddressSanitizer fiber annotations
+  # (RT_ASAN), because every input runs on a coroutine of the production
+  # stack size (fuzz/fuzz_co.h).
+  get_target_property(_api_src http_core SOURCES)
+  list(TRANSFORM _api_src PREPEND ${CMAKE_SOURCE_DIR}/api/ OUTPUT_VARIABLE _api_fuzz_src)
+  list(APPEND _api_fuzz_src ${CMAKE_SOURCE_DIR}/tests/support/memservice.c)
   get_target_property(_rt_src rt SOURCES)
   list(TRANSFORM _rt_src PREPEND ${CMAKE_SOURCE_DIR}/runtime/ OUTPUT_VARIABLE _rt_fuzz_src)
   # Bodies up to the default 64 KiB limit, for nesting as deep as it allows.
@@ -32,32 +56,4 @@ if(FUZZ)
               ${CMAKE_CURRENT_BINARY_DIR}/fuzz_${t}_corpus ${CMAKE_SOURCE_DIR}/tests/fuzz/corpus/${t})
     set_tests_properties(api_fuzz_${t} PROPERTIES LABELS fuzz TIMEOUT 180)
   endforeach()
-endif()
-
-# The API contract through a real OpenAPI linter (Redocly CLI, installed by
-# scripts/setup): any error or warning fails.
-if(NOT FUZZ)
-  add_test(NAME api_openapi_lint
-    COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/integration/api_openapi_lint.sh ${CMAKE_SOURCE_DIR})
-  set_tests_properties(api_openapi_lint PROPERTIES LABELS unit TIMEOUT 60)
-endif()
-
-# The server on the runtime over loopback, ports 21400-21420.
-if(TARGET http AND NOT FUZZ)
-  add_executable(test_api_server unit/test_api_server.c)
-  target_link_libraries(test_api_server PRIVATE http PkgConfig::CMOCKA)
-  add_test(NAME api_unit_server COMMAND test_api_server)
-  set_tests_properties(api_unit_server PROPERTIES LABELS unit TIMEOUT 120)
-endif()
-
-# Integration: the server binary on 127.0.0.1, ports 21200-21211.
-if(TARGET http-memserver AND NOT FUZZ)
-  add_executable(api_server_it integration/api_server.c)
-  target_link_libraries(api_server_it PRIVATE Threads::Threads)
-  add_test(NAME api_integration_server
-    COMMAND api_server_it $<TARGET_FILE:http-memserver> 21200)
-  add_test(NAME api_integration_curl
-    COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/integration/api_curl.sh $<TARGET_FILE:http-memserver> 21210)
-  set_tests_properties(api_integration_server api_integration_curl PROPERTIES
-    LABELS integration TIMEOUT 120)
 endif()

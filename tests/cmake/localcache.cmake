@@ -1,5 +1,5 @@
 # Tests, fuzz target and benchmark program of localcache/ (docs/localcache.md).
-if(TARGET lc AND NOT FUZZ)
+if(NOT FUZZ)
   # Zipf traces, trace replay and the plain LRU, shared by the unit test and
   # the benchmark.
   add_library(lc_trace STATIC ${CMAKE_SOURCE_DIR}/tests/bench/localcache/lc_trace.c)

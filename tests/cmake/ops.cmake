@@ -11,16 +11,12 @@ set_tests_properties(ops_unit_rules PROPERTIES LABELS unit TIMEOUT 60)
 add_test(NAME ops_unit_dashboard COMMAND ${OPS_CHECK} dashboard)
 set_tests_properties(ops_unit_dashboard PROPERTIES LABELS unit TIMEOUT 60)
 
-if(TARGET cachesvc)
-  # A Redis Cluster and cachesvc on loopback, one scrape: a few seconds.
-  add_test(NAME ops_unit_names COMMAND ${OPS_CHECK} names --bin $<TARGET_FILE:cachesvc>)
-  set_tests_properties(ops_unit_names PROPERTIES LABELS unit TIMEOUT 120)
-endif()
+# A Redis Cluster and cachesvc on loopback, one scrape: a few seconds.
+add_test(NAME ops_unit_names COMMAND ${OPS_CHECK} names --bin $<TARGET_FILE:cachesvc>)
+set_tests_properties(ops_unit_names PROPERTIES LABELS unit TIMEOUT 120)
 
-if(TARGET cachesvc AND TARGET flashsale)
-  # Prometheus scraping cachesvc during a 20 s sale; every dashboard and
-  # alert expression evaluated through its HTTP API.
-  add_test(NAME ops_int_prometheus
-           COMMAND ${OPS_CHECK} live --bin $<TARGET_FILE:cachesvc> --flashsale $<TARGET_FILE:flashsale>)
-  set_tests_properties(ops_int_prometheus PROPERTIES LABELS integration TIMEOUT 300)
-endif()
+# Prometheus scraping cachesvc during a 20 s sale; every dashboard and
+# alert expression evaluated through its HTTP API.
+add_test(NAME ops_int_prometheus
+         COMMAND ${OPS_CHECK} live --bin $<TARGET_FILE:cachesvc> --flashsale $<TARGET_FILE:flashsale>)
+set_tests_properties(ops_int_prometheus PROPERTIES LABELS integration TIMEOUT 300)

@@ -16,8 +16,8 @@
 #include <stdlib.h>
 
 #include "api/http_int.h"
-#include "api/memservice.h"
 #include "runtime/rt.h"
+#include "tests/support/memservice.h"
 
 /* The server every input is answered by: the in-memory service with items
  * "hot" and "lim" (per-user limit 2), admin token "tok", and the default

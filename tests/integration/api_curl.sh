@@ -86,13 +86,12 @@ out=$(timeout 5 cat <&3 | tr -d '\r' | grep '^X-Request-Id' | tr '\n' ' ')
 exec 3<&-
 check "pipelining order" "X-Request-Id: p1 X-Request-Id: p2 X-Request-Id: p3" "$out"
 
-# wrk: a short, bounded run with no socket errors or non-2xx answers.
-if command -v wrk >/dev/null; then
-  out=$(wrk -t2 -c32 -d2s "$u/v1/items/hot" 2>&1)
-  check "wrk ran" "requests in" "$out"
-  if printf '%s' "$out" | grep -q "Non-2xx\|Socket errors"; then
-    echo "FAIL wrk errors:"; printf '%s\n' "$out"; fails=$((fails + 1)); else echo "ok   wrk without errors"; fi
-fi
+# wrk (scripts/setup installs it): a short, bounded run with no socket
+# errors or non-2xx answers.
+out=$(wrk -t2 -c32 -d2s "$u/v1/items/hot" 2>&1)
+check "wrk ran" "requests in" "$out"
+if printf '%s' "$out" | grep -q "Non-2xx\|Socket errors"; then
+  echo "FAIL wrk errors:"; printf '%s\n' "$out"; fails=$((fails + 1)); else echo "ok   wrk without errors"; fi
 
 kill -TERM "$pid"; wait "$pid"; rc=$?; pid=""
 [ "$rc" -eq 0 ] && echo "ok   SIGTERM exit 0" || { echo "FAIL exit status $rc"; fails=$((fails + 1)); }

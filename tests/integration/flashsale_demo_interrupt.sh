@@ -3,6 +3,8 @@
 # demo's whole process group one second into the full-size sale. The demo
 # must stop sending, audit what was sold (verification passes), exit 130,
 # and leave nothing it started running: no cachesvc, no Redis node.
+# Exits 77 (CTest SKIP_RETURN_CODE) when something else holds the demo's
+# ports: the demo runs on fixed ports and would fail for another reason.
 # Usage: flashsale_demo_interrupt.sh BUILD_DIR   (the demo's ports 26600-26620)
 set -uo pipefail
 BUILD=$1
@@ -23,7 +25,7 @@ trap cleanup EXIT
 fail() { echo "FAIL: $*"; echo "---- demo output"; grep -v '^\[' "$log"; exit 1; }
 listening() { ss -ltnH 2>/dev/null | awk '{print $4}' | grep -E ':26(6[01][0-9]|620)$'; }
 
-[ -z "$(listening)" ] || { echo "SKIP: ports 26600-26620 busy: $(listening | tr '\n' ' ')"; exit 0; }
+[ -z "$(listening)" ] || { echo "SKIP: ports 26600-26620 busy: $(listening | tr '\n' ' ')"; exit 77; }
 
 # A session of its own, so the signal reaches the demo's group only (as the
 # terminal's foreground group would get it).

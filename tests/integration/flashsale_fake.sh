@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# flashsale against flashsale-fake (the API of docs/api.md in memory):
+# flashsale against http-memserver (the API of docs/api.md over the
+# in-memory service, tests/support/memservice.c), "the fake":
 #   - a clean sale passes verification; JSON summary and plot are written;
 #   - an audit answer spread over several reads is assembled and verifies;
 #   - each deliberately wrong audit makes it fail (exit 1);
@@ -12,7 +13,7 @@
 #   - a --nemesis schedule: its faults run at their times, with their exit
 #     status and windows, and reads inside the windows are counted apart;
 #   - bad usage and an unreachable target exit 2.
-# Usage: flashsale_fake.sh FLASHSALE FLASHSALE_FAKE   (ports 26100-26149)
+# Usage: flashsale_fake.sh FLASHSALE HTTP_MEMSERVER   (ports 26100-26149)
 set -uo pipefail
 FS=$1
 FAKE=$2
@@ -25,13 +26,16 @@ cleanup() {
 trap cleanup EXIT
 fail() { echo "FAIL: $*"; exit 1; }
 
-# start_fake PORT [fake options...]: starts a fake and waits until it listens.
+# start_fake PORT [fake options...]: starts a fake whose reads are as
+# stale as its invalidation delay (0 until the tester sets one) and waits
+# until it listens.
 start_fake() {
   local port=$1; shift
-  "$FAKE" --port "$port" --admin-token tok "$@" >"$dir/fake-$port.log" 2>&1 &
+  "$FAKE" --port "$port" --workers 2 --admin-token tok --stale-ms 0 "$@" \
+    >"$dir/fake-$port.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 1 100); do
-    grep -q "^listening" "$dir/fake-$port.log" 2>/dev/null && return 0
+    grep -q "listening on" "$dir/fake-$port.log" 2>/dev/null && return 0
     sleep 0.05
   done
   fail "fake on $port did not start: $(cat "$dir/fake-$port.log")"
@@ -54,9 +58,8 @@ cat "$dir/clean.out"
 sold=$(kv sold "$dir/clean.out")
 [ "$sold" -gt 0 ] && [ "$sold" -le 400 ] || fail "clean sale: sold $sold"
 grep -Eq '"passed":[[:space:]]*true' "$dir/s.json" || fail "JSON summary lacks passed: true"
-if command -v gnuplot >/dev/null; then
-  [ -s "$dir/s.png" ] || fail "no plot written"
-fi
+command -v gnuplot >/dev/null || fail "gnuplot is not installed (scripts/setup)"
+[ -s "$dir/s.png" ] || fail "no plot written"
 grep -q "http://localhost:26101\|http://127.0.0.1:26101" "$dir/clean.out" || fail "no per-target rows"
 
 # 1b. An audit answer larger than several reads (20,000 order ids):

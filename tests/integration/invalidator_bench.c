@@ -29,7 +29,7 @@
 #include "cachesvc/redis/rc.h"
 #include "invalidator/inv_int.h"
 #include "runtime/rt.h"
-#include "tests/integration/invalidator_support.h"
+#include "tests/support/invalidator_support.h"
 
 #define HOT 10
 #define COLD 10000

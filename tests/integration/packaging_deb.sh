@@ -4,7 +4,7 @@
 # conffiles, maintainer scripts, its file list against the table of
 # docs/operations.md ("Installing"), and systemd-analyze verify on its
 # units in a root made of the package.
-. "$(dirname "$0")/packaging_lib.sh"
+. "$(dirname "$0")/../support/packaging_lib.sh"
 : "${VERSION:?}"
 need cpack dpkg-deb dpkg-shlibdeps systemd-analyze
 

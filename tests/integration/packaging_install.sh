@@ -4,7 +4,7 @@
 # the configuration rewritten to the prefix, both units pass
 # systemd-analyze verify (their ExecStart exists under the prefix), and a
 # second install keeps a changed cachesvc.ini.
-. "$(dirname "$0")/packaging_lib.sh"
+. "$(dirname "$0")/../support/packaging_lib.sh"
 need cmake systemd-analyze
 
 P="$T/prefix"

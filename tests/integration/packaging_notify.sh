@@ -6,7 +6,7 @@
 # only once it answers HTTP; WATCHDOG=1 every half interval; on SIGHUP
 # RELOADING=1 with MONOTONIC_USEC, then READY=1; on SIGTERM STOPPING=1,
 # then exit 0. Every message from the main process.
-. "$(dirname "$0")/packaging_lib.sh"
+. "$(dirname "$0")/../support/packaging_lib.sh"
 : "${CACHESVC_BIN:?}" "${NOTIFY_LISTEN:?}"
 need curl
 

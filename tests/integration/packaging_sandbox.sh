@@ -12,7 +12,7 @@
 # (MemoryDenyWriteExecute=), no namespace may be created
 # (RestrictNamespaces=), no realtime policy set (RestrictRealtime=), and no
 # file written outside the state directory (ProtectSystem=strict).
-. "$(dirname "$0")/packaging_lib.sh"
+. "$(dirname "$0")/../support/packaging_lib.sh"
 : "${CACHESVC_BIN:?}"
 need strace setpriv systemd-analyze curl pgrep
 

@@ -2,7 +2,7 @@
 # Start-up configuration errors: --help, a bad key, a bad value (flag,
 # environment, file), a missing database. Each must be refused at start
 # with the key (or the dependency) named.
-. "$(dirname "$0")/service_lib.sh"
+. "$(dirname "$0")/../support/service_lib.sh"
 P=25040
 
 out=$("$CACHESVC_BIN" --help); rc=$?

@@ -11,7 +11,7 @@
 #   - PostgreSQL with scram-sha-256 passwords: a passfile (PGPASSFILE), a
 #     password in the URL (logged redacted), none (refused), and TLS with
 #     sslmode=verify-full against a test CA (a wrong CA is refused).
-. "$(dirname "$0")/service_lib.sh"
+. "$(dirname "$0")/../support/service_lib.sh"
 P=25800; RP=25810; PGP=25830
 U=http://127.0.0.1:$P
 

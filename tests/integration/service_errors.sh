@@ -2,7 +2,7 @@
 # Every error code of the API contract (docs/api.md) through curl against
 # the real binary (SQLite, embedded Kafka, no Redis). 503 is covered by
 # service_pg_redis.sh, where the database can be stopped.
-. "$(dirname "$0")/service_lib.sh"
+. "$(dirname "$0")/../support/service_lib.sh"
 P=25020
 U=http://127.0.0.1:$P
 start_svc a $P --store.url=sqlite:"$T/db" --store.queue_max=1 --store.batch_max=1 || exit 1

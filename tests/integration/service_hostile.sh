@@ -4,7 +4,7 @@
 # JSON that a lax parser would rewrite, chunked bodies, and repeated reads
 # of unknown skus (cache penetration). Every refusal must change nothing,
 # and the process must keep serving afterwards.
-. "$(dirname "$0")/service_lib.sh"
+. "$(dirname "$0")/../support/service_lib.sh"
 P=25060
 U=http://127.0.0.1:$P
 start_svc a $P --store.url=sqlite:"$T/db" --cache.negative_ttl_ms=60000 || exit 1

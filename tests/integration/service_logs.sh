@@ -9,7 +9,7 @@
 #   writes a bounded number of lines: at most 5 per call site per second
 #   plus one suppressed=<n> count, and the counts add up;
 # - slow requests name the API's error code (error=unavailable).
-. "$(dirname "$0")/service_lib.sh"
+. "$(dirname "$0")/../support/service_lib.sh"
 P=25700; RP=25710; PGP=25730
 U=http://127.0.0.1:$P
 SECRET=hunter2-log-test

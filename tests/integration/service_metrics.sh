@@ -10,7 +10,7 @@
 # logs, SIGHUP (a run-time key applied, a static one named), Redis down
 # seen by the gauges without /readyz polls, and the drain gauges.
 # Ports 25600-25649.
-. "$(dirname "$0")/service_lib.sh"
+. "$(dirname "$0")/../support/service_lib.sh"
 : "${DEVBROKER:?cachesvc-devbroker not built}"
 : "${INVALIDATOR_BIN:?invalidator not built}"
 command -v promtool >/dev/null || { fail "promtool missing (Debian package prometheus: scripts/setup)"; finish; }

@@ -5,7 +5,7 @@
 # restart) and keeping PUT /admin/config changes the file did not touch;
 # GET /admin/config listing every key with its source; the lame-duck
 # period (server.shutdown_delay_ms) before the drain.
-. "$(dirname "$0")/service_lib.sh"
+. "$(dirname "$0")/../support/service_lib.sh"
 P=25300
 U=http://127.0.0.1:$P
 

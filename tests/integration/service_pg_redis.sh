@@ -5,7 +5,7 @@
 # The instances here run the eviction protocol (kafka.broadcast_mode =
 # evict), whose delayed delete leaves a tombstone at every write's version;
 # service_two_instances checks the update protocol, the default.
-. "$(dirname "$0")/service_lib.sh"
+. "$(dirname "$0")/../support/service_lib.sh"
 : "${DEVBROKER:?cachesvc-devbroker not built}"
 P=25100; RP=25110; PGP=25120
 U=http://127.0.0.1:$P

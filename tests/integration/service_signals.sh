@@ -2,7 +2,7 @@
 # SIGHUP reloads the run-time settings from the file (a bad file keeps the
 # old ones); SIGTERM with requests in flight answers every one of them,
 # exits 0 within the drain deadline, and no acknowledged order is lost.
-. "$(dirname "$0")/service_lib.sh"
+. "$(dirname "$0")/../support/service_lib.sh"
 P=25050
 U=http://127.0.0.1:$P
 printf '[kafka]\ninvalidation_delay_ms = 500\n[store]\nurl = sqlite:%s\n' "$T/db" >"$T/svc.ini"

@@ -2,7 +2,7 @@
 # The cachesvc binary with SQLite, embedded Kafka and no Redis: the read
 # tiers, read-your-writes, replays, limits, sold-out fast rejects, restock,
 # audits, admin config, metrics and readiness.
-. "$(dirname "$0")/service_lib.sh"
+. "$(dirname "$0")/../support/service_lib.sh"
 P=25010
 U=http://127.0.0.1:$P
 start_svc a $P --store.url=sqlite:"$T/db" --cache.local_ttl_ms=60000 || exit 1

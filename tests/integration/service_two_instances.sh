@@ -3,7 +3,7 @@
 # a decrement on A is visible on A at once and on B within broadcast
 # latency (measured), Redis holds no older version after delay + margin,
 # and the audit is exact after 20,000 concurrent decrements across both.
-. "$(dirname "$0")/service_lib.sh"
+. "$(dirname "$0")/../support/service_lib.sh"
 : "${DEVBROKER:?cachesvc-devbroker not built}"
 PA=25200; PB=25201; RP=25210; PGP=25220
 A=http://127.0.0.1:$PA; B=http://127.0.0.1:$PB

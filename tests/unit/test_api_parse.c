@@ -18,7 +18,7 @@
 #include <cmocka.h>
 
 #include "api/http_int.h"
-#include "api/memservice.h"
+#include "tests/support/memservice.h"
 
 typedef struct fixture {
     http_service *svc;

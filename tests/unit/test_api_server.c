@@ -5,8 +5,8 @@
  * passes, and an admin token swapped while an admin request is in flight.
  *
  * cmocka's assertions longjmp, which must not cross coroutine stacks, so
- * the coroutines record the first failure in `failed` and the test asserts
- * on it after rt_main() returned.
+ * the coroutines count failures with CHECK (tests/support/check.h) and the
+ * test asserts on the count after rt_main() returned.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -22,16 +22,9 @@
 
 #include "api/http.h"
 #include "api/http_service.h"
-#include "api/memservice.h"
 #include "runtime/rt.h"
-
-static char failed[512];
-#define CHECK(cond)                                                          \
-    do {                                                                     \
-        if (!(cond) && !failed[0])                                           \
-            snprintf(failed, sizeof failed, "%s:%d: %s", __FILE__, __LINE__, \
-                     #cond);                                                 \
-    } while (0)
+#include "tests/support/check.h"
+#include "tests/support/memservice.h"
 
 static http_service *mem;
 static int64_t slow_ms;     /* get_item parks this long (slow service) */
@@ -56,7 +49,7 @@ static http_service slow_svc;
 
 static void run(rt_fn fn)
 {
-    failed[0] = 0;
+    check_reset();
     mem = http_memservice_new();
     assert_non_null(mem);
     http_memservice_put(mem, "hot", 100, 0, 0);
@@ -67,8 +60,7 @@ static void run(rt_fn fn)
     rt_config cfg = {.workers = 2};
     assert_int_equal(rt_main(&cfg, fn, NULL), 0);
     http_memservice_free(mem);
-    if (failed[0])
-        fail_msg("%s", failed);
+    assert_checks_passed();
 }
 
 static http_server *start(int port, void (*tune)(http_server_config *))

@@ -2,15 +2,15 @@
  * test_runtime.c: unit tests of the coroutine runtime (runtime/rt.h).
  *
  * cmocka's assertions longjmp, which must never cross a coroutine stack, so
- * coroutines record failures with CHECK() and the test thread asserts on
- * the count after rt_main() returned.
+ * coroutines record failures with CHECK() (tests/support/check.h) and the
+ * test thread asserts on the count after rt_main() returned.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #if defined(RT_TEST_SHIM)
-#include "test_runtime_shim.h"
+#include "tests/support/cmocka_shim.h"
 #else
 #include <cmocka.h>
 #endif
@@ -30,23 +30,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static atomic_int g_fail;
-
-#define CHECK(c)                                                                  \
-    do {                                                                          \
-        if (!(c)) {                                                               \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c); \
-            atomic_fetch_add(&g_fail, 1);                                         \
-        }                                                                         \
-    } while (0)
+#include "tests/support/check.h"
 
 static void run_rt(int workers, rt_fn fn, void *arg)
 {
     rt_config cfg = {.workers = workers};
-    atomic_store(&g_fail, 0);
+    check_reset();
     int rc = rt_main(&cfg, fn, arg);
     assert_int_equal(rc, 0);
-    assert_int_equal(atomic_load(&g_fail), 0);
+    assert_checks_passed();
     assert_false(rt_running());
 }
 

@@ -17,7 +17,7 @@ if ! command -v "$cc" >/dev/null 2>&1 || [ -z "$qemu" ]; then
 fi
 mkdir -p "$work"
 "$cc" -std=gnu11 -O2 -g -Wall -Wextra -Wno-unused-parameter -Werror -D_GNU_SOURCE \
-  -DRT_TEST_SHIM -I"$root" -I"$root/tests/unit" \
+  -DRT_TEST_SHIM -I"$root" \
   "$root"/runtime/{sched,stack,timer,netpoll,sync,blocking,util,log}.c \
   "$root"/runtime/switch_aarch64.S "$root"/tests/unit/test_runtime.c \
   -o "$work/test_runtime_aarch64" -lpthread -lm

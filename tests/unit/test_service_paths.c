@@ -4,8 +4,8 @@
  * its api/http_service.h functions on the runtime, plus the Redis breaker.
  *
  * cmocka's assertions longjmp, which must not cross coroutine stacks, so the
- * coroutine bodies count failures with CHECK and the cmocka test asserts the
- * count after rt_main returns.
+ * coroutine bodies count failures with CHECK (tests/support/check.h) and the
+ * cmocka test asserts the count after rt_main returns.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -22,15 +22,7 @@
 #include "cachesvc/log.h"
 #include "cachesvc/metrics.h"
 #include "cachesvc/service.h"
-
-static int failures;
-#define CHECK(cond)                                                              \
-    do {                                                                         \
-        if (!(cond)) {                                                           \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-            failures++;                                                          \
-        }                                                                        \
-    } while (0)
+#include "tests/support/check.h"
 
 static char dir[64];
 static int negative_ttl_ms = -1;   /* >= 0: cache.negative_ttl_ms of open_svc */
@@ -446,10 +438,10 @@ static void absent_body(void *arg)
 
 static void run(rt_fn fn)
 {
-    failures = 0;
+    check_reset();
     rt_config rc = {.workers = 2};
     assert_int_equal(rt_main(&rc, fn, NULL), 0);
-    assert_int_equal(failures, 0);
+    assert_checks_passed();
 }
 
 static void test_paths(void **state) { (void)state; run(paths_body); }

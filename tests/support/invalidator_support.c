@@ -2,7 +2,7 @@
  * invalidator_support.c: fixtures for the invalidator's integration tests
  * and benchmark. See invalidator_support.h.
  */
-#include "tests/integration/invalidator_support.h"
+#include "tests/support/invalidator_support.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -21,13 +21,8 @@
 
 #include "cachesvc/redis/rc.h"
 #include "runtime/rt.h"
+#include "kit/kit.h"
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ---------------------------------------------------------------------- */
 /* Outbox                                                                   */
@@ -90,7 +85,7 @@ int64_t its_outbox_add(its_outbox *o, const char *sku, int64_t version,
     memset(row, 0, sizeof(*row));
     row->id = o->next_id++;
     row->version = version;
-    row->committed_at_ms = committed_at_ms < 0 ? wall_ms() : committed_at_ms;
+    row->committed_at_ms = committed_at_ms < 0 ? kit_wall_ms() : committed_at_ms;
     snprintf(row->sku, sizeof(row->sku), "%s", sku);
     o->live++;
     int64_t id = row->id;
@@ -131,7 +126,7 @@ void its_outbox_commit(its_outbox *o, int64_t id, const char *sku, int64_t versi
     pthread_mutex_lock(&o->mu);
     inv_row *row = &o->rows[id - 1];
     snprintf(row->sku, sizeof(row->sku), "%s", sku);
-    row->committed_at_ms = wall_ms();
+    row->committed_at_ms = kit_wall_ms();
     row->version = version;
     o->live++;
     pthread_mutex_unlock(&o->mu);
@@ -171,7 +166,7 @@ static int ob_fetch(void *ctx, int64_t after_id, int mine, inv_row *rows, int ma
 {
     its_outbox *o = ctx;   /* one relay per outbox: every claim is "mine" */
     int n = 0;
-    int64_t now = wall_ms();
+    int64_t now = kit_wall_ms();
     pthread_mutex_lock(&o->mu);
     if (o->down) {
         pthread_mutex_unlock(&o->mu);

@@ -32,7 +32,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 1' INT TERM
 
-# shellcheck source=tests/integration/checks.sh
+# shellcheck source=tests/support/checks.sh
 . "$(dirname "${BASH_SOURCE[0]}")/checks.sh"
 
 # start_svc NAME PORT [flags...]: starts the binary with its log in

@@ -1,5 +1,5 @@
 /*
- * invalidator_test.c: integration tests of the invalidator against
+ * invalidator_kafka.c: integration tests of the invalidator against
  * librdkafka's mock cluster (in process) and a real 3-master Redis Cluster
  * on loopback (ports 24100-24102, scripts/redis-cluster), reached through
  * the cluster client (cachesvc/redis/rc.h).
@@ -31,8 +31,8 @@
 
 #include "invalidator/inv_kafka.h"
 #include "runtime/rt.h"
-#include "tests/integration/invalidator_support.h"
 #include "kit/kit.h"
+#include "tests/support/invalidator_support.h"
 
 #define REDIS_PORT 24100
 #define REDIS_TIMEOUT_MS 300
@@ -680,7 +680,6 @@ static void test_consumer_restart(void **state)
 /* The standalone binaries: cachesvc-devbroker serves the events, the
  * `invalidator` binary applies them to the Redis Cluster, SIGTERM stops
  * both cleanly. */
-#if defined(INV_TEST_DEVBROKER) && defined(INV_TEST_INVALIDATOR)
 static pid_t spawn_out(char *const argv[], int *out_fd)
 {
     posix_spawn_file_actions_t fa;
@@ -768,13 +767,6 @@ static void test_standalone_binaries(void **state)
     assert_true(WIFEXITED(st_inval) && WEXITSTATUS(st_inval) == 0);
     assert_true(WIFEXITED(st_broker) && WEXITSTATUS(st_broker) == 0);
 }
-#else
-static void test_standalone_binaries(void **state)
-{
-    (void)state;
-    skip();                        /* the binaries are not built */
-}
-#endif
 
 typedef struct child_args {
     const char *boot, *seeds, *topic, *group;

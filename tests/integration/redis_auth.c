@@ -32,23 +32,11 @@
 #include <unistd.h>
 
 #include "cachesvc/redis/rc_int.h"
+#include "tests/support/check.h"
 #include "tests/support/sh.h"
 
-static int failures;
 static const char *g_seeds, *g_dir, *g_user, *g_password;
 static int g_port;
-
-#define CHECK(cond, ...)                                                      \
-    do {                                                                      \
-        if (!(cond)) {                                                        \
-            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);   \
-            fprintf(stderr, __VA_ARGS__);                                     \
-            fprintf(stderr, "\n");                                            \
-            failures++;                                                       \
-        } else {                                                              \
-            printf("ok: %s\n", #cond);                                        \
-        }                                                                     \
-    } while (0)
 
 static rc_cluster *client(const char *user, const char *password, int conns, int replica_reads)
 {
@@ -339,10 +327,6 @@ int main(int argc, char **argv)
         fprintf(stderr, "rt_main: %d\n", rc);
         return 1;
     }
-    if (g_rc == 0 && failures == 0) {
-        printf("auth: all checks passed\n");
-        return 0;
-    }
-    printf("auth: %d checks failed\n", failures);
-    return 1;
+    CHECK(g_rc == 0, "the test returned %d", g_rc);
+    return check_exit("auth");
 }

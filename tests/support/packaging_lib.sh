@@ -28,7 +28,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 1' INT TERM
 
-# shellcheck source=tests/integration/checks.sh
+# shellcheck source=tests/support/checks.sh
 . "$(dirname "${BASH_SOURCE[0]}")/checks.sh"
 need() {    # need TOOL...: a missing tool is a failure (scripts/setup installs them)
   local t

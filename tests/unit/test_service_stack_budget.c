@@ -1,5 +1,5 @@
 /*
- * test_stack_budget.c: how much of a connection coroutine's stack (the
+ * test_service_stack_budget.c: how much of a connection coroutine's stack (the
  * runtime's default, 64 KiB) the code that runs on it uses at its worst,
  * library calls included. Each entry runs on a coroutine of that size; the
  * stack below the caller is painted, the call made, and the deepest byte
@@ -26,11 +26,11 @@
 #include <libpq-fe.h>
 
 #include "api/http_int.h"
-#include "api/memservice.h"
 #include "cachesvc/log.h"
 #include "cachesvc/metrics.h"
 #include "runtime/rt.h"
 #include "tests/support/http_feed.h"
+#include "tests/support/memservice.h"
 #include "tests/support/sanitized.h"
 
 

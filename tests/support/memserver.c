@@ -1,10 +1,12 @@
 /*
- * memserver.c: http-memserver, the HTTP server over the in-memory service,
- * for integration tests and the HTTP benchmark. SIGTERM or SIGINT drains
- * gracefully and exits 0 (after --drain-grace-ms of answering /readyz 503
- * "draining"). SIGHUP reads the admin token again from --admin-token-file;
- * SIGUSR1 toggles a store outage (every service call fails 503
- * unavailable), for the contract tests.
+ * memserver.c: http-memserver, the HTTP server over the in-memory service
+ * (memservice.h), for api/'s integration tests, the HTTP benchmark and
+ * flashsale's own tests. SIGTERM or SIGINT drains gracefully and exits 0
+ * (after --drain-grace-ms of answering /readyz 503 "draining"). SIGHUP
+ * reads the admin token again from --admin-token-file; SIGUSR1 toggles a
+ * store outage (every service call fails 503 unavailable), for the contract
+ * tests. --wrong-audit, --unknown-every and --stale-ms are the faults a
+ * load tester's verification must catch or survive.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -17,8 +19,8 @@
 #include <unistd.h>
 
 #include "api/http.h"
-#include "api/memservice.h"
 #include "runtime/rt.h"
+#include "tests/support/memservice.h"
 
 typedef struct opts {
     http_server_config cfg;
@@ -27,6 +29,9 @@ typedef struct opts {
     int64_t drain_grace_ms;
     int64_t retry_after_s;
     http_dep_state redis, kafka;
+    const char *wrong_audit;
+    int64_t unknown_every;
+    int64_t stale_ms;            /* -1 = reads are never stale */
     const char *token_file;
     const char *port_file;
     char **items;
@@ -61,7 +66,11 @@ static void usage(FILE *f)
         "  --retry-after-s N        Retry-After of a decrement during a SIGUSR1\n"
         "                           outage (0 = the server's default, 1)\n"
         "  --item SKU:STOCK[:LIMIT] create an item (repeatable; default hot:1000000000)\n"
-        "  --port-file F            write the bound port to F once listening\n");
+        "  --port-file F            write the bound port to F once listening\n"
+        "  --wrong-audit MODE       audits lie: oversell|lost|dup|limit|ledger\n"
+        "  --unknown-every N        every Nth order made answers 503 outcome_unknown\n"
+        "  --stale-ms N             reads return the item as it was N ms ago (the\n"
+        "                           invalidation delay, which PUT /admin/config sets)\n");
 }
 
 /* Reads the first line of path (surrounding whitespace dropped) into buf.
@@ -120,6 +129,19 @@ static void serve(void *arg)
         http_memservice_put(svc, "hot", 1000000000LL, 0, 0);
     http_memservice_set_ready(svc, o->redis, o->kafka, 0);
     http_memservice_retry_after(svc, o->retry_after_s);
+    http_memservice_unknown_every(svc, o->unknown_every);
+    if (http_memservice_audit_lie(svc, o->wrong_audit) < 0) {
+        fprintf(stderr, "http-memserver: bad --wrong-audit %s\n", o->wrong_audit);
+        o->rc = 2;
+        goto out;
+    }
+    if (o->stale_ms >= 0) {
+        http_config_values cv;
+        http_memservice_stale_reads(svc, 1);
+        svc->put_config(svc->ctx, &(http_config_update){.has_invalidation_delay_ms = 1,
+                                                        .invalidation_delay_ms = o->stale_ms},
+                        &cv);
+    }
     char token[512];
     if (o->token_file) {
         int tr = read_token(o->token_file, token, sizeof token);
@@ -183,10 +205,12 @@ int main(int argc, char **argv)
     o.cfg.port = 8080;
     o.drain_ms = 5000;
     o.redis = o.kafka = HTTP_DEP_NONE;
+    o.stale_ms = -1;
     o.items = calloc((size_t)argc, sizeof *o.items);
     enum { O_HOST = 256, O_PORT, O_WORKERS, O_ACCEPTORS, O_TOKEN, O_CONNS,
            O_URI, O_HDRS, O_BODY, O_IDLE, O_HTO, O_BTO, O_DRAIN, O_ITEM,
-           O_PORTFILE, O_GRACE, O_TOKENFILE, O_REDIS, O_KAFKA, O_RETRY, O_HELP };
+           O_PORTFILE, O_GRACE, O_TOKENFILE, O_REDIS, O_KAFKA, O_RETRY, O_AUDIT,
+           O_UNKNOWN, O_STALE, O_HELP };
     static const struct option lo[] = {
         {"host", 1, 0, O_HOST}, {"port", 1, 0, O_PORT},
         {"workers", 1, 0, O_WORKERS}, {"acceptors", 1, 0, O_ACCEPTORS},
@@ -198,7 +222,8 @@ int main(int argc, char **argv)
         {"port-file", 1, 0, O_PORTFILE}, {"drain-grace-ms", 1, 0, O_GRACE},
         {"admin-token-file", 1, 0, O_TOKENFILE}, {"ready-redis", 1, 0, O_REDIS},
         {"ready-kafka", 1, 0, O_KAFKA}, {"retry-after-s", 1, 0, O_RETRY},
-        {"help", 0, 0, O_HELP}, {0, 0, 0, 0},
+        {"wrong-audit", 1, 0, O_AUDIT}, {"unknown-every", 1, 0, O_UNKNOWN},
+        {"stale-ms", 1, 0, O_STALE}, {"help", 0, 0, O_HELP}, {0, 0, 0, 0},
     };
     int ch;
     while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -229,6 +254,9 @@ int main(int argc, char **argv)
             }
             break;
         case O_RETRY: o.retry_after_s = atoll(optarg); break;
+        case O_AUDIT: o.wrong_audit = optarg; break;
+        case O_UNKNOWN: o.unknown_every = atoll(optarg); break;
+        case O_STALE: o.stale_ms = atoll(optarg); break;
         case O_HELP: usage(stdout); free(o.items); return 0;
         default: usage(stderr); free(o.items); return 2;
         }

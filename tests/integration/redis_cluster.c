@@ -1,6 +1,6 @@
 /*
  * Integration tests of the Redis Cluster client against real servers on
- * loopback, started by tests/integration/redis_run.sh:
+ * loopback, started by tests/support/redis_run.sh:
  *
  *   redis_cluster_test routing    SEEDS DIR   10,000 keys vs CLUSTER KEYSLOT,
  *                                             versioned scripts, multi-key
@@ -24,21 +24,11 @@
 #include <unistd.h>
 
 #include "cachesvc/redis/rc_int.h"
+#include "tests/support/check.h"
 #include "tests/support/sh.h"
 
-static int failures;
 static const char *g_seeds, *g_dir;
 static int g_port;
-
-#define CHECK(cond, ...)                                                      \
-    do {                                                                      \
-        if (!(cond)) {                                                        \
-            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);   \
-            fprintf(stderr, __VA_ARGS__);                                     \
-            fprintf(stderr, "\n");                                            \
-            failures++;                                                       \
-        }                                                                     \
-    } while (0)
 
 /* How far past its deadline a call may return: scheduling noise on a busy
  * box, more under sanitizers (TSan slows everything several times). The
@@ -979,10 +969,6 @@ int main(int argc, char **argv)
         fprintf(stderr, "rt_main: %d\n", rc);
         return 1;
     }
-    if (g_rc == 0 && failures == 0) {
-        printf("%s: all checks passed\n", g_case);
-        return 0;
-    }
-    printf("%s: %d checks failed\n", g_case, failures);
-    return 1;
+    CHECK(g_rc == 0, "case %s returned %d", g_case, g_rc);
+    return check_exit(g_case);
 }

@@ -1,5 +1,5 @@
 /*
- * test_log.c: the one log stream. The runtime's hook (runtime/log.c): the
+ * test_service_log.c: the one log stream. The runtime's hook (runtime/log.c): the
  * default logfmt handler, quoting, redaction of secrets; the service's
  * logger (cachesvc/log.c) as the hook's handler: module and request id on
  * every module's lines, and the rate limit of repeated lines (bursts, the

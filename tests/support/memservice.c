@@ -12,7 +12,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "api/memservice.h"
+#include "tests/support/memservice.h"
+#include "kit/kit.h"
 
 /* A string-keyed chained hash map of fixed-size values. */
 typedef struct mnode {
@@ -29,10 +30,7 @@ typedef struct mmap {
 
 static uint64_t fnv(const char *s)
 {
-    uint64_t h = 1469598103934665603ull;
-    while (*s)
-        h = (h ^ (unsigned char)*s++) * 1099511628211ull;
-    return h;
+    return kit_hash(s, strlen(s));
 }
 
 static void *map_get(const mmap *m, const char *key)
@@ -98,13 +96,23 @@ static void map_free(mmap *m, void (*fv)(void *))
     memset(m, 0, sizeof *m);
 }
 
+/* One state of an item, for stale reads. */
+typedef struct msnap {
+    int64_t t_ms, stock, version;
+} msnap;
+
 typedef struct mitem {
     http_item it;
     int64_t units_supplied, units_sold;
     int64_t *orders;
     size_t norders, cap;
     mmap users;                  /* user id -> int64_t qty bought */
+    msnap *hist;                 /* states in time order, with stale reads */
+    size_t nhist, hcap;
 } mitem;
+
+enum { LIE_NONE, LIE_OVERSELL, LIE_LOST, LIE_DUP, LIE_LIMIT, LIE_LEDGER };
+static const char *const lie_names[] = {"", "oversell", "lost", "dup", "limit", "ledger"};
 
 typedef struct moutcome {
     int rc;
@@ -122,12 +130,17 @@ typedef struct mem {
     _Atomic int fail;
     _Atomic int64_t retry_after_s;
     _Atomic int redis, kafka, draining;
+    _Atomic int lie;             /* LIE_* */
+    _Atomic int64_t unknown_every;
+    _Atomic int stale_reads;
+    int64_t orders_made;         /* for unknown_every; under lock */
 } mem;
 
 static void item_free(void *v)
 {
     mitem *m = v;
     free(m->orders);
+    free(m->hist);
     map_free(&m->users, NULL);
 }
 
@@ -136,6 +149,37 @@ static int64_t now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Keeps the item's state for stale reads; the lock is held. A state that
+ * cannot be kept (no memory) only makes later stale reads fresher. */
+static void record(mem *m, mitem *it)
+{
+    if (!atomic_load(&m->stale_reads))
+        return;
+    if (it->nhist == it->hcap) {
+        size_t cap = it->hcap ? it->hcap * 2 : 64;
+        msnap *h = realloc(it->hist, cap * sizeof *h);
+        if (h == NULL)
+            return;
+        it->hist = h;
+        it->hcap = cap;
+    }
+    it->hist[it->nhist++] = (msnap){now_ms(), it->it.stock, it->it.version};
+}
+
+/* The newest kept state at least delay_ms old, or the oldest kept one;
+ * the current state when none is kept. The lock is held. */
+static void stale_view(const mitem *it, int64_t delay_ms, http_item *out)
+{
+    size_t i = it->nhist;
+    if (i == 0)
+        return;
+    int64_t cut = now_ms() - delay_ms;
+    while (i > 1 && it->hist[i - 1].t_ms > cut)
+        i--;
+    out->stock = it->hist[i - 1].stock;
+    out->version = it->hist[i - 1].version;
 }
 
 static int failing(mem *m)
@@ -160,8 +204,11 @@ static int m_get_item(void *ctx, const char *sku, http_item *out,
     if (rc)
         return rc;
     mitem *it = map_get(&m->items, sku);
-    if (it)
+    if (it) {
         *out = it->it;
+        if (atomic_load(&m->stale_reads) && m->cfg.invalidation_delay_ms > 0)
+            stale_view(it, m->cfg.invalidation_delay_ms, out);
+    }
     pthread_mutex_unlock(&m->lock);
     *tier = HTTP_TIER_LOCAL;
     return it ? 0 : HTTP_E_NOT_FOUND;
@@ -209,6 +256,7 @@ static int do_decrement(mem *m, const http_decrement_req *req,
     out->stock = it->it.stock;
     out->version = it->it.version;
     out->replayed = 0;
+    record(m, it);
     return 0;
 }
 
@@ -244,6 +292,11 @@ static int m_decrement(void *ctx, const http_decrement_req *req,
             o->rc = rc;
             o->res = *out;
         }
+    }
+    int64_t every = atomic_load(&m->unknown_every);
+    if (rc == 0 && every > 0 && ++m->orders_made % every == 0) {
+        rc = HTTP_E_OUTCOME_UNKNOWN;
+        out->retry_after_s = atomic_load(&m->retry_after_s);
     }
 out:
     pthread_mutex_unlock(&m->lock);
@@ -301,10 +354,38 @@ static int m_put_item(void *ctx, const http_put_item_req *req, http_item *out,
     if (req->has_sale_starts_at_ms)
         it->it.sale_starts_at_ms = req->sale_starts_at_ms;
     it->it.version++;
+    record(m, it);
     *out = it->it;
 out:
     pthread_mutex_unlock(&m->lock);
     return rc;
+}
+
+/* Bends a true audit of it the way http_memservice_audit_lie asked. */
+static void lie(int how, const mitem *it, http_audit *out)
+{
+    switch (how) {
+    case LIE_OVERSELL:
+        out->units_sold++;
+        out->stock--;
+        break;
+    case LIE_LOST:
+        if (out->orders > 0)
+            out->orders--;
+        if (out->n_order_ids > 0)
+            memmove(out->order_ids, out->order_ids + 1,
+                    --out->n_order_ids * sizeof *out->order_ids);
+        break;
+    case LIE_DUP:
+        out->duplicate_idempotency_keys = 1;
+        break;
+    case LIE_LIMIT:
+        out->max_user_qty = it->it.per_user_limit + 1;
+        break;
+    case LIE_LEDGER:
+        out->stock++;
+        break;
+    }
 }
 
 static int m_audit(void *ctx, const char *sku, int with_orders,
@@ -339,6 +420,7 @@ static int m_audit(void *ctx, const char *sku, int with_orders,
         memcpy(out->order_ids, it->orders, it->norders * sizeof *out->order_ids);
         out->n_order_ids = it->norders;
     }
+    lie(atomic_load(&m->lie), it, out);
 out:
     pthread_mutex_unlock(&m->lock);
     return rc;
@@ -497,4 +579,27 @@ void http_memservice_set_ready(http_service *svc, http_dep_state redis,
     atomic_store(&m->redis, (int)redis);
     atomic_store(&m->kafka, (int)kafka);
     atomic_store(&m->draining, draining);
+}
+
+int http_memservice_audit_lie(http_service *svc, const char *mode)
+{
+    mem *m = svc->ctx;
+    for (size_t i = 0; i < sizeof lie_names / sizeof lie_names[0]; i++)
+        if (strcmp(mode ? mode : "", lie_names[i]) == 0) {
+            atomic_store(&m->lie, (int)i);
+            return 0;
+        }
+    return -EINVAL;
+}
+
+void http_memservice_unknown_every(http_service *svc, int64_t n)
+{
+    mem *m = svc->ctx;
+    atomic_store(&m->unknown_every, n);
+}
+
+void http_memservice_stale_reads(http_service *svc, int on)
+{
+    mem *m = svc->ctx;
+    atomic_store(&m->stale_reads, on);
 }

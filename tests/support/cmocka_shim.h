@@ -1,10 +1,10 @@
 /*
- * test_runtime_shim.h: the few cmocka calls test_runtime.c uses, for the
+ * cmocka_shim.h: the few cmocka calls test_runtime.c uses, for the
  * aarch64 cross build (tests/unit/test_runtime_aarch64.sh), where no
  * aarch64 cmocka is installed. Same reporting shape as cmocka.
  */
-#ifndef TEST_RUNTIME_SHIM_H
-#define TEST_RUNTIME_SHIM_H
+#ifndef CACHESVC_TESTS_CMOCKA_SHIM_H
+#define CACHESVC_TESTS_CMOCKA_SHIM_H
 
 #include <fnmatch.h>
 #include <setjmp.h>
@@ -24,6 +24,12 @@ static jmp_buf shim_jmp;
         fprintf(stderr, "[  ERROR   ] --- %s\n[   LINE   ] --- %s:%d\n", what,   \
                 __FILE__, __LINE__);                                            \
         longjmp(shim_jmp, 1);                                                   \
+    } while (0)
+#define fail_msg(...)                                                           \
+    do {                                                                        \
+        char shim_msg[640];                                                     \
+        snprintf(shim_msg, sizeof shim_msg, __VA_ARGS__);                       \
+        shim_fail(shim_msg);                                                    \
     } while (0)
 #define assert_true(c) do { if (!(c)) shim_fail(#c); } while (0)
 #define assert_false(c) assert_true(!(c))
@@ -61,4 +67,4 @@ static int shim_run(const struct CMUnitTest *t, size_t n)
     return failed ? 1 : 0;
 }
 
-#endif
+#endif /* CACHESVC_TESTS_CMOCKA_SHIM_H */
