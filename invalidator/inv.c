@@ -10,20 +10,6 @@
 #include "invalidator/inv_kafka.h"
 #include "kit/kit.h"
 
-const char *const inv_counter_names[] = {
-#define INV_X_NAME(name, help) #name,
-    INV_COUNTERS(INV_X_NAME)
-#undef INV_X_NAME
-    NULL,
-};
-
-const char *const inv_counter_help[] = {
-#define INV_X_HELP(name, help) help,
-    INV_COUNTERS(INV_X_HELP)
-#undef INV_X_HELP
-    NULL,
-};
-
 const char *inv_strerror(int err)
 {
     switch (err) {

@@ -352,10 +352,6 @@ void inv_stats_get(const inv *iv, inv_stats *out);
  * as b->oom. */
 void inv_metrics_append(const inv_stats *st, kit_buf *b);
 
-/* Names of the counters in INV_COUNTERS order and their help texts. */
-extern const char *const inv_counter_names[];
-extern const char *const inv_counter_help[];
-
 const char *inv_strerror(int err);
 
 #ifdef __cplusplus
