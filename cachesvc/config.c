@@ -7,6 +7,8 @@
  * be a value the validator would refuse.
  */
 #include "cachesvc/config.h"
+#include "cachesvc/log.h"
+#include "cachesvc/metrics.h"
 #include "kit/kit.h"
 
 #include <ctype.h>
@@ -1150,4 +1152,29 @@ int svc_config_finish_action(const char *prog, int act, const svc_config *cfg)
         return 0;
     }
     return -1;
+}
+
+svc_config *svc_config_reload(int argc, char **argv)
+{
+    svc_config *next = malloc(sizeof *next);
+    char err[512];
+    if (next == NULL) {
+        svc_metric_inc(SVC_C_RELOAD_ERROR);
+        SVC_ERROR(NULL, "reload refused: out of memory", NULL);
+        return NULL;
+    }
+    if (svc_config_load(next, argc, argv, NULL, NULL, err, sizeof err) < 0) {
+        svc_metric_inc(SVC_C_RELOAD_ERROR);
+        SVC_ERROR(NULL, "reload refused; keeping the running settings", "err=\"%s\"", err);
+        free(next);
+        return NULL;
+    }
+    return next;
+}
+
+void svc_config_reload_done(svc_config *ref, svc_config *next)
+{
+    svc_metric_inc(SVC_C_RELOAD_OK);
+    svc_config_copy_runtime(ref, next);
+    free(next);
 }

@@ -115,6 +115,18 @@ typedef struct svc_config {
 int svc_config_load(svc_config *cfg, int argc, char **argv, char **envp,
                     int *want_help, char *err, size_t errlen);
 
+/* SIGHUP in either binary: the settings loaded again from the start's
+ * sources (svc_config_load with the same argv). Returns them (the caller
+ * frees them with free()), or NULL after counting
+ * cachesvc_reloads_total{result="error"} and logging why (the running
+ * settings stay). The caller applies the run-time keys, then calls
+ * svc_config_reload_done. */
+svc_config *svc_config_reload(int argc, char **argv);
+/* Counts the reload as applied, copies next's run-time keys into ref (the
+ * others keep their start values, so a later SIGHUP names them again until
+ * the restart) and frees next. */
+void svc_config_reload_done(svc_config *ref, svc_config *next);
+
 /* What the command line asks for besides running: --help/-h, --version/-V,
  * --check-config/-t (validate and exit 0 or 2, like nginx -t) or
  * --print-config (the effective settings, where each came from, secrets

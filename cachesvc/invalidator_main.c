@@ -234,27 +234,13 @@ static void reload_key(void *arg, const char *key, int runtime)
 
 static void reload(app *a)
 {
-    svc_config *next = malloc(sizeof *next);
-    char err[512];
-    if (next == NULL) {
-        svc_metric_inc(SVC_C_RELOAD_ERROR);
-        SVC_ERROR(NULL, "reload refused: out of memory", NULL);
+    svc_config *next = svc_config_reload(a->argc, a->argv);
+    if (next == NULL)
         return;
-    }
-    if (svc_config_load(next, a->argc, a->argv, NULL, NULL, err, sizeof err) < 0) {
-        svc_metric_inc(SVC_C_RELOAD_ERROR);
-        SVC_ERROR(NULL, "reload refused; keeping the running settings", "err=\"%s\"", err);
-        free(next);
-        return;
-    }
-    svc_metric_inc(SVC_C_RELOAD_OK);
     struct reload_ctx c = {a, next, 0};
     int n = svc_config_diff(&a->ref, next, reload_key, &c);
     SVC_INFO(NULL, "config reloaded", "changed=%d need_restart=%d", n, c.restart);
-    /* The run-time keys follow the sources; the others keep their start
-     * values, so a later SIGHUP names them again until the restart. */
-    svc_config_copy_runtime(&a->ref, next);
-    free(next);
+    svc_config_reload_done(&a->ref, next);
 }
 
 /* ------------------------------------------------------------------------ */

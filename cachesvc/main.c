@@ -71,20 +71,10 @@ static void *watchdog(void *arg)
 
 static void reload(struct app *a, svc *s, http_server *srv)
 {
-    svc_config *next = malloc(sizeof *next);
-    char err[512];
-    if (next == NULL) {
-        svc_metric_inc(SVC_C_RELOAD_ERROR);
-        SVC_ERROR(NULL, "reload refused: out of memory", NULL);
+    svc_config *next = svc_config_reload(a->argc, a->argv);
+    int r;
+    if (next == NULL)
         return;
-    }
-    int r = svc_config_load(next, a->argc, a->argv, NULL, NULL, err, sizeof err);
-    if (r < 0) {
-        svc_metric_inc(SVC_C_RELOAD_ERROR);
-        SVC_ERROR(NULL, "reload refused; keeping the running settings", "err=\"%s\"", err);
-        free(next);
-        return;
-    }
     if (strcmp(a->ref.admin_token, next->admin_token) != 0 &&
         (r = http_server_set_admin_token(srv, next->admin_token)) < 0) {
         svc_metric_inc(SVC_C_RELOAD_ERROR);
@@ -93,10 +83,8 @@ static void reload(struct app *a, svc *s, http_server *srv)
         free(next);
         return;
     }
-    svc_metric_inc(SVC_C_RELOAD_OK);
     svc_apply_runtime(s, &a->ref, next);
-    svc_config_copy_runtime(&a->ref, next);
-    free(next);
+    svc_config_reload_done(&a->ref, next);
 }
 
 /* The lame-duck period: /readyz already answers 503 draining; requests are

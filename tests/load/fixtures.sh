@@ -27,5 +27,3 @@ fs_redis_up() {
 
 # The last value of KEY in a name=value file: fs_kv KEY FILE.
 fs_kv() { sed -n "s/^$1=//p" "$2" | tail -1; }
-# The median of the numbers on stdin, one per line ("nan" for none).
-fs_median() { sort -g | awk '{a[NR]=$1} END {if (NR == 0) print "nan"; else if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
