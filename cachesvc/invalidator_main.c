@@ -119,14 +119,8 @@ static int app_ready(void *ctx, http_readiness *out)
     inv *iv = atomic_load(&a->iv_live);
     out->store = HTTP_DEP_NONE;
     out->redis = HTTP_DEP_DOWN;
-    if (rc != NULL) {
-        const char *argv[] = {"PING"};
-        rc_reply *rep = NULL;
-        int r = rc_command(rc, 1, argv, NULL, rt_deadline_ms(a->cfg.redis_timeout_ms), &rep);
-        rc_reply_free(rep);
-        if (r == 0)
-            out->redis = HTTP_DEP_UP;
-    }
+    if (rc != NULL && rc_ping(rc, rt_deadline_ms(a->cfg.redis_timeout_ms)) == 0)
+        out->redis = HTTP_DEP_UP;
     out->kafka = iv != NULL && inv_ready(iv) ? HTTP_DEP_UP : HTTP_DEP_DOWN;
     out->draining = atomic_load(&a->draining) != 0;
     return 0;

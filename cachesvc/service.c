@@ -540,10 +540,7 @@ static void deps_state(svc *s, int live, http_readiness *out)
         out->redis = HTTP_DEP_NONE;
     } else {
         if (live || now - atomic_load(&s->redis_checked_ns) > DEPS_FRESH_NS) {
-            const char *argv[] = {"PING"};
-            rc_reply *rep = NULL;
-            int pr = rc_command(s->rc, 1, argv, NULL, rt_deadline_ms(s->cfg.redis_timeout_ms), &rep);
-            rc_reply_free(rep);
+            int pr = rc_ping(s->rc, rt_deadline_ms(s->cfg.redis_timeout_ms));
             atomic_store(&s->redis_up, pr == 0);
             atomic_store(&s->redis_checked_ns, rt_now_ns());
         }

@@ -976,6 +976,12 @@ out:
     return rc;
 }
 
+int rc_ping(rc_cluster *c, int64_t deadline)
+{
+    const char *argv[] = {"PING"};
+    return rc_command(c, 1, argv, NULL, deadline, NULL);
+}
+
 /* ---- purge --------------------------------------------------------------- */
 
 /* UNLINKs the keys of one SCAN page (routed and split by slot). */

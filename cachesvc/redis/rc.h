@@ -19,8 +19,11 @@
  *
  * Threads. Every function here is for coroutines of the runtime (they park
  * the caller, never the worker), except rc_new, rc_strerror, rc_keyslot,
- * rc_item_key, rc_reply_free and rc_stats, which are callable from any thread.
+ * rc_item_key and rc_stats, which are callable from any thread.
  * One rc_cluster is shared by any number of coroutines on any workers.
+ *
+ * This header names no hiredis type. The raw command API (rc_command and
+ * its replies) is the module's own, for its files and its tests: rc_int.h.
  *
  * Errors. Functions return 0 (or a count) on success and one of the negative
  * RC_E* codes below on failure; rc_strerror() names them. They are negative
@@ -33,8 +36,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <hiredis/hiredis.h>
-
 #include "kit/metrics.h"
 
 #ifdef __cplusplus
@@ -42,17 +43,6 @@ extern "C" {
 #endif
 
 typedef struct rc_cluster rc_cluster;
-
-/* A reply is hiredis's redisReply: type is one of RC_REPLY_*, str/len hold
- * strings, status and error text, integer integers, element/elements
- * arrays. Free one with rc_reply_free(). */
-typedef redisReply rc_reply;
-#define RC_REPLY_STRING  REDIS_REPLY_STRING
-#define RC_REPLY_ARRAY   REDIS_REPLY_ARRAY
-#define RC_REPLY_INTEGER REDIS_REPLY_INTEGER
-#define RC_REPLY_NIL     REDIS_REPLY_NIL
-#define RC_REPLY_STATUS  REDIS_REPLY_STATUS
-#define RC_REPLY_ERROR   REDIS_REPLY_ERROR
 
 /* Error codes. */
 #define RC_EINVAL     (-EINVAL)       /* bad argument or configuration */
@@ -137,22 +127,10 @@ int rc_refresh(rc_cluster *c, int64_t deadline);
  * No other call on c may be running or follow. Call from a coroutine. */
 void rc_free(rc_cluster *c);
 
-/* Runs one command: argv[0] is the command name, argvlen[i] the length of
- * argv[i] (argvlen NULL: strlen). The key (argv[1] for most commands, the
- * first key of EVAL/EVALSHA) picks the node; keyless commands go to some
- * master. MGET, DEL, UNLINK, EXISTS and TOUCH with keys in several slots are
- * split by slot (the parts run concurrently) and their replies combined.
- * Redirects, retries and failover are handled inside, within deadline.
- *
- * Returns 0 and sets *out to the reply (the caller owns it, frees it with
- * rc_reply_free); RC_ESERVER if Redis answered with an error, *out then
- * holds that error reply (its str is the text); or another RC_E* code with
- * *out set to NULL. out may be NULL when the reply is not wanted.
- * Commands are retried after a lost connection only when they are
- * idempotent (reads, SET, DEL, the versioned scripts); others then fail
- * with RC_ECONN. */
-int rc_command(rc_cluster *c, int argc, const char **argv,
-               const size_t *argvlen, int64_t deadline, rc_reply **out);
+/* Sends PING to some master and waits for its answer. Returns 0 when a
+ * node answered (+PONG or any non-error reply), RC_ESERVER when it
+ * answered with an error, or another RC_E* code. For readiness checks. */
+int rc_ping(rc_cluster *c, int64_t deadline);
 
 /* Copies into buf (cap bytes, NUL-terminated when cap > 0) the most
  * recent refusal of the client's credentials: the node and what it
@@ -161,9 +139,6 @@ int rc_command(rc_cluster *c, int argc, const char **argv,
  * contains the password, and neither does this. Returns the text's length
  * (like snprintf), 0 when no node has refused them. Any thread. */
 int rc_auth_error(rc_cluster *c, char *buf, size_t cap);
-
-/* Frees a reply from rc_command (NULL is fine). */
-void rc_reply_free(rc_reply *r);
 
 /* The cluster hash slot (0..16383) of a key, hash tags ({...}) honoured. */
 unsigned rc_keyslot(const char *key, size_t len);

@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cachesvc/redis/rc.h"
+#include "cachesvc/redis/rc_int.h"
 #include "runtime/rt.h"
 
 typedef struct bench {
