@@ -19,7 +19,8 @@
  *
  * Threads. Every function here is for coroutines of the runtime (they park
  * the caller, never the worker), except rc_new, rc_strerror, rc_keyslot,
- * rc_item_key and rc_stats, which are callable from any thread.
+ * rc_item_key, rc_auth_error and rc_metrics_append, which are callable from
+ * any thread.
  * One rc_cluster is shared by any number of coroutines on any workers.
  *
  * This header names no hiredis type. The raw command API (rc_command and
@@ -118,10 +119,6 @@ rc_cluster *rc_new(const rc_config *cfg);
  * called again (it then only refreshes). */
 int rc_connect(rc_cluster *c, int64_t deadline);
 
-/* Refreshes the slot map now (synchronously), bypassing the cooldown.
- * Returns 0 or an RC_E* code; the old map stays in use on failure. */
-int rc_refresh(rc_cluster *c, int64_t deadline);
-
 /* Stops the client: every connection is closed, requests still queued fail
  * with RC_ECANCELED, the client's coroutines are joined, memory is freed.
  * No other call on c may be running or follow. Call from a coroutine. */
@@ -140,7 +137,8 @@ int rc_ping(rc_cluster *c, int64_t deadline);
  * (like snprintf), 0 when no node has refused them. Any thread. */
 int rc_auth_error(rc_cluster *c, char *buf, size_t cap);
 
-/* The cluster hash slot (0..16383) of a key, hash tags ({...}) honoured. */
+/* The cluster hash slot (0..16383) of a key, hash tags ({...}) honoured.
+ * Any thread (the invalidator's tests route their own clients with it). */
 unsigned rc_keyslot(const char *key, size_t len);
 
 /* ------------------------------------------------------------------------ */
@@ -201,39 +199,12 @@ int rc_delete_if_older(rc_cluster *c, const char *key, size_t keylen,
 int rc_purge_items(rc_cluster *c, int64_t deadline, uint64_t *deleted);
 
 /* ------------------------------------------------------------------------ */
-/* Counters for metrics. The list is declared once here (X macro): each    */
-/* entry is X(name, help). All are monotonic counters except inflight.      */
-
-#define RC_NODE_COUNTERS(X)                                                    \
-    X(inflight,  "requests written to the node and not yet answered (gauge)") \
-    X(batches,   "pipelined writes to the node")                              \
-    X(commands,  "commands written to the node")                              \
-    X(moved,     "MOVED redirections received from the node")                 \
-    X(ask,       "ASK redirections received from the node")                   \
-    X(retries,   "requests retried after an error from or about the node")    \
-    X(errors,    "connection failures, timeouts and malformed replies")       \
-    X(auth_failures, "connections the node refused at AUTH (wrong user or password)") \
-    X(refreshes, "slot map refreshes answered by the node")
-
-typedef struct rc_node_stats {
-    char addr[64];            /* "host:port" */
-    int master;               /* 1 if it served slots at the last refresh */
-    int up;                   /* 0 while marked down */
-#define RC__X(name, help) uint64_t name;
-    RC_NODE_COUNTERS(RC__X)
-#undef RC__X
-} rc_node_stats;
-
-/* Copies the counters of up to max nodes into out and returns the number of
- * nodes known (which may exceed max). Callable from any thread. */
-int rc_stats(rc_cluster *c, rc_node_stats *out, int max);
-
-/* Slot map refreshes done so far (successful ones). Any thread. */
-uint64_t rc_refresh_count(rc_cluster *c);
+/* Metrics.                                                                  */
 
 /* Appends the client's families in Prometheus text (the metrics kit,
  * kit/metrics.h), as /metrics serves them: cachesvc_redis_node_<name>_total
- * {node="host:port",role="master|replica"} per counter of RC_NODE_COUNTERS,
+ * {node="host:port",role="master|replica"} per node counter (the list,
+ * RC_NODE_COUNTERS, is in rc_int.h; docs/redis.md names them),
  * the gauge cachesvc_redis_node_inflight, cachesvc_redis_node_up{node} and
  * cachesvc_redis_slot_refreshes_total. Failures show as b->oom. Any thread. */
 void rc_metrics_append(rc_cluster *c, kit_buf *b);

@@ -16,6 +16,10 @@
 #include "cachesvc/redis/rc.h"
 #include "runtime/rt.h"
 
+#define RC_SLOTS 16384
+#define RC_MAX_REPLICAS 8
+#define RC_HOST_MAX 46   /* an IPv6 address in text, with its NUL */
+
 /* ------------------------------------------------------------------------ */
 /* The raw command API: any command, its reply as hiredis parsed it. The    */
 /* versioned functions, rc_ping and rc_purge_items are built on it; the     */
@@ -49,13 +53,45 @@ typedef redisReply rc_reply;
 int rc_command(rc_cluster *c, int argc, const char **argv,
                const size_t *argvlen, int64_t deadline, rc_reply **out);
 
-
 /* Frees a reply from rc_command (NULL is fine). Any thread. */
 void rc_reply_free(rc_reply *r);
 
-#define RC_SLOTS 16384
-#define RC_MAX_REPLICAS 8
-#define RC_HOST_MAX 46   /* an IPv6 address in text, with its NUL */
+/* ------------------------------------------------------------------------ */
+/* Introspection, for the client's tests and benchmark. The service reads  */
+/* the same counters through rc_metrics_append (rc.h).                      */
+
+/* Refreshes the slot map now (synchronously), bypassing the cooldown.
+ * Returns 0 or an RC_E* code; the old map stays in use on failure. */
+int rc_refresh(rc_cluster *c, int64_t deadline);
+
+/* Per node counters, declared once here (X macro): each entry is
+ * X(name, help). All are monotonic counters except inflight. */
+#define RC_NODE_COUNTERS(X)                                                    \
+    X(inflight,  "requests written to the node and not yet answered (gauge)") \
+    X(batches,   "pipelined writes to the node")                              \
+    X(commands,  "commands written to the node")                              \
+    X(moved,     "MOVED redirections received from the node")                 \
+    X(ask,       "ASK redirections received from the node")                   \
+    X(retries,   "requests retried after an error from or about the node")    \
+    X(errors,    "connection failures, timeouts and malformed replies")       \
+    X(auth_failures, "connections the node refused at AUTH (wrong user or password)") \
+    X(refreshes, "slot map refreshes answered by the node")
+
+typedef struct rc_node_stats {
+    char addr[64];            /* "host:port" */
+    int master;               /* 1 if it served slots at the last refresh */
+    int up;                   /* 0 while marked down */
+#define RC__X(name, help) uint64_t name;
+    RC_NODE_COUNTERS(RC__X)
+#undef RC__X
+} rc_node_stats;
+
+/* Copies the counters of up to max nodes into out and returns the number of
+ * nodes known (which may exceed max). Callable from any thread. */
+int rc_stats(rc_cluster *c, rc_node_stats *out, int max);
+
+/* Slot map refreshes done so far (successful ones). Any thread. */
+uint64_t rc_refresh_count(rc_cluster *c);
 
 /* ------------------------------------------------------------------------ */
 /* proto.c: protocol knowledge that needs no I/O.                            */
