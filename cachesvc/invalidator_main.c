@@ -271,9 +271,10 @@ static void run(void *arg)
                      .command_timeout_ms = a->cfg.redis_timeout_ms,
                      .user = a->cfg.redis_user,
                      .password = a->cfg.redis_password};
-    a->rc = rc_new(&rcc);
-    if (a->rc == NULL) {
-        SVC_ERROR(NULL, "bad redis.url", "url=%s", a->cfg.redis_url);
+    if ((rc = rc_new(&rcc, &a->rc)) < 0) {
+        /* On RC_EINVAL the client logged what it refused. */
+        SVC_ERROR(NULL, rc == RC_EINVAL ? "bad redis.url" : "redis client not created",
+                  "url=%s err=\"%s\"", a->cfg.redis_url, rc_strerror(rc));
         goto out;
     }
     rc = rc_connect(a->rc, rt_deadline_ms(10000));

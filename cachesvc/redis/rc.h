@@ -104,11 +104,13 @@ typedef struct rc_config {
                                * the copy is wiped by rc_free. */
 } rc_config;
 
-/* Creates a client for cfg. Does no I/O and starts no coroutine; call
- * rc_connect() next. Returns NULL on a bad configuration (no seeds, a seed
- * that is not host:port, a user without a password) or out of memory. The caller owns the client and
- * frees it with rc_free(). Callable from any thread. */
-rc_cluster *rc_new(const rc_config *cfg);
+/* Creates a client for cfg in *out. Does no I/O and starts no coroutine;
+ * call rc_connect() next. Returns 0; RC_EINVAL for a bad configuration (no
+ * seeds, a seed that is not host:port, a user without a password), after
+ * logging which (module=redis, msg="configuration refused", why=...); or
+ * RC_ENOMEM. *out is NULL on failure. The caller owns the client and frees
+ * it with rc_free(). Callable from any thread. */
+int rc_new(const rc_config *cfg, rc_cluster **out);
 
 /* Learns the slot map from the first seed (or known node) that answers
  * CLUSTER SLOTS, detects a standalone server, loads the versioned scripts
