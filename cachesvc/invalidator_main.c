@@ -294,9 +294,9 @@ static void run(void *arg)
     atomic_store(&a->rc_live, a->rc);
 
     /* 256 deletes in flight at once, pipelined by the cluster client. */
-    if (svc_redis_sink_start(&a->sink, a->rc, a->cfg.redis_timeout_ms,
-                             a->cfg.redis_tombstone_ttl_ms, SVC_REDIS_SINK_WIDTH) < 0) {
-        SVC_ERROR(NULL, "out of memory", NULL);
+    if ((rc = svc_redis_sink_start(&a->sink, a->rc, a->cfg.redis_timeout_ms,
+                                   a->cfg.redis_tombstone_ttl_ms, SVC_REDIS_SINK_WIDTH)) < 0) {
+        SVC_ERROR(NULL, "redis delete pool did not start", "err=\"%s\"", strerror(-rc));
         goto out;
     }
     /* The fleet's broadcast_mode decides whether a copy at the event's own

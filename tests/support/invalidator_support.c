@@ -530,7 +530,8 @@ its_rsink *its_rsink_new(const char *seeds, int command_timeout_ms)
         its_rsink_free(s);
         return NULL;
     }
-    if ((s->fanout = inv_fanout_new(128, rs_one, s)) == NULL) {
+    if ((rc = inv_fanout_new(128, rs_one, s, &s->fanout)) < 0) {
+        fprintf(stderr, "its_rsink_new: inv_fanout_new: %s\n", inv_strerror(rc));
         its_rsink_free(s);
         return NULL;
     }
