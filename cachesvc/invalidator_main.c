@@ -119,14 +119,8 @@ static int app_ready(void *ctx, http_readiness *out)
     inv *iv = atomic_load(&a->iv_live);
     out->store = HTTP_DEP_NONE;
     out->redis = HTTP_DEP_DOWN;
-    if (rc != NULL) {
-        const char *argv[] = {"PING"};
-        rc_reply *rep = NULL;
-        int r = rc_command(rc, 1, argv, NULL, rt_deadline_ms(a->cfg.redis_timeout_ms), &rep);
-        rc_reply_free(rep);
-        if (r == 0)
-            out->redis = HTTP_DEP_UP;
-    }
+    if (rc != NULL && rc_ping(rc, rt_deadline_ms(a->cfg.redis_timeout_ms)) == 0)
+        out->redis = HTTP_DEP_UP;
     out->kafka = iv != NULL && inv_ready(iv) ? HTTP_DEP_UP : HTTP_DEP_DOWN;
     out->draining = atomic_load(&a->draining) != 0;
     return 0;
@@ -263,9 +257,10 @@ static void run(void *arg)
                      .command_timeout_ms = a->cfg.redis_timeout_ms,
                      .user = a->cfg.redis_user,
                      .password = a->cfg.redis_password};
-    a->rc = rc_new(&rcc);
-    if (a->rc == NULL) {
-        SVC_ERROR(NULL, "bad redis.url", "url=%s", a->cfg.redis_url);
+    if ((rc = rc_new(&rcc, &a->rc)) < 0) {
+        /* On RC_EINVAL the client logged what it refused. */
+        SVC_ERROR(NULL, rc == RC_EINVAL ? "bad redis.url" : "redis client not created",
+                  "url=%s err=\"%s\"", a->cfg.redis_url, rc_strerror(rc));
         goto out;
     }
     rc = rc_connect(a->rc, rt_deadline_ms(10000));
@@ -285,9 +280,9 @@ static void run(void *arg)
     atomic_store(&a->rc_live, a->rc);
 
     /* 256 deletes in flight at once, pipelined by the cluster client. */
-    if (svc_redis_sink_start(&a->sink, a->rc, a->cfg.redis_timeout_ms,
-                             a->cfg.redis_tombstone_ttl_ms, SVC_REDIS_SINK_WIDTH) < 0) {
-        SVC_ERROR(NULL, "out of memory", NULL);
+    if ((rc = svc_redis_sink_start(&a->sink, a->rc, a->cfg.redis_timeout_ms,
+                                   a->cfg.redis_tombstone_ttl_ms, SVC_REDIS_SINK_WIDTH)) < 0) {
+        SVC_ERROR(NULL, "redis delete pool did not start", "err=\"%s\"", strerror(-rc));
         goto out;
     }
     /* The fleet's broadcast_mode decides whether a copy at the event's own

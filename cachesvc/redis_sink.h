@@ -66,16 +66,16 @@ static inline int svc_redis_sink_del(void *ctx, inv_del *items, int n)
     return inv_fanout_del(((svc_redis_sink *)ctx)->fanout, items, n);
 }
 
-/* Starts the pool of `width` coroutines. From a coroutine. Returns 0 or
- * -ENOMEM (then nothing is left to free). */
+/* Starts the pool of `width` coroutines. From a coroutine. Returns 0, or
+ * inv_fanout_new's error (-ENOMEM, or -ECANCELED when the runtime is
+ * stopping; then nothing is left to free). */
 static inline int svc_redis_sink_start(svc_redis_sink *rs, rc_cluster *rc, int timeout_ms,
                                        int tomb_ttl_ms, int width)
 {
     rs->rc = rc;
     rs->timeout_ms = timeout_ms;
     rs->tomb_ttl_ms = tomb_ttl_ms;
-    rs->fanout = inv_fanout_new(width, svc_redis_sink_one, rs);
-    return rs->fanout != NULL ? 0 : -ENOMEM;
+    return inv_fanout_new(width, svc_redis_sink_one, rs, &rs->fanout);
 }
 
 /* Stops the pool. No del call may be running (stop the invalidator

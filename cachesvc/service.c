@@ -540,10 +540,7 @@ static void deps_state(svc *s, int live, http_readiness *out)
         out->redis = HTTP_DEP_NONE;
     } else {
         if (live || now - atomic_load(&s->redis_checked_ns) > DEPS_FRESH_NS) {
-            const char *argv[] = {"PING"};
-            rc_reply *rep = NULL;
-            int pr = rc_command(s->rc, 1, argv, NULL, rt_deadline_ms(s->cfg.redis_timeout_ms), &rep);
-            rc_reply_free(rep);
+            int pr = rc_ping(s->rc, rt_deadline_ms(s->cfg.redis_timeout_ms));
             atomic_store(&s->redis_up, pr == 0);
             atomic_store(&s->redis_checked_ns, rt_now_ns());
         }
@@ -662,11 +659,10 @@ int svc_open(const svc_config *cfg, svc **out)
             .user = cfg->redis_user,
             .password = cfg->redis_password,
         };
-        if ((s->rc = rc_new(&rcfg)) == NULL) {
-            SVC_ERROR(NULL, "redis client refused its configuration", "url=%s why=\"%s\"", cfg->redis_url,
-                      cfg->redis_user[0] && !cfg->redis_password[0] ? "redis.user needs redis.password"
-                                                                    : "bad seed list");
-            r = -EINVAL;
+        if ((r = rc_new(&rcfg, &s->rc)) < 0) {
+            /* On RC_EINVAL the client logged what it refused. */
+            SVC_ERROR(NULL, r == RC_EINVAL ? "redis client refused its configuration" : "redis client not created",
+                      "url=%s err=\"%s\"", cfg->redis_url, rc_strerror(r));
             goto fail;
         }
         r = rc_connect(s->rc, rt_deadline_ms(2000));

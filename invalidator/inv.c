@@ -356,14 +356,16 @@ static void fanout_worker(void *arg)
     }
 }
 
-inv_fanout *inv_fanout_new(int width,
-                           int (*one)(void *ctx, const char *sku,
-                                      int64_t version),
-                           void *ctx)
+int inv_fanout_new(int width, int (*one)(void *ctx, const char *sku, int64_t version),
+                   void *ctx, inv_fanout **out)
 {
+    int rc = -ENOMEM;
+    *out = NULL;
+    if (one == NULL)
+        return -EINVAL;
     inv_fanout *f = calloc(1, sizeof(*f));
     if (f == NULL)
-        return NULL;
+        return -ENOMEM;
     f->width = width < 1 ? 1 : width;
     f->one = one;
     f->ctx = ctx;
@@ -373,15 +375,16 @@ inv_fanout *inv_fanout_new(int width,
         goto fail;
     rt_spawn_opts o = {.joinable = 1, .name = "inv-fanout"};
     for (int i = 0; i < f->width; i++) {
-        if (rt_spawn_ex(&f->cos[i], fanout_worker, f, &o) < 0) {
+        if ((rc = rt_spawn_ex(&f->cos[i], fanout_worker, f, &o)) < 0) {
             f->width = i;
             goto fail;
         }
     }
-    return f;
+    *out = f;
+    return 0;
 fail:
     inv_fanout_free(f);
-    return NULL;
+    return rc;
 }
 
 int inv_fanout_del(inv_fanout *f, inv_del *items, int n)

@@ -125,12 +125,12 @@ typedef struct inv_redis_sink {
  * spawning a coroutine per item. */
 typedef struct inv_fanout inv_fanout;
 
-/* Starts the pool. Call from a coroutine. Returns NULL out of memory (or
- * when the runtime refused the coroutines). Owned by the caller. */
-inv_fanout *inv_fanout_new(int width,
-                           int (*one)(void *ctx, const char *sku,
-                                      int64_t version),
-                           void *ctx);
+/* Starts the pool in *out (width < 1 counts as 1). Call from a coroutine.
+ * Returns 0; -EINVAL when one is NULL; -ENOMEM; or -ECANCELED when the
+ * runtime is stopping (rt_spawn's errors). *out is NULL on failure. Owned
+ * by the caller, freed with inv_fanout_free. */
+int inv_fanout_new(int width, int (*one)(void *ctx, const char *sku, int64_t version),
+                   void *ctx, inv_fanout **out);
 /* Runs every item through the pool and waits for all of them: sets
  * items[i].result to 0, or to one's return value when negative. Usable as
  * the body of an inv_redis_sink del. Callable from any number of coroutines

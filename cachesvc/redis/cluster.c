@@ -165,17 +165,32 @@ static int parse_seeds(const char *s, void (*each)(void *, const char *, int), v
     return n;
 }
 
-rc_cluster *rc_new(const rc_config *cfg)
+/* Logs why rc_new refuses cfg (which is about to fail with RC_EINVAL). */
+static int refuse_config(const char *why, const char *seeds)
+{
+    char q[300];
+    rt_log(RT_LOG_ERROR, "redis", "configuration refused", "why=\"%s\" seeds=%s", why,
+           rt_log_q(q, sizeof q, seeds != NULL ? seeds : ""));
+    return RC_EINVAL;
+}
+
+int rc_new(const rc_config *cfg, rc_cluster **out)
 {
     rc_cluster *c;
+    int n;
 
-    if (cfg == NULL || cfg->seeds == NULL || parse_seeds(cfg->seeds, NULL, NULL) <= 0)
-        return NULL;
+    *out = NULL;
+    if (cfg == NULL)
+        return RC_EINVAL;
+    if (cfg->seeds == NULL || (n = parse_seeds(cfg->seeds, NULL, NULL)) == 0)
+        return refuse_config("no seeds", cfg->seeds);
+    if (n < 0)
+        return refuse_config("a seed is not host:port", cfg->seeds);
     if (cfg->user != NULL && cfg->user[0] != '\0' &&
         (cfg->password == NULL || cfg->password[0] == '\0'))
-        return NULL;   /* a user without a password is a mistake */
+        return refuse_config("a user without a password", cfg->seeds);
     if ((c = calloc(1, sizeof *c)) == NULL)
-        return NULL;
+        return RC_ENOMEM;
     c->cfg = *cfg;
     if (c->cfg.conns_per_node <= 0)
         c->cfg.conns_per_node = 1;
@@ -209,7 +224,7 @@ rc_cluster *rc_new(const rc_config *cfg)
             rt_mutex_free(c->refresh_mu);
         pthread_mutex_destroy(&c->mu);
         free(c);
-        return NULL;
+        return RC_ENOMEM;
     }
     c->cfg.seeds = c->seeds;
     /* The credentials live only in the AUTH command, formatted once. */
@@ -222,13 +237,14 @@ rc_cluster *rc_new(const rc_config *cfg)
         c->auth_len = rc__format_len(argc, argv, argvlen);
         if ((c->auth_cmd = malloc(c->auth_len)) == NULL) {
             rc_free(c);
-            return NULL;
+            return RC_ENOMEM;
         }
         rc__format(c->auth_cmd, argc, argv, argvlen);
     }
     rc__sha1_hex(rc__fill_script, strlen(rc__fill_script), c->fill_sha);
     rc__sha1_hex(rc__delete_script, strlen(rc__delete_script), c->delete_sha);
-    return c;
+    *out = c;
+    return 0;
 }
 
 void rc_free(rc_cluster *c)
@@ -974,6 +990,12 @@ out:
     if (lens != NULL && lens != stack_lens)
         free(lens);
     return rc;
+}
+
+int rc_ping(rc_cluster *c, int64_t deadline)
+{
+    const char *argv[] = {"PING"};
+    return rc_command(c, 1, argv, NULL, deadline, NULL);
 }
 
 /* ---- purge --------------------------------------------------------------- */

@@ -19,8 +19,12 @@
  *
  * Threads. Every function here is for coroutines of the runtime (they park
  * the caller, never the worker), except rc_new, rc_strerror, rc_keyslot,
- * rc_item_key, rc_reply_free and rc_stats, which are callable from any thread.
+ * rc_item_key, rc_auth_error and rc_metrics_append, which are callable from
+ * any thread.
  * One rc_cluster is shared by any number of coroutines on any workers.
+ *
+ * This header names no hiredis type. The raw command API (rc_command and
+ * its replies) is the module's own, for its files and its tests: rc_int.h.
  *
  * Errors. Functions return 0 (or a count) on success and one of the negative
  * RC_E* codes below on failure; rc_strerror() names them. They are negative
@@ -33,8 +37,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <hiredis/hiredis.h>
-
 #include "kit/metrics.h"
 
 #ifdef __cplusplus
@@ -42,17 +44,6 @@ extern "C" {
 #endif
 
 typedef struct rc_cluster rc_cluster;
-
-/* A reply is hiredis's redisReply: type is one of RC_REPLY_*, str/len hold
- * strings, status and error text, integer integers, element/elements
- * arrays. Free one with rc_reply_free(). */
-typedef redisReply rc_reply;
-#define RC_REPLY_STRING  REDIS_REPLY_STRING
-#define RC_REPLY_ARRAY   REDIS_REPLY_ARRAY
-#define RC_REPLY_INTEGER REDIS_REPLY_INTEGER
-#define RC_REPLY_NIL     REDIS_REPLY_NIL
-#define RC_REPLY_STATUS  REDIS_REPLY_STATUS
-#define RC_REPLY_ERROR   REDIS_REPLY_ERROR
 
 /* Error codes. */
 #define RC_EINVAL     (-EINVAL)       /* bad argument or configuration */
@@ -113,11 +104,13 @@ typedef struct rc_config {
                                * the copy is wiped by rc_free. */
 } rc_config;
 
-/* Creates a client for cfg. Does no I/O and starts no coroutine; call
- * rc_connect() next. Returns NULL on a bad configuration (no seeds, a seed
- * that is not host:port, a user without a password) or out of memory. The caller owns the client and
- * frees it with rc_free(). Callable from any thread. */
-rc_cluster *rc_new(const rc_config *cfg);
+/* Creates a client for cfg in *out. Does no I/O and starts no coroutine;
+ * call rc_connect() next. Returns 0; RC_EINVAL for a bad configuration (no
+ * seeds, a seed that is not host:port, a user without a password), after
+ * logging which (module=redis, msg="configuration refused", why=...); or
+ * RC_ENOMEM. *out is NULL on failure. The caller owns the client and frees
+ * it with rc_free(). Callable from any thread. */
+int rc_new(const rc_config *cfg, rc_cluster **out);
 
 /* Learns the slot map from the first seed (or known node) that answers
  * CLUSTER SLOTS, detects a standalone server, loads the versioned scripts
@@ -128,31 +121,15 @@ rc_cluster *rc_new(const rc_config *cfg);
  * called again (it then only refreshes). */
 int rc_connect(rc_cluster *c, int64_t deadline);
 
-/* Refreshes the slot map now (synchronously), bypassing the cooldown.
- * Returns 0 or an RC_E* code; the old map stays in use on failure. */
-int rc_refresh(rc_cluster *c, int64_t deadline);
-
 /* Stops the client: every connection is closed, requests still queued fail
  * with RC_ECANCELED, the client's coroutines are joined, memory is freed.
  * No other call on c may be running or follow. Call from a coroutine. */
 void rc_free(rc_cluster *c);
 
-/* Runs one command: argv[0] is the command name, argvlen[i] the length of
- * argv[i] (argvlen NULL: strlen). The key (argv[1] for most commands, the
- * first key of EVAL/EVALSHA) picks the node; keyless commands go to some
- * master. MGET, DEL, UNLINK, EXISTS and TOUCH with keys in several slots are
- * split by slot (the parts run concurrently) and their replies combined.
- * Redirects, retries and failover are handled inside, within deadline.
- *
- * Returns 0 and sets *out to the reply (the caller owns it, frees it with
- * rc_reply_free); RC_ESERVER if Redis answered with an error, *out then
- * holds that error reply (its str is the text); or another RC_E* code with
- * *out set to NULL. out may be NULL when the reply is not wanted.
- * Commands are retried after a lost connection only when they are
- * idempotent (reads, SET, DEL, the versioned scripts); others then fail
- * with RC_ECONN. */
-int rc_command(rc_cluster *c, int argc, const char **argv,
-               const size_t *argvlen, int64_t deadline, rc_reply **out);
+/* Sends PING to some master and waits for its answer. Returns 0 when a
+ * node answered (+PONG or any non-error reply), RC_ESERVER when it
+ * answered with an error, or another RC_E* code. For readiness checks. */
+int rc_ping(rc_cluster *c, int64_t deadline);
 
 /* Copies into buf (cap bytes, NUL-terminated when cap > 0) the most
  * recent refusal of the client's credentials: the node and what it
@@ -162,10 +139,8 @@ int rc_command(rc_cluster *c, int argc, const char **argv,
  * (like snprintf), 0 when no node has refused them. Any thread. */
 int rc_auth_error(rc_cluster *c, char *buf, size_t cap);
 
-/* Frees a reply from rc_command (NULL is fine). */
-void rc_reply_free(rc_reply *r);
-
-/* The cluster hash slot (0..16383) of a key, hash tags ({...}) honoured. */
+/* The cluster hash slot (0..16383) of a key, hash tags ({...}) honoured.
+ * Any thread (the invalidator's tests route their own clients with it). */
 unsigned rc_keyslot(const char *key, size_t len);
 
 /* ------------------------------------------------------------------------ */
@@ -226,39 +201,12 @@ int rc_delete_if_older(rc_cluster *c, const char *key, size_t keylen,
 int rc_purge_items(rc_cluster *c, int64_t deadline, uint64_t *deleted);
 
 /* ------------------------------------------------------------------------ */
-/* Counters for metrics. The list is declared once here (X macro): each    */
-/* entry is X(name, help). All are monotonic counters except inflight.      */
-
-#define RC_NODE_COUNTERS(X)                                                    \
-    X(inflight,  "requests written to the node and not yet answered (gauge)") \
-    X(batches,   "pipelined writes to the node")                              \
-    X(commands,  "commands written to the node")                              \
-    X(moved,     "MOVED redirections received from the node")                 \
-    X(ask,       "ASK redirections received from the node")                   \
-    X(retries,   "requests retried after an error from or about the node")    \
-    X(errors,    "connection failures, timeouts and malformed replies")       \
-    X(auth_failures, "connections the node refused at AUTH (wrong user or password)") \
-    X(refreshes, "slot map refreshes answered by the node")
-
-typedef struct rc_node_stats {
-    char addr[64];            /* "host:port" */
-    int master;               /* 1 if it served slots at the last refresh */
-    int up;                   /* 0 while marked down */
-#define RC__X(name, help) uint64_t name;
-    RC_NODE_COUNTERS(RC__X)
-#undef RC__X
-} rc_node_stats;
-
-/* Copies the counters of up to max nodes into out and returns the number of
- * nodes known (which may exceed max). Callable from any thread. */
-int rc_stats(rc_cluster *c, rc_node_stats *out, int max);
-
-/* Slot map refreshes done so far (successful ones). Any thread. */
-uint64_t rc_refresh_count(rc_cluster *c);
+/* Metrics.                                                                  */
 
 /* Appends the client's families in Prometheus text (the metrics kit,
  * kit/metrics.h), as /metrics serves them: cachesvc_redis_node_<name>_total
- * {node="host:port",role="master|replica"} per counter of RC_NODE_COUNTERS,
+ * {node="host:port",role="master|replica"} per node counter (the list,
+ * RC_NODE_COUNTERS, is in rc_int.h; docs/redis.md names them),
  * the gauge cachesvc_redis_node_inflight, cachesvc_redis_node_up{node} and
  * cachesvc_redis_slot_refreshes_total. Failures show as b->oom. Any thread. */
 void rc_metrics_append(rc_cluster *c, kit_buf *b);

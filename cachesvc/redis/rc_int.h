@@ -1,6 +1,8 @@
 /*
  * rc_int.h: internals of the Redis Cluster client, shared by its own files
- * and its tests only.
+ * and its tests (and benchmark driver) only. Nothing outside cachesvc/redis/
+ * and tests of the client includes it: the service and the invalidator use
+ * rc.h, which names no hiredis type.
  */
 #ifndef CACHESVC_RC_INT_H
 #define CACHESVC_RC_INT_H
@@ -9,12 +11,87 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
+#include <hiredis/hiredis.h>
+
 #include "cachesvc/redis/rc.h"
 #include "runtime/rt.h"
 
 #define RC_SLOTS 16384
 #define RC_MAX_REPLICAS 8
 #define RC_HOST_MAX 46   /* an IPv6 address in text, with its NUL */
+
+/* ------------------------------------------------------------------------ */
+/* The raw command API: any command, its reply as hiredis parsed it. The    */
+/* versioned functions, rc_ping and rc_purge_items are built on it; the     */
+/* client's tests drive the servers with it.                                */
+
+/* A reply is hiredis's redisReply: type is one of RC_REPLY_*, str/len hold
+ * strings, status and error text, integer integers, element/elements
+ * arrays. Free one with rc_reply_free(). */
+typedef redisReply rc_reply;
+#define RC_REPLY_STRING  REDIS_REPLY_STRING
+#define RC_REPLY_ARRAY   REDIS_REPLY_ARRAY
+#define RC_REPLY_INTEGER REDIS_REPLY_INTEGER
+#define RC_REPLY_NIL     REDIS_REPLY_NIL
+#define RC_REPLY_STATUS  REDIS_REPLY_STATUS
+#define RC_REPLY_ERROR   REDIS_REPLY_ERROR
+
+/* Runs one command: argv[0] is the command name, argvlen[i] the length of
+ * argv[i] (argvlen NULL: strlen). The key (argv[1] for most commands, the
+ * first key of EVAL/EVALSHA) picks the node; keyless commands go to some
+ * master. MGET, DEL, UNLINK, EXISTS and TOUCH with keys in several slots are
+ * split by slot (the parts run concurrently) and their replies combined.
+ * Redirects, retries and failover are handled inside, within deadline.
+ *
+ * Returns 0 and sets *out to the reply (the caller owns it, frees it with
+ * rc_reply_free); RC_ESERVER if Redis answered with an error, *out then
+ * holds that error reply (its str is the text); or another RC_E* code with
+ * *out set to NULL. out may be NULL when the reply is not wanted.
+ * Commands are retried after a lost connection only when they are
+ * idempotent (reads, SET, DEL, the versioned scripts); others then fail
+ * with RC_ECONN. */
+int rc_command(rc_cluster *c, int argc, const char **argv,
+               const size_t *argvlen, int64_t deadline, rc_reply **out);
+
+/* Frees a reply from rc_command (NULL is fine). Any thread. */
+void rc_reply_free(rc_reply *r);
+
+/* ------------------------------------------------------------------------ */
+/* Introspection, for the client's tests and benchmark. The service reads  */
+/* the same counters through rc_metrics_append (rc.h).                      */
+
+/* Refreshes the slot map now (synchronously), bypassing the cooldown.
+ * Returns 0 or an RC_E* code; the old map stays in use on failure. */
+int rc_refresh(rc_cluster *c, int64_t deadline);
+
+/* Per node counters, declared once here (X macro): each entry is
+ * X(name, help). All are monotonic counters except inflight. */
+#define RC_NODE_COUNTERS(X)                                                    \
+    X(inflight,  "requests written to the node and not yet answered (gauge)") \
+    X(batches,   "pipelined writes to the node")                              \
+    X(commands,  "commands written to the node")                              \
+    X(moved,     "MOVED redirections received from the node")                 \
+    X(ask,       "ASK redirections received from the node")                   \
+    X(retries,   "requests retried after an error from or about the node")    \
+    X(errors,    "connection failures, timeouts and malformed replies")       \
+    X(auth_failures, "connections the node refused at AUTH (wrong user or password)") \
+    X(refreshes, "slot map refreshes answered by the node")
+
+typedef struct rc_node_stats {
+    char addr[64];            /* "host:port" */
+    int master;               /* 1 if it served slots at the last refresh */
+    int up;                   /* 0 while marked down */
+#define RC__X(name, help) uint64_t name;
+    RC_NODE_COUNTERS(RC__X)
+#undef RC__X
+} rc_node_stats;
+
+/* Copies the counters of up to max nodes into out and returns the number of
+ * nodes known (which may exceed max). Callable from any thread. */
+int rc_stats(rc_cluster *c, rc_node_stats *out, int max);
+
+/* Slot map refreshes done so far (successful ones). Any thread. */
+uint64_t rc_refresh_count(rc_cluster *c);
 
 /* ------------------------------------------------------------------------ */
 /* proto.c: protocol knowledge that needs no I/O.                            */

@@ -118,9 +118,9 @@ static void run(void *arg)
     bench *b = arg;
     b->rc_status = 1;
     rc_config rcc = {.seeds = b->seeds, .command_timeout_ms = 2000};
-    b->rc = rc_new(&rcc);
-    if (b->rc == NULL || rc_connect(b->rc, rt_deadline_ms(10000)) < 0) {
-        fprintf(stderr, "invalidator_bench: cannot reach redis %s\n", b->seeds);
+    int rc;
+    if ((rc = rc_new(&rcc, &b->rc)) < 0 || (rc = rc_connect(b->rc, rt_deadline_ms(10000))) < 0) {
+        fprintf(stderr, "invalidator_bench: cannot reach redis %s: %s\n", b->seeds, rc_strerror(rc));
         goto out;
     }
     if ((b->sink = its_rsink_new(b->seeds, 2000)) == NULL)

@@ -17,6 +17,7 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -797,6 +798,42 @@ static void child_main(void *arg)
 
 /* ---------------------------------------------------------------------- */
 
+/* inv_fanout_new: a missing callback is -EINVAL, not out of memory; a
+ * pool runs every item of a batch through the callback. */
+static int fanout_one(void *ctx, const char *sku, int64_t version)
+{
+    (void)sku;
+    atomic_fetch_add((_Atomic int64_t *)ctx, version);
+    return version == 3 ? -EIO : 0;
+}
+
+static void co_fanout(void *arg)
+{
+    int *ok = arg;
+    _Atomic int64_t sum = 0;
+    inv_fanout *f = (inv_fanout *)1;
+    if (inv_fanout_new(4, NULL, &sum, &f) != -EINVAL || f != NULL)
+        return;
+    if (inv_fanout_new(4, fanout_one, &sum, &f) != 0 || f == NULL)
+        return;
+    inv_del items[5] = {{"a", 1, 1}, {"b", 2, 1}, {"c", 3, 1}, {"d", 4, 1}, {"e", 5, 1}};
+    int r = inv_fanout_del(f, items, 5);
+    inv_fanout_free(f);
+    *ok = r == 0 && atomic_load(&sum) == 15 && items[2].result == -EIO &&
+          items[0].result == 0 && items[4].result == 0;
+}
+
+static void test_fanout(void **state)
+{
+    (void)state;
+    int ok = 0;
+    rt_co *co = NULL;
+    rt_spawn_opts o = {.joinable = 1};
+    assert_int_equal(rt_spawn_ex(&co, co_fanout, &ok, &o), 0);
+    assert_int_equal(rt_join(co), 0);
+    assert_true(ok);
+}
+
 static void co_rsink_new(void *arg)
 {
     (void)arg;
@@ -834,6 +871,7 @@ int main(int argc, char **argv)
         goto out;
     }
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fanout),
         cmocka_unit_test_setup_teardown(test_due_time, setup, teardown),
         cmocka_unit_test_setup_teardown(test_due_on_receipt, setup, teardown),
         cmocka_unit_test_setup_teardown(test_out_of_order_commit, setup, teardown),

@@ -38,6 +38,8 @@
 static const char *g_seeds, *g_dir, *g_user, *g_password;
 static int g_port;
 
+/* A client of the test's cluster; NULL (a failed check names rc_new's
+ * error) when it cannot be created. */
 static rc_cluster *client(const char *user, const char *password, int conns, int replica_reads)
 {
     rc_config cfg = {
@@ -50,7 +52,10 @@ static rc_cluster *client(const char *user, const char *password, int conns, int
         .user = user,
         .password = password,
     };
-    return rc_new(&cfg);
+    rc_cluster *c;
+    int rc = rc_new(&cfg, &c);
+    CHECK(rc == 0, "rc_new: %s", rc_strerror(rc));
+    return c;
 }
 
 static uint64_t sum_auth_failures(rc_cluster *c)
@@ -73,7 +78,6 @@ static void expect_refused(const char *what, const char *user, const char *passw
     int64_t t0 = rt_now_ms();
     int rc;
 
-    CHECK(c != NULL, "%s: rc_new", what);
     if (c == NULL)
         return;
     rc = rc_connect(c, rt_deadline_ms(5000));
@@ -194,13 +198,16 @@ static int run(void)
         sh(out, sizeof out, "redis-cli -p %d --no-auth-warning acl setuser limited on '>%s' "
                             "'~*' -@all +get", p, g_password);
     expect_refused("no CLUSTER SLOTS permission", "limited", g_password, "NOPERM");
-    CHECK(client("someone", "", 1, 0) == NULL, "rc_new refuses a user without a password");
+    {
+        rc_config bad = {.seeds = g_seeds, .user = "someone", .password = ""};
+        rc = rc_new(&bad, &c);
+        CHECK(rc == RC_EINVAL && c == NULL, "rc_new refuses a user without a password: %s",
+              rc_strerror(rc));
+    }
 
     /* 2. The right credentials: pooled connections, replicas. */
-    if ((c = client(g_user, g_password, 2, 1)) == NULL) {
-        CHECK(c != NULL, "rc_new");
+    if ((c = client(g_user, g_password, 2, 1)) == NULL)
         return 1;
-    }
     rc = rc_connect(c, rt_deadline_ms(5000));
     CHECK(rc == 0, "rc_connect: %s", rc_strerror(rc));
     if (rc < 0) {

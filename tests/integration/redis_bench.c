@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cachesvc/redis/rc.h"
+#include "cachesvc/redis/rc_int.h"
 #include "runtime/rt.h"
 
 typedef struct bench {
@@ -84,8 +84,8 @@ static void run(void *arg)
     int64_t t0, t1;
     int rc;
 
-    if ((b->c = rc_new(&cfg)) == NULL || (rc = rc_connect(b->c, rt_deadline_ms(5000))) < 0) {
-        fprintf(stderr, "redis_bench: cannot connect to %s\n", b->seeds);
+    if ((rc = rc_new(&cfg, &b->c)) < 0 || (rc = rc_connect(b->c, rt_deadline_ms(5000))) < 0) {
+        fprintf(stderr, "redis_bench: cannot connect to %s: %s\n", b->seeds, rc_strerror(rc));
         rc_main = 1;
         if (b->c)
             rc_free(b->c);

@@ -51,11 +51,11 @@ static rc_cluster *connect_client(const char *seeds, int replica_reads)
         .replica_reads = replica_reads,
         .refresh_cooldown_ms = 50,
     };
-    rc_cluster *c = rc_new(&cfg);
-    int rc;
+    rc_cluster *c;
+    int rc = rc_new(&cfg, &c);
 
-    if (c == NULL) {
-        CHECK(c != NULL, "rc_new");
+    if (rc < 0) {
+        CHECK(rc == 0, "rc_new: %s", rc_strerror(rc));
         return NULL;
     }
     rc = rc_connect(c, rt_deadline_ms(5000));
@@ -847,7 +847,10 @@ static int run_faults(void)
     rt_spawn(&acc, fake_accept, &f);
     snprintf(seeds, sizeof seeds, "127.0.0.1:%d", g_port);
     rc_config cfg = {.seeds = seeds, .connect_timeout_ms = 300, .command_timeout_ms = 500};
-    c = rc_new(&cfg);
+    rc = rc_new(&cfg, &c);
+    CHECK(rc == 0, "rc_new: %s", rc_strerror(rc));
+    if (rc < 0)
+        goto out;
     rc = rc_connect(c, rt_deadline_ms(2000));
     CHECK(rc == 0, "connect to fake: %s", rc_strerror(rc));
     CHECK(atomic_load(&c->standalone) == 1, "fake is standalone");
@@ -907,7 +910,10 @@ static int run_faults(void)
     /* Nothing listens: the caller gets an error by its deadline. */
     snprintf(seeds, sizeof seeds, "127.0.0.1:%d", g_port + 1);
     cfg.seeds = seeds;
-    c = rc_new(&cfg);
+    rc = rc_new(&cfg, &c);
+    CHECK(rc == 0, "rc_new: %s", rc_strerror(rc));
+    if (rc < 0)
+        goto out;
     t0 = rt_now_ns();
     rc = rc_connect(c, rt_deadline_ms(500));
     CHECK(rc < 0, "connect to nothing: %d", rc);
@@ -917,9 +923,15 @@ static int run_faults(void)
     CHECK(rc < 0 && rt_now_ns() - dl < SLACK_NS, "GET with no cluster: %s", rc_strerror(rc));
     rc_free(c);
 
-    CHECK(rc_new(&(rc_config){.seeds = "nohostport"}) == NULL, "bad seeds refused");
-    CHECK(rc_new(&(rc_config){.seeds = ""}) == NULL, "empty seeds refused");
+    /* A bad configuration is RC_EINVAL, not mistaken for out of memory. */
+    rc = rc_new(&(rc_config){.seeds = "nohostport"}, &c);
+    CHECK(rc == RC_EINVAL && c == NULL, "bad seeds refused: %s", rc_strerror(rc));
+    rc = rc_new(&(rc_config){.seeds = ""}, &c);
+    CHECK(rc == RC_EINVAL && c == NULL, "empty seeds refused: %s", rc_strerror(rc));
+    rc = rc_new(&(rc_config){.seeds = "127.0.0.1:1", .user = "u"}, &c);
+    CHECK(rc == RC_EINVAL && c == NULL, "user without password refused: %s", rc_strerror(rc));
 
+out:
     atomic_store(&f.stop, 1);
     rt_join(acc);
     rt_close(f.lfd);

@@ -524,9 +524,14 @@ its_rsink *its_rsink_new(const char *seeds, int command_timeout_ms)
         return NULL;
     s->timeout_ms = command_timeout_ms;
     rc_config rcc = {.seeds = seeds, .command_timeout_ms = command_timeout_ms};
-    if ((s->rc = rc_new(&rcc)) == NULL ||
-        rc_connect(s->rc, rt_deadline_ms(10000)) < 0 ||
-        (s->fanout = inv_fanout_new(128, rs_one, s)) == NULL) {
+    int rc;
+    if ((rc = rc_new(&rcc, &s->rc)) < 0 || (rc = rc_connect(s->rc, rt_deadline_ms(10000))) < 0) {
+        fprintf(stderr, "its_rsink_new: redis %s: %s\n", seeds, rc_strerror(rc));
+        its_rsink_free(s);
+        return NULL;
+    }
+    if ((rc = inv_fanout_new(128, rs_one, s, &s->fanout)) < 0) {
+        fprintf(stderr, "its_rsink_new: inv_fanout_new: %s\n", inv_strerror(rc));
         its_rsink_free(s);
         return NULL;
     }

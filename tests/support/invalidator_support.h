@@ -53,7 +53,8 @@ const char *its_cluster_seeds(void);
 /* ---- Redis sink: the cluster client (rc) through an inv_fanout ---------- */
 
 typedef struct its_rsink its_rsink;
-/* Connects (from a coroutine). NULL on failure. */
+/* Connects (from a coroutine). NULL on failure, after printing why to
+ * stderr. */
 its_rsink *its_rsink_new(const char *seeds, int command_timeout_ms);
 void its_rsink_free(its_rsink *s);   /* from a coroutine */
 inv_redis_sink its_rsink_sink(its_rsink *s);
