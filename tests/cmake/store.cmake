@@ -5,7 +5,7 @@ set(STORE_SRC ${CMAKE_SOURCE_DIR}/cachesvc/store)
 # The PostgreSQL backend's files (pg_int.h says what each holds).
 set(STORE_PG_SRC ${STORE_SRC}/pg.c ${STORE_SRC}/pg_conn.c ${STORE_SRC}/pg_batch.c
   ${STORE_SRC}/pg_read.c)
-add_executable(test_store unit/test_store.c unit/test_store_rtstub.c
+add_executable(test_store unit/test_store.c support/store_rtstub.c
   ${CMAKE_SOURCE_DIR}/runtime/log.c ${STORE_SRC}/decide.c ${STORE_SRC}/schema.c ${STORE_SRC}/sqlite.c
   ${STORE_SRC}/soldout.c)
 target_link_libraries(test_store PRIVATE kit PkgConfig::SQLITE3 PkgConfig::CMOCKA Threads::Threads)
@@ -14,7 +14,7 @@ set_tests_properties(store_unit_rules PROPERTIES LABELS unit TIMEOUT 120)
 
 # The PostgreSQL store against a real server (scripts/postgres, port 23100),
 # on the same runtime stand-in.
-add_executable(test_store_pg integration/store_pg.c unit/test_store_rtstub.c
+add_executable(test_store_pg integration/store_pg.c support/store_rtstub.c
   ${CMAKE_SOURCE_DIR}/runtime/log.c ${STORE_SRC}/store.c ${STORE_SRC}/decide.c ${STORE_SRC}/schema.c ${STORE_SRC}/sqlite.c
   ${STORE_PG_SRC} ${STORE_SRC}/soldout.c)
 target_compile_definitions(test_store_pg PRIVATE STORE_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
