@@ -25,26 +25,22 @@ set_tests_properties(store_integration_pg PROPERTIES LABELS integration TIMEOUT 
 
 # On the real runtime: concurrency through the batcher (store.c included by
 # the test, so the store's other sources are compiled in, not the library).
-if(TARGET rt)
-  set(STORE_RT_SRC ${STORE_SRC}/decide.c ${STORE_SRC}/schema.c ${STORE_SRC}/sqlite.c
-    ${STORE_PG_SRC} ${STORE_SRC}/soldout.c)
-  add_executable(test_store_rt unit/test_store_rt.c ${STORE_RT_SRC})
-  target_link_libraries(test_store_rt PRIVATE kit rt PkgConfig::SQLITE3 PkgConfig::LIBPQ
-    PkgConfig::CMOCKA Threads::Threads)
-  add_test(NAME store_unit_concurrent COMMAND test_store_rt)
-  set_tests_properties(store_unit_concurrent PROPERTIES LABELS unit TIMEOUT 180)
-endif()
+set(STORE_RT_SRC ${STORE_SRC}/decide.c ${STORE_SRC}/schema.c ${STORE_SRC}/sqlite.c
+  ${STORE_PG_SRC} ${STORE_SRC}/soldout.c)
+add_executable(test_store_rt unit/test_store_rt.c ${STORE_RT_SRC})
+target_link_libraries(test_store_rt PRIVATE kit rt PkgConfig::SQLITE3 PkgConfig::LIBPQ
+  PkgConfig::CMOCKA Threads::Threads)
+add_test(NAME store_unit_concurrent COMMAND test_store_rt)
+set_tests_properties(store_unit_concurrent PROPERTIES LABELS unit TIMEOUT 180)
 
 # On the real runtime against PostgreSQL (port 23110) and SQLite: the
 # concurrent model, the server stopped mid-load, kill -9 mid-load.
-if(TARGET rt)
-  add_executable(test_store_rt_pg integration/store_rt.c ${STORE_RT_SRC})
-  target_compile_definitions(test_store_rt_pg PRIVATE STORE_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
-  target_link_libraries(test_store_rt_pg PRIVATE kit rt PkgConfig::SQLITE3 PkgConfig::LIBPQ
-    PkgConfig::CMOCKA Threads::Threads)
-  add_test(NAME store_integration_concurrent COMMAND test_store_rt_pg)
-  set_tests_properties(store_integration_concurrent PROPERTIES LABELS integration TIMEOUT 300)
-endif()
+add_executable(test_store_rt_pg integration/store_rt.c ${STORE_RT_SRC})
+target_compile_definitions(test_store_rt_pg PRIVATE STORE_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
+target_link_libraries(test_store_rt_pg PRIVATE kit rt PkgConfig::SQLITE3 PkgConfig::LIBPQ
+  PkgConfig::CMOCKA Threads::Threads)
+add_test(NAME store_integration_concurrent COMMAND test_store_rt_pg)
+set_tests_properties(store_integration_concurrent PROPERTIES LABELS integration TIMEOUT 300)
 
 # The benchmark driver of scripts/bench store (not a test).
 add_executable(store_bench ${CMAKE_SOURCE_DIR}/tests/bench/store/store_bench.c)
