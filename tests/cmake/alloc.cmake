@@ -30,6 +30,9 @@ if(NOT FUZZ)
   cachesvc_alloc_test(kit kit)
   # localcache/: lc_new, and every other call (which must allocate nothing).
   cachesvc_alloc_test(localcache lc)
+  # api/: the read buffer, parsing, JSON bodies, handlers and responses
+  # (http_core), over the in-memory service.
+  cachesvc_alloc_test(api http_core memservice)
   # cachesvc/store/: the decision rules and the sold-out sets (soldout.c is
   # included by the test), on the runtime stand-in and a fake backend.
   cachesvc_alloc_test(store ${CMAKE_SOURCE_DIR}/cachesvc/store/decide.c
