@@ -117,6 +117,22 @@ static void test_reserve(void **state)
     assert_int_equal(failalloc_loop("kit_buf_reserve", run_reserve, NULL), 1);
 }
 
+/* A reservation no allocator could grant answers -ENOMEM at once, the
+ * buffer as it was. */
+static void test_reserve_too_large(void **state)
+{
+    (void)state;
+    kit_buf b = {0};
+    assert_int_equal(kit_buf_puts(&b, "kept"), 0);
+    assert_int_equal(kit_buf_reserve(&b, SIZE_MAX / 2 + 2), -ENOMEM);
+    assert_int_equal(kit_buf_reserve(&b, SIZE_MAX - 2), -ENOMEM);
+    assert_int_equal(kit_buf_printf(&b, "%s", ""), 0);
+    assert_int_equal(b.oom, 1);
+    assert_int_equal(b.len, 4);
+    assert_memory_equal(b.data, "kept", 5);
+    kit_buf_free(&b);
+}
+
 /* ---- the Prometheus writers ---------------------------------------------- */
 
 #define TEST_COUNTERS(X)                                                       \
@@ -232,6 +248,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         FAILALLOC_TEST(test_buf),
         FAILALLOC_TEST(test_reserve),
+        FAILALLOC_TEST(test_reserve_too_large),
         FAILALLOC_TEST(test_prom),
         FAILALLOC_TEST(test_process),
         FAILALLOC_TEST(test_shim_sees_leaks),
