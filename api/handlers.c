@@ -561,7 +561,10 @@ static void h_metrics(http_conn *c)
 {
     const http_service *s = c->srv->svc;
     kit_buf *b = &c->body;
-    b->len = 0;
+    /* A reset, not len = 0: the body is the connection's, and an earlier
+     * answer's failed append would leave oom set, which the metrics
+     * writers report as -ENOMEM. */
+    kit_buf_reset(b);
     int rc = 0;
     if (s->metrics)
         rc = s->metrics(s->ctx, b);

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,7 +15,9 @@ int kit_buf_reserve(kit_buf *b, size_t extra)
     if (b->data != NULL && b->cap - b->len > extra)
         return 0;
     size_t need = b->len + extra + 1;
-    if (need < extra) {
+    /* No object is larger than PTRDIFF_MAX (and doubling past it would
+     * wrap the capacity to 0 and loop forever). */
+    if (need < extra || need > PTRDIFF_MAX) {
         b->oom = 1;
         return -ENOMEM;
     }

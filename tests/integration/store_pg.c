@@ -2,7 +2,7 @@
  * store_pg.c: the PostgreSQL store against a real server started by
  * scripts/postgres in a temp dir on 127.0.0.1:23100 (stopped at the end,
  * also on failure). Runs single-threaded on the runtime stand-in
- * (tests/unit/test_store_rtstub.c): the serial model through random batch
+ * (tests/support/store_rtstub.c): the serial model through random batch
  * transactions, the API calls, a connection broken during COMMIT (outcome
  * unknown, then a safe retry with the same key), the server stopped and
  * restarted under the store, a row locked by another session (a timed-out
@@ -28,7 +28,7 @@
 #include <libpq-fe.h>
 
 #include "cachesvc/store/store_int.h"
-#include "tests/unit/test_store_model.h"
+#include "tests/support/store_model.h"
 #include "kit/kit.h"
 
 #define PORT 23100

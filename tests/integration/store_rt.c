@@ -42,7 +42,7 @@
 
 #include "cachesvc/store/store.c"
 #define TSM_WITH_RUNTIME 1
-#include "tests/unit/test_store_model.h"
+#include "tests/support/store_model.h"
 
 #define PORT 23110
 

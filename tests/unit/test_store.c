@@ -23,7 +23,7 @@
 #include <cmocka.h>
 
 #include "cachesvc/store/store_int.h"
-#include "tests/unit/test_store_model.h"
+#include "tests/support/store_model.h"
 
 static void test_valid(void **state)
 {

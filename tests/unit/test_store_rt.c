@@ -22,7 +22,7 @@
 
 #include "cachesvc/store/store.c"
 #define TSM_WITH_RUNTIME 1
-#include "tests/unit/test_store_model.h"
+#include "tests/support/store_model.h"
 
 typedef struct ctx {
     const char *url;

@@ -1,5 +1,5 @@
 /*
- * test_store_model.h: the serial model of the store, shared by the store's
+ * store_model.h: the serial model of the store, shared by the store's
  * unit and integration tests. A randomized request sequence (decrements
  * with random users, qty and idempotency keys; restocks that change the
  * per-user limit) is decided one request at a time against an in-memory
@@ -10,8 +10,8 @@
  * Header-only (static functions): include it in one test file per
  * executable, after cmocka.h and store_int.h.
  */
-#ifndef TEST_STORE_MODEL_H
-#define TEST_STORE_MODEL_H
+#ifndef CACHESVC_TESTS_STORE_MODEL_H
+#define CACHESVC_TESTS_STORE_MODEL_H
 
 #include <fcntl.h>
 #include <stdio.h>
@@ -603,4 +603,4 @@ static inline void tsm_run_model(const char *url, const char *sku, int n, int co
 
 #endif /* TSM_WITH_RUNTIME */
 
-#endif /* TEST_STORE_MODEL_H */
+#endif /* CACHESVC_TESTS_STORE_MODEL_H */

@@ -1,5 +1,5 @@
 /*
- * test_store_rtstub.c: a single-threaded stand-in for the runtime calls the
+ * store_rtstub.c: a single-threaded stand-in for the runtime calls the
  * store makes, so that the store's unit and backend tests run without the
  * scheduler. rt_self() says "not a coroutine" (the SQLite backend then runs
  * its calls inline), waits on fds are poll(2), semaphores and events are
