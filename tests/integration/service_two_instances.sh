@@ -138,10 +138,20 @@ check "after the delay Redis holds the audited version or its tombstone (got '$r
 # and a fresh instance C that knows no floor: C serves the old copy until
 # one decrement is refused at the newer version; from then on C answers
 # the database's version, and so does Redis.
+# The hand-set copy must come after the delayed delete of the decrement's
+# event (which would remove it): wait until the delay consumers have read
+# both events and hold none.
+recv() { echo $(( $(metric $A cachesvc_inv_received_total) + $(metric $B cachesvc_inv_received_total) )); }
+r0=$(recv)
 req PUT $A/v1/items/stale '{"stock":1}' "${ADMIN[@]}"
 req POST $A/v1/items/stale/decrement '{"user_id":"s1","qty":1}'; expect 200 '"stock":0' "stale: sold out on A"
 sv=$(json_num version <<<"$BODY")
-sleep $(( (DELAY + 800) / 1000 )).$(( (DELAY + 800) % 1000 ))
+sleep $(( DELAY / 1000 )).$(( DELAY % 1000 ))
+for i in $(seq 1 300); do
+  [ "$(recv)" -ge $((r0 + 2)) ] && [ "$(metric $A cachesvc_inv_pending)" = 0 ] &&
+    [ "$(metric $B cachesvc_inv_pending)" = 0 ] && break
+  sleep 0.1
+done
 redis-cli -c -h 127.0.0.1 -p $RP SET 'stock:{stale}' "$((sv - 1))|1|0|0" PX 3600000 >/dev/null
 PC=$((PA + 2)); C=http://127.0.0.1:$PC
 start_svc c $PC "${common[@]}" --kafka.instance_id=c || exit 1
@@ -207,6 +217,9 @@ req POST $D/v1/items/cutoff/decrement '{"user_id":"c4","qty":1}'; expect 200 '"s
 # them to its own broker, where the fleet's broadcast consumers never read
 # them (the local TTL, a minute here, would be all that moved A and B off
 # those items). Its publications and commits count in the check below.
+for i in $(seq 1 150); do   # D's relay idle: nothing left in the outbox to publish
+  [ "$(psql "$PG" -Atc 'SELECT count(*) FROM outbox' 2>/dev/null)" = 0 ] && break; sleep 0.1
+done
 dm=$(curl -s $D/metrics)
 d_pub=$(awk '$1 == "cachesvc_inv_published_total" {print $2}' <<<"$dm")
 d_com=$(awk '$1 == "cachesvc_store_commits_total" {print $2}' <<<"$dm")
