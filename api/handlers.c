@@ -53,7 +53,6 @@ static void reply_err(http_conn *c, int route, int err, int64_t retry_after_s)
     http__reply_error(c, route, status, http_error_code(err), http_strerror(err), ex);
 }
 
-
 /* Answers 425 sale_not_started. When the service knows the start
  * (starts_at_ms > 0) the envelope gets "sale_starts_at_ms" and
  * Retry-After is the seconds until then, rounded up, at least 1; when it
@@ -70,7 +69,7 @@ static void reply_not_started(http_conn *c, int route, int64_t starts_at_ms)
     snprintf(extra, sizeof extra, "Retry-After: %lld\r\n", (long long)wait_s);
     const char *detail = http_strerror(HTTP_E_SALE_NOT_STARTED);
     kit_buf *b = &c->body;
-    b->len = 0;
+    kit_buf_reset(b);
     int e = kit_buf_puts(b, "{\"error\":\"sale_not_started\",\"detail\":");
     e |= http_buf_json_str(b, detail, strlen(detail));
     if (starts_at_ms > 0) {
@@ -242,7 +241,7 @@ static void h_get_item(http_conn *c, const char *sku)
         reply_err(c, HTTP__R_GET_ITEM, rc, 0);
         return;
     }
-    c->body.len = 0;
+    kit_buf_reset(&c->body);
     if (json_item(&c->body, &it) < 0) {
         c->closing = 1;
         return;
@@ -256,7 +255,7 @@ static void h_get_item(http_conn *c, const char *sku)
 static void reply_order(http_conn *c, int route, const http_order *o, const char *tail)
 {
     kit_buf *b = &c->body;
-    b->len = 0;
+    kit_buf_reset(b);
     int e = kit_buf_puts(b, "{\"order_id\":");
     e |= http_buf_i64(b, o->order_id);
     e |= kit_buf_puts(b, ",\"sku\":");
@@ -381,7 +380,7 @@ static void h_put_item(http_conn *c, const char *sku)
         reply_err(c, R, rc, 0);
         return;
     }
-    c->body.len = 0;
+    kit_buf_reset(&c->body);
     if (json_item(&c->body, &it) < 0) {
         c->closing = 1;
         return;
@@ -410,7 +409,7 @@ static void h_audit(http_conn *c, const char *sku, const char *q, size_t qlen)
         return;
     }
     kit_buf *b = &c->body;
-    b->len = 0;
+    kit_buf_reset(b);
     int e = kit_buf_puts(b, "{\"sku\":");
     e |= http_buf_json_str(b, sku, strlen(sku));
     e |= kit_buf_printf(b,
@@ -458,7 +457,7 @@ static void reply_config(http_conn *c, int route, const http_config_values *v,
 {
     const http_service *s = c->srv->svc;
     kit_buf *b = &c->body;
-    b->len = 0;
+    kit_buf_reset(b);
     int e = kit_buf_printf(b,
         "{\"invalidation_delay_ms\":%lld,\"local_ttl_ms\":%lld,\"log_level\":",
         (long long)v->invalidation_delay_ms, (long long)v->local_ttl_ms);
@@ -545,7 +544,7 @@ static void h_purge_cache(http_conn *c)
                           res.detail[0] ? res.detail : http_strerror(rc), NULL);
         return;
     }
-    c->body.len = 0;
+    kit_buf_reset(&c->body);
     if (kit_buf_printf(&c->body,
             "{\"purged\":true,\"redis\":\"%s\",\"redis_keys_deleted\":%llu,"
             "\"broadcast\":\"%s\"}",
@@ -603,7 +602,7 @@ static void h_readyz(http_conn *c)
                          : redis_down || kafka_down ? "degraded"
                                                     : "ready";
     int code = r.draining || r.store == HTTP_DEP_DOWN ? 503 : 200;
-    c->body.len = 0;
+    kit_buf_reset(&c->body);
     if (kit_buf_printf(&c->body,
             "{\"status\":\"%s\",\"store\":\"%s\",\"redis\":\"%s\",\"kafka\":\"%s\","
             "\"degraded\":[%s%s%s]}",
@@ -750,7 +749,7 @@ void http__dispatch(http_conn *c)
     case HTTP__R_PURGE_CACHE: h_purge_cache(c); break;
     case HTTP__R_METRICS:    h_metrics(c); break;
     case HTTP__R_HEALTHZ:
-        c->body.len = 0;
+        kit_buf_reset(&c->body);
         kit_buf_puts(&c->body, "{\"status\":\"ok\"}");
         reply_json(c, r, 200, NULL, 0);
         break;

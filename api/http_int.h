@@ -254,6 +254,4 @@ int http__json_object(char *buf, size_t len, http__jobj *o);
 /* The member called name, or NULL. */
 const http__jmember *http__json_get(const http__jobj *o, const char *name);
 
-/* Validation (handlers.c). */
-
 #endif /* CACHESVC_HTTP_INT_H */

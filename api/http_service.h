@@ -22,12 +22,13 @@
 #include <stdint.h>
 
 #include "api/http.h"
+#include "kit/kit.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define HTTP_SKU_MAX 64       /* bytes of [A-Za-z0-9._:-] */
+#define HTTP_SKU_MAX KIT_SKU_MAX /* bytes of [A-Za-z0-9._:-] (kit/kit.h) */
 #define HTTP_USER_MAX 64      /* same alphabet as a sku */
 #define HTTP_IDEM_KEY_MAX 128 /* printable ASCII */
 #define HTTP_QTY_MAX 1000000

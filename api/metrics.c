@@ -144,7 +144,7 @@ int http_metrics_append(const http_server *srv, kit_buf *out)
     for (int r = 0; r < HTTP__R_COUNT; r++) {
         snprintf(lb, sizeof lb, "route=\"%s\",method=\"%s\"", route_label(r), route_method(r));
         kit_prom_hist_cells(out, "http_request_duration_seconds", lb, &cells, HIST(r), bounds_s,
-                            NBOUNDS, 1e-9);
+                            NBOUNDS, 1e9);
     }
     static const kit_metric conn[] = {HTTP__CONN_COUNTERS(KIT_METRIC)};
     uint64_t v[HTTP__C_COUNT];

@@ -177,7 +177,7 @@ void http__reply_error(http_conn *c, int route, int status, const char *code,
                        const char *detail, const char *extra_hdrs)
 {
     kit_buf *b = &c->body;
-    b->len = 0;
+    kit_buf_reset(b);
     int rc = kit_buf_puts(b, "{\"error\":");
     rc |= http_buf_json_str(b, code, strlen(code));
     rc |= kit_buf_puts(b, ",\"detail\":");

@@ -88,7 +88,7 @@ static int flush(http_conn *c)
             break;
         rc = 0;
     }
-    c->out.len = 0;
+    kit_buf_reset(&c->out);
     /* Give back the memory of an unusually large answer (an audit with
      * every order id); idle connections should stay small. */
     if (c->out.cap > 65536)

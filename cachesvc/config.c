@@ -436,7 +436,11 @@ void svc_config_defaults(svc_config *cfg)
     memset(cfg, 0, sizeof *cfg);
     for (size_t i = 0; i < N_KEYS; i++) {
         int rc = set_key(cfg, &cfg_keys[i], cfg_keys[i].def, SVC_SRC_DEFAULT, "default", NULL, 0);
-        KIT_ASSERT(rc >= 0);   /* a default the validator refuses: a bug in SVC_CONFIG_KEYS */
+        if (rc < 0) {   /* a default the validator refuses: a bug in SVC_CONFIG_KEYS */
+            fprintf(stderr, "config: bad default for %s.%s\n", cfg_keys[i].section,
+                    cfg_keys[i].key);
+            KIT_PANIC("a default of SVC_CONFIG_KEYS fails its own validation");
+        }
     }
 }
 

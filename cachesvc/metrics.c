@@ -131,6 +131,6 @@ void svc_metrics_render(kit_buf *b)
             kit_prom_header(b, h_name[id], "histogram", h_help[id]);
         int kind = h_kind[id];
         kit_prom_hist_cells(b, h_name[id], h_labels[id], &cells, HIST(id), bounds(kind),
-                            nbuckets(kind), kind == SVC_HIST_SECONDS ? 1e-9 : 1);
+                            nbuckets(kind), kind == SVC_HIST_SECONDS ? 1e9 : 1);
     }
 }

@@ -140,9 +140,6 @@ void svc__redis_fill(svc *s, const char *sku, const svc_entry *e);
  * delete and the next reader's fill stand in). */
 void svc__redis_refresh(svc *s, const char *sku, const svc_entry *e);
 
-/* Wall-clock milliseconds since the epoch (the clock of the store's
- * commit stamps). Any thread. */
-
 /* The online consistency monitor (monitor.c). svc__monitor_note is called
  * for every read served (any tier) and samples one in
  * monitor.sample_every; never parks. */

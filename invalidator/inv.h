@@ -53,7 +53,7 @@
 extern "C" {
 #endif
 
-#define INV_SKU_MAX 64
+#define INV_SKU_MAX KIT_SKU_MAX /* kit/kit.h */
 #define INV_DEFAULT_TOPIC "stock-invalidations"
 #define INV_DEFAULT_DELAY_GROUP "cachesvc-invalidator"
 #define INV_DEFAULT_BCAST_PREFIX "cachesvc-bcast-"
@@ -323,9 +323,7 @@ uint64_t inv_hist_count_le(const inv_hist *h, int64_t le_ms);
     X(rebalances, "partition assignments and revocations")
 
 typedef struct inv_stats {
-#define INV_X_FIELD(name, help) uint64_t name;
-    INV_COUNTERS(INV_X_FIELD)
-#undef INV_X_FIELD
+    INV_COUNTERS(KIT_FIELD)
     int64_t outbox_depth;          /* gauge: source depth, or rows in flight */
     int64_t outbox_oldest_age_ms;  /* gauge: age of the oldest outbox row
                                     * (0 when empty or unknown) */

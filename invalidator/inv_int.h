@@ -31,8 +31,6 @@ typedef struct inv_event {
 /* Longest encoding: the keys, a 64-byte sku and seven 19-digit numbers. */
 #define INV_EVENT_JSON_MAX 320
 
-/* True when s[0..n-1] is a valid sku: 1-64 bytes of [A-Za-z0-9._:-]. */
-
 /* Writes ev as JSON into buf (cap bytes, NUL-terminated). Returns the length
  * without the NUL, or -EINVAL (bad sku or negative numbers), -ENOSPC. */
 int inv__event_encode(const inv_event *ev, char *buf, size_t cap);
@@ -43,8 +41,6 @@ int inv__event_encode(const inv_event *ev, char *buf, size_t cap);
  * purge_at_ms alone. Returns 0
  * or -EINVAL. Input from the network: never asserts. */
 int inv__event_decode(const char *buf, size_t n, inv_event *ev);
-
-/* Wall-clock milliseconds since the epoch (the clock of committed_at). */
 
 /* ---------------------------------------------------------------------- */
 /* Histograms (event.c): updated with relaxed atomics from any thread.     */

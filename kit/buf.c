@@ -56,8 +56,10 @@ int kit_buf_printf(kit_buf *b, const char *fmt, ...)
     va_start(ap, fmt);
     int n = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
-    if (n < 0)
+    if (n < 0) {
+        b->oom = 1;   /* the text would have a hole, as after a failed append */
         return -EINVAL;
+    }
     if (kit_buf_reserve(b, (size_t)n) < 0)
         return -ENOMEM;
     va_start(ap, fmt);

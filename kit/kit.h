@@ -56,6 +56,18 @@ static inline int kit_mutex_locked(pthread_mutex_t *m)
 }
 #define KIT_ASSERT_LOCKED(m) KIT_DASSERT(kit_mutex_locked(m))
 
+/* Metrics lists (kit/metrics.h): a module declares its metrics once as an
+ * X-macro of the form X(name, help); KIT_METRIC makes a line a kit_metric,
+ * KIT_FIELD a uint64_t field of a stats struct. Here, not in metrics.h, so
+ * that modules which depend on nothing (localcache, the runtime) can
+ * declare their lists in that form too. */
+typedef struct kit_metric {
+    const char *name;
+    const char *help;
+} kit_metric;
+#define KIT_METRIC(name, help) {#name, help},
+#define KIT_FIELD(name, help) uint64_t name;
+
 /* Skus, user ids and idempotency-key-like identifiers: 1 to KIT_SKU_MAX
  * bytes of [A-Za-z0-9._:-]. Buffers that hold one are KIT_SKU_MAX + 1. */
 #define KIT_SKU_MAX 64

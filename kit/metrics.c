@@ -11,15 +11,25 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-__thread int kit__slot_plus1;
+static __thread int slot_plus1;   /* the thread's slot + 1; 0 until it counts */
 static _Atomic int next_slot;
 
-int kit__slot_assign(void)
+/* Out of line on purpose: a coroutine may resume on another thread, and an
+ * inlined thread-local read could reuse the first thread's address
+ * (runtime/rt.h). Each call reads the calling thread's own variable. */
+__attribute__((noinline)) int kit__slot(void)
 {
-    int s = atomic_fetch_add_explicit(&next_slot, 1, memory_order_relaxed);
+    int s = slot_plus1;
+    if (s > 0)
+        return s - 1;
+    s = atomic_load_explicit(&next_slot, memory_order_relaxed);
+    while (s < KIT_SLOTS - 1 &&
+           !atomic_compare_exchange_weak_explicit(&next_slot, &s, s + 1, memory_order_relaxed,
+                                                  memory_order_relaxed))
+        ;
     if (s > KIT_SLOTS - 1)
-        s = KIT_SLOTS - 1;   /* the shared slot */
-    kit__slot_plus1 = s + 1;
+        s = KIT_SLOTS - 1;   /* every owned slot is taken: the shared one */
+    slot_plus1 = s + 1;
     return s;
 }
 
@@ -46,10 +56,15 @@ void kit_prom_header(kit_buf *b, const char *name, const char *type, const char 
     kit_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-/* The shortest %g form of v that reads back as v; Prometheus spells the
- * special values NaN, +Inf and -Inf. */
+/* An integral value below 2^53 in plain digits ("100", not "1e+02");
+ * otherwise the shortest %g form that reads back as v. Prometheus spells
+ * the special values NaN, +Inf and -Inf. */
 static void fmt_value(char *buf, size_t cap, double v)
 {
+    if (isfinite(v) && fabs(v) < 9007199254740992.0 && v == floor(v)) {
+        snprintf(buf, cap, "%.0f", v == 0 ? 0.0 : v);   /* no "-0" */
+        return;
+    }
     if (isnan(v)) {
         snprintf(buf, cap, "NaN");
         return;
@@ -268,11 +283,11 @@ void kit_prom_list(kit_buf *b, const char *prefix, const char *suffix, const cha
 }
 
 void kit_prom_hist_cells(kit_buf *b, const char *name, const char *labels, const kit_cells *c,
-                         size_t first, const double *le, int nb, double sum_scale)
+                         size_t first, const double *le, int nb, double sum_div)
 {
     uint64_t counts[nb + 1];
     for (int i = 0; i <= nb; i++)
         counts[i] = kit_cells_sum(c, first + (size_t)i);
     kit_prom_hist(b, name, labels, le, counts, nb,
-                  (double)kit_cells_sum(c, first + (size_t)nb + 1) * sum_scale);
+                  (double)kit_cells_sum(c, first + (size_t)nb + 1) / sum_div);
 }

@@ -29,18 +29,13 @@
 #include <stdint.h>
 
 #include "kit/buf.h"
+#include "kit/kit.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-typedef struct kit_metric {
-    const char *name;
-    const char *help;
-} kit_metric;
-
-#define KIT_METRIC(name, help) {#name, help},
-#define KIT_FIELD(name, help) uint64_t name;
+/* kit_metric, KIT_METRIC and KIT_FIELD: kit/kit.h. */
 
 /* ------------------------------------------------------------------------ */
 /* Per-thread counter cells                                                  */
@@ -60,14 +55,10 @@ typedef struct kit_cells {
         __attribute__((aligned(64)));                                                 \
     static kit_cells name = {&name##_cells_[0][0], (n), KIT_CELLS_STRIDE(n)}
 
-/* The calling thread's slot (0 .. KIT_SLOTS - 1). */
-extern __thread int kit__slot_plus1;
-int kit__slot_assign(void);
-static inline int kit__slot(void)
-{
-    int s = kit__slot_plus1;
-    return s > 0 ? s - 1 : kit__slot_assign();
-}
+/* The calling thread's slot (0 .. KIT_SLOTS - 1): a function call, never
+ * inlined, so that a coroutine that moved to another thread counts in the
+ * new thread's slot. */
+int kit__slot(void);
 
 static inline void kit_cells_add(kit_cells *c, size_t i, uint64_t v)
 {
@@ -140,10 +131,10 @@ size_t kit_prom_decimal(char *buf, size_t cap, double v);
  * the sum of the observations. */
 void kit_prom_hist(kit_buf *b, const char *name, const char *labels, const double *le,
                    const uint64_t *counts, int nb, double sum);
-/* The same for a histogram kept in cells; its sum is multiplied by
- * sum_scale (1e-9 for nanoseconds written as seconds). */
+/* The same for a histogram kept in cells; its sum is divided by sum_div
+ * (1e9 for nanoseconds written as seconds, 1 for counts). */
 void kit_prom_hist_cells(kit_buf *b, const char *name, const char *labels, const kit_cells *c,
-                         size_t first, const double *le, int nb, double sum_scale);
+                         size_t first, const double *le, int nb, double sum_div);
 
 /* Appends s as a label value: backslash, double quote and newline
  * escaped. */

@@ -42,6 +42,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kit/kit.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -112,10 +114,8 @@ typedef struct lc_lease {
     X(capacity_bytes, "The configured bound")
 
 typedef struct lc_stats {
-#define LC_STATS_FIELD_(name, help) uint64_t name;
-    LC_STATS_COUNTERS(LC_STATS_FIELD_)
-    LC_STATS_GAUGES(LC_STATS_FIELD_)
-#undef LC_STATS_FIELD_
+    LC_STATS_COUNTERS(KIT_FIELD)
+    LC_STATS_GAUGES(KIT_FIELD)
 } lc_stats;
 
 /* Creates a cache. On success *out owns it (free with lc_free). Returns

@@ -27,6 +27,8 @@
 #include <stdbool.h>
 #include <string.h>
 
+#include "kit/kit.h"
+
 #define LC_CACHELINE 64
 #define LC_KEY_WORDS (LC_KEY_MAX / 8)
 #define LC_VALUE_LIMIT (1u << 20)     /* max_value_bytes upper bound */
@@ -162,9 +164,7 @@ typedef struct lc_sketch_slot {
 /* Per-shard counters kept under the shard mutex (hits and misses are per
  * thread stripe, in lc_cache). */
 typedef struct lc_shard_counters {
-#define LC_FIELD_(name, help) uint64_t name;
-    LC_STATS_COUNTERS(LC_FIELD_)
-#undef LC_FIELD_
+    LC_STATS_COUNTERS(KIT_FIELD)
 } lc_shard_counters;
 
 typedef struct lc_shard {

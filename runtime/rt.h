@@ -41,6 +41,8 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 
+#include "kit/kit.h"
+
 #include "runtime/rt_log.h"   /* rt_log: the one log stream of every module */
 
 #ifdef __cplusplus
@@ -263,10 +265,8 @@ intptr_t rt_blocking(intptr_t (*fn)(void *arg), void *arg);
 #define RT_WORKER_GAUGES(X) X(runq_depth, "Coroutines in the worker's local queue")
 
 typedef struct rt_worker_stats {
-#define RT_STATS_FIELD_(name, help) uint64_t name;
-    RT_WORKER_COUNTERS(RT_STATS_FIELD_)
-    RT_WORKER_GAUGES(RT_STATS_FIELD_)
-#undef RT_STATS_FIELD_
+    RT_WORKER_COUNTERS(KIT_FIELD)
+    RT_WORKER_GAUGES(KIT_FIELD)
 } rt_worker_stats;
 
 typedef struct rt_stats {

@@ -81,9 +81,7 @@ typedef struct rc_node_stats {
     char addr[64];            /* "host:port" */
     int master;               /* 1 if it served slots at the last refresh */
     int up;                   /* 0 while marked down */
-#define RC__X(name, help) uint64_t name;
-    RC_NODE_COUNTERS(RC__X)
-#undef RC__X
+    RC_NODE_COUNTERS(KIT_FIELD)
 } rc_node_stats;
 
 /* Copies the counters of up to max nodes into out and returns the number of

@@ -14,7 +14,6 @@
 #include "cachesvc/store/store_int.h"
 #include "kit/kit.h"
 
-
 void store__state_to_item(const store__state *s, const char *sku, store_item *it)
 {
     memset(it, 0, sizeof *it);

@@ -49,7 +49,7 @@ extern "C" {
 
 typedef struct store store;
 
-#define STORE_SKU_MAX 64     /* bytes of [A-Za-z0-9._:-]; user ids the same */
+#define STORE_SKU_MAX KIT_SKU_MAX /* bytes of [A-Za-z0-9._:-]; user ids the same (kit/kit.h) */
 #define STORE_KEY_MAX 128    /* idempotency key: printable ASCII 0x21-0x7e */
 #define STORE_QTY_MAX 1000000
 

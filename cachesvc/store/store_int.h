@@ -109,8 +109,6 @@ void store__state_to_item(const store__state *s, const char *sku, store_item *it
 /* Sorts outbox rows by id (a claim's RETURNING has no order). */
 void store__sort_outbox(store_outbox_row *rows, size_t n);
 
-/* Wall-clock milliseconds. */
-
 /* A sold-out item's row and orders (soldout.c). */
 typedef struct store__so_set store__so_set;
 

@@ -372,9 +372,9 @@ static void test_metrics_render(void **state)
     kit_buf_free(&b);
 }
 
-/* Per-worker slots: workers (ids 0..2) write their own slot with plain
- * stores, the others (no id, or an id past the slots) share one with atomic
- * adds; a scrape sees every update. TSAN checks the stores race with
+/* Per-thread slots: the first threads that count write their own slot with
+ * plain stores, the rest share one with atomic adds; a scrape sees every
+ * update. TSAN checks the stores race with
  * nothing but the relaxed reads of the scrape. */
 #define SLOT_ADDS 50000
 static void *slot_writer(void *arg)
