@@ -18,7 +18,7 @@ cleanup() {
 trap cleanup EXIT
 fails=0
 check() {   # check <name> <expected substring> <actual>
-  if printf '%s' "$3" | grep -qF -- "$2"; then echo "ok   $1"; else
+  if printf '%s' "$3" | grep -F -- "$2" >/dev/null; then echo "ok   $1"; else
     echo "FAIL $1: expected [$2] in:"; printf '%s\n' "$3" | head -20; fails=$((fails + 1)); fi
 }
 "$bin" --port "$port" --workers 2 --admin-token sekret --item hot:100 --item lim:10:1 >"$tmp/out" 2>"$tmp/err" &
