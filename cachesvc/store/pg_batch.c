@@ -683,6 +683,16 @@ static int batch_known(batch_job *j)
     return rc;
 }
 
+/* 1 when a request of the batch replays an order the batch read (one
+ * committed before it, not one of its own). */
+static int replays_read(const batch_ctx *b)
+{
+    for (int i = 0; i < b->n; i++)
+        if (b->ops[i]->outcome == STORE_REPLAYED && b->ops[i]->replay_of < 0)
+            return 1;
+    return 0;
+}
+
 static intptr_t batch_run(void *arg)
 {
     batch_job *j = arg;
@@ -721,6 +731,13 @@ static intptr_t batch_run(void *arg)
         r->committed_at_ms = kit_wall_ms();
         r->changed = store__decide(&r->state, r->committed_at_ms, b->ops, b->n);
         if (!r->changed) {
+            if (replays_read(b)) {
+                /* A replay of an order this transaction read: answered
+                 * only once that order is durable (PG_DURABLE_SQL). */
+                rc = store__pg_commit_durable(b->pc, b->deadline);
+                j->broken = rc < 0;
+                break;
+            }
             rc = store__pg_rollback(b->pc, b->deadline);
             j->broken = rc < 0;
             /* The decisions were made under the lock; the rollback only

@@ -431,6 +431,24 @@ int store__pg_rollback(store__pg_conn *pc, int64_t deadline)
     return rc < 0 ? rc : fe >= 0 ? -EIO : 0;
 }
 
+int store__pg_commit_durable(store__pg_conn *pc, int64_t deadline)
+{
+    PGresult *res[2] = {0};
+    int fe, rc;
+    if (store__pg_send(pc, PG_DURABLE_SQL, 0, NULL) < 0 ||
+        store__pg_exec(pc, PS_COMMIT, 0, NULL) < 0 || PQpipelineSync(pc->c) != 1)
+        return -EIO;
+    if ((rc = store__pg_flush(pc, deadline)) < 0)
+        return rc;
+    rc = store__pg_collect(pc, deadline, res, 2, &fe);
+    if (rc == 0 && fe >= 0) {
+        store__pg_sql_error("durable commit", res[fe]);
+        rc = -EIO;
+    }
+    store__pg_clear(res, 2);
+    return rc;
+}
+
 /* ---- the pool ----------------------------------------------------------- */
 
 /* Takes a connected slot. Returns it, or NULL with *err set: -ETIMEDOUT,

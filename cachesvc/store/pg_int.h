@@ -107,6 +107,24 @@ void store__pg_clear(PGresult **res, int n);
  * connection. */
 int store__pg_rollback(store__pg_conn *pc, int64_t deadline);
 
+/* An answer that rests on a commit it read, rather than on one of its own
+ * (an idempotency key's order replayed, found by its key, or kept in a
+ * sold-out set), waits until that commit is as durable as its own would
+ * be. A commit whose wait for the synchronous standby was cut short (its
+ * session ended, the primary restarted) is visible in the primary's WAL
+ * alone, and a failover loses it: acknowledging it would lose an
+ * acknowledged order. PG_DURABLE_SQL writes a transactional WAL record (a
+ * logical message nothing decodes; any role may write one), so the reading
+ * transaction's commit comes after everything it saw and waits for the
+ * standby like any write; until the standby confirms, no answer. (An xid
+ * alone, txid_current(), does not wait: a commit that wrote no WAL skips
+ * the synchronous wait.) */
+#define PG_DURABLE_SQL "SELECT pg_logical_emit_message(true, 'cachesvc', 'durable')"
+/* Ends the open transaction that way (the statement, COMMIT, a Sync) and
+ * waits. Returns 0, or a negative errno: the caller answers nothing from
+ * what it read and drops the connection. */
+int store__pg_commit_durable(store__pg_conn *pc, int64_t deadline);
+
 /* Takes a connected slot with its statements prepared. Returns it, or NULL
  * with *err set: -ETIMEDOUT, -EIO (cannot connect, or within the reconnect
  * backoff). From a coroutine; the slot is the caller's until

@@ -111,14 +111,31 @@ int store__pg_version_check(store *st, const char *sku, int64_t version,
     return rc;
 }
 
+/* The lookup and PG_DURABLE_SQL in one implicit transaction: the order
+ * found is answered once it is durable. */
 int store__pg_order_by_key(store *st, const char *key, store_order *out)
 {
-    PGresult *r;
+    int64_t dl = store__pg_deadline(st);
+    PGresult *res[2] = {0};
     const char *p[1] = {key};
-    int rc = run1_row(st, PS_ORDER_BY_KEY, 1, p, &r);
-    if (rc == 0)
-        store__pg_row_order(r, 0, 0, out);
-    PQclear(r);
+    store__pg_conn *pc;
+    int rc, synced = 0;
+
+    if ((pc = store__pg_pool_get(st, dl, &rc)) == NULL)
+        return rc;
+    rc = -EIO;
+    if (store__pg_exec(pc, PS_ORDER_BY_KEY, 1, p) < 0 ||
+        store__pg_send(pc, PG_DURABLE_SQL, 0, NULL) < 0 || PQpipelineSync(pc->c) != 1)
+        goto out;
+    if ((rc = round_trip(pc, dl, res, 2, "order by key", &synced)) < 0)
+        goto out;
+    if (PQntuples(res[0]) != 1)
+        rc = -ENOENT;
+    else
+        store__pg_row_order(res[0], 0, 0, out);
+out:
+    store__pg_clear(res, 2);
+    store__pg_pool_put(st, pc, !synced);
     return rc;
 }
 
@@ -186,7 +203,7 @@ out:
 
 /* The item and, when it is sold out, its orders, in one REPEATABLE READ
  * snapshot and one round trip. */
-enum { S_BEGIN, S_ITEM, S_ORDERS, S_COMMIT, S_MAX };
+enum { S_BEGIN, S_ITEM, S_ORDERS, S_COMMIT, S_DURABLE, S_MAX };
 
 int store__pg_sold_out_read(store *st, const char *sku, int64_t max, store__so_set *set)
 {
@@ -207,8 +224,10 @@ int store__pg_sold_out_read(store *st, const char *sku, int64_t max, store__so_s
                        " stock_after, version_after FROM orders WHERE sku = $1"
                        " AND EXISTS (SELECT 1 FROM items WHERE sku = $1 AND stock = 0) LIMIT $2",
                        2, p) < 0 ||
-        store__pg_send(pc, "COMMIT", 0, NULL) < 0 || PQpipelineSync(pc->c) != 1)
+        store__pg_send(pc, "COMMIT", 0, NULL) < 0 ||
+        store__pg_send(pc, PG_DURABLE_SQL, 0, NULL) < 0 || PQpipelineSync(pc->c) != 1)
         goto out;
+    /* The set replays its orders: loaded once they are durable. */
     if ((rc = round_trip(pc, dl, res, S_MAX, "sold-out snapshot", &synced)) < 0)
         goto out;
     store__state s;
