@@ -60,15 +60,20 @@ typedef struct kit_cells {
  * new thread's slot. */
 int kit__slot(void);
 
-static inline void kit_cells_add(kit_cells *c, size_t i, uint64_t v)
+/* Adds v to cell i of slot s (the caller's, from kit__slot). */
+static inline void kit__cell_add(kit_cells *c, int s, size_t i, uint64_t v)
 {
-    int s = kit__slot();
     _Atomic uint64_t *p = &c->cell[(size_t)s * c->stride + i];
     if (s < KIT_SLOTS - 1)
         atomic_store_explicit(p, atomic_load_explicit(p, memory_order_relaxed) + v,
                               memory_order_relaxed);
     else
         atomic_fetch_add_explicit(p, v, memory_order_relaxed);
+}
+
+static inline void kit_cells_add(kit_cells *c, size_t i, uint64_t v)
+{
+    kit__cell_add(c, kit__slot(), i, v);
 }
 
 /* Cell i summed over the slots. */
@@ -94,8 +99,9 @@ static inline int kit_bucket(const double *le, int nb, double x)
 static inline void kit_hist_observe(kit_cells *c, size_t first, const double *le, int nb,
                                     double x, uint64_t sum_add)
 {
-    kit_cells_add(c, first + (size_t)kit_bucket(le, nb, x), 1);
-    kit_cells_add(c, first + (size_t)nb + 1, sum_add);
+    int s = kit__slot();   /* one slot lookup for both cells */
+    kit__cell_add(c, s, first + (size_t)kit_bucket(le, nb, x), 1);
+    kit__cell_add(c, s, first + (size_t)nb + 1, sum_add);
 }
 /* Observations in the histogram (every bucket summed). */
 uint64_t kit_hist_count(const kit_cells *c, size_t first, int nb);

@@ -250,7 +250,7 @@ static int batch_read(batch_ctx *b, store__state *s0, int ids_wanted)
         goto out;
     if (fe >= 0) {
         store__pg_sql_error("batch read", res[fe]);
-        store__pg_rollback(pc, b->deadline);
+        store__pg_end(pc, b->deadline, 0);
         rc = -EIO;
         goto out;
     }
@@ -542,7 +542,7 @@ static int write_classify(batch_ctx *b, int known, const write_params *w, const 
             store__pg_sql_error("batch write", res[fe]);
         if (fe == nq - 1)   /* COMMIT itself failed: rolled back by the server */
             return -EIO;
-        return store__pg_rollback(b->pc, b->deadline) < 0 ? -EIO
+        return store__pg_end(b->pc, b->deadline, 0) < 0 ? -EIO
                : stale ? -EAGAIN : unique ? -EEXIST : -EIO;
     }
     /* The transport failed after the writes went out: did an SQL error
@@ -576,7 +576,7 @@ static int batch_write(batch_ctx *b, const store__state *s0, const store__batch_
         q.at[i] = -1;
     if ((rc = write_build(b, r, known, &w)) < 0) {
         /* Nothing sent yet: roll back and report. */
-        rc = store__pg_rollback(b->pc, b->deadline) < 0 ? -EIO : rc;
+        rc = store__pg_end(b->pc, b->deadline, 0) < 0 ? -EIO : rc;
     } else {
         rc = write_send(b, s0, known, &w, &q);
         rc = write_classify(b, known, &w, &q, rc);
@@ -734,11 +734,11 @@ static intptr_t batch_run(void *arg)
             if (replays_read(b)) {
                 /* A replay of an order this transaction read: answered
                  * only once that order is durable (PG_DURABLE_SQL). */
-                rc = store__pg_commit_durable(b->pc, b->deadline);
+                rc = store__pg_end(b->pc, b->deadline, 1);
                 j->broken = rc < 0;
                 break;
             }
-            rc = store__pg_rollback(b->pc, b->deadline);
+            rc = store__pg_end(b->pc, b->deadline, 0);
             j->broken = rc < 0;
             /* The decisions were made under the lock; the rollback only
              * releases it, so its failure does not change them. */

@@ -416,36 +416,27 @@ static int conn_prepare(store__pg_conn *pc, int64_t deadline)
     return rc;
 }
 
-/* Sends ROLLBACK and waits for it; on failure the connection is dropped by
- * the caller (it reports the error). */
-int store__pg_rollback(store__pg_conn *pc, int64_t deadline)
-{
-    PGresult *res[1];
-    int fe, rc;
-    if (store__pg_exec(pc, PS_ROLLBACK, 0, NULL) < 0 || PQpipelineSync(pc->c) != 1)
-        return -EIO;
-    if ((rc = store__pg_flush(pc, deadline)) < 0)
-        return rc;
-    rc = store__pg_collect(pc, deadline, res, 1, &fe);
-    store__pg_clear(res, 1);
-    return rc < 0 ? rc : fe >= 0 ? -EIO : 0;
-}
-
-int store__pg_commit_durable(store__pg_conn *pc, int64_t deadline)
+/* Ends the open transaction and waits: ROLLBACK, or with durable
+ * PG_DURABLE_SQL and COMMIT (pg_int.h). On failure the connection is
+ * dropped by the caller (it reports the error). */
+int store__pg_end(store__pg_conn *pc, int64_t deadline, int durable)
 {
     PGresult *res[2] = {0};
-    int fe, rc;
-    if (store__pg_send(pc, PG_DURABLE_SQL, 0, NULL) < 0 ||
-        store__pg_exec(pc, PS_COMMIT, 0, NULL) < 0 || PQpipelineSync(pc->c) != 1)
+    int n = durable ? 2 : 1, fe, rc;
+    if ((durable ? store__pg_send(pc, PG_DURABLE_SQL, 0, NULL) < 0 ||
+                       store__pg_exec(pc, PS_COMMIT, 0, NULL) < 0
+                 : store__pg_exec(pc, PS_ROLLBACK, 0, NULL) < 0) ||
+        PQpipelineSync(pc->c) != 1)
         return -EIO;
     if ((rc = store__pg_flush(pc, deadline)) < 0)
         return rc;
-    rc = store__pg_collect(pc, deadline, res, 2, &fe);
+    rc = store__pg_collect(pc, deadline, res, n, &fe);
     if (rc == 0 && fe >= 0) {
-        store__pg_sql_error("durable commit", res[fe]);
+        if (durable)
+            store__pg_sql_error("durable commit", res[fe]);
         rc = -EIO;
     }
-    store__pg_clear(res, 2);
+    store__pg_clear(res, n);
     return rc;
 }
 

@@ -105,7 +105,6 @@ void store__pg_clear(PGresult **res, int n);
 
 /* Sends ROLLBACK and waits for it; on failure the caller drops the
  * connection. */
-int store__pg_rollback(store__pg_conn *pc, int64_t deadline);
 
 /* An answer that rests on a commit it read, rather than on one of its own
  * (an idempotency key's order replayed, found by its key, or kept in a
@@ -120,10 +119,10 @@ int store__pg_rollback(store__pg_conn *pc, int64_t deadline);
  * alone, txid_current(), does not wait: a commit that wrote no WAL skips
  * the synchronous wait.) */
 #define PG_DURABLE_SQL "SELECT pg_logical_emit_message(true, 'cachesvc', 'durable')"
-/* Ends the open transaction that way (the statement, COMMIT, a Sync) and
- * waits. Returns 0, or a negative errno: the caller answers nothing from
- * what it read and drops the connection. */
-int store__pg_commit_durable(store__pg_conn *pc, int64_t deadline);
+/* Ends the open transaction and waits: ROLLBACK, or with durable that way
+ * (the statement, COMMIT). Returns 0, or a negative errno: the caller
+ * answers nothing from a durable read and drops the connection. */
+int store__pg_end(store__pg_conn *pc, int64_t deadline, int durable);
 
 /* Takes a connected slot with its statements prepared. Returns it, or NULL
  * with *err set: -ETIMEDOUT, -EIO (cannot connect, or within the reconnect

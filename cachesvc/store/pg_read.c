@@ -36,28 +36,40 @@ static int round_trip(store__pg_conn *pc, int64_t dl, PGresult **res, int n, con
 }
 
 /* Runs one statement (in its own implicit transaction) and returns its
- * result in *out (caller PQclears). Returns 0 or a negative errno. */
-static int run1(store *st, int ps, int np, const char *const *params, PGresult **out)
+ * result in *out (caller PQclears); with durable, PG_DURABLE_SQL in the
+ * same transaction, so the answer waits until what it read is durable
+ * (pg_int.h). Returns 0 or a negative errno. */
+static int run1_durable(store *st, int ps, int np, const char *const *params, int durable,
+                        PGresult **out)
 {
     int64_t dl = store__pg_deadline(st);
+    PGresult *res[2] = {0};
     store__pg_conn *pc;
     int rc, synced = 0;
 
     *out = NULL;
     if ((pc = store__pg_pool_get(st, dl, &rc)) == NULL)
         return rc;
-    if (store__pg_exec(pc, ps, np, params) < 0 || PQpipelineSync(pc->c) != 1) {
+    if (store__pg_exec(pc, ps, np, params) < 0 ||
+        (durable && store__pg_send(pc, PG_DURABLE_SQL, 0, NULL) < 0) ||
+        PQpipelineSync(pc->c) != 1) {
         rc = -EIO;
         goto out;
     }
-    rc = round_trip(pc, dl, out, 1, "query", &synced);
-out:
-    store__pg_pool_put(st, pc, !synced);   /* replies may still be due: not reusable */
-    if (rc < 0) {
-        PQclear(*out);
-        *out = NULL;
+    if ((rc = round_trip(pc, dl, res, 1 + durable, "query", &synced)) == 0) {
+        *out = res[0];
+        res[0] = NULL;
     }
+out:
+    store__pg_clear(res, 2);
+    store__pg_pool_put(st, pc, !synced);   /* replies may still be due: not reusable */
     return rc;
+}
+
+
+static int run1(store *st, int ps, int np, const char *const *params, PGresult **out)
+{
+    return run1_durable(st, ps, np, params, 0, out);
 }
 
 /* run1 for a statement that answers one row: -ENOENT (and *out NULL)
@@ -111,31 +123,17 @@ int store__pg_version_check(store *st, const char *sku, int64_t version,
     return rc;
 }
 
-/* The lookup and PG_DURABLE_SQL in one implicit transaction: the order
- * found is answered once it is durable. */
+/* The order found is answered once it is durable (pg_int.h). */
 int store__pg_order_by_key(store *st, const char *key, store_order *out)
 {
-    int64_t dl = store__pg_deadline(st);
-    PGresult *res[2] = {0};
+    PGresult *r;
     const char *p[1] = {key};
-    store__pg_conn *pc;
-    int rc, synced = 0;
-
-    if ((pc = store__pg_pool_get(st, dl, &rc)) == NULL)
-        return rc;
-    rc = -EIO;
-    if (store__pg_exec(pc, PS_ORDER_BY_KEY, 1, p) < 0 ||
-        store__pg_send(pc, PG_DURABLE_SQL, 0, NULL) < 0 || PQpipelineSync(pc->c) != 1)
-        goto out;
-    if ((rc = round_trip(pc, dl, res, 2, "order by key", &synced)) < 0)
-        goto out;
-    if (PQntuples(res[0]) != 1)
+    int rc = run1_durable(st, PS_ORDER_BY_KEY, 1, p, 1, &r);
+    if (rc == 0 && PQntuples(r) != 1)
         rc = -ENOENT;
-    else
-        store__pg_row_order(res[0], 0, 0, out);
-out:
-    store__pg_clear(res, 2);
-    store__pg_pool_put(st, pc, !synced);
+    if (rc == 0)
+        store__pg_row_order(r, 0, 0, out);
+    PQclear(r);
     return rc;
 }
 
@@ -324,7 +322,7 @@ static int async_tx(store *st, const char *what, int ps, int nparams, const char
         goto out;
     if ((rc = round_trip(pc, dl, res, 4, what, &synced)) < 0) {
         if (synced)   /* an SQL error: leave no open block */
-            synced = store__pg_rollback(pc, dl) == 0;
+            synced = store__pg_end(pc, dl, 0) == 0;
         goto out;
     }
     if (out != NULL) {

@@ -217,9 +217,17 @@ req POST $D/v1/items/cutoff/decrement '{"user_id":"c4","qty":1}'; expect 200 '"s
 # them to its own broker, where the fleet's broadcast consumers never read
 # them (the local TTL, a minute here, would be all that moved A and B off
 # those items). Its publications and commits count in the check below.
-for i in $(seq 1 150); do   # D's relay idle: nothing left in the outbox to publish
-  [ "$(psql "$PG" -Atc 'SELECT count(*) FROM outbox' 2>/dev/null)" = 0 ] && break; sleep 0.1
-done
+# outbox_drained: waits up to 15 s for the outbox to empty; OUTBOX_ROWS
+# holds the last count.
+outbox_drained() {
+  local i
+  for i in $(seq 1 150); do
+    OUTBOX_ROWS=$(psql "$PG" -Atc 'SELECT count(*) FROM outbox' 2>/dev/null)
+    [ "$OUTBOX_ROWS" = 0 ] && return 0; sleep 0.1
+  done
+  return 1
+}
+outbox_drained   # D's relay idle: nothing left in the outbox to publish
 dm=$(curl -s $D/metrics)
 d_pub=$(awk '$1 == "cachesvc_inv_published_total" {print $2}' <<<"$dm")
 d_com=$(awk '$1 == "cachesvc_store_commits_total" {print $2}' <<<"$dm")
@@ -276,10 +284,8 @@ check "48 items after five concurrent rounds: every read on both instances is th
 # rows it publishes, so the events published by all five instances (E's
 # and D's counted before their stops) add up to the batches they committed, and the
 # outbox ends empty.
-for i in $(seq 1 150); do
-  n=$(psql "$PG" -Atc 'SELECT count(*) FROM outbox' 2>/dev/null); [ "$n" = 0 ] && break; sleep 0.1
-done
-check "the outbox is empty (${n:-?} rows)" [ "$n" = 0 ]
+outbox_drained
+check "the outbox is empty (${OUTBOX_ROWS:-?} rows)" [ "$OUTBOX_ROWS" = 0 ]
 pub=$(( ${e_pub:-0} + ${d_pub:-0} )); com=$(( ${e_com:-0} + ${d_com:-0} ))
 for u in $A $B $C; do
   m=$(curl -s $u/metrics)
