@@ -379,6 +379,116 @@ int rt_wait_fd(int fd, int events, int64_t deadline)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Waiting without a coroutine                                               */
+
+/* The runtime's view of an rt_await. Its waiter has no coroutine and no
+ * thread: whoever claims it (the netpoll's edge, the deadline's timer,
+ * rt_fd_unregister) completes it, and completion calls await_fire(). */
+typedef struct rt__await {
+    rt_waiter w;              /* first: fire() gets &a->w */
+    rt_timer t;               /* armed when timed */
+    rt_fn fn;
+    void *arg;
+    size_t stack_size;
+    const char *name;
+    int fd;
+    int timed;
+    int result;
+} rt__await;
+_Static_assert(sizeof(rt__await) <= sizeof(rt_await), "rt_await is too small");
+
+static void await_fire(rt_waiter *w)
+{
+    rt__await *a = (rt__await *)w;
+    if (a->timed)
+        rt__timer_del(&a->t);     /* the timer no longer touches a */
+    /* Whichever party claimed w, the slot may still point at it (the
+     * deadline came first, or only one of two directions was ready). */
+    rt_fd *f = &fds[a->fd];
+    rt__spin_lock(&f->lock);
+    if (f->rd == w) f->rd = NULL;
+    if (f->wr == w) f->wr = NULL;
+    rt__spin_unlock(&f->lock);
+    a->result = w->result;
+    /* From here on a belongs to fn, which may run (and re-arm a) before
+     * rt_spawn_ex returns: copy what the spawn needs first. */
+    rt_fn fn = a->fn;
+    void *arg = a->arg;
+    rt_spawn_opts o = {.stack_size = a->stack_size, .name = a->name};
+    int rc = rt_spawn_ex(NULL, fn, arg, &o);
+    if (rc == -ENOMEM) {
+        /* No stack to be had now: fire again in 10 ms through the timer
+         * alone (the slot no longer points at w). */
+        atomic_store_explicit(&w->claimed, 0, RT_RELAXED);
+        a->timed = 1;
+        a->t.when = rt_now_ns() + 10 * 1000000LL;
+        a->t.w = w;
+        a->t.result = a->result;
+        rt__timer_add(&a->t);
+    }
+    /* -ECANCELED: the runtime is stopping, fn is never called. */
+}
+
+int rt_fd_await(rt_await *pub, int fd, int events, int64_t deadline, rt_fn fn, void *arg,
+                const rt_spawn_opts *opts)
+{
+    rt__await *a = (rt__await *)pub;
+    if (fd < 0 || (size_t)fd >= nfds || !fds)
+        return -EBADF;
+    events &= RT_READ | RT_WRITE;
+    if (!events || !fn)
+        return -EINVAL;
+    if (atomic_load_explicit(&rt__rt.stopping, RT_RELAXED))
+        return -ECANCELED;
+    rt__waiter_init(&a->w, NULL);
+    a->w.fire = await_fire;
+    a->fn = fn;
+    a->arg = arg;
+    a->stack_size = opts ? opts->stack_size : 0;
+    a->name = opts ? opts->name : NULL;
+    a->fd = fd;
+    a->timed = deadline != RT_NO_DEADLINE;
+    a->result = 0;
+    a->t.when = deadline;
+    a->t.idx = -1;
+    a->t.w = &a->w;
+    a->t.result = -ETIMEDOUT;
+    rt_fd *f = &fds[fd];
+    int r = 0;
+    rt__spin_lock(&f->lock);
+    if (!f->registered) {
+        r = -EBADF;
+    } else {
+        if ((events & RT_READ) && f->rd_ready) r |= RT_READ;
+        if ((events & RT_WRITE) && f->wr_ready) r |= RT_WRITE;
+        if (r & RT_READ) f->rd_ready = 0;
+        if (r & RT_WRITE) f->wr_ready = 0;
+    }
+    if (r == 0) {
+        if (((events & RT_READ) && f->rd) || ((events & RT_WRITE) && f->wr))
+            r = -EBUSY;
+        else if (a->timed && deadline <= rt_now_ns())
+            r = -ETIMEDOUT;
+        /* The timer is armed under the slot's lock (slot, then timer lock;
+         * await_fire takes them one after the other), so that neither an
+         * edge nor the deadline can fire a half-armed await. */
+        else if (a->timed && rt__timer_try_add(&a->t) < 0)
+            r = -ENOMEM;
+        if (r == 0) {
+            if (events & RT_READ) f->rd = &a->w;
+            if (events & RT_WRITE) f->wr = &a->w;
+        }
+    }
+    rt__spin_unlock(&f->lock);
+    return r;
+}
+
+int rt_await_result(const rt_await *pub)
+{
+    return ((const rt__await *)pub)->result;
+}
+
+/* ------------------------------------------------------------------------ */
 /* I/O                                                                       */
 
 ssize_t rt_readv(int fd, const struct iovec *iov, int iovcnt, int64_t deadline)

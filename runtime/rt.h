@@ -164,6 +164,31 @@ int rt_close(int fd);
  * (a second waiter for the same direction gets -EBUSY). */
 int rt_wait_fd(int fd, int events, int64_t deadline);
 
+/* Waiting without a coroutine. rt_fd_await() starts fn(arg) as a new
+ * detached coroutine (rt_spawn_ex with opts: its stack_size and name; NULL
+ * = defaults) once fd is ready for events, once the deadline passes, or
+ * once fd is unregistered or closed; until then nothing waits but the
+ * caller's rt_await and the fd's netpoll slot: no coroutine, no stack. It
+ * is how a server keeps thousands of idle connections at the cost of a
+ * small struct each.
+ *
+ * Returns 0 when armed: fn is then called exactly once, on some worker,
+ * possibly before rt_fd_await() has returned, and inside it
+ * rt_await_result(a) tells why: the ready subset of events (> 0),
+ * -ETIMEDOUT or -ECANCELED (fd unregistered or closed). The caller must
+ * not touch a, nor anything fn owns, from the moment it is armed. If the
+ * runtime stops first, fn is never called (as coroutines parked on I/O are
+ * torn down). Returns the ready subset (> 0) when an edge that arrived
+ * while nobody waited is pending: nothing is armed and the caller goes on
+ * itself. Otherwise fn is never called: -ETIMEDOUT (the deadline passed),
+ * -EBUSY (someone waits on that direction), -EBADF (fd not registered),
+ * -EINVAL, -ENOMEM, -ECANCELED (the runtime is stopping). Never switches;
+ * callable from coroutines and foreign threads. */
+typedef struct rt_await { _Alignas(16) unsigned char opaque[160]; } rt_await;
+int rt_fd_await(rt_await *a, int fd, int events, int64_t deadline, rt_fn fn, void *arg,
+                const rt_spawn_opts *opts);
+int rt_await_result(const rt_await *a);
+
 /* Reads up to n bytes: returns > 0 bytes read, 0 at end of file, or a
  * negative errno (-ETIMEDOUT, -ECONNRESET, ...). */
 ssize_t rt_read(int fd, void *buf, size_t n, int64_t deadline);

@@ -146,7 +146,8 @@ struct rt_co {
 
 /* A parked thread of control: a coroutine (co != NULL) or a foreign OS
  * thread (co == NULL, it sleeps on the futex word). Lives on the waiter's
- * stack; nobody touches it after completing it. */
+ * stack; nobody touches it after completing it. A waiter with neither (an
+ * armed rt_fd_await) has fire set, which its completion calls instead. */
 typedef struct rt_waiter {
     rt_co *co;
     atomic_int claimed;
@@ -156,6 +157,8 @@ typedef struct rt_waiter {
     int linked;               /* in a wait queue (protected by its lock) */
     struct rt_waiter *prev, *next;
     void *data;               /* channel element pointer, etc. */
+    void (*fire)(struct rt_waiter *w); /* co == NULL, no thread: called
+                                        * with result set, once claimed */
 } rt_waiter;
 
 static inline void rt__waiter_init(rt_waiter *w, rt_co *co)
@@ -168,6 +171,7 @@ static inline void rt__waiter_init(rt_waiter *w, rt_co *co)
     w->linked = 0;
     w->prev = w->next = NULL;
     w->data = NULL;
+    w->fire = NULL;
 }
 /* Claims w; returns true exactly once. The claimer must then call
  * rt__waiter_complete(). */
@@ -423,6 +427,9 @@ typedef struct rt_timer {
 int rt__timers_init(void);
 void rt__timers_fini(void);
 void rt__timer_add(rt_timer *t);
+/* Arms t; -ENOMEM (t not armed, its waiter untouched) when the heap
+ * cannot grow. */
+int rt__timer_try_add(rt_timer *t);
 void rt__timer_del(rt_timer *t);
 int64_t rt__timers_next(void);          /* INT64_MAX if none */
 /* The idle poller announces that it blocks until the returned time (the

@@ -528,6 +528,8 @@ void rt__waiter_complete_slow(rt_waiter *w, int result)
             rt__ready(w->co);
         else
             rt__ready_parked(w->co);
+    } else if (w->fire) {
+        w->fire(w);
     } else {
         atomic_store_explicit(&w->futex, 1, RT_RELEASE);
         rt__futex_wake(&w->futex, 1);

@@ -87,9 +87,7 @@ static void publish_next(void)
     atomic_store_explicit(&next_when, heap_len ? heap[0]->when : INT64_MAX, RT_RELEASE);
 }
 
-/* Arms t. If the heap cannot grow, the timer fires at once (a spurious
- * -ETIMEDOUT is better than a wait that never ends). */
-void rt__timer_add(rt_timer *t)
+int rt__timer_try_add(rt_timer *t)
 {
     bool brk = false;
     rt__spin_lock(&tlock);
@@ -98,8 +96,7 @@ void rt__timer_add(rt_timer *t)
         if (!nh) {
             rt__spin_unlock(&tlock);
             t->idx = -1;
-            rt__waiter_fire(t->w, t->result);
-            return;
+            return -ENOMEM;
         }
         heap = nh;
         heap_cap *= 2;
@@ -114,6 +111,15 @@ void rt__timer_add(rt_timer *t)
     rt__spin_unlock(&tlock);
     if (brk)
         rt__netpoll_break();
+    return 0;
+}
+
+/* Arms t. If the heap cannot grow, the timer fires at once (a spurious
+ * -ETIMEDOUT is better than a wait that never ends). */
+void rt__timer_add(rt_timer *t)
+{
+    if (rt__timer_try_add(t) < 0)
+        rt__waiter_fire(t->w, t->result);
 }
 
 void rt__timer_del(rt_timer *t)

@@ -1021,6 +1021,184 @@ static void test_shutdown_parked(void **state)
 }
 
 /* ------------------------------------------------------------------------ */
+/* rt_fd_await: a coroutine started by readiness, none held while waiting  */
+
+typedef struct await_ctx {
+    rt_await a;
+    int fd, peer;
+    atomic_int calls;
+    int result;
+    int rounds;               /* echo: round trips left */
+    rt_event *done;
+} await_ctx;
+
+/* Records why it was started and signals done. */
+static void await_note(void *arg)
+{
+    await_ctx *x = arg;
+    x->result = rt_await_result(&x->a);
+    atomic_fetch_add(&x->calls, 1);
+    rt_event_signal(x->done);
+}
+
+/* Echo side of a ping-pong: reads a byte, answers it, arms again (or goes
+ * on at once when the next byte is there already). */
+static void await_echo(void *arg)
+{
+    await_ctx *x = arg;
+    atomic_fetch_add(&x->calls, 1);
+    CHECK(rt_await_result(&x->a) == RT_READ);
+    for (;;) {
+        char b;
+        CHECK(rt_read(x->fd, &b, 1, rt_deadline_ms(2000)) == 1);
+        CHECK(rt_write(x->fd, &b, 1, rt_deadline_ms(2000)) == 1);
+        if (--x->rounds == 0) {
+            rt_event_signal(x->done);
+            return;
+        }
+        int r = rt_fd_await(&x->a, x->fd, RT_READ, RT_NO_DEADLINE, await_echo, x, NULL);
+        CHECK(r >= 0);
+        if (r <= 0)
+            return;   /* armed: the next byte starts a new coroutine */
+    }
+}
+
+static void await_pair(await_ctx *x)
+{
+    int sv[2];
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    CHECK(rt_fd_register(sv[0]) == 0);
+    CHECK(rt_fd_register(sv[1]) == 0);
+    x->fd = sv[0];
+    x->peer = sv[1];
+    atomic_store(&x->calls, 0);
+    x->result = 0;
+}
+
+static uint64_t live_now(void)
+{
+    rt_stats st;
+    rt_stats_get(&st);
+    return st.live;
+}
+
+static await_ctx g_await_left;   /* armed when the runtime stops */
+
+static void await_body(void *arg)
+{
+    (void)arg;
+    await_ctx x;
+    memset(&x, 0, sizeof x);
+    x.done = rt_event_new();
+    await_pair(&x);
+
+    /* Readable later: fn runs once, with RT_READ; nothing runs before. */
+    uint64_t live0 = live_now();
+    CHECK(rt_fd_await(&x.a, x.fd, RT_READ, RT_NO_DEADLINE, await_note, &x, NULL) == 0);
+    CHECK(live_now() == live0);
+    CHECK(rt_fd_await(&x.a, x.fd, RT_READ, RT_NO_DEADLINE, await_note, &x, NULL) == -EBUSY);
+    rt_sleep(10);
+    CHECK(atomic_load(&x.calls) == 0);
+    CHECK(rt_write(x.peer, "x", 1, RT_NO_DEADLINE) == 1);
+    CHECK(rt_event_wait(x.done, rt_deadline_ms(2000)) == 0);
+    CHECK(atomic_load(&x.calls) == 1 && x.result == RT_READ);
+    char b[8];
+    CHECK(rt_read(x.fd, b, sizeof b, rt_deadline_ms(100)) == 1);
+
+    /* An edge that arrived while nobody waited: ready at once, no call. */
+    CHECK(rt_write(x.peer, "y", 1, RT_NO_DEADLINE) == 1);
+    rt_sleep(50);
+    CHECK(rt_fd_await(&x.a, x.fd, RT_READ, RT_NO_DEADLINE, await_note, &x, NULL) == RT_READ);
+    CHECK(rt_read(x.fd, b, sizeof b, rt_deadline_ms(100)) == 1);
+
+    /* The deadline: -ETIMEDOUT, and the fd's slot is free afterwards. */
+    CHECK(rt_fd_await(&x.a, x.fd, RT_READ, rt_now_ns() - 1, await_note, &x, NULL) == -ETIMEDOUT);
+    CHECK(rt_fd_await(&x.a, x.fd, RT_READ, rt_deadline_ms(20), await_note, &x, NULL) == 0);
+    CHECK(rt_event_wait(x.done, rt_deadline_ms(2000)) == 0);
+    CHECK(atomic_load(&x.calls) == 2 && x.result == -ETIMEDOUT);
+    CHECK(rt_wait_fd(x.fd, RT_READ, rt_deadline_ms(5)) == -ETIMEDOUT);
+
+    /* Readiness before the deadline: the timer is gone (no second call). */
+    CHECK(rt_fd_await(&x.a, x.fd, RT_READ, rt_deadline_ms(30), await_note, &x, NULL) == 0);
+    CHECK(rt_write(x.peer, "z", 1, RT_NO_DEADLINE) == 1);
+    CHECK(rt_event_wait(x.done, rt_deadline_ms(2000)) == 0);
+    CHECK(x.result == RT_READ);
+    CHECK(rt_read(x.fd, b, sizeof b, rt_deadline_ms(100)) == 1);
+    rt_sleep(60);
+    CHECK(atomic_load(&x.calls) == 3);
+
+    /* The fd unregistered under it: -ECANCELED. */
+    CHECK(rt_fd_await(&x.a, x.fd, RT_READ, RT_NO_DEADLINE, await_note, &x, NULL) == 0);
+    CHECK(rt_fd_unregister(x.fd) == 0);
+    CHECK(rt_event_wait(x.done, rt_deadline_ms(2000)) == 0);
+    CHECK(atomic_load(&x.calls) == 4 && x.result == -ECANCELED);
+    CHECK(rt_fd_await(&x.a, x.fd, RT_READ, RT_NO_DEADLINE, await_note, &x, NULL) == -EBADF);
+    CHECK(rt_fd_await(&x.a, x.fd, 0, RT_NO_DEADLINE, await_note, &x, NULL) == -EINVAL);
+    CHECK(rt_fd_register(x.fd) == 0);
+
+    /* 2,000 round trips, the echo side re-arming itself from fn. */
+    x.rounds = 2000;
+    atomic_store(&x.calls, 0);
+    CHECK(rt_fd_await(&x.a, x.fd, RT_READ, RT_NO_DEADLINE, await_echo, &x, NULL) == 0);
+    for (int i = 0; i < 2000; i++) {
+        char c = (char)i;
+        CHECK(rt_write(x.peer, &c, 1, rt_deadline_ms(2000)) == 1);
+        CHECK(rt_read(x.peer, b, 1, rt_deadline_ms(2000)) == 1 && b[0] == c);
+    }
+    CHECK(rt_event_wait(x.done, rt_deadline_ms(2000)) == 0);
+    CHECK(atomic_load(&x.calls) >= 1);
+    CHECK(rt_close(x.fd) == 0);
+    CHECK(rt_close(x.peer) == 0);
+
+    /* 1,000 awaits hold no coroutine; each runs once when its fd turns
+     * readable. */
+    enum { NAW = 1000 };
+    await_ctx *many = calloc(NAW, sizeof *many);
+    CHECK(many != NULL);
+    if (many) {
+        rt_sleep(10);   /* the echo's last coroutine has exited */
+        live0 = live_now();
+        for (int i = 0; i < NAW; i++) {
+            many[i].done = x.done;
+            await_pair(&many[i]);
+            CHECK(rt_fd_await(&many[i].a, many[i].fd, RT_READ, RT_NO_DEADLINE, await_note,
+                              &many[i], NULL) == 0);
+        }
+        CHECK(live_now() == live0);
+        for (int i = 0; i < NAW; i++)
+            CHECK(rt_write(many[i].peer, "m", 1, RT_NO_DEADLINE) == 1);
+        int64_t dl = rt_deadline_ms(5000);
+        for (int i = 0; i < NAW; i++) {
+            while (atomic_load(&many[i].calls) == 0 && rt_now_ns() < dl)
+                rt_event_wait(x.done, rt_deadline_ms(10));
+            CHECK(atomic_load(&many[i].calls) == 1 && many[i].result == RT_READ);
+        }
+        for (int i = 0; i < NAW; i++) {
+            rt_close(many[i].fd);
+            rt_close(many[i].peer);
+        }
+        free(many);
+    }
+
+    /* Left armed (with a timer) when the runtime stops: never called. */
+    g_await_left.done = x.done;
+    await_pair(&g_await_left);
+    CHECK(rt_fd_await(&g_await_left.a, g_await_left.fd, RT_READ, rt_deadline_ms(60000),
+                      await_note, &g_await_left, NULL) == 0);
+}
+
+static void test_fd_await(void **state)
+{
+    (void)state;
+    memset(&g_await_left, 0, sizeof g_await_left);
+    run_rt(2, await_body, NULL);
+    assert_int_equal(atomic_load(&g_await_left.calls), 0);
+    close(g_await_left.fd);
+    close(g_await_left.peer);
+    rt_event_free(g_await_left.done);
+}
+
+/* ------------------------------------------------------------------------ */
 /* Stack overflow in a child process                                         */
 
 static int recurse(int n)
@@ -1133,6 +1311,7 @@ int main(void)
         cmocka_unit_test(test_blocking_offload),
         cmocka_unit_test(test_event_foreign),
         cmocka_unit_test(test_shutdown_parked),
+        cmocka_unit_test(test_fd_await),
         cmocka_unit_test(test_stack_overflow_reported),
         cmocka_unit_test(test_misc),
     };
