@@ -392,6 +392,7 @@ typedef struct rt__await {
     size_t stack_size;
     const char *name;
     int fd;
+    int events;
     int timed;
     int result;
 } rt__await;
@@ -402,13 +403,16 @@ static void await_fire(rt_waiter *w)
     rt__await *a = (rt__await *)w;
     if (a->timed)
         rt__timer_del(&a->t);     /* the timer no longer touches a */
-    /* Whichever party claimed w, the slot may still point at it (the
-     * deadline came first, or only one of two directions was ready). */
-    rt_fd *f = &fds[a->fd];
-    rt__spin_lock(&f->lock);
-    if (f->rd == w) f->rd = NULL;
-    if (f->wr == w) f->wr = NULL;
-    rt__spin_unlock(&f->lock);
+    /* The slot may still point at w when the deadline came first or only
+     * one of two directions was ready (an edge or rt_fd_unregister clears
+     * what it claims). */
+    if (a->timed || a->events == (RT_READ | RT_WRITE)) {
+        rt_fd *f = &fds[a->fd];
+        rt__spin_lock(&f->lock);
+        if (f->rd == w) f->rd = NULL;
+        if (f->wr == w) f->wr = NULL;
+        rt__spin_unlock(&f->lock);
+    }
     a->result = w->result;
     /* From here on a belongs to fn, which may run (and re-arm a) before
      * rt_spawn_ex returns: copy what the spawn needs first. */
@@ -447,6 +451,7 @@ int rt_fd_await(rt_await *pub, int fd, int events, int64_t deadline, rt_fn fn, v
     a->stack_size = opts ? opts->stack_size : 0;
     a->name = opts ? opts->name : NULL;
     a->fd = fd;
+    a->events = events;
     a->timed = deadline != RT_NO_DEADLINE;
     a->result = 0;
     a->t.when = deadline;

@@ -2,7 +2,9 @@
  * stack.c: coroutine stacks. Each stack is one mmap: a guard page at the
  * bottom, the usable stack, and the coroutine's own struct at the top, so a
  * spawn from the pool costs no allocation at all. Default-size stacks are
- * pooled per worker up to cfg.stack_pool_max and go back to the OS past it.
+ * pooled per worker up to cfg.stack_pool_max; past it half a pool at a
+ * time moves to a global pool (stack_pool_max per worker in all), which
+ * empty worker pools refill from, and past that they go back to the OS.
  *
  * Guard pages cost two memory mappings per stack and Linux caps a process
  * at vm.max_map_count mappings (65530 by default), so only the first
@@ -160,11 +162,24 @@ rt_co *rt__stack_alloc_slow(rt_worker *w, size_t stack_size)
             return stack_reuse(co);
         }
         {
+            /* Take one stack from the global pool and, for a worker, up to
+             * half a local pool more in the same lock: a worker that spawns
+             * what others run (the poller starting rt_fd_await handlers)
+             * would otherwise map a stack per spawn while theirs unmap. */
+            size_t batch = w ? rt->cfg.stack_pool_max / 2 : 0;
             pthread_mutex_lock(&rt->stack_lock);
             co = rt->global_pool;
             if (co) {
                 rt->global_pool = co->next;
                 rt->global_pool_len--;
+                while (batch-- > 0 && rt->global_pool) {
+                    rt_co *more = rt->global_pool;
+                    rt->global_pool = more->next;
+                    rt->global_pool_len--;
+                    more->next = w->pool;
+                    w->pool = more;
+                    RT_STAT_ADD(w->pool_len, 1);
+                }
             }
             pthread_mutex_unlock(&rt->stack_lock);
             if (co)
@@ -219,17 +234,29 @@ void rt__stack_free_slow(rt_worker *w, rt_co *co)
             RT_STAT_ADD(w->pool_len, 1);
             return;
         }
-        if (!w) {
-            pthread_mutex_lock(&rt->stack_lock);
-            if (rt->global_pool_len < rt->cfg.stack_pool_max) {
-                co->next = rt->global_pool;
-                rt->global_pool = co;
+        /* The worker's pool is full (or a foreign thread frees): co and,
+         * from a worker, half of its pool go to the global pool in one
+         * lock, up to stack_pool_max per worker in all; the rest is
+         * unmapped. */
+        size_t cap = rt->cfg.stack_pool_max * (size_t)(rt->nworkers > 0 ? rt->nworkers : 1);
+        size_t batch = w ? rt->cfg.stack_pool_max / 2 : 0;
+        pthread_mutex_lock(&rt->stack_lock);
+        if (rt->global_pool_len < cap) {
+            co->next = rt->global_pool;
+            rt->global_pool = co;
+            rt->global_pool_len++;
+            while (batch-- > 0 && w->pool && rt->global_pool_len < cap) {
+                rt_co *more = w->pool;
+                w->pool = more->next;
+                RT_STAT_ADD(w->pool_len, -1);
+                more->next = rt->global_pool;
+                rt->global_pool = more;
                 rt->global_pool_len++;
-                pthread_mutex_unlock(&rt->stack_lock);
-                return;
             }
             pthread_mutex_unlock(&rt->stack_lock);
+            return;
         }
+        pthread_mutex_unlock(&rt->stack_lock);
     }
     stack_unmap(co);
 }
