@@ -58,26 +58,26 @@ static void req_reset(http__req *r)
 
 static int fail(http_conn *c, int status)
 {
-    c->req.err_status = status;
+    c->req->err_status = status;
     return -1;
 }
 
 static int fail_why(http_conn *c, int status, const char *detail)
 {
-    c->req.err_detail = detail;
+    c->req->err_detail = detail;
     return fail(c, status);
 }
 
 static int on_message_begin(http_parser *p)
 {
-    req_reset(&conn_of(p)->req);
+    req_reset(conn_of(p)->req);
     return 0;
 }
 
 static int on_url(http_parser *p, const char *at, size_t len)
 {
     http_conn *c = conn_of(p);
-    http__req *r = &c->req;
+    http__req *r = c->req;
     if (r->url_len == 0)
         r->url_off = off_of(c, at);
     r->url_len += (uint32_t)len;
@@ -91,7 +91,7 @@ static int on_url(http_parser *p, const char *at, size_t len)
 static int header_limit(http_conn *c, const char *at, size_t len)
 {
     size_t end = (size_t)off_of(c, at) + len;
-    if (end - c->req.hdr_begin > c->srv->cfg.max_headers)
+    if (end - c->req->hdr_begin > c->srv->cfg.max_headers)
         return fail(c, 431);
     return 0;
 }
@@ -100,7 +100,7 @@ static int header_limit(http_conn *c, const char *at, size_t len)
  * has the same size limit as the header section. */
 static int trailer(http_conn *c, const char *at, size_t len)
 {
-    http__req *r = &c->req;
+    http__req *r = c->req;
     if (r->trailer_begin == 0)
         r->trailer_begin = off_of(c, at);
     if ((size_t)off_of(c, at) + len - r->trailer_begin > c->srv->cfg.max_headers)
@@ -111,7 +111,7 @@ static int trailer(http_conn *c, const char *at, size_t len)
 static int on_header_field(http_parser *p, const char *at, size_t len)
 {
     http_conn *c = conn_of(p);
-    http__req *r = &c->req;
+    http__req *r = c->req;
     if (r->headers_done)
         return trailer(c, at, len);
     if (r->last_was_value) {
@@ -137,7 +137,7 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
 static int on_header_value(http_parser *p, const char *at, size_t len)
 {
     http_conn *c = conn_of(p);
-    http__req *r = &c->req;
+    http__req *r = c->req;
     if (r->headers_done)
         return trailer(c, at, len);
     if (r->nhdr == 0)
@@ -179,7 +179,7 @@ static int is_tchar(unsigned char ch)
  * success sets r->hdr_end. Returns NULL or why the section is refused. */
 static const char *header_section_ok(http_conn *c)
 {
-    http__req *r = &c->req;
+    http__req *r = c->req;
     const char *b = c->in + c->req_start;
     size_t avail = c->in_len - c->req_start;
     size_t pos = (size_t)r->url_off + r->url_len;
@@ -235,8 +235,8 @@ static const char *header_section_ok(http_conn *c)
 static int content_length_ok(http_conn *c)
 {
     int seen = 0;
-    for (int i = 0; i < c->req.nhdr; i++) {
-        const http__hdr *h = &c->req.hdr[i];
+    for (int i = 0; i < c->req->nhdr; i++) {
+        const http__hdr *h = &c->req->hdr[i];
         if (!hdr_is(c, h, "content-length"))
             continue;
         if (seen++)
@@ -260,8 +260,8 @@ static int content_length_ok(http_conn *c)
 static int transfer_coding(http_conn *c)
 {
     int chunked = 0, other = 0, empty = 0, any = 0;
-    for (int i = 0; i < c->req.nhdr; i++) {
-        const http__hdr *h = &c->req.hdr[i];
+    for (int i = 0; i < c->req->nhdr; i++) {
+        const http__hdr *h = &c->req->hdr[i];
         if (!hdr_is(c, h, "transfer-encoding"))
             continue;
         any = 1;
@@ -296,7 +296,7 @@ static int transfer_coding(http_conn *c)
 static int on_headers_complete(http_parser *p)
 {
     http_conn *c = conn_of(p);
-    http__req *r = &c->req;
+    http__req *r = c->req;
     r->headers_done = 1;
     const char *why = header_section_ok(c);
     if (why != NULL)
@@ -337,7 +337,7 @@ static int on_headers_complete(http_parser *p)
 static int on_body(http_parser *p, const char *at, size_t len)
 {
     http_conn *c = conn_of(p);
-    http__req *r = &c->req;
+    http__req *r = c->req;
     if (r->body_len == 0) {
         r->body_off = off_of(c, at);
     } else if (r->chunked) {
@@ -355,7 +355,7 @@ static int on_body(http_parser *p, const char *at, size_t len)
 
 static int on_message_complete(http_parser *p)
 {
-    conn_of(p)->req.done = 1;
+    conn_of(p)->req->done = 1;
     http_parser_pause(p, 1);
     return 0;
 }
@@ -377,14 +377,20 @@ int http__conn_init(http_conn *c, http_server *srv)
     c->fd = -1;
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
-    req_reset(&c->req);
     return 0;
 }
 
 void http__conn_fini(http_conn *c)
 {
-    free(c->in);
+    http__conn_release(c);
+}
+
+void http__conn_release(http_conn *c)
+{
+    free(c->req);   /* the read buffer too */
+    c->req = NULL;
     c->in = NULL;
+    c->in_len = c->in_cap = c->parsed = c->req_start = 0;
     kit_buf_free(&c->out);
     kit_buf_free(&c->body);
 }
@@ -404,10 +410,13 @@ static void compact(http_conn *c)
 
 char *http__conn_read_ptr(http_conn *c, size_t *room)
 {
-    if (c->in == NULL) {
+    if (c->req == NULL) {
+        /* One block: the request's bookkeeping, then the read buffer. */
         c->in_cap = c->srv->cfg.read_buf;
-        if ((c->in = malloc(c->in_cap)) == NULL)
+        if ((c->req = malloc(sizeof *c->req + c->in_cap)) == NULL)
             return NULL;
+        req_reset(c->req);
+        c->in = (char *)(c->req + 1);
     }
     if (c->in_cap - c->in_len < 1024 && c->req_start > 0)
         compact(c);
@@ -415,10 +424,11 @@ char *http__conn_read_ptr(http_conn *c, size_t *room)
         /* One request fills the buffer: grow it. The parser's limits bound
          * a request, so this stops at roughly uri + headers + body. */
         size_t cap = c->in_cap * 2;
-        char *p = realloc(c->in, cap);
+        http__req *p = realloc(c->req, sizeof *c->req + cap);
         if (p == NULL)
             return NULL;
-        c->in = p;
+        c->req = p;
+        c->in = (char *)(p + 1);
         c->in_cap = cap;
     }
     *room = c->in_cap - c->in_len;
@@ -432,7 +442,7 @@ int http__conn_in_request(const http_conn *c)
 
 int http__conn_headers_done(const http_conn *c)
 {
-    return c->req.headers_done;
+    return c->req != NULL && c->req->headers_done;
 }
 
 static const char *limit_code(int status)
@@ -461,21 +471,23 @@ static const char *limit_detail(int status)
 int http__conn_process(http_conn *c)
 {
     const http_server_config *cfg = &c->srv->cfg;
+    if (c->req == NULL)
+        return HTTP__MORE;   /* nothing read since the buffers went back */
     for (;;) {
-        if (c->parsed < c->in_len && !c->req.done) {
+        if (c->parsed < c->in_len && !c->req->done) {
             size_t n = http_parser_execute(&c->parser, &settings,
                                            c->in + c->parsed,
                                            c->in_len - c->parsed);
             c->parsed += n;
         }
-        if (c->req.done) {
+        if (c->req->done) {
             http_parser_pause(&c->parser, 0);
             if (!http_should_keep_alive(&c->parser) || c->parser.upgrade ||
                 atomic_load_explicit(&c->srv->draining, memory_order_relaxed))
                 c->closing = 1;
             http__dispatch(c);
             c->seq++;
-            req_reset(&c->req);
+            req_reset(c->req);
             c->req_start = c->parsed;
             if (c->closing)
                 return HTTP__CLOSE;
@@ -485,13 +497,13 @@ int http__conn_process(http_conn *c)
         }
         enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
         if (e != HPE_OK || c->parsed < c->in_len) {
-            int st = c->req.err_status ? c->req.err_status : 400;
+            int st = c->req->err_status ? c->req->err_status : 400;
             http__metrics_count(HTTP__C_parse_errors);
             c->closing = 1;
             /* A refusal of ours carries its own detail; one of the
              * parser's says what the parser found. */
-            const char *detail = c->req.err_detail;
-            if (detail == NULL && c->req.err_status == 0 && e != HPE_OK &&
+            const char *detail = c->req->err_detail;
+            if (detail == NULL && c->req->err_status == 0 && e != HPE_OK &&
                 e != HPE_PAUSED)
                 detail = http_errno_description(e);
             http__reply_error(c, HTTP__R_NONE, st, limit_code(st),
@@ -503,18 +515,18 @@ int http__conn_process(http_conn *c)
     /* Everything buffered is parsed; a request may be partly here. */
     if (c->req_start == c->in_len) {
         c->in_len = c->parsed = c->req_start = 0;
-    } else if (!c->req.headers_done) {
+    } else if (!c->req->headers_done) {
         size_t pending = c->in_len - c->req_start;
         if (pending > cfg->max_uri + cfg->max_headers + 256) {
-            int st = c->req.nhdr ? 431 : 414;
+            int st = c->req->nhdr ? 431 : 414;
             http__metrics_count(HTTP__C_parse_errors);
             c->closing = 1;
             http__reply_error(c, HTTP__R_NONE, st, limit_code(st),
                               limit_detail(st), NULL);
             return HTTP__CLOSE;
         }
-    } else if (c->req.chunked &&
-               c->in_len - c->req_start - c->req.hdr_end > cfg->max_body + cfg->max_headers) {
+    } else if (c->req->chunked &&
+               c->in_len - c->req_start - c->req->hdr_end > cfg->max_body + cfg->max_headers) {
         /* Chunk-size lines, extensions and trailers are bounded together:
          * the body limit plus the header limit, whatever the chunk sizes. */
         http__metrics_count(HTTP__C_parse_errors);
@@ -522,11 +534,11 @@ int http__conn_process(http_conn *c)
         http__reply_error(c, HTTP__R_NONE, 413, limit_code(413),
                           "the chunked body with its framing is over the limit", NULL);
         return HTTP__CLOSE;
-    } else if (c->req.expect_continue && !c->req.continue_sent) {
+    } else if (c->req->expect_continue && !c->req->continue_sent) {
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
         if (kit_buf_append(&c->out, cont, sizeof cont - 1) < 0)
             return HTTP__CLOSE;
-        c->req.continue_sent = 1;
+        c->req->continue_sent = 1;
     }
     return HTTP__MORE;
 }

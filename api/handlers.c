@@ -20,8 +20,8 @@
 static const char *header(const http_conn *c, const char *name, size_t *len)
 {
     size_t n = strlen(name);
-    for (int i = 0; i < c->req.nhdr; i++) {
-        const http__hdr *h = &c->req.hdr[i];
+    for (int i = 0; i < c->req->nhdr; i++) {
+        const http__hdr *h = &c->req->hdr[i];
         if (h->name_len == n &&
             strncasecmp(c->in + c->req_start + h->name_off, name, n) == 0) {
             *len = h->val_len;
@@ -200,12 +200,12 @@ static int json_ident(const http__jobj *o, const char *name, char *dst, size_t m
 static int parse_body(http_conn *c, int route, http__jobj *o)
 {
     char detail[160];
-    if (c->req.body_len == 0) {
+    if (c->req->body_len == 0) {
         bad_request(c, route, "the body must be a JSON object; it is empty");
         return -1;
     }
-    if (http__json_object(c->in + c->req_start + c->req.body_off,
-                          c->req.body_len, o) == 0)
+    if (http__json_object(c->in + c->req_start + c->req->body_off,
+                          c->req->body_len, o) == 0)
         return 0;
     snprintf(detail, sizeof detail, "the body is not accepted JSON: %s (at byte %zu)",
              o->err, o->err_at);
@@ -697,8 +697,8 @@ int http__implemented(const http_service *s, int route)
 
 void http__dispatch(http_conn *c)
 {
-    const char *url = c->in + c->req_start + c->req.url_off;
-    size_t ulen = c->req.url_len;
+    const char *url = c->in + c->req_start + c->req->url_off;
+    size_t ulen = c->req->url_len;
     const char *qm = memchr(url, '?', ulen);
     size_t plen = qm ? (size_t)(qm - url) : ulen;
     const char *q = qm ? qm + 1 : url + ulen;

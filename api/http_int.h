@@ -100,11 +100,14 @@ struct http_conn {
     char id_hex[16];             /* id in hex, formatted once (response.c) */
     uint8_t id_hex_len;          /* 0 until then */
     http_parser parser;
-    char *in;                    /* owned read buffer */
+    /* The request being read and the read buffer are one block, owned,
+     * allocated by the first read and given back between requests
+     * (http__conn_release): req at its start, in just past it. */
+    http__req *req;
+    char *in;
     size_t in_len, in_cap;
     size_t req_start;            /* offset of the current request */
     size_t parsed;               /* bytes handed to the parser */
-    http__req req;
     kit_buf out;                /* owned response bytes not yet written */
     kit_buf body;               /* owned scratch for one response body */
     int closing;                 /* answer with Connection: close, then close */
@@ -158,6 +161,10 @@ void http__server_fini(http_server *srv);
 /* Prepares c for srv (buffers allocated lazily). */
 int http__conn_init(http_conn *c, http_server *srv);
 void http__conn_fini(http_conn *c);
+/* Gives back the read buffer and the response buffers of a connection
+ * that holds no bytes (between requests, everything flushed): an idle
+ * connection keeps only its struct. They are allocated again on use. */
+void http__conn_release(http_conn *c);
 /* Returns where the next read goes, growing the buffer as needed;
  * *room gets the free bytes. NULL on -ENOMEM. */
 char *http__conn_read_ptr(http_conn *c, size_t *room);

@@ -74,8 +74,8 @@ static inline int64_t now_ns(void)
 /* The client's X-Request-Id when it is short and printable, else NULL. */
 static const char *client_request_id(const http_conn *c, size_t *len)
 {
-    for (int i = 0; i < c->req.nhdr; i++) {
-        const http__hdr *h = &c->req.hdr[i];
+    for (int i = 0; c->req != NULL && i < c->req->nhdr; i++) {
+        const http__hdr *h = &c->req->hdr[i];
         if (h->name_len != 12 ||
             strncasecmp(c->in + c->req_start + h->name_off, "x-request-id",
                         12) != 0)

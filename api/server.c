@@ -1,13 +1,17 @@
 /*
  * server.c: the server on the runtime. One SO_REUSEPORT listener and one
- * accepting coroutine per worker, one coroutine per connection, graceful
- * stop.
+ * accepting coroutine per worker, one coroutine per busy connection (none
+ * for an idle one), graceful stop.
  *
  * A connection's coroutine loops: flush the responses it has, read with the
  * deadline that applies (idle between requests, header deadline while a
  * request's headers arrive, body deadline after them), then let
- * http__conn_process() answer every complete request in the buffer. It owns
- * its http_conn and frees it on its way out.
+ * http__conn_process() answer every complete request in the buffer. Once
+ * the connection is idle (nothing buffered, the socket drained) the
+ * coroutine gives back the buffers, hands the connection to
+ * rt_fd_await() and ends: an idle connection is its struct alone, and the
+ * next request starts a new coroutine. Whichever coroutine finds the
+ * connection closing frees it.
  *
  * Read deadlines are enforced by one sweeper coroutine per server, which
  * walks the connections every sweep_ns (a quarter of the shortest timeout,
@@ -101,8 +105,10 @@ static int flush(http_conn *c)
 /* Reads what the socket holds into p with recv(), waiting for the next
  * edge first when wait_first is set (the last read left it drained) or
  * when recv() would block. Returns the bytes read, 0 at end of file, or a
- * negative errno. There is no deadline: the sweeper enforces it. */
-static ssize_t conn_recv(http_conn *c, char *p, size_t room, int wait_first)
+ * negative errno: -EAGAIN instead of waiting when idle is set (the caller
+ * then waits without a coroutine). There is no deadline: the sweeper
+ * enforces it. */
+static ssize_t conn_recv(http_conn *c, char *p, size_t room, int wait_first, int idle)
 {
     for (;;) {
         if (wait_first) {
@@ -115,18 +121,74 @@ static ssize_t conn_recv(http_conn *c, char *p, size_t room, int wait_first)
             return n;
         if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
             return -errno;
+        if (idle && errno != EINTR)
+            return -EAGAIN;
         wait_first = errno != EINTR;
     }
 }
 
+/* A connection as the server holds it: the runtime-free part and the
+ * storage of the wait that starts its coroutine when it turns readable. */
+typedef struct srv_conn {
+    http_conn c;
+    rt_await await;
+} srv_conn;
+
+static void conn_main(void *arg);
+
+/* Frees a connection (its coroutine's last act, or the acceptor's when the
+ * coroutine could not start). */
+static void conn_free(srv_conn *sc)
+{
+    http_conn *c = &sc->c;
+    http_server *srv = c->srv;
+    conn_unlink(srv, c);
+    rt_close(c->fd);
+    http__conn_fini(c);
+    free(sc);
+    atomic_fetch_sub_explicit(&srv->nconns, 1, memory_order_relaxed);
+    http__metrics_conns(-1);
+    rt_wg_done(srv->conns_wg);
+}
+
+/* Waits for the next request of an idle connection without a coroutine:
+ * its buffers are given back and conn_main starts again once the socket
+ * turns readable (a request, end of file, or the shutdown of its reading
+ * side by the sweeper or a stop). Returns 1 when armed (sc then belongs
+ * to that coroutine), 0 when bytes are pending already, or a negative
+ * errno. deadline is published for the sweeper as for any read. */
+static int conn_park(srv_conn *sc, int64_t deadline)
+{
+    http_conn *c = &sc->c;
+    http_server *srv = c->srv;
+    http__conn_release(c);
+    atomic_store_explicit(&c->expires, deadline, memory_order_relaxed);
+    atomic_store_explicit(&c->idle, 1, memory_order_release);
+    /* A stop that started before idle was published may have missed
+     * this connection: look again. */
+    if (atomic_load_explicit(&srv->draining, memory_order_acquire))
+        return -ECANCELED;
+    rt_spawn_opts o = {.name = "http-conn", .stack_size = srv->cfg.conn_stack};
+    int r = rt_fd_await(&sc->await, c->fd, RT_READ, RT_NO_DEADLINE, conn_main, sc, &o);
+    if (r == 0)
+        return 1;
+    atomic_store_explicit(&c->idle, 0, memory_order_release);
+    atomic_store_explicit(&c->expires, 0, memory_order_relaxed);
+    return r > 0 ? 0 : r;
+}
+
+/* A connection's coroutine. It starts when a request (or end of file)
+ * arrives on an idle connection, answers what comes, and ends when the
+ * connection turns idle again (conn_park) or closes. */
 static void conn_main(void *arg)
 {
-    http_conn *c = arg;
+    srv_conn *sc = arg;
+    http_conn *c = &sc->c;
     http_server *srv = c->srv;
     const http_server_config *cfg = &srv->cfg;
     int64_t req_deadline = 0;
     int phase = 0;   /* 0 between requests, 1 headers, 2 body */
-    int drained = 0;
+    int drained = 0; /* started by an edge: read at once */
     /* The connection coroutine's local pointer is its connection, for
      * http_request_id() in the service's calls. */
     *rt_co_local() = c;
@@ -150,6 +212,19 @@ static void conn_main(void *arg)
                 break;
             int64_t t = c->t_reply > c->t_read ? c->t_reply : c->t_read;
             deadline = t + cfg->idle_timeout_ms * 1000000;
+            /* After a short read the socket is most likely drained: wait
+             * for the next request without a coroutine (the runtime keeps
+             * edges that arrive while nobody waits, so none is lost). */
+            if (drained) {
+                *rt_co_local() = NULL;
+                int r = conn_park(sc, deadline);
+                if (r > 0)
+                    return;   /* sc is the next coroutine's now */
+                *rt_co_local() = c;
+                if (r < 0)
+                    break;
+                drained = 0;
+            }
         } else {
             if (phase == 0) {
                 phase = 1;
@@ -170,20 +245,20 @@ static void conn_main(void *arg)
          * this connection: look again. */
         if (idle && atomic_load_explicit(&srv->draining, memory_order_acquire))
             break;
-        /* After a short read the socket is most likely drained: wait for
-         * the next edge first instead of paying for a read that answers
-         * EAGAIN (the runtime keeps edges that arrive while nobody waits,
-         * so none is lost). */
         /* Reads wait without a runtime timer (one global heap under a
          * lock, touched twice per request otherwise); the sweeper shuts
          * the socket down once `expires` has passed. */
         atomic_store_explicit(&c->expires, deadline, memory_order_relaxed);
-        ssize_t n = conn_recv(c, p, room, drained);
+        ssize_t n = conn_recv(c, p, room, drained, idle);
         atomic_store_explicit(&c->expires, 0, memory_order_relaxed);
         if (n == 0 && atomic_load_explicit(&c->timed_out, memory_order_acquire))
             n = -ETIMEDOUT;
         drained = n > 0 && (size_t)n < room;
         atomic_store_explicit(&c->idle, 0, memory_order_release);
+        if (n == -EAGAIN) {
+            drained = 1;   /* nothing there: wait without a coroutine */
+            continue;
+        }
         if (n <= 0) {
             if (n == -ETIMEDOUT) {
                 http__metrics_count(HTTP__C_connections_timed_out);
@@ -202,13 +277,7 @@ static void conn_main(void *arg)
         c->t_read = rt_now_ns();
     }
     *rt_co_local() = NULL;
-    conn_unlink(srv, c);
-    rt_close(c->fd);
-    http__conn_fini(c);
-    free(c);
-    atomic_fetch_sub_explicit(&srv->nconns, 1, memory_order_relaxed);
-    http__metrics_conns(-1);
-    rt_wg_done(srv->conns_wg);
+    conn_free(sc);
 }
 
 size_t http_request_id(char *buf, size_t cap)
@@ -277,11 +346,12 @@ static void acceptor_main(void *arg)
         /* Answers go out at once even when a flush is split. */
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        http_conn *c = malloc(sizeof *c);
-        if (c == NULL) {
+        srv_conn *sc = malloc(sizeof *sc);
+        if (sc == NULL) {
             rt_close(fd);
             continue;
         }
+        http_conn *c = &sc->c;
         http__conn_init(c, srv);
         c->fd = fd;
         c->t_read = rt_now_ns();
@@ -291,17 +361,16 @@ static void acceptor_main(void *arg)
         http__metrics_conns(1);
         rt_wg_add(srv->conns_wg, 1);
         conn_link(srv, c);
-        rt_spawn_opts o = {.name = "http-conn",
-                           .stack_size = srv->cfg.conn_stack};
-        if (rt_spawn_ex(NULL, conn_main, c, &o) < 0) {
-            conn_unlink(srv, c);
-            rt_close(fd);
-            http__conn_fini(c);
-            free(c);
-            atomic_fetch_sub(&srv->nconns, 1);
-            http__metrics_conns(-1);
-            rt_wg_done(srv->conns_wg);
+        /* The first request is awaited like any other: a connection that
+         * has sent nothing yet holds no coroutine. */
+        int r = conn_park(sc, c->t_read + srv->cfg.idle_timeout_ms * 1000000);
+        if (r == 0) {
+            rt_spawn_opts o = {.name = "http-conn",
+                               .stack_size = srv->cfg.conn_stack};
+            r = rt_spawn_ex(NULL, conn_main, sc, &o);
         }
+        if (r < 0)
+            conn_free(sc);
     }
 }
 

@@ -2,7 +2,8 @@
  * test_api_server.c: the server on the runtime, over loopback (ports
  * 21400-21420): keep-alive reuse, idle and header deadlines, the connection
  * cap, graceful stop with a request in flight, a stop whose deadline
- * passes, and an admin token swapped while an admin request is in flight.
+ * passes, an admin token swapped while an admin request is in flight, and
+ * idle connections that hold no coroutine.
  *
  * cmocka's assertions longjmp, which must not cross coroutine stacks, so
  * the coroutines count failures with CHECK (tests/support/check.h) and the
@@ -343,6 +344,82 @@ static void test_token_swap(void **st)
     run(co_token_swap);
 }
 
+static uint64_t live_coroutines(void)
+{
+    rt_stats st;
+    rt_stats_get(&st);
+    return st.live;
+}
+
+/* Idle keep-alive connections hold no coroutine (rt_fd_await): 200 of
+ * them, each after one answer, leave the live coroutines where they were;
+ * each still answers a second request, a pipelined pair, and a request
+ * whose bytes arrive in two writes; closed, nothing is left. */
+static void co_idle_no_coroutine(void *arg)
+{
+    (void)arg;
+    enum { N = 200 };
+    http_server *srv = start(21406, NULL);
+    if (!srv)
+        return;
+    char buf[8192];
+    int fds[N];
+    rt_sleep(20);
+    uint64_t live0 = live_coroutines();
+    for (int i = 0; i < N; i++) {
+        fds[i] = rt_dial_tcp("127.0.0.1", 21406, rt_deadline_ms(2000));
+        CHECK(fds[i] >= 0);
+        if (fds[i] < 0)
+            continue;
+        CHECK(rt_write(fds[i], get_hot, sizeof get_hot - 1, rt_deadline_ms(1000)) > 0);
+        CHECK(read_resp(fds[i], buf, sizeof buf, 2000) > 0);
+        CHECK(strncmp(buf, "HTTP/1.1 200 OK\r\n", 17) == 0);
+    }
+    rt_sleep(50);   /* the last answers' coroutines have ended */
+    uint64_t live1 = live_coroutines();
+    CHECK(live1 <= live0 + 2);
+    if (live1 > live0 + 2)
+        fprintf(stderr, "live coroutines: %llu with %d idle connections, %llu before\n",
+                (unsigned long long)live1, N, (unsigned long long)live0);
+    for (int i = 0; i < N; i++) {
+        if (fds[i] < 0)
+            continue;
+        CHECK(rt_write(fds[i], get_hot, sizeof get_hot - 1, rt_deadline_ms(1000)) > 0);
+        CHECK(read_resp(fds[i], buf, sizeof buf, 2000) > 0);
+        CHECK(strncmp(buf, "HTTP/1.1 200 OK\r\n", 17) == 0);
+    }
+    /* Two pipelined requests on an idle connection, answered in order. */
+    static const char two[] = "GET /healthz HTTP/1.1\r\n\r\nGET /v1/items/hot HTTP/1.1\r\n\r\n";
+    CHECK(rt_write(fds[0], two, sizeof two - 1, rt_deadline_ms(1000)) > 0);
+    int n = read_resp(fds[0], buf, sizeof buf, 2000);
+    CHECK(n > 0 && strncmp(buf, "HTTP/1.1 200 OK\r\n", 17) == 0);
+    CHECK(n > 0 && strstr(buf, "{\"status\":\"ok\"}") != NULL);
+    if (n > 0 && !strstr(buf, "\"sku\""))
+        n = read_resp(fds[0], buf, sizeof buf, 2000);
+    CHECK(n > 0 && strstr(buf, "\"sku\":\"hot\"") != NULL);
+    /* A request in two writes wakes the connection once and is answered
+     * once it is whole. */
+    CHECK(rt_write(fds[1], get_hot, 10, rt_deadline_ms(1000)) == 10);
+    rt_sleep(30);
+    CHECK(rt_write(fds[1], get_hot + 10, sizeof get_hot - 11, rt_deadline_ms(1000)) > 0);
+    n = read_resp(fds[1], buf, sizeof buf, 2000);
+    CHECK(n > 0 && strncmp(buf, "HTTP/1.1 200 OK\r\n", 17) == 0);
+    for (int i = 0; i < N; i++)
+        if (fds[i] >= 0)
+            rt_close(fds[i]);
+    int64_t dl = rt_deadline_ms(2000);
+    while (live_coroutines() > live0 && rt_now_ns() < dl)
+        rt_sleep(10);
+    CHECK(live_coroutines() <= live0);
+    CHECK(http_server_stop(srv, rt_deadline_ms(2000)) == 0);
+}
+
+static void test_idle_no_coroutine(void **st)
+{
+    (void)st;
+    run(co_idle_no_coroutine);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -353,6 +430,7 @@ int main(void)
         cmocka_unit_test(test_drain_inflight),
         cmocka_unit_test(test_drain_deadline),
         cmocka_unit_test(test_token_swap),
+        cmocka_unit_test(test_idle_no_coroutine),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
