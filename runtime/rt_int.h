@@ -133,6 +133,7 @@ struct rt_co {
     size_t stack_size;        /* usable bytes below this struct */
     int guarded;
     int pool_class;           /* 1 = default size, pooled; 0 = unpooled */
+    int cold;                 /* in the global pool, pages given back */
     struct rt_co *all_prev, *all_next; /* every stack mapped by the runtime */
 #if defined(RT_ASAN)
     void *asan_fake;
@@ -408,6 +409,10 @@ static inline void rt__stack_free(rt_worker *w, rt_co *co)
     rt__stack_free_slow(w, co);
 }
 void rt__stack_release_all(void);
+/* Gives the touched pages of the global pool's stacks past the first
+ * stack_pool_max / 4 back to the kernel (madvise), so that RSS falls after
+ * a burst of coroutines ends. The monitor calls it about once a second. */
+void rt__stack_trim(void);
 int rt__altstack_init(rt_worker *w);
 void rt__segv_install(void);
 void rt__altstack_fini(rt_worker *w);

@@ -953,6 +953,7 @@ static void *monitor_main(void *arg)
     int64_t period_ns = thr_ns > 0 ? thr_ns / 4 : 10000000;
     if (period_ns < 1000000) period_ns = 1000000;
     if (period_ns > 20000000) period_ns = 20000000;
+    int64_t last_trim = rt_now_ns();
     (void)arg;
 
     pthread_mutex_lock(&rt->mon_lock);
@@ -1000,6 +1001,10 @@ static void *monitor_main(void *arg)
         }
         if (now - rt__timers_next() > 10000000)
             rt__timers_run(now);
+        if (now - last_trim > 1000000000) {
+            last_trim = now;
+            rt__stack_trim();
+        }
         pthread_mutex_lock(&rt->mon_lock);
     }
     pthread_mutex_unlock(&rt->mon_lock);

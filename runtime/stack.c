@@ -242,6 +242,7 @@ void rt__stack_free_slow(rt_worker *w, rt_co *co)
         size_t batch = w ? rt->cfg.stack_pool_max / 2 : 0;
         pthread_mutex_lock(&rt->stack_lock);
         if (rt->global_pool_len < cap) {
+            co->cold = 0;
             co->next = rt->global_pool;
             rt->global_pool = co;
             rt->global_pool_len++;
@@ -249,6 +250,7 @@ void rt__stack_free_slow(rt_worker *w, rt_co *co)
                 rt_co *more = w->pool;
                 w->pool = more->next;
                 RT_STAT_ADD(w->pool_len, -1);
+                more->cold = 0;
                 more->next = rt->global_pool;
                 rt->global_pool = more;
                 rt->global_pool_len++;
@@ -259,6 +261,25 @@ void rt__stack_free_slow(rt_worker *w, rt_co *co)
         pthread_mutex_unlock(&rt->stack_lock);
     }
     stack_unmap(co);
+}
+
+void rt__stack_trim(void)
+{
+    rt_runtime *rt = &rt__rt;
+    size_t keep = rt->cfg.stack_pool_max / 4, i = 0;
+    pthread_mutex_lock(&rt->stack_lock);
+    for (rt_co *co = rt->global_pool; co; co = co->next, i++) {
+        if (i < keep || co->cold)
+            continue;
+        /* Everything below the page that holds the struct (and, at the
+         * next spawn, the first frame); the guard page stays as it is. */
+        char *lo = co->map_base + rt->page_size;
+        char *hi = (char *)((uintptr_t)co & ~(uintptr_t)(rt->page_size - 1));
+        if (hi > lo)
+            madvise(lo, (size_t)(hi - lo), MADV_DONTNEED);
+        co->cold = 1;
+    }
+    pthread_mutex_unlock(&rt->stack_lock);
 }
 
 /* Shutdown: every stack the runtime mapped, pooled or still in use by a
