@@ -43,6 +43,15 @@
 #include <time.h>
 #include <unistd.h>
 
+#if defined(CACHESVC_JEMALLOC)
+/* jemalloc's options, read at its start (MALLOC_CONF in the environment
+ * still overrides them). Memory freed after a burst (connections that
+ * closed, their requests' buffers) goes back to the kernel within a few
+ * seconds from jemalloc's own thread; without it, pages stay resident
+ * until later allocations happen to purge them. */
+const char *malloc_conf = "background_thread:true,dirty_decay_ms:2000";
+#endif
+
 struct app {
     int argc;
     char **argv;
