@@ -275,6 +275,15 @@ static void conn_main(void *arg)
         }
         c->in_len += (size_t)n;
         c->t_read = rt_now_ns();
+        /* The output buffer went back while the connection was idle: take
+         * it again at about the size of the answers to what was read (a
+         * small answer is roughly eight times its request), so a
+         * pipelined batch is not answered through a chain of reallocs. */
+        if (c->out.cap == 0) {
+            size_t want = (size_t)n * 8;
+            want = want < 1024 ? 1024 : want > 16384 ? 16384 : want;
+            kit_buf_reserve(&c->out, want - 1);
+        }
     }
     *rt_co_local() = NULL;
     conn_free(sc);
