@@ -71,7 +71,12 @@ typedef struct rt_config {
     int hog_threshold_ms;      /* monitor reports a coroutine running this
                                 * long without yielding; 0 = 100, -1 = off */
     size_t stack_pool_max;     /* pooled free stacks per worker before they
-                                * go back to the OS; 0 = 64 */
+                                * move to the global pool; 0 = 64 */
+    size_t stack_pool_global_max; /* free stacks kept in the global pool
+                                * before they go back to the OS; 0 = 4096
+                                * (their touched pages go back about once a
+                                * second: a pooled stack holds address
+                                * space, not memory) */
 } rt_config;
 
 /* Starts the runtime with cfg (NULL = all defaults), runs fn(arg) as the

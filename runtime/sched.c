@@ -1054,6 +1054,8 @@ int rt_start(const rt_config *cfg)
         rt->cfg.hog_threshold_ms = 100;
     if (rt->cfg.stack_pool_max == 0)
         rt->cfg.stack_pool_max = 64;
+    if (rt->cfg.stack_pool_global_max == 0)
+        rt->cfg.stack_pool_global_max = 4096;
     rt->nworkers = rt->cfg.workers;
     atomic_init(&rt->id_counter, 1);
     pthread_mutex_init(&rt->inject_lock, NULL);

@@ -3,8 +3,13 @@
  * bottom, the usable stack, and the coroutine's own struct at the top, so a
  * spawn from the pool costs no allocation at all. Default-size stacks are
  * pooled per worker up to cfg.stack_pool_max; past it half a pool at a
- * time moves to a global pool (stack_pool_max per worker in all), which
+ * time moves to a global pool (up to cfg.stack_pool_global_max), which
  * empty worker pools refill from, and past that they go back to the OS.
+ * The global pool is large because connections take and give back a
+ * stack per burst of requests: 512 connections waiting on a database batch
+ * together would otherwise map and unmap hundreds of stacks per batch (an
+ * unmap is a TLB shootdown on every CPU). Its memory is bounded by
+ * rt__stack_trim() instead, which gives the touched pages back.
  *
  * Guard pages cost two memory mappings per stack and Linux caps a process
  * at vm.max_map_count mappings (65530 by default), so only the first
@@ -236,9 +241,9 @@ void rt__stack_free_slow(rt_worker *w, rt_co *co)
         }
         /* The worker's pool is full (or a foreign thread frees): co and,
          * from a worker, half of its pool go to the global pool in one
-         * lock, up to stack_pool_max per worker in all; the rest is
+         * lock, up to stack_pool_global_max in all; the rest is
          * unmapped. */
-        size_t cap = rt->cfg.stack_pool_max * (size_t)(rt->nworkers > 0 ? rt->nworkers : 1);
+        size_t cap = rt->cfg.stack_pool_global_max;
         size_t batch = w ? rt->cfg.stack_pool_max / 2 : 0;
         pthread_mutex_lock(&rt->stack_lock);
         if (rt->global_pool_len < cap) {
