@@ -42,8 +42,10 @@ target_link_libraries(test_store_rt_pg PRIVATE kit rt PkgConfig::SQLITE3 PkgConf
 add_test(NAME store_integration_concurrent COMMAND test_store_rt_pg)
 set_tests_properties(store_integration_concurrent PROPERTIES LABELS integration TIMEOUT 300)
 
-# The benchmark driver of scripts/bench store (not a test).
-add_executable(store_bench ${CMAKE_SOURCE_DIR}/tests/bench/store/store_bench.c)
+# The benchmark driver of scripts/bench store (not a test): the store's
+# batched decrements and their anchors, the bare batch transaction loops.
+add_executable(store_bench ${CMAKE_SOURCE_DIR}/tests/bench/store/store_bench.c
+  ${CMAKE_SOURCE_DIR}/tests/bench/store/store_bare.c)
 target_link_libraries(store_bench PRIVATE store rt)
 if(CACHESVC_USE_JEMALLOC)
   target_link_libraries(store_bench PRIVATE PkgConfig::JEMALLOC)

@@ -1,28 +1,31 @@
 /*
  * store_bench.c: the store's benchmark driver (scripts/bench.d/store runs
- * it). Two modes, each printing name=value lines:
+ * it). Three modes, each printing name=value lines:
  *
  *   store_bench decr --url URL [--coroutines 256] [--seconds 5]
  *                    [--batch-max 256] [--workers 0]
  *       N coroutines decrement one hot item (qty 1, one user per coroutine)
  *       through the batcher for the given time. Prints decr_per_s,
  *       batch_size_p50 (per batch), batch_size_mean, p50_ms and p99_ms
- *       (per request, queueing included), errors.
+ *       (per request, queueing included), errors, batch_ms_mean.
  *
- *   store_bench sqlite-loop --path FILE [--seconds 5]
- *       The anchor: one autocommit UPDATE ... WHERE stock >= 1 after the
- *       other on one row, with the store's settings (WAL,
- *       synchronous=FULL). Prints loop_tps.
+ *   store_bench sqlite-bare --path FILE --batch B [--seconds 5]
+ *   store_bench pg-bare --url URL --batch B [--seconds 5]
+ *       The anchors: the store's batch transaction of B decrements in a
+ *       plain loop on one connection (store_bare.c). The store is opened
+ *       on the database first (its migrations make the schema) and puts
+ *       the item bench-bare, then closed; the loop runs without the
+ *       runtime. Prints bare_decr_per_s, bare_tx_per_s, batch,
+ *       transactions.
  */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <sqlite3.h>
-
 #include "cachesvc/store/store.h"
 #include "runtime/rt.h"
+#include "tests/bench/store/store_bare.h"
 
 typedef struct bench {
     const char *url;
@@ -165,48 +168,41 @@ out:
     store_close(b->st);
 }
 
-static int sqlite_loop(const char *path, int seconds)
-{
-    sqlite3 *db;
-    sqlite3_stmt *s;
-    char *err = NULL;
-    long n = 0;
+/* Opens the store on url (its migrations make the schema) and puts
+ * bare_sku with the decr mode's stock, for the bare loops (b->rc: 0 or 1). */
+static const char bare_sku[] = "bench-bare";
 
-    if (sqlite3_open(path, &db) != SQLITE_OK ||
-        sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-                         "CREATE TABLE IF NOT EXISTS hot (sku TEXT PRIMARY KEY,"
-                         " stock INTEGER NOT NULL CHECK (stock >= 0));"
-                         "INSERT OR REPLACE INTO hot VALUES ('hot', 1000000000000);",
-                     NULL, NULL, &err) != SQLITE_OK) {
-        fprintf(stderr, "store_bench: sqlite: %s\n", err ? err : sqlite3_errmsg(db));
-        return 1;
+static void bare_setup(void *arg)
+{
+    bench *b = arg;
+    store_config cfg = {.pool_size = 1};
+    store_put p = {.stock = (int64_t)1 << 50, .per_user_limit = 0, .sale_starts_at_ms = 0};
+    int rc;
+
+    if ((rc = store_open(b->url, &cfg, &b->st)) < 0) {
+        fprintf(stderr, "store_bench: open %s: %s\n", b->url, store_strerror(rc));
+        b->rc = 1;
+        return;
     }
-    sqlite3_prepare_v2(db, "UPDATE hot SET stock = stock - 1 WHERE sku = 'hot' AND stock >= 1",
-                       -1, &s, NULL);
-    int64_t t0 = rt_now_ns(), stop = t0 + (int64_t)seconds * 1000000000;
-    while (rt_now_ns() < stop) {
-        if (sqlite3_step(s) != SQLITE_DONE) {
-            fprintf(stderr, "store_bench: sqlite: %s\n", sqlite3_errmsg(db));
-            return 1;
-        }
-        sqlite3_reset(s);
-        n++;
+    if ((rc = store_put_item(b->st, bare_sku, &p, RT_NO_DEADLINE, NULL, NULL)) < 0) {
+        fprintf(stderr, "store_bench: put: %s\n", store_strerror(rc));
+        b->rc = 1;
     }
-    printf("loop_tps=%.0f\n", (double)n / ((double)(rt_now_ns() - t0) / 1e9));
-    sqlite3_finalize(s);
-    sqlite3_close(db);
-    return 0;
+    store_close(b->st);
 }
 
 int main(int argc, char **argv)
 {
     bench b = {.coroutines = 256, .seconds = 5, .batch_max = 256};
     const char *path = NULL;
-    int workers = 0;
+    int workers = 0, batch = 0, sq = 0, pg = 0;
+    char url[4096];
 
-    if (argc < 2) {
+    if (argc < 2 || (argc % 2) != 0) {
         fprintf(stderr, "usage: store_bench decr --url URL [--coroutines N] [--seconds S]"
-                        " [--batch-max B] [--workers W] | sqlite-loop --path FILE [--seconds S]\n");
+                        " [--batch-max B] [--workers W]\n"
+                        "       store_bench sqlite-bare --path FILE --batch B [--seconds S]\n"
+                        "       store_bench pg-bare --url URL --batch B [--seconds S]\n");
         return 2;
     }
     for (int i = 2; i + 1 < argc; i += 2) {
@@ -215,14 +211,42 @@ int main(int argc, char **argv)
         else if (strcmp(argv[i], "--coroutines") == 0) b.coroutines = atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--seconds") == 0) b.seconds = atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--batch-max") == 0) b.batch_max = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--batch") == 0) batch = atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--workers") == 0) workers = atoi(argv[i + 1]);
         else {
             fprintf(stderr, "store_bench: unknown flag %s\n", argv[i]);
             return 2;
         }
     }
-    if (strcmp(argv[1], "sqlite-loop") == 0 && path != NULL)
-        return sqlite_loop(path, b.seconds);
+    sq = strcmp(argv[1], "sqlite-bare") == 0;
+    pg = strcmp(argv[1], "pg-bare") == 0;
+    if (b.seconds < 1) {
+        fprintf(stderr, "store_bench: bad arguments: --seconds must be >= 1\n");
+        return 2;
+    }
+    if (sq || pg) {
+        if ((sq ? path == NULL : b.url == NULL) || batch < 1 || batch > 100000) {
+            fprintf(stderr, "store_bench: bad arguments: %s needs %s and --batch 1..100000\n",
+                    argv[1], sq ? "--path" : "--url");
+            return 2;
+        }
+        if (sq) {
+            if ((size_t)snprintf(url, sizeof url, "sqlite:%s", path) >= sizeof url) {
+                fprintf(stderr, "store_bench: bad arguments: path too long\n");
+                return 2;
+            }
+            b.url = url;
+        }
+        rt_config cfg = {.workers = 1};
+        if (rt_main(&cfg, bare_setup, &b) < 0) {
+            fprintf(stderr, "store_bench: runtime did not start\n");
+            return 1;
+        }
+        if (b.rc != 0)
+            return b.rc;
+        return sq ? bare_sqlite(path, bare_sku, batch, b.seconds)
+                  : bare_pg(b.url, bare_sku, batch, b.seconds);
+    }
     if (strcmp(argv[1], "decr") != 0 || b.url == NULL || b.coroutines < 1) {
         fprintf(stderr, "store_bench: bad arguments\n");
         return 2;
