@@ -103,6 +103,7 @@ static void pg_free(store__pg *p)
     for (int i = 0; p->conns != NULL && i < p->n; i++)
         store__pg_drop(&p->conns[i]);
     free(p->conns);
+    store__pg_known_free(p);
     if (p->sem != NULL)
         rt_sem_free(p->sem);
     pthread_mutex_destroy(&p->mu);

@@ -33,65 +33,6 @@
 
 int store__fault_break_after_commit;
 
-/* ---- the items' last known states (store__pg.known) --------------------- */
-
-static struct store__pg_known *known_slot(store__pg *p, const char *sku)
-{
-    return &p->known[kit_hash(sku, strlen(sku)) % PG_KNOWN];
-}
-
-/* Copies sku's known state into *s; 0 when there is none, or while the
- * item's last tries failed (then each call counts one batch down). */
-static int known_get(store__pg *p, const char *sku, store__state *s)
-{
-    pthread_mutex_lock(&p->mu);
-    struct store__pg_known *k = known_slot(p, sku);
-    int have = strcmp(k->sku, sku) == 0 && k->valid;
-    if (have && k->skip > 0) {
-        k->skip--;
-        have = 0;
-    }
-    if (have)
-        *s = k->s;
-    pthread_mutex_unlock(&p->mu);
-    return have;
-}
-
-/* Records s as sku's committed state; s == NULL forgets it. */
-static void known_set(store__pg *p, const char *sku, const store__state *s)
-{
-    pthread_mutex_lock(&p->mu);
-    struct store__pg_known *k = known_slot(p, sku);
-    if (strcmp(k->sku, sku) != 0) {
-        memset(k, 0, sizeof *k);
-        snprintf(k->sku, sizeof k->sku, "%s", sku);
-    }
-    k->valid = s != NULL;
-    if (s != NULL)
-        k->s = *s;
-    pthread_mutex_unlock(&p->mu);
-}
-
-/* A one-round-trip try of sku was sent and failed its checks (ok = 0) or
- * committed (ok = 1). Failed tries cost a round trip and a rollback, so the
- * next 4, 8 ... 64 batches of the item read first: two instances selling
- * one item, or buyers retrying with their keys, then pay for a try only
- * now and then. */
-static void known_tried(store__pg *p, const char *sku, int ok)
-{
-    pthread_mutex_lock(&p->mu);
-    struct store__pg_known *k = known_slot(p, sku);
-    if (strcmp(k->sku, sku) == 0) {
-        if (ok) {
-            k->penalty = 0;
-        } else {
-            k->penalty = k->penalty == 0 ? 4 : k->penalty < 64 ? 2 * k->penalty : 64;
-            k->skip = k->penalty;
-        }
-    }
-    pthread_mutex_unlock(&p->mu);
-}
-
 /* ---- the batch ---------------------------------------------------------- */
 
 /* The lock_timeout of a one-round-trip batch, whose COMMIT is queued on
@@ -170,6 +111,10 @@ typedef struct batch_ctx {
     int64_t *ids;         /* n entries */
     int nids;
     char *users_lit;      /* text[] literal of the distinct buyers */
+    /* The one-round-trip batch's check of what it assumed (PS_CHECK_PRIOR):
+     * the buyers and their totals, the keys it refused; sent when check. */
+    int check;
+    kit_buf cusers, ctotals, ckeys;
 } batch_ctx;
 
 /* Sets each decrement's bought from a (user_id, qty) result. */
@@ -468,6 +413,12 @@ static int write_send(batch_ctx *b, const store__state *s0, int known, const wri
         if (send_guard(pc, b->sku, s0) < 0)
             return -ECONNABORTED;
         q->at[W_GUARD] = q->nq++;
+        if (b->check) {
+            p[0] = b->sku; p[1] = b->cusers.data; p[2] = b->ctotals.data; p[3] = b->ckeys.data;
+            if (store__pg_exec(pc, PS_CHECK_PRIOR, 4, p) < 0)
+                return -ECONNABORTED;
+            q->nq++;
+        }
     }
     if (w->k > 0) {
         p[0] = b->sku; p[1] = w->now; p[2] = w->stock; p[3] = w->version;
@@ -535,8 +486,9 @@ static int write_classify(batch_ctx *b, int known, const write_params *w, const 
     if (rc == 0) {
         /* An SQL error: the transaction is aborted and nothing applied. */
         int unique = sqlstate_is(res[fe], "23505");
-        /* known: the version check failed (division by zero), or a key
-         * was committed before: decided on stale state. */
+        /* known: the version check or the check of the buyers' totals
+         * and refused keys failed (division by zero), or a key was
+         * committed before: decided on stale state. */
         int stale = known && (unique || sqlstate_is(res[fe], "22012"));
         if (!unique && !stale && !sqlstate_is(res[fe], SQLSTATE_LOCK_TIMEOUT))
             store__pg_sql_error("batch write", res[fe]);
@@ -613,16 +565,44 @@ static int conn_unsettled(store__pg_conn *pc)
     return poll(&pfd, 1, 0) != 0 || PQstatus(pc->c) != CONNECTION_OK;
 }
 
+/* Builds the check of what a one-round-trip batch assumed (b->check,
+ * PS_CHECK_PRIOR): under a per-user limit every buyer with the total the
+ * batch was decided on (a buyer with several requests is listed once per
+ * request: the same pair), and the keys of the requests it refused.
+ * Returns 0 or -ENOMEM. */
+static int check_build(batch_ctx *b, int limited)
+{
+    kit_buf_puts(&b->cusers, "{");
+    kit_buf_puts(&b->ctotals, "{");
+    kit_buf_puts(&b->ckeys, "{");
+    for (int i = 0; i < b->n; i++) {
+        store__op *op = b->ops[i];
+        if (limited) {
+            store__pg_sb_elem(&b->cusers, op->user_id);
+            store__pg_sb_int(&b->ctotals, op->bought);
+        }
+        if (op->key != NULL && op->outcome != STORE_OK &&
+            !(op->outcome == STORE_REPLAYED && op->replay_of >= 0))
+            store__pg_sb_elem(&b->ckeys, op->key);
+    }
+    kit_buf_puts(&b->cusers, "}");
+    kit_buf_puts(&b->ctotals, "}");
+    kit_buf_puts(&b->ckeys, "}");
+    b->check = 1;
+    return b->cusers.oom || b->ctotals.oom || b->ckeys.oom ? -ENOMEM : 0;
+}
+
 /* A batch of decrements decided on the item's known state (the state this
  * instance's last batch of it committed or read) and written in one round
- * trip: BEGIN, the version check under the row lock, the writes, COMMIT
- * (batch_write, known). A batch that changes nothing only checks the
- * version. What the database has not told us must not decide: a key is
- * assumed new (an order with a committed key fails on the unique index),
- * so a keyed request must become an order or replay one of the batch; an
- * item with a per-user limit always reads its buyers' totals first (a
- * sale under a limit has buyers coming back often enough that guessing
- * their totals failed most tries and made its selling phase slower).
+ * trip: BEGIN, the version check under the row lock, the check of what
+ * else was assumed, the writes, COMMIT (batch_write, known). What the
+ * database has not told us is assumed and checked on the server: a key is
+ * new (an order's key by the unique index, a refused request's key by
+ * PS_CHECK_PRIOR, since a key committed before would replay its order),
+ * and under a per-user limit each buyer's total is the one this instance
+ * last saw (store__pg_buyers_get; 0 for a buyer it has not seen),
+ * checked by PS_CHECK_PRIOR. A batch that changes nothing only checks
+ * the version, so it may rest on neither assumption.
  * Returns 0 (done, *r filled), -EAGAIN (not applicable or stale: nothing
  * applied, run the batch with its reads), or batch_write's errors. */
 static int batch_known(batch_job *j)
@@ -631,27 +611,31 @@ static int batch_known(batch_job *j)
     store__batch_result *r = j->r;
     store__pg *p = b->st->impl;
     store__state k;
-    int rc;
+    int rc, refused = 0, limited;
 
     for (int i = 0; i < b->n; i++)
         if (b->ops[i]->kind != STORE__DECR)
             return -EAGAIN;
-    if (!known_get(p, b->sku, &k) || !k.found || k.per_user_limit > 0 || conn_unsettled(b->pc))
+    if (!store__pg_known_get(p, b->sku, &k) || !k.found || conn_unsettled(b->pc))
         return -EAGAIN;
+    limited = k.per_user_limit > 0;
     for (int i = 0; i < b->n; i++) {
         b->ops[i]->key_found = 0;
         b->ops[i]->bought = 0;
     }
+    if (limited)
+        store__pg_buyers_get(p, b->sku, b->ops, b->n);
     r->state = k;
     r->committed_at_ms = kit_wall_ms();
     r->changed = store__decide(&r->state, r->committed_at_ms, b->ops, b->n);
     for (int i = 0; i < b->n; i++) {
         store__op *op = b->ops[i];
-        if (op->key != NULL && op->outcome != STORE_OK &&
-            !(op->outcome == STORE_REPLAYED && op->replay_of >= 0))
-            return -EAGAIN;
+        refused += op->key != NULL && op->outcome != STORE_OK &&
+                   !(op->outcome == STORE_REPLAYED && op->replay_of >= 0);
     }
     if (!r->changed) {
+        if (refused > 0 || limited)
+            return -EAGAIN;
         /* One implicit transaction up to the Sync: its lock wait is
          * bounded as in batch_write. */
         PGresult *res[2] = {0};
@@ -670,16 +654,27 @@ static int batch_known(batch_job *j)
         }
         store__pg_clear(res, 2);
         if (rc == -EAGAIN) {
-            known_set(p, b->sku, NULL);
-            known_tried(p, b->sku, 0);
+            STORE__STAT_ADD(b->st, one_trip_stale, 1);
+            store__pg_known_set(p, b->sku, NULL);
+            store__pg_known_tried(p, b->sku, 0);
+        } else if (rc == 0) {
+            STORE__STAT_ADD(b->st, one_trip_batches, 1);
         }
         return rc;
     }
+    if ((refused > 0 || limited) && check_build(b, limited) < 0)
+        return -ENOMEM;
     r->state.version = k.version + 1;
     rc = batch_write(b, &k, r, 1);
-    known_set(p, b->sku, rc == 0 ? &r->state : NULL);
+    store__pg_known_set(p, b->sku, rc == 0 ? &r->state : NULL);
+    if (rc == 0 && limited)
+        store__pg_buyers_record(p, b->sku, b->ops, b->n);
     if (rc == 0 || rc == -EAGAIN)
-        known_tried(p, b->sku, rc == 0);
+        store__pg_known_tried(p, b->sku, rc == 0);
+    if (rc == 0)
+        STORE__STAT_ADD(b->st, one_trip_batches, 1);
+    else if (rc == -EAGAIN)
+        STORE__STAT_ADD(b->st, one_trip_stale, 1);
     return rc;
 }
 
@@ -700,7 +695,7 @@ static intptr_t batch_run(void *arg)
     store__batch_result *r = j->r;
     store__pg *p = b->st->impl;
     store__state s0;
-    int rc = 0, norders;
+    int rc = 0, norders, rebuilt = 0;
 
     if (j->attempt == 0 && !j->fresh_retry) {
         if ((rc = batch_known(j)) != -EAGAIN) {
@@ -723,7 +718,8 @@ static intptr_t batch_run(void *arg)
             j->broken = rc != -ENOMEM;
             break;
         }
-        if (store__needs_rebuild(&s0, b->ops, b->n) && (rc = batch_rebuild(b)) < 0) {
+        rebuilt = store__needs_rebuild(&s0, b->ops, b->n);
+        if (rebuilt && (rc = batch_rebuild(b)) < 0) {
             j->broken = 1;
             break;
         }
@@ -762,8 +758,11 @@ static intptr_t batch_run(void *arg)
         break;
     }
     /* What the batch committed (or read, when it changed nothing) is the
-     * item's state for the next batch's one-round-trip attempt. */
-    known_set(p, b->sku, rc == 0 ? &r->state : NULL);
+     * item's state for the next batch's one-round-trip attempt, with the
+     * totals of its buyers when they were read (under a limit then). */
+    store__pg_known_set(p, b->sku, rc == 0 ? &r->state : NULL);
+    if (rc == 0 && r->state.per_user_limit > 0 && (s0.per_user_limit > 0 || rebuilt))
+        store__pg_buyers_record(p, b->sku, b->ops, b->n);
     return rc == -EEXIST ? -EIO : rc;
 }
 
@@ -796,6 +795,9 @@ int store__pg_batch(store *st, const char *sku, store__op **ops, int n, store__b
     }
     store__pg_pool_put(st, b.pc, j.broken);
 out:
+    free(b.cusers.data);
+    free(b.ctotals.data);
+    free(b.ckeys.data);
     free(b.users);
     free(b.qtys);
     free(b.ids);

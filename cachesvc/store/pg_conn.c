@@ -76,6 +76,17 @@ static const char *const ps_sql[PS_COUNT] = {
     [PS_GUARD] = "SELECT 1 / coalesce((SELECT 1 FROM items WHERE sku = $1 AND version = $2"
                  " AND stock = $3 AND per_user_limit = $4 AND sale_starts_at_ms = $5"
                  " AND units_supplied = $6 FOR UPDATE), 0)",
+    /* The one-round-trip batch under a per-user limit, or with keyed
+     * requests it refused: under the item's row lock (PS_GUARD first),
+     * failing with division_by_zero unless every buyer's total is the one
+     * the batch was decided on ($2, $3: users, totals; no row is 0) and
+     * none of the keys $4 was committed before (such a request replays
+     * its order instead). */
+    [PS_CHECK_PRIOR] = "SELECT 1 / (NOT EXISTS (SELECT 1 FROM unnest($2::text[], $3::bigint[])"
+                       " AS a(u, q) WHERE q <> coalesce((SELECT p.qty FROM purchases p"
+                       " WHERE p.sku = $1 AND p.user_id = a.u), 0))"
+                       " AND NOT EXISTS (SELECT 1 FROM orders"
+                       " WHERE idempotency_key = ANY($4::text[])))::int",
     /* The ids come back in the order of the arrays: RETURNING's row order
      * is not defined, so each id is taken once (a CTE referenced twice is
      * computed once) and listed by the element's position. */
@@ -490,8 +501,7 @@ store__pg_conn *store__pg_pool_get(store *st, int64_t deadline, int *err)
         /* The database may have changed (or been replaced) while this
          * connection was down: the one-round-trip batches start over
          * from reads. */
-        for (int i = 0; i < PG_KNOWN; i++)
-            p->known[i].valid = 0;
+        store__pg_known_forget_locked(p);
     }
     pthread_mutex_unlock(&p->mu);
     if (rc == 0)

@@ -42,7 +42,7 @@ enum {
     PS_BEGIN, PS_COMMIT, PS_ROLLBACK, PS_LOCK_ITEM, PS_KEYS, PS_BOUGHT_LIMITED, PS_BOUGHT,
     PS_IDS, PS_REBUILD, PS_INS_ORDERS, PS_UPS_PURCHASES, PS_UPD_ITEM, PS_INS_ITEM,
     PS_INS_OUTBOX, PS_GET_ITEM, PS_OUTBOX_FETCH, PS_OUTBOX_DEL, PS_ASYNC_COMMIT, PS_PING,
-    PS_GUARD, PS_INS_ORDERS_NEW, PS_LOCK_TIMEOUT, PS_ORDER_BY_KEY,
+    PS_GUARD, PS_CHECK_PRIOR, PS_INS_ORDERS_NEW, PS_LOCK_TIMEOUT, PS_ORDER_BY_KEY,
     PS_OUTBOX_STATS, PS_OUTBOX_CLAIM, PS_VERSION_CHECK, PS_COUNT
 };
 
@@ -59,17 +59,53 @@ typedef struct store__pg {
     int backoff_ms;
     /* The committed state of recently batched items as this instance's
      * last batch of each left it (under mu; a slot per hash, a collision
-     * replaces). A batch of decrements is decided on it and written in one
-     * round trip that checks the version (batch_known in pg_batch.c). A
-     * reconnect forgets them all (store__pg_pool_get). */
+     * replaces), and under a per-user limit the buyers' totals this
+     * instance has seen. A batch of decrements is decided on them and
+     * written in one round trip that checks them (batch_known in
+     * pg_batch.c). A reconnect forgets them all (store__pg_pool_get).
+     * pg_known.c. */
     struct store__pg_known {
         char sku[STORE_SKU_MAX + 1];
         int valid;     /* s holds the committed state */
         store__state s;
         int skip;      /* batches to run with reads before the next try */
         int penalty;   /* skip after the next failed try */
+        struct store__pg_buyer {
+            uint64_t hash;
+            char *user;       /* NULL: a free slot */
+            int64_t total;
+        } *buyers;     /* open addressing, cap a power of two */
+        uint32_t nbuyers, cap;
     } known[PG_KNOWN];
 } store__pg;
+
+/* ---- what this instance knows of the items it sells (pg_known.c) --------- */
+
+/* At most this many buyers' totals are kept per item; past it they are
+ * forgotten and the item's one-round-trip batches find out again (a
+ * returning buyer then fails the check once). */
+enum { PG_BUYERS_MAX = 1 << 16 };
+
+/* Copies sku's known state into *s; 0 when there is none, or while the
+ * item's last tries failed (then each call counts one batch down). */
+int store__pg_known_get(store__pg *p, const char *sku, store__state *s);
+/* Records s as sku's committed state; s == NULL forgets it and the
+ * buyers' totals, as does a state without a per-user limit. */
+void store__pg_known_set(store__pg *p, const char *sku, const store__state *s);
+/* A one-round-trip try of sku failed its checks (ok = 0) or committed. */
+void store__pg_known_tried(store__pg *p, const char *sku, int ok);
+/* Forgets every item's state and buyers (p->mu held). */
+void store__pg_known_forget_locked(store__pg *p);
+/* Frees what the known states hold (store close). */
+void store__pg_known_free(store__pg *p);
+/* Sets each decrement's bought to the buyer's total this instance knows
+ * for sku (0 when it knows none: a guess the batch's check verifies). */
+void store__pg_buyers_get(store__pg *p, const char *sku, store__op **ops, int n);
+/* Records the totals of a committed batch's buyers for sku: each
+ * decrement's bought (the buyer's total before the batch, which must be
+ * true: read under the row lock, or checked) plus the batch's orders.
+ * Without memory the item's totals are forgotten. */
+void store__pg_buyers_record(store__pg *p, const char *sku, store__op **ops, int n);
 
 /* ---- connections (pg_conn.c) -------------------------------------------- */
 

@@ -304,6 +304,8 @@ int store_ping(store *st);
     X(errors, "Batches or calls that failed: nothing applied") \
     X(unknown_outcomes, "Batches whose COMMIT outcome is unknown") \
     X(retries, "Batches rerun after a unique-key conflict") \
+    X(one_trip_batches, "Batches decided on the item's known state and run in one round trip") \
+    X(one_trip_stale, "One-round-trip batches whose checks failed: rerun with reads") \
     X(sold_out_answers, "Decrements of sold-out items answered from memory") \
     X(sold_out_loads, "Snapshots of sold-out items read into memory") \
     X(reconnects, "Database connections (re)established")

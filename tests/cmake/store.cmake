@@ -3,7 +3,7 @@
 # runtime (its sources compiled in, two runtime calls stubbed).
 set(STORE_SRC ${CMAKE_SOURCE_DIR}/cachesvc/store)
 # The PostgreSQL backend's files (pg_int.h says what each holds).
-set(STORE_PG_SRC ${STORE_SRC}/pg.c ${STORE_SRC}/pg_conn.c ${STORE_SRC}/pg_batch.c
+set(STORE_PG_SRC ${STORE_SRC}/pg.c ${STORE_SRC}/pg_conn.c ${STORE_SRC}/pg_batch.c ${STORE_SRC}/pg_known.c
   ${STORE_SRC}/pg_read.c)
 add_executable(test_store unit/test_store.c support/store_rtstub.c
   ${CMAKE_SOURCE_DIR}/runtime/log.c ${STORE_SRC}/decide.c ${STORE_SRC}/schema.c ${STORE_SRC}/sqlite.c

@@ -557,6 +557,132 @@ static void test_pg_guard_state(void **state)
     store_close(st);
 }
 
+/* ---- one round trip under a per-user limit ---------------------------- */
+
+/* Runs the decrements users[i] x qtys[i] (keys[i] or NULL) as one batch of
+ * st's backend, as the batcher would; outcomes[i] and ids[i] out. */
+static void limit_batch(store *st, const char *sku, int n, const char *const *users,
+                        const int64_t *qtys, const char *const *keys, int *outcomes,
+                        int64_t *ids)
+{
+    store__op ops[8], *p[8];
+    store__batch_result r;
+    assert_true(n <= 8);
+    for (int i = 0; i < n; i++) {
+        memset(&ops[i], 0, sizeof ops[i]);
+        ops[i].kind = STORE__DECR;
+        ops[i].user_id = users[i];
+        ops[i].qty = qtys[i];
+        ops[i].key = keys[i];
+        p[i] = &ops[i];
+    }
+    memset(&r, 0, sizeof r);
+    assert_int_equal(st->be->batch(st, sku, p, n, &r), 0);
+    store__finish(&r.state, p, n);
+    for (int i = 0; i < n; i++) {
+        outcomes[i] = ops[i].outcome;
+        ids[i] = ops[i].outcome == STORE_REPLAYED ? ops[i].prior.order_id : ops[i].order_id;
+    }
+}
+
+static store_stats limit_stats(store *st)
+{
+    store_stats s;
+    store_stats_get(st, &s);
+    return s;
+}
+
+/* An item with a per-user limit: a batch of decrements is decided on the
+ * buyers' totals this instance saw and the state it committed, and runs in
+ * one round trip; the database checks what was assumed. A refused request
+ * whose key was committed before replays its order; a buyer whose total
+ * changed where this instance could not see it (by hand, without a new
+ * version), or an item another instance sold, gets the true answer. */
+static void test_pg_limit_one_trip(void **state)
+{
+    (void)state;
+    store *st = open_pg(), *st2 = open_pg();
+    store_put put = {.stock = 100, .per_user_limit = 2, .sale_starts_at_ms = 0};
+    int out[8];
+    int64_t id[8], id_a;
+    store_stats s0, s1;
+
+    /* Three batches in one round trip each; the third refuses u1 (at the
+     * limit) with a key never used: checked absent, still one round trip. */
+    assert_int_equal(store_put_item(st, "lim-a", &put, RT_NO_DEADLINE, NULL, NULL), 0);
+    s0 = limit_stats(st);
+    limit_batch(st, "lim-a", 2, (const char *[]){"u1", "u2"}, (int64_t[]){1, 1},
+                (const char *[]){"ka", NULL}, out, id);
+    assert_int_equal(out[0], STORE_OK);
+    assert_int_equal(out[1], STORE_OK);
+    id_a = id[0];
+    limit_batch(st, "lim-a", 2, (const char *[]){"u1", "u3"}, (int64_t[]){1, 2},
+                (const char *[]){"kb", NULL}, out, id);
+    assert_int_equal(out[0], STORE_OK);
+    assert_int_equal(out[1], STORE_OK);
+    limit_batch(st, "lim-a", 2, (const char *[]){"u1", "u4"}, (int64_t[]){1, 1},
+                (const char *[]){"kc", NULL}, out, id);
+    assert_int_equal(out[0], STORE_LIMIT_EXCEEDED);
+    assert_int_equal(out[1], STORE_OK);
+    s1 = limit_stats(st);
+    assert_int_equal(s1.one_trip_batches - s0.one_trip_batches, 3);
+    assert_int_equal(s1.one_trip_stale - s0.one_trip_stale, 0);
+    /* u1 retries the key of its first order: decided on the totals alone it
+     * would be refused; the check finds the key and the batch reruns with
+     * its reads, which replay the order. */
+    limit_batch(st, "lim-a", 2, (const char *[]){"u1", "u5"}, (int64_t[]){1, 1},
+                (const char *[]){"ka", NULL}, out, id);
+    assert_int_equal(out[0], STORE_REPLAYED);
+    assert_int_equal(id[0], id_a);
+    assert_int_equal(out[1], STORE_OK);
+    s0 = limit_stats(st);
+    assert_int_equal(s0.one_trip_stale - s1.one_trip_stale, 1);
+
+    /* A buyer's total written by hand, the item's version unchanged: the
+     * check of the totals fails and the reads answer the limit. */
+    assert_int_equal(store_put_item(st, "lim-b", &put, RT_NO_DEADLINE, NULL, NULL), 0);
+    limit_batch(st, "lim-b", 1, (const char *[]){"u6"}, (int64_t[]){1},
+                (const char *[]){NULL}, out, id);
+    assert_int_equal(out[0], STORE_OK);
+    exec_sql("INSERT INTO purchases (sku, user_id, qty) VALUES ('lim-b', 'u7', 2)");
+    s0 = limit_stats(st);
+    limit_batch(st, "lim-b", 2, (const char *[]){"u7", "u8"}, (int64_t[]){1, 1},
+                (const char *[]){NULL, NULL}, out, id);
+    assert_int_equal(out[0], STORE_LIMIT_EXCEEDED);
+    assert_int_equal(out[1], STORE_OK);
+    s1 = limit_stats(st);
+    assert_int_equal(s1.one_trip_stale - s0.one_trip_stale, 1);
+
+    /* Another instance sells to a buyer this one saw: its next batch is
+     * stale and answers from the reads. */
+    assert_int_equal(store_put_item(st, "lim-c", &put, RT_NO_DEADLINE, NULL, NULL), 0);
+    limit_batch(st, "lim-c", 1, (const char *[]){"u9"}, (int64_t[]){1},
+                (const char *[]){NULL}, out, id);
+    assert_int_equal(out[0], STORE_OK);
+    limit_batch(st2, "lim-c", 1, (const char *[]){"u9"}, (int64_t[]){1},
+                (const char *[]){NULL}, out, id);
+    assert_int_equal(out[0], STORE_OK);
+    limit_batch(st, "lim-c", 2, (const char *[]){"u9", "u10"}, (int64_t[]){1, 1},
+                (const char *[]){NULL, NULL}, out, id);
+    assert_int_equal(out[0], STORE_LIMIT_EXCEEDED);
+    assert_int_equal(out[1], STORE_OK);
+
+    static const struct { const char *sku; int64_t sold, orders; } want[] = {
+        {"lim-a", 7, 6}, {"lim-b", 2, 2}, {"lim-c", 3, 3}};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        store_audit_result au;
+        assert_int_equal(store_audit(st, want[i].sku, 0, &au), 0);
+        assert_int_equal(au.units_sold, want[i].sold);
+        assert_int_equal(au.orders, want[i].orders);
+        assert_int_equal(au.item.stock, 100 - want[i].sold);
+        assert_true(au.max_user_qty <= 2);
+        assert_int_equal(au.duplicate_idempotency_keys, 0);
+        store_audit_free(&au);
+    }
+    store_close(st2);
+    store_close(st);
+}
+
 /* ---- sold-out decrements answered from memory (store_sold_out) ----------- */
 
 /* Asks store_sold_out, then the batcher, the same question: the answers
@@ -920,6 +1046,7 @@ int main(void)
         cmocka_unit_test(test_pg_pool_after_timeout),
         cmocka_unit_test(test_pg_lock_wait),
         cmocka_unit_test(test_pg_guard_state),
+        cmocka_unit_test(test_pg_limit_one_trip),
         cmocka_unit_test_teardown(test_pg_replay_durable, no_sync_standby),
         cmocka_unit_test(test_pg_sold_out),
         cmocka_unit_test(test_version_check),
