@@ -122,6 +122,7 @@ static const store__backend pg_backend = {
     .batch = store__pg_batch,
     .get_item = store__pg_get_item,
     .order_by_key = store__pg_order_by_key,
+    .orders_by_keys = store__pg_orders_by_keys,
     .audit = store__pg_audit,
     .outbox_fetch = store__pg_outbox_fetch,
     .outbox_delete = store__pg_outbox_delete,

@@ -209,6 +209,8 @@ int store__pg_version_check(store *st, const char *sku, int64_t version,
                             store_version_info *out, int64_t *order_version,
                             int64_t *updated_at_ms);
 int store__pg_order_by_key(store *st, const char *key, store_order *out);
+int store__pg_orders_by_keys(store *st, const char *const *keys, int n, store_order *out,
+                             int *found);
 int store__pg_audit(store *st, const char *sku, int with_orders, store_audit_result *out);
 int store__pg_sold_out_read(store *st, const char *sku, int64_t max, store__so_set *set);
 int store__pg_outbox_fetch(store *st, int64_t after_id, size_t max, store_outbox_row *rows);

@@ -123,7 +123,19 @@ int store__pg_version_check(store *st, const char *sku, int64_t version,
     return rc;
 }
 
-/* The order found is answered once it is durable (pg_int.h). */
+/* A transaction begun after a read commits after every commit the read
+ * saw, so its wait for the standby covers them (PG_DURABLE_SQL). */
+static int durable_barrier(store *st)
+{
+    PGresult *r;
+    int rc = run1_durable(st, PS_PING, 0, NULL, 1, &r);
+    PQclear(r);
+    return rc;
+}
+
+/* The order found is answered once it is durable (pg_int.h); a key with
+ * no order rests on no commit and waits for nothing (every buyer of a
+ * sold-out item with a new key has it looked up). */
 int store__pg_order_by_key(store *st, const char *key, store_order *out)
 {
     PGresult *r;
@@ -134,16 +146,39 @@ int store__pg_order_by_key(store *st, const char *key, store_order *out)
     if (rc == 0)
         store__pg_row_order(r, 0, 0, out);
     PQclear(r);
-    if (rc == 0) {
-        /* Found: the answer replays the order, so it waits until the
-         * order is durable. A transaction begun after the read commits
-         * after the order's commit, so its wait covers it. Not found
-         * rests on no commit and waits for nothing: every buyer of a
-         * sold-out item with a new key looks its key up. */
-        if ((rc = run1_durable(st, PS_PING, 0, NULL, 1, &r)) == 0)
-            PQclear(r);
+    return rc == 0 ? durable_barrier(st) : rc;
+}
+
+int store__pg_orders_by_keys(store *st, const char *const *keys, int n, store_order *out,
+                             int *found)
+{
+    kit_buf lit = {0};
+    PGresult *r;
+    int rc, any = 0;
+
+    kit_buf_puts(&lit, "{");
+    for (int i = 0; i < n; i++) {
+        found[i] = 0;
+        store__pg_sb_elem(&lit, keys[i]);
     }
-    return rc;
+    kit_buf_puts(&lit, "}");
+    if (lit.oom) {
+        free(lit.data);
+        return -ENOMEM;
+    }
+    const char *p[1] = {lit.data};
+    rc = run1(st, PS_KEYS, 1, p, &r);
+    free(lit.data);
+    if (rc < 0)
+        return rc;
+    for (int row = 0; row < PQntuples(r); row++)
+        for (int i = 0; i < n; i++)
+            if (strcmp(keys[i], PQgetvalue(r, row, 0)) == 0) {
+                store__pg_row_order(r, row, 1, &out[i]);
+                found[i] = any = 1;
+            }
+    PQclear(r);
+    return any ? durable_barrier(st) : 0;
 }
 
 enum { A_BEGIN, A_ITEM, A_ORDERS, A_MAXUSER, A_DUPS, A_IDS, A_COMMIT, A_MAX };

@@ -37,7 +37,8 @@
  * another item is that item's order, and the store refuses a request for
  * this item under it (idempotency_key_mismatch). The set holds this item's
  * keys only, so a key it does not know is looked up in the database
- * (store_order_by_key, one indexed read) before the request is refused:
+ * (as store_order_by_key answers it; the keys of requests arriving
+ * meanwhile share the read, key_lookup) before the request is refused:
  * the set is complete for this item's orders, not for the key space.
  *
  * Concurrency. The sets live in a small hash of slots under so_lock, a
@@ -101,8 +102,23 @@ typedef struct so_slot {
  * answered from least recently make room. */
 #define SO_BUDGET 4
 
+/* A key lookup waiting to be sent (key_lookup). */
+typedef struct so_keyq {
+    const char *key;
+    store_order o;
+    int rc;                 /* 0: o is the key's order; -ENOENT; an error */
+    int done;               /* rc and o are set */
+    rt_event *ev;
+    struct so_keyq *next;
+} so_keyq;
+
+/* Keys looked up in one read at most. */
+#define SO_KEYQ_MAX 256
+
 struct store__so {
     pthread_mutex_t lock;
+    so_keyq *kq_head, *kq_tail;   /* lookups queued */
+    int kq_lead;                  /* a lookup is being sent */
     so_slot *buckets[SO_NBUCKETS];
     uint64_t next_token;
     uint64_t clock;
@@ -289,6 +305,109 @@ static int set_decide(const store__so_set *s, const char *sku, const char *user_
     out->stock = 0;
     out->version = s->item.version;
     return key != NULL;
+}
+
+/* ---- key lookups, together ---------------------------------------------- */
+
+/* Looks up the queued keys w[0..n-1] in one read of the backend. */
+static void keys_read(store *st, so_keyq **w, int n)
+{
+    const char *keys[SO_KEYQ_MAX];
+    store_order out[SO_KEYQ_MAX];
+    int found[SO_KEYQ_MAX];
+    int rc = -ENOSYS;
+
+    store__enter(st);
+    STORE__STAT_ADD(st, sold_out_key_reads, 1);
+    if (st->be->orders_by_keys != NULL) {
+        for (int i = 0; i < n; i++) {
+            keys[i] = w[i]->key;
+            memset(&out[i], 0, sizeof out[i]);
+        }
+        rc = st->be->orders_by_keys(st, keys, n, out, found);
+        for (int i = 0; i < n; i++) {
+            w[i]->rc = rc < 0 ? rc : found[i] ? 0 : -ENOENT;
+            if (w[i]->rc == 0)
+                w[i]->o = out[i];
+        }
+    } else {
+        for (int i = 0; i < n; i++) {
+            memset(&w[i]->o, 0, sizeof w[i]->o);
+            w[i]->rc = st->be->order_by_key != NULL
+                           ? st->be->order_by_key(st, w[i]->key, &w[i]->o)
+                           : rc;
+        }
+    }
+    store__leave(st);
+}
+
+/* The order of key, as store_order_by_key answers it. Buyers of a sold-out
+ * item who send new keys each need one, all at once: a request queues its
+ * key, and the first to find no read under way sends every key queued
+ * (up to SO_KEYQ_MAX) in one read and keeps doing so until its own is
+ * answered, then hands the lead to the next key queued. A read per key
+ * was a round trip and a query per request. */
+static int key_lookup(store *st, const char *key, store_order *o)
+{
+    struct store__so *so = st->so;
+    so_keyq me = {.key = key};
+    so_keyq *batch[SO_KEYQ_MAX];
+
+    if ((me.ev = rt_event_new()) == NULL) {
+        so_keyq *one = &me;
+        keys_read(st, &one, 1);
+        *o = me.o;
+        return me.rc;
+    }
+    pthread_mutex_lock(&so->lock);
+    if (so->kq_tail != NULL)
+        so->kq_tail->next = &me;
+    else
+        so->kq_head = &me;
+    so->kq_tail = &me;
+    int lead = !so->kq_lead;
+    so->kq_lead = 1;
+    pthread_mutex_unlock(&so->lock);
+    for (;;) {
+        if (!lead) {
+            rt_event_wait(me.ev, RT_NO_DEADLINE);
+            pthread_mutex_lock(&so->lock);
+            int done = me.done;
+            pthread_mutex_unlock(&so->lock);
+            if (done)
+                break;
+            /* Handed the lead. */
+        }
+        while (!me.done) {
+            int n = 0;
+            pthread_mutex_lock(&so->lock);
+            while (so->kq_head != NULL && n < SO_KEYQ_MAX) {
+                batch[n++] = so->kq_head;
+                so->kq_head = so->kq_head->next;
+            }
+            if (so->kq_head == NULL)
+                so->kq_tail = NULL;
+            pthread_mutex_unlock(&so->lock);
+            keys_read(st, batch, n);
+            pthread_mutex_lock(&so->lock);
+            for (int i = 0; i < n; i++)
+                batch[i]->done = 1;
+            pthread_mutex_unlock(&so->lock);
+            for (int i = 0; i < n; i++)
+                if (batch[i] != &me)
+                    rt_event_signal(batch[i]->ev);
+        }
+        pthread_mutex_lock(&so->lock);
+        so_keyq *next = so->kq_head;
+        so->kq_lead = next != NULL;
+        pthread_mutex_unlock(&so->lock);
+        if (next != NULL)
+            rt_event_signal(next->ev);
+        break;
+    }
+    rt_event_free(me.ev);
+    *o = me.o;
+    return me.rc;
 }
 
 /* ---- slots --------------------------------------------------------------- */
@@ -505,9 +624,7 @@ int store_sold_out(store *st, const char *sku, int64_t version, const char *user
         /* The key is not one of this item's orders; it may be another's. */
         store_order o;
         memset(&o, 0, sizeof o);
-        store__enter(st);
-        int r = st->be->order_by_key != NULL ? st->be->order_by_key(st, key, &o) : -ENOSYS;
-        store__leave(st);
+        int r = key_lookup(st, key, &o);
         if (r == 0)
             answer_key(&o, sku, user_id, qty, out);
         else if (r != -ENOENT)

@@ -308,6 +308,7 @@ int store_ping(store *st);
     X(one_trip_stale, "One-round-trip batches whose checks failed: rerun with reads") \
     X(sold_out_answers, "Decrements of sold-out items answered from memory") \
     X(sold_out_loads, "Snapshots of sold-out items read into memory") \
+    X(sold_out_key_reads, "Reads of keys a sold-out set does not hold (each for every key queued)") \
     X(reconnects, "Database connections (re)established")
 
 /* Histogram bounds: batch size (requests) and commit latency (seconds,

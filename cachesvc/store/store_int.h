@@ -136,6 +136,11 @@ typedef struct store__backend {
                          store_version_info *out, int64_t *order_version,
                          int64_t *updated_at_ms);
     int (*order_by_key)(store *st, const char *key, store_order *out);
+    /* The orders of keys[0..n-1] in one read: found[i] says whether
+     * out[i] holds one (optional: order_by_key per key otherwise). Waits,
+     * like order_by_key, until any order found is durable. */
+    int (*orders_by_keys)(store *st, const char *const *keys, int n, store_order *out,
+                          int *found);
     int (*audit)(store *st, const char *sku, int with_orders, store_audit_result *out);
     int (*outbox_fetch)(store *st, int64_t after_id, size_t max, store_outbox_row *rows);
     int (*outbox_delete)(store *st, const int64_t *ids, size_t n);
