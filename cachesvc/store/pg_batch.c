@@ -286,8 +286,8 @@ static int batch_more_ids(batch_ctx *b, int total)
     return rc;
 }
 
-enum { W_BEGIN, W_LOCK_TIMEOUT, W_GUARD, W_ORDERS, W_PURCHASES, W_ITEM, W_OUTBOX, W_COMMIT,
-       W_MAX };
+enum { W_BEGIN, W_LOCK_TIMEOUT, W_GUARD, W_CHECK, W_ORDERS, W_PURCHASES, W_ITEM, W_OUTBOX,
+       W_COMMIT, W_MAX };
 
 /* Gives a one-round-trip batch's k new orders their ids (PS_INS_ORDERS_NEW:
  * one row per order, in the order of the arrays, which is the order of the
@@ -417,7 +417,7 @@ static int write_send(batch_ctx *b, const store__state *s0, int known, const wri
             p[0] = b->sku; p[1] = b->cusers.data; p[2] = b->ctotals.data; p[3] = b->ckeys.data;
             if (store__pg_exec(pc, PS_CHECK_PRIOR, 4, p) < 0)
                 return -ECONNABORTED;
-            q->nq++;
+            q->at[W_CHECK] = q->nq++;
         }
     }
     if (w->k > 0) {
@@ -456,6 +456,7 @@ static int write_send(batch_ctx *b, const store__state *s0, int known, const wri
     if (__atomic_load_n(&store__fault_break_after_commit, __ATOMIC_RELAXED) > 0 &&
         __atomic_sub_fetch(&store__fault_break_after_commit, 1, __ATOMIC_RELAXED) >= 0)
         shutdown(pc->fd, SHUT_RDWR);
+    KIT_ASSERT(q->nq <= W_MAX);   /* one slot of q->res per statement */
     return store__pg_collect(pc, b->deadline, q->res, q->nq, &q->fe);
 }
 
