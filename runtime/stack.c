@@ -9,7 +9,9 @@
  * stack per burst of requests: 512 connections waiting on a database batch
  * together would otherwise map and unmap hundreds of stacks per batch (an
  * unmap is a TLB shootdown on every CPU). Its memory is bounded by
- * rt__stack_trim() instead, which gives the touched pages back.
+ * rt__stack_trim() instead: about once a second it gives the touched
+ * pages of the stacks past the first stack_pool_max / 4 back, and unmaps
+ * those it trimmed the time before and nobody took since.
  *
  * Guard pages cost two memory mappings per stack and Linux caps a process
  * at vm.max_map_count mappings (65530 by default), so only the first
@@ -272,10 +274,25 @@ void rt__stack_trim(void)
 {
     rt_runtime *rt = &rt__rt;
     size_t keep = rt->cfg.stack_pool_max / 4, i = 0;
+    rt_co *gone = NULL, **link;
     pthread_mutex_lock(&rt->stack_lock);
-    for (rt_co *co = rt->global_pool; co; co = co->next, i++) {
-        if (i < keep || co->cold)
+    for (link = &rt->global_pool; *link != NULL; i++) {
+        rt_co *co = *link;
+        if (i < keep) {
+            link = &co->next;
             continue;
+        }
+        if (co->cold) {
+            /* Trimmed at the last pass and not taken since: unmapped, so
+             * neither its struct's page nor its mapping outlives a burst.
+             * Only stacks idle for a second go this way: a pool unmapping
+             * on every free made a TLB shootdown per connection. */
+            *link = co->next;
+            rt->global_pool_len--;
+            co->next = gone;
+            gone = co;
+            continue;
+        }
         /* Everything below the page that holds the struct (and, at the
          * next spawn, the first frame); the guard page stays as it is. */
         char *lo = co->map_base + rt->page_size;
@@ -283,8 +300,14 @@ void rt__stack_trim(void)
         if (hi > lo)
             madvise(lo, (size_t)(hi - lo), MADV_DONTNEED);
         co->cold = 1;
+        link = &co->next;
     }
     pthread_mutex_unlock(&rt->stack_lock);
+    while (gone != NULL) {
+        rt_co *co = gone;
+        gone = co->next;
+        stack_unmap(co);
+    }
 }
 
 /* Shutdown: every stack the runtime mapped, pooled or still in use by a
