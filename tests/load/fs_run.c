@@ -174,8 +174,10 @@ static void atomic_max(_Atomic int64_t *a, int64_t v)
         ;
 }
 
-static void record(run *rn, int route, fs_outcome oc, int64_t intended, int64_t t_recv,
-                   int64_t sold)
+/* Records one answer: the request was due at intended, left at sent (-1:
+ * never) and was answered (or given up) at t_recv, all rt_now_ns. */
+static void record(run *rn, int route, fs_outcome oc, int64_t intended, int64_t sent,
+                   int64_t t_recv, int64_t sold)
 {
     fs_result *r = rn->r;
     if (rn->o->nfaults > 0 && !fs_outcome_ok(oc) && in_fault(rn, t_recv)) {
@@ -191,6 +193,7 @@ static void record(run *rn, int route, fs_outcome oc, int64_t intended, int64_t 
     fs_hist_record(&r->all, lat);
     fs_result_tick(r, t_recv - rn->t0, lat, !fs_outcome_ok(oc), (uint64_t)sold,
                    oc == FS_O_SOLD_OUT);
+    fs_result_due(r, intended - rn->t0, sent < 0 ? -1 : sent - rn->t0, lat);
     if (sold)
         fs_result_sale(r, t_recv - rn->t0);
 }
@@ -225,12 +228,12 @@ static void do_read(run *rn, fs_conn *c, int target, int item, int64_t intended)
 {
     fs_result *r = rn->r;
     fs_http_resp resp;
-    int64_t sent;
     const fs_bytes *req = &rn->get_req[target * rn->o->nskus + item];
+    int64_t sent = -1;
     int rc = fs_conn_send(c, req->p, req->n, 1, rt_deadline_ms(rn->o->timeout_ms), &sent, &resp);
     int64_t recv = rt_now_ns();
     if (rc < 0) {
-        record(rn, FS_ROUTE_GET, transport_outcome(rc), intended, recv, 0);
+        record(rn, FS_ROUTE_GET, transport_outcome(rc), intended, sent, recv, 0);
         return;
     }
     fs_outcome oc;
@@ -261,7 +264,7 @@ static void do_read(run *rn, fs_conn *c, int target, int item, int64_t intended)
         fs_json_str(resp.body, resp.body_len, "error", err, sizeof(err));
         oc = fs_outcome_classify(resp.status, err, 0);
     }
-    record(rn, FS_ROUTE_GET, oc, intended, recv, 0);
+    record(rn, FS_ROUTE_GET, oc, intended, sent, recv, 0);
 }
 
 /* Longest buy request: the fixed head (request line and Host with a
@@ -300,16 +303,18 @@ static void do_buy(run *rn, fs_conn *c, int target, int conn_idx, int64_t k, int
     put(&p, body, bl);
     size_t len = (size_t)(p - req);
     fs_outcome oc = FS_O_CONN_ERROR;
-    int64_t recv = 0, sold = 0;
+    int64_t recv = 0, sold = 0, first_sent = -1;
     fs_conn *alt = NULL, *via = c;    /* retries after a transport error go to
                                        * the next instance: this one may be
                                        * gone */
     int alt_target = target;
     for (int attempt = 0;; attempt++) {
         fs_http_resp resp;
-        int64_t sent;
+        int64_t sent = -1;
         int rc = fs_conn_send(via, req, len, 0, rt_deadline_ms(o->timeout_ms), &sent, &resp);
         recv = rt_now_ns();
+        if (attempt == 0)
+            first_sent = sent;
         int in_doubt;
         if (rc < 0) {
             oc = transport_outcome(rc);
@@ -367,7 +372,7 @@ static void do_buy(run *rn, fs_conn *c, int target, int conn_idx, int64_t k, int
         rt_sleep(5 * (attempt + 1) < 200 ? 5 * (attempt + 1) : 200);
     }
     fs_conn_free(alt);
-    record(rn, FS_ROUTE_BUY, oc, intended, recv, sold);
+    record(rn, FS_ROUTE_BUY, oc, intended, first_sent, recv, sold);
 }
 
 static void conn_main(void *arg)
