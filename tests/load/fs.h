@@ -490,6 +490,9 @@ int fs_conn_request(fs_conn *c, const char *method, const char *path, const char
  * kept-alive connection turns out closed before any answer. */
 int fs_conn_send(fs_conn *c, const char *req, size_t len, int idempotent, int64_t deadline,
                  int64_t *t_sent, fs_http_resp *out);
+/* Dials c now unless it is connected. Returns 0 or a negative errno (the
+ * next request then dials again). */
+int fs_conn_dial(fs_conn *c, int64_t deadline);
 /* Closes the socket (the next request dials again). */
 void fs_conn_close(fs_conn *c);
 

@@ -59,6 +59,8 @@ typedef struct run {
 typedef struct conn_arg {
     run *run;
     int idx;
+    fs_conn *c;               /* handed to the connection's coroutine,
+                               * which frees it and clears this */
 } conn_arg;
 
 /* ------------------------------------------------------------------------ */
@@ -385,9 +387,8 @@ static void conn_main(void *arg)
      * one golden-ratio step apart would replay each other's buyers. */
     uint64_t rng = o->seed ^ ((uint64_t)j * 0xd1b54a32d192ed03ull);
     rng = rng_next(&rng);
-    fs_conn *c = fs_conn_new(&o->targets[target]);
-    if (c == NULL)
-        return;
+    fs_conn *c = ca->c;
+    ca->c = NULL;
     int open_loop = o->rate > 0;
     for (int64_t k = 0;; k++) {
         if (atomic_load_explicit(&fs_interrupted, memory_order_relaxed))
@@ -730,6 +731,20 @@ static int run_round(fs_opts *o, fs_result *r, const char *run_id, int round)
             goto out;
     fs_conn_close(admin);
 
+    /* The open loop's schedule starts once every connection is up: a dial
+     * is not the service's answer, and hundreds of dials at the start
+     * would be a burst the schedule never asked for. A failed dial is
+     * tried again by the first request. */
+    for (int j = 0; j < o->connections; j++) {
+        args[j] = (conn_arg){&rn, j, fs_conn_new(&o->targets[j % o->ntargets])};
+        if (args[j].c == NULL) {
+            rc = -ENOMEM;
+            goto out;
+        }
+        if (o->rate > 0)
+            fs_conn_dial(args[j].c, rt_deadline_ms(o->timeout_ms));
+    }
+
     double cpu0 = process_cpu_s();
     rn.t0 = rt_now_ns();
     r->t0_wall_ms = kit_wall_ms();
@@ -754,7 +769,6 @@ static int run_round(fs_opts *o, fs_result *r, const char *run_id, int round)
     }
     int started = 0;
     for (int j = 0; j < o->connections; j++) {
-        args[j] = (conn_arg){&rn, j};
         rt_spawn_opts so = {.name = "buyer", .joinable = 1};
         if (rt_spawn_ex(&cos[j], conn_main, &args[j], &so) < 0) {
             fprintf(stderr, "flashsale: could not start connection %d\n", j);
@@ -805,6 +819,8 @@ static int run_round(fs_opts *o, fs_result *r, const char *run_id, int round)
         }
     }
 out:
+    for (int j = 0; args && j < o->connections; j++)
+        fs_conn_free(args[j].c);   /* those no coroutine took */
     if (before)
         for (int i = 0; i < o->nskus; i++)
             fs_audit_free(&before[i]);
