@@ -48,6 +48,8 @@ typedef struct run {
     int64_t t0, end_ns;
     _Atomic int64_t next_req;
     rt_event *tick;           /* wakes the progress coroutine at the end */
+    rt_wg *gate;              /* the connections start when it opens (t0) */
+    atomic_int abort;         /* set before the gate opens: start nothing */
     atomic_int finished;
     /* The nemesis: faults whose command runs, the end of the last window's
      * grace (rt_now_ns), the latest fault started (-1 before any). */
@@ -389,6 +391,11 @@ static void conn_main(void *arg)
     rng = rng_next(&rng);
     fs_conn *c = ca->c;
     ca->c = NULL;
+    rt_wg_wait(rn->gate, RT_NO_DEADLINE);
+    if (atomic_load(&rn->abort)) {
+        fs_conn_free(c);
+        return;
+    }
     int open_loop = o->rate > 0;
     for (int64_t k = 0;; k++) {
         if (atomic_load_explicit(&fs_interrupted, memory_order_relaxed))
@@ -695,7 +702,8 @@ static int run_round(fs_opts *o, fs_result *r, const char *run_id, int round)
     cos = calloc((size_t)o->connections, sizeof(*cos));
     args = calloc((size_t)o->connections, sizeof(*args));
     rn.tick = rt_event_new();
-    if (!admin || !rn.cdf || !rn.acks || !before || !cos || !args || !rn.tick) {
+    rn.gate = rt_wg_new();
+    if (!admin || !rn.cdf || !rn.acks || !before || !cos || !args || !rn.tick || !rn.gate) {
         rc = -ENOMEM;
         goto out;
     }
@@ -744,6 +752,19 @@ static int run_round(fs_opts *o, fs_result *r, const char *run_id, int round)
         if (o->rate > 0)
             fs_conn_dial(args[j].c, rt_deadline_ms(o->timeout_ms));
     }
+    /* So are their coroutines: spawning hundreds of them (each stack
+     * mapped and guarded) takes long enough to make the first requests
+     * late. They wait at the gate, which opens at t0. */
+    int started = 0;
+    rt_wg_add(rn.gate, 1);
+    for (int j = 0; j < o->connections; j++) {
+        rt_spawn_opts so = {.name = "buyer", .joinable = 1};
+        if (rt_spawn_ex(&cos[j], conn_main, &args[j], &so) < 0) {
+            fprintf(stderr, "flashsale: could not start connection %d\n", j);
+            break;
+        }
+        started++;
+    }
 
     double cpu0 = process_cpu_s();
     rn.t0 = rt_now_ns();
@@ -759,6 +780,14 @@ static int run_round(fs_opts *o, fs_result *r, const char *run_id, int round)
         rt_spawn_opts no = {.name = "nemesis", .joinable = 1};
         if (rt_spawn_ex(&nem, nemesis_main, &rn, &no) < 0) {
             rc = -ENOMEM;
+            atomic_store(&rn.abort, 1);
+            rt_wg_done(rn.gate);
+            for (int j = 0; j < started; j++)
+                rt_join(cos[j]);
+            atomic_store(&rn.finished, 1);
+            rt_event_signal(rn.tick);
+            if (prog)
+                rt_join(prog);
             goto out;
         }
     }
@@ -767,15 +796,7 @@ static int run_round(fs_opts *o, fs_result *r, const char *run_id, int round)
         if (rt_spawn_ex(&rst, restock_main, &rn, &ro) < 0)
             rst = NULL;
     }
-    int started = 0;
-    for (int j = 0; j < o->connections; j++) {
-        rt_spawn_opts so = {.name = "buyer", .joinable = 1};
-        if (rt_spawn_ex(&cos[j], conn_main, &args[j], &so) < 0) {
-            fprintf(stderr, "flashsale: could not start connection %d\n", j);
-            break;
-        }
-        started++;
-    }
+    rt_wg_done(rn.gate);
     for (int j = 0; j < started; j++)
         rt_join(cos[j]);
     r->elapsed_s = (double)(rt_now_ns() - rn.t0) / 1e9;
@@ -832,6 +853,8 @@ out:
     free_acks(&rn);
     if (rn.tick)
         rt_event_free(rn.tick);
+    if (rn.gate)
+        rt_wg_free(rn.gate);
     fs_conn_free(admin);
     return rc;
 }
