@@ -352,7 +352,11 @@ typedef struct fs_result {
                                        * while the traffic ran */
     fs_hist lat[FS_ROUTES];           /* ns, from intended send time */
     fs_hist all;
-    fs_hist send_lag;                 /* ns from intended to actual send */
+    fs_hist send_lag;                 /* ns from intended to actual send, of
+                                       * requests whose connection was free
+                                       * when they were due */
+    _Atomic uint64_t busy_sends;      /* requests due while their connection
+                                       * awaited an earlier answer */
     _Atomic int64_t last_sent_ns;     /* since t0_ns: the latest send; -1
                                        * before any */
     _Atomic uint64_t outcomes[FS_ROUTES][FS_O_COUNT];
@@ -405,9 +409,11 @@ void fs_result_tick(fs_result *r, int64_t t, uint64_t lat_ns, int error, uint64_
                     int sold_out);
 /* Records one request due at intended and written at sent (ns since the
  * run's start; sent < 0 when it never left) whose answer took lat_ns from
- * intended: the latency into the interval it was due in, how late it left
- * into send_lag. */
-void fs_result_due(fs_result *r, int64_t intended, int64_t sent, uint64_t lat_ns);
+ * intended: the latency into the interval it was due in, and how late it
+ * left into send_lag, unless busy: its connection was still awaiting an
+ * earlier answer when it was due, so the wait was the service's (counted
+ * in busy_sends instead). */
+void fs_result_due(fs_result *r, int64_t intended, int64_t sent, uint64_t lat_ns, int busy);
 /* Counts a read sent at t (ns since t0) that was staler than the plotted
  * window (the second --stale-windows value, or the only one). */
 void fs_result_stale_tick(fs_result *r, int64_t t);

@@ -189,9 +189,10 @@ void fs_report_text(FILE *f, const fs_opts *o, const fs_result *r)
     if (o->rate > 0)
         fprintf(f,
                 "open loop at %.0f requests/s: latency counted from the intended send time; "
-                "sent at %.0f requests/s, send lag p99 %.3f ms (max %.3f)\n",
+                "sent at %.0f requests/s, send lag p99 %.3f ms (max %.3f), %llu due while their "
+                "connection awaited an answer\n",
                 o->rate, fs_result_sent_rate(r, o->rate), ms(fs_hist_percentile(&r->send_lag, 99)),
-                ms(fs_hist_max(&r->send_lag)));
+                ms(fs_hist_max(&r->send_lag)), (unsigned long long)atomic_load(&r->busy_sends));
     fprintf(f, "tester CPU: %.1f us per request (%.2f of a core)\n",
             fs_result_cpu_us_per_request(r), r->elapsed_s > 0 ? r->cpu_s / r->elapsed_s : 0.0);
     fprintf(f, "latency (ms)  %9s %9s %8s %8s %8s %8s %9s\n", "count", "rps", "p50", "p90",
@@ -396,6 +397,8 @@ static void kv_run(FILE *f, const fs_opts *o, const fs_result *r, const char *pf
         fprintf(f, "%sachieved_rate_per_s=%.0f\n", pfx, fs_result_sent_rate(r, o->rate));
         fprintf(f, "%ssend_lag_p99_ms=%.3f\n", pfx, ms(fs_hist_percentile(&r->send_lag, 99)));
         fprintf(f, "%ssend_lag_max_ms=%.3f\n", pfx, ms(fs_hist_max(&r->send_lag)));
+        fprintf(f, "%sbusy_connection_sends=%llu\n", pfx,
+                (unsigned long long)atomic_load(&r->busy_sends));
     }
     double sell_s, sell_rps, after_rps;
     uint64_t sell_p99, after_p99;
@@ -547,6 +550,7 @@ static cJSON *run_json(const fs_opts *o, const fs_result *r)
         cJSON_AddNumberToObject(ol, "offered_rate_per_s", o->rate);
         cJSON_AddNumberToObject(ol, "achieved_rate_per_s", fs_result_sent_rate(r, o->rate));
         cJSON_AddItemToObject(ol, "send_lag", hist_json(&r->send_lag));
+        cJSON_AddNumberToObject(ol, "busy_connection_sends", (double)atomic_load(&r->busy_sends));
     }
 
     cJSON *lat = cJSON_AddObjectToObject(j, "latency");

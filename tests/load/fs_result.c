@@ -185,7 +185,7 @@ void fs_result_tick(fs_result *r, int64_t t, uint64_t lat_ns, int error, uint64_
                  sold_out);
 }
 
-void fs_result_due(fs_result *r, int64_t intended, int64_t sent, uint64_t lat_ns)
+void fs_result_due(fs_result *r, int64_t intended, int64_t sent, uint64_t lat_ns, int busy)
 {
     if (intended < 0)
         intended = 0;
@@ -197,7 +197,10 @@ void fs_result_due(fs_result *r, int64_t intended, int64_t sent, uint64_t lat_ns
         fs_hist_record(&s->due_lat, lat_ns);
     if (sent < 0)
         return;
-    fs_hist_record(&r->send_lag, sent > intended ? (uint64_t)(sent - intended) : 0);
+    if (busy)
+        atomic_fetch_add_explicit(&r->busy_sends, 1, memory_order_relaxed);
+    else
+        fs_hist_record(&r->send_lag, sent > intended ? (uint64_t)(sent - intended) : 0);
     int64_t cur = atomic_load_explicit(&r->last_sent_ns, memory_order_relaxed);
     while (sent > cur && !atomic_compare_exchange_weak_explicit(&r->last_sent_ns, &cur, sent,
                                                                 memory_order_relaxed,

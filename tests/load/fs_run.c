@@ -178,11 +178,19 @@ static void atomic_max(_Atomic int64_t *a, int64_t v)
         ;
 }
 
-/* Records one answer: the request was due at intended, left at sent (-1:
+/* When a request was due and whether its connection was still awaiting
+ * an earlier answer then (its wait is the service's, not the tester's). */
+typedef struct due {
+    int64_t at;               /* rt_now_ns */
+    int busy;
+} due;
+
+/* Records one answer: the request was due at d.at, left at sent (-1:
  * never) and was answered (or given up) at t_recv, all rt_now_ns. */
-static void record(run *rn, int route, fs_outcome oc, int64_t intended, int64_t sent,
-                   int64_t t_recv, int64_t sold)
+static void record(run *rn, int route, fs_outcome oc, due d, int64_t sent, int64_t t_recv,
+                   int64_t sold)
 {
+    int64_t intended = d.at;
     fs_result *r = rn->r;
     if (rn->o->nfaults > 0 && !fs_outcome_ok(oc) && in_fault(rn, t_recv)) {
         int f = atomic_load(&rn->cur_fault);
@@ -197,7 +205,7 @@ static void record(run *rn, int route, fs_outcome oc, int64_t intended, int64_t 
     fs_hist_record(&r->all, lat);
     fs_result_tick(r, t_recv - rn->t0, lat, !fs_outcome_ok(oc), (uint64_t)sold,
                    oc == FS_O_SOLD_OUT);
-    fs_result_due(r, intended - rn->t0, sent < 0 ? -1 : sent - rn->t0, lat);
+    fs_result_due(r, intended - rn->t0, sent < 0 ? -1 : sent - rn->t0, lat, d.busy);
     if (sold)
         fs_result_sale(r, t_recv - rn->t0);
 }
@@ -228,7 +236,8 @@ static fs_outcome transport_outcome(int err)
 /* ------------------------------------------------------------------------ */
 /* The buyers                                                                */
 
-static void do_read(run *rn, fs_conn *c, int target, int item, int64_t intended)
+/* A read due at d; returns when its answer came (rt_now_ns). */
+static int64_t do_read(run *rn, fs_conn *c, int target, int item, due d)
 {
     fs_result *r = rn->r;
     fs_http_resp resp;
@@ -237,8 +246,8 @@ static void do_read(run *rn, fs_conn *c, int target, int item, int64_t intended)
     int rc = fs_conn_send(c, req->p, req->n, 1, rt_deadline_ms(rn->o->timeout_ms), &sent, &resp);
     int64_t recv = rt_now_ns();
     if (rc < 0) {
-        record(rn, FS_ROUTE_GET, transport_outcome(rc), intended, sent, recv, 0);
-        return;
+        record(rn, FS_ROUTE_GET, transport_outcome(rc), d, sent, recv, 0);
+        return recv;
     }
     fs_outcome oc;
     if (resp.status == 200) {
@@ -268,15 +277,17 @@ static void do_read(run *rn, fs_conn *c, int target, int item, int64_t intended)
         fs_json_str(resp.body, resp.body_len, "error", err, sizeof(err));
         oc = fs_outcome_classify(resp.status, err, 0);
     }
-    record(rn, FS_ROUTE_GET, oc, intended, sent, recv, 0);
+    record(rn, FS_ROUTE_GET, oc, d, sent, recv, 0);
+    return recv;
 }
 
 /* Longest buy request: the fixed head (request line and Host with a
  * 64-byte sku and host) plus key, length and body. */
 #define BUY_REQ_MAX 768
 
-static void do_buy(run *rn, fs_conn *c, int target, int conn_idx, int64_t k, int item,
-                   int32_t user, int64_t intended)
+/* A buy due at d; returns when its last answer came (rt_now_ns). */
+static int64_t do_buy(run *rn, fs_conn *c, int target, int conn_idx, int64_t k, int item,
+                      int32_t user, due d)
 {
     fs_result *r = rn->r;
     const fs_opts *o = rn->o;
@@ -376,7 +387,8 @@ static void do_buy(run *rn, fs_conn *c, int target, int conn_idx, int64_t k, int
         rt_sleep(5 * (attempt + 1) < 200 ? 5 * (attempt + 1) : 200);
     }
     fs_conn_free(alt);
-    record(rn, FS_ROUTE_BUY, oc, intended, first_sent, recv, sold);
+    record(rn, FS_ROUTE_BUY, oc, d, first_sent, recv, sold);
+    return recv;
 }
 
 static void conn_main(void *arg)
@@ -397,6 +409,7 @@ static void conn_main(void *arg)
         return;
     }
     int open_loop = o->rate > 0;
+    int64_t free_at = 0;   /* when the connection's last answer came */
     for (int64_t k = 0;; k++) {
         if (atomic_load_explicit(&fs_interrupted, memory_order_relaxed))
             break;
@@ -422,12 +435,13 @@ static void conn_main(void *arg)
             if (o->duration_s > 0 && intended >= rn->end_ns)
                 break;
         }
+        due d = {intended, free_at > intended};
         int item = pick_item(rn, &rng);
         if (rng_unit(&rng) < o->read_ratio) {
-            do_read(rn, c, target, item, intended);
+            free_at = do_read(rn, c, target, item, d);
         } else {
             int32_t user = (int32_t)(rng_next(&rng) % (uint64_t)o->users);
-            do_buy(rn, c, target, j, k, item, user, intended);
+            free_at = do_buy(rn, c, target, j, k, item, user, d);
         }
     }
     fs_conn_free(c);
