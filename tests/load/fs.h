@@ -338,6 +338,9 @@ typedef struct fs_slot {
     _Atomic uint64_t sold_out;
     _Atomic uint64_t stale;           /* reads staler than the plot's window */
     fs_hist lat;                      /* coarse: sub_bits 6 */
+    fs_hist due_lat;                  /* the latencies of the requests due in
+                                       * the interval (intended send time),
+                                       * whenever answered; sub_bits 6 */
 } fs_slot;
 
 /* Everything measured in one run (one round of a sweep). */
@@ -349,6 +352,13 @@ typedef struct fs_result {
                                        * while the traffic ran */
     fs_hist lat[FS_ROUTES];           /* ns, from intended send time */
     fs_hist all;
+    fs_hist send_lag;                 /* ns from intended to actual send, of
+                                       * requests whose connection was free
+                                       * when they were due */
+    _Atomic uint64_t busy_sends;      /* requests due while their connection
+                                       * awaited an earlier answer */
+    _Atomic int64_t last_sent_ns;     /* since t0_ns: the latest send; -1
+                                       * before any */
     _Atomic uint64_t outcomes[FS_ROUTES][FS_O_COUNT];
     _Atomic uint64_t tiers[FS_MAX_TARGETS][FS_TIERS];
     _Atomic uint64_t retries;
@@ -397,6 +407,13 @@ fs_slot *fs_result_fine_slot(fs_result *r, size_t idx);
  * second and the 100 ms that hold it. */
 void fs_result_tick(fs_result *r, int64_t t, uint64_t lat_ns, int error, uint64_t sold,
                     int sold_out);
+/* Records one request due at intended and written at sent (ns since the
+ * run's start; sent < 0 when it never left) whose answer took lat_ns from
+ * intended: the latency into the interval it was due in, and how late it
+ * left into send_lag, unless busy: its connection was still awaiting an
+ * earlier answer when it was due, so the wait was the service's (counted
+ * in busy_sends instead). */
+void fs_result_due(fs_result *r, int64_t intended, int64_t sent, uint64_t lat_ns, int busy);
 /* Counts a read sent at t (ns since t0) that was staler than the plotted
  * window (the second --stale-windows value, or the only one). */
 void fs_result_stale_tick(fs_result *r, int64_t t);
@@ -413,6 +430,16 @@ void fs_result_sale(fs_result *r, int64_t t);
  * its length in s and both throughputs. Returns 0, or -ENOENT when nothing
  * was sold. */
 int fs_result_phases(const fs_result *r, double *sell_s, double *sell_rps, double *after_rps);
+/* Percentile p of the latencies of the requests due in the selling phase
+ * (*sell) and after it (*after), split at the interval holding the last
+ * acknowledged buy (that interval counts as selling): per 100 ms when the
+ * run fits in FS_FINE_SLOTS of them, else per second. Returns 0, -ENOENT
+ * when nothing was sold, or -ENOMEM. */
+int fs_result_phase_percentile(const fs_result *r, double p, uint64_t *sell, uint64_t *after);
+/* Requests sent per second from the start to the latest send, counting
+ * the latest as taking 1/rate: exactly rate when every request left on
+ * time. 0 when nothing was sent or rate <= 0. */
+double fs_result_sent_rate(const fs_result *r, double rate);
 /* Hit ratio of Redis among reads that missed the local cache, and database
  * reads per second, from the X-Cache headers. */
 double fs_result_redis_hit_ratio(const fs_result *r);
@@ -469,6 +496,9 @@ int fs_conn_request(fs_conn *c, const char *method, const char *path, const char
  * kept-alive connection turns out closed before any answer. */
 int fs_conn_send(fs_conn *c, const char *req, size_t len, int idempotent, int64_t deadline,
                  int64_t *t_sent, fs_http_resp *out);
+/* Dials c now unless it is connected. Returns 0 or a negative errno (the
+ * next request then dials again). */
+int fs_conn_dial(fs_conn *c, int64_t deadline);
 /* Closes the socket (the next request dials again). */
 void fs_conn_close(fs_conn *c);
 

@@ -44,6 +44,17 @@ fs_conn *fs_conn_new(const fs_target *t)
     return c;
 }
 
+int fs_conn_dial(fs_conn *c, int64_t deadline)
+{
+    if (c->fd >= 0)
+        return 0;
+    int fd = rt_dial_tcp(c->t.host, c->t.port, deadline);
+    if (fd < 0)
+        return fd;
+    c->fd = fd;
+    return 0;
+}
+
 void fs_conn_close(fs_conn *c)
 {
     if (c->fd >= 0) {
@@ -256,12 +267,8 @@ static int exchange(fs_conn *c, const struct iovec *iov, int iovcnt, int64_t dea
 {
     int rc;
     *got = 0;
-    if (c->fd < 0) {
-        int fd = rt_dial_tcp(c->t.host, c->t.port, deadline);
-        if (fd < 0)
-            return fd;
-        c->fd = fd;
-    }
+    if ((rc = fs_conn_dial(c, deadline)) < 0)
+        return rc;
     http_parser_init(&c->p, HTTP_RESPONSE);
     c->p.data = c;
     c->body = NULL;

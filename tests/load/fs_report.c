@@ -187,8 +187,12 @@ void fs_report_text(FILE *f, const fs_opts *o, const fs_result *r)
             o->rate > 0 ? "open loop" : "closed loop", o->connections, o->ntargets,
             o->ntargets > 1 ? "s" : "");
     if (o->rate > 0)
-        fprintf(f, "open loop at %.0f requests/s: latency counted from the intended send time\n",
-                o->rate);
+        fprintf(f,
+                "open loop at %.0f requests/s: latency counted from the intended send time; "
+                "sent at %.0f requests/s, send lag p99 %.3f ms (max %.3f), %llu due while their "
+                "connection awaited an answer\n",
+                o->rate, fs_result_sent_rate(r, o->rate), ms(fs_hist_percentile(&r->send_lag, 99)),
+                ms(fs_hist_max(&r->send_lag)), (unsigned long long)atomic_load(&r->busy_sends));
     fprintf(f, "tester CPU: %.1f us per request (%.2f of a core)\n",
             fs_result_cpu_us_per_request(r), r->elapsed_s > 0 ? r->cpu_s / r->elapsed_s : 0.0);
     fprintf(f, "latency (ms)  %9s %9s %8s %8s %8s %8s %9s\n", "count", "rps", "p50", "p90",
@@ -216,11 +220,13 @@ void fs_report_text(FILE *f, const fs_opts *o, const fs_result *r)
             (unsigned long long)atomic_load(&r->retries),
             (unsigned long long)fs_result_errors(r));
     double sell_s, sell_rps, after_rps;
-    if (fs_result_phases(r, &sell_s, &sell_rps, &after_rps) == 0)
+    uint64_t sell_p99, after_p99;
+    if (fs_result_phases(r, &sell_s, &sell_rps, &after_rps) == 0 &&
+        fs_result_phase_percentile(r, 99, &sell_p99, &after_p99) == 0)
         fprintf(f,
                 "  selling phase: the last acknowledged buy %.2f s into the run, %.0f "
-                "requests/s until then, %.0f requests/s after it\n",
-                sell_s, sell_rps, after_rps);
+                "requests/s until then (p99 %.3f ms), %.0f requests/s after it (p99 %.3f ms)\n",
+                sell_s, sell_rps, ms(sell_p99), after_rps, ms(after_p99));
 
     fprintf(f, "reads by tier (X-Cache)\n");
     for (int t = 0; t < o->ntargets; t++) {
@@ -383,11 +389,27 @@ static void kv_run(FILE *f, const fs_opts *o, const fs_result *r, const char *pf
     fprintf(f, "%ssold=%llu\n", pfx, (unsigned long long)atomic_load(&r->sold_units));
     fprintf(f, "%ssold_out_rejections=%llu\n", pfx,
             (unsigned long long)outcome(r, FS_ROUTE_BUY, FS_O_SOLD_OUT));
+    fprintf(f, "%soverloaded=%llu\n", pfx,
+            (unsigned long long)(outcome(r, FS_ROUTE_GET, FS_O_OVERLOADED) +
+                                 outcome(r, FS_ROUTE_BUY, FS_O_OVERLOADED)));
+    if (o->rate > 0) {
+        fprintf(f, "%soffered_rate_per_s=%.0f\n", pfx, o->rate);
+        fprintf(f, "%sachieved_rate_per_s=%.0f\n", pfx, fs_result_sent_rate(r, o->rate));
+        fprintf(f, "%ssend_lag_p99_ms=%.3f\n", pfx, ms(fs_hist_percentile(&r->send_lag, 99)));
+        fprintf(f, "%ssend_lag_max_ms=%.3f\n", pfx, ms(fs_hist_max(&r->send_lag)));
+        fprintf(f, "%sbusy_connection_sends=%llu\n", pfx,
+                (unsigned long long)atomic_load(&r->busy_sends));
+    }
     double sell_s, sell_rps, after_rps;
+    uint64_t sell_p99, after_p99;
     if (fs_result_phases(r, &sell_s, &sell_rps, &after_rps) == 0) {
         fprintf(f, "%sselling_s=%.3f\n", pfx, sell_s);
         fprintf(f, "%sselling_requests_per_s=%.0f\n", pfx, sell_rps);
         fprintf(f, "%safter_selling_requests_per_s=%.0f\n", pfx, after_rps);
+        if (fs_result_phase_percentile(r, 99, &sell_p99, &after_p99) == 0) {
+            fprintf(f, "%sselling_p99_ms=%.3f\n", pfx, ms(sell_p99));
+            fprintf(f, "%safter_selling_p99_ms=%.3f\n", pfx, ms(after_p99));
+        }
     }
     if (r->verified) {
         fprintf(f, "%soversold=%lld\n", pfx, (long long)oversold);
@@ -512,11 +534,23 @@ static cJSON *run_json(const fs_opts *o, const fs_result *r)
     cJSON_AddNumberToObject(j, "units_sold", (double)atomic_load(&r->sold_units));
     cJSON_AddNumberToObject(j, "retries", (double)atomic_load(&r->retries));
     double sell_s, sell_rps, after_rps;
+    uint64_t sell_p99, after_p99;
     if (fs_result_phases(r, &sell_s, &sell_rps, &after_rps) == 0) {
         cJSON *ph = cJSON_AddObjectToObject(j, "selling_phase");
         cJSON_AddNumberToObject(ph, "seconds", sell_s);
         cJSON_AddNumberToObject(ph, "requests_per_s", sell_rps);
         cJSON_AddNumberToObject(ph, "after_requests_per_s", after_rps);
+        if (fs_result_phase_percentile(r, 99, &sell_p99, &after_p99) == 0) {
+            cJSON_AddNumberToObject(ph, "p99_ms", ms(sell_p99));
+            cJSON_AddNumberToObject(ph, "after_p99_ms", ms(after_p99));
+        }
+    }
+    if (o->rate > 0) {
+        cJSON *ol = cJSON_AddObjectToObject(j, "open_loop");
+        cJSON_AddNumberToObject(ol, "offered_rate_per_s", o->rate);
+        cJSON_AddNumberToObject(ol, "achieved_rate_per_s", fs_result_sent_rate(r, o->rate));
+        cJSON_AddItemToObject(ol, "send_lag", hist_json(&r->send_lag));
+        cJSON_AddNumberToObject(ol, "busy_connection_sends", (double)atomic_load(&r->busy_sends));
     }
 
     cJSON *lat = cJSON_AddObjectToObject(j, "latency");

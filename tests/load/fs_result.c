@@ -69,10 +69,13 @@ int fs_result_init(fs_result *r, const fs_opts *o, size_t max_seconds)
     memset(r, 0, sizeof(*r));
     r->delay_ms = -1;
     r->last_sale_ns = -1;
+    r->last_sent_ns = -1;
     for (int i = 0; i < FS_ROUTES; i++)
         if ((rc = fs_hist_init(&r->lat[i], 9, 40)) < 0)
             goto fail;
     if ((rc = fs_hist_init(&r->all, 9, 40)) < 0)
+        goto fail;
+    if ((rc = fs_hist_init(&r->send_lag, 9, 40)) < 0)
         goto fail;
     if ((rc = fs_stale_init(&r->stale, o->nskus, o->ntargets, o->windows_ms, o->nwindows)) < 0)
         goto fail;
@@ -97,6 +100,7 @@ static void free_slots(_Atomic(fs_slot *) *v, size_t n)
         fs_slot *s = atomic_load(&v[i]);
         if (s) {
             fs_hist_free(&s->lat);
+            fs_hist_free(&s->due_lat);
             free(s);
         }
     }
@@ -108,6 +112,7 @@ void fs_result_free(fs_result *r)
     for (int i = 0; i < FS_ROUTES; i++)
         fs_hist_free(&r->lat[i]);
     fs_hist_free(&r->all);
+    fs_hist_free(&r->send_lag);
     fs_stale_free(&r->stale);
     free_slots(r->slots, r->nslots);
     free_slots(r->fine, FS_FINE_SLOTS);
@@ -130,7 +135,8 @@ static fs_slot *slot_at(_Atomic(fs_slot *) *v, size_t n, size_t i)
     fs_slot *mine = calloc(1, sizeof(*mine));
     if (mine == NULL)
         return NULL;
-    if (fs_hist_init(&mine->lat, 6, 40) < 0) {
+    if (fs_hist_init(&mine->lat, 6, 40) < 0 || fs_hist_init(&mine->due_lat, 6, 40) < 0) {
+        fs_hist_free(&mine->lat);
         free(mine);
         return NULL;
     }
@@ -139,6 +145,7 @@ static fs_slot *slot_at(_Atomic(fs_slot *) *v, size_t n, size_t i)
                                                 memory_order_acquire))
         return mine;
     fs_hist_free(&mine->lat);
+    fs_hist_free(&mine->due_lat);
     free(mine);
     return expected;
 }
@@ -176,6 +183,29 @@ void fs_result_tick(fs_result *r, int64_t t, uint64_t lat_ns, int error, uint64_
     if (t / FS_FINE_NS < FS_FINE_SLOTS)
         slot_add(fs_result_fine_slot(r, (size_t)(t / FS_FINE_NS)), lat_ns, error, sold,
                  sold_out);
+}
+
+void fs_result_due(fs_result *r, int64_t intended, int64_t sent, uint64_t lat_ns, int busy)
+{
+    if (intended < 0)
+        intended = 0;
+    fs_slot *s = fs_result_slot(r, (size_t)(intended / 1000000000));
+    if (s != NULL)
+        fs_hist_record(&s->due_lat, lat_ns);
+    if (intended / FS_FINE_NS < FS_FINE_SLOTS &&
+        (s = fs_result_fine_slot(r, (size_t)(intended / FS_FINE_NS))))
+        fs_hist_record(&s->due_lat, lat_ns);
+    if (sent < 0)
+        return;
+    if (busy)
+        atomic_fetch_add_explicit(&r->busy_sends, 1, memory_order_relaxed);
+    else
+        fs_hist_record(&r->send_lag, sent > intended ? (uint64_t)(sent - intended) : 0);
+    int64_t cur = atomic_load_explicit(&r->last_sent_ns, memory_order_relaxed);
+    while (sent > cur && !atomic_compare_exchange_weak_explicit(&r->last_sent_ns, &cur, sent,
+                                                                memory_order_relaxed,
+                                                                memory_order_relaxed))
+        ;
 }
 
 void fs_result_stale_tick(fs_result *r, int64_t t)
@@ -234,6 +264,43 @@ int fs_result_phases(const fs_result *r, double *sell_s, double *sell_rps, doubl
     *sell_rps = s > 0 ? (double)at / s : 0.0;
     *after_rps = rest > 0 ? (double)(total - at) / rest : 0.0;
     return 0;
+}
+
+int fs_result_phase_percentile(const fs_result *r, double p, uint64_t *sell, uint64_t *after)
+{
+    int64_t t = atomic_load(&r->last_sale_ns);
+    if (t < 0)
+        return -ENOENT;
+    int fine = r->elapsed_s * 1e9 < (double)FS_FINE_SLOTS * FS_FINE_NS;
+    _Atomic(fs_slot *) *v = fine ? r->fine : r->slots;
+    size_t n = fine ? FS_FINE_SLOTS : r->nslots;
+    size_t cut = (size_t)(t / (fine ? FS_FINE_NS : 1000000000)) + 1;
+    fs_hist hs, ha;
+    if (fs_hist_init(&hs, 6, 40) < 0)
+        return -ENOMEM;
+    if (fs_hist_init(&ha, 6, 40) < 0) {
+        fs_hist_free(&hs);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; v && i < n; i++) {
+        fs_slot *s = atomic_load(&v[i]);
+        if (s != NULL)
+            fs_hist_merge(i < cut ? &hs : &ha, &s->due_lat);
+    }
+    *sell = fs_hist_percentile(&hs, p);
+    *after = fs_hist_percentile(&ha, p);
+    fs_hist_free(&hs);
+    fs_hist_free(&ha);
+    return 0;
+}
+
+double fs_result_sent_rate(const fs_result *r, double rate)
+{
+    int64_t last = atomic_load(&r->last_sent_ns);
+    uint64_t n = fs_result_requests(r);
+    if (rate <= 0 || last < 0 || n == 0)
+        return 0.0;
+    return (double)n / ((double)last / 1e9 + 1.0 / rate);
 }
 
 double fs_result_rps(const fs_result *r)

@@ -48,6 +48,8 @@ typedef struct run {
     int64_t t0, end_ns;
     _Atomic int64_t next_req;
     rt_event *tick;           /* wakes the progress coroutine at the end */
+    rt_wg *gate;              /* the connections start when it opens (t0) */
+    atomic_int abort;         /* set before the gate opens: start nothing */
     atomic_int finished;
     /* The nemesis: faults whose command runs, the end of the last window's
      * grace (rt_now_ns), the latest fault started (-1 before any). */
@@ -59,6 +61,8 @@ typedef struct run {
 typedef struct conn_arg {
     run *run;
     int idx;
+    fs_conn *c;               /* handed to the connection's coroutine,
+                               * which frees it and clears this */
 } conn_arg;
 
 /* ------------------------------------------------------------------------ */
@@ -174,9 +178,19 @@ static void atomic_max(_Atomic int64_t *a, int64_t v)
         ;
 }
 
-static void record(run *rn, int route, fs_outcome oc, int64_t intended, int64_t t_recv,
+/* When a request was due and whether its connection was still awaiting
+ * an earlier answer then (its wait is the service's, not the tester's). */
+typedef struct due {
+    int64_t at;               /* rt_now_ns */
+    int busy;
+} due;
+
+/* Records one answer: the request was due at d.at, left at sent (-1:
+ * never) and was answered (or given up) at t_recv, all rt_now_ns. */
+static void record(run *rn, int route, fs_outcome oc, due d, int64_t sent, int64_t t_recv,
                    int64_t sold)
 {
+    int64_t intended = d.at;
     fs_result *r = rn->r;
     if (rn->o->nfaults > 0 && !fs_outcome_ok(oc) && in_fault(rn, t_recv)) {
         int f = atomic_load(&rn->cur_fault);
@@ -191,6 +205,7 @@ static void record(run *rn, int route, fs_outcome oc, int64_t intended, int64_t 
     fs_hist_record(&r->all, lat);
     fs_result_tick(r, t_recv - rn->t0, lat, !fs_outcome_ok(oc), (uint64_t)sold,
                    oc == FS_O_SOLD_OUT);
+    fs_result_due(r, intended - rn->t0, sent < 0 ? -1 : sent - rn->t0, lat, d.busy);
     if (sold)
         fs_result_sale(r, t_recv - rn->t0);
 }
@@ -221,17 +236,18 @@ static fs_outcome transport_outcome(int err)
 /* ------------------------------------------------------------------------ */
 /* The buyers                                                                */
 
-static void do_read(run *rn, fs_conn *c, int target, int item, int64_t intended)
+/* A read due at d; returns when its answer came (rt_now_ns). */
+static int64_t do_read(run *rn, fs_conn *c, int target, int item, due d)
 {
     fs_result *r = rn->r;
     fs_http_resp resp;
-    int64_t sent;
     const fs_bytes *req = &rn->get_req[target * rn->o->nskus + item];
+    int64_t sent = -1;
     int rc = fs_conn_send(c, req->p, req->n, 1, rt_deadline_ms(rn->o->timeout_ms), &sent, &resp);
     int64_t recv = rt_now_ns();
     if (rc < 0) {
-        record(rn, FS_ROUTE_GET, transport_outcome(rc), intended, recv, 0);
-        return;
+        record(rn, FS_ROUTE_GET, transport_outcome(rc), d, sent, recv, 0);
+        return recv;
     }
     fs_outcome oc;
     if (resp.status == 200) {
@@ -261,15 +277,17 @@ static void do_read(run *rn, fs_conn *c, int target, int item, int64_t intended)
         fs_json_str(resp.body, resp.body_len, "error", err, sizeof(err));
         oc = fs_outcome_classify(resp.status, err, 0);
     }
-    record(rn, FS_ROUTE_GET, oc, intended, recv, 0);
+    record(rn, FS_ROUTE_GET, oc, d, sent, recv, 0);
+    return recv;
 }
 
 /* Longest buy request: the fixed head (request line and Host with a
  * 64-byte sku and host) plus key, length and body. */
 #define BUY_REQ_MAX 768
 
-static void do_buy(run *rn, fs_conn *c, int target, int conn_idx, int64_t k, int item,
-                   int32_t user, int64_t intended)
+/* A buy due at d; returns when its last answer came (rt_now_ns). */
+static int64_t do_buy(run *rn, fs_conn *c, int target, int conn_idx, int64_t k, int item,
+                      int32_t user, due d)
 {
     fs_result *r = rn->r;
     const fs_opts *o = rn->o;
@@ -300,16 +318,18 @@ static void do_buy(run *rn, fs_conn *c, int target, int conn_idx, int64_t k, int
     put(&p, body, bl);
     size_t len = (size_t)(p - req);
     fs_outcome oc = FS_O_CONN_ERROR;
-    int64_t recv = 0, sold = 0;
+    int64_t recv = 0, sold = 0, first_sent = -1;
     fs_conn *alt = NULL, *via = c;    /* retries after a transport error go to
                                        * the next instance: this one may be
                                        * gone */
     int alt_target = target;
     for (int attempt = 0;; attempt++) {
         fs_http_resp resp;
-        int64_t sent;
+        int64_t sent = -1;
         int rc = fs_conn_send(via, req, len, 0, rt_deadline_ms(o->timeout_ms), &sent, &resp);
         recv = rt_now_ns();
+        if (attempt == 0)
+            first_sent = sent;
         int in_doubt;
         if (rc < 0) {
             oc = transport_outcome(rc);
@@ -367,7 +387,8 @@ static void do_buy(run *rn, fs_conn *c, int target, int conn_idx, int64_t k, int
         rt_sleep(5 * (attempt + 1) < 200 ? 5 * (attempt + 1) : 200);
     }
     fs_conn_free(alt);
-    record(rn, FS_ROUTE_BUY, oc, intended, recv, sold);
+    record(rn, FS_ROUTE_BUY, oc, d, first_sent, recv, sold);
+    return recv;
 }
 
 static void conn_main(void *arg)
@@ -380,10 +401,15 @@ static void conn_main(void *arg)
      * one golden-ratio step apart would replay each other's buyers. */
     uint64_t rng = o->seed ^ ((uint64_t)j * 0xd1b54a32d192ed03ull);
     rng = rng_next(&rng);
-    fs_conn *c = fs_conn_new(&o->targets[target]);
-    if (c == NULL)
+    fs_conn *c = ca->c;
+    ca->c = NULL;
+    rt_wg_wait(rn->gate, RT_NO_DEADLINE);
+    if (atomic_load(&rn->abort)) {
+        fs_conn_free(c);
         return;
+    }
     int open_loop = o->rate > 0;
+    int64_t free_at = 0;   /* when the connection's last answer came */
     for (int64_t k = 0;; k++) {
         if (atomic_load_explicit(&fs_interrupted, memory_order_relaxed))
             break;
@@ -409,12 +435,13 @@ static void conn_main(void *arg)
             if (o->duration_s > 0 && intended >= rn->end_ns)
                 break;
         }
+        due d = {intended, free_at > intended};
         int item = pick_item(rn, &rng);
         if (rng_unit(&rng) < o->read_ratio) {
-            do_read(rn, c, target, item, intended);
+            free_at = do_read(rn, c, target, item, d);
         } else {
             int32_t user = (int32_t)(rng_next(&rng) % (uint64_t)o->users);
-            do_buy(rn, c, target, j, k, item, user, intended);
+            free_at = do_buy(rn, c, target, j, k, item, user, d);
         }
     }
     fs_conn_free(c);
@@ -689,7 +716,8 @@ static int run_round(fs_opts *o, fs_result *r, const char *run_id, int round)
     cos = calloc((size_t)o->connections, sizeof(*cos));
     args = calloc((size_t)o->connections, sizeof(*args));
     rn.tick = rt_event_new();
-    if (!admin || !rn.cdf || !rn.acks || !before || !cos || !args || !rn.tick) {
+    rn.gate = rt_wg_new();
+    if (!admin || !rn.cdf || !rn.acks || !before || !cos || !args || !rn.tick || !rn.gate) {
         rc = -ENOMEM;
         goto out;
     }
@@ -725,6 +753,33 @@ static int run_round(fs_opts *o, fs_result *r, const char *run_id, int round)
             goto out;
     fs_conn_close(admin);
 
+    /* The open loop's schedule starts once every connection is up: a dial
+     * is not the service's answer, and hundreds of dials at the start
+     * would be a burst the schedule never asked for. A failed dial is
+     * tried again by the first request. */
+    for (int j = 0; j < o->connections; j++) {
+        args[j] = (conn_arg){&rn, j, fs_conn_new(&o->targets[j % o->ntargets])};
+        if (args[j].c == NULL) {
+            rc = -ENOMEM;
+            goto out;
+        }
+        if (o->rate > 0)
+            fs_conn_dial(args[j].c, rt_deadline_ms(o->timeout_ms));
+    }
+    /* So are their coroutines: spawning hundreds of them (each stack
+     * mapped and guarded) takes long enough to make the first requests
+     * late. They wait at the gate, which opens at t0. */
+    int started = 0;
+    rt_wg_add(rn.gate, 1);
+    for (int j = 0; j < o->connections; j++) {
+        rt_spawn_opts so = {.name = "buyer", .joinable = 1};
+        if (rt_spawn_ex(&cos[j], conn_main, &args[j], &so) < 0) {
+            fprintf(stderr, "flashsale: could not start connection %d\n", j);
+            break;
+        }
+        started++;
+    }
+
     double cpu0 = process_cpu_s();
     rn.t0 = rt_now_ns();
     r->t0_wall_ms = kit_wall_ms();
@@ -739,6 +794,14 @@ static int run_round(fs_opts *o, fs_result *r, const char *run_id, int round)
         rt_spawn_opts no = {.name = "nemesis", .joinable = 1};
         if (rt_spawn_ex(&nem, nemesis_main, &rn, &no) < 0) {
             rc = -ENOMEM;
+            atomic_store(&rn.abort, 1);
+            rt_wg_done(rn.gate);
+            for (int j = 0; j < started; j++)
+                rt_join(cos[j]);
+            atomic_store(&rn.finished, 1);
+            rt_event_signal(rn.tick);
+            if (prog)
+                rt_join(prog);
             goto out;
         }
     }
@@ -747,16 +810,7 @@ static int run_round(fs_opts *o, fs_result *r, const char *run_id, int round)
         if (rt_spawn_ex(&rst, restock_main, &rn, &ro) < 0)
             rst = NULL;
     }
-    int started = 0;
-    for (int j = 0; j < o->connections; j++) {
-        args[j] = (conn_arg){&rn, j};
-        rt_spawn_opts so = {.name = "buyer", .joinable = 1};
-        if (rt_spawn_ex(&cos[j], conn_main, &args[j], &so) < 0) {
-            fprintf(stderr, "flashsale: could not start connection %d\n", j);
-            break;
-        }
-        started++;
-    }
+    rt_wg_done(rn.gate);
     for (int j = 0; j < started; j++)
         rt_join(cos[j]);
     r->elapsed_s = (double)(rt_now_ns() - rn.t0) / 1e9;
@@ -800,6 +854,8 @@ static int run_round(fs_opts *o, fs_result *r, const char *run_id, int round)
         }
     }
 out:
+    for (int j = 0; args && j < o->connections; j++)
+        fs_conn_free(args[j].c);   /* those no coroutine took */
     if (before)
         for (int i = 0; i < o->nskus; i++)
             fs_audit_free(&before[i]);
@@ -811,6 +867,8 @@ out:
     free_acks(&rn);
     if (rn.tick)
         rt_event_free(rn.tick);
+    if (rn.gate)
+        rt_wg_free(rn.gate);
     fs_conn_free(admin);
     return rc;
 }

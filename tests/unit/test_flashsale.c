@@ -518,15 +518,44 @@ static void opts_rejects_bad_input(void **state)
 /* ------------------------------------------------------------------------ */
 /* Reports                                                                   */
 
+/* Options parsed from args (items named) and an empty result of that many
+ * seconds. */
+static void result_for(fs_opts *o, fs_result *r, const char **args, int n, size_t seconds)
+{
+    assert_int_equal(parse(o, args, n), 0);
+    assert_int_equal(fs_opts_name_skus(o, -1, "t"), 0);
+    assert_int_equal(fs_result_init(r, o, seconds), 0);
+}
+
+/* Options of one item and an empty result of that many seconds. */
+static void one_item_result(fs_opts *o, fs_result *r, size_t seconds)
+{
+    const char *args[] = {"--skus", "1"};
+    result_for(o, r, args, 2, seconds);
+}
+
+/* The name=value lines of r, then its text report when text is set. The
+ * caller frees the string. */
+static char *report_of(const fs_opts *o, fs_result *r, int text)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream(&buf, &len);
+    fs_result *rs[] = {r};
+    fs_report_kv(m, o, rs, 1);
+    if (text)
+        fs_report_text(m, o, r);
+    fclose(m);
+    return buf;
+}
+
 static void report_outputs(void **state)
 {
     (void)state;
     fs_opts o;
     const char *args[] = {"--skus", "2", "--stale-windows", "0,1000"};
-    assert_int_equal(parse(&o, args, 4), 0);
-    assert_int_equal(fs_opts_name_skus(&o, -1, "t"), 0);
     fs_result r;
-    assert_int_equal(fs_result_init(&r, &o, 10), 0);
+    result_for(&o, &r, args, 4, 10);
     r.elapsed_s = 2.0;
     r.cpu_s = 0.00102;
     for (int i = 0; i < 100; i++) {
@@ -556,13 +585,8 @@ static void report_outputs(void **state)
     assert_true(fs_result_redis_hit_ratio(&r) == 0.9);
     assert_true(fs_result_db_reads_per_s(&r) == 5.0);
 
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *m = open_memstream(&buf, &len);
+    char *buf = report_of(&o, &r, 1);
     fs_result *rs[] = {&r};
-    fs_report_kv(m, &o, rs, 1);
-    fs_report_text(m, &o, &r);
-    fclose(m);
     assert_non_null(strstr(buf, "requests_per_s=51\n"));
     assert_non_null(strstr(buf, "tester_cpu_us_per_request=10.00\n"));
     assert_non_null(strstr(buf, "tester CPU: 10.0 us per request (0.00 of a core)"));
@@ -601,10 +625,7 @@ static void report_outputs(void **state)
     /* A failed check flips the summary; an unreadable audit says so. */
     r.verify_failed = 1;
     r.verify[1] = (fs_verify_out){.audit_failed = 1};
-    m = open_memstream(&buf, &len);
-    fs_report_kv(m, &o, rs, 1);
-    fs_report_text(m, &o, &r);
-    fclose(m);
+    buf = report_of(&o, &r, 1);
     assert_non_null(strstr(buf, "verify=fail\n"));
     assert_non_null(strstr(buf, "audits_failed=1\n"));
     assert_non_null(strstr(buf, "the audit could not be read: FAILED"));
@@ -613,15 +634,6 @@ static void report_outputs(void **state)
 
     fs_result_free(&r);
     fs_opts_free(&o);
-}
-
-/* Options of one item and an empty result of that many seconds. */
-static void one_item_result(fs_opts *o, fs_result *r, size_t seconds)
-{
-    const char *args[] = {"--skus", "1"};
-    assert_int_equal(parse(o, args, 2), 0);
-    assert_int_equal(fs_opts_name_skus(o, -1, "t"), 0);
-    assert_int_equal(fs_result_init(r, o, seconds), 0);
 }
 
 /* An answer is counted in its second and, over the first minute, in its
@@ -672,6 +684,104 @@ static void phases_split_at_the_last_sale(void **state)
     assert_true(fabs(sell_s - 1.0) < 1e-9);
     assert_true(fabs(sell_rps - 100.0) < 1e-9);
     assert_true(fabs(after_rps - 200.0) < 1e-9);
+    fs_result_free(&r);
+    fs_opts_free(&o);
+}
+
+/* The selling phase's latency: the requests due until the interval of the
+ * last acknowledged buy, whenever they were answered; the rest after it.
+ * A run longer than the fine intervals splits per second. */
+static void phase_percentiles_split_by_due_time(void **state)
+{
+    (void)state;
+    fs_opts o;
+    fs_result r;
+    one_item_result(&o, &r, 100);
+    uint64_t sell, after;
+    assert_int_equal(fs_result_phase_percentile(&r, 99, &sell, &after), -ENOENT);
+    r.elapsed_s = 3.0;
+    for (int i = 0; i < 100; i++) {
+        fs_result_due(&r, MS(i * 5), MS(i * 5), MS(8), 0);          /* 0-0.5 s: 8 ms */
+        fs_result_due(&r, MS(600 + i * 20), MS(600 + i * 20), MS(1), 0);   /* 0.6-2.6 s */
+    }
+    fs_result_due(&r, MS(520), -1, MS(30), 0);   /* never left, still due in the last
+                                               * selling interval */
+    fs_result_sale(&r, MS(550));
+    assert_int_equal(fs_result_phase_percentile(&r, 99, &sell, &after), 0);
+    assert_true(sell >= MS(8) && sell <= MS(8) * 33 / 32);
+    assert_true(after >= MS(1) && after <= MS(1) * 33 / 32);
+    assert_int_equal(fs_result_phase_percentile(&r, 100, &sell, &after), 0);
+    assert_true(sell >= MS(30) && sell <= MS(30) * 33 / 32);
+
+    /* 200 s: per second, the sale's second (0) is selling. */
+    r.elapsed_s = 200.0;
+    assert_int_equal(fs_result_phase_percentile(&r, 50, &sell, &after), 0);
+    assert_true(sell >= MS(8) && sell <= MS(8) * 33 / 32);
+    assert_true(after >= MS(1) && after <= MS(1) * 33 / 32);
+
+    /* Send lag and the rate sent: 201 sends, the last at 2.58 s. */
+    assert_int_equal(fs_hist_count(&r.send_lag), 200);
+    assert_int_equal(fs_hist_max(&r.send_lag), 0);
+    atomic_fetch_add(&r.outcomes[FS_ROUTE_GET][FS_O_OK], 200);
+    fs_result_due(&r, MS(2590), MS(2592), MS(3), 0);
+    assert_int_equal(fs_hist_max(&r.send_lag), MS(2));
+    assert_true(fabs(fs_result_sent_rate(&r, 100) - 200.0 / 2.602) < 1e-6);
+    assert_true(fs_result_sent_rate(&r, 0) == 0.0);
+    /* Due while its connection awaited an answer: not the tester's lag. */
+    fs_result_due(&r, MS(2595), MS(2650), MS(60), 1);
+    assert_int_equal(fs_hist_max(&r.send_lag), MS(2));
+    assert_int_equal(atomic_load(&r.busy_sends), 1);
+    fs_result_free(&r);
+    fs_opts_free(&o);
+}
+
+/* An open-loop sale's name=value lines: the selling phase's p99 and how
+ * the tester kept to its schedule. */
+static void kv_open_loop_and_selling_p99(void **state)
+{
+    (void)state;
+    fs_opts o;
+    const char *args[] = {"--rate", "1000", "--duration", "1"};
+    fs_result r;
+    result_for(&o, &r, args, 4, 10);
+    r.elapsed_s = 1.0;
+    for (int i = 0; i < 1000; i++) {
+        int64_t due = MS(i), lag = i % 50 == 0 ? MS(4) : 0;   /* 2 %: the p99 */
+        int selling = i < 300;
+        fs_result_due(&r, due, due + lag, selling ? MS(9) : MS(2), i == 999);
+        fs_outcome oc = selling ? FS_O_OK : i >= 998 ? FS_O_OVERLOADED : FS_O_SOLD_OUT;
+        atomic_fetch_add(&r.outcomes[FS_ROUTE_BUY][oc], 1);
+        if (selling)
+            fs_result_sale(&r, due + MS(9));
+    }
+    char *buf = report_of(&o, &r, 1);
+    static const char *const want[] = {
+        "offered_rate_per_s=1000\n",
+        "achieved_rate_per_s=1000\n",   /* 1000 requests, the last sent at 0.999 s */
+        "send_lag_p99_ms=4.",
+        "send_lag_max_ms=4.000\n",
+        "busy_connection_sends=1\n",
+        "selling_s=0.308\n",
+        "selling_p99_ms=9.",
+        "after_selling_p99_ms=2.",
+        "overloaded=2\n",
+        "sent at 1000 requests/s, send lag p99 4.",
+        "1 due while their connection awaited an answer",
+        "requests/s until then (p99 9.",
+        NULL,
+    };
+    for (const char *const *w = want; *w; w++)
+        if (strstr(buf, *w) == NULL)
+            fail_msg("report lacks \"%s\":\n%s", *w, buf);
+    free(buf);
+
+    /* Closed loop: no rate keys. */
+    o.rate = 0;
+    buf = report_of(&o, &r, 0);
+    assert_null(strstr(buf, "offered_rate_per_s="));
+    assert_null(strstr(buf, "send_lag_p99_ms="));
+    assert_non_null(strstr(buf, "selling_p99_ms="));
+    free(buf);
     fs_result_free(&r);
     fs_opts_free(&o);
 }
@@ -833,6 +943,8 @@ int main(void)
         cmocka_unit_test(plot_scripts_label_everything),
         cmocka_unit_test(tick_fills_seconds_and_tenths),
         cmocka_unit_test(phases_split_at_the_last_sale),
+        cmocka_unit_test(phase_percentiles_split_by_due_time),
+        cmocka_unit_test(kv_open_loop_and_selling_p99),
         cmocka_unit_test(http_simple_reads_whole_answers_only),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
