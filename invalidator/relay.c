@@ -390,6 +390,7 @@ void inv__relay_applied(inv_relay *r, const char *sku, size_t sku_len,
                         int64_t version)
 {
     pthread_mutex_lock(&r->applied_mu);
+    bool first = r->napplied == 0;
     int rc = applied_push(&r->applied, &r->napplied, &r->capapplied, sku, sku_len,
                           version);
     pthread_mutex_unlock(&r->applied_mu);
@@ -397,7 +398,12 @@ void inv__relay_applied(inv_relay *r, const char *sku, size_t sku_len,
         rt_log(RT_LOG_WARN, "inv",
                "out of memory noting an applied delete; its outbox row is published again later",
                "sku=%.*s version=%" PRId64, (int)sku_len, sku, version);
-    inv__wake_signal(r->wake);
+    /* One wakeup per list: the report that found the list empty signals,
+     * and the relay drains its wakeups before it takes the whole list, so
+     * the reports added meanwhile go with it (a write per report was a
+     * system call per applied event). */
+    if (first)
+        inv__wake_signal(r->wake);
 }
 
 /* Moves the awaiting rows whose Redis delete was applied (same sku,
