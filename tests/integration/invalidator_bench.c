@@ -28,9 +28,13 @@
  * leaves them out of every figure (default 0): the start-up of the
  * consumers and the producer weighs on the tail of a short run.
  *
+ * --linger-ms and --appliers set inv_config's linger_ms and appliers
+ * (0: the defaults, 1 and 4), to see what the producer's batching and the
+ * Redis calls in flight do to the ceiling.
+ *
  * Usage: invalidator_bench --seeds H:P[,H:P] [--rate N] [--seconds N]
  *                          [--warmup-s N] [--delay-ms N] [--drain-ms N]
- *                          [--workers N]
+ *                          [--linger-ms N] [--appliers N] [--workers N]
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -49,7 +53,7 @@
 
 typedef struct bench {
     const char *seeds;
-    int rate, seconds, warmup_s, delay_ms, drain_ms, workers;
+    int rate, seconds, warmup_s, delay_ms, drain_ms, linger_ms, appliers, workers;
     rc_cluster *rc;                /* for fills */
     its_rsink *sink;
     its_outbox *ob;
@@ -187,6 +191,8 @@ static void run(void *arg)
         .delay_ms = b->delay_ms > 0 ? b->delay_ms : -1,
         .pending_cap = 1000000,
         .relay_inflight_max = 100000,
+        .linger_ms = b->linger_ms,
+        .appliers = b->appliers,
     };
     inv_source src = its_outbox_source(b->ob);
     inv_local_sink ls = {.evict = no_evict};
@@ -298,6 +304,10 @@ int main(int argc, char **argv)
             b.seconds = atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--delay-ms") == 0)
             b.delay_ms = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--linger-ms") == 0)
+            b.linger_ms = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--appliers") == 0)
+            b.appliers = atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--warmup-s") == 0)
             b.warmup_s = atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--drain-ms") == 0)
@@ -307,7 +317,8 @@ int main(int argc, char **argv)
     }
     if (b.seeds == NULL || b.rate <= 0 || b.seconds <= 0) {
         fprintf(stderr, "usage: %s --seeds H:P[,H:P] [--rate N] [--seconds N] "
-                        "[--warmup-s N] [--delay-ms N] [--drain-ms N] [--workers N]\n", argv[0]);
+                        "[--warmup-s N] [--delay-ms N] [--drain-ms N] [--linger-ms N] "
+                        "[--appliers N] [--workers N]\n", argv[0]);
         return 2;
     }
     rt_config cfg = {.workers = b.workers};
