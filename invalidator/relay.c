@@ -41,34 +41,50 @@
 #include "invalidator/inv_kafka.h"
 #include "kit/kit.h"
 
-typedef struct inv_awaiting {
-    int64_t id, version;
+/* An applied delete the delay consumer reported (inv__relay_applied). */
+typedef struct inv_applied {
+    int64_t version;
     uint8_t sku_len;
     char sku[INV_SKU_MAX];
-} inv_awaiting;
+} inv_applied;
 
-/* Appends to a growable array of inv_awaiting. 0 or -ENOMEM. */
-static int awaiting_push(inv_awaiting **a, size_t *n, size_t *cap,
-                         int64_t id, const char *sku, size_t sku_len,
-                         int64_t version)
+/* Appends to a growable array of inv_applied. 0, -EINVAL or -ENOMEM. */
+static int applied_push(inv_applied **a, size_t *n, size_t *cap,
+                        const char *sku, size_t sku_len, int64_t version)
 {
     if (sku_len > INV_SKU_MAX)
         return -EINVAL;
     if (*n == *cap) {
         size_t ncap = *cap ? *cap * 2 : 256;
-        inv_awaiting *na = realloc(*a, ncap * sizeof(*na));
+        inv_applied *na = realloc(*a, ncap * sizeof(*na));
         if (na == NULL)
             return -ENOMEM;
         *a = na;
         *cap = ncap;
     }
-    inv_awaiting *w = &(*a)[(*n)++];
-    w->id = id;
+    inv_applied *w = &(*a)[(*n)++];
     w->version = version;
     w->sku_len = (uint8_t)sku_len;
     memcpy(w->sku, sku, sku_len);
     return 0;
 }
+
+/* ack_after_apply: the rows produced whose Redis delete is not applied yet,
+ * indexed by sku, so that an applied report costs the rows of its own sku
+ * and not a scan of every row awaiting (delay x write rate of them: a scan
+ * per report made the relay quadratic in the write rate). */
+typedef struct await_row {
+    int64_t id, version;
+} await_row;
+
+typedef struct await_sku {
+    uint8_t sku_len;               /* 0: a free slot */
+    char sku[INV_SKU_MAX];
+    uint32_t n, cap;               /* rows; n == 0 keeps the slot (and its
+                                    * buffer) for the sku's next row until
+                                    * the table is rebuilt */
+    await_row *rows;
+} await_sku;
 
 struct inv_relay {
     inv *iv;
@@ -90,12 +106,121 @@ struct inv_relay {
     /* ack_after_apply: rows produced whose Redis delete is not applied yet
      * (listed at produce time, so an applied report always finds its row),
      * and the applied deletes the delay consumer reported. */
-    inv_awaiting *await;
-    size_t nawait, capawait;
+    await_sku *await;              /* open addressing by sku */
+    size_t awaitcap, awaitused;    /* slots; slots holding a sku */
+    size_t nawait;                 /* rows in every slot */
     pthread_mutex_t applied_mu;
-    inv_awaiting *applied;         /* id unused */
+    inv_applied *applied;
     size_t napplied, capapplied;
 };
+
+/* ---- the awaiting rows, by sku ---------------------------------------- */
+
+static size_t await_home(const inv_relay *r, const char *sku, size_t len)
+{
+    return (size_t)kit_hash(sku, len) & (r->awaitcap - 1);
+}
+
+/* The slot of sku, or NULL. */
+static await_sku *await_find(inv_relay *r, const char *sku, size_t len)
+{
+    if (r->awaitcap == 0)
+        return NULL;
+    for (size_t i = await_home(r, sku, len);; i = (i + 1) & (r->awaitcap - 1)) {
+        await_sku *e = &r->await[i];
+        if (e->sku_len == 0)
+            return NULL;
+        if (e->sku_len == len && memcmp(e->sku, sku, len) == 0)
+            return e;
+    }
+}
+
+/* Rebuilds the table with room for its skus that still have rows (the
+ * others' slots and buffers are freed). 0 or -ENOMEM (the table is then
+ * unchanged). */
+static int await_rebuild(inv_relay *r)
+{
+    size_t live = 0;
+    for (size_t i = 0; i < r->awaitcap; i++)
+        live += r->await[i].n > 0;
+    size_t ncap = 1024;
+    while (ncap < live * 4)
+        ncap *= 2;
+    await_sku *t = calloc(ncap, sizeof(*t));
+    if (t == NULL)
+        return -ENOMEM;
+    for (size_t i = 0; i < r->awaitcap; i++) {
+        await_sku *e = &r->await[i];
+        if (e->n == 0) {
+            free(e->rows);
+            continue;
+        }
+        size_t j = (size_t)kit_hash(e->sku, e->sku_len) & (ncap - 1);
+        while (t[j].sku_len != 0)
+            j = (j + 1) & (ncap - 1);
+        t[j] = *e;
+    }
+    free(r->await);
+    r->await = t;
+    r->awaitcap = ncap;
+    r->awaitused = live;
+    return 0;
+}
+
+/* Lists a produced row under its sku. 0, -EINVAL (sku too long) or -ENOMEM. */
+static int await_add(inv_relay *r, int64_t id, const char *sku, size_t len,
+                     int64_t version)
+{
+    if (len == 0 || len > INV_SKU_MAX)
+        return -EINVAL;
+    await_sku *e = await_find(r, sku, len);
+    if (e == NULL) {
+        if ((r->awaitused + 1) * 2 > r->awaitcap && await_rebuild(r) < 0)
+            return -ENOMEM;
+        size_t i = await_home(r, sku, len);
+        while (r->await[i].sku_len != 0)
+            i = (i + 1) & (r->awaitcap - 1);
+        e = &r->await[i];
+        e->sku_len = (uint8_t)len;
+        memcpy(e->sku, sku, len);
+        r->awaitused++;
+    }
+    if (e->n == e->cap) {
+        uint32_t ncap = e->cap ? e->cap * 2 : 4;
+        await_row *nr = realloc(e->rows, ncap * sizeof(*nr));
+        if (nr == NULL)
+            return -ENOMEM;
+        e->rows = nr;
+        e->cap = ncap;
+    }
+    e->rows[e->n++] = (await_row){id, version};
+    r->nawait++;
+    return 0;
+}
+
+/* Drops row id of sku (its delivery failed, or its produce did). */
+static void await_drop(inv_relay *r, const char *sku, size_t len, int64_t id)
+{
+    await_sku *e = await_find(r, sku, len);
+    if (e == NULL)
+        return;
+    for (uint32_t i = 0; i < e->n; i++) {
+        if (e->rows[i].id == id) {
+            e->rows[i] = e->rows[--e->n];
+            r->nawait--;
+            return;
+        }
+    }
+}
+
+static void await_free(inv_relay *r)
+{
+    for (size_t i = 0; i < r->awaitcap; i++)
+        free(r->await[i].rows);
+    free(r->await);
+    r->await = NULL;
+    r->awaitcap = r->awaitused = r->nawait = 0;
+}
 
 /* ---- the held set: linear probing, deletion by backward shift -------- */
 
@@ -251,12 +376,8 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m,
     r->inflight--;
     if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
         INV_INC(r->iv, relay_errors, 1);
-        for (size_t i = 0; i < r->nawait; i++) {
-            if (r->await[i].id == id) {   /* published again next round */
-                r->await[i] = r->await[--r->nawait];
-                break;
-            }
-        }
+        /* Published again next round. */
+        await_drop(r, m->key, m->key_len, id);
         mark_failed(r, id);
         return;
     }
@@ -269,14 +390,20 @@ void inv__relay_applied(inv_relay *r, const char *sku, size_t sku_len,
                         int64_t version)
 {
     pthread_mutex_lock(&r->applied_mu);
-    int rc = awaiting_push(&r->applied, &r->napplied, &r->capapplied, 0, sku, sku_len,
-                           version);
+    bool first = r->napplied == 0;
+    int rc = applied_push(&r->applied, &r->napplied, &r->capapplied, sku, sku_len,
+                          version);
     pthread_mutex_unlock(&r->applied_mu);
     if (rc < 0)
         rt_log(RT_LOG_WARN, "inv",
                "out of memory noting an applied delete; its outbox row is published again later",
                "sku=%.*s version=%" PRId64, (int)sku_len, sku, version);
-    inv__wake_signal(r->wake);
+    /* One wakeup per list: the report that found the list empty signals,
+     * and the relay drains its wakeups before it takes the whole list, so
+     * the reports added meanwhile go with it (a write per report was a
+     * system call per applied event). */
+    if (first)
+        inv__wake_signal(r->wake);
 }
 
 /* Moves the awaiting rows whose Redis delete was applied (same sku,
@@ -284,28 +411,25 @@ void inv__relay_applied(inv_relay *r, const char *sku, size_t sku_len,
 static void collect_applied(inv_relay *r)
 {
     pthread_mutex_lock(&r->applied_mu);
-    inv_awaiting *ap = r->applied;
+    inv_applied *ap = r->applied;
     size_t nap = r->napplied;
     r->applied = NULL;
     r->napplied = r->capapplied = 0;
     pthread_mutex_unlock(&r->applied_mu);
-    if (nap == 0) {
-        free(ap);
-        return;
+    for (size_t k = 0; k < nap; k++) {
+        await_sku *e = await_find(r, ap[k].sku, ap[k].sku_len);
+        if (e == NULL)
+            continue;
+        uint32_t keep = 0;
+        for (uint32_t i = 0; i < e->n; i++) {
+            if (e->rows[i].version <= ap[k].version)
+                push_ack(r, e->rows[i].id);
+            else
+                e->rows[keep++] = e->rows[i];
+        }
+        r->nawait -= e->n - keep;
+        e->n = keep;
     }
-    size_t keep = 0;
-    for (size_t i = 0; i < r->nawait; i++) {
-        inv_awaiting *w = &r->await[i];
-        bool done = false;
-        for (size_t k = 0; k < nap && !done; k++)
-            done = ap[k].sku_len == w->sku_len && ap[k].version >= w->version &&
-                   memcmp(ap[k].sku, w->sku, w->sku_len) == 0;
-        if (done)
-            push_ack(r, w->id);
-        else
-            r->await[keep++] = *w;
-    }
-    r->nawait = keep;
     free(ap);
 }
 
@@ -392,7 +516,7 @@ void inv__relay_free(inv_relay *r)
     free(r->acked);
     free(r->held);
     free(r->rows);
-    free(r->await);
+    await_free(r);
     free(r->applied);
     pthread_mutex_destroy(&r->applied_mu);
     free(r);
@@ -450,8 +574,7 @@ static int produce_row(inv_relay *r, const inv_row *row)
     if (held_add(r, row->id) < 0)
         return -EAGAIN;
     int awaiting = r->iv->ack_after_apply;
-    if (awaiting && awaiting_push(&r->await, &r->nawait, &r->capawait, row->id, ev.sku,
-                                  ev.sku_len, ev.version) < 0) {
+    if (awaiting && await_add(r, row->id, ev.sku, ev.sku_len, ev.version) < 0) {
         held_del(r, row->id);
         return -EAGAIN;
     }
@@ -461,7 +584,7 @@ static int produce_row(inv_relay *r, const inv_row *row)
         rd_kafka_resp_err_t err = rd_kafka_last_error();
         held_del(r, row->id);
         if (awaiting)
-            r->nawait--;           /* the entry pushed just above */
+            await_drop(r, ev.sku, ev.sku_len, row->id);   /* listed just above */
         return err == RD_KAFKA_RESP_ERR__QUEUE_FULL ? -EAGAIN : -EIO;
     }
     r->inflight++;

@@ -9,6 +9,11 @@
  * copy through the cluster client (rc), the broadcast consumer evicts a
  * no-op local cache. Prints name=value lines:
  *   events_per_s            events applied per second of the run
+ *   kept_up_per_s           the same over the run less the delay (the
+ *                           wait every event has by design): the rate
+ *                           the pipeline kept up with, which
+ *                           scripts/bench.d/invalidator's search compares
+ *                           with --rate
  *   lag_p50_ms, lag_p99_ms  committed -> Redis delete applied
  *   lag_over_delay_p99_ms   due -> applied (the target is <= 50)
  *   coalesced               events merged into a pending one of their sku
@@ -16,8 +21,20 @@
  * directly (no Kafka, no delay queue) in batches of 128:
  *   anchor_redis_batch_p99_ms, anchor_redis_del_per_s
  *
+ * --drain-ms bounds the wait for the last events after the load stops
+ * (default 60000): a probe of the search gives up on a backlog early.
+ *
+ * --warmup-s runs the load that many seconds first, at the same rate, and
+ * leaves them out of every figure (default 0): the start-up of the
+ * consumers and the producer weighs on the tail of a short run.
+ *
+ * --linger-ms and --appliers set inv_config's linger_ms and appliers
+ * (0: the defaults, 1 and 4), to see what the producer's batching and the
+ * Redis calls in flight do to the ceiling.
+ *
  * Usage: invalidator_bench --seeds H:P[,H:P] [--rate N] [--seconds N]
- *                          [--delay-ms N] [--workers N]
+ *                          [--warmup-s N] [--delay-ms N] [--drain-ms N]
+ *                          [--linger-ms N] [--appliers N] [--workers N]
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -36,7 +53,7 @@
 
 typedef struct bench {
     const char *seeds;
-    int rate, seconds, delay_ms, workers;
+    int rate, seconds, warmup_s, delay_ms, drain_ms, linger_ms, appliers, workers;
     rc_cluster *rc;                /* for fills */
     its_rsink *sink;
     its_outbox *ob;
@@ -97,6 +114,33 @@ static void anchor(inv_redis_sink rs, int64_t *p99_ms, double *per_s)
     free(h);
 }
 
+/* Commits one outbox row of a random sku at its next version. */
+static void gen_row(bench *b, uint64_t *seed)
+{
+    char sku[32];
+    int i = pick_sku(seed);
+    sku_name(sku, sizeof(sku), i);
+    its_outbox_add(b->ob, sku, ++b->versions[i], -1);
+}
+
+/* What st gained since st0: the counters and histograms (the gauges and
+ * sums are left as they are). */
+static void stats_sub(inv_stats *st, const inv_stats *st0)
+{
+    st->applied -= st0->applied;
+    st->coalesced -= st0->coalesced;
+    st->sink_calls -= st0->sink_calls;
+    st->errors -= st0->errors;
+    inv_hist *h[] = {&st->transit, &st->lag, &st->sink, &st->lateness, &st->bcast_lag};
+    const inv_hist *h0[] = {&st0->transit, &st0->lag, &st0->sink, &st0->lateness,
+                            &st0->bcast_lag};
+    for (size_t k = 0; k < sizeof(h) / sizeof(h[0]); k++) {
+        h[k]->count -= h0[k]->count;
+        for (int i = 0; i < INV_HIST_BUCKETS; i++)
+            h[k]->b[i] -= h0[k]->b[i];
+    }
+}
+
 static bool drained(void *arg)
 {
     bench *b = arg;
@@ -147,6 +191,8 @@ static void run(void *arg)
         .delay_ms = b->delay_ms > 0 ? b->delay_ms : -1,
         .pending_cap = 1000000,
         .relay_inflight_max = 100000,
+        .linger_ms = b->linger_ms,
+        .appliers = b->appliers,
     };
     inv_source src = its_outbox_source(b->ob);
     inv_local_sink ls = {.evict = no_evict};
@@ -159,33 +205,56 @@ static void run(void *arg)
         goto out;
     }
 
-    /* Generate: every millisecond, the rows due by then. */
+    /* Generate: every millisecond, the rows due by then. The first
+     * warmup_s seconds at the same rate are left out of the figures: the
+     * figures are what the invalidator's stats gained after them. */
     uint64_t seed = 7;
+    int64_t warm = (int64_t)b->rate * b->warmup_s;
     int64_t total = (int64_t)b->rate * b->seconds;
-    int64_t t0 = rt_now_ns(), made = 0;
-    while (made < total) {
+    inv_stats *st0 = calloc(1, sizeof(*st0));
+    inv_stats *st = malloc(sizeof(*st));
+    if (st0 == NULL || st == NULL) {
+        free(st0);
+        free(st);
+        goto out;
+    }
+    int64_t t0 = rt_now_ns(), made = 0, tw = t0;
+    while (made < warm + total) {
         int64_t due = (rt_now_ns() - t0) * b->rate / 1000000000;
-        if (due > total)
-            due = total;
-        for (; made < due; made++) {
-            int i = pick_sku(&seed);
-            sku_name(sku, sizeof(sku), i);
-            its_outbox_add(b->ob, sku, ++b->versions[i], -1);
+        if (due > warm + total)
+            due = warm + total;
+        if (warm > 0 && made < warm && due >= warm) {
+            due = warm;            /* the warm-up's rows, then the snapshot */
+            for (; made < due; made++)
+                gen_row(b, &seed);
+            inv_stats_get(b->iv, st0);
+            tw = rt_now_ns();
+            continue;
         }
+        for (; made < due; made++)
+            gen_row(b, &seed);
         inv_notify(b->iv);
         rt_sleep(1);
     }
-    int64_t gen_ns = rt_now_ns() - t0;
-    bool ok = its_wait_until(drained, b, 60000);
-    int64_t all_ns = rt_now_ns() - t0;
+    int64_t gen_ns = rt_now_ns() - tw;
+    bool ok = its_wait_until(drained, b, b->drain_ms);
+    int64_t all_ns = rt_now_ns() - tw;
 
-    inv_stats *st = malloc(sizeof(*st));
     inv_stats_get(b->iv, st);
+    stats_sub(st, st0);
+    free(st0);
     printf("target_events_per_s=%d\n", b->rate);
     printf("delay_ms=%d\n", b->delay_ms);
+    printf("warmup_s=%d\n", b->warmup_s);
     printf("events=%" PRId64 "\n", total);
     printf("generated_per_s=%.0f\n", (double)total * 1e9 / (double)gen_ns);
     printf("events_per_s=%.0f\n", (double)st->applied * 1e9 / (double)all_ns);
+    /* Without a warm-up no event is in flight when the figures start, and
+     * the last ones wait the delay after the load stops; with one, the
+     * warm-up's last events in flight make up for that wait. */
+    int64_t net_ns = all_ns - (b->warmup_s > 0 ? 0 : (int64_t)b->delay_ms * 1000000);
+    printf("kept_up_per_s=%.0f\n",
+           (double)st->applied * 1e9 / (double)(net_ns > gen_ns ? net_ns : gen_ns));
     printf("transit_p50_ms=%" PRId64 "\n", inv_hist_quantile(&st->transit, 0.5));
     printf("transit_p99_ms=%" PRId64 "\n", inv_hist_quantile(&st->transit, 0.99));
     printf("lag_p50_ms=%" PRId64 "\n", inv_hist_quantile(&st->lag, 0.5));
@@ -225,7 +294,7 @@ out:
 
 int main(int argc, char **argv)
 {
-    static bench b = {.rate = 20000, .seconds = 30, .delay_ms = 200};
+    static bench b = {.rate = 20000, .seconds = 30, .delay_ms = 200, .drain_ms = 60000};
     for (int i = 1; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--seeds") == 0)
             b.seeds = argv[i + 1];
@@ -235,12 +304,21 @@ int main(int argc, char **argv)
             b.seconds = atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--delay-ms") == 0)
             b.delay_ms = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--linger-ms") == 0)
+            b.linger_ms = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--appliers") == 0)
+            b.appliers = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--warmup-s") == 0)
+            b.warmup_s = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--drain-ms") == 0)
+            b.drain_ms = atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--workers") == 0)
             b.workers = atoi(argv[i + 1]);
     }
     if (b.seeds == NULL || b.rate <= 0 || b.seconds <= 0) {
         fprintf(stderr, "usage: %s --seeds H:P[,H:P] [--rate N] [--seconds N] "
-                        "[--delay-ms N] [--workers N]\n", argv[0]);
+                        "[--warmup-s N] [--delay-ms N] [--drain-ms N] [--linger-ms N] "
+                        "[--appliers N] [--workers N]\n", argv[0]);
         return 2;
     }
     rt_config cfg = {.workers = b.workers};
