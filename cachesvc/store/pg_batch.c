@@ -601,8 +601,9 @@ static int check_build(batch_ctx *b, int limited)
  * new (an order's key by the unique index, a refused request's key by
  * PS_CHECK_PRIOR, since a key committed before would replay its order),
  * and under a per-user limit each buyer's total is the one this instance
- * last saw (store__pg_buyers_get; 0 for a buyer it has not seen),
- * checked by PS_CHECK_PRIOR. A batch that changes nothing only checks
+ * last saw (store__pg_buyers_get; 0 for a buyer it has not seen, as
+ * long as the totals it holds account for every unit sold: otherwise
+ * such a batch reads), checked by PS_CHECK_PRIOR. A batch that changes nothing only checks
  * the version, so it may rest on neither assumption.
  * Returns 0 (done, *r filled), -EAGAIN (not applicable or stale: nothing
  * applied, run the batch with its reads), or batch_write's errors. */
@@ -624,8 +625,10 @@ static int batch_known(batch_job *j)
         b->ops[i]->key_found = 0;
         b->ops[i]->bought = 0;
     }
-    if (limited)
-        store__pg_buyers_get(p, b->sku, b->ops, b->n);
+    /* Nothing sent yet: a buyer this instance cannot vouch for (its totals
+     * lost some, to a reconnect, a stale try or the bound) is read. */
+    if (limited && store__pg_buyers_get(p, b->sku, b->ops, b->n) > 0)
+        return -EAGAIN;
     r->state = k;
     r->committed_at_ms = kit_wall_ms();
     r->changed = store__decide(&r->state, r->committed_at_ms, b->ops, b->n);

@@ -490,6 +490,7 @@ store__pg_conn *store__pg_pool_get(store *st, int64_t deadline, int *err)
         store__pg_drop(pc);
     pthread_mutex_lock(&p->mu);
     if (rc < 0) {
+        p->connect_failed = 1;
         p->next_connect_ns = rt_now_ns() + (int64_t)p->backoff_ms * 1000000;
         p->backoff_ms *= 2;
         if (p->backoff_ms > st->cfg.reconnect_max_ms)
@@ -498,10 +499,15 @@ store__pg_conn *store__pg_pool_get(store *st, int64_t deadline, int *err)
         p->backoff_ms = st->cfg.reconnect_min_ms;
         p->next_connect_ns = 0;
         STORE__STAT_ADD(st, reconnects, 1);
-        /* The database may have changed (or been replaced) while this
-         * connection was down: the one-round-trip batches start over
-         * from reads. */
-        store__pg_known_forget_locked(p);
+        /* After a failed connect the database may have changed (or been
+         * replaced) meanwhile: the one-round-trip batches start over from
+         * reads. The pool opening one more connection under load says
+         * nothing of the kind, and forgetting the buyers' totals then
+         * sent every later batch of a sale with a per-user limit to its
+         * reads. */
+        if (p->connect_failed)
+            store__pg_known_forget_locked(p);
+        p->connect_failed = 0;
     }
     pthread_mutex_unlock(&p->mu);
     if (rc == 0)

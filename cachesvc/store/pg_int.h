@@ -57,13 +57,15 @@ typedef struct store__pg {
     pthread_mutex_t mu;        /* conns[].in_use, backoff */
     int64_t next_connect_ns;   /* no connect attempt before this */
     int backoff_ms;
+    int connect_failed;        /* the last connect attempt failed */
     /* The committed state of recently batched items as this instance's
      * last batch of each left it (under mu; a slot per hash, a collision
      * replaces), and under a per-user limit the buyers' totals this
      * instance has seen. A batch of decrements is decided on them and
      * written in one round trip that checks them (batch_known in
-     * pg_batch.c). A reconnect forgets them all (store__pg_pool_get).
-     * pg_known.c. */
+     * pg_batch.c). A connect after a failed one (the database was down
+     * and may have been replaced) forgets them all (store__pg_pool_get);
+     * the pool opening another connection does not. pg_known.c. */
     struct store__pg_known {
         char sku[STORE_SKU_MAX + 1];
         int valid;     /* s holds the committed state */
@@ -76,6 +78,9 @@ typedef struct store__pg {
             int64_t total;
         } *buyers;     /* open addressing, cap a power of two */
         uint32_t nbuyers, cap;
+        int64_t units; /* the sum of the buyers' totals: every unit sold
+                        * (s.units_supplied - s.stock) when each buyer of
+                        * the item is here, so one not here has bought none */
     } known[PG_KNOWN];
 } store__pg;
 
@@ -99,8 +104,11 @@ void store__pg_known_forget_locked(store__pg *p);
 /* Frees what the known states hold (store close). */
 void store__pg_known_free(store__pg *p);
 /* Sets each decrement's bought to the buyer's total this instance knows
- * for sku (0 when it knows none: a guess the batch's check verifies). */
-void store__pg_buyers_get(store__pg *p, const char *sku, store__op **ops, int n);
+ * for sku, 0 for a buyer it has not seen (checked by the batch). Returns
+ * how many decrements have a buyer it has not seen while the totals it
+ * holds do not account for every unit sold (a guess of 0 would then fail
+ * the check for any buyer it forgot: the batch reads instead). */
+int store__pg_buyers_get(store__pg *p, const char *sku, store__op **ops, int n);
 /* Records the totals of a committed batch's buyers for sku: each
  * decrement's bought (the buyer's total before the batch, which must be
  * true: read under the row lock, or checked) plus the batch's orders.

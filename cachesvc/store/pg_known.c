@@ -33,6 +33,7 @@ static void buyers_clear(known *k)
     free(k->buyers);
     k->buyers = NULL;
     k->nbuyers = k->cap = 0;
+    k->units = 0;
 }
 
 /* sku's slot, taken over from another item when needed (p->mu held). */
@@ -136,21 +137,28 @@ static int buyers_grow(known *k)
     return 0;
 }
 
-void store__pg_buyers_get(store__pg *p, const char *sku, store__op **ops, int n)
+int store__pg_buyers_get(store__pg *p, const char *sku, store__op **ops, int n)
 {
     pthread_mutex_lock(&p->mu);
     known *k = slot_of(p, sku);
-    int mine = strcmp(k->sku, sku) == 0 && k->nbuyers > 0;
+    int mine = strcmp(k->sku, sku) == 0;
+    int all = mine && k->valid && k->units == k->s.units_supplied - k->s.stock;
+    int unseen = 0;
     for (int i = 0; i < n; i++) {
         store__op *op = ops[i];
         op->bought = 0;
-        if (mine && op->kind == STORE__DECR) {
-            const buyer *b = buyer_find(k, op->user_id, kit_hash(op->user_id, strlen(op->user_id)));
-            if (b->user != NULL)
-                op->bought = b->total;
-        }
+        if (op->kind != STORE__DECR)
+            continue;
+        const buyer *b = NULL;
+        if (mine && k->nbuyers > 0)
+            b = buyer_find(k, op->user_id, kit_hash(op->user_id, strlen(op->user_id)));
+        if (b != NULL && b->user != NULL)
+            op->bought = b->total;
+        else
+            unseen += !all;
     }
     pthread_mutex_unlock(&p->mu);
+    return unseen;
 }
 
 /* user's entry in k, added at total 0 when missing (k has room: see
@@ -191,7 +199,9 @@ void store__pg_buyers_record(store__pg *p, const char *sku, store__op **ops, int
             buyer *b = buyer_take(k, op->user_id);
             if (b == NULL)
                 goto fail;
-            b->total = pass == 0 ? op->bought : b->total + op->qty;
+            int64_t total = pass == 0 ? op->bought : b->total + op->qty;
+            k->units += total - b->total;
+            b->total = total;
         }
     pthread_mutex_unlock(&p->mu);
     return;

@@ -27,6 +27,7 @@
 #include <cmocka.h>
 #include <libpq-fe.h>
 
+#include "cachesvc/store/pg_int.h"
 #include "cachesvc/store/store_int.h"
 #include "tests/support/store_model.h"
 #include "kit/kit.h"
@@ -693,6 +694,73 @@ static void test_pg_limit_one_trip(void **state)
     store_close(st);
 }
 
+/* The buyers' totals this instance saw are kept when the pool opens
+ * another connection (a sale's load does that), and once they no longer
+ * account for every unit sold (a stale try dropped them) a buyer they do
+ * not hold is read, not guessed at 0: a buyer it forgot would fail the
+ * check, and the tries that followed, one after another. */
+static void test_pg_limit_known_kept(void **state)
+{
+    (void)state;
+    store *st = NULL, *st2 = open_pg();
+    store_config cfg = {.pool_size = 2, .timeout_ms = 5000, .reconnect_min_ms = 20,
+                        .reconnect_max_ms = 200};
+    assert_int_equal(store_open(url, &cfg, &st), 0);
+    store_put put = {.stock = 100, .per_user_limit = 1, .sale_starts_at_ms = 0};
+    int out[8];
+    int64_t id[8];
+    store_stats s0, s1;
+
+    assert_int_equal(store_put_item(st, "lim-e", &put, RT_NO_DEADLINE, NULL, NULL), 0);
+    limit_batch(st, "lim-e", 1, (const char *[]){"u1"}, (int64_t[]){1}, (const char *[]){NULL},
+                out, id);
+    assert_int_equal(out[0], STORE_OK);
+    /* The pool's second connection opens. */
+    int rc;
+    store__pg_conn *a = store__pg_pool_get(st, RT_NO_DEADLINE, &rc);
+    store__pg_conn *b = store__pg_pool_get(st, RT_NO_DEADLINE, &rc);
+    assert_non_null(a);
+    assert_non_null(b);
+    store__pg_pool_put(st, b, 0);
+    store__pg_pool_put(st, a, 0);
+    s0 = limit_stats(st);
+    limit_batch(st, "lim-e", 2, (const char *[]){"u1", "u2"}, (int64_t[]){1, 1},
+                (const char *[]){NULL, NULL}, out, id);
+    assert_int_equal(out[0], STORE_LIMIT_EXCEEDED);
+    assert_int_equal(out[1], STORE_OK);
+    s1 = limit_stats(st);
+    assert_int_equal(s1.one_trip_batches - s0.one_trip_batches, 1);
+    assert_int_equal(s1.one_trip_stale - s0.one_trip_stale, 0);
+
+    /* Another instance sells: this one's next try is stale and drops the
+     * totals; its next 4 batches read first (the penalty). */
+    limit_batch(st2, "lim-e", 1, (const char *[]){"u3"}, (int64_t[]){1}, (const char *[]){NULL},
+                out, id);
+    assert_int_equal(out[0], STORE_OK);
+    static const char *const fresh[] = {"u4", "u5", "u6", "u7", "u8"};
+    for (int i = 0; i < 5; i++) {
+        limit_batch(st, "lim-e", 1, &fresh[i], (int64_t[]){1}, (const char *[]){NULL}, out, id);
+        assert_int_equal(out[0], STORE_OK);
+    }
+    /* u1 bought before the totals were dropped: read, not assumed. */
+    s0 = limit_stats(st);
+    limit_batch(st, "lim-e", 2, (const char *[]){"u1", "u9"}, (int64_t[]){1, 1},
+                (const char *[]){NULL, NULL}, out, id);
+    assert_int_equal(out[0], STORE_LIMIT_EXCEEDED);
+    assert_int_equal(out[1], STORE_OK);
+    s1 = limit_stats(st);
+    assert_int_equal(s1.one_trip_stale - s0.one_trip_stale, 0);
+
+    store_audit_result au;
+    assert_int_equal(store_audit(st, "lim-e", 0, &au), 0);
+    assert_int_equal(au.units_sold, 9);
+    assert_int_equal(au.orders, 9);
+    assert_true(au.max_user_qty <= 1);
+    store_audit_free(&au);
+    store_close(st2);
+    store_close(st);
+}
+
 /* ---- sold-out decrements answered from memory (store_sold_out) ----------- */
 
 /* Asks store_sold_out, then the batcher, the same question: the answers
@@ -1057,6 +1125,7 @@ int main(void)
         cmocka_unit_test(test_pg_lock_wait),
         cmocka_unit_test(test_pg_guard_state),
         cmocka_unit_test(test_pg_limit_one_trip),
+        cmocka_unit_test(test_pg_limit_known_kept),
         cmocka_unit_test_teardown(test_pg_replay_durable, no_sync_standby),
         cmocka_unit_test(test_pg_sold_out),
         cmocka_unit_test(test_version_check),
