@@ -62,6 +62,7 @@ static void join_all(pool_thread *list)
 static void *pool_main(void *arg)
 {
     pool_thread *self = arg;
+    rt__foreign_urgent();
     pthread_mutex_lock(&block_lock);
     for (;;) {
         while (!job_head && !stop) {

@@ -304,6 +304,10 @@ typedef struct rt_runtime {
     pthread_mutex_t inject_lock;
     rt_co *inject_head, *inject_tail;
     atomic_size_t inject_len;
+    /* Coroutines a blocking-pool thread finished a call for (under
+     * inject_lock): they run ahead of every queue (rt__inject_urgent). */
+    rt_co *urgent_head, *urgent_tail;
+    atomic_size_t urgent_len;
     /* Idle workers. */
     pthread_mutex_t idle_lock;
     rt_worker *idle_list;
@@ -478,6 +482,9 @@ uint64_t rt__blocking_threads(void);
  * any coroutine or waiter. */
 bool rt__foreign_enter(void);
 void rt__foreign_exit(void);
+/* Set on the blocking pool's threads: the coroutines they ready (a
+ * finished rt_blocking call's) go to the urgent queue. */
+void rt__foreign_urgent(void);
 void rt__stack_check_unguarded(rt_co *co);
 /* Reports an overflow of an unguarded stack (checked at every switch). */
 static inline void rt__stack_check(rt_co *co)

@@ -40,6 +40,7 @@ rt_runtime rt__rt;
 atomic_int rt__fence_word;
 #endif
 static __thread rt_worker *tls_worker;
+static __thread int tls_urgent;   /* rt__foreign_urgent() */
 static _Atomic uint64_t foreign_spawns;
 
 /* See rt.h, "the rule": never let a caller cache this TLS read. */
@@ -63,6 +64,11 @@ bool rt__foreign_enter(void)
 void rt__foreign_exit(void)
 {
     atomic_fetch_sub(&rt__rt.foreign_inflight, 1);
+}
+
+void rt__foreign_urgent(void)
+{
+    tls_urgent = 1;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -176,6 +182,41 @@ void rt__inject(rt_co *head, rt_co *tail, size_t n)
     pthread_mutex_unlock(&rt->inject_lock);
 }
 
+/* Queues co ahead of everything ready: a coroutine whose blocking call
+ * finished often holds what others wait for (a store batch's callers, an
+ * item's next batch behind its row lock), and through the inject queue it
+ * waited behind a worker's ring of ready connections until the next check
+ * of the global queue (every RT_FAIR_TICKS switches: a few hundred
+ * microseconds under load, per call). Every worker's fast path looks at
+ * urgent_len. */
+static void inject_urgent(rt_co *co)
+{
+    rt_runtime *rt = &rt__rt;
+    co->next = NULL;
+    pthread_mutex_lock(&rt->inject_lock);
+    if (rt->urgent_tail) rt->urgent_tail->next = co;
+    else rt->urgent_head = co;
+    rt->urgent_tail = co;
+    atomic_fetch_add(&rt->urgent_len, 1);
+    pthread_mutex_unlock(&rt->inject_lock);
+}
+
+static rt_co *urgent_get(void)
+{
+    rt_runtime *rt = &rt__rt;
+    if (atomic_load_explicit(&rt->urgent_len, RT_RELAXED) == 0)
+        return NULL;
+    pthread_mutex_lock(&rt->inject_lock);
+    rt_co *co = rt->urgent_head;
+    if (co) {
+        rt->urgent_head = co->next;
+        if (!rt->urgent_head) rt->urgent_tail = NULL;
+        atomic_fetch_sub(&rt->urgent_len, 1);
+    }
+    pthread_mutex_unlock(&rt->inject_lock);
+    return co;
+}
+
 /* Takes a batch from the inject queue: returns one coroutine to run and
  * moves up to a fair share of the rest into w's ring. */
 static rt_co *inject_get(rt_worker *w, bool single)
@@ -285,7 +326,8 @@ static void stop_searching(rt_worker *w)
 static bool any_work(rt_worker *self)
 {
     rt_runtime *rt = &rt__rt;
-    if (self->runnext || atomic_load(&rt->inject_len) || atomic_load(&rt->stopping))
+    if (self->runnext || atomic_load(&rt->inject_len) || atomic_load(&rt->urgent_len) ||
+        atomic_load(&rt->stopping))
         return true;
     for (int i = 0; i < rt->nworkers; i++)
         if (runq_len(&rt->workers[i]))
@@ -420,6 +462,8 @@ static inline rt_co *local_next(rt_worker *w)
         return NULL;
     if (RT_UNLIKELY(atomic_load_explicit(&rt__rt.stopping, RT_RELAXED)))
         return NULL;
+    if (RT_UNLIKELY(atomic_load_explicit(&rt__rt.urgent_len, RT_RELAXED) != 0))
+        return NULL;
     if (w->runnext && w->lifo_run < RT_LIFO_MAX) {
         co = w->runnext;
         w->runnext = NULL;
@@ -489,7 +533,10 @@ static inline void enqueue_ready(rt_co *co)
     if (w) {
         ready_local(w, co);
     } else if (rt__foreign_enter()) {
-        rt__inject(co, co, 1);
+        if (tls_urgent)
+            inject_urgent(co);
+        else
+            rt__inject(co, co, 1);
         rt__wakep();
         rt__foreign_exit();
     }
@@ -805,6 +852,8 @@ static rt_co *find_runnable(rt_worker *w)
         int64_t now = rt_now_ns();
         if (now >= rt__timers_next())
             rt__timers_run(now);
+        if ((co = urgent_get()))
+            return co;
         if (fair) {
             if ((co = inject_get(w, true)))
                 return co;
@@ -1136,6 +1185,8 @@ void rt_stop(void)
     free(rt->workers);
     rt->workers = NULL;
     rt->inject_head = rt->inject_tail = NULL;
+    rt->urgent_head = rt->urgent_tail = NULL;
+    atomic_store(&rt->urgent_len, 0);
     rt->nworkers = 0;
 }
 

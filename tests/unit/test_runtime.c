@@ -921,6 +921,62 @@ static void test_blocking_offload(void **state)
     run_rt(2, blocking_body, NULL);
 }
 
+/* A finished blocking call's coroutine runs ahead of the worker's ring:
+ * with 100 coroutines yielding on the only worker, it used to wait for the
+ * next check of the global queue (every RT_FAIR_TICKS = 61 switches, 30 on
+ * average). The switches between the call's end and the caller's return
+ * are counted; the median of 15 calls tells the rule from a preempted
+ * pool thread. */
+typedef struct runahead { atomic_long switches; atomic_int stop; long at_end; } runahead;
+
+static intptr_t note_switches(void *arg)
+{
+    runahead *r = arg;
+    usleep(2000);
+    r->at_end = atomic_load(&r->switches);
+    return 0;
+}
+
+static void spinner(void *arg)
+{
+    runahead *r = arg;
+    while (!atomic_load(&r->stop)) {
+        atomic_fetch_add(&r->switches, 1);
+        rt_yield();
+    }
+}
+
+static int cmp_long(const void *a, const void *b)
+{
+    long x = *(const long *)a, y = *(const long *)b;
+    return (x > y) - (x < y);
+}
+
+static void runahead_body(void *arg)
+{
+    (void)arg;
+    runahead r = {0};
+    rt_co *sp[100];
+    long waited[15];
+    for (int i = 0; i < 100; i++)
+        CHECK(rt_spawn(&sp[i], spinner, &r) == 0);
+    for (int i = 0; i < 15; i++) {
+        CHECK(rt_blocking(note_switches, &r) == 0);
+        waited[i] = atomic_load(&r.switches) - r.at_end;
+    }
+    atomic_store(&r.stop, 1);
+    for (int i = 0; i < 100; i++)
+        CHECK(rt_join(sp[i]) == 0);
+    qsort(waited, 15, sizeof waited[0], cmp_long);
+    CHECK(waited[7] <= 8);
+}
+
+static void test_blocking_runs_ahead(void **state)
+{
+    (void)state;
+    run_rt(1, runahead_body, NULL);
+}
+
 /* ------------------------------------------------------------------------ */
 /* An event signalled by a foreign thread                                    */
 
@@ -1309,6 +1365,7 @@ int main(void)
         cmocka_unit_test(test_echo_1000),
         cmocka_unit_test(test_sequential_roundtrips),
         cmocka_unit_test(test_blocking_offload),
+        cmocka_unit_test(test_blocking_runs_ahead),
         cmocka_unit_test(test_event_foreign),
         cmocka_unit_test(test_shutdown_parked),
         cmocka_unit_test(test_fd_await),
