@@ -170,16 +170,25 @@ static rt_co *runq_steal(rt_worker *thief, rt_worker *victim)
     return co;
 }
 
-void rt__inject(rt_co *head, rt_co *tail, size_t n)
+/* Appends head..tail (n coroutines) to one of the global queues (inject
+ * or urgent: *qhead, *qtail, *qlen), under inject_lock. */
+static void queue_append(rt_co **qhead, rt_co **qtail, atomic_size_t *qlen, rt_co *head,
+                         rt_co *tail, size_t n)
 {
     rt_runtime *rt = &rt__rt;
     tail->next = NULL;
     pthread_mutex_lock(&rt->inject_lock);
-    if (rt->inject_tail) rt->inject_tail->next = head;
-    else rt->inject_head = head;
-    rt->inject_tail = tail;
-    atomic_fetch_add(&rt->inject_len, n);
+    if (*qtail) (*qtail)->next = head;
+    else *qhead = head;
+    *qtail = tail;
+    atomic_fetch_add(qlen, n);
     pthread_mutex_unlock(&rt->inject_lock);
+}
+
+void rt__inject(rt_co *head, rt_co *tail, size_t n)
+{
+    rt_runtime *rt = &rt__rt;
+    queue_append(&rt->inject_head, &rt->inject_tail, &rt->inject_len, head, tail, n);
 }
 
 /* Queues co ahead of everything ready: a coroutine whose blocking call
@@ -192,13 +201,7 @@ void rt__inject(rt_co *head, rt_co *tail, size_t n)
 static void inject_urgent(rt_co *co)
 {
     rt_runtime *rt = &rt__rt;
-    co->next = NULL;
-    pthread_mutex_lock(&rt->inject_lock);
-    if (rt->urgent_tail) rt->urgent_tail->next = co;
-    else rt->urgent_head = co;
-    rt->urgent_tail = co;
-    atomic_fetch_add(&rt->urgent_len, 1);
-    pthread_mutex_unlock(&rt->inject_lock);
+    queue_append(&rt->urgent_head, &rt->urgent_tail, &rt->urgent_len, co, co, 1);
 }
 
 static rt_co *urgent_get(void)
