@@ -418,8 +418,13 @@ int lc_evict(lc_cache *c, const void *key, size_t klen, uint64_t floor_version)
     if (rc < 0)
         return rc;
     lc_recstate *st = &w.st;
-    if (w.slot < 0 && floor_version <= st->floor)
-        goto out; /* nothing cached and nothing to raise */
+    /* Nothing cached, and the sketch holds this floor at least as long as
+     * the evict would: nothing to raise or renew. (An evict whose floor
+     * the sketch held at its version, but for less time, used to stop
+     * here, and the floor expired a lifetime after the first evict.) */
+    if (w.slot < 0 && (floor_version == 0 ||
+                       lc__sketch_covers(w.sh, w.h, floor_version, w.now + c->floor_ttl_ms)))
+        goto out;
     if ((st->flags & LC_F_VALUE) && (floor_version == 0 || st->version < floor_version)) {
         st->flags = 0;
         w.sh->n.removals++;

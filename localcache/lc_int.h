@@ -256,6 +256,9 @@ int64_t do_index_find(const lc_shard *sh, uint64_t h, const uint64_t *kw, size_t
 /* Floor recorded in the sketch for h (0 if none); callable by readers
  * (atomic loads) and writers. *expire gets the latest expiry found. */
 uint64_t lc__sketch_floor(const lc_shard *sh, uint64_t h, uint64_t now, uint64_t *expire);
+/* Whether one sketch slot covering h holds a floor of at least floor
+ * until at least until. */
+bool lc__sketch_covers(const lc_shard *sh, uint64_t h, uint64_t floor, uint64_t until);
 
 /* What a writer wants a key's record to become. */
 typedef struct lc_recstate {

@@ -138,6 +138,18 @@ uint64_t lc__sketch_floor(const lc_shard *sh, uint64_t h, uint64_t now, uint64_t
     return floor;
 }
 
+bool lc__sketch_covers(const lc_shard *sh, uint64_t h, uint64_t floor, uint64_t until)
+{
+    lc_sketch_slot *b = sketch_bucket(sh, h);
+    for (unsigned i = 0; i < LC_SKETCH_WAYS; i++) {
+        uint64_t sh_hash = lc__ld(&b[i].hash);
+        if ((sh_hash == h || sh_hash == 0) && lc__ld(&b[i].version) >= floor &&
+            lc__ld(&b[i].expire) >= until)
+            return true;
+    }
+    return false;
+}
+
 /* Remembers floor for h until expire in the slot already holding h or in a
  * free one; returns false if there is none. With force it never fails and
  * never forgets a live floor: when the bucket is full the entry expiring

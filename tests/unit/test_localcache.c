@@ -294,6 +294,39 @@ static void test_floor_survives_eviction(void **state)
     lc_free(c);
 }
 
+/* An evict renews its floor's lifetime also when the floor stands in the
+ * sketch already at that version: the second evict, for a key whose
+ * record was pushed out, was dropped as "nothing to raise", and the floor
+ * expired a lifetime after the first (fuzz_localcache found it). */
+static void test_floor_renewed_in_sketch(void **state)
+{
+    (void)state;
+    lc_cache *c = new_cache(256 << 10, 1);
+    char key[16], val[100];
+    memset(val, 'x', sizeof(val));
+    size_t kl = lct_key(7, key);
+    assert_int_equal(lc_evict(c, key, kl, 255), 0);
+    for (uint32_t i = 1000; i < 50000; i++) {
+        char fk[16];
+        size_t fl = lct_key(i, fk);
+        assert_int_equal(lc_set_if_newer(c, fk, fl, val, 100, 1, 0), 0);
+        lc_get(c, fk, fl, val, sizeof(val), NULL, NULL);
+    }
+    uint64_t kw[LC_KEY_WORDS];
+    size_t nkw = lc__key_words(key, kl, kw);
+    uint64_t h = lc__hash(kw, nkw, kl);
+    assert_true(do_index_find(lc__shard(c, h), h, kw, nkw, kl) < 0);   /* in the sketch */
+    atomic_fetch_add(&fake_now, 3000);
+    assert_int_equal(lc_evict(c, key, kl, 255), 0);
+    atomic_fetch_add(&fake_now, 3000);   /* past the first evict's lifetime */
+    assert_int_equal(lc_set_if_newer(c, key, kl, val, 50, 58, 0), -ESTALE);
+    uint64_t v = 0;
+    assert_int_equal(lc_get(c, key, kl, val, sizeof(val), NULL, &v), -ENOENT);
+    assert_int_equal(v, 255);
+    assert_int_equal(lc__check(c), 0);
+    lc_free(c);
+}
+
 /* ---- leases ------------------------------------------------------------- */
 
 static void test_lease_basic(void **state)
@@ -719,6 +752,7 @@ int main(void)
         cmocka_unit_test(test_get_set_versions),
         cmocka_unit_test(test_floor_semantics),
         cmocka_unit_test(test_floor_survives_eviction),
+        cmocka_unit_test(test_floor_renewed_in_sketch),
         cmocka_unit_test(test_clear),
         cmocka_unit_test(test_lease_basic),
         cmocka_unit_test(test_lease_cancel_concurrent),

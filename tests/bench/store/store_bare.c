@@ -243,8 +243,8 @@ static const char *const pb_sql[PB_N] = {
                     " WHERE sku = $1",
     [PB_INS_OUTBOX] = "INSERT INTO outbox (sku, version, committed_at_ms) VALUES ($1, $2, $3)",
     [PB_COMMIT] = "COMMIT",
-    [PB_GET_ITEM] = "SELECT stock, version, per_user_limit, sale_starts_at_ms, units_supplied"
-                    " FROM items WHERE sku = $1",
+    [PB_GET_ITEM] = ("SELECT stock, version, per_user_limit, sale_starts_at_ms, units_supplied"
+                     " FROM items WHERE sku = $1"),
 };
 
 static int pg_fail(PGconn *c, const char *what, PGresult *r)
