@@ -41,6 +41,20 @@
 #include "invalidator/inv_kafka.h"
 #include "kit/kit.h"
 
+/* The array a (n used, *cap allocated, elements of size elem) with room
+ * for one more: doubled when full, from first. NULL without memory (a is
+ * then unchanged). */
+static void *room_for_one(void *a, size_t n, size_t *cap, size_t elem, size_t first)
+{
+    if (n < *cap)
+        return a;
+    size_t ncap = *cap ? *cap * 2 : first;
+    void *na = realloc(a, ncap * elem);
+    if (na != NULL)
+        *cap = ncap;
+    return na;
+}
+
 /* An applied delete the delay consumer reported (inv__relay_applied). */
 typedef struct inv_applied {
     int64_t version;
@@ -54,14 +68,10 @@ static int applied_push(inv_applied **a, size_t *n, size_t *cap,
 {
     if (sku_len > INV_SKU_MAX)
         return -EINVAL;
-    if (*n == *cap) {
-        size_t ncap = *cap ? *cap * 2 : 256;
-        inv_applied *na = realloc(*a, ncap * sizeof(*na));
-        if (na == NULL)
-            return -ENOMEM;
-        *a = na;
-        *cap = ncap;
-    }
+    inv_applied *na = room_for_one(*a, *n, cap, sizeof(**a), 256);
+    if (na == NULL)
+        return -ENOMEM;
+    *a = na;
     inv_applied *w = &(*a)[(*n)++];
     w->version = version;
     w->sku_len = (uint8_t)sku_len;
@@ -80,7 +90,7 @@ typedef struct await_row {
 typedef struct await_sku {
     uint8_t sku_len;               /* 0: a free slot */
     char sku[INV_SKU_MAX];
-    uint32_t n, cap;               /* rows; n == 0 keeps the slot (and its
+    size_t n, cap;                 /* rows; n == 0 keeps the slot (and its
                                     * buffer) for the sku's next row until
                                     * the table is rebuilt */
     await_row *rows;
@@ -185,14 +195,10 @@ static int await_add(inv_relay *r, int64_t id, const char *sku, size_t len,
         memcpy(e->sku, sku, len);
         r->awaitused++;
     }
-    if (e->n == e->cap) {
-        uint32_t ncap = e->cap ? e->cap * 2 : 4;
-        await_row *nr = realloc(e->rows, ncap * sizeof(*nr));
-        if (nr == NULL)
-            return -ENOMEM;
-        e->rows = nr;
-        e->cap = ncap;
-    }
+    await_row *rows = room_for_one(e->rows, e->n, &e->cap, sizeof(*rows), 4);
+    if (rows == NULL)
+        return -ENOMEM;
+    e->rows = rows;
     e->rows[e->n++] = (await_row){id, version};
     r->nawait++;
     return 0;
@@ -204,7 +210,7 @@ static void await_drop(inv_relay *r, const char *sku, size_t len, int64_t id)
     await_sku *e = await_find(r, sku, len);
     if (e == NULL)
         return;
-    for (uint32_t i = 0; i < e->n; i++) {
+    for (size_t i = 0; i < e->n; i++) {
         if (e->rows[i].id == id) {
             e->rows[i] = e->rows[--e->n];
             r->nawait--;
@@ -305,16 +311,12 @@ static void mark_failed(inv_relay *r, int64_t id)
  * never a loss). */
 static void push_ack(inv_relay *r, int64_t id)
 {
-    if (r->nacked == r->capacked) {
-        size_t ncap = r->capacked ? r->capacked * 2 : 1024;
-        int64_t *a = realloc(r->acked, ncap * sizeof(*a));
-        if (a == NULL) {
-            mark_failed(r, id);
-            return;
-        }
-        r->acked = a;
-        r->capacked = ncap;
+    int64_t *acked = room_for_one(r->acked, r->nacked, &r->capacked, sizeof(*acked), 1024);
+    if (acked == NULL) {
+        mark_failed(r, id);
+        return;
     }
+    r->acked = acked;
     r->acked[r->nacked++] = id;
 }
 
@@ -421,7 +423,7 @@ static void collect_applied(inv_relay *r)
         if (e == NULL)
             continue;
         uint32_t keep = 0;
-        for (uint32_t i = 0; i < e->n; i++) {
+        for (size_t i = 0; i < e->n; i++) {
             if (e->rows[i].version <= ap[k].version)
                 push_ack(r, e->rows[i].id);
             else

@@ -295,25 +295,17 @@ out:
 int main(int argc, char **argv)
 {
     static bench b = {.rate = 20000, .seconds = 30, .delay_ms = 200, .drain_ms = 60000};
+    const struct { const char *name; int *v; } nums[] = {
+        {"--rate", &b.rate},           {"--seconds", &b.seconds},   {"--delay-ms", &b.delay_ms},
+        {"--linger-ms", &b.linger_ms}, {"--appliers", &b.appliers}, {"--warmup-s", &b.warmup_s},
+        {"--drain-ms", &b.drain_ms},   {"--workers", &b.workers},
+    };
     for (int i = 1; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--seeds") == 0)
             b.seeds = argv[i + 1];
-        else if (strcmp(argv[i], "--rate") == 0)
-            b.rate = atoi(argv[i + 1]);
-        else if (strcmp(argv[i], "--seconds") == 0)
-            b.seconds = atoi(argv[i + 1]);
-        else if (strcmp(argv[i], "--delay-ms") == 0)
-            b.delay_ms = atoi(argv[i + 1]);
-        else if (strcmp(argv[i], "--linger-ms") == 0)
-            b.linger_ms = atoi(argv[i + 1]);
-        else if (strcmp(argv[i], "--appliers") == 0)
-            b.appliers = atoi(argv[i + 1]);
-        else if (strcmp(argv[i], "--warmup-s") == 0)
-            b.warmup_s = atoi(argv[i + 1]);
-        else if (strcmp(argv[i], "--drain-ms") == 0)
-            b.drain_ms = atoi(argv[i + 1]);
-        else if (strcmp(argv[i], "--workers") == 0)
-            b.workers = atoi(argv[i + 1]);
+        for (size_t k = 0; k < sizeof nums / sizeof nums[0]; k++)
+            if (strcmp(argv[i], nums[k].name) == 0)
+                *nums[k].v = atoi(argv[i + 1]);
     }
     if (b.seeds == NULL || b.rate <= 0 || b.seconds <= 0) {
         fprintf(stderr, "usage: %s --seeds H:P[,H:P] [--rate N] [--seconds N] "

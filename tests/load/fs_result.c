@@ -174,27 +174,36 @@ static void slot_add(fs_slot *sl, uint64_t lat_ns, int error, uint64_t sold, int
     fs_hist_record(&sl->lat, lat_ns);
 }
 
-void fs_result_tick(fs_result *r, int64_t t, uint64_t lat_ns, int error, uint64_t sold,
-                    int sold_out)
+/* The second and the 100 ms slot (NULL past FS_FINE_SLOTS, or without
+ * memory) that hold t (ns since t0; before it counts as 0). */
+static void slots_at(fs_result *r, int64_t t, fs_slot **sec, fs_slot **fine)
 {
     if (t < 0)
         t = 0;
-    slot_add(fs_result_slot(r, (size_t)(t / 1000000000)), lat_ns, error, sold, sold_out);
-    if (t / FS_FINE_NS < FS_FINE_SLOTS)
-        slot_add(fs_result_fine_slot(r, (size_t)(t / FS_FINE_NS)), lat_ns, error, sold,
-                 sold_out);
+    *sec = fs_result_slot(r, (size_t)(t / 1000000000));
+    *fine = t / FS_FINE_NS < FS_FINE_SLOTS ? fs_result_fine_slot(r, (size_t)(t / FS_FINE_NS))
+                                            : NULL;
+}
+
+void fs_result_tick(fs_result *r, int64_t t, uint64_t lat_ns, int error, uint64_t sold,
+                    int sold_out)
+{
+    fs_slot *sec, *fine;
+    slots_at(r, t, &sec, &fine);
+    slot_add(sec, lat_ns, error, sold, sold_out);
+    slot_add(fine, lat_ns, error, sold, sold_out);
 }
 
 void fs_result_due(fs_result *r, int64_t intended, int64_t sent, uint64_t lat_ns, int busy)
 {
+    fs_slot *sec, *fine;
+    slots_at(r, intended, &sec, &fine);
+    if (sec != NULL)
+        fs_hist_record(&sec->due_lat, lat_ns);
+    if (fine != NULL)
+        fs_hist_record(&fine->due_lat, lat_ns);
     if (intended < 0)
         intended = 0;
-    fs_slot *s = fs_result_slot(r, (size_t)(intended / 1000000000));
-    if (s != NULL)
-        fs_hist_record(&s->due_lat, lat_ns);
-    if (intended / FS_FINE_NS < FS_FINE_SLOTS &&
-        (s = fs_result_fine_slot(r, (size_t)(intended / FS_FINE_NS))))
-        fs_hist_record(&s->due_lat, lat_ns);
     if (sent < 0)
         return;
     if (busy)
@@ -210,13 +219,12 @@ void fs_result_due(fs_result *r, int64_t intended, int64_t sent, uint64_t lat_ns
 
 void fs_result_stale_tick(fs_result *r, int64_t t)
 {
-    if (t < 0)
-        t = 0;
-    fs_slot *s = fs_result_slot(r, (size_t)(t / 1000000000));
-    if (s != NULL)
-        atomic_fetch_add_explicit(&s->stale, 1, memory_order_relaxed);
-    if (t / FS_FINE_NS < FS_FINE_SLOTS && (s = fs_result_fine_slot(r, (size_t)(t / FS_FINE_NS))))
-        atomic_fetch_add_explicit(&s->stale, 1, memory_order_relaxed);
+    fs_slot *sec, *fine;
+    slots_at(r, t, &sec, &fine);
+    if (sec != NULL)
+        atomic_fetch_add_explicit(&sec->stale, 1, memory_order_relaxed);
+    if (fine != NULL)
+        atomic_fetch_add_explicit(&fine->stale, 1, memory_order_relaxed);
 }
 
 uint64_t fs_result_requests(const fs_result *r)
