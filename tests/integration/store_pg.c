@@ -320,6 +320,18 @@ static store *open_pg_short(int pool_size)
     return st;
 }
 
+/* Waits (up to 5 s) until a plain read of sku succeeds. A wait cut short
+ * drops its connection; on a loaded machine the reconnect (a connect and
+ * its prepares) can outlast a test store's 300 ms deadline, and the pool
+ * then answers -EIO for its reconnect backoff. A test that asserts on what
+ * a later call finds settles the pool first. */
+static void settle(store *st, const char *sku)
+{
+    store_item it;
+    for (int i = 0; i < 50 && store_get_item(st, sku, &it) != 0; i++)
+        usleep(100 * 1000);
+}
+
 /* A version check (a sold-out item's decrement, decided on its known state
  * in one round trip) that times out on the row lock leaves its reply due
  * on the connection: the pool must not hand that connection to the next
@@ -348,6 +360,7 @@ static void test_pg_pool_after_timeout(void **state)
     assert_int_equal(store_decrement(st, "misalign", "u2", 1, NULL, RT_NO_DEADLINE, &r), 0);
     assert_int_equal(r.outcome, STORE_UNAVAILABLE);
     unlock_row(c);
+    settle(st, "misalign");
 
     for (int i = 0; i < 3; i++) {
         assert_int_equal(store_get_item(st, "misalign", &it), 0);
@@ -397,6 +410,7 @@ static void test_pg_lock_wait(void **state)
     assert_int_equal(r.outcome, STORE_UNAVAILABLE);
     unlock_row(c);
     usleep(300 * 1000);
+    settle(st, "lockwait");
 
     store_audit_result au;
     assert_int_equal(store_audit(st, "lockwait", 0, &au), 0);
@@ -489,13 +503,7 @@ static void test_pg_replay_durable(void **state)
     }
     store_order o;
     assert_true(store_order_by_key(st, "dur-k", &o) < 0);
-    /* Every wait cut short above dropped its connection. A plain read
-     * connects the pool again first: on a loaded machine a connect (and
-     * its prepares) can outlast the 300 ms deadline, and the pool then
-     * answers -EIO for its reconnect backoff. */
-    store_item now;
-    for (int i = 0; i < 50 && store_get_item(st, "dur", &now) != 0; i++)
-        usleep(100 * 1000);
+    settle(st, "dur");
     /* A key with no order rests on no commit: answered without the wait
      * (a sold-out item's buyers with new keys each look theirs up). */
     assert_int_equal(store_order_by_key(st, "dur-absent", &o), -ENOENT);

@@ -926,7 +926,10 @@ static void test_blocking_offload(void **state)
  * next check of the global queue (every RT_FAIR_TICKS = 61 switches, 30 on
  * average). The switches between the call's end and the caller's return
  * are counted; the median of 15 calls tells the rule from a preempted
- * pool thread. */
+ * pool thread. Each spinner's turn lasts 100 us, so that the pool
+ * thread's own handoff (its wakeup of the worker, slow under emulation or
+ * on a loaded machine) costs few switches: the rule is counted in
+ * switches, the handoff in time. */
 typedef struct runahead { atomic_long switches; atomic_int stop; long at_end; } runahead;
 
 static intptr_t note_switches(void *arg)
@@ -942,6 +945,9 @@ static void spinner(void *arg)
     runahead *r = arg;
     while (!atomic_load(&r->stop)) {
         atomic_fetch_add(&r->switches, 1);
+        int64_t until = rt_now_ns() + 100 * 1000;
+        while (rt_now_ns() < until)
+            ;
         rt_yield();
     }
 }
