@@ -55,6 +55,7 @@ typedef struct svc_config {
     int store_queue_max;           /* admission bound per item */
     int store_timeout_ms;
     int store_pool_size;
+    int store_pipeline_depth;
     int64_t store_sold_out_max_orders; /* store_sold_out bound; 0 = off */
     /* [redis] */
     char redis_url[SVC_CFG_STR];   /* "none" or host:port[,host:port...] */

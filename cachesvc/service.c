@@ -633,6 +633,7 @@ int svc_open(const svc_config *cfg, svc **out)
 
     store_config sc = {
         .pool_size = cfg->store_pool_size,
+        .pipeline_depth = cfg->store_pipeline_depth,
         .batch_max = cfg->store_batch_max,
         .queue_max = cfg->store_queue_max,
         .timeout_ms = cfg->store_timeout_ms,

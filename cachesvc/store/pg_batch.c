@@ -115,7 +115,50 @@ typedef struct batch_ctx {
      * the buyers and their totals, the keys it refused; sent when check. */
     int check;
     kit_buf cusers, ctotals, ckeys;
+    /* The batch's result, and what publish does with it once the writes
+     * are sent: record_buyers, the buyers' totals in ops were read or
+     * known (a per-user limit), so they are recorded too. */
+    store__batch_result *r;
+    int record_buyers;
+    int published;
 } batch_ctx;
+
+/* The batch's writes are on the wire: the state they leave if they commit
+ * becomes the item's known state (with its buyers' totals when
+ * record_buyers), and the item's next batch may start (r->sent), decided
+ * on it. That batch's checks run under the row lock, which this one holds
+ * until its COMMIT: should this one not commit, they fail (the version is
+ * not the one they expect) and it reruns with reads. */
+static void publish(batch_ctx *b)
+{
+    store__pg *p = b->st->impl;
+    store__pg_known_set(p, b->sku, &b->r->state);
+    if (b->record_buyers)
+        store__pg_buyers_record(p, b->sku, b->ops, b->n);
+    b->published = 1;
+    if (b->r->sent != NULL) {
+        void (*sent)(void *) = b->r->sent;
+        b->r->sent = NULL;
+        sent(b->r->ctx);
+    }
+}
+
+/* After the batch: a failed one forgets the item's known state (a batch
+ * decided on what it published fails its checks anyway); one that ended
+ * without publishing (it changed nothing) leaves what it read. A
+ * successful batch's publish stands: a later batch may have published
+ * over it already. */
+static void known_after(batch_ctx *b, int rc)
+{
+    store__pg *p = b->st->impl;
+    if (rc != 0) {
+        store__pg_known_set(p, b->sku, NULL);
+    } else if (!b->published) {
+        store__pg_known_set(p, b->sku, &b->r->state);
+        if (b->record_buyers)
+            store__pg_buyers_record(p, b->sku, b->ops, b->n);
+    }
+}
 
 /* Sets each decrement's bought from a (user_id, qty) result. */
 static void assign_bought(batch_ctx *b, PGresult *r)
@@ -453,6 +496,7 @@ static int write_send(batch_ctx *b, const store__state *s0, int known, const wri
     q->nq++;
     if (PQpipelineSync(pc->c) != 1 || store__pg_flush(pc, b->deadline) < 0)
         return -ECONNABORTED;
+    publish(b);
     if (__atomic_load_n(&store__fault_break_after_commit, __ATOMIC_RELAXED) > 0 &&
         __atomic_sub_fetch(&store__fault_break_after_commit, 1, __ATOMIC_RELAXED) >= 0)
         shutdown(pc->fd, SHUT_RDWR);
@@ -669,10 +713,10 @@ static int batch_known(batch_job *j)
     if ((refused > 0 || limited) && check_build(b, limited) < 0)
         return -ENOMEM;
     r->state.version = k.version + 1;
+    b->record_buyers = limited;
+    b->published = 0;
     rc = batch_write(b, &k, r, 1);
-    store__pg_known_set(p, b->sku, rc == 0 ? &r->state : NULL);
-    if (rc == 0 && limited)
-        store__pg_buyers_record(p, b->sku, b->ops, b->n);
+    known_after(b, rc);
     if (rc == 0 || rc == -EAGAIN)
         store__pg_known_tried(p, b->sku, rc == 0);
     if (rc == 0)
@@ -697,7 +741,6 @@ static intptr_t batch_run(void *arg)
     batch_job *j = arg;
     batch_ctx *b = j->b;
     store__batch_result *r = j->r;
-    store__pg *p = b->st->impl;
     store__state s0;
     int rc = 0, norders, rebuilt = 0;
 
@@ -710,6 +753,10 @@ static intptr_t batch_run(void *arg)
             return rc;
         }
     }
+    /* Reads take the row lock in the order batches were started: after
+     * every earlier batch of the item has ended (see wait_prior). */
+    if (r->wait_prior != NULL && (rc = r->wait_prior(r->ctx, b->deadline)) < 0)
+        return rc;
     for (; j->attempt < 4; j->attempt++) {
         if ((rc = batch_read(b, &s0, j->ndecr)) < 0) {
             /* A pooled connection that the server closed (a restart, an
@@ -730,6 +777,8 @@ static intptr_t batch_run(void *arg)
         r->state = s0;
         r->committed_at_ms = kit_wall_ms();
         r->changed = store__decide(&r->state, r->committed_at_ms, b->ops, b->n);
+        b->record_buyers = r->state.per_user_limit > 0 && (s0.per_user_limit > 0 || rebuilt);
+        b->published = 0;
         if (!r->changed) {
             if (replays_read(b)) {
                 /* A replay of an order this transaction read: answered
@@ -761,18 +810,18 @@ static intptr_t batch_run(void *arg)
         j->broken = rc == -ECONNABORTED || (rc == -EIO && PQstatus(b->pc->c) != CONNECTION_OK);
         break;
     }
-    /* What the batch committed (or read, when it changed nothing) is the
-     * item's state for the next batch's one-round-trip attempt, with the
-     * totals of its buyers when they were read (under a limit then). */
-    store__pg_known_set(p, b->sku, rc == 0 ? &r->state : NULL);
-    if (rc == 0 && r->state.per_user_limit > 0 && (s0.per_user_limit > 0 || rebuilt))
-        store__pg_buyers_record(p, b->sku, b->ops, b->n);
+    /* What the batch committed (published as it was sent) or read, when
+     * it changed nothing, is the item's state for the next batch's
+     * one-round-trip attempt, with the totals of its buyers when they were
+     * read (under a limit then). */
+    known_after(b, rc);
     return rc == -EEXIST ? -EIO : rc;
 }
 
 int store__pg_batch(store *st, const char *sku, store__op **ops, int n, store__batch_result *r)
 {
-    batch_ctx b = {.st = st, .sku = sku, .ops = ops, .n = n, .deadline = store__pg_deadline(st)};
+    batch_ctx b = {.st = st, .sku = sku, .ops = ops, .n = n, .deadline = store__pg_deadline(st),
+                   .r = r};
     batch_job j = {.b = &b, .r = r};
     int rc = 0;
 

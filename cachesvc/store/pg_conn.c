@@ -72,10 +72,14 @@ static const char *const ps_sql[PS_COUNT] = {
      * on ($2..$6: version, stock, per-user limit, sale start, units
      * supplied: a row changed without a new version, by hand or by a
      * restore, fails too); orders take their ids from the sequence as they
-     * are inserted. A failure rolls back and reruns the batch as usual. */
-    [PS_GUARD] = "SELECT 1 / coalesce((SELECT 1 FROM items WHERE sku = $1 AND version = $2"
-                 " AND stock = $3 AND per_user_limit = $4 AND sale_starts_at_ms = $5"
-                 " AND units_supplied = $6 FOR UPDATE), 0)",
+     * are inserted. A failure rolls back and reruns the batch as usual.
+     * The row is locked by its key alone and compared once locked: a
+     * pipelined batch expects the version the batch before it is
+     * committing, and a WHERE on that version would not match the row
+     * still visible, so it would fail at once instead of waiting. */
+    [PS_GUARD] = "SELECT 1 / coalesce((SELECT CASE WHEN version = $2 AND stock = $3"
+                 " AND per_user_limit = $4 AND sale_starts_at_ms = $5 AND units_supplied = $6"
+                 " THEN 1 ELSE 0 END FROM items WHERE sku = $1 FOR UPDATE), 0)",
     /* The one-round-trip batch under a per-user limit, or with keyed
      * requests it refused: under the item's row lock (PS_GUARD first),
      * failing with division_by_zero unless every buyer's total is the one

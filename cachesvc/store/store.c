@@ -24,12 +24,33 @@
 
 enum { OP_QUEUED = 1, OP_TAKEN = 2, OP_DONE = 3 };
 
+/* One item's queue. Its lead (the right to take the queue's head as the
+ * next batch) is held by one coroutine, or by nobody (leaderless) while
+ * the item's batches are in flight and nothing is queued. A batch passes
+ * the lead on when it is answered, or earlier, when the backend has sent
+ * its writes (batch_sent) and fewer than pipeline_depth batches run. */
+typedef struct lead_ctx lead_ctx;
+
 struct store__batcher {
     store__batcher *next;        /* hash chain */
     store__op *head, *tail;
     int qlen;
+    int running;                 /* batches in flight */
+    int leaderless;              /* nobody holds the lead (running > 0) */
+    lead_ctx *deferred;          /* a batch sent while pipeline_depth ran:
+                                  * passes the lead when one ends */
+    lead_ctx *runs, *runs_tail;  /* the batches in flight, oldest first */
     int64_t earliest;            /* no queued deadline before this */
     char sku[STORE_SKU_MAX + 1];
+};
+
+struct lead_ctx {
+    store *st;
+    store__batcher *b;
+    rt_event *ev;                /* the leader's: signalled when its batch
+                                  * becomes the oldest in flight */
+    lead_ctx *next;              /* in b->runs */
+    int passed;                  /* this batch gave the lead away */
 };
 
 const double store_batch_bucket_le[STORE_BATCH_BUCKETS] = {
@@ -47,6 +68,7 @@ static void cfg_defaults(store_config *c)
 {
     if (c->pool_size <= 0) c->pool_size = 4;
     if (c->batch_max <= 0) c->batch_max = 256;
+    if (c->pipeline_depth <= 0) c->pipeline_depth = 2;
     if (c->queue_max <= 0) c->queue_max = 4096;
     if (c->timeout_ms <= 0) c->timeout_ms = 5000;
     if (c->reconnect_min_ms <= 0) c->reconnect_min_ms = 50;
@@ -70,7 +92,13 @@ int store_open(const char *url, const store_config *cfg, store **out)
     cfg_defaults(&st->cfg);
     st->stats.queue_max = (uint64_t)st->cfg.queue_max;
     pthread_mutex_init(&st->lock, NULL);
+    pthread_condattr_t ca;   /* waits with deadlines of rt_now_ns() */
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&st->ended, &ca);
+    pthread_condattr_destroy(&ca);
     if ((rc = store__so_new(st)) < 0) {
+        pthread_cond_destroy(&st->ended);
         pthread_mutex_destroy(&st->lock);
         free(st);
         return rc;
@@ -83,6 +111,7 @@ int store_open(const char *url, const store_config *cfg, store **out)
         rc = -EINVAL;
     if (rc < 0) {
         store__so_free(st);
+        pthread_cond_destroy(&st->ended);
         pthread_mutex_destroy(&st->lock);
         free(st);
         return rc;
@@ -131,6 +160,7 @@ void store_close(store *st)
             free(b);
         }
     }
+    pthread_cond_destroy(&st->ended);
     pthread_mutex_destroy(&st->lock);
     free(st);
 }
@@ -209,12 +239,69 @@ static void do_expire(store *st, store__batcher *b, store__op *self)
     }
 }
 
+/* Gives b's lead to its queue's head, or leaves b leaderless when nothing
+ * is queued (the next op to queue then leads). Call with st->lock held. */
+static void do_pass_lead(store *st, store__batcher *b, int lead_yield)
+{
+    KIT_ASSERT_LOCKED(&st->lock);
+    do_expire(st, b, NULL);
+    if (b->head == NULL) {
+        b->leaderless = 1;
+        return;
+    }
+    b->head->lead_yield = lead_yield;
+    b->head->lead = 1;
+    rt_event_signal(b->head->ev);
+}
+
+/* store__batch_result.sent: the batch's writes are out, and the item's
+ * next batch may be decided on the state they will leave. Passes the lead
+ * on unless pipeline_depth batches run; then the first of them to end
+ * passes it. Runs on a thread of the blocking pool. */
+static void batch_sent(void *arg)
+{
+    lead_ctx *c = arg;
+    pthread_mutex_lock(&c->st->lock);
+    if (c->b->running < c->st->cfg.pipeline_depth) {
+        c->passed = 1;
+        do_pass_lead(c->st, c->b, 0);
+    } else {
+        c->b->deferred = c;
+    }
+    pthread_mutex_unlock(&c->st->lock);
+}
+
+/* store__batch_result.wait_prior: waits on a thread of the blocking pool
+ * until c's batch is the oldest of its item in flight. */
+static int batch_wait_prior(void *arg, int64_t deadline)
+{
+    lead_ctx *c = arg;
+    store *st = c->st;
+    int rc = 0;
+    pthread_mutex_lock(&st->lock);
+    while (c->b->runs != c && rc == 0) {
+        if (deadline == RT_NO_DEADLINE) {
+            pthread_cond_wait(&st->ended, &st->lock);
+        } else {
+            struct timespec ts = {.tv_sec = deadline / 1000000000,
+                                  .tv_nsec = deadline % 1000000000};
+            if (rt_now_ns() >= deadline ||
+                pthread_cond_timedwait(&st->ended, &st->lock, &ts) == ETIMEDOUT)
+                rc = c->b->runs == c ? 0 : -ETIMEDOUT;
+        }
+    }
+    pthread_mutex_unlock(&st->lock);
+    return rc;
+}
+
 /* Runs one batch as the leader of b, whose queue head is self. Answers
- * every op of the batch and passes the lead on. */
+ * every op of the batch and passes the lead on (if the batch did not
+ * already: batch_sent). */
 static void lead_batch(store *st, store__batcher *b, store__op *self)
 {
     store__op *ops_small[64], **ops = ops_small;
     store__batch_result r;
+    lead_ctx lc = {.st = st, .b = b, .ev = self->ev};
     int n = 0, rc, i;
     int64_t t0;
 
@@ -236,14 +323,39 @@ static void lead_batch(store *st, store__batcher *b, store__op *self)
         ops[n++] = op;
     }
     __atomic_fetch_sub(&st->stats.queued, (uint64_t)n, __ATOMIC_RELAXED);
+    if (n > 0) {
+        if (b->running++ > 0)
+            STORE__STAT_ADD(st, pipelined, 1);
+        if (b->runs_tail != NULL)
+            b->runs_tail->next = &lc;
+        else
+            b->runs = &lc;
+        b->runs_tail = &lc;
+    }
     pthread_mutex_unlock(&st->lock);
     if (n == 0)
         goto handoff;   /* every queued request had passed its deadline */
 
     memset(&r, 0, sizeof r);
+    if (st->cfg.pipeline_depth > 1) {
+        r.sent = batch_sent;
+        r.wait_prior = batch_wait_prior;
+        r.ctx = &lc;
+    }
     t0 = rt_now_ns();
     rc = st->be->batch(st, b->sku, ops, n, &r);
     double dt = (double)(rt_now_ns() - t0) / 1e9;
+
+    /* The item's batches are answered in the order they were started (a
+     * later one commits after an earlier one anyway): the commit hook
+     * sees rising versions. */
+    pthread_mutex_lock(&st->lock);
+    while (b->runs != &lc) {
+        pthread_mutex_unlock(&st->lock);
+        rt_event_wait(lc.ev, RT_NO_DEADLINE);
+        pthread_mutex_lock(&st->lock);
+    }
+    pthread_mutex_unlock(&st->lock);
 
     STORE__STAT_ADD(st, batches, 1);
     STORE__STAT_ADD(st, batched_requests, (uint64_t)n);
@@ -306,6 +418,31 @@ static void lead_batch(store *st, store__batcher *b, store__op *self)
         if (ops[i] != self)
             rt_event_signal(ops[i]->ev);
     }
+    b->running--;
+    for (lead_ctx **pp = &b->runs, *prev = NULL;; prev = *pp, pp = &(*pp)->next)
+        if (*pp == &lc) {
+            *pp = lc.next;
+            if (b->runs_tail == &lc)
+                b->runs_tail = prev;
+            break;
+        }
+    pthread_cond_broadcast(&st->ended);
+    if (b->runs != NULL)
+        rt_event_signal(b->runs->ev);
+    if (b->deferred == &lc)
+        b->deferred = NULL;
+    if (b->deferred != NULL) {
+        /* A later batch, sent while pipeline_depth ran, passes its lead
+         * now that this one has ended. */
+        b->deferred->passed = 1;
+        b->deferred = NULL;
+        do_pass_lead(st, b, 0);
+    }
+    if (lc.passed) {
+        if (b->leaderless && b->running == 0 && b->head == NULL)
+            do_batcher_remove(st, b);
+        goto out;
+    }
     if (b->head == NULL) {
         /* Nothing queued yet: give the callers just answered a scheduling
          * turn to make their next requests, which then queue behind this
@@ -319,7 +456,9 @@ handoff:
     pthread_mutex_lock(&st->lock);
 pass:
     do_expire(st, b, self);
-    if (b->head != NULL) {
+    if (b->head == NULL && b->running > 0) {
+        b->leaderless = 1;   /* an earlier batch still runs: it removes b */
+    } else if (b->head != NULL) {
         /* The new leader gives the callers just answered a scheduling turn
          * (they may join its batch) only when its queue is short next to
          * them. A queue as long as the batch just answered (HTTP callers,
@@ -332,6 +471,7 @@ pass:
     } else {
         do_batcher_remove(st, b);
     }
+out:
     pthread_mutex_unlock(&st->lock);
     if (ops != ops_small)
         free(ops);
@@ -374,7 +514,13 @@ static int submit(store *st, const char *sku, store__op *op, int64_t deadline)
     b->tail = op;
     b->qlen++;
     op->seq = ++st->next_seq;
-    op->lead = created;     /* a new batcher has no leader: this op leads */
+    /* A new batcher has no leader, nor has one whose batches are in
+     * flight with nothing queued: this op leads. */
+    if (b->leaderless) {
+        b->leaderless = 0;
+        created = 1;
+    }
+    op->lead = created;
     STORE__STAT_ADD(st, queued, 1);
     pthread_mutex_unlock(&st->lock);
 

@@ -71,6 +71,9 @@ typedef void (*store_commit_fn)(void *ctx, const char *sku, const store_committe
 typedef struct store_config {
     int pool_size;        /* PostgreSQL connections; 0 = 4 (SQLite: unused) */
     int batch_max;        /* requests per batch transaction; 0 = 256 */
+    int pipeline_depth;   /* batches of one item in flight at once; 0 = 2,
+                           * 1 = one at a time (only a backend that
+                           * predicts, PostgreSQL, runs more than one) */
     int queue_max;        /* queued requests per item; 0 = 4096 */
     int timeout_ms;       /* database deadline per batch/call; 0 = 5000 */
     int reconnect_min_ms; /* backoff after a failed connect; 0 = 50 */
@@ -306,6 +309,7 @@ int store_ping(store *st);
     X(retries, "Batches rerun after a unique-key conflict") \
     X(one_trip_batches, "Batches decided on the item's known state and run in one round trip") \
     X(one_trip_stale, "One-round-trip batches whose checks failed: rerun with reads") \
+    X(pipelined, "Batches started while the item's batch before them was still committing") \
     X(sold_out_answers, "Decrements of sold-out items answered from memory") \
     X(sold_out_loads, "Snapshots of sold-out items read into memory") \
     X(sold_out_key_reads, "Reads of keys a sold-out set does not hold (each for every key queued)") \

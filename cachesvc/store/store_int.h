@@ -117,6 +117,19 @@ typedef struct store__batch_result {
     store__state state;     /* final: committed values */
     int changed;
     int64_t committed_at_ms;
+    /* Set by the caller (or both NULL), called from any thread with ctx.
+     * sent (at most once): the batch's writes are on their way and the
+     * state they will leave if they commit is what the item's next batch
+     * may be decided on; the caller may start that batch now.
+     * wait_prior: blocks until every batch of the item started before this
+     * one has ended (0), or until deadline (-ETIMEDOUT). A batch started
+     * while others ran calls it before it reads: a batch decided on an
+     * earlier one's writes fails its checks with that one, and must not
+     * take the row lock before that one's rerun (the item's batches commit
+     * in the order they were started). */
+    void (*sent)(void *ctx);
+    int (*wait_prior)(void *ctx, int64_t deadline);
+    void *ctx;
 } store__batch_result;
 
 /* A backend. Every function is called from a coroutine and returns 0 or a
@@ -165,6 +178,7 @@ struct store {
     store_config cfg;
     pthread_mutex_t lock;       /* batchers map and queues; never held
                                  * across a switching call */
+    pthread_cond_t ended;       /* with lock: a batch ended (wait_prior) */
     store__batcher *buckets[STORE__NBUCKETS];
     uint64_t next_seq;
     struct store__so *so;       /* soldout.c: sets of sold-out items */

@@ -459,6 +459,187 @@ static void test_pg_close_waits(void **state)
     assert_int_equal(cr.orders, 1);
 }
 
+/* ---- an item's batches pipelined -------------------------------------------- */
+
+/* Two decrements of one item, the second made while the first waits on
+ * the item's row lock (held by another session): the second batch is
+ * decided on the state the first will leave and sent at once, so both wait
+ * on the lock. What the locker does before it lets go: */
+enum { PIPE_NOTHING,     /* the first commits, the second on top of it */
+       PIPE_RESUPPLY,    /* supply cut to 2 with a new version: both
+                          * guards fail, both rerun with reads: one unit */
+       PIPE_LIMIT };     /* nothing; per-user limit 2, the same buyer twice:
+                          * the second checked on the total the first
+                          * leaves */
+
+struct pipe_run {
+    int mode;
+    const char *sku;
+    store *st;
+    rt_wg *wg;
+    PGconn *locker, *watch;
+    int rc;
+    int waiting;                 /* sessions seen waiting on a lock at most */
+    store_decrement_result r[2];
+    store_stats stats;
+    store_audit_result audit;
+    int audit_rc;
+};
+
+static intptr_t pipe_lock(void *arg)
+{
+    struct pipe_run *pr = arg;
+    const char *p[1] = {pr->sku};
+    pr->locker = PQconnectdb(pgurl);
+    pr->watch = PQconnectdb(pgurl);
+    if (PQstatus(pr->locker) != CONNECTION_OK || PQstatus(pr->watch) != CONNECTION_OK)
+        return -1;
+    PQclear(PQexec(pr->locker, "BEGIN"));
+    PGresult *r = PQexecParams(pr->locker, "SELECT stock FROM items WHERE sku = $1 FOR UPDATE",
+                               1, NULL, p, NULL, NULL, 0);
+    int ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+    PQclear(r);
+    return ok ? 0 : -1;
+}
+
+/* Sessions now waiting on a lock (the watch session's own view). */
+static intptr_t pipe_waiting(void *arg)
+{
+    struct pipe_run *pr = arg;
+    PGresult *r = PQexec(pr->watch, "SELECT count(*) FROM pg_stat_activity"
+                                    " WHERE wait_event_type = 'Lock'");
+    intptr_t n = PQresultStatus(r) == PGRES_TUPLES_OK ? strtoll(PQgetvalue(r, 0, 0), NULL, 10) : -1;
+    PQclear(r);
+    return n;
+}
+
+static intptr_t pipe_unlock(void *arg)
+{
+    struct pipe_run *pr = arg;
+    const char *p[1] = {pr->sku};
+    if (pr->mode == PIPE_RESUPPLY)
+        PQclear(PQexecParams(pr->locker, "UPDATE items SET stock = stock - 8,"
+                             " units_supplied = units_supplied - 8, version = version + 1"
+                             " WHERE sku = $1", 1, NULL, p, NULL, NULL, 0));
+    PQclear(PQexec(pr->locker, "COMMIT"));
+    PQfinish(pr->locker);
+    PQfinish(pr->watch);
+    return 0;
+}
+
+/* Waits (up to 3 s) until want sessions wait on a lock; notes the most. */
+static void pipe_wait_for(struct pipe_run *pr, int want)
+{
+    for (int i = 0; i < 300; i++) {
+        int n = (int)rt_blocking(pipe_waiting, pr);
+        if (n > pr->waiting)
+            pr->waiting = n;
+        if (n >= want)
+            return;
+        rt_sleep(10);
+    }
+}
+
+struct pipe_buyer {
+    struct pipe_run *pr;
+    int i;
+};
+
+static void pipe_buy(void *arg)
+{
+    struct pipe_buyer *b = arg;
+    struct pipe_run *pr = b->pr;
+    const char *user = pr->mode == PIPE_LIMIT ? "u1" : b->i == 0 ? "u1" : "u2";
+    store_decrement(pr->st, pr->sku, user, 1, NULL, RT_NO_DEADLINE, &pr->r[b->i]);
+    rt_wg_done(pr->wg);
+}
+
+static void pipe_body(void *arg)
+{
+    struct pipe_run *pr = arg;
+    store_config cfg = {.pool_size = 3, .timeout_ms = 5000};
+    store_put p = {.stock = 10, .per_user_limit = pr->mode == PIPE_LIMIT ? 2 : -1,
+                   .sale_starts_at_ms = -1};
+    store_decrement_result r;
+    struct pipe_buyer buyers[2] = {{pr, 0}, {pr, 1}};
+
+    if ((pr->rc = store_open(pgurl, &cfg, &pr->st)) < 0)
+        return;
+    /* A first sale, so that the item's state is known. */
+    if ((pr->rc = store_put_item(pr->st, pr->sku, &p, RT_NO_DEADLINE, NULL, NULL)) < 0 ||
+        (pr->rc = store_decrement(pr->st, pr->sku, "u0", 1, NULL, RT_NO_DEADLINE, &r)) < 0 ||
+        rt_blocking(pipe_lock, pr) != 0) {
+        pr->rc = pr->rc < 0 ? pr->rc : -1000;
+        store_close(pr->st);
+        return;
+    }
+    pr->wg = rt_wg_new();
+    rt_wg_add(pr->wg, 2);
+    rt_spawn(NULL, pipe_buy, &buyers[0]);
+    pipe_wait_for(pr, 1);
+    rt_spawn(NULL, pipe_buy, &buyers[1]);
+    pipe_wait_for(pr, 2);
+    rt_blocking(pipe_unlock, pr);
+    rt_wg_wait(pr->wg, RT_NO_DEADLINE);
+    rt_wg_free(pr->wg);
+    store_stats_get(pr->st, &pr->stats);
+    pr->audit_rc = store_audit(pr->st, pr->sku, 0, &pr->audit);
+    store_close(pr->st);
+}
+
+static void pipe_run_mode(struct pipe_run *pr, int mode, const char *sku)
+{
+    rt_config rc = {.workers = 2};
+    memset(pr, 0, sizeof *pr);
+    pr->mode = mode;
+    pr->sku = sku;
+    assert_int_equal(rt_main(&rc, pipe_body, pr), 0);
+    assert_int_equal(pr->rc, 0);
+    assert_int_equal(pr->audit_rc, 0);
+    /* The second batch went out while the first waited. */
+    assert_int_equal(pr->waiting, 2);
+    assert_int_equal(pr->stats.pipelined, 1);
+    assert_int_equal(pr->audit.duplicate_idempotency_keys, 0);
+    assert_int_equal(pr->audit.item.units_supplied - pr->audit.units_sold, pr->audit.item.stock);
+}
+
+static void test_pg_pipelined(void **state)
+{
+    (void)state;
+    struct pipe_run pr;
+
+    /* Both commit, the second on the first's state, in one round trip. */
+    pipe_run_mode(&pr, PIPE_NOTHING, "pipe-a");
+    assert_int_equal(pr.r[0].outcome, STORE_OK);
+    assert_int_equal(pr.r[1].outcome, STORE_OK);
+    assert_int_equal(pr.r[1].version, pr.r[0].version + 1);
+    assert_int_equal(pr.r[1].stock, 7);
+    assert_int_equal(pr.audit.orders, 3);
+    assert_int_equal(pr.stats.one_trip_stale, 0);
+    store_audit_free(&pr.audit);
+
+    /* The state both were decided on is gone: each reruns with its reads,
+     * and the one unit left goes to one of them. */
+    pipe_run_mode(&pr, PIPE_RESUPPLY, "pipe-b");
+    assert_int_equal((pr.r[0].outcome == STORE_OK) + (pr.r[1].outcome == STORE_OK), 1);
+    assert_int_equal((pr.r[0].outcome == STORE_SOLD_OUT) + (pr.r[1].outcome == STORE_SOLD_OUT), 1);
+    assert_int_equal(pr.audit.item.stock, 0);
+    assert_int_equal(pr.audit.item.units_supplied, 2);
+    assert_int_equal(pr.audit.orders, 2);
+    assert_true(pr.stats.one_trip_stale >= 1);
+    store_audit_free(&pr.audit);
+
+    /* The second is decided on the buyer's total the first will leave,
+     * which the database checks (a total of 0 would fail it). */
+    pipe_run_mode(&pr, PIPE_LIMIT, "pipe-c");
+    assert_int_equal(pr.r[0].outcome, STORE_OK);
+    assert_int_equal(pr.r[1].outcome, STORE_OK);
+    assert_int_equal(pr.stats.one_trip_stale, 0);
+    assert_int_equal(pr.audit.orders, 3);
+    assert_int_equal(pr.audit.max_user_qty, 2);
+    store_audit_free(&pr.audit);
+}
+
 /* ---- a sold-out item with many orders, on the real netpoll ------------------ */
 
 enum { BIG_UNITS = 12000, BIG_BUYERS = 64 };
@@ -821,6 +1002,7 @@ int main(void)
         cmocka_unit_test(test_pg_stall_mid_load),
         cmocka_unit_test(test_pg_queued_deadline),
         cmocka_unit_test(test_pg_close_waits),
+        cmocka_unit_test(test_pg_pipelined),
         cmocka_unit_test(test_pg_sold_out_large),
         cmocka_unit_test(test_kill9_pg),
         cmocka_unit_test(test_kill9_sqlite),

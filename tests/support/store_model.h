@@ -597,8 +597,9 @@ static inline void tsm_run_model(const char *url, const char *sku, int n, int co
     assert_int_equal(c.stats.batched_requests, (uint64_t)n);
     assert_int_equal(c.stats.errors, 0);
     assert_int_equal(c.stats.queued, 0);
-    fprintf(stderr, "store: %d requests in %llu batches (%llu committed)\n", n,
-            (unsigned long long)c.stats.batches, (unsigned long long)c.stats.commits);
+    fprintf(stderr, "store: %d requests in %llu batches (%llu committed, %llu pipelined)\n", n,
+            (unsigned long long)c.stats.batches, (unsigned long long)c.stats.commits,
+            (unsigned long long)c.stats.pipelined);
 }
 
 #endif /* TSM_WITH_RUNTIME */
