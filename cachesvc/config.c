@@ -77,9 +77,10 @@ static int check_bcast_mode(const char *v, char *why, size_t n);
       "deadline of one database operation; past it the answer is 503")                                          \
     X(store, pool_size, K_INT, store_pool_size, 1, 1024, check_any, "4",                                     \
       "database connections (PostgreSQL)")                                                                      \
-    X(store, pipeline_depth, K_INT, store_pipeline_depth, 1, 16, check_any, "2",                             \
+    X(store, pipeline_depth, K_INT, store_pipeline_depth, 1, 16, check_any, "1",                             \
       "batches of one item in flight at once (PostgreSQL): the next is decided on the state the one "         \
-      "before will leave and sent while that one commits; 1 = one at a time")                                  \
+      "before will leave and sent once that one holds the item's row lock; pays only when round trips "       \
+      "to the database, not its CPU, bound an item's batches")                                                 \
     X(store, sold_out_max_orders, K_I64, store_sold_out_max_orders, 0, 10000000, check_any, "100000",        \
       "a sold-out item with at most this many orders has its orders loaded once and later "                   \
       "decrements answered from memory (replay, limit_exceeded, sold_out); all items together "               \

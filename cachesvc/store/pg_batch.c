@@ -143,6 +143,11 @@ static void publish(batch_ctx *b)
     }
 }
 
+static void publish_cb(void *arg)
+{
+    publish(arg);
+}
+
 /* After the batch: a failed one forgets the item's known state (a batch
  * decided on what it published fails its checks anyway); one that ended
  * without publishing (it changed nothing) leaves what it read. A
@@ -453,7 +458,9 @@ static int write_send(batch_ctx *b, const store__state *s0, int known, const wri
         if (store__pg_exec(pc, PS_LOCK_TIMEOUT, 1, p) < 0)
             return -ECONNABORTED;
         q->at[W_LOCK_TIMEOUT] = q->nq++;
-        if (send_guard(pc, b->sku, s0) < 0)
+        /* The guard's answer is flushed at once: it says this batch holds
+         * the row lock (publish waits for it). */
+        if (send_guard(pc, b->sku, s0) < 0 || PQsendFlushRequest(pc->c) != 1)
             return -ECONNABORTED;
         q->at[W_GUARD] = q->nq++;
         if (b->check) {
@@ -496,12 +503,17 @@ static int write_send(batch_ctx *b, const store__state *s0, int known, const wri
     q->nq++;
     if (PQpipelineSync(pc->c) != 1 || store__pg_flush(pc, b->deadline) < 0)
         return -ECONNABORTED;
-    publish(b);
+    /* The item's next batch may be decided on this one's writes once this
+     * one holds the row lock, or it could take the lock first: after round
+     * 1 read under it, or once the guard has answered. */
+    if (!known)
+        publish(b);
     if (__atomic_load_n(&store__fault_break_after_commit, __ATOMIC_RELAXED) > 0 &&
         __atomic_sub_fetch(&store__fault_break_after_commit, 1, __ATOMIC_RELAXED) >= 0)
         shutdown(pc->fd, SHUT_RDWR);
     KIT_ASSERT(q->nq <= W_MAX);   /* one slot of q->res per statement */
-    return store__pg_collect(pc, b->deadline, q->res, q->nq, &q->fe);
+    return store__pg_collect_at(pc, b->deadline, q->res, q->nq, &q->fe,
+                                known ? q->at[W_GUARD] + 1 : -1, publish_cb, b);
 }
 
 /* Tells what round 2 did from its answers in *q and rc, write_send's

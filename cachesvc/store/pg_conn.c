@@ -338,6 +338,12 @@ int store__pg_result(store__pg_conn *pc, int64_t deadline, PGresult **out)
 int store__pg_collect(store__pg_conn *pc, int64_t deadline, PGresult **res, int n,
                       int *first_err)
 {
+    return store__pg_collect_at(pc, deadline, res, n, first_err, -1, NULL, NULL);
+}
+
+int store__pg_collect_at(store__pg_conn *pc, int64_t deadline, PGresult **res, int n,
+                         int *first_err, int after, void (*at)(void *), void *arg)
+{
     PGresult *r;
     int rc;
 
@@ -345,6 +351,8 @@ int store__pg_collect(store__pg_conn *pc, int64_t deadline, PGresult **res, int 
     for (int i = 0; i < n; i++)
         res[i] = NULL;
     for (int i = 0; i < n; i++) {
+        if (i == after && *first_err < 0)
+            at(arg);
         if ((rc = store__pg_result(pc, deadline, &res[i])) < 0)
             return rc;
         if (res[i] == NULL)
@@ -361,6 +369,8 @@ int store__pg_collect(store__pg_conn *pc, int64_t deadline, PGresult **res, int 
             return -EIO;
         }
     }
+    if (n == after && *first_err < 0)
+        at(arg);
     if ((rc = store__pg_result(pc, deadline, &r)) < 0)
         return rc;
     if (r == NULL || PQresultStatus(r) != PGRES_PIPELINE_SYNC) {

@@ -144,6 +144,12 @@ int store__pg_result(store__pg_conn *pc, int64_t deadline, PGresult **out);
 int store__pg_collect(store__pg_conn *pc, int64_t deadline, PGresult **res, int n,
                       int *first_err);
 
+/* store__pg_collect, calling at(arg) once the first `after` results have
+ * arrived without an SQL error (after <= n; the statements were followed
+ * by a flush request, or their results would come only with the Sync). */
+int store__pg_collect_at(store__pg_conn *pc, int64_t deadline, PGresult **res, int n,
+                         int *first_err, int after, void (*at)(void *), void *arg);
+
 /* PQclears res[0..n-1] and sets them to NULL. */
 void store__pg_clear(PGresult **res, int n);
 

@@ -68,7 +68,7 @@ static void cfg_defaults(store_config *c)
 {
     if (c->pool_size <= 0) c->pool_size = 4;
     if (c->batch_max <= 0) c->batch_max = 256;
-    if (c->pipeline_depth <= 0) c->pipeline_depth = 2;
+    if (c->pipeline_depth <= 0) c->pipeline_depth = 1;
     if (c->queue_max <= 0) c->queue_max = 4096;
     if (c->timeout_ms <= 0) c->timeout_ms = 5000;
     if (c->reconnect_min_ms <= 0) c->reconnect_min_ms = 50;

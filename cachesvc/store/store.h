@@ -71,9 +71,10 @@ typedef void (*store_commit_fn)(void *ctx, const char *sku, const store_committe
 typedef struct store_config {
     int pool_size;        /* PostgreSQL connections; 0 = 4 (SQLite: unused) */
     int batch_max;        /* requests per batch transaction; 0 = 256 */
-    int pipeline_depth;   /* batches of one item in flight at once; 0 = 2,
-                           * 1 = one at a time (only a backend that
-                           * predicts, PostgreSQL, runs more than one) */
+    int pipeline_depth;   /* batches of one item in flight at once; 0 = 1
+                           * (one at a time); only PostgreSQL runs more
+                           * than one: see docs/store.md, "Pipelined
+                           * batches" */
     int queue_max;        /* queued requests per item; 0 = 4096 */
     int timeout_ms;       /* database deadline per batch/call; 0 = 5000 */
     int reconnect_min_ms; /* backoff after a failed connect; 0 = 50 */

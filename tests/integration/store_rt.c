@@ -1,7 +1,8 @@
 /*
  * store_rt.c: the store on the real runtime against a real PostgreSQL
  * (scripts/postgres, 127.0.0.1:23110, temp dir, stopped at the end) and
- * SQLite:
+ * SQLite (PostgreSQL with an item's batches pipelined two deep,
+ * pipeline_depth 2, under every load):
  *   - the concurrent serial-model test through the batcher on PostgreSQL;
  *   - the server stopped, and separately frozen (SIGSTOP: timeouts), in
  *     the middle of a decrement load: every request gets a clean
@@ -16,6 +17,10 @@
  *   - kill -9 of a process in the middle of a decrement load, on both
  *     backends: afterwards units_supplied - units_sold == stock >= 0 and no
  *     idempotency key is on two orders;
+ *   - two decrements whose batches are pipelined: the second decided on
+ *     the first's writes commits on top of them, or fails its check with
+ *     the first and both rerun in order; it is not sent before the first
+ *     holds the row lock;
  *   - a multi-host URL (a database failover's shape) whose first host is
  *     down or read-only: libpq moves to the next host on a new socket,
  *     usually under the same descriptor number, and the store must wait
@@ -143,7 +148,7 @@ static void outage_body(void *arg)
 {
     load *l = arg;
     store_config cfg = {.pool_size = 2, .timeout_ms = l->timeout_ms, .reconnect_min_ms = 20,
-                        .reconnect_max_ms = 200};
+                        .reconnect_max_ms = 200, .pipeline_depth = 2};
     store_put p = {.stock = 1000000, .per_user_limit = -1, .sale_starts_at_ms = -1};
     load_worker *w = calloc((size_t)l->coroutines, sizeof *w);
 
@@ -461,23 +466,33 @@ static void test_pg_close_waits(void **state)
 
 /* ---- an item's batches pipelined -------------------------------------------- */
 
-/* Two decrements of one item, the second made while the first waits on
- * the item's row lock (held by another session): the second batch is
- * decided on the state the first will leave and sent at once, so both wait
- * on the lock. What the locker does before it lets go: */
-enum { PIPE_NOTHING,     /* the first commits, the second on top of it */
-       PIPE_RESUPPLY,    /* supply cut to 2 with a new version: both
-                          * guards fail, both rerun with reads: one unit */
-       PIPE_LIMIT };     /* nothing; per-user limit 2, the same buyer twice:
-                          * the second checked on the total the first
-                          * leaves */
+/* Two decrements of one item, the second made while the first's batch
+ * holds the item's row lock and waits: its order's idempotency key is on
+ * an order another session inserted (for another item) and has not
+ * committed, so the insert waits on that session. The second batch is
+ * decided on the state the first will leave and sent at once, so it waits
+ * on the row lock. What the other session does then: */
+enum { PIPE_NOTHING,     /* rolls back: the first commits, the second on
+                          * top of it, one round trip each */
+       PIPE_CONFLICT,    /* commits: the first's key is taken, it rolls
+                          * back; the second's check fails with it; both
+                          * rerun with reads, in order */
+       PIPE_LIMIT,       /* rolls back; per-user limit 2, the same buyer
+                          * twice: the second checked on the total the
+                          * first leaves */
+       PIPE_LOCKED };    /* holds the item's row lock instead: the first
+                          * waits for it before its check, and the second
+                          * must not be sent until the first holds it
+                          * (sent at once, it could take the lock first
+                          * and fail its check) */
 
 struct pipe_run {
     int mode;
     const char *sku;
+    char key[64];
     store *st;
     rt_wg *wg;
-    PGconn *locker, *watch;
+    PGconn *holder, *watch;
     int rc;
     int waiting;                 /* sessions seen waiting on a lock at most */
     store_decrement_result r[2];
@@ -486,18 +501,28 @@ struct pipe_run {
     int audit_rc;
 };
 
-static intptr_t pipe_lock(void *arg)
+static intptr_t pipe_hold_key(void *arg)
 {
     struct pipe_run *pr = arg;
-    const char *p[1] = {pr->sku};
-    pr->locker = PQconnectdb(pgurl);
+    const char *p[1] = {pr->key};
+    pr->holder = PQconnectdb(pgurl);
     pr->watch = PQconnectdb(pgurl);
-    if (PQstatus(pr->locker) != CONNECTION_OK || PQstatus(pr->watch) != CONNECTION_OK)
+    if (PQstatus(pr->holder) != CONNECTION_OK || PQstatus(pr->watch) != CONNECTION_OK)
         return -1;
-    PQclear(PQexec(pr->locker, "BEGIN"));
-    PGresult *r = PQexecParams(pr->locker, "SELECT stock FROM items WHERE sku = $1 FOR UPDATE",
+    PQclear(PQexec(pr->holder, "BEGIN"));
+    if (pr->mode == PIPE_LOCKED) {
+        p[0] = pr->sku;
+        PGresult *r = PQexecParams(pr->holder, "SELECT stock FROM items WHERE sku = $1"
+                                   " FOR UPDATE", 1, NULL, p, NULL, NULL, 0);
+        int ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+        PQclear(r);
+        return ok ? 0 : -1;
+    }
+    PGresult *r = PQexecParams(pr->holder, "INSERT INTO orders (sku, user_id, qty,"
+                               " idempotency_key, created_at_ms, stock_after, version_after)"
+                               " VALUES ('pipe-other', 'x', 1, $1, 1, 0, 1)",
                                1, NULL, p, NULL, NULL, 0);
-    int ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
     PQclear(r);
     return ok ? 0 : -1;
 }
@@ -513,16 +538,12 @@ static intptr_t pipe_waiting(void *arg)
     return n;
 }
 
-static intptr_t pipe_unlock(void *arg)
+static intptr_t pipe_release(void *arg)
 {
     struct pipe_run *pr = arg;
-    const char *p[1] = {pr->sku};
-    if (pr->mode == PIPE_RESUPPLY)
-        PQclear(PQexecParams(pr->locker, "UPDATE items SET stock = stock - 8,"
-                             " units_supplied = units_supplied - 8, version = version + 1"
-                             " WHERE sku = $1", 1, NULL, p, NULL, NULL, 0));
-    PQclear(PQexec(pr->locker, "COMMIT"));
-    PQfinish(pr->locker);
+    PQclear(PQexec(pr->holder, pr->mode == PIPE_CONFLICT || pr->mode == PIPE_LOCKED
+                                   ? "COMMIT" : "ROLLBACK"));
+    PQfinish(pr->holder);
     PQfinish(pr->watch);
     return 0;
 }
@@ -550,14 +571,15 @@ static void pipe_buy(void *arg)
     struct pipe_buyer *b = arg;
     struct pipe_run *pr = b->pr;
     const char *user = pr->mode == PIPE_LIMIT ? "u1" : b->i == 0 ? "u1" : "u2";
-    store_decrement(pr->st, pr->sku, user, 1, NULL, RT_NO_DEADLINE, &pr->r[b->i]);
+    store_decrement(pr->st, pr->sku, user, 1, b->i == 0 ? pr->key : NULL, RT_NO_DEADLINE,
+                    &pr->r[b->i]);
     rt_wg_done(pr->wg);
 }
 
 static void pipe_body(void *arg)
 {
     struct pipe_run *pr = arg;
-    store_config cfg = {.pool_size = 3, .timeout_ms = 5000};
+    store_config cfg = {.pool_size = 3, .timeout_ms = 5000, .pipeline_depth = 2};
     store_put p = {.stock = 10, .per_user_limit = pr->mode == PIPE_LIMIT ? 2 : -1,
                    .sale_starts_at_ms = -1};
     store_decrement_result r;
@@ -568,7 +590,7 @@ static void pipe_body(void *arg)
     /* A first sale, so that the item's state is known. */
     if ((pr->rc = store_put_item(pr->st, pr->sku, &p, RT_NO_DEADLINE, NULL, NULL)) < 0 ||
         (pr->rc = store_decrement(pr->st, pr->sku, "u0", 1, NULL, RT_NO_DEADLINE, &r)) < 0 ||
-        rt_blocking(pipe_lock, pr) != 0) {
+        rt_blocking(pipe_hold_key, pr) != 0) {
         pr->rc = pr->rc < 0 ? pr->rc : -1000;
         store_close(pr->st);
         return;
@@ -578,8 +600,13 @@ static void pipe_body(void *arg)
     rt_spawn(NULL, pipe_buy, &buyers[0]);
     pipe_wait_for(pr, 1);
     rt_spawn(NULL, pipe_buy, &buyers[1]);
-    pipe_wait_for(pr, 2);
-    rt_blocking(pipe_unlock, pr);
+    if (pr->mode == PIPE_LOCKED) {
+        rt_sleep(200);
+        pr->waiting = (int)rt_blocking(pipe_waiting, pr);
+    } else {
+        pipe_wait_for(pr, 2);
+    }
+    rt_blocking(pipe_release, pr);
     rt_wg_wait(pr->wg, RT_NO_DEADLINE);
     rt_wg_free(pr->wg);
     store_stats_get(pr->st, &pr->stats);
@@ -593,12 +620,15 @@ static void pipe_run_mode(struct pipe_run *pr, int mode, const char *sku)
     memset(pr, 0, sizeof *pr);
     pr->mode = mode;
     pr->sku = sku;
+    snprintf(pr->key, sizeof pr->key, "%s-key", sku);
     assert_int_equal(rt_main(&rc, pipe_body, pr), 0);
     assert_int_equal(pr->rc, 0);
     assert_int_equal(pr->audit_rc, 0);
-    /* The second batch went out while the first waited. */
-    assert_int_equal(pr->waiting, 2);
-    assert_int_equal(pr->stats.pipelined, 1);
+    if (mode != PIPE_LOCKED) {
+        /* The second batch went out while the first waited. */
+        assert_int_equal(pr->waiting, 2);
+        assert_int_equal(pr->stats.pipelined, 1);
+    }
     assert_int_equal(pr->audit.duplicate_idempotency_keys, 0);
     assert_int_equal(pr->audit.item.units_supplied - pr->audit.units_sold, pr->audit.item.stock);
 }
@@ -618,15 +648,17 @@ static void test_pg_pipelined(void **state)
     assert_int_equal(pr.stats.one_trip_stale, 0);
     store_audit_free(&pr.audit);
 
-    /* The state both were decided on is gone: each reruns with its reads,
-     * and the one unit left goes to one of them. */
-    pipe_run_mode(&pr, PIPE_RESUPPLY, "pipe-b");
-    assert_int_equal((pr.r[0].outcome == STORE_OK) + (pr.r[1].outcome == STORE_OK), 1);
-    assert_int_equal((pr.r[0].outcome == STORE_SOLD_OUT) + (pr.r[1].outcome == STORE_SOLD_OUT), 1);
-    assert_int_equal(pr.audit.item.stock, 0);
-    assert_int_equal(pr.audit.item.units_supplied, 2);
+    /* The first's key is another item's order: it fails, and the second,
+     * decided on what the first would leave, fails its check with it; the
+     * first reruns first and is answered the key's mismatch, then the
+     * second sells on the state the database has. */
+    pipe_run_mode(&pr, PIPE_CONFLICT, "pipe-b");
+    assert_int_equal(pr.r[0].outcome, STORE_KEY_MISMATCH);
+    assert_string_equal(pr.r[0].sku, "pipe-other");
+    assert_int_equal(pr.r[1].outcome, STORE_OK);
+    assert_int_equal(pr.r[1].stock, 8);
     assert_int_equal(pr.audit.orders, 2);
-    assert_true(pr.stats.one_trip_stale >= 1);
+    assert_int_equal(pr.stats.one_trip_stale, 2);
     store_audit_free(&pr.audit);
 
     /* The second is decided on the buyer's total the first will leave,
@@ -637,6 +669,15 @@ static void test_pg_pipelined(void **state)
     assert_int_equal(pr.stats.one_trip_stale, 0);
     assert_int_equal(pr.audit.orders, 3);
     assert_int_equal(pr.audit.max_user_qty, 2);
+    store_audit_free(&pr.audit);
+
+    /* Until the first holds the row lock, the second waits in the store. */
+    pipe_run_mode(&pr, PIPE_LOCKED, "pipe-d");
+    assert_int_equal(pr.waiting, 1);
+    assert_int_equal(pr.r[0].outcome, STORE_OK);
+    assert_int_equal(pr.r[1].outcome, STORE_OK);
+    assert_int_equal(pr.stats.one_trip_stale, 0);
+    assert_int_equal(pr.audit.orders, 3);
     store_audit_free(&pr.audit);
 }
 
@@ -793,7 +834,7 @@ static void test_pg_sold_out_large(void **state)
 static void victim_body(void *arg)
 {
     load *l = arg;
-    store_config cfg = {.pool_size = 2};
+    store_config cfg = {.pool_size = 2, .pipeline_depth = 2};
     load_worker *w = calloc((size_t)l->coroutines, sizeof *w);
     if (store_open(l->url, &cfg, &l->st) < 0)
         _exit(3);

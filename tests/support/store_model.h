@@ -573,6 +573,7 @@ static inline void tsm_run_model(const char *url, const char *sku, int n, int co
     c.url = url;
     c.cfg.batch_max = batch_max;
     c.cfg.queue_max = 100000;
+    c.cfg.pipeline_depth = 2;   /* PostgreSQL pipelines; SQLite ignores it */
     c.load.sku = sku;
     c.load.coroutines = coroutines;
     tsm_generate(&c.load.ops, n, 30, 200, 3000, &seed);
