@@ -123,7 +123,8 @@ typedef struct batch_ctx {
     int published;
 } batch_ctx;
 
-/* The batch's writes are on the wire: the state they leave if they commit
+/* The batch's writes are on the wire and, when pipelined, it holds the
+ * item's row lock (write_send): the state they leave if they commit
  * becomes the item's known state (with its buyers' totals when
  * record_buyers), and the item's next batch may start (r->sent), decided
  * on it. That batch's checks run under the row lock, which this one holds
@@ -458,9 +459,10 @@ static int write_send(batch_ctx *b, const store__state *s0, int known, const wri
         if (store__pg_exec(pc, PS_LOCK_TIMEOUT, 1, p) < 0)
             return -ECONNABORTED;
         q->at[W_LOCK_TIMEOUT] = q->nq++;
-        /* The guard's answer is flushed at once: it says this batch holds
-         * the row lock (publish waits for it). */
-        if (send_guard(pc, b->sku, s0) < 0 || PQsendFlushRequest(pc->c) != 1)
+        /* Pipelined, the guard's answer is flushed at once: it says this
+         * batch holds the row lock (publish waits for it). */
+        if (send_guard(pc, b->sku, s0) < 0 ||
+            (b->r->sent != NULL && PQsendFlushRequest(pc->c) != 1))
             return -ECONNABORTED;
         q->at[W_GUARD] = q->nq++;
         if (b->check) {
@@ -505,15 +507,17 @@ static int write_send(batch_ctx *b, const store__state *s0, int known, const wri
         return -ECONNABORTED;
     /* The item's next batch may be decided on this one's writes once this
      * one holds the row lock, or it could take the lock first: after round
-     * 1 read under it, or once the guard has answered. */
-    if (!known)
+     * 1 read under it, or once the guard has answered. Unpipelined, no
+     * batch of the item starts before this one ends. */
+    int early = known && b->r->sent != NULL;
+    if (!early)
         publish(b);
     if (__atomic_load_n(&store__fault_break_after_commit, __ATOMIC_RELAXED) > 0 &&
         __atomic_sub_fetch(&store__fault_break_after_commit, 1, __ATOMIC_RELAXED) >= 0)
         shutdown(pc->fd, SHUT_RDWR);
     KIT_ASSERT(q->nq <= W_MAX);   /* one slot of q->res per statement */
     return store__pg_collect_at(pc, b->deadline, q->res, q->nq, &q->fe,
-                                known ? q->at[W_GUARD] + 1 : -1, publish_cb, b);
+                                early ? q->at[W_GUARD] + 1 : -1, publish_cb, b);
 }
 
 /* Tells what round 2 did from its answers in *q and rc, write_send's
