@@ -429,8 +429,9 @@ static void lead_batch(store *st, store__batcher *b, store__op *self)
     pthread_cond_broadcast(&st->ended);
     if (b->runs != NULL)
         rt_event_signal(b->runs->ev);
-    if (b->deferred == &lc)
-        b->deferred = NULL;
+    /* A deferred batch ends only after the batches before it, the first
+     * of which handed its lead on. */
+    KIT_ASSERT(b->deferred != &lc);
     if (b->deferred != NULL) {
         /* A later batch, sent while pipeline_depth ran, passes its lead
          * now that this one has ended. */
