@@ -123,30 +123,33 @@ typedef struct batch_ctx {
     int published;
 } batch_ctx;
 
-/* The batch's writes are on the wire and, when pipelined, it holds the
- * item's row lock (write_send): the state they leave if they commit
- * becomes the item's known state (with its buyers' totals when
- * record_buyers), and the item's next batch may start (r->sent), decided
- * on it. That batch's checks run under the row lock, which this one holds
- * until its COMMIT: should this one not commit, they fail (the version is
- * not the one they expect) and it reruns with reads. */
-static void publish(batch_ctx *b)
+/* Makes the batch's final state the item's known state, with its buyers'
+ * totals when record_buyers. */
+static void remember(batch_ctx *b)
 {
     store__pg *p = b->st->impl;
     store__pg_known_set(p, b->sku, &b->r->state);
     if (b->record_buyers)
         store__pg_buyers_record(p, b->sku, b->ops, b->n);
     b->published = 1;
+}
+
+/* (batch_ctx *) The batch's writes are on the wire and, when pipelined, it
+ * holds the item's row lock (write_send): the state they leave if they
+ * commit becomes the item's known state, and the item's next batch may
+ * start (r->sent), decided on it. That batch's checks run under the row
+ * lock, which this one holds until its COMMIT: should this one not
+ * commit, they fail (the version is not the one they expect) and it
+ * reruns with reads. */
+static void publish(void *arg)
+{
+    batch_ctx *b = arg;
+    remember(b);
     if (b->r->sent != NULL) {
         void (*sent)(void *) = b->r->sent;
         b->r->sent = NULL;
         sent(b->r->ctx);
     }
-}
-
-static void publish_cb(void *arg)
-{
-    publish(arg);
 }
 
 /* After the batch: a failed one forgets the item's known state (a batch
@@ -156,14 +159,10 @@ static void publish_cb(void *arg)
  * over it already. */
 static void known_after(batch_ctx *b, int rc)
 {
-    store__pg *p = b->st->impl;
-    if (rc != 0) {
-        store__pg_known_set(p, b->sku, NULL);
-    } else if (!b->published) {
-        store__pg_known_set(p, b->sku, &b->r->state);
-        if (b->record_buyers)
-            store__pg_buyers_record(p, b->sku, b->ops, b->n);
-    }
+    if (rc != 0)
+        store__pg_known_set(b->st->impl, b->sku, NULL);
+    else if (!b->published)
+        remember(b);
 }
 
 /* Sets each decrement's bought from a (user_id, qty) result. */
@@ -517,7 +516,7 @@ static int write_send(batch_ctx *b, const store__state *s0, int known, const wri
         shutdown(pc->fd, SHUT_RDWR);
     KIT_ASSERT(q->nq <= W_MAX);   /* one slot of q->res per statement */
     return store__pg_collect_at(pc, b->deadline, q->res, q->nq, &q->fe,
-                                early ? q->at[W_GUARD] + 1 : -1, publish_cb, b);
+                                early ? q->at[W_GUARD] + 1 : -1, publish, b);
 }
 
 /* Tells what round 2 did from its answers in *q and rc, write_send's

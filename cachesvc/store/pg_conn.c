@@ -347,6 +347,7 @@ int store__pg_collect_at(store__pg_conn *pc, int64_t deadline, PGresult **res, i
     PGresult *r;
     int rc;
 
+    KIT_ASSERT(after < n);
     *first_err = -1;
     for (int i = 0; i < n; i++)
         res[i] = NULL;
@@ -369,8 +370,6 @@ int store__pg_collect_at(store__pg_conn *pc, int64_t deadline, PGresult **res, i
             return -EIO;
         }
     }
-    if (n == after && *first_err < 0)
-        at(arg);
     if ((rc = store__pg_result(pc, deadline, &r)) < 0)
         return rc;
     if (r == NULL || PQresultStatus(r) != PGRES_PIPELINE_SYNC) {

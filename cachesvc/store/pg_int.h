@@ -145,8 +145,9 @@ int store__pg_collect(store__pg_conn *pc, int64_t deadline, PGresult **res, int 
                       int *first_err);
 
 /* store__pg_collect, calling at(arg) once the first `after` results have
- * arrived without an SQL error (after <= n; the statements were followed
- * by a flush request, or their results would come only with the Sync). */
+ * arrived without an SQL error (0 <= after < n, or -1 for never; those
+ * statements were followed by a flush request, or their results would
+ * come only with the Sync). */
 int store__pg_collect_at(store__pg_conn *pc, int64_t deadline, PGresult **res, int n,
                          int *first_err, int after, void (*at)(void *), void *arg);
 

@@ -240,8 +240,10 @@ static void do_expire(store *st, store__batcher *b, store__op *self)
 }
 
 /* Gives b's lead to its queue's head, or leaves b leaderless when nothing
- * is queued (the next op to queue then leads). Call with st->lock held. */
-static void do_pass_lead(store *st, store__batcher *b, int lead_yield)
+ * is queued (the next op to queue then leads). answered: the requests of
+ * the batch just answered, 0 when the lead passes before an answer. Call
+ * with st->lock held. */
+static void do_pass_lead(store *st, store__batcher *b, int answered)
 {
     KIT_ASSERT_LOCKED(&st->lock);
     do_expire(st, b, NULL);
@@ -249,7 +251,13 @@ static void do_pass_lead(store *st, store__batcher *b, int lead_yield)
         b->leaderless = 1;
         return;
     }
-    b->head->lead_yield = lead_yield;
+    /* The new leader gives the callers just answered a scheduling turn
+     * (they may join its batch) only when its queue is short next to
+     * them. A queue as long as the batch just answered (HTTP callers,
+     * whose next requests take a client round trip) starts at once: the
+     * turn would wait behind every answered caller's response, with the
+     * database idle. */
+    b->head->lead_yield = 2 * b->qlen < answered;
     b->head->lead = 1;
     rt_event_signal(b->head->ev);
 }
@@ -418,17 +426,15 @@ static void lead_batch(store *st, store__batcher *b, store__op *self)
         if (ops[i] != self)
             rt_event_signal(ops[i]->ev);
     }
+    /* The oldest in flight (waited for above) leaves the list; the next
+     * one may now be answered. */
+    KIT_ASSERT(b->runs == &lc);
     b->running--;
-    for (lead_ctx **pp = &b->runs, *prev = NULL;; prev = *pp, pp = &(*pp)->next)
-        if (*pp == &lc) {
-            *pp = lc.next;
-            if (b->runs_tail == &lc)
-                b->runs_tail = prev;
-            break;
-        }
-    pthread_cond_broadcast(&st->ended);
-    if (b->runs != NULL)
+    if ((b->runs = lc.next) != NULL)
         rt_event_signal(b->runs->ev);
+    else
+        b->runs_tail = NULL;
+    pthread_cond_broadcast(&st->ended);
     /* A deferred batch ends only after the batches before it, the first
      * of which handed its lead on. */
     KIT_ASSERT(b->deferred != &lc);
@@ -439,12 +445,7 @@ static void lead_batch(store *st, store__batcher *b, store__op *self)
         b->deferred = NULL;
         do_pass_lead(st, b, 0);
     }
-    if (lc.passed) {
-        if (b->leaderless && b->running == 0 && b->head == NULL)
-            do_batcher_remove(st, b);
-        goto out;
-    }
-    if (b->head == NULL) {
+    if (!lc.passed && b->head == NULL) {
         /* Nothing queued yet: give the callers just answered a scheduling
          * turn to make their next requests, which then queue behind this
          * lead instead of one of them starting a batch of one. */
@@ -456,23 +457,12 @@ static void lead_batch(store *st, store__batcher *b, store__op *self)
 handoff:
     pthread_mutex_lock(&st->lock);
 pass:
-    do_expire(st, b, self);
-    if (b->head == NULL && b->running > 0) {
-        b->leaderless = 1;   /* an earlier batch still runs: it removes b */
-    } else if (b->head != NULL) {
-        /* The new leader gives the callers just answered a scheduling turn
-         * (they may join its batch) only when its queue is short next to
-         * them. A queue as long as the batch just answered (HTTP callers,
-         * whose next requests take a client round trip) starts at once:
-         * the turn would wait behind every answered caller's response,
-         * with the database idle. */
-        b->head->lead_yield = 2 * b->qlen < n;
-        b->head->lead = 1;
-        rt_event_signal(b->head->ev);
-    } else {
+    if (!lc.passed)
+        do_pass_lead(st, b, n);
+    /* Nobody leads, nothing is queued and no batch runs (one still running
+     * removes b when it ends). */
+    if (b->leaderless && b->running == 0)
         do_batcher_remove(st, b);
-    }
-out:
     pthread_mutex_unlock(&st->lock);
     if (ops != ops_small)
         free(ops);

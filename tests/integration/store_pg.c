@@ -611,6 +611,25 @@ static store_stats limit_stats(store *st)
     return s;
 }
 
+/* One batch on sku of refused (at its limit) and buyer (who buys), one
+ * unit each, no keys. Returns the one-round-trip tries in it that failed;
+ * *tries_ok (may be NULL) gets those that succeeded. */
+static uint64_t refused_and_sold(store *st, const char *sku, const char *refused,
+                                 const char *buyer, uint64_t *tries_ok)
+{
+    int out[2];
+    int64_t id[2];
+    store_stats s0 = limit_stats(st), s1;
+    limit_batch(st, sku, 2, (const char *[]){refused, buyer}, (int64_t[]){1, 1},
+                (const char *[]){NULL, NULL}, out, id);
+    assert_int_equal(out[0], STORE_LIMIT_EXCEEDED);
+    assert_int_equal(out[1], STORE_OK);
+    s1 = limit_stats(st);
+    if (tries_ok != NULL)
+        *tries_ok = s1.one_trip_batches - s0.one_trip_batches;
+    return s1.one_trip_stale - s0.one_trip_stale;
+}
+
 /* An item with a per-user limit: a batch of decrements is decided on the
  * buyers' totals this instance saw and the state it committed, and runs in
  * one round trip; the database checks what was assumed. A refused request
@@ -664,13 +683,7 @@ static void test_pg_limit_one_trip(void **state)
                 (const char *[]){NULL}, out, id);
     assert_int_equal(out[0], STORE_OK);
     exec_sql("INSERT INTO purchases (sku, user_id, qty) VALUES ('lim-b', 'u7', 2)");
-    s0 = limit_stats(st);
-    limit_batch(st, "lim-b", 2, (const char *[]){"u7", "u8"}, (int64_t[]){1, 1},
-                (const char *[]){NULL, NULL}, out, id);
-    assert_int_equal(out[0], STORE_LIMIT_EXCEEDED);
-    assert_int_equal(out[1], STORE_OK);
-    s1 = limit_stats(st);
-    assert_int_equal(s1.one_trip_stale - s0.one_trip_stale, 1);
+    assert_int_equal(refused_and_sold(st, "lim-b", "u7", "u8", NULL), 1);
 
     /* Another instance sells to a buyer this one saw: its next batch is
      * stale and answers from the reads. */
@@ -681,10 +694,7 @@ static void test_pg_limit_one_trip(void **state)
     limit_batch(st2, "lim-c", 1, (const char *[]){"u9"}, (int64_t[]){1},
                 (const char *[]){NULL}, out, id);
     assert_int_equal(out[0], STORE_OK);
-    limit_batch(st, "lim-c", 2, (const char *[]){"u9", "u10"}, (int64_t[]){1, 1},
-                (const char *[]){NULL, NULL}, out, id);
-    assert_int_equal(out[0], STORE_LIMIT_EXCEEDED);
-    assert_int_equal(out[1], STORE_OK);
+    refused_and_sold(st, "lim-c", "u9", "u10", NULL);
 
     static const struct { const char *sku; int64_t sold, orders; } want[] = {
         {"lim-a", 7, 6}, {"lim-b", 2, 2}, {"lim-c", 3, 3}};
@@ -717,7 +727,6 @@ static void test_pg_limit_known_kept(void **state)
     store_put put = {.stock = 100, .per_user_limit = 1, .sale_starts_at_ms = 0};
     int out[8];
     int64_t id[8];
-    store_stats s0, s1;
 
     assert_int_equal(store_put_item(st, "lim-e", &put, RT_NO_DEADLINE, NULL, NULL), 0);
     limit_batch(st, "lim-e", 1, (const char *[]){"u1"}, (int64_t[]){1}, (const char *[]){NULL},
@@ -731,14 +740,9 @@ static void test_pg_limit_known_kept(void **state)
     assert_non_null(b);
     store__pg_pool_put(st, b, 0);
     store__pg_pool_put(st, a, 0);
-    s0 = limit_stats(st);
-    limit_batch(st, "lim-e", 2, (const char *[]){"u1", "u2"}, (int64_t[]){1, 1},
-                (const char *[]){NULL, NULL}, out, id);
-    assert_int_equal(out[0], STORE_LIMIT_EXCEEDED);
-    assert_int_equal(out[1], STORE_OK);
-    s1 = limit_stats(st);
-    assert_int_equal(s1.one_trip_batches - s0.one_trip_batches, 1);
-    assert_int_equal(s1.one_trip_stale - s0.one_trip_stale, 0);
+    uint64_t tries_ok;
+    assert_int_equal(refused_and_sold(st, "lim-e", "u1", "u2", &tries_ok), 0);
+    assert_int_equal(tries_ok, 1);
 
     /* Another instance sells: this one's next try is stale and drops the
      * totals; its next 4 batches read first (the penalty). */
@@ -751,13 +755,7 @@ static void test_pg_limit_known_kept(void **state)
         assert_int_equal(out[0], STORE_OK);
     }
     /* u1 bought before the totals were dropped: read, not assumed. */
-    s0 = limit_stats(st);
-    limit_batch(st, "lim-e", 2, (const char *[]){"u1", "u9"}, (int64_t[]){1, 1},
-                (const char *[]){NULL, NULL}, out, id);
-    assert_int_equal(out[0], STORE_LIMIT_EXCEEDED);
-    assert_int_equal(out[1], STORE_OK);
-    s1 = limit_stats(st);
-    assert_int_equal(s1.one_trip_stale - s0.one_trip_stale, 0);
+    assert_int_equal(refused_and_sold(st, "lim-e", "u1", "u9", NULL), 0);
 
     store_audit_result au;
     assert_int_equal(store_audit(st, "lim-e", 0, &au), 0);
