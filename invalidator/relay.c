@@ -126,9 +126,14 @@ struct inv_relay {
 
 /* ---- the awaiting rows, by sku ---------------------------------------- */
 
-static size_t await_home(const inv_relay *r, const char *sku, size_t len)
+/* The first free slot of table t (cap slots, a power of two) on sku's
+ * probe sequence. */
+static size_t await_free_slot(const await_sku *t, size_t cap, const char *sku, size_t len)
 {
-    return (size_t)kit_hash(sku, len) & (r->awaitcap - 1);
+    size_t i = (size_t)kit_hash(sku, len) & (cap - 1);
+    while (t[i].sku_len != 0)
+        i = (i + 1) & (cap - 1);
+    return i;
 }
 
 /* The slot of sku, or NULL. */
@@ -136,7 +141,8 @@ static await_sku *await_find(inv_relay *r, const char *sku, size_t len)
 {
     if (r->awaitcap == 0)
         return NULL;
-    for (size_t i = await_home(r, sku, len);; i = (i + 1) & (r->awaitcap - 1)) {
+    for (size_t i = (size_t)kit_hash(sku, len) & (r->awaitcap - 1);;
+         i = (i + 1) & (r->awaitcap - 1)) {
         await_sku *e = &r->await[i];
         if (e->sku_len == 0)
             return NULL;
@@ -165,10 +171,7 @@ static int await_rebuild(inv_relay *r)
             free(e->rows);
             continue;
         }
-        size_t j = (size_t)kit_hash(e->sku, e->sku_len) & (ncap - 1);
-        while (t[j].sku_len != 0)
-            j = (j + 1) & (ncap - 1);
-        t[j] = *e;
+        t[await_free_slot(t, ncap, e->sku, e->sku_len)] = *e;
     }
     free(r->await);
     r->await = t;
@@ -187,10 +190,7 @@ static int await_add(inv_relay *r, int64_t id, const char *sku, size_t len,
     if (e == NULL) {
         if ((r->awaitused + 1) * 2 > r->awaitcap && await_rebuild(r) < 0)
             return -ENOMEM;
-        size_t i = await_home(r, sku, len);
-        while (r->await[i].sku_len != 0)
-            i = (i + 1) & (r->awaitcap - 1);
-        e = &r->await[i];
+        e = &r->await[await_free_slot(r->await, r->awaitcap, sku, len)];
         e->sku_len = (uint8_t)len;
         memcpy(e->sku, sku, len);
         r->awaitused++;
