@@ -555,10 +555,10 @@ static intptr_t pipe_release(void *arg)
     return 0;
 }
 
-/* Waits (up to 3 s) until want sessions wait on a lock; notes the most. */
+/* Waits (up to 10 s) until want sessions wait on a lock; notes the most. */
 static void pipe_wait_for(struct pipe_run *pr, int want)
 {
-    for (int i = 0; i < 300; i++) {
+    for (int i = 0; i < 1000; i++) {
         int n = (int)rt_blocking(pipe_waiting, pr);
         if (n > pr->waiting)
             pr->waiting = n;
@@ -586,7 +586,9 @@ static void pipe_buy(void *arg)
 static void pipe_body(void *arg)
 {
     struct pipe_run *pr = arg;
-    store_config cfg = {.pool_size = 3, .timeout_ms = 5000, .pipeline_depth = 2};
+    /* A deadline (and so a lock_timeout) well past the waits below, on a
+     * loaded machine too. */
+    store_config cfg = {.pool_size = 3, .timeout_ms = 20000, .pipeline_depth = 2};
     store_put p = {.stock = 10, .per_user_limit = pr->mode == PIPE_LIMIT ? 2 : -1,
                    .sale_starts_at_ms = -1};
     store_decrement_result r;
@@ -633,6 +635,11 @@ static void pipe_run_mode(struct pipe_run *pr, int mode, const char *sku, store_
     pr->sku = sku;
     snprintf(pr->key, sizeof pr->key, "%s-key", sku);
     assert_int_equal(rt_main(&rc, pipe_body, pr), 0);
+    fprintf(stderr, "store: pipelined case %d: %d sessions waited at most, outcomes %d %d,"
+            " %llu pipelined, %llu one-trip tries ok, %llu failed\n", mode, pr->waiting,
+            pr->r[0].outcome, pr->r[1].outcome, (unsigned long long)pr->stats.pipelined,
+            (unsigned long long)pr->stats.one_trip_batches,
+            (unsigned long long)pr->stats.one_trip_stale);
     assert_int_equal(pr->rc, 0);
     assert_int_equal(pr->audit_rc, 0);
     if (mode != PIPE_LOCKED) {
