@@ -115,6 +115,11 @@ typedef struct batch_ctx {
      * the buyers and their totals, the keys it refused; sent when check. */
     int check;
     kit_buf cusers, ctotals, ckeys;
+    /* Under a per-user limit, the check writes the buyers' totals too
+     * (PS_CHECK_BUYERS): cusers then lists only the buyers the batch
+     * refused, w* the buyers with orders in it. */
+    int check_writes;
+    kit_buf wusers, wdeltas, wtotals;
     /* The batch's result, and what publish does with it once the writes
      * are sent: record_buyers, the buyers' totals in ops were read or
      * known (a per-user limit), so they are recorded too. */
@@ -466,7 +471,9 @@ static int write_send(batch_ctx *b, const store__state *s0, int known, const wri
         q->at[W_GUARD] = q->nq++;
         if (b->check) {
             p[0] = b->sku; p[1] = b->cusers.data; p[2] = b->ctotals.data; p[3] = b->ckeys.data;
-            if (store__pg_exec(pc, PS_CHECK_PRIOR, 4, p) < 0)
+            p[4] = b->wusers.data; p[5] = b->wdeltas.data; p[6] = b->wtotals.data;
+            if (store__pg_exec(pc, b->check_writes ? PS_CHECK_BUYERS : PS_CHECK_PRIOR,
+                               b->check_writes ? 7 : 4, p) < 0)
                 return -ECONNABORTED;
             q->at[W_CHECK] = q->nq++;
         }
@@ -484,7 +491,7 @@ static int write_send(batch_ctx *b, const store__state *s0, int known, const wri
         }
         q->at[W_ORDERS] = q->nq++;
     }
-    if (w->m > 0) {
+    if (w->m > 0 && !(known && b->check_writes)) {   /* else written by the check */
         p[0] = b->sku; p[1] = w->puser.data; p[2] = w->pqty.data;
         if (store__pg_exec(pc, PS_UPS_PURCHASES, 3, p) < 0)
             return -ECONNABORTED;
@@ -625,21 +632,59 @@ static int conn_unsettled(store__pg_conn *pc)
     return poll(&pfd, 1, 0) != 0 || PQstatus(pc->c) != CONNECTION_OK;
 }
 
-/* Builds the check of what a one-round-trip batch assumed (b->check,
- * PS_CHECK_PRIOR): under a per-user limit every buyer with the total the
- * batch was decided on (a buyer with several requests is listed once per
- * request: the same pair), and the keys of the requests it refused.
- * Returns 0 or -ENOMEM. */
+/* Builds the check of what a one-round-trip batch assumed (b->check):
+ * the keys of the requests it refused and, under a per-user limit, every
+ * buyer with the total the batch was decided on. There the check also
+ * writes the totals (PS_CHECK_BUYERS): each buyer with orders in the batch
+ * is listed once in w* with its delta and the total before, and only the
+ * buyers it refused are listed in cusers (a buyer with several requests
+ * once per request: the same pair). Without a limit, PS_CHECK_PRIOR checks
+ * the keys. Returns 0 or -ENOMEM. */
 static int check_build(batch_ctx *b, int limited)
 {
+    int small[512], *slot = small, m = 0, cap = 16;
+    int64_t tot_small[256], *tot = tot_small;
+
+    while (cap < 2 * b->n)
+        cap <<= 1;
+    if (limited && ((cap > 512 && (slot = malloc(sizeof *slot * (size_t)cap)) == NULL) ||
+                    (b->n > 256 && (tot = malloc(sizeof *tot * (size_t)b->n)) == NULL))) {
+        if (slot != small)
+            free(slot);
+        return -ENOMEM;
+    }
+    /* The buyers with orders (b->users, b->qtys: the purchase deltas),
+     * found through an open-addressing set of their indexes. */
+    for (int i = 0; limited && i < cap; i++)
+        slot[i] = -1;
+    for (int i = 0; limited && i < b->n; i++) {
+        store__op *op = b->ops[i];
+        if (op->kind != STORE__DECR || op->outcome != STORE_OK)
+            continue;
+        size_t h = kit_hash(op->user_id, strlen(op->user_id)) & (size_t)(cap - 1);
+        while (slot[h] >= 0 && strcmp(b->users[slot[h]], op->user_id) != 0)
+            h = (h + 1) & (size_t)(cap - 1);
+        if (slot[h] < 0) {
+            slot[h] = m;
+            b->users[m] = op->user_id;
+            b->qtys[m] = 0;
+            tot[m++] = op->bought;
+        }
+        b->qtys[slot[h]] += op->qty;
+    }
     kit_buf_puts(&b->cusers, "{");
     kit_buf_puts(&b->ctotals, "{");
     kit_buf_puts(&b->ckeys, "{");
     for (int i = 0; i < b->n; i++) {
         store__op *op = b->ops[i];
-        if (limited) {
-            store__pg_sb_elem(&b->cusers, op->user_id);
-            store__pg_sb_int(&b->ctotals, op->bought);
+        if (limited && op->kind == STORE__DECR && op->outcome != STORE_OK) {
+            size_t h = kit_hash(op->user_id, strlen(op->user_id)) & (size_t)(cap - 1);
+            while (slot[h] >= 0 && strcmp(b->users[slot[h]], op->user_id) != 0)
+                h = (h + 1) & (size_t)(cap - 1);
+            if (slot[h] < 0) {
+                store__pg_sb_elem(&b->cusers, op->user_id);
+                store__pg_sb_int(&b->ctotals, op->bought);
+            }
         }
         if (op->key != NULL && op->outcome != STORE_OK &&
             !(op->outcome == STORE_REPLAYED && op->replay_of >= 0))
@@ -648,8 +693,29 @@ static int check_build(batch_ctx *b, int limited)
     kit_buf_puts(&b->cusers, "}");
     kit_buf_puts(&b->ctotals, "}");
     kit_buf_puts(&b->ckeys, "}");
+    if (limited) {
+        kit_buf_puts(&b->wusers, "{");
+        kit_buf_puts(&b->wdeltas, "{");
+        kit_buf_puts(&b->wtotals, "{");
+        for (int j = 0; j < m; j++) {
+            store__pg_sb_elem(&b->wusers, b->users[j]);
+            store__pg_sb_int(&b->wdeltas, b->qtys[j]);
+            store__pg_sb_int(&b->wtotals, tot[j]);
+        }
+        kit_buf_puts(&b->wusers, "}");
+        kit_buf_puts(&b->wdeltas, "}");
+        kit_buf_puts(&b->wtotals, "}");
+        b->check_writes = 1;
+    }
+    if (slot != small)
+        free(slot);
+    if (tot != tot_small)
+        free(tot);
     b->check = 1;
-    return b->cusers.oom || b->ctotals.oom || b->ckeys.oom ? -ENOMEM : 0;
+    return b->cusers.oom || b->ctotals.oom || b->ckeys.oom || b->wusers.oom ||
+                   b->wdeltas.oom || b->wtotals.oom
+               ? -ENOMEM
+               : 0;
 }
 
 /* A batch of decrements decided on the item's known state (the state this
@@ -833,6 +899,21 @@ static intptr_t batch_run(void *arg)
     return rc == -EEXIST ? -EIO : rc;
 }
 
+/* batch_run, then, once the batch is over (not to be rerun on a fresh
+ * connection), its connection back to the pool and the caller told
+ * (r->ended), still on the blocking pool's thread. */
+static intptr_t batch_run_end(void *arg)
+{
+    batch_job *j = arg;
+    intptr_t rc = batch_run(j);
+    if (!j->want_fresh && j->r->ended != NULL) {
+        store__pg_pool_put(j->b->st, j->b->pc, j->broken);
+        j->b->pc = NULL;
+        j->r->ended(j->r->ctx);
+    }
+    return rc;
+}
+
 int store__pg_batch(store *st, const char *sku, store__op **ops, int n, store__batch_result *r)
 {
     batch_ctx b = {.st = st, .sku = sku, .ops = ops, .n = n, .deadline = store__pg_deadline(st),
@@ -853,7 +934,7 @@ int store__pg_batch(store *st, const char *sku, store__op **ops, int n, store__b
         goto out;
     for (;;) {
         j.want_fresh = j.broken = 0;
-        rc = (int)rt_blocking(batch_run, &j);
+        rc = (int)rt_blocking(batch_run_end, &j);
         if (!j.want_fresh)
             break;
         j.fresh_retry = 1;
@@ -861,11 +942,15 @@ int store__pg_batch(store *st, const char *sku, store__op **ops, int n, store__b
         if ((b.pc = store__pg_pool_get(st, b.deadline, &rc)) == NULL)
             goto out;
     }
-    store__pg_pool_put(st, b.pc, j.broken);
+    if (b.pc != NULL)
+        store__pg_pool_put(st, b.pc, j.broken);
 out:
     free(b.cusers.data);
     free(b.ctotals.data);
     free(b.ckeys.data);
+    free(b.wusers.data);
+    free(b.wdeltas.data);
+    free(b.wtotals.data);
     free(b.users);
     free(b.qtys);
     free(b.ids);

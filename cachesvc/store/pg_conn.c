@@ -91,6 +91,28 @@ static const char *const ps_sql[PS_COUNT] = {
                        " WHERE p.sku = $1 AND p.user_id = a.u), 0))"
                        " AND NOT EXISTS (SELECT 1 FROM orders"
                        " WHERE idempotency_key = ANY($4::text[])))::int",
+    /* PS_CHECK_PRIOR and the purchase deltas in one statement, for the
+     * one-round-trip batch under a per-user limit: each buyer with orders
+     * in the batch ($5, $6, $7: users, deltas, the totals the batch was
+     * decided on) gets its total written, a new row where it assumed 0
+     * (a row already there fails the primary key: unique_violation) and
+     * otherwise only where the total is the one assumed (else
+     * division_by_zero); the buyers it only refused ($2, $3) and the keys
+     * it refused ($4) are checked as in PS_CHECK_PRIOR. Each buyer's row
+     * is looked up once, not once to check and again to write. */
+    [PS_CHECK_BUYERS] = "WITH w AS (SELECT u, d, e FROM unnest($5::text[], $6::bigint[],"
+                        " $7::bigint[]) AS w(u, d, e)),"
+                        " n AS (INSERT INTO purchases (sku, user_id, qty)"
+                        " SELECT $1, u, d FROM w WHERE e = 0),"
+                        " o AS (UPDATE purchases p SET qty = p.qty + w.d FROM w"
+                        " WHERE w.e > 0 AND p.sku = $1 AND p.user_id = w.u AND p.qty = w.e"
+                        " RETURNING 1)"
+                        " SELECT 1 / ((SELECT count(*) FROM o) = (SELECT count(*) FROM w"
+                        " WHERE e > 0) AND NOT EXISTS (SELECT 1 FROM unnest($2::text[],"
+                        " $3::bigint[]) AS a(u, q) WHERE q <> coalesce((SELECT p.qty"
+                        " FROM purchases p WHERE p.sku = $1 AND p.user_id = a.u), 0))"
+                        " AND NOT EXISTS (SELECT 1 FROM orders"
+                        " WHERE idempotency_key = ANY($4::text[])))::int",
     /* The ids come back in the order of the arrays: RETURNING's row order
      * is not defined, so each id is taken once (a CTE referenced twice is
      * computed once) and listed by the element's position. */

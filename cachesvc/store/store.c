@@ -36,6 +36,8 @@ struct store__batcher {
     store__op *head, *tail;
     int qlen;
     int running;                 /* batches in flight */
+    int ended;                   /* of them, transactions over, not yet
+                                  * answered (batch_ended) */
     int leaderless;              /* nobody holds the lead (running > 0) */
     lead_ctx *deferred;          /* a batch sent while pipeline_depth ran:
                                   * passes the lead when one ends */
@@ -51,6 +53,7 @@ struct lead_ctx {
                                   * becomes the oldest in flight */
     lead_ctx *next;              /* in b->runs */
     int passed;                  /* this batch gave the lead away */
+    int ended;                   /* counted in b->ended */
 };
 
 const double store_batch_bucket_le[STORE_BATCH_BUCKETS] = {
@@ -279,6 +282,27 @@ static void batch_sent(void *arg)
     pthread_mutex_unlock(&c->st->lock);
 }
 
+/* store__batch_result.ended (one batch at a time per item): the batch's
+ * transaction is over, so the item's next batch may start while this one
+ * is being answered. Passing the lead here, on the blocking pool's thread,
+ * spares the next batch this leader's wake-up, its answers and its own
+ * response (about half a millisecond between two batches of a hot item
+ * under load); the next leader is readied ahead of the run queues (the
+ * pool's wake-ups are urgent). Answers keep their order: the next batch
+ * is answered after this one (b->runs). */
+static void batch_ended(void *arg)
+{
+    lead_ctx *c = arg;
+    pthread_mutex_lock(&c->st->lock);
+    if (!c->passed) {
+        c->passed = 1;
+        c->ended = 1;
+        c->b->ended++;
+        do_pass_lead(c->st, c->b, 0);
+    }
+    pthread_mutex_unlock(&c->st->lock);
+}
+
 /* store__batch_result.wait_prior: waits on a thread of the blocking pool
  * until c's batch is the oldest of its item in flight. */
 static int batch_wait_prior(void *arg, int64_t deadline)
@@ -332,7 +356,7 @@ static void lead_batch(store *st, store__batcher *b, store__op *self)
     }
     __atomic_fetch_sub(&st->stats.queued, (uint64_t)n, __ATOMIC_RELAXED);
     if (n > 0) {
-        if (b->running++ > 0)
+        if (b->running++ - b->ended > 0)
             STORE__STAT_ADD(st, pipelined, 1);
         if (b->runs_tail != NULL)
             b->runs_tail->next = &lc;
@@ -348,6 +372,9 @@ static void lead_batch(store *st, store__batcher *b, store__op *self)
     if (st->cfg.pipeline_depth > 1) {
         r.sent = batch_sent;
         r.wait_prior = batch_wait_prior;
+        r.ctx = &lc;
+    } else {
+        r.ended = batch_ended;
         r.ctx = &lc;
     }
     t0 = rt_now_ns();
@@ -430,6 +457,8 @@ static void lead_batch(store *st, store__batcher *b, store__op *self)
      * one may now be answered. */
     KIT_ASSERT(b->runs == &lc);
     b->running--;
+    if (lc.ended)
+        b->ended--;
     if ((b->runs = lc.next) != NULL)
         rt_event_signal(b->runs->ev);
     else

@@ -126,9 +126,14 @@ typedef struct store__batch_result {
      * while others ran calls it before it reads: a batch decided on an
      * earlier one's writes fails its checks with that one, and must not
      * take the row lock before that one's rerun (the item's batches commit
-     * in the order they were started). */
+     * in the order they were started).
+     * ended (at most once, on the thread that ran the transaction): the
+     * transaction is over (committed, rolled back or failed, the known
+     * state updated) and its connection is back in the pool; the caller
+     * may start the item's next batch now, before this one is answered. */
     void (*sent)(void *ctx);
     int (*wait_prior)(void *ctx, int64_t deadline);
+    void (*ended)(void *ctx);
     void *ctx;
 } store__batch_result;
 

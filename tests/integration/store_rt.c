@@ -688,6 +688,123 @@ static void test_pg_pipelined(void **state)
     pipe_run_mode(&pr, PIPE_LOCKED, "pipe-d", STORE_OK, STORE_OK, 3, 0);
 }
 
+/* ---- the next batch starts when the transaction ends ------------------------ */
+
+/* One batch at a time per item: the next one starts as soon as the one
+ * before has ended its transaction, not once that one is answered. The
+ * first batch's commit hook is held (the store calls it before that
+ * batch's answers); a decrement made meanwhile must still commit, and be
+ * answered only after the first. */
+struct early_run {
+    store *st;
+    rt_wg *wg;
+    PGconn *watch;
+    int rc;
+    int hook_held;               /* the first hook call is waiting */
+    int release;                 /* ... until this is set */
+    int64_t hooked[4];           /* the versions the hook saw, in order */
+    int nhooked;
+    int64_t version_seen;        /* the item's version while the hook held */
+    int second_done_early;       /* the second answered before the hook returned */
+    int second_done;
+    store_decrement_result r[2];
+};
+
+static void early_hook(void *ctx, const char *sku, const store_committed *row)
+{
+    struct early_run *er = ctx;
+    (void)sku;
+    if (er->nhooked < 4)
+        er->hooked[er->nhooked] = row->version;
+    if (er->nhooked++ != 1)   /* the put's commit first; hold the first sale's */
+        return;
+    __atomic_store_n(&er->hook_held, 1, __ATOMIC_RELEASE);
+    for (int i = 0; i < 2000 && !__atomic_load_n(&er->release, __ATOMIC_ACQUIRE); i++)
+        rt_sleep(5);
+    er->second_done_early = __atomic_load_n(&er->second_done, __ATOMIC_ACQUIRE);
+}
+
+static intptr_t early_version(void *arg)
+{
+    struct early_run *er = arg;
+    PGresult *r = PQexec(er->watch, "SELECT version FROM items WHERE sku = 'early'");
+    intptr_t v = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1
+                     ? strtoll(PQgetvalue(r, 0, 0), NULL, 10) : -1;
+    PQclear(r);
+    return v;
+}
+
+static void early_buy(void *arg)
+{
+    struct early_run *er = arg;
+    int i = __atomic_load_n(&er->hook_held, __ATOMIC_ACQUIRE);
+    store_decrement(er->st, "early", i == 0 ? "u1" : "u2", 1, NULL, RT_NO_DEADLINE, &er->r[i]);
+    if (i == 1)
+        __atomic_store_n(&er->second_done, 1, __ATOMIC_RELEASE);
+    rt_wg_done(er->wg);
+}
+
+static void early_body(void *arg)
+{
+    struct early_run *er = arg;
+    store_config cfg = {.pool_size = 2, .timeout_ms = 20000, .on_commit = early_hook,
+                        .on_commit_ctx = er};
+    store_put p = {.stock = 10, .per_user_limit = -1, .sale_starts_at_ms = -1};
+
+    er->watch = PQconnectdb(pgurl);
+    if (PQstatus(er->watch) != CONNECTION_OK ||
+        (er->rc = store_open(pgurl, &cfg, &er->st)) < 0 ||
+        (er->rc = store_put_item(er->st, "early", &p, RT_NO_DEADLINE, NULL, NULL)) < 0) {
+        er->rc = er->rc < 0 ? er->rc : -1000;
+        PQfinish(er->watch);
+        if (er->st != NULL)
+            store_close(er->st);
+        return;
+    }
+    er->wg = rt_wg_new();
+    rt_wg_add(er->wg, 2);
+    rt_spawn(NULL, early_buy, er);
+    for (int i = 0; i < 2000 && !__atomic_load_n(&er->hook_held, __ATOMIC_ACQUIRE); i++)
+        rt_sleep(5);
+    rt_spawn(NULL, early_buy, er);
+    /* Up to 5 s for the second sale's commit while the first's hook holds. */
+    for (int i = 0; i < 500; i++) {
+        er->version_seen = (int64_t)rt_blocking(early_version, er);
+        if (er->version_seen >= 3)
+            break;
+        rt_sleep(10);
+    }
+    __atomic_store_n(&er->release, 1, __ATOMIC_RELEASE);
+    rt_wg_wait(er->wg, RT_NO_DEADLINE);
+    rt_wg_free(er->wg);
+    PQfinish(er->watch);
+    store_close(er->st);
+}
+
+static void test_pg_next_batch_early(void **state)
+{
+    (void)state;
+    struct early_run er;
+    rt_config rc = {.workers = 2};
+    memset(&er, 0, sizeof er);
+    assert_int_equal(rt_main(&rc, early_body, &er), 0);
+    fprintf(stderr, "store: next batch early: version %lld while the hook held, hook saw %d"
+            " commits\n", (long long)er.version_seen, er.nhooked);
+    assert_int_equal(er.rc, 0);
+    assert_int_equal(er.hook_held, 1);
+    /* The second sale committed while the first's hook held... */
+    assert_int_equal(er.version_seen, 3);
+    /* ... and was answered after the first, whose hook saw its commit first. */
+    assert_int_equal(er.second_done_early, 0);
+    assert_int_equal(er.r[0].outcome, STORE_OK);
+    assert_int_equal(er.r[1].outcome, STORE_OK);
+    assert_int_equal(er.r[0].version, 2);
+    assert_int_equal(er.r[1].version, 3);
+    assert_int_equal(er.nhooked, 3);
+    assert_int_equal(er.hooked[1], 2);
+    assert_int_equal(er.hooked[2], 3);
+}
+
 /* ---- a sold-out item with many orders, on the real netpoll ------------------ */
 
 enum { BIG_UNITS = 12000, BIG_BUYERS = 64 };
@@ -1053,6 +1170,7 @@ int main(void)
         cmocka_unit_test(test_pg_queued_deadline),
         cmocka_unit_test(test_pg_close_waits),
         cmocka_unit_test(test_pg_pipelined),
+        cmocka_unit_test(test_pg_next_batch_early),
         cmocka_unit_test(test_pg_sold_out_large),
         cmocka_unit_test(test_kill9_pg),
         cmocka_unit_test(test_kill9_sqlite),
