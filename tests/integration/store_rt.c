@@ -1,8 +1,9 @@
 /*
  * store_rt.c: the store on the real runtime against a real PostgreSQL
  * (scripts/postgres, 127.0.0.1:23110, temp dir, stopped at the end) and
- * SQLite (PostgreSQL with an item's batches pipelined two deep,
- * pipeline_depth 2, under every load):
+ * SQLite (PostgreSQL under every load both one batch at a time, where the
+ * next batch starts when the one before ends its transaction, and with an
+ * item's batches pipelined two deep, pipeline_depth 2):
  *   - the concurrent serial-model test through the batcher on PostgreSQL;
  *   - the server stopped, and separately frozen (SIGSTOP: timeouts), in
  *     the middle of a decrement load: every request gets a clean
@@ -78,8 +79,10 @@ static int teardown(void **state)
 static void test_pg_concurrent_model(void **state)
 {
     (void)state;
-    tsm_run_model(pgurl, "model", 4000, 64, 256, 5151);
-    tsm_run_model(pgurl, "model-small", 1500, 32, 4, 6161);
+    tsm_run_model(pgurl, "model", 4000, 64, 256, 5151, 1);
+    tsm_run_model(pgurl, "model-small", 1500, 32, 4, 6161, 1);
+    tsm_run_model(pgurl, "model-2", 4000, 64, 256, 5252, 2);
+    tsm_run_model(pgurl, "model-small-2", 1500, 32, 4, 6262, 2);
 }
 
 /* ---- a decrement load with something happening in the middle -------------- */
@@ -93,6 +96,7 @@ typedef struct load {
     const char *fail_cmd;        /* run_cmd() arguments: the outage */
     const char *heal_cmd;
     int timeout_ms;
+    int depth;                   /* store_config.pipeline_depth */
     int stop;                    /* read and written with __atomic */
     int phase;                   /* 0 before, 1 during the outage, 2 after */
     uint64_t by_phase[3][STORE_OUTCOME_COUNT_];
@@ -148,7 +152,7 @@ static void outage_body(void *arg)
 {
     load *l = arg;
     store_config cfg = {.pool_size = 2, .timeout_ms = l->timeout_ms, .reconnect_min_ms = 20,
-                        .reconnect_max_ms = 200, .pipeline_depth = 2};
+                        .reconnect_max_ms = 200, .pipeline_depth = l->depth};
     store_put p = {.stock = 1000000, .per_user_limit = -1, .sale_starts_at_ms = -1};
     load_worker *w = calloc((size_t)l->coroutines, sizeof *w);
 
@@ -202,10 +206,12 @@ out:
     free(w);
 }
 
-static void outage(const char *sku, const char *fail_cmd, const char *heal_cmd, int timeout_ms)
+static void outage(const char *sku, const char *fail_cmd, const char *heal_cmd, int timeout_ms,
+                   int depth)
 {
     load l;
     memset(&l, 0, sizeof l);
+    l.depth = depth;
     l.url = pgurl;
     l.sku = sku;
     l.coroutines = 64;
@@ -227,8 +233,8 @@ static void outage(const char *sku, const char *fail_cmd, const char *heal_cmd, 
             if (o != STORE_OK && o != STORE_UNAVAILABLE && o != STORE_OUTCOME_UNKNOWN)
                 assert_int_equal(l.by_phase[ph][o], 0);
     }
-    fprintf(stderr, "store: %s/%s: ok before %llu, after %llu; unavailable %llu, unknown %llu\n",
-            fail_cmd, heal_cmd, (unsigned long long)ok_before, (unsigned long long)ok_after,
+    fprintf(stderr, "store: %s/%s, depth %d: ok before %llu, after %llu; unavailable %llu,"
+            " unknown %llu\n", fail_cmd, heal_cmd, depth, (unsigned long long)ok_before, (unsigned long long)ok_after,
             (unsigned long long)failed, (unsigned long long)unknown);
     assert_true(ok_before > 0);
     assert_true(failed + unknown > 0);
@@ -248,14 +254,16 @@ static void outage(const char *sku, const char *fail_cmd, const char *heal_cmd, 
 static void test_pg_outage_mid_load(void **state)
 {
     (void)state;
-    outage("outage", "down", "up", 2000);
+    outage("outage", "down", "up", 2000, 1);
+    outage("outage-2", "down", "up", 2000, 2);
 }
 
 /* The server hangs: batches time out (timeout 300 ms), then it resumes. */
 static void test_pg_stall_mid_load(void **state)
 {
     (void)state;
-    outage("stall", "stop", "cont", 300);
+    outage("stall", "stop", "cont", 300, 1);
+    outage("stall-2", "stop", "cont", 300, 2);
 }
 
 /* ---- deadlines of queued requests ------------------------------------------ */
@@ -960,7 +968,7 @@ static void test_pg_sold_out_large(void **state)
 static void victim_body(void *arg)
 {
     load *l = arg;
-    store_config cfg = {.pool_size = 2, .pipeline_depth = 2};
+    store_config cfg = {.pool_size = 2, .pipeline_depth = l->depth};
     load_worker *w = calloc((size_t)l->coroutines, sizeof *w);
     if (store_open(l->url, &cfg, &l->st) < 0)
         _exit(3);
@@ -1007,6 +1015,7 @@ static void kill9(const char *url, const char *sku)
     assert_int_equal(l.open_rc, 0);
 
     for (int round = 0; round < 3; round++) {
+        l.depth = round == 1 ? 1 : 2;   /* PostgreSQL: one deep, then pipelined */
         pid_t pid = fork();
         assert_true(pid >= 0);
         if (pid == 0) {
@@ -1023,8 +1032,8 @@ static void kill9(const char *url, const char *sku)
         assert_int_equal(rt_main(&rc, audit_body, &l), 0);
         assert_int_equal(l.open_rc, 0);
         assert_int_equal(l.audit_rc, 0);
-        fprintf(stderr, "store: %s after kill -9 #%d: %lld orders, %lld sold, stock %lld\n", url,
-                round + 1, (long long)l.audit.orders, (long long)l.audit.units_sold,
+        fprintf(stderr, "store: %s after kill -9 #%d (depth %d): %lld orders, %lld sold,"
+                " stock %lld\n", url, round + 1, l.depth, (long long)l.audit.orders, (long long)l.audit.units_sold,
                 (long long)l.audit.item.stock);
         assert_true(l.audit.item.stock >= 0);
         assert_int_equal(l.audit.item.units_supplied - l.audit.units_sold, l.audit.item.stock);

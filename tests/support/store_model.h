@@ -565,15 +565,16 @@ static inline void tsm_model_body(void *arg)
 }
 
 /* Runs the concurrent model test against url: n requests from the given
- * number of coroutines on two workers, batches of at most batch_max. */
-static inline void tsm_run_model(const char *url, const char *sku, int n, int coroutines, int batch_max, unsigned seed)
+ * number of coroutines on two workers, batches of at most batch_max, an
+ * item's batches pipelined depth deep (PostgreSQL; SQLite ignores it). */
+static inline void tsm_run_model(const char *url, const char *sku, int n, int coroutines, int batch_max, unsigned seed, int depth)
 {
     tsm_model_ctx c;
     memset(&c, 0, sizeof c);
     c.url = url;
     c.cfg.batch_max = batch_max;
     c.cfg.queue_max = 100000;
-    c.cfg.pipeline_depth = 2;   /* PostgreSQL pipelines; SQLite ignores it */
+    c.cfg.pipeline_depth = depth;
     c.load.sku = sku;
     c.load.coroutines = coroutines;
     tsm_generate(&c.load.ops, n, 30, 200, 3000, &seed);

@@ -39,7 +39,7 @@ static void test_sqlite_concurrent_model(void **state)
     (void)state;
     char url[300];
     snprintf(url, sizeof url, "sqlite:%s/model.db", tsm_tmpdir);
-    tsm_run_model(url, "hot", 4000, 64, 256, 4242);
+    tsm_run_model(url, "hot", 4000, 64, 256, 4242, 1);
 }
 
 static void test_sqlite_concurrent_model_small_batches(void **state)
@@ -47,7 +47,7 @@ static void test_sqlite_concurrent_model_small_batches(void **state)
     (void)state;
     char url[300];
     snprintf(url, sizeof url, "sqlite:%s/model_small.db", tsm_tmpdir);
-    tsm_run_model(url, "hot", 2000, 32, 3, 99);
+    tsm_run_model(url, "hot", 2000, 32, 3, 99, 1);
 }
 
 typedef struct ov_arg {
