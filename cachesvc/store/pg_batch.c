@@ -111,8 +111,9 @@ typedef struct batch_ctx {
     int64_t *ids;         /* n entries */
     int nids;
     char *users_lit;      /* text[] literal of the distinct buyers */
-    /* The one-round-trip batch's check of what it assumed (PS_CHECK_PRIOR):
-     * the buyers and their totals, the keys it refused; sent when check. */
+    /* The one-round-trip batch's check of what it assumed (PS_CHECK_PRIOR,
+     * or PS_CHECK_BUYERS under a limit): the buyers and their totals, the
+     * keys it refused; sent when check. */
     int check;
     kit_buf cusers, ctotals, ckeys;
     /* Under a per-user limit, the check writes the buyers' totals too
@@ -724,12 +725,13 @@ static int check_build(batch_ctx *b, int limited)
  * else was assumed, the writes, COMMIT (batch_write, known). What the
  * database has not told us is assumed and checked on the server: a key is
  * new (an order's key by the unique index, a refused request's key by
- * PS_CHECK_PRIOR, since a key committed before would replay its order),
- * and under a per-user limit each buyer's total is the one this instance
- * last saw (store__pg_buyers_get; 0 for a buyer it has not seen, as
- * long as the totals it holds account for every unit sold: otherwise
- * such a batch reads), checked by PS_CHECK_PRIOR. A batch that changes nothing only checks
- * the version, so it may rest on neither assumption.
+ * the check, PS_CHECK_PRIOR or under a limit PS_CHECK_BUYERS, since a key
+ * committed before would replay its order), and under a per-user limit
+ * each buyer's total is the one this instance last saw
+ * (store__pg_buyers_get; 0 for a buyer it has not seen, as long as the
+ * totals it holds account for every unit sold: otherwise such a batch
+ * reads), checked and written by PS_CHECK_BUYERS. A batch that changes
+ * nothing only checks the version, so it may rest on neither assumption.
  * Returns 0 (done, *r filled), -EAGAIN (not applicable or stale: nothing
  * applied, run the batch with its reads), or batch_write's errors. */
 static int batch_known(batch_job *j)

@@ -6,7 +6,8 @@
  *
  * None of it is trusted: the one-round-trip batch sends it along with the
  * writes and the database checks it under the item's row lock (the
- * version and settings by PS_GUARD, the buyers' totals by PS_CHECK_PRIOR).
+ * version and settings by PS_GUARD, the buyers' totals by PS_CHECK_BUYERS,
+ * which writes the new ones in the same statement).
  * A wrong or missing entry costs a failed try and a batch with reads,
  * never a wrong answer; so the totals may be dropped at any time (a full
  * table, no memory, an item's slot taken by another).

@@ -27,8 +27,10 @@ enum { OP_QUEUED = 1, OP_TAKEN = 2, OP_DONE = 3 };
 /* One item's queue. Its lead (the right to take the queue's head as the
  * next batch) is held by one coroutine, or by nobody (leaderless) while
  * the item's batches are in flight and nothing is queued. A batch passes
- * the lead on when it is answered, or earlier, when the backend has sent
- * its writes (batch_sent) and fewer than pipeline_depth batches run. */
+ * the lead on when it is answered, or earlier: one batch at a time, when
+ * the backend has ended its transaction (batch_ended); pipelined, when the
+ * backend has sent its writes (batch_sent) and fewer than pipeline_depth
+ * batches run. */
 typedef struct lead_ctx lead_ctx;
 
 struct store__batcher {
