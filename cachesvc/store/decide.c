@@ -258,6 +258,14 @@ static uint64_t str_hash(const char *s)
     return h ^ (h >> 32);
 }
 
+size_t store__user_slot(const int *slot, size_t cap, const char **users, const char *u)
+{
+    size_t h = str_hash(u) & (cap - 1);
+    while (slot[h] >= 0 && strcmp(users[slot[h]], u) != 0)
+        h = (h + 1) & (cap - 1);
+    return h;
+}
+
 int store__distinct_users(store__op **ops, int n, const char **users)
 {
     /* A batch holds up to batch_max buyers (256 by default): an
@@ -281,12 +289,9 @@ int store__distinct_users(store__op **ops, int n, const char **users)
     memset(slot, -1, cap * sizeof *slot);
     for (int i = 0; i < n; i++) {
         const char *u = ops[i]->user_id;
-        size_t h;
         if (ops[i]->kind != STORE__DECR)
             continue;
-        for (h = str_hash(u) & (cap - 1); slot[h] >= 0; h = (h + 1) & (cap - 1))
-            if (strcmp(users[slot[h]], u) == 0)
-                break;
+        size_t h = store__user_slot(slot, cap, users, u);
         if (slot[h] < 0) {
             slot[h] = m;
             users[m++] = u;

@@ -382,7 +382,8 @@ typedef struct write_round {
  * write_params_free) from the decisions in b->ops and the final state
  * r->state. Unless known, each new order takes its id from b->ids here;
  * known: the insert takes them from the sequence. The purchase deltas are
- * written only while the item keeps purchases. Returns 0 or -ENOMEM. */
+ * written only while the item keeps purchases, and not when the check
+ * writes them (PS_CHECK_BUYERS). Returns 0 or -ENOMEM. */
 static int write_build(batch_ctx *b, const store__batch_result *r, int known, write_params *w)
 {
     const store__state *s = &r->state;
@@ -408,8 +409,11 @@ static int write_build(batch_ctx *b, const store__batch_result *r, int known, wr
     kit_buf_puts(&w->ouser, "}");
     kit_buf_puts(&w->oqty, "}");
     kit_buf_puts(&w->okey, "}");
-    w->m = store__keep_purchases(s) ? store__purchase_deltas(b->ops, b->n, b->users, b->qtys)
-                                    : 0;
+    /* The check writes them itself in a one-round-trip batch (check_build
+     * has grouped them already). */
+    w->m = store__keep_purchases(s) && !(known && b->check_writes)
+               ? store__purchase_deltas(b->ops, b->n, b->users, b->qtys)
+               : 0;
     kit_buf_puts(&w->puser, "{");
     kit_buf_puts(&w->pqty, "{");
     for (int j = 0; j < w->m; j++) {
@@ -492,7 +496,7 @@ static int write_send(batch_ctx *b, const store__state *s0, int known, const wri
         }
         q->at[W_ORDERS] = q->nq++;
     }
-    if (w->m > 0 && !(known && b->check_writes)) {   /* else written by the check */
+    if (w->m > 0) {
         p[0] = b->sku; p[1] = w->puser.data; p[2] = w->pqty.data;
         if (store__pg_exec(pc, PS_UPS_PURCHASES, 3, p) < 0)
             return -ECONNABORTED;
@@ -662,9 +666,7 @@ static int check_build(batch_ctx *b, int limited)
         store__op *op = b->ops[i];
         if (op->kind != STORE__DECR || op->outcome != STORE_OK)
             continue;
-        size_t h = kit_hash(op->user_id, strlen(op->user_id)) & (size_t)(cap - 1);
-        while (slot[h] >= 0 && strcmp(b->users[slot[h]], op->user_id) != 0)
-            h = (h + 1) & (size_t)(cap - 1);
+        size_t h = store__user_slot(slot, (size_t)cap, b->users, op->user_id);
         if (slot[h] < 0) {
             slot[h] = m;
             b->users[m] = op->user_id;
@@ -678,14 +680,10 @@ static int check_build(batch_ctx *b, int limited)
     kit_buf_puts(&b->ckeys, "{");
     for (int i = 0; i < b->n; i++) {
         store__op *op = b->ops[i];
-        if (limited && op->kind == STORE__DECR && op->outcome != STORE_OK) {
-            size_t h = kit_hash(op->user_id, strlen(op->user_id)) & (size_t)(cap - 1);
-            while (slot[h] >= 0 && strcmp(b->users[slot[h]], op->user_id) != 0)
-                h = (h + 1) & (size_t)(cap - 1);
-            if (slot[h] < 0) {
-                store__pg_sb_elem(&b->cusers, op->user_id);
-                store__pg_sb_int(&b->ctotals, op->bought);
-            }
+        if (limited && op->kind == STORE__DECR && op->outcome != STORE_OK &&
+            slot[store__user_slot(slot, (size_t)cap, b->users, op->user_id)] < 0) {
+            store__pg_sb_elem(&b->cusers, op->user_id);
+            store__pg_sb_int(&b->ctotals, op->bought);
         }
         if (op->key != NULL && op->outcome != STORE_OK &&
             !(op->outcome == STORE_REPLAYED && op->replay_of >= 0))

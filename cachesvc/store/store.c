@@ -37,9 +37,7 @@ struct store__batcher {
     store__batcher *next;        /* hash chain */
     store__op *head, *tail;
     int qlen;
-    int running;                 /* batches in flight */
-    int ended;                   /* of them, transactions over, not yet
-                                  * answered (batch_ended) */
+    int running;                 /* batches started, not yet answered */
     int leaderless;              /* nobody holds the lead (running > 0) */
     lead_ctx *deferred;          /* a batch sent while pipeline_depth ran:
                                   * passes the lead when one ends */
@@ -55,7 +53,6 @@ struct lead_ctx {
                                   * becomes the oldest in flight */
     lead_ctx *next;              /* in b->runs */
     int passed;                  /* this batch gave the lead away */
-    int ended;                   /* counted in b->ended */
 };
 
 const double store_batch_bucket_le[STORE_BATCH_BUCKETS] = {
@@ -298,8 +295,6 @@ static void batch_ended(void *arg)
     pthread_mutex_lock(&c->st->lock);
     if (!c->passed) {
         c->passed = 1;
-        c->ended = 1;
-        c->b->ended++;
         do_pass_lead(c->st, c->b, 0);
     }
     pthread_mutex_unlock(&c->st->lock);
@@ -358,7 +353,9 @@ static void lead_batch(store *st, store__batcher *b, store__op *self)
     }
     __atomic_fetch_sub(&st->stats.queued, (uint64_t)n, __ATOMIC_RELAXED);
     if (n > 0) {
-        if (b->running++ - b->ended > 0)
+        /* One at a time, a batch may start while the one before is
+         * answered, but never while its transaction runs. */
+        if (b->running++ > 0 && st->cfg.pipeline_depth > 1)
             STORE__STAT_ADD(st, pipelined, 1);
         if (b->runs_tail != NULL)
             b->runs_tail->next = &lc;
@@ -459,8 +456,6 @@ static void lead_batch(store *st, store__batcher *b, store__op *self)
      * one may now be answered. */
     KIT_ASSERT(b->runs == &lc);
     b->running--;
-    if (lc.ended)
-        b->ended--;
     if ((b->runs = lc.next) != NULL)
         rt_event_signal(b->runs->ev);
     else

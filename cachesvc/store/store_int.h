@@ -94,6 +94,13 @@ int store__purchase_deltas(store__op **ops, int n, const char **users, int64_t *
  * users[] has room for n. Returns the count. */
 int store__distinct_users(store__op **ops, int n, const char **users);
 
+/* A set of buyers kept as indexes into the caller's users[], by open
+ * addressing: slot[] has cap entries (a power of two at least twice the
+ * buyers it will hold), -1 where empty. Returns u's slot: slot[h] is u's
+ * index in users[], or -1 when u is not in the set (store its index there
+ * to add it). */
+size_t store__user_slot(const int *slot, size_t cap, const char **users, const char *u);
+
 /* purchases (each user's total per item) is kept only while the item has
  * a per-user limit. store__needs_rebuild() is 1 when this batch switches a
  * limit on for an existing item that had none: the backend must then
